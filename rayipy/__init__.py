@@ -1,0 +1,33 @@
+"""rayipy: Ray-style distributed computing, Jupyter-first.
+
+    import rayipy
+    rayipy.init()
+
+    @rayipy.remote
+    def f(x):
+        return x * x
+
+    rayipy.get([f.remote(i) for i in range(4)])   # [0, 1, 4, 9]
+"""
+
+from rayipy import exceptions
+from rayipy.api import (available_resources, cancel, cluster_resources, cluster_status, get, init,
+                        is_initialized, method, nodes, put, remote, shutdown, wait)
+from rayipy.core.object_ref import ObjectRef
+from rayipy.remote_function import RemoteFunction
+
+__version__ = "0.1.0"
+
+__all__ = ["ObjectRef", "RemoteFunction", "available_resources", "cancel", "cluster_resources",
+           "cluster_status", "exceptions", "get", "init", "is_initialized", "method", "nodes",
+           "put", "remote", "shutdown", "wait", "__version__"]
+
+
+def load_ipython_extension(ipython):  # pragma: no cover - the Jupyter layer loads lazily
+    from rayipy.jupyter import load_ipython_extension as load
+    load(ipython)
+
+
+def unload_ipython_extension(ipython):  # pragma: no cover
+    from rayipy.jupyter import unload_ipython_extension as unload
+    unload(ipython)

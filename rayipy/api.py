@@ -1,0 +1,301 @@
+"""The public API, with Ray's names and meanings: init, remote, get, wait, put, cancel...
+
+Every call checks its arguments and says precisely what was wrong; a bad call never
+leaves the cluster unusable for the next one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import numbers
+import os
+import threading
+from typing import Any, Callable, Sequence
+
+from rayipy import exceptions
+from rayipy.core.object_ref import ObjectRef, current_runtime
+from rayipy.node.client import Runtime
+from rayipy.node.launch import LocalCluster
+from rayipy.remote_function import RemoteFunction
+
+log = logging.getLogger("rayipy")
+
+_lock = threading.RLock()
+_cluster: LocalCluster | None = None   # the local cluster this driver started, if any
+_context: "ClusterContext | None" = None
+
+# Ray's init() keywords that have no meaning here: accepted, so Ray programs run.
+_IGNORED_INIT_OPTIONS = {"object_store_memory", "local_mode", "configure_logging", "logging_level",
+                         "logging_format", "log_to_driver", "namespace", "runtime_env",
+                         "include_dashboard", "dashboard_host", "dashboard_port", "job_config",
+                         "_system_config", "_temp_dir", "_plasma_directory", "_node_ip_address",
+                         "_metrics_export_port", "storage", "_enable_object_reconstruction",
+                         "_memory", "_node_name", "_driver_object_store_memory"}
+
+
+class ClusterContext:
+    """What ``init`` returns (Ray's RayContext): the address and a context manager."""
+
+    def __init__(self, address: str, started_locally: bool, cluster_id: str) -> None:
+        self.address = address
+        self.started_locally = started_locally
+        self.cluster_id = cluster_id
+        self.address_info = {"address": address, "gcs_address": address}
+        self.dashboard_url = ""
+
+    def __getitem__(self, key: str) -> Any:
+        return self.address_info[key]
+
+    def __enter__(self) -> "ClusterContext":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        shutdown()
+
+    def __repr__(self) -> str:
+        where = "local cluster" if self.started_locally else "cluster"
+        return f"ClusterContext({where} at {self.address})"
+
+
+def key_from_password(password: str) -> bytes:
+    """The cluster key used for signing, derived from a human-typed password."""
+    return hashlib.sha256(b"rayipy cluster key\x00" + password.encode()).digest()
+
+
+def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
+         resources: dict[str, float] | None = None, password: str | None = None,
+         _redis_password: str | None = None, ignore_reinit_error: bool = False,
+         **kwargs: Any) -> ClusterContext:
+    """Start a local cluster (no address) or connect to one (``address="host:port"``).
+
+    ``num_cpus`` defaults to the number of CPUs of this machine; ``password`` (Ray's
+    ``_redis_password`` is accepted too) is needed to join a cluster started elsewhere.
+    """
+    global _cluster, _context
+    unknown = set(kwargs) - _IGNORED_INIT_OPTIONS
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    _check_count("num_cpus", num_cpus)
+    _check_count("num_gpus", num_gpus)
+    if resources is not None and not (isinstance(resources, dict) and all(
+            isinstance(k, str) and isinstance(v, numbers.Real) and v >= 0 for k, v in resources.items())):
+        raise TypeError(f"resources must be a dict of name -> amount >= 0, got {resources!r}")
+    with _lock:
+        if is_initialized():
+            if ignore_reinit_error:
+                return _context
+            raise RuntimeError("rayipy.init() was already called: call rayipy.shutdown() first, "
+                               "or pass ignore_reinit_error=True")
+        password = password if password is not None else _redis_password
+        if address in (None, "local"):
+            cluster = LocalCluster(num_cpus if num_cpus is not None else (os.cpu_count() or 1),
+                                   _node_resources(num_gpus, resources))
+            head_address = cluster.start()
+            key = cluster.key
+        else:
+            if num_cpus is not None or resources is not None:
+                raise ValueError("num_cpus and resources describe a new local cluster; when "
+                                 "connecting to an existing cluster, set them on its nodes "
+                                 "(rayipy start --num-cpus ...)")
+            cluster = None
+            head_address, key = _resolve_address(address, password)
+        runtime = Runtime("driver", head_address, key)
+        try:
+            welcome = runtime.start(timeout=30.0 if cluster else 10.0)
+            if cluster is not None:
+                _wait_for_nodes(runtime, 1)
+        except BaseException:
+            if cluster is not None:
+                cluster.stop()
+            raise
+        _cluster = cluster
+        _context = ClusterContext(head_address.removeprefix("tcp://"), cluster is not None,
+                                  welcome.cluster_id)
+        return _context
+
+
+def _node_resources(num_gpus: int | None, resources: dict | None) -> dict:
+    out = dict(resources or {})
+    if num_gpus:
+        out["GPU"] = float(num_gpus)
+    return out
+
+
+def _resolve_address(address: str, password: str | None) -> tuple[str, bytes]:
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a string like 'host:6379', got {address!r}")
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"address must look like 'host:port', got {address!r}")
+    if password is None:
+        raise ValueError(f"connecting to {address} needs the cluster's password: "
+                         f"init(address={address!r}, password='...') (printed by `rayipy start --head`)")
+    return f"tcp://{host}:{port}", key_from_password(password)
+
+
+def _wait_for_nodes(runtime: Runtime, count: int, timeout: float = 30.0) -> None:
+    import time
+    deadline = time.monotonic() + timeout
+    while runtime.request("wait_nodes") < count:
+        if time.monotonic() > deadline:
+            raise exceptions.RayipySystemError("the local node agent did not register in time")
+        time.sleep(0.005)
+
+
+def _check_count(name: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise TypeError(f"{name} must be an int >= 0, got {value!r}")
+
+
+def is_initialized() -> bool:
+    runtime = current_runtime()
+    return runtime is not None and runtime.role == "driver" and runtime.lost is None
+
+
+def shutdown() -> None:
+    """Disconnect; stop the local cluster if this driver started it."""
+    global _cluster, _context
+    with _lock:
+        runtime = current_runtime()
+        if runtime is not None and runtime.role == "driver":
+            if _cluster is not None and runtime.lost is None:
+                try:
+                    runtime.request("shutdown", timeout=2.0)
+                except Exception:
+                    pass
+            runtime.close()
+        if _cluster is not None:
+            _cluster.stop()
+        _cluster = None
+        _context = None
+
+
+atexit.register(shutdown)
+
+
+def _runtime() -> Runtime:
+    runtime = current_runtime()
+    if runtime is None:
+        raise exceptions.NotInitializedError(
+            "rayipy is not initialized: call rayipy.init() first (or rayipy.init(address=...) "
+            "to connect to a running cluster)")
+    return runtime
+
+
+def runtime_for_submit() -> Runtime:
+    """The runtime to submit to; like Ray, the first remote call starts a local cluster."""
+    runtime = current_runtime()
+    if runtime is None:
+        log.warning("rayipy.init() was not called: starting a local cluster")
+        init()
+        runtime = current_runtime()
+    return runtime
+
+
+def remote(*args: Any, **options: Any) -> Any:
+    """``@remote`` or ``@remote(num_cpus=..., num_returns=..., max_retries=...)``."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("@rayipy.remote takes a function or class, or only keyword options: "
+                        "@rayipy.remote(num_cpus=2)")
+    return lambda target: _make_remote(target, options)
+
+
+def _make_remote(target: Any, options: dict) -> Any:
+    if isinstance(target, type):
+        from rayipy import actor
+        return actor.make_actor_class(target, options)
+    if not callable(target):
+        raise TypeError(f"@rayipy.remote expects a function or a class, got {target!r}")
+    return RemoteFunction(target, options)
+
+
+def method(**options: Any) -> Callable:
+    """``@rayipy.method(num_returns=2)`` on an actor method."""
+    from rayipy import actor
+    return actor.method(**options)
+
+
+def put(value: Any) -> ObjectRef:
+    return runtime_for_submit().put(value)
+
+
+def _as_ref_list(object_refs: Any, what: str) -> tuple[list[ObjectRef], bool]:
+    if isinstance(object_refs, ObjectRef):
+        return [object_refs], True
+    if isinstance(object_refs, (list, tuple)):
+        for i, ref in enumerate(object_refs):
+            if not isinstance(ref, ObjectRef):
+                raise TypeError(f"{what}() expects ObjectRefs, but item {i} of the list is "
+                                f"{type(ref).__name__} {_short(ref)}")
+        return list(object_refs), False
+    raise TypeError(f"{what}() expects an ObjectRef or a list of ObjectRefs, got "
+                    f"{type(object_refs).__name__} {_short(object_refs)}")
+
+
+def _check_timeout(timeout: Any) -> None:
+    if timeout is not None and (not isinstance(timeout, numbers.Real) or isinstance(timeout, bool)
+                                or timeout < 0):
+        raise TypeError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
+
+
+def get(object_refs: Any, *, timeout: float | None = None) -> Any:
+    """The value(s): one ref gives one value, a list gives a list, in order."""
+    refs, single = _as_ref_list(object_refs, "get")
+    _check_timeout(timeout)
+    if not refs:
+        return []
+    values = _runtime().get_values(refs, timeout)
+    return values[0] if single else values
+
+
+def wait(object_refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | None = None,
+         fetch_local: bool = True) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """(ready, not_ready): returns once ``num_returns`` are ready or ``timeout`` passes."""
+    if isinstance(object_refs, ObjectRef):
+        raise TypeError("wait() expects a list of ObjectRefs; wrap a single ref: wait([ref])")
+    refs, _ = _as_ref_list(object_refs, "wait")
+    _check_timeout(timeout)
+    if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 1:
+        raise TypeError(f"num_returns must be an int >= 1, got {num_returns!r}")
+    if num_returns > len(refs):
+        raise ValueError(f"num_returns ({num_returns}) is larger than the number of refs ({len(refs)})")
+    if len(set(refs)) != len(refs):
+        raise ValueError("wait() got the same ObjectRef more than once")
+    return _runtime().wait_refs(refs, num_returns, timeout)
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes ``object_ref``; its ``get`` raises TaskCancelledError."""
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
+    _runtime().cancel(object_ref, bool(force))
+
+
+def nodes() -> list[dict]:
+    return _runtime().request("nodes")
+
+
+def cluster_resources() -> dict[str, float]:
+    return _runtime().request("cluster_resources")
+
+
+def available_resources() -> dict[str, float]:
+    return _runtime().request("available_resources")
+
+
+def cluster_status() -> dict:
+    """The head's view: nodes, task counts, dropped messages (what `rayipy status` prints)."""
+    return _runtime().request("status")
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        return ""
+    return text if len(text) <= 60 else text[:57] + "..."
+

@@ -1,0 +1,1 @@
+"""Pure logic, no sockets: scheduling state, object ownership, ObjectRef futures, options."""

@@ -1,0 +1,141 @@
+"""ObjectRef: the future a remote call returns.
+
+It behaves like ``concurrent.futures.Future`` (``done``, ``result``, ``exception``,
+``add_done_callback``), converts to one with ``.future()``, and can be awaited. Its
+value lives in the owning process's ObjectTable; the ref itself is just an id plus the
+runtime of the process it lives in, so it is cheap to create and to pickle.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any, Callable, Protocol
+
+from rayipy.core.objects import PENDING
+from rayipy.protocol import serialization
+
+
+class Runtime(Protocol):
+    """What an ObjectRef needs from its process (the driver or worker client)."""
+    objects: Any
+
+    def get_values(self, refs: list, timeout: float | None) -> list: ...
+    def value_or_error(self, object_id: bytes) -> tuple[bool, Any]: ...
+    def request_values(self, object_ids: list[bytes]) -> None: ...
+    def wait_refs(self, refs: list, num_returns: int, timeout: float | None) -> tuple: ...
+
+
+_current_runtime: Runtime | None = None
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    """The runtime that unpickled refs attach to (one per process)."""
+    global _current_runtime
+    _current_runtime = runtime
+
+
+def current_runtime() -> Runtime | None:
+    return _current_runtime
+
+
+def _rebuild_ref(object_id: bytes) -> "ObjectRef":
+    runtime = _current_runtime
+    if runtime is None:
+        # Unpickled outside a cluster (e.g. a stored value loaded later): an inert ref.
+        return ObjectRef(object_id, None, counted=False)
+    runtime.on_ref_rebuilt(object_id)
+    return ObjectRef(object_id, runtime, counted=True)
+
+
+class ObjectRef:
+    """A reference to a value that a task will produce (or that ``put`` stored)."""
+
+    __slots__ = ("id", "_runtime", "_counted", "__weakref__")
+
+    def __init__(self, object_id: bytes, runtime: Runtime | None, counted: bool = True) -> None:
+        self.id = object_id
+        self._runtime = runtime
+        self._counted = counted
+
+    def __del__(self) -> None:
+        if self._counted:
+            try:
+                self._runtime.objects.queue_release(self.id)
+            except Exception:
+                pass  # interpreter shutdown
+
+    def __reduce__(self):
+        serialization.note_contained_ref(self)
+        return (_rebuild_ref, (self.id,))
+
+    def hex(self) -> str:
+        return self.id.hex()
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self.id.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # -- future interface ---------------------------------------------------------------
+    def _need_runtime(self) -> Runtime:
+        if self._runtime is None:
+            from rayipy.exceptions import ObjectLostError
+            raise ObjectLostError(f"{self!r} was unpickled outside a rayipy cluster")
+        return self._runtime
+
+    def done(self) -> bool:
+        runtime = self._need_runtime()
+        state = runtime.objects.state(self.id)
+        if state == PENDING:
+            runtime.request_values([self.id])
+            return False
+        return True
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._need_runtime().get_values([self], timeout)[0]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        runtime = self._need_runtime()
+        runtime.wait_refs([self], 1, timeout, raise_timeout=True)
+        ok, value = runtime.value_or_error(self.id)
+        return None if ok else value
+
+    def add_done_callback(self, fn: Callable[["ObjectRef"], Any]) -> None:
+        """Call ``fn(ref)`` once the value is ready (at once if it already is).
+
+        Callbacks run on the process's I/O thread: keep them short and never block.
+        """
+        runtime = self._need_runtime()
+        if runtime.objects.add_callback(self.id, lambda: fn(self)):
+            runtime.request_values([self.id])
+        else:
+            fn(self)
+
+    def future(self) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.set_running_or_notify_cancel()
+
+        def settle(ref: ObjectRef) -> None:
+            ok, value = ref._need_runtime().value_or_error(ref.id)
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+        self.add_done_callback(settle)
+        return fut
+
+    def __await__(self):
+        import asyncio
+        return asyncio.wrap_future(self.future()).__await__()
+
+    # -- Ray compatibility ----------------------------------------------------------------
+    def task_id(self) -> bytes:
+        return self.id[:16]
+
+    def binary(self) -> bytes:
+        return self.id

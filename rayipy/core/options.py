@@ -1,0 +1,78 @@
+"""Options of remote functions as data: name, accepted types, check, default.
+
+Validated when the decorator or ``.options()`` is applied, so a typo fails at the line
+that made it, not when a task runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+from typing import Any, Callable, NamedTuple
+
+
+class Option(NamedTuple):
+    types: tuple
+    check: Callable[[Any], bool]
+    requirement: str
+    default: Any
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _resources_ok(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and _number(v) and v >= 0 and k not in ("CPU", "GPU")
+        for k, v in value.items())
+
+
+TASK_OPTIONS: dict[str, Option] = {
+    "num_cpus": Option((int, float), lambda v: _number(v) and v >= 0, "a number >= 0", 1),
+    "num_gpus": Option((int, float), lambda v: _number(v) and v >= 0, "a number >= 0", 0),
+    "memory": Option((int, float), lambda v: _number(v) and v >= 0, "a number of bytes >= 0", 0),
+    "resources": Option((dict,), _resources_ok,
+                        "a dict of resource name -> amount >= 0 (use num_cpus/num_gpus for CPU/GPU)",
+                        None),
+    "num_returns": Option((int,), lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+                          "an int >= 1", 1),
+    "max_retries": Option((int,), lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= -1,
+                          "an int >= 0, or -1 for unlimited", 3),
+    "retry_exceptions": Option((bool, list, tuple), lambda v: True, "a bool or a list of exception types",
+                               False),
+    "name": Option((str,), lambda v: isinstance(v, str), "a string", None),
+    "scheduling_strategy": Option((str, object), lambda v: True, '"DEFAULT" or "SPREAD"', "DEFAULT"),
+    "runtime_env": Option((dict,), lambda v: v is None or isinstance(v, dict), "a dict", None),
+    "max_calls": Option((int,), lambda v: isinstance(v, int) and v >= 0, "an int >= 0", 0),
+}
+
+
+def validate(options: dict[str, Any], table: dict[str, Option] = TASK_OPTIONS,
+             what: str = "remote function") -> dict[str, Any]:
+    """Check options against the table; raises ValueError/TypeError naming the bad one."""
+    for name, value in options.items():
+        option = table.get(name)
+        if option is None:
+            close = difflib.get_close_matches(name, table, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"invalid option {name!r} for a {what}.{hint} "
+                             f"Valid options: {', '.join(sorted(table))}.")
+        if value is None and option.default is None:
+            continue
+        if not option.check(value):
+            raise TypeError(f"option {name!r} of a {what} must be {option.requirement}, "
+                            f"got {value!r}")
+    return dict(options)
+
+
+def resource_request(options: dict[str, Any]) -> tuple:
+    """The scheduler's form: a sorted tuple of (name, amount), zero amounts left out."""
+    amounts: dict[str, float] = {
+        "CPU": float(options.get("num_cpus", TASK_OPTIONS["num_cpus"].default)),
+        "GPU": float(options.get("num_gpus") or 0),
+        "memory": float(options.get("memory") or 0),
+    }
+    for name, amount in (options.get("resources") or {}).items():
+        amounts[name] = float(amount)
+    return tuple(sorted((k, v) for k, v in amounts.items() if v > 0))

@@ -1,0 +1,378 @@
+"""The head's scheduling state: which task runs where, and what each node has left.
+
+Pure logic: every method takes an event (tasks submitted, a worker finished, a worker
+died...) and returns the instructions the head must carry out. No sockets, no clocks
+read except where a timestamp is passed in; tested with plain asserts.
+
+Resources. A node has totals (CPU, GPU, memory, custom) and what is left. A worker
+holds a *lease*: the resources of the task it runs, taken from its node when the worker
+starts its first task and given back when its queue empties. Tasks with exactly the
+same resource request may queue behind the running one on the same worker (pipelining),
+so a worker never sits idle waiting for the head between short tasks; how many depends
+on how long the function's tasks take (about ``PIPELINE_SECONDS`` of work queued).
+
+Nested tasks. A worker whose task blocks in ``get`` gives back its lease and the tasks
+queued behind the blocked one; the node's freed CPU then lets the head start another
+worker if tasks are waiting, so a task waiting on its children never starves them.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Iterable, NamedTuple
+
+from rayipy.protocol.messages import TaskSpec
+
+PIPELINE_SECONDS = 0.02     # queue about this much work per worker
+MAX_PIPELINE = 64
+UNKNOWN_DURATION_DEPTH = 2  # one running, one waiting, until durations are known
+EXTRA_WORKERS_PER_NODE = 32  # beyond num_cpus, for tasks blocked on nested tasks
+
+
+# -- instructions --------------------------------------------------------------------
+class Execute(NamedTuple):
+    worker: bytes
+    specs: list
+    functions: list          # [(function_id, bytes)] the worker has not seen yet
+
+
+class Fail(NamedTuple):
+    task: TaskSpec
+    status: int              # messages.CANCELLED / CRASHED / ERROR
+    error: BaseException
+
+
+class CancelRunning(NamedTuple):
+    worker: bytes
+    task_id: bytes
+    force: bool
+
+
+class Spawn(NamedTuple):
+    agent: bytes
+    count: int
+
+
+class Steal(NamedTuple):
+    worker: bytes
+    count: int
+
+
+# -- state ---------------------------------------------------------------------------
+class Node:
+    def __init__(self, node_id: bytes, agent: bytes, total: dict[str, float], info: dict) -> None:
+        self.node_id = node_id
+        self.agent = agent
+        self.total = dict(total)
+        self.available = dict(total)
+        self.info = info
+        self.workers: set[bytes] = set()
+        self.spawning = 0
+
+    def fits(self, request: tuple) -> bool:
+        avail = self.available
+        for name, amount in request:
+            if avail.get(name, 0.0) < amount - 1e-9:
+                return False
+        return True
+
+    def could_ever_fit(self, request: tuple) -> bool:
+        total = self.total
+        return all(total.get(name, 0.0) >= amount - 1e-9 for name, amount in request)
+
+    def take(self, request: tuple, sign: int = 1) -> None:
+        for name, amount in request:
+            self.available[name] = self.available.get(name, 0.0) - sign * amount
+
+
+class Worker:
+    def __init__(self, worker_id: bytes, node_id: bytes, pid: int) -> None:
+        self.worker_id = worker_id
+        self.node_id = node_id
+        self.pid = pid
+        self.queue: collections.deque[bytes] = collections.deque()   # task ids, running first
+        self.lease: tuple | None = None
+        self.blocked = False
+        self.functions: set[bytes] = set()
+        self.stealing = False
+
+
+class TaskRecord:
+    __slots__ = ("spec", "worker", "cancelled", "force")
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec = spec
+        self.worker: bytes | None = None
+        self.cancelled = False
+        self.force = False
+
+
+def describe_request(request: tuple) -> str:
+    return ", ".join(f"{name}={amount:g}" for name, amount in request) or "nothing"
+
+
+class Scheduler:
+    def __init__(self) -> None:
+        self.nodes: dict[bytes, Node] = {}
+        self.workers: dict[bytes, Worker] = {}
+        self.tasks: dict[bytes, TaskRecord] = {}
+        self.ready: dict[tuple, collections.deque[bytes]] = {}   # resource request -> task ids
+        self.functions: dict[bytes, bytes] = {}
+        self.durations: dict[bytes, float] = {}                 # function id -> EWMA seconds
+        self.counts = collections.Counter()                     # submitted, finished, failed...
+
+    # -- membership -------------------------------------------------------------------
+    def add_node(self, node_id: bytes, agent: bytes, resources: dict[str, float], info: dict) -> list:
+        self.nodes[node_id] = Node(node_id, agent, resources, info)
+        return self.dispatch()
+
+    def add_worker(self, worker_id: bytes, node_id: bytes, pid: int) -> list:
+        node = self.nodes.get(node_id)
+        if node is None:
+            return []
+        node.spawning = max(0, node.spawning - 1)
+        node.workers.add(worker_id)
+        self.workers[worker_id] = Worker(worker_id, node_id, pid)
+        return self.dispatch()
+
+    def remove_worker(self, worker_id: bytes, error: BaseException, crashed_status: int,
+                      cancelled_status: int) -> list:
+        """A worker process died: retry what it ran (within max_retries), requeue the rest."""
+        worker = self.workers.pop(worker_id, None)
+        if worker is None:
+            return []
+        node = self.nodes.get(worker.node_id)
+        if node is not None:
+            node.workers.discard(worker_id)
+            if worker.lease is not None and not worker.blocked:
+                node.take(worker.lease, -1)
+        out: list = []
+        for position, task_id in enumerate(worker.queue):
+            record = self.tasks.get(task_id)
+            if record is None:
+                continue
+            record.worker = None
+            spec = record.spec
+            if position == 0:  # it was running
+                if record.cancelled:
+                    out.append(self._fail(task_id, cancelled_status, error))
+                    continue
+                if spec.attempt >= spec.max_retries:
+                    out.append(self._fail(task_id, crashed_status, error))
+                    continue
+                record.spec = spec._replace(attempt=spec.attempt + 1)
+                self.counts["retried"] += 1
+            self._enqueue_front(task_id)
+        return out + self.dispatch()
+
+    def remove_node(self, node_id: bytes) -> list[bytes]:
+        """Forget a node; returns its workers, which the caller removes one by one."""
+        node = self.nodes.pop(node_id, None)
+        return list(node.workers) if node else []
+
+    # -- tasks --------------------------------------------------------------------------
+    def add_function(self, function_id: bytes, data: bytes) -> None:
+        self.functions[function_id] = data
+
+    def submit(self, specs: Iterable[TaskSpec]) -> list:
+        out: list = []
+        for spec in specs:
+            self.counts["submitted"] += 1
+            if not any(n.could_ever_fit(spec.resources) for n in self.nodes.values()) and self.nodes:
+                out.append(self._fail_new(spec, ValueError(self.impossible_message(spec))))
+                continue
+            self.tasks[spec.task_id] = TaskRecord(spec)
+            self.ready.setdefault(spec.resources, collections.deque()).append(spec.task_id)
+        return out + self.dispatch()
+
+    def impossible_message(self, spec: TaskSpec) -> str:
+        missing = []
+        for name, amount in spec.resources:
+            best = max((n.total.get(name, 0.0) for n in self.nodes.values()), default=0.0)
+            if best < amount:
+                missing.append(f"{name}={amount:g} (the largest node has {best:g})")
+        return (f"task {spec.name!r} asks for {describe_request(spec.resources)}, but no node "
+                f"in the cluster has {' and '.join(missing)}. Lower the request or add a node "
+                f"that has these resources.")
+
+    def finished(self, worker_id: bytes, task_ids: Iterable[bytes], durations: Iterable[float]) -> list:
+        worker = self.workers.get(worker_id)
+        for task_id, duration in zip(task_ids, durations):
+            record = self.tasks.pop(task_id, None)
+            self.counts["finished"] += 1
+            if record is not None:
+                fid = record.spec.function_id
+                old = self.durations.get(fid)
+                self.durations[fid] = duration if old is None else 0.8 * old + 0.2 * duration
+            if worker is not None:
+                try:
+                    worker.queue.remove(task_id)
+                except ValueError:
+                    pass
+        if worker is not None and not worker.queue:
+            self._release_lease(worker)
+        return self.dispatch()
+
+    def cancel(self, task_id: bytes, force: bool, cancelled_status: int, error: BaseException) -> list:
+        record = self.tasks.get(task_id)
+        if record is None:
+            return []
+        record.cancelled = True
+        record.force = force
+        if record.worker is None:
+            queue = self.ready.get(record.spec.resources)
+            if queue is not None:
+                try:
+                    queue.remove(task_id)
+                except ValueError:
+                    pass
+            return [self._fail(task_id, cancelled_status, error)]
+        return [CancelRunning(record.worker, task_id, force)]
+
+    def blocked(self, worker_id: bytes, returned: Iterable[bytes]) -> list:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.blocked:
+            return []
+        worker.blocked = True
+        self._take_back(worker, returned)
+        if worker.lease is not None:
+            self.nodes[worker.node_id].take(worker.lease, -1)
+        return self.dispatch()
+
+    def unblocked(self, worker_id: bytes) -> list:
+        worker = self.workers.get(worker_id)
+        if worker is None or not worker.blocked:
+            return []
+        worker.blocked = False
+        if worker.lease is not None:
+            if worker.queue:
+                self.nodes[worker.node_id].take(worker.lease)
+            else:
+                worker.lease = None
+        return []
+
+    def returned(self, worker_id: bytes, task_ids: Iterable[bytes]) -> list:
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return []
+        worker.stealing = False
+        self._take_back(worker, task_ids)
+        if not worker.queue:
+            self._release_lease(worker)
+        return self.dispatch()
+
+    def drop_owner(self, owner: bytes) -> None:
+        """A driver is gone: nobody will read its queued tasks' results."""
+        for queue in self.ready.values():
+            for task_id in [t for t in queue if t[:8] == owner]:
+                queue.remove(task_id)
+                self.tasks.pop(task_id, None)
+
+    # -- placement ------------------------------------------------------------------------
+    def dispatch(self) -> list:
+        assigned: dict[bytes, list] = {}
+        out: list = []
+        for request, queue in self.ready.items():
+            if not queue:
+                continue
+            depth = self._depth(queue[0])
+            while queue:
+                worker = self._pick_worker(request, depth)
+                if worker is None:
+                    break
+                task_id = queue.popleft()
+                record = self.tasks[task_id]
+                if worker.lease is None:
+                    worker.lease = request
+                    self.nodes[worker.node_id].take(request)
+                worker.queue.append(task_id)
+                record.worker = worker.worker_id
+                assigned.setdefault(worker.worker_id, []).append(record.spec)
+            if queue:
+                out.extend(self._grow_or_steal(request, queue))
+        for worker_id, specs in assigned.items():
+            worker = self.workers[worker_id]
+            new_functions = []
+            for spec in specs:
+                fid = spec.function_id
+                if fid not in worker.functions:
+                    worker.functions.add(fid)
+                    new_functions.append((fid, self.functions.get(fid, b"")))
+            out.append(Execute(worker_id, specs, new_functions))
+        return out
+
+    def _pick_worker(self, request: tuple, depth: int) -> Worker | None:
+        best = None
+        best_len = depth
+        for worker in self.workers.values():
+            if worker.blocked or worker.stealing:
+                continue
+            if worker.lease is None:
+                if self.nodes[worker.node_id].fits(request):
+                    return worker  # an idle worker always wins over queueing
+                continue
+            n = len(worker.queue)
+            if worker.lease == request and n < best_len:
+                best, best_len = worker, n
+        return best
+
+    def _depth(self, task_id: bytes) -> int:
+        duration = self.durations.get(self.tasks[task_id].spec.function_id)
+        if duration is None:
+            return UNKNOWN_DURATION_DEPTH
+        return max(1, min(MAX_PIPELINE, int(PIPELINE_SECONDS / max(duration, 1e-6))))
+
+    def _grow_or_steal(self, request: tuple, queue: collections.deque) -> list:
+        """Tasks wait: start workers where resources are free but no worker is idle."""
+        out: list = []
+        for node in self.nodes.values():
+            if not node.fits(request) or node.spawning >= len(queue):
+                continue
+            idle = any(self.workers[w].lease is None and not self.workers[w].blocked
+                       for w in node.workers)
+            extra = len(node.workers) + node.spawning - int(node.total.get("CPU", 0))
+            if not idle and extra < EXTRA_WORKERS_PER_NODE:
+                node.spawning += 1
+                out.append(Spawn(node.agent, 1))
+        return out
+
+    def _release_lease(self, worker: Worker) -> None:
+        if worker.lease is not None:
+            if not worker.blocked:
+                self.nodes[worker.node_id].take(worker.lease, -1)
+            worker.lease = None
+
+    def _take_back(self, worker: Worker, task_ids: Iterable[bytes]) -> None:
+        back = [t for t in task_ids if t in worker.queue]
+        for task_id in reversed(back):
+            worker.queue.remove(task_id)
+            record = self.tasks.get(task_id)
+            if record is not None:
+                record.worker = None
+                self._enqueue_front(task_id)
+
+    def _enqueue_front(self, task_id: bytes) -> None:
+        record = self.tasks[task_id]
+        self.ready.setdefault(record.spec.resources, collections.deque()).appendleft(task_id)
+
+    def _fail(self, task_id: bytes, status: int, error: BaseException) -> Fail:
+        record = self.tasks.pop(task_id)
+        self.counts["failed"] += 1
+        return Fail(record.spec, status, error)
+
+    def _fail_new(self, spec: TaskSpec, error: BaseException) -> Fail:
+        from rayipy.protocol.messages import ERROR
+        self.counts["failed"] += 1
+        return Fail(spec, ERROR, error)
+
+    # -- reporting --------------------------------------------------------------------------
+    def summary(self) -> dict:
+        running = sum(1 for w in self.workers.values() if w.queue)
+        return {
+            "queued": sum(len(q) for q in self.ready.values()),
+            "running": running,
+            "assigned": sum(len(w.queue) for w in self.workers.values()),
+            "workers": len(self.workers),
+            "blocked_workers": sum(1 for w in self.workers.values() if w.blocked),
+            **self.counts,
+        }

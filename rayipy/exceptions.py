@@ -1,0 +1,146 @@
+"""Every exception rayipy raises, in one module (Ray's module name).
+
+Errors are named by cause: a task's own exception (TaskError), the caller's waiting ran
+out (GetTimeoutError), somebody cancelled the task (TaskCancelledError), the process
+running it died (WorkerCrashedError), an actor is gone (ActorDiedError).
+
+A task's exception re-raises on the caller as an instance of both TaskError and the
+original exception class, so ``except ValueError`` keeps working around ``get``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class RayipyError(Exception):
+    """Base class of every error raised by rayipy itself."""
+
+
+class RayipySystemError(RayipyError):
+    """The cluster could not do what was asked (a process is unreachable, a protocol error)."""
+
+
+class NotInitializedError(RayipyError, RuntimeError):
+    """An API call that needs a cluster was made before ``rayipy.init()``."""
+
+
+class AuthenticationError(RayipyError, ConnectionError):
+    """The cluster refused our signature: the password (cluster key) is wrong."""
+
+
+class ProtocolVersionError(RayipyError):
+    """A peer speaks another major version of the wire protocol."""
+
+
+class GetTimeoutError(RayipyError, TimeoutError):
+    """``get`` or ``ObjectRef.result`` ran out of time before the value was ready."""
+
+
+class TaskCancelledError(RayipyError):
+    """The task was cancelled with ``rayipy.cancel`` before it produced a value."""
+
+    def __init__(self, task_name: str = "", detail: str = "") -> None:
+        self.task_name = task_name
+        msg = f"Task {task_name!r} was cancelled" if task_name else "Task was cancelled"
+        super().__init__(msg + (f": {detail}" if detail else "."))
+
+    def __reduce__(self):
+        return (_rebuild_plain, (type(self), self.args, self.__dict__))
+
+
+class WorkerCrashedError(RayipyError):
+    """The process running the task died (exit code or signal in the message)."""
+
+
+class ActorDiedError(RayipyError):
+    """The actor is dead: killed, crashed, or its constructor failed."""
+
+
+class ObjectLostError(RayipyError):
+    """The object's owner is gone, so its value can no longer be fetched."""
+
+
+class OwnerDiedError(ObjectLostError):
+    """The process that created the object (its owner) exited."""
+
+
+class RaySystemError(RayipySystemError):
+    """Ray's name for system errors, kept for programs written for Ray."""
+
+
+# Ray's names for the same things, so `except ray.exceptions.RayTaskError` ports unchanged.
+RayError = RayipyError
+
+
+def _rebuild_plain(cls, args, state):
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
+class TaskError(RayipyError):
+    """A task raised an exception; the original is ``cause``, its traceback in the message.
+
+    Instances are made by :func:`as_task_error` and are also instances of the cause's
+    class.
+    """
+
+    cause: BaseException | None
+    remote_traceback: str
+    function_name: str
+    where: str
+
+    def __str__(self) -> str:
+        return format_task_error(self.function_name, self.where, self.remote_traceback)
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython calls this to show a compact remote traceback instead of our local frames.
+        return [f"\x1b[31m{type(self.cause).__name__}\x1b[0m raised in remote task "
+                f"{self.function_name!r} ({self.where}):", self.remote_traceback.rstrip()]
+
+    def __reduce__(self):
+        return (as_task_error, (self.cause, self.remote_traceback, self.function_name, self.where))
+
+
+RayTaskError = TaskError
+
+_subclass_cache: dict[type, type] = {}
+_subclass_lock = threading.Lock()
+
+
+def format_task_error(function_name: str, where: str, remote_traceback: str) -> str:
+    return (f"task {function_name!r} failed on {where}\n\n"
+            f"Remote traceback (most recent call last):\n{remote_traceback.rstrip()}")
+
+
+def _task_error_class(cause_cls: type) -> type:
+    with _subclass_lock:
+        cls = _subclass_cache.get(cause_cls)
+        if cls is None:
+            try:
+                cls = type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls),
+                           {"__module__": "rayipy.exceptions"})
+            except TypeError:
+                # A class that refuses subclassing (layout conflicts): plain TaskError.
+                cls = TaskError
+            _subclass_cache[cause_cls] = cls
+        return cls
+
+
+def as_task_error(cause: BaseException | None, remote_traceback: str, function_name: str,
+                  where: str) -> TaskError:
+    """Wrap a task's exception so it is both a TaskError and an instance of its own class."""
+    if isinstance(cause, TaskError):
+        return cause
+    cls = _task_error_class(type(cause)) if cause is not None else TaskError
+    err = cls.__new__(cls)
+    err.args = cause.args if cause is not None else (remote_traceback,)
+    if cause is not None and hasattr(cause, "__dict__"):
+        err.__dict__.update(cause.__dict__)
+    err.cause = cause
+    err.remote_traceback = remote_traceback
+    err.function_name = function_name
+    err.where = where
+    return err

@@ -1,0 +1,1 @@
+"""The processes: head, node agent, worker, the driver's I/O thread, and the local launcher."""

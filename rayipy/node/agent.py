@@ -1,0 +1,187 @@
+"""The node agent: one per host. Reports the host's resources, starts and watches workers.
+
+It starts ``num_cpus`` workers at once, more when the head asks (tasks blocked on nested
+tasks), and learns of a worker's death the moment it happens: each worker's pidfd sits
+in the same poller as the socket, so a dead worker is an event, not a timeout. It tells
+the head, which retries or fails the worker's tasks, and starts a replacement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import zmq
+
+from rayipy.node import lifetime
+from rayipy.node.client import HEARTBEAT_SECONDS, HEAD_SILENCE_LIMIT, new_process_id
+from rayipy.protocol.kinds import Kind
+from rayipy.protocol.messages import Registration
+from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
+from rayipy.transport.endpoint import Endpoint
+
+log = logging.getLogger("rayipy.agent")
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (killed: out of memory, or by hand?)" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exited with code {code}"
+
+
+class WorkerProcess:
+    def __init__(self, worker_id: bytes, popen: subprocess.Popen) -> None:
+        self.worker_id = worker_id
+        self.popen = popen
+        self.pidfd = os.pidfd_open(popen.pid) if hasattr(os, "pidfd_open") else None
+
+
+class Agent:
+    def __init__(self, head_address: str, key: bytes, num_cpus: int, resources: dict,
+                 node_id: bytes, ip: str, watch_parent: int | None) -> None:
+        self.head_address = head_address
+        self.key = key
+        self.num_cpus = num_cpus
+        self.node_id = node_id
+        self.ip = ip
+        self.resources = {"CPU": float(num_cpus), **resources}
+        self.watch_parent = watch_parent
+        self.process_id = new_process_id(b"A")
+        self.context = zmq.Context()
+        self.endpoint = Endpoint(self.context, zmq.DEALER, Signer(key), self.process_id)
+        self.endpoint.connect(head_address)
+        self.workers: dict[bytes, WorkerProcess] = {}
+        self.poller = zmq.Poller()
+        self.poller.register(self.endpoint.socket, zmq.POLLIN)
+        self.running = True
+        self.last_heard = time.monotonic()
+
+    def spawn(self) -> None:
+        worker_id = new_process_id(b"W")
+        env = dict(os.environ, RAYIPY_CLUSTER_KEY=self.key.hex())
+        cmd = [sys.executable, "-m", "rayipy.node.worker", "--head", self.head_address,
+               "--node-id", self.node_id.hex(), "--worker-id", worker_id.hex(), "--ip", self.ip]
+        popen = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        worker = WorkerProcess(worker_id, popen)
+        self.workers[worker_id] = worker
+        if worker.pidfd is not None:
+            self.poller.register(worker.pidfd, zmq.POLLIN)
+
+    def reap(self, worker: WorkerProcess) -> None:
+        code = worker.popen.wait()
+        if worker.pidfd is not None:
+            self.poller.unregister(worker.pidfd)
+            os.close(worker.pidfd)
+        self.workers.pop(worker.worker_id, None)
+        if self.running:
+            self.endpoint.send(Kind.WORKER_DIED, (worker.worker_id, code, describe_exit(code)))
+            if len(self.workers) < self.num_cpus:
+                self.spawn()
+
+    def serve(self) -> None:
+        info = {"resources": self.resources, "hostname": socket.gethostname(), "ip": self.ip,
+                "pid": os.getpid()}
+        self.endpoint.send(Kind.REGISTER, Registration("agent", self.process_id, self.node_id,
+                                                       os.getpid(), PROTOCOL_VERSION, info))
+        for _ in range(self.num_cpus):
+            self.spawn()
+        next_beat = time.monotonic() + HEARTBEAT_SECONDS
+        try:
+            while self.running:
+                events = dict(self.poller.poll(250))
+                if self.endpoint.socket in events:
+                    while self.endpoint.socket.poll(0, zmq.POLLIN):
+                        _, message = self.endpoint.recv()
+                        if message is not None:
+                            self.last_heard = time.monotonic()
+                            self.handle(message.kind, message.body)
+                for worker in list(self.workers.values()):
+                    if worker.pidfd in events or (worker.pidfd is None and worker.popen.poll() is not None):
+                        self.reap(worker)
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + HEARTBEAT_SECONDS
+                    self.endpoint.send(Kind.HEARTBEAT, ())
+                    if self.watch_parent is not None and not lifetime.parent_alive(self.watch_parent):
+                        break
+                    if now - self.last_heard > HEAD_SILENCE_LIMIT:
+                        log.warning("no word from the head for %.0f s; stopping", now - self.last_heard)
+                        break
+        finally:
+            self.running = False
+            self.stop_workers()
+            self.endpoint.close()
+            self.context.term()
+
+    def handle(self, kind: Kind, body) -> None:
+        if kind is Kind.SPAWN_WORKER:
+            for _ in range(body[0]):
+                self.spawn()
+        elif kind is Kind.RETIRE_WORKER:
+            worker = self.workers.get(body[0])
+            if worker is not None:
+                worker.popen.terminate()
+        elif kind is Kind.SHUTDOWN:
+            self.running = False
+        elif kind is Kind.AUTH_FAILED:
+            print("rayipy agent: the head rejected our password (cluster key)", file=sys.stderr)
+            self.running = False
+        elif kind is Kind.REFUSED:
+            print(f"rayipy agent: refused by the head: {body[0]}", file=sys.stderr)
+            self.running = False
+
+    def stop_workers(self) -> None:
+        for worker in self.workers.values():
+            if worker.popen.poll() is None:
+                worker.popen.terminate()
+        deadline = time.monotonic() + 3
+        for worker in self.workers.values():
+            try:
+                worker.popen.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                worker.popen.kill()
+                worker.popen.wait()
+            if worker.pidfd is not None:
+                os.close(worker.pidfd)
+        self.workers.clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rayipy.node.agent")
+    parser.add_argument("--head", required=True)
+    parser.add_argument("--num-cpus", type=int, required=True)
+    parser.add_argument("--resources", default="{}")
+    parser.add_argument("--node-id", required=True)
+    parser.add_argument("--ip", default="127.0.0.1")
+    parser.add_argument("--watch-parent", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("RAYIPY_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s agent %(levelname)s %(message)s")
+    key = bytes.fromhex(os.environ.pop("RAYIPY_CLUSTER_KEY"))
+    watch = os.getppid() if args.watch_parent else None
+    if args.watch_parent:
+        lifetime.die_with_parent()
+    lifetime.exit_on_sigterm()
+    agent = Agent(args.head, key, args.num_cpus, json.loads(args.resources),
+                  bytes.fromhex(args.node_id), args.ip, watch)
+    try:
+        agent.serve()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,522 @@
+"""The runtime of a process that submits tasks: the driver, and every worker.
+
+One background I/O thread owns the process's socket to the head. User threads never
+touch it: they append to ``outbox`` (a deque) and wake the I/O thread through a pipe.
+The I/O thread sends what is queued in batches, receives results, output and requests,
+and fills the ObjectTable, so values arrive while the user's thread (a notebook kernel)
+is idle.
+
+A worker adds its task queue on top (see ``rayipy.node.worker``): its main thread runs
+tasks, and tasks may submit tasks and ``get`` them through this same runtime.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable
+
+import zmq
+
+from rayipy import exceptions
+from rayipy.core.object_ref import ObjectRef, set_runtime
+from rayipy.core.objects import FAILED, PENDING, READY, Effect, ObjectTable, owner_of
+from rayipy.protocol import errors, serialization
+from rayipy.protocol.kinds import Kind
+from rayipy.protocol.messages import (OK, DepSlot, ObjectValue, Payload, Registration, TaskResult,
+                                      TaskSpec, Welcome)
+from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
+from rayipy.transport.endpoint import Endpoint, Waker
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 1.0
+HEAD_SILENCE_LIMIT = 10.0       # no word from the head this long: the cluster is gone
+LOG_FLUSH_SECONDS = 0.05
+
+
+def new_process_id(prefix: bytes) -> bytes:
+    # 8 bytes; a ZeroMQ identity must not start with a zero byte.
+    return prefix[:1] + os.urandom(7)
+
+
+class TaskLogPrinter:
+    """Prints output streamed from tasks on this process's own stdout/stderr, labelled."""
+
+    def __call__(self, lines: list, label: str) -> None:
+        for stream, text in lines:
+            out = sys.stderr if stream == "stderr" else sys.stdout
+            prefix = f"({label}) "
+            body = "".join(prefix + line for line in text.splitlines(keepends=True))
+            if not body.endswith("\n"):
+                body += "\n"
+            try:
+                out.write(body)
+                out.flush()
+            except Exception:
+                pass
+
+
+class Runtime:
+    """Sockets-owning I/O thread plus the synchronous API the user's threads call."""
+
+    def __init__(self, role: str, head_address: str, key: bytes, node_id: bytes = b"",
+                 process_id: bytes | None = None, info: dict | None = None) -> None:
+        self.role = role
+        self.head_address = head_address
+        self.process_id = process_id or new_process_id(b"D" if role == "driver" else b"W")
+        self.node_id = node_id
+        self.info = info or {}
+        self.signer = Signer(key)
+        self.objects = ObjectTable(self.process_id)
+        self.outbox: collections.deque = collections.deque()
+        self.waker = Waker()
+        self.context = zmq.Context()
+        self._seq = itertools.count(1)
+        self._requests: dict[int, Future] = {}
+        self._request_ids = itertools.count(1)
+        self._inflight: dict[bytes, tuple] = {}   # task id -> (pinned ids, return ids)
+        self._sent_functions: set[bytes] = set()
+        self._handlers: dict[Kind, Callable] = {
+            Kind.WELCOME: self._on_welcome,
+            Kind.REFUSED: self._on_refused,
+            Kind.AUTH_FAILED: self._on_auth_failed,
+            Kind.HEARTBEAT: lambda body: None,
+            Kind.TASK_DONE: self._on_task_done,
+            Kind.GET_OBJECT: self._on_get_object,
+            Kind.OBJECT_VALUE: self._on_object_value,
+            Kind.BORROW: self._on_borrow,
+            Kind.REPLY: self._on_reply,
+            Kind.LOG: self._on_log,
+            Kind.SHUTDOWN: self._on_shutdown,
+        }
+        self.on_log: Callable[[list, str], None] = TaskLogPrinter()
+        self.welcome: Welcome | None = None
+        self._connected = threading.Event()
+        self._connect_error: BaseException | None = None
+        self._stopping = False
+        self._closed = threading.Event()
+        self._last_heard = time.monotonic()
+        self.lost: BaseException | None = None
+        self.blocked_depth = 0
+        self.on_block: Callable[[], list] | None = None     # worker: tasks to hand back
+        self._thread = threading.Thread(target=self._io_loop, name=f"rayipy-io-{role}", daemon=True)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> Welcome:
+        self._thread.start()
+        registration = Registration(self.role, self.process_id, self.node_id, os.getpid(),
+                                    PROTOCOL_VERSION, self.info)
+        self.send(Kind.REGISTER, registration)
+        if not self._connected.wait(timeout):
+            self.close()
+            raise exceptions.RayipySystemError(
+                f"no answer from the rayipy head at {self.head_address} within {timeout:g} s: "
+                f"is the cluster running there, and is the address right?")
+        if self._connect_error is not None:
+            self.close()
+            raise self._connect_error
+        set_runtime(self)
+        return self.welcome
+
+    def close(self) -> None:
+        if self._stopping:
+            self._closed.wait(5)
+            return
+        self._stopping = True
+        self.waker.wake()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(5)
+        from rayipy.core import object_ref
+        if object_ref.current_runtime() is self:
+            set_runtime(None)
+
+    # -- sending (any thread) -------------------------------------------------------------
+    def send(self, kind: Kind, body: Any) -> None:
+        self.outbox.append((kind, body))
+        self.waker.wake()
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if effect.what == "borrow":
+                oid, delta = effect.arg
+                self._route_borrow(oid, delta, self.process_id)
+            elif effect.what == "fetch":
+                self.send(Kind.GET_OBJECT, (effect.arg, self.process_id))
+
+    def _route_borrow(self, object_id: bytes, delta: int, borrower: bytes) -> None:
+        if self.objects.owns(object_id):
+            self._carry_out(self.objects.add_borrower(object_id, borrower, delta))
+        else:
+            self.send(Kind.BORROW, ([(object_id, delta)], borrower))
+
+    # -- ids --------------------------------------------------------------------------------
+    def next_task_id(self) -> bytes:
+        return self.process_id + next(self._seq).to_bytes(8, "big")
+
+    # -- functions and tasks ------------------------------------------------------------------
+    def ensure_function(self, function_id: bytes, pickled: bytes) -> None:
+        if function_id not in self._sent_functions:
+            self._sent_functions.add(function_id)
+            self.send(Kind.FUNCTION, (function_id, pickled))
+
+    def submit(self, function_id: bytes, name: str, args: tuple, kwargs: dict, num_returns: int,
+               resources: tuple, max_retries: int) -> list[ObjectRef]:
+        """Queue one task; returns its ObjectRefs at once."""
+        self._check_alive()
+        task_id = self.next_task_id()
+        deps: list[ObjectRef] = []
+        if any(isinstance(a, ObjectRef) for a in args):
+            args = tuple(_slot(a, deps) for a in args)
+        if kwargs and any(isinstance(v, ObjectRef) for v in kwargs.values()):
+            kwargs = {k: _slot(v, deps) for k, v in kwargs.items()}
+        payload, contained = serialization.dumps((args, kwargs), f"the arguments of {name}")
+        return_ids = [task_id + i.to_bytes(2, "big") for i in range(max(num_returns, 1))]
+        info = {"task": name}
+        refs = []
+        for oid in return_ids:
+            self.objects.add_pending(oid, info)
+            refs.append(ObjectRef(oid, self))
+        dep_ids = [r.id for r in deps]
+        pinned = dep_ids + [r.id for r in contained]
+        self.objects.pin(pinned)
+        self._inflight[task_id] = (pinned, return_ids)
+        spec = TaskSpec(task_id, function_id, name, payload, (), num_returns, resources, max_retries)
+        if deps:
+            self._when_ready(deps, spec)
+        else:
+            self.outbox.append(("spec", spec))
+            self.waker.wake()
+        return refs
+
+    def _when_ready(self, deps: list[ObjectRef], spec: TaskSpec) -> None:
+        """Send ``spec`` once every direct ref argument has its value, inlined."""
+        remaining = [len(deps)]
+        lock = threading.Lock()
+
+        def one_ready(_ref: ObjectRef) -> None:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            values = []
+            for dep in deps:
+                state, payload = self.objects.value(dep.id)
+                if state != READY:
+                    self._fail_task_locally(spec, payload, dep)
+                    return
+                values.append(payload)
+            self.outbox.append(("spec", spec._replace(dep_values=tuple(values))))
+            self.waker.wake()
+
+        for dep in deps:
+            dep.add_done_callback(one_ready)
+
+    def _fail_task_locally(self, spec: TaskSpec, payload: Payload | None, dep: ObjectRef) -> None:
+        if payload is None:
+            payload = errors.capture_system_error(exceptions.ObjectLostError(
+                f"{dep!r}, an argument of {spec.name!r}, was freed or lost"))
+        from rayipy.protocol.messages import ERROR
+        self._finish(TaskResult(spec.task_id, ERROR, (payload,), 0.0, "", ()))
+
+    def put(self, value: Any) -> ObjectRef:
+        self._check_alive()
+        if isinstance(value, ObjectRef):
+            raise TypeError("put() of an ObjectRef is not allowed: pass the ref itself instead")
+        payload, contained = serialization.dumps(value, "the value given to put()")
+        oid = self.next_task_id() + b"\x00\x00"
+        self._carry_out(self.objects.add_ready(oid, payload, [r.id for r in contained]))
+        return ObjectRef(oid, self)
+
+    def cancel(self, ref: ObjectRef, force: bool) -> None:
+        self.send(Kind.CANCEL, (ref.id[:16], force))
+
+    # -- values -----------------------------------------------------------------------------
+    def on_ref_rebuilt(self, object_id: bytes) -> None:
+        effects = self.objects.on_ref_rebuilt(object_id)
+        if effects:
+            self._carry_out(effects)
+
+    def request_values(self, object_ids: list[bytes]) -> None:
+        effects = self.objects.need_fetch(object_ids)
+        if effects:
+            self._carry_out(effects)
+
+    def value_or_error(self, object_id: bytes) -> tuple[bool, Any]:
+        state, payload = self.objects.value(object_id)
+        if state == READY:
+            return True, serialization.loads(payload)
+        if state == PENDING:
+            raise exceptions.RayipySystemError("value_or_error() on a pending object")
+        if payload is None:
+            return False, exceptions.ObjectLostError(
+                f"ObjectRef({object_id.hex()}) was freed, or its owner is gone")
+        return False, errors.rebuild_error(payload)
+
+    def wait_refs(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
+                  raise_timeout: bool = False) -> tuple[list, list]:
+        ids = [r.id for r in refs]
+        pending = [oid for oid in ids if self.objects.state(oid) == PENDING]
+        if pending:
+            self.request_values(pending)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            need = num_returns - (len(ids) - len(pending))
+            self._blocking(lambda: self.objects.wait(pending, need, deadline))
+        ready, not_ready = [], []
+        for ref in refs:
+            if len(ready) < num_returns and self.objects.state(ref.id) != PENDING:
+                ready.append(ref)
+            else:
+                not_ready.append(ref)
+        if raise_timeout and len(ready) < num_returns:
+            raise exceptions.GetTimeoutError(f"{num_returns - len(ready)} object(s) not ready "
+                                             f"after {timeout:g} s")
+        return ready, not_ready
+
+    def get_values(self, refs: list[ObjectRef], timeout: float | None) -> list:
+        ids = [r.id for r in refs]
+        pending = [oid for oid in ids if self.objects.state(oid) == PENDING]
+        if pending:
+            self._check_alive()
+            self.request_values(pending)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            n = self._blocking(lambda: self.objects.wait(pending, len(pending), deadline))
+            if n < len(pending):
+                raise exceptions.GetTimeoutError(
+                    f"get() timed out after {timeout:g} s: {len(pending) - n} of {len(ids)} "
+                    f"object(s) not ready yet")
+        values = []
+        for oid in ids:
+            state, payload = self.objects.value(oid)
+            if state == READY:
+                values.append(serialization.loads(payload))
+                continue
+            if state == PENDING:  # lost the race with a shutdown
+                raise exceptions.RayipySystemError("the cluster went away while waiting")
+            if payload is None:
+                raise exceptions.ObjectLostError(
+                    f"ObjectRef({oid.hex()}) was freed, or the process that owned it is gone")
+            raise errors.rebuild_error(payload)
+        return values
+
+    def _blocking(self, wait: Callable[[], int]) -> int:
+        """Run a wait; a worker tells the head first, so its CPU can serve other tasks."""
+        if self.on_block is None:
+            return wait()
+        self.blocked_depth += 1
+        if self.blocked_depth == 1:
+            self.send(Kind.BLOCKED, (self.on_block(),))
+        try:
+            return wait()
+        finally:
+            self.blocked_depth -= 1
+            if self.blocked_depth == 0:
+                self.send(Kind.UNBLOCKED, ())
+
+    # -- requests to the head ----------------------------------------------------------------
+    def request(self, name: str, *args: Any, timeout: float = 30.0) -> Any:
+        self._check_alive()
+        request_id = next(self._request_ids)
+        fut: Future = Future()
+        self._requests[request_id] = fut
+        self.send(Kind.REQUEST, (request_id, name, args))
+        try:
+            ok, value = fut.result(timeout)
+        except TimeoutError:
+            raise exceptions.RayipySystemError(
+                f"the head did not answer {name!r} within {timeout:g} s") from None
+        finally:
+            self._requests.pop(request_id, None)
+        if not ok:
+            raise value
+        return value
+
+    def _check_alive(self) -> None:
+        if self.lost is not None:
+            raise exceptions.RayipySystemError(f"the cluster is unreachable: {self.lost}")
+        if self._stopping:
+            raise exceptions.NotInitializedError(
+                "rayipy was shut down; call rayipy.init() to start or connect again")
+
+    # -- the I/O thread ---------------------------------------------------------------------------
+    def _io_loop(self) -> None:
+        endpoint = Endpoint(self.context, zmq.DEALER, self.signer, self.process_id)
+        self.endpoint = endpoint
+        endpoint.connect(self.head_address)
+        poller = zmq.Poller()
+        poller.register(endpoint.socket, zmq.POLLIN)
+        poller.register(self.waker.fd, zmq.POLLIN)
+        next_beat = time.monotonic() + HEARTBEAT_SECONDS
+        try:
+            while not self._stopping:
+                self._flush(endpoint)
+                events = dict(poller.poll(100))
+                if self.waker.fd in events:
+                    self.waker.clear()
+                if endpoint.socket in events:
+                    self._drain(endpoint)
+                self._carry_out(self.objects.process_releases())
+                self.idle_work()
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + HEARTBEAT_SECONDS
+                    self.outbox.append((Kind.HEARTBEAT, ()))
+                    if self._connected.is_set() and now - self._last_heard > HEAD_SILENCE_LIMIT:
+                        self._lose(exceptions.RayipySystemError(
+                            f"no word from the head at {self.head_address} for "
+                            f"{HEAD_SILENCE_LIMIT:g} s"))
+                        break
+            self._flush(endpoint)
+        except Exception as e:  # never die silently: callers waiting must hear about it
+            log.exception("rayipy I/O thread failed")
+            self._lose(exceptions.RayipySystemError(f"the I/O thread failed: {e!r}"))
+        finally:
+            endpoint.close()
+            self.context.term()
+            self.waker.close()
+            self._closed.set()
+
+    def idle_work(self) -> None:
+        """Hook for periodic work on the I/O thread (workers flush task output)."""
+
+    def _drain(self, endpoint: Endpoint) -> None:
+        socket = endpoint.socket
+        for _ in range(1000):  # bounded, so sending is never starved
+            if not socket.poll(0, zmq.POLLIN):
+                return
+            _, message = endpoint.recv()
+            if message is None:
+                continue
+            self._last_heard = time.monotonic()
+            handler = self._handlers.get(message.kind)
+            if handler is None:
+                endpoint.dropped["unexpected kind"] += 1
+                continue
+            try:
+                handler(message.body)
+            except Exception:
+                endpoint.dropped["handler error"] += 1
+                log.exception("error handling %s", message.kind.name)
+
+    def _flush(self, endpoint: Endpoint) -> None:
+        outbox = self.outbox
+        specs: list = []
+        while outbox:
+            kind, body = outbox.popleft()
+            if kind == "spec":
+                specs.append(body)
+                continue
+            if specs:
+                endpoint.send(Kind.SUBMIT, (specs,))
+                specs = []
+            endpoint.send(kind, body)
+        if specs:
+            endpoint.send(Kind.SUBMIT, (specs,))
+
+    def _lose(self, error: BaseException) -> None:
+        self.lost = error
+        payload = errors.capture_system_error(error)
+        for fn in self.objects.fail_all_pending(payload):
+            _run_callback(fn)
+        for fut in list(self._requests.values()):
+            if not fut.done():
+                fut.set_result((False, error))
+        if not self._connected.is_set():
+            self._connect_error = error
+            self._connected.set()
+
+    # -- handlers (I/O thread) --------------------------------------------------------------------
+    def _on_welcome(self, body: Welcome) -> None:
+        self.welcome = body
+        self._connected.set()
+
+    def _on_refused(self, body: tuple) -> None:
+        self._connect_error = exceptions.ProtocolVersionError(body[0])
+        self._connected.set()
+
+    def _on_auth_failed(self, body: Any) -> None:
+        self._connect_error = exceptions.AuthenticationError(
+            f"the rayipy head at {self.head_address} rejected our signature: the password "
+            f"(cluster key) is wrong. Use the password printed by `rayipy start --head`.")
+        self._stopping = True
+        self._connected.set()
+
+    def _on_shutdown(self, body: tuple) -> None:
+        self._lose(exceptions.RayipySystemError(f"the cluster shut down ({body[0]})"))
+        self._stopping = True
+
+    def _on_task_done(self, body: tuple) -> None:
+        for result in body[0]:
+            self._finish(result)
+
+    def _finish(self, result: TaskResult) -> None:
+        entry = self._inflight.pop(result.task_id, None)
+        if entry is None:
+            return
+        pinned, return_ids = entry
+        callbacks: list = []
+        info = {"where": result.where, "duration": result.duration}
+        ok = result.status == OK
+        for i, oid in enumerate(return_ids):
+            payload = result.values[i] if ok else result.values[0]
+            contains = result.contains[i] if ok and result.contains else ()
+            cbs, waiting, effects = self.objects.fulfill(oid, ok, payload, contains, True, info)
+            callbacks.extend(cbs)
+            self._carry_out(effects)
+            for requester in waiting:
+                self.send(Kind.OBJECT_VALUE, (oid, ObjectValue(ok, payload), requester))
+        self._carry_out(self.objects.unpin(pinned))
+        for fn in callbacks:
+            _run_callback(fn)
+
+    def _on_get_object(self, body: tuple) -> None:
+        object_id, requester = body
+        state, payload = self.objects.answer_when_ready(object_id, requester)
+        if state == PENDING:
+            return
+        if payload is None:
+            payload = errors.capture_system_error(exceptions.ObjectLostError(
+                f"ObjectRef({object_id.hex()}) was already freed by its owner"))
+        self.send(Kind.OBJECT_VALUE, (object_id, ObjectValue(state == READY, payload), requester))
+
+    def _on_object_value(self, body: tuple) -> None:
+        object_id, value, _requester = body
+        cbs, _waiting, effects = self.objects.fulfill(object_id, value.ok, value.payload)
+        self._carry_out(effects)
+        for fn in cbs:
+            _run_callback(fn)
+
+    def _on_borrow(self, body: tuple) -> None:
+        changes, borrower = body
+        for object_id, delta in changes:
+            self._carry_out(self.objects.add_borrower(object_id, borrower, delta))
+
+    def _on_reply(self, body: tuple) -> None:
+        request_id, ok, value = body
+        fut = self._requests.get(request_id)
+        if fut is not None and not fut.done():
+            fut.set_result((ok, value))
+
+    def _on_log(self, body: tuple) -> None:
+        _owner, lines, label = body
+        self.on_log(lines, label)
+
+
+def _slot(value: Any, deps: list) -> Any:
+    if isinstance(value, ObjectRef):
+        deps.append(value)
+        return DepSlot(len(deps) - 1)
+    return value
+
+
+def _run_callback(fn: Callable) -> None:
+    try:
+        fn()
+    except Exception:
+        log.exception("an ObjectRef done-callback raised")

@@ -1,0 +1,360 @@
+"""The head: one ROUTER socket, one single-threaded loop, the scheduler's state.
+
+Every other process (node agents, workers, drivers) connects a DEALER to the head. The
+loop receives everything waiting, hands events to ``core.scheduler.Scheduler``, carries
+out the instructions it returns, and forwards messages between processes (results to
+their owners, object requests to owners and values back, task output). A result batch
+for a single owner is forwarded as the worker's own signed frames, never re-pickled.
+
+Nothing a peer sends can stop this loop: bad messages are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+import uuid
+from typing import Any
+
+import zmq
+
+from rayipy import exceptions
+from rayipy.core.objects import owner_of
+from rayipy.core.scheduler import CancelRunning, Execute, Fail, Scheduler, Spawn, Steal
+from rayipy.node import lifetime
+from rayipy.protocol import errors
+from rayipy.protocol.kinds import Kind
+from rayipy.protocol.messages import (CANCELLED, CRASHED, ObjectValue, Registration, TaskResult,
+                                      Welcome)
+from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
+from rayipy.transport.endpoint import Endpoint
+
+log = logging.getLogger("rayipy.head")
+
+HEARTBEAT_SECONDS = 1.0
+DRIVER_SILENCE_LIMIT = 10.0
+AGENT_SILENCE_LIMIT = 10.0
+
+
+class Peer:
+    __slots__ = ("process_id", "role", "node_id", "pid", "info", "last_heard")
+
+    def __init__(self, reg: Registration) -> None:
+        self.process_id = reg.process_id
+        self.role = reg.role
+        self.node_id = reg.node_id
+        self.pid = reg.pid
+        self.info = reg.info
+        self.last_heard = time.monotonic()
+
+
+class Head:
+    def __init__(self, key: bytes, host: str, port: int, watch_parent: int | None = None) -> None:
+        self.cluster_id = uuid.uuid4().hex[:12]
+        self.context = zmq.Context()
+        self.endpoint = Endpoint(self.context, zmq.ROUTER, Signer(key))
+        self.address = self.endpoint.bind(f"tcp://{host}:{port}")
+        self.scheduler = Scheduler()
+        self.peers: dict[bytes, Peer] = {}
+        self.watch_parent = watch_parent
+        self.started = time.time()
+        self.running = True
+        self.handlers = {
+            Kind.REGISTER: self.on_register,
+            Kind.HEARTBEAT: self.on_heartbeat,
+            Kind.FUNCTION: self.on_function,
+            Kind.SUBMIT: self.on_submit,
+            Kind.TASK_DONE: self.on_task_done,
+            Kind.CANCEL: self.on_cancel,
+            Kind.BLOCKED: self.on_blocked,
+            Kind.UNBLOCKED: self.on_unblocked,
+            Kind.RETURNED: self.on_returned,
+            Kind.GET_OBJECT: self.on_get_object,
+            Kind.OBJECT_VALUE: self.on_object_value,
+            Kind.BORROW: self.on_borrow,
+            Kind.WORKER_DIED: self.on_worker_died,
+            Kind.REQUEST: self.on_request,
+            Kind.LOG: self.on_log,
+            Kind.SHUTDOWN: self.on_shutdown,
+        }
+
+    # -- loop ------------------------------------------------------------------------------
+    def serve(self) -> None:
+        socket_ = self.endpoint.socket
+        next_beat = time.monotonic() + HEARTBEAT_SECONDS
+        try:
+            while self.running:
+                if socket_.poll(250, zmq.POLLIN):
+                    for _ in range(2000):
+                        self.receive_one()
+                        if not self.running or not socket_.poll(0, zmq.POLLIN):
+                            break
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + HEARTBEAT_SECONDS
+                    self.heartbeat(now)
+        finally:
+            self.stop_everyone("the head stopped")
+            self.endpoint.close()
+            self.context.term()
+
+    def receive_one(self) -> None:
+        sender, message, frames = self.endpoint.recv_raw()
+        if message is None:
+            return
+        peer = self.peers.get(sender)
+        if peer is not None:
+            peer.last_heard = time.monotonic()
+        elif message.kind is not Kind.REGISTER:
+            self.endpoint.dropped["unregistered sender"] += 1
+            return
+        try:
+            self.handlers[message.kind](sender, message.body, frames)
+        except KeyError:
+            self.endpoint.dropped["unexpected kind"] += 1
+        except Exception:
+            self.endpoint.dropped["handler error"] += 1
+            log.exception("error handling %s from %r", message.kind.name, sender)
+
+    def send(self, to: bytes, kind: Kind, body: Any) -> None:
+        self.endpoint.send(kind, body, to)
+
+    def carry_out(self, instructions: list) -> None:
+        for ins in instructions:
+            if isinstance(ins, Execute):
+                self.send(ins.worker, Kind.EXECUTE, (ins.specs, ins.functions))
+            elif isinstance(ins, Fail):
+                self.fail_task(ins)
+            elif isinstance(ins, CancelRunning):
+                self.send(ins.worker, Kind.CANCEL, (ins.task_id, ins.force))
+            elif isinstance(ins, Spawn):
+                self.send(ins.agent, Kind.SPAWN_WORKER, (ins.count,))
+            elif isinstance(ins, Steal):
+                self.send(ins.worker, Kind.STEAL, (ins.count,))
+
+    def fail_task(self, fail: Fail) -> None:
+        payload = errors.capture_system_error(fail.error, fail.task.name)
+        if fail.status not in (CANCELLED, CRASHED):
+            payload = errors.capture_task_error(fail.error, fail.task.name, "the head")
+        result = TaskResult(fail.task.task_id, fail.status, (payload,), 0.0, "", ())
+        self.send(owner_of(fail.task.task_id), Kind.TASK_DONE, ([result],))
+
+    def heartbeat(self, now: float) -> None:
+        if self.watch_parent is not None and not lifetime.parent_alive(self.watch_parent):
+            log.warning("the process that started this cluster exited; stopping")
+            self.running = False
+            return
+        for pid, peer in list(self.peers.items()):
+            silent = now - peer.last_heard
+            if peer.role == "driver" and silent > DRIVER_SILENCE_LIMIT:
+                log.warning("driver %s silent for %.0f s: dropping it", pid.hex(), silent)
+                self.forget(pid)
+                continue
+            if peer.role == "agent" and silent > AGENT_SILENCE_LIMIT:
+                log.warning("node agent %s silent for %.0f s: removing its node", pid.hex(), silent)
+                self.remove_node(peer.node_id)
+                self.peers.pop(pid, None)
+                continue
+            self.send(pid, Kind.HEARTBEAT, ())
+
+    def remove_node(self, node_id: bytes) -> None:
+        for worker_id in self.scheduler.remove_node(node_id):
+            self.remove_worker(worker_id, "its node stopped answering")
+
+    def remove_worker(self, worker_id: bytes, why: str) -> None:
+        peer = self.peers.pop(worker_id, None)
+        pid = peer.pid if peer else "?"
+        crash = exceptions.WorkerCrashedError(f"the worker process (pid {pid}) running the task "
+                                              f"died: {why}")
+        cancelled = exceptions.TaskCancelledError(detail="its worker was killed (force=True)")
+        out = self.scheduler.remove_worker(worker_id, crash, CRASHED, CANCELLED)
+        for ins in out:
+            if isinstance(ins, Fail) and ins.status == CANCELLED:
+                ins = ins._replace(error=cancelled)
+            self.carry_out([ins])
+
+    def forget(self, process_id: bytes) -> None:
+        peer = self.peers.pop(process_id, None)
+        if peer is not None and peer.role == "driver":
+            self.scheduler.drop_owner(process_id)
+
+    def stop_everyone(self, reason: str) -> None:
+        for pid in list(self.peers):
+            self.send(pid, Kind.SHUTDOWN, (reason,))
+
+    # -- handlers -----------------------------------------------------------------------------
+    def on_register(self, sender: bytes, reg: Registration, frames: list) -> None:
+        if reg.protocol_version // 100 != PROTOCOL_VERSION // 100 or reg.protocol_version != PROTOCOL_VERSION:
+            self.send(sender, Kind.REFUSED, (
+                f"protocol version mismatch: this head speaks {PROTOCOL_VERSION}, the "
+                f"{reg.role} speaks {reg.protocol_version}; install the same rayipy version "
+                f"on every machine",))
+            return
+        self.peers[sender] = Peer(reg)
+        if reg.role == "agent":
+            self.carry_out(self.scheduler.add_node(reg.node_id, sender, reg.info["resources"], reg.info))
+        elif reg.role == "worker":
+            self.carry_out(self.scheduler.add_worker(sender, reg.node_id, reg.pid))
+        self.send(sender, Kind.WELCOME, Welcome(self.cluster_id, PROTOCOL_VERSION,
+                                                {"address": self.address}))
+
+    def on_heartbeat(self, sender: bytes, body: Any, frames: list) -> None:
+        pass
+
+    def on_function(self, sender: bytes, body: tuple, frames: list) -> None:
+        function_id, data = body
+        self.scheduler.add_function(function_id, data)
+
+    def on_submit(self, sender: bytes, body: tuple, frames: list) -> None:
+        self.carry_out(self.scheduler.submit(body[0]))
+
+    def on_task_done(self, sender: bytes, body: tuple, frames: list) -> None:
+        results = body[0]
+        owners = {owner_of(r.task_id) for r in results}
+        if len(owners) == 1:
+            self.endpoint.send_frames(list(frames), owners.pop())
+        else:
+            for owner in owners:
+                self.send(owner, Kind.TASK_DONE, ([r for r in results if owner_of(r.task_id) == owner],))
+        self.carry_out(self.scheduler.finished(sender, [r.task_id for r in results],
+                                               [r.duration for r in results]))
+
+    def on_cancel(self, sender: bytes, body: tuple, frames: list) -> None:
+        task_id, force = body
+        error = exceptions.TaskCancelledError(detail="cancelled before it started")
+        self.carry_out(self.scheduler.cancel(task_id, force, CANCELLED, error))
+
+    def on_blocked(self, sender: bytes, body: tuple, frames: list) -> None:
+        self.carry_out(self.scheduler.blocked(sender, body[0]))
+
+    def on_unblocked(self, sender: bytes, body: tuple, frames: list) -> None:
+        self.carry_out(self.scheduler.unblocked(sender))
+
+    def on_returned(self, sender: bytes, body: tuple, frames: list) -> None:
+        self.carry_out(self.scheduler.returned(sender, body[0]))
+
+    def on_get_object(self, sender: bytes, body: tuple, frames: list) -> None:
+        object_id, requester = body
+        owner = owner_of(object_id)
+        if owner in self.peers:
+            self.endpoint.send_frames(list(frames), owner)
+            return
+        error = exceptions.OwnerDiedError(
+            f"ObjectRef({object_id.hex()}) is lost: the process that created it has exited")
+        self.send(requester, Kind.OBJECT_VALUE,
+                  (object_id, ObjectValue(False, errors.capture_system_error(error)), requester))
+
+    def on_object_value(self, sender: bytes, body: tuple, frames: list) -> None:
+        self.endpoint.send_frames(list(frames), body[2])
+
+    def on_borrow(self, sender: bytes, body: tuple, frames: list) -> None:
+        changes, borrower = body
+        owners = {owner_of(oid) for oid, _ in changes}
+        for owner in owners:
+            if owner in self.peers:
+                self.send(owner, Kind.BORROW, ([c for c in changes if owner_of(c[0]) == owner], borrower))
+
+    def on_worker_died(self, sender: bytes, body: tuple, frames: list) -> None:
+        worker_id, code, reason = body
+        self.remove_worker(worker_id, reason)
+
+    def on_log(self, sender: bytes, body: tuple, frames: list) -> None:
+        if body[0] in self.peers:
+            self.endpoint.send_frames(list(frames), body[0])
+
+    def on_shutdown(self, sender: bytes, body: tuple, frames: list) -> None:
+        self.running = False
+
+    # -- requests --------------------------------------------------------------------------------
+    def on_request(self, sender: bytes, body: tuple, frames: list) -> None:
+        request_id, name, args = body
+        handler = getattr(self, f"request_{name}", None)
+        if handler is None:
+            self.send(sender, Kind.REPLY, (request_id, False, ValueError(f"unknown request {name!r}")))
+            return
+        try:
+            value = handler(sender, *args)
+        except Exception as e:
+            self.send(sender, Kind.REPLY, (request_id, False, e))
+            return
+        self.send(sender, Kind.REPLY, (request_id, True, value))
+
+    def request_nodes(self, sender: bytes) -> list[dict]:
+        out = []
+        for node in self.scheduler.nodes.values():
+            info = node.info
+            out.append({
+                "NodeID": node.node_id.hex(),
+                "Alive": True,
+                "NodeManagerAddress": info.get("ip", "127.0.0.1"),
+                "NodeManagerHostname": info.get("hostname", ""),
+                "NodeName": info.get("ip", "127.0.0.1"),
+                "Resources": dict(node.total),
+                "alive": True,
+            })
+        return out
+
+    def request_cluster_resources(self, sender: bytes) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for node in self.scheduler.nodes.values():
+            for name, amount in node.total.items():
+                total[name] = total.get(name, 0.0) + amount
+        return total
+
+    def request_available_resources(self, sender: bytes) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for node in self.scheduler.nodes.values():
+            for name, amount in node.available.items():
+                total[name] = total.get(name, 0.0) + max(0.0, amount)
+        return {k: v for k, v in total.items() if v > 0}
+
+    def request_status(self, sender: bytes) -> dict:
+        return {"cluster_id": self.cluster_id, "address": self.address,
+                "uptime": time.time() - self.started,
+                "nodes": self.request_nodes(sender),
+                "tasks": self.scheduler.summary(),
+                "dropped_messages": dict(self.endpoint.dropped),
+                "peers": {role: sum(1 for p in self.peers.values() if p.role == role)
+                          for role in ("driver", "worker", "agent")}}
+
+    def request_wait_nodes(self, sender: bytes) -> int:
+        return len(self.scheduler.nodes)
+
+    def request_shutdown(self, sender: bytes) -> bool:
+        self.running = False
+        return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rayipy.node.head")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--watch-parent", action="store_true",
+                        help="exit when the process that started us exits")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("RAYIPY_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s head %(levelname)s %(message)s")
+    key = bytes.fromhex(os.environ.pop("RAYIPY_CLUSTER_KEY"))
+    watch = os.getppid() if args.watch_parent else None
+    if args.watch_parent:
+        lifetime.die_with_parent()
+    lifetime.exit_on_sigterm()
+    try:
+        head = Head(key, args.host, args.port, watch)
+    except zmq.ZMQError as e:
+        print(f"rayipy head: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return 3
+    print(f"rayipy head listening on {head.address} (host {socket.gethostname()})", flush=True)
+    try:
+        head.serve()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

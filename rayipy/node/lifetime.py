@@ -1,0 +1,36 @@
+"""Making child processes die with their parent, on Linux and elsewhere."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send ``sig`` when our parent exits (Linux; a no-op elsewhere).
+
+    Callers also watch ``parent_alive()``, since the kernel signal fires when the parent
+    *thread* that started us exits, and not at all on other systems.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except Exception:
+        pass
+
+
+def parent_alive(original_parent: int) -> bool:
+    return os.getppid() == original_parent
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `finally` blocks and atexit handlers run."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,285 @@
+"""A worker process: the main thread runs tasks, the runtime's I/O thread talks to the head.
+
+Tasks arrive in batches (the head queues a few behind the running one so the worker
+never waits for it between short tasks). The main thread runs them in order; results
+go back through the I/O thread, batched when several finish close together.
+
+Cancelling a running task sends SIGINT to the main thread, so it is interrupted even
+inside ``time.sleep`` or a blocking ``get``; ``force=True`` kills the process instead.
+What a task prints is captured and streamed to the process that submitted it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from rayipy import exceptions
+from rayipy.node import lifetime
+from rayipy.node.client import LOG_FLUSH_SECONDS, Runtime
+from rayipy.core.objects import owner_of
+from rayipy.protocol import errors, serialization
+from rayipy.protocol.kinds import Kind
+from rayipy.protocol.messages import CANCELLED, ERROR, OK, DepSlot, TaskResult, TaskSpec
+
+log = logging.getLogger("rayipy.worker")
+
+RESULT_BATCH_SECONDS = 0.001
+
+
+class TaskOutput(io.TextIOBase):
+    """sys.stdout / sys.stderr of a worker: text goes to the owner of the running task."""
+
+    def __init__(self, worker: "Worker", stream: str) -> None:
+        self.worker = worker
+        self.stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text:
+            self.worker.add_output(self.stream, text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    def isatty(self) -> bool:
+        return False
+
+
+class Worker:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.queue: collections.deque[TaskSpec] = collections.deque()
+        self.has_work = threading.Condition()
+        self.functions: dict[bytes, Any] = {}
+        self.pickled_functions: dict[bytes, bytes] = {}
+        self.current: TaskSpec | None = None
+        self.cancel_requested: bytes | None = None
+        self.results: list[TaskResult] = []
+        self.batch_started = 0.0
+        self.output: dict[bytes, list] = {}     # owner -> [(stream, text)]
+        self.output_lock = threading.Lock()
+        self.label = f"pid={os.getpid()}"
+        self.where = (f"node {runtime.node_id.hex()[:8]} ({runtime.info.get('ip', '?')}), "
+                      f"worker pid {os.getpid()}")
+        runtime._handlers[Kind.EXECUTE] = self.on_execute
+        runtime._handlers[Kind.CANCEL] = self.on_cancel
+        runtime._handlers[Kind.STEAL] = self.on_steal
+        runtime.on_block = self.hand_back_queued
+        runtime.idle_work = self.flush_output
+
+    # -- I/O thread side ----------------------------------------------------------------
+    def on_execute(self, body: tuple) -> None:
+        specs, functions = body
+        for function_id, data in functions:
+            self.pickled_functions[function_id] = data
+        with self.has_work:
+            self.queue.extend(specs)
+            self.has_work.notify()
+
+    def on_cancel(self, body: tuple) -> None:
+        task_id, force = body
+        with self.has_work:
+            for spec in self.queue:
+                if spec.task_id == task_id:
+                    self.queue.remove(spec)
+                    self.report(self.cancelled_result(spec, "cancelled before it started"))
+                    return
+            running = self.current is not None and self.current.task_id == task_id
+        if not running:
+            return
+        if force:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.cancel_requested = task_id
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    def on_steal(self, body: tuple) -> None:
+        given = self.take_queued(body[0])
+        self.runtime.send(Kind.RETURNED, (given,))
+
+    def hand_back_queued(self) -> list[bytes]:
+        """Our task blocks in get: give back what waits behind it, so it can run elsewhere."""
+        return self.take_queued(len(self.queue))
+
+    def take_queued(self, count: int) -> list[bytes]:
+        with self.has_work:
+            taken = []
+            while self.queue and len(taken) < count:
+                taken.append(self.queue.pop().task_id)
+            return taken
+
+    def flush_output(self) -> None:
+        with self.output_lock:
+            output, self.output = self.output, {}
+        for owner, lines in output.items():
+            self.runtime.send(Kind.LOG, (owner, lines, self.label))
+
+    # -- main thread side -----------------------------------------------------------------
+    def add_output(self, stream: str, text: str) -> None:
+        spec = self.current
+        if spec is None:
+            sys.__stderr__.write(text)
+            return
+        with self.output_lock:
+            self.output.setdefault(owner_of(spec.task_id), []).append((stream, text))
+
+    def run_forever(self) -> None:
+        while True:
+            try:
+                if not self.step():
+                    return
+            except KeyboardInterrupt:
+                # A cancel that arrived just after its task ended: nothing to interrupt.
+                self.cancel_requested = None
+
+    def step(self) -> bool:
+        """Run the next task, if any; False when the worker should exit."""
+        with self.has_work:
+            while not self.queue and not self.results:
+                self.has_work.wait(1.0)
+                if self.runtime.lost is not None or self.runtime._stopping:
+                    return False
+            spec = self.queue.popleft() if self.queue else None
+            more_waiting = bool(self.queue)
+        if spec is not None:
+            if not self.results:
+                self.batch_started = time.perf_counter()
+            self.results.append(self.run(spec))
+        # Send at once when nothing else waits (latency); otherwise in batches, but never
+        # hold a result long, since the head waits for it to hand out more work.
+        if self.results and (not more_waiting
+                             or time.perf_counter() - self.batch_started > RESULT_BATCH_SECONDS):
+            self.send_results()
+        return True
+
+    def send_results(self) -> None:
+        results, self.results = self.results, []
+        self.flush_output()
+        self.runtime.send(Kind.TASK_DONE, (results,))
+
+    def report(self, result: TaskResult) -> None:
+        self.runtime.send(Kind.TASK_DONE, ([result],))
+
+    def cancelled_result(self, spec: TaskSpec, detail: str) -> TaskResult:
+        error = exceptions.TaskCancelledError(spec.name, detail)
+        return TaskResult(spec.task_id, CANCELLED, (errors.capture_system_error(error, spec.name),),
+                          0.0, self.where, ())
+
+    def function(self, function_id: bytes) -> Any:
+        fn = self.functions.get(function_id)
+        if fn is None:
+            fn = self.functions[function_id] = serialization.loads_function(
+                self.pickled_functions.pop(function_id))
+        return fn
+
+    def run(self, spec: TaskSpec) -> TaskResult:
+        start = time.perf_counter()
+        self.current = spec
+        try:
+            try:
+                fn = self.function(spec.function_id)
+                args, kwargs = serialization.loads(spec.args)
+                if spec.dep_values:
+                    values = [serialization.loads(p) for p in spec.dep_values]
+                    args = [values[a.index] if type(a) is DepSlot else a for a in args]
+                    kwargs = {k: values[v.index] if type(v) is DepSlot else v for k, v in kwargs.items()}
+                value = fn(*args, **kwargs)
+            finally:
+                self.current = None
+            return self.pack_returns(spec, value, time.perf_counter() - start)
+        except KeyboardInterrupt:
+            if self.cancel_requested == spec.task_id:
+                self.cancel_requested = None
+                return self.cancelled_result(spec, "interrupted while running")
+            return self.error_result(spec, exceptions.TaskCancelledError(spec.name, "interrupted"), start)
+        except BaseException as e:  # noqa: BLE001 -- a task's error is its result
+            return self.error_result(spec, e, start)
+
+    def error_result(self, spec: TaskSpec, error: BaseException, start: float) -> TaskResult:
+        payload = errors.capture_task_error(_strip_our_frames(error), spec.name, self.where)
+        return TaskResult(spec.task_id, ERROR, (payload,), time.perf_counter() - start, self.where, ())
+
+    def pack_returns(self, spec: TaskSpec, value: Any, duration: float) -> TaskResult:
+        if spec.num_returns == 1:
+            values = (value,)
+        else:
+            try:
+                values = tuple(value)
+            except TypeError:
+                values = ()
+            if len(values) != spec.num_returns:
+                raise ValueError(f"task {spec.name!r} declared num_returns={spec.num_returns} "
+                                 f"but returned {_count(value)}")
+        payloads, contains = [], []
+        owner = owner_of(spec.task_id)
+        for i, v in enumerate(values):
+            payload, refs = serialization.dumps(v, f"return value {i} of {spec.name}")
+            payloads.append(payload)
+            contains.append(tuple(r.id for r in refs))
+            for ref in refs:
+                # The receiver will hold this ref inside its value: register it first.
+                if owner_of(ref.id) != owner:
+                    self.runtime._route_borrow(ref.id, 1, owner)
+        return TaskResult(spec.task_id, OK, tuple(payloads), duration, self.where,
+                          tuple(contains) if any(contains) else ())
+
+
+def _count(value: Any) -> str:
+    try:
+        return f"{len(value)} values"
+    except TypeError:
+        return f"a single {type(value).__name__}"
+
+
+def _strip_our_frames(error: BaseException) -> BaseException:
+    """Drop the worker's own frame from the traceback: users should see their code only."""
+    tb = error.__traceback__
+    if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        error.__traceback__ = tb.tb_next
+    return error
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rayipy.node.worker")
+    parser.add_argument("--head", required=True)
+    parser.add_argument("--node-id", required=True)
+    parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--ip", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("RAYIPY_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s worker %(levelname)s %(message)s")
+    lifetime.die_with_parent()
+    lifetime.exit_on_sigterm()
+    key = bytes.fromhex(os.environ.pop("RAYIPY_CLUSTER_KEY"))
+    runtime = Runtime("worker", args.head, key, node_id=bytes.fromhex(args.node_id),
+                      process_id=bytes.fromhex(args.worker_id), info={"ip": args.ip})
+    worker = Worker(runtime)
+    sys.stdout = TaskOutput(worker, "stdout")
+    sys.stderr = TaskOutput(worker, "stderr")
+    try:
+        runtime.start()
+        worker.run_forever()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        runtime.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The closed set of message kinds, one spelling each.
+
+Bodies are plain Python data (tuples, bytes, str, numbers, and the NamedTuples of
+``rayipy.protocol.messages``); the field list of each kind is written beside it.
+``->`` names the usual direction.
+"""
+
+from enum import IntEnum
+
+
+class Kind(IntEnum):
+    # registration (the only kinds answered even when the signature fails: with AUTH_FAILED)
+    REGISTER = 1          # any -> head: Registration
+    WELCOME = 2           # head -> any: Welcome
+    REFUSED = 3           # head -> any: (reason: str,)  e.g. protocol version mismatch
+    AUTH_FAILED = 4       # head -> any, unsigned, empty body: the signature did not check
+
+    HEARTBEAT = 5         # any <-> head: ()
+    SHUTDOWN = 6          # head -> agent/worker, driver -> head: (reason: str,)
+
+    # functions and tasks
+    FUNCTION = 10         # owner -> head -> worker: (function_id, pickled function bytes)
+    SUBMIT = 11           # owner -> head: (list[TaskSpec],)
+    EXECUTE = 12          # head -> worker: (list[TaskSpec], list[(function_id, bytes)])
+    TASK_DONE = 13        # worker -> head -> owner: (list[TaskResult],)
+    CANCEL = 14           # owner -> head -> worker: (task_id, force)
+    BLOCKED = 15          # worker -> head: (returned: list[task_id],)   its task waits in get
+    UNBLOCKED = 16        # worker -> head: ()
+    STEAL = 17            # head -> worker: (count,)  give back up to count queued tasks
+    RETURNED = 18         # worker -> head: (list[task_id],)  tasks given back, not started
+
+    # objects
+    GET_OBJECT = 20       # borrower -> head -> owner: (object_id, requester)
+    OBJECT_VALUE = 21     # owner -> head -> borrower: (object_id, ObjectValue)
+    BORROW = 22           # any -> head -> owner: (list[(object_id, delta)], borrower)
+
+    # node agent
+    SPAWN_WORKER = 30     # head -> agent: (count,)
+    WORKER_DIED = 31      # agent -> head: (worker_id, exit code or -signal, reason)
+    RETIRE_WORKER = 32    # head -> agent: (worker_id,)
+
+    # driver requests answered by the head
+    REQUEST = 40          # driver -> head: (request_id, name, args)
+    REPLY = 41            # head -> driver: (request_id, ok, value)
+
+    # output of tasks
+    LOG = 50              # worker -> head -> owner: (list[(stream, text)], worker label)

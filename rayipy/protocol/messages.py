@@ -1,0 +1,79 @@
+"""The plain records that message bodies are made of.
+
+NamedTuples: they pickle as a class reference plus a tuple, which is cheap, and they
+read well. User data never appears here unpickled: it travels as a Payload (bytes made
+by ``rayipy.protocol.serialization`` plus its out-of-band buffers).
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, NamedTuple
+
+# TaskResult.status values
+OK = 0
+ERROR = 1          # the task raised: values[0] is a serialized TaskError
+CANCELLED = 2      # values[0] is a serialized TaskCancelledError
+CRASHED = 3        # the worker died and retries ran out: values[0] is a WorkerCrashedError
+
+
+class Payload(NamedTuple):
+    """A serialized value: the pickle stream and its out-of-band buffers."""
+    data: bytes
+    buffers: tuple = ()
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data) + sum(memoryview(b).nbytes for b in self.buffers)
+
+    def __reduce__(self):
+        # Wrapping each buffer in a PickleBuffer sends it out of band when the message
+        # body is pickled with a buffer_callback: a frame of its own, never copied.
+        return (Payload, (self.data, tuple(pickle.PickleBuffer(b) for b in self.buffers)))
+
+
+class TaskSpec(NamedTuple):
+    task_id: bytes                     # owner process id (8 bytes) + sequence (8 bytes)
+    function_id: bytes
+    name: str                          # for errors, progress and the dashboard
+    args: Payload                      # (args, kwargs) with direct ref args as DepSlot(i)
+    dep_values: tuple                  # Payload per DepSlot, in slot order
+    num_returns: int
+    resources: tuple                   # sorted ((name, amount), ...)
+    max_retries: int
+    attempt: int = 0
+
+
+class TaskResult(NamedTuple):
+    task_id: bytes
+    status: int                        # OK, ERROR, CANCELLED or CRASHED
+    values: tuple                      # OK: one Payload per return; else one error Payload
+    duration: float                    # seconds the function ran
+    where: str                         # "node 1a2b, worker pid 123"
+    contains: tuple = ()               # per return: object ids of refs inside the value
+
+
+class DepSlot(NamedTuple):
+    """Stands in the task's arguments for the value of its i-th direct ref argument."""
+    index: int
+
+
+class Registration(NamedTuple):
+    role: str                          # "driver", "worker" or "agent"
+    process_id: bytes                  # also the process's ZeroMQ identity
+    node_id: bytes
+    pid: int
+    protocol_version: int
+    info: dict                         # role-specific: resources of an agent, hostname...
+
+
+class Welcome(NamedTuple):
+    cluster_id: str
+    head_version: int
+    info: dict[str, Any]
+
+
+class ObjectValue(NamedTuple):
+    """An owner's answer to GET_OBJECT: the value, or the error stored for it."""
+    ok: bool
+    payload: Payload

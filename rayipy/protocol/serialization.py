@@ -1,0 +1,109 @@
+"""User values to bytes and back: cloudpickle, pickle protocol 5, out-of-band buffers.
+
+The only module that imports cloudpickle. Functions and classes defined in ``__main__``
+or a notebook cell travel by value; everything importable travels by reference. Buffers
+of 4 KiB or more (numpy arrays, bytearrays, anything with protocol-5 buffers) stay out of
+band, so they become ZeroMQ frames of their own and are never copied in Python.
+
+ObjectRefs found inside a value are collected while it is pickled, so the caller can
+keep the objects they name alive while the value is in flight.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from typing import Any, Callable
+
+import cloudpickle
+
+from rayipy.protocol.messages import Payload
+
+INBAND_LIMIT = 4096
+_local = threading.local()
+
+
+class SerializationError(TypeError):
+    """A value could not be pickled; the message names it and says why."""
+
+
+def note_contained_ref(ref: Any) -> None:
+    """Called by ObjectRef.__reduce__: record a ref found inside the value being pickled."""
+    found = getattr(_local, "refs", None)
+    if found is not None:
+        found.append(ref)
+
+
+def dumps(value: Any, what: str = "value") -> tuple[Payload, list]:
+    """Serialize ``value``; returns the payload and the ObjectRefs it contains."""
+    buffers: list = []
+
+    def keep_large_out_of_band(buf: pickle.PickleBuffer) -> bool:
+        if buf.raw().nbytes < INBAND_LIMIT:
+            return True
+        buffers.append(buf)
+        return False
+
+    outer = getattr(_local, "refs", None)
+    _local.refs = []
+    try:
+        data = cloudpickle.dumps(value, protocol=5, buffer_callback=keep_large_out_of_band)
+        refs = _local.refs
+    except Exception as e:
+        raise SerializationError(_describe_failure(value, what, e)) from e
+    finally:
+        _local.refs = outer
+    return Payload(data, tuple(b.raw() for b in buffers)), refs
+
+
+def loads(payload: Payload) -> Any:
+    return pickle.loads(payload.data, buffers=payload.buffers)
+
+
+def dumps_function(fn: Callable, what: str) -> bytes:
+    try:
+        return cloudpickle.dumps(fn, protocol=5)
+    except Exception as e:
+        raise SerializationError(
+            f"could not serialize {what}: {type(e).__name__}: {e}. A remote function may "
+            f"only capture picklable globals; create locks, sockets and open files inside "
+            f"the function instead.") from e
+
+
+def loads_function(data: bytes) -> Callable:
+    return pickle.loads(data)
+
+
+def _describe_failure(value: Any, what: str, error: Exception) -> str:
+    """Find which part of a value would not pickle, to name it in the error."""
+    culprit = _find_unpicklable(value, depth=3)
+    where = f" ({culprit})" if culprit else ""
+    return (f"could not serialize {what}{where}: {type(error).__name__}: {error}. "
+            f"Pass only picklable values to remote calls (create locks, sockets, open files "
+            f"and the like inside the task).")
+
+
+def _find_unpicklable(value: Any, depth: int, path: str = "") -> str:
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        items = [(f"{path}[{k!r}]", v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    for label, item in items:
+        try:
+            cloudpickle.dumps(item, protocol=5)
+        except Exception:
+            if depth > 0:
+                inner = _find_unpicklable(item, depth - 1, label)
+                if inner:
+                    return inner
+            return f"item {label}: {_short_repr(item)} of type {type(item).__qualname__}"
+    return ""
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = object.__repr__(value)
+    return text if len(text) <= 80 else text[:77] + "..."

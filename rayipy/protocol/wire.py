@@ -1,0 +1,127 @@
+"""Wire format: framing, HMAC-SHA256 signing and the protocol version.
+
+Protocol version 1. A message is a list of ZeroMQ frames (a ROUTER socket prepends the
+peer's identity frame, which is routing, not message)::
+
+    frame 0   signature   32 bytes, HMAC-SHA256(key, for each later frame: len (8 bytes,
+                          big-endian) + frame bytes)
+    frame 1   header      12 bytes, struct "!4sHHI": magic b"RYPY", protocol version,
+                          message kind (rayipy.protocol.kinds.Kind), number of buffers
+    frame 2   body        pickle protocol 5 of the kind's plain-data body
+    frame 3.. buffers     the body's out-of-band pickle buffers, in order, each a frame
+                          sent and received without copying
+
+Every frame after the signature is covered by it, payload buffers included, and each is
+length-prefixed inside the MAC so frames cannot be re-cut. The signature is checked with
+``hmac.compare_digest`` before anything is unpickled, since unpickling runs code.
+
+A peer is refused when the major version differs (``REFUSED`` with the reason). A frame
+list that is too short, has a bad magic, a bad signature, an unknown kind or a body that
+will not unpickle raises ``BadMessage``; receivers drop it and count it, never crash.
+
+The one exception to signing: ``AUTH_FAILED`` is sent unsigned with an empty body, as the
+answer to a registration whose signature did not check, so that a peer with the wrong
+key learns at once that its key is wrong instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import pickle
+import struct
+from typing import Any, NamedTuple, Sequence
+
+from rayipy.protocol.kinds import Kind
+
+PROTOCOL_VERSION = 1
+MAGIC = b"RYPY"
+HEADER = struct.Struct("!4sHHI")
+SIGNATURE_BYTES = 32
+_LEN = struct.Struct("!Q")
+_KINDS = {int(k): k for k in Kind}
+
+
+class BadMessage(Exception):
+    """A received frame list that is not a valid, signed rayipy message."""
+
+    def __init__(self, reason: str, kind: Kind | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+class Message(NamedTuple):
+    kind: Kind
+    body: Any
+    version: int
+
+
+class Signer:
+    """HMAC-SHA256 over a frame list with one cluster key."""
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, (bytes, bytearray)) or len(key) < 16:
+            raise ValueError("the cluster key must be at least 16 bytes")
+        self._base = hmac.new(bytes(key), digestmod=hashlib.sha256)
+
+    def sign(self, frames: Sequence) -> bytes:
+        h = self._base.copy()
+        for frame in frames:
+            view = memoryview(frame)
+            h.update(_LEN.pack(view.nbytes))
+            h.update(view)
+        return h.digest()
+
+    def check(self, signature, frames: Sequence) -> bool:
+        return hmac.compare_digest(bytes(signature), self.sign(frames))
+
+
+def encode(signer: Signer, kind: Kind, body: Any) -> list:
+    """Frames for one message; large buffers inside ``body`` become their own frames."""
+    buffers: list = []
+    data = pickle.dumps(body, protocol=5, buffer_callback=buffers.append)
+    frames = [HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers)), data]
+    frames.extend(b.raw() for b in buffers)
+    return [signer.sign(frames), *frames]
+
+
+def encode_auth_failed() -> list:
+    return [b"", HEADER.pack(MAGIC, PROTOCOL_VERSION, Kind.AUTH_FAILED, 0), b""]
+
+
+def peek_kind(frames: Sequence) -> Kind | None:
+    """The kind named in the header, read without trusting or unpickling anything."""
+    if len(frames) < 3:
+        return None
+    header = memoryview(frames[1])
+    if header.nbytes != HEADER.size:
+        return None
+    magic, _version, kind, _nbuf = HEADER.unpack(header)
+    return _KINDS.get(kind) if magic == MAGIC else None
+
+
+def decode(signer: Signer, frames: Sequence) -> Message:
+    """Check and unpack one message; raises BadMessage for anything not valid."""
+    if len(frames) < 3:
+        raise BadMessage(f"too few frames ({len(frames)})")
+    header = memoryview(frames[1])
+    if header.nbytes != HEADER.size:
+        raise BadMessage("bad header size")
+    magic, version, kind_no, nbuf = HEADER.unpack(header)
+    if magic != MAGIC:
+        raise BadMessage("bad magic")
+    kind = _KINDS.get(kind_no)
+    if kind is Kind.AUTH_FAILED:
+        return Message(kind, None, version)
+    if len(frames) != 3 + nbuf:
+        raise BadMessage(f"header announces {nbuf} buffers, got {len(frames) - 3}", kind)
+    if not signer.check(frames[0], frames[1:]):
+        raise BadMessage("bad signature", kind)
+    if kind is None:
+        raise BadMessage(f"unknown kind {kind_no}")
+    try:
+        body = pickle.loads(frames[2], buffers=frames[3:])
+    except Exception as e:  # a signed but undecodable body: a peer bug, not fatal
+        raise BadMessage(f"body does not unpickle: {e!r}", kind) from None
+    return Message(kind, body, version)

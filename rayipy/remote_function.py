@@ -1,0 +1,81 @@
+"""RemoteFunction: what ``@rayipy.remote`` makes of a function."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any, Callable
+
+from rayipy.core import options as option_table
+from rayipy.protocol import serialization
+
+
+class RemoteFunction:
+    """A function that runs as tasks on the cluster: ``f.remote(*args)`` returns ObjectRef(s)."""
+
+    def __init__(self, function: Callable, options: dict[str, Any]) -> None:
+        self._function = function
+        self._options = option_table.validate(options)
+        self._name = getattr(function, "__qualname__", getattr(function, "__name__", "task"))
+        self._module = getattr(function, "__module__", "__main__")
+        self._resources = option_table.resource_request(self._options)
+        self._num_returns = self._options.get("num_returns", 1)
+        retries = self._options.get("max_retries", option_table.TASK_OPTIONS["max_retries"].default)
+        self._max_retries = 2**31 if retries == -1 else retries
+        self._shared = _PickledOnce(function, f"remote function {self._module}.{self._name}")
+        self.__doc__ = function.__doc__
+        self.__name__ = getattr(function, "__name__", "task")
+        self.__qualname__ = self._name
+        self.__module__ = self._module
+        self.__wrapped__ = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"Remote functions cannot be called directly. Instead of running "
+                        f"'{self._module}.{self._name}()', try '{self._module}.{self._name}.remote()'.")
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        from rayipy import api
+        runtime = api.runtime_for_submit()
+        function_id, pickled = self._shared.get()
+        runtime.ensure_function(function_id, pickled)
+        refs = runtime.submit(function_id, self._name, args, kwargs, self._num_returns,
+                              self._resources, self._max_retries)
+        return refs[0] if self._num_returns == 1 else refs
+
+    def options(self, **options: Any) -> "RemoteFunction":
+        """A copy with some options changed; the function is pickled only once for all."""
+        merged = {**self._options, **options}
+        copy = RemoteFunction.__new__(RemoteFunction)
+        copy.__dict__.update(self.__dict__)
+        copy._options = option_table.validate(merged)
+        copy._resources = option_table.resource_request(copy._options)
+        copy._num_returns = copy._options.get("num_returns", 1)
+        retries = copy._options.get("max_retries", option_table.TASK_OPTIONS["max_retries"].default)
+        copy._max_retries = 2**31 if retries == -1 else retries
+        return copy
+
+    def __repr__(self) -> str:
+        return f"<rayipy remote function {self._module}.{self._name}>"
+
+    def __reduce__(self):
+        return (RemoteFunction, (self._function, self._options))
+
+
+class _PickledOnce:
+    """The function's pickled bytes and content id, made on first use and then reused."""
+
+    def __init__(self, function: Callable, what: str) -> None:
+        self._function = function
+        self._what = what
+        self._lock = threading.Lock()
+        self._value: tuple[bytes, bytes] | None = None
+
+    def get(self) -> tuple[bytes, bytes]:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    pickled = serialization.dumps_function(self._function, self._what)
+                    self._value = (hashlib.sha256(pickled).digest()[:16], pickled)
+                value = self._value
+        return value

@@ -1,0 +1,1 @@
+"""ZeroMQ endpoints: signed sockets, wake-ups between threads, addresses. No scheduling."""

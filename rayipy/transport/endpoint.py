@@ -1,0 +1,136 @@
+"""Signed ZeroMQ sockets and the wake-up a user thread uses to rouse an I/O thread.
+
+An Endpoint is one socket plus the cluster's Signer. It is owned by exactly one thread;
+other threads never touch it, they queue work and call ``Waker.wake()``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+from typing import Any
+
+import zmq
+
+from rayipy.protocol.kinds import Kind
+from rayipy.protocol.wire import BadMessage, Message, Signer, decode, encode, encode_auth_failed
+
+log = logging.getLogger(__name__)
+
+
+class Endpoint:
+    """A ROUTER (head) or DEALER (everyone else) socket that signs and checks every frame."""
+
+    def __init__(self, context: zmq.Context, socket_type: int, signer: Signer,
+                 identity: bytes | None = None) -> None:
+        self.socket = context.socket(socket_type)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        # Never drop messages silently at a high-water mark: memory is the limit.
+        self.socket.setsockopt(zmq.SNDHWM, 0)
+        self.socket.setsockopt(zmq.RCVHWM, 0)
+        if socket_type == zmq.ROUTER:
+            # Sending to a peer that is gone raises instead of vanishing without a trace.
+            self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if identity is not None:
+            self.socket.setsockopt(zmq.IDENTITY, identity)
+        self.signer = signer
+        self.is_router = socket_type == zmq.ROUTER
+        self.dropped: collections.Counter[str] = collections.Counter()
+
+    def bind(self, address: str) -> str:
+        self.socket.bind(address)
+        return self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def connect(self, address: str) -> None:
+        self.socket.connect(address)
+
+    def send(self, kind: Kind, body: Any, to: bytes | None = None) -> bool:
+        """Send one message; on a ROUTER ``to`` names the peer. False if the peer is gone."""
+        frames = encode(self.signer, kind, body)
+        return self.send_frames(frames, to)
+
+    def send_frames(self, frames: list, to: bytes | None = None) -> bool:
+        if to is not None:
+            frames = [to, *frames]
+        try:
+            self.socket.send_multipart(frames, copy=False)
+            return True
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EHOSTUNREACH:
+                self.dropped["unreachable peer"] += 1
+                return False
+            raise
+
+    def recv(self) -> tuple[bytes | None, Message | None]:
+        """One message: (sender identity or None, message), or (sender, None) if dropped."""
+        sender, message, _frames = self.recv_raw()
+        return sender, message
+
+    def recv_raw(self) -> tuple[bytes | None, Message | None, list]:
+        """Like recv, plus the message's own frames (for forwarding them unchanged)."""
+        frames = self.socket.recv_multipart(copy=False)
+        sender = None
+        if self.is_router:
+            sender = frames[0].bytes
+            frames = frames[1:]
+        try:
+            return sender, decode(self.signer, frames), frames
+        except BadMessage as e:
+            self.dropped[e.reason.split(":")[0]] += 1
+            log.warning("dropped a message from %r: %s", sender, e.reason)
+            if e.reason == "bad signature" and e.kind is Kind.REGISTER and sender is not None:
+                # Tell a peer with the wrong key at once, rather than leave it waiting.
+                self.send_frames(encode_auth_failed(), sender)
+            return sender, None, frames
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+
+class Waker:
+    """A pipe whose read end a zmq Poller watches: any thread may wake the owner thread."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._pending = False
+
+    @property
+    def fd(self) -> int:
+        return self._read
+
+    def wake(self) -> None:
+        # One byte in flight is enough; skipping the write saves a syscall per task.
+        if not self._pending:
+            self._pending = True
+            try:
+                os.write(self._write, b"x")
+            except BlockingIOError:
+                pass
+            except OSError:
+                pass  # closed during shutdown
+
+    def clear(self) -> None:
+        self._pending = False
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the caller retries if it is taken meanwhile)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
