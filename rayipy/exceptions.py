@@ -111,8 +111,7 @@ _subclass_lock = threading.Lock()
 
 
 def format_task_error(function_name: str, where: str, remote_traceback: str) -> str:
-    return (f"task {function_name!r} failed on {where}\n\n"
-            f"Remote traceback (most recent call last):\n{remote_traceback.rstrip()}")
+    return f"task {function_name!r} failed on {where}, remote {remote_traceback.rstrip()}"
 
 
 def _task_error_class(cause_cls: type) -> type:

@@ -117,6 +117,7 @@ class Scheduler:
         self.workers: dict[bytes, Worker] = {}
         self.tasks: dict[bytes, TaskRecord] = {}
         self.ready: dict[tuple, collections.deque[bytes]] = {}   # resource request -> task ids
+        self.early_workers: dict[bytes, list] = {}               # node id -> workers seen first
         self.functions: dict[bytes, bytes] = {}
         self.durations: dict[bytes, float] = {}                 # function id -> EWMA seconds
         self.counts = collections.Counter()                     # submitted, finished, failed...
@@ -124,11 +125,15 @@ class Scheduler:
     # -- membership -------------------------------------------------------------------
     def add_node(self, node_id: bytes, agent: bytes, resources: dict[str, float], info: dict) -> list:
         self.nodes[node_id] = Node(node_id, agent, resources, info)
+        for worker_id, pid in self.early_workers.pop(node_id, []):
+            self.add_worker(worker_id, node_id, pid)
         return self.dispatch()
 
     def add_worker(self, worker_id: bytes, node_id: bytes, pid: int) -> list:
         node = self.nodes.get(node_id)
         if node is None:
+            # Its registration overtook its agent's (separate connections): wait for the node.
+            self.early_workers.setdefault(node_id, []).append((worker_id, pid))
             return []
         node.spawning = max(0, node.spawning - 1)
         node.workers.add(worker_id)
@@ -257,6 +262,8 @@ class Scheduler:
             return []
         worker.stealing = False
         self._take_back(worker, task_ids)
+        if worker.blocked:
+            return self.dispatch()
         if not worker.queue:
             self._release_lease(worker)
         return self.dispatch()

@@ -50,9 +50,9 @@ class TaskLogPrinter:
     """Prints output streamed from tasks on this process's own stdout/stderr, labelled."""
 
     def __call__(self, lines: list, label: str) -> None:
-        for stream, text in lines:
+        for stream, text, task in lines:
             out = sys.stderr if stream == "stderr" else sys.stdout
-            prefix = f"({label}) "
+            prefix = f"({task} {label}) "
             body = "".join(prefix + line for line in text.splitlines(keepends=True))
             if not body.endswith("\n"):
                 body += "\n"
@@ -176,7 +176,7 @@ class Runtime:
             args = tuple(_slot(a, deps) for a in args)
         if kwargs and any(isinstance(v, ObjectRef) for v in kwargs.values()):
             kwargs = {k: _slot(v, deps) for k, v in kwargs.items()}
-        payload, contained = serialization.dumps((args, kwargs), f"the arguments of {name}")
+        payload, contained = serialization.dumps_arguments(args, kwargs, name)
         return_ids = [task_id + i.to_bytes(2, "big") for i in range(max(num_returns, 1))]
         info = {"task": name}
         refs = []

@@ -72,7 +72,7 @@ class Worker:
         self.cancel_requested: bytes | None = None
         self.results: list[TaskResult] = []
         self.batch_started = 0.0
-        self.output: dict[bytes, list] = {}     # owner -> [(stream, text)]
+        self.output: dict[tuple, list] = {}     # (owner, stream, task name) -> [text]
         self.output_lock = threading.Lock()
         self.label = f"pid={os.getpid()}"
         self.where = (f"node {runtime.node_id.hex()[:8]} ({runtime.info.get('ip', '?')}), "
@@ -89,6 +89,10 @@ class Worker:
         for function_id, data in functions:
             self.pickled_functions[function_id] = data
         with self.has_work:
+            if self.runtime.blocked_depth:
+                # Sent before the head heard that our task blocks: they would wait behind it.
+                self.runtime.send(Kind.RETURNED, ([s.task_id for s in specs],))
+                return
             self.queue.extend(specs)
             self.has_work.notify()
 
@@ -123,10 +127,19 @@ class Worker:
                 taken.append(self.queue.pop().task_id)
             return taken
 
-    def flush_output(self) -> None:
+    def flush_output(self, final: bool = False) -> None:
+        """Send complete lines of task output; with ``final``, partial lines too."""
         with self.output_lock:
-            output, self.output = self.output, {}
-        for owner, lines in output.items():
+            chunks, self.output = self.output, {}
+            by_owner: dict[bytes, list] = {}
+            for (owner, stream, task), parts in chunks.items():
+                text = "".join(parts)
+                cut = len(text) if final else text.rfind("\n") + 1
+                if cut < len(text):
+                    self.output[(owner, stream, task)] = [text[cut:]]
+                if cut:
+                    by_owner.setdefault(owner, []).append((stream, text[:cut], task))
+        for owner, lines in by_owner.items():
             self.runtime.send(Kind.LOG, (owner, lines, self.label))
 
     # -- main thread side -----------------------------------------------------------------
@@ -136,7 +149,7 @@ class Worker:
             sys.__stderr__.write(text)
             return
         with self.output_lock:
-            self.output.setdefault(owner_of(spec.task_id), []).append((stream, text))
+            self.output.setdefault((owner_of(spec.task_id), stream, spec.name), []).append(text)
 
     def run_forever(self) -> None:
         while True:
@@ -169,7 +182,7 @@ class Worker:
 
     def send_results(self) -> None:
         results, self.results = self.results, []
-        self.flush_output()
+        self.flush_output(final=True)
         self.runtime.send(Kind.TASK_DONE, (results,))
 
     def report(self, result: TaskResult) -> None:

@@ -11,8 +11,10 @@ keep the objects they name alive while the value is in flight.
 
 from __future__ import annotations
 
+import linecache
 import pickle
 import threading
+import types
 from typing import Any, Callable
 
 import cloudpickle
@@ -20,6 +22,7 @@ import cloudpickle
 from rayipy.protocol.messages import Payload
 
 INBAND_LIMIT = 4096
+DYNAMIC_CODE = "<dynamic-code>"
 _local = threading.local()
 
 
@@ -61,17 +64,82 @@ def loads(payload: Payload) -> Any:
 
 
 def dumps_function(fn: Callable, what: str) -> bytes:
+    """Pickle a function or class once, with what its tracebacks need on the other side.
+
+    cloudpickle replaces the file name of code it pickles by value with "<dynamic-code>",
+    which would leave remote tracebacks without file or source lines. So we send the file
+    name and its source lines beside it (a notebook cell's source lives only in the
+    kernel's linecache) and put both back when loading.
+    """
     try:
-        return cloudpickle.dumps(fn, protocol=5)
+        pickled = cloudpickle.dumps(fn, protocol=5)
     except Exception as e:
         raise SerializationError(
             f"could not serialize {what}: {type(e).__name__}: {e}. A remote function may "
             f"only capture picklable globals; create locks, sockets and open files inside "
             f"the function instead.") from e
+    filename = _source_file(fn)
+    lines = linecache.getlines(filename) if filename else []
+    return pickle.dumps((pickled, filename, lines), protocol=5)
 
 
 def loads_function(data: bytes) -> Callable:
-    return pickle.loads(data)
+    pickled, filename, lines = pickle.loads(data)
+    fn = pickle.loads(pickled)
+    if filename:
+        if lines and filename not in linecache.cache:
+            linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+        _restore_filename(fn, filename)
+    return fn
+
+
+def _source_file(fn: Any) -> str | None:
+    code = getattr(fn, "__code__", None)
+    if code is None and isinstance(fn, type):
+        for member in vars(fn).values():
+            code = getattr(member, "__code__", None)
+            if code is not None:
+                break
+    return code.co_filename if code is not None else None
+
+
+def _restore_filename(fn: Any, filename: str) -> None:
+    members = vars(fn).values() if isinstance(fn, type) else [fn]
+    for member in members:
+        target = getattr(member, "__func__", member)   # staticmethod / classmethod
+        code = getattr(target, "__code__", None)
+        if code is not None and code.co_filename == DYNAMIC_CODE:
+            try:
+                target.__code__ = _with_filename(code, filename)
+            except (AttributeError, TypeError):
+                pass
+
+
+def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
+    consts = tuple(_with_filename(c, filename) if isinstance(c, types.CodeType) else c
+                   for c in code.co_consts)
+    return code.replace(co_filename=filename, co_consts=consts)
+
+
+def dumps_arguments(args: tuple, kwargs: dict, function_name: str) -> tuple[Payload, list]:
+    """dumps((args, kwargs)), with errors that name the argument that would not pickle."""
+    try:
+        return dumps((args, kwargs), f"the arguments of {function_name}")
+    except SerializationError as e:
+        labelled = [(f"argument {i}", a) for i, a in enumerate(args)]
+        labelled += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+        for label, value in labelled:
+            try:
+                cloudpickle.dumps(value, protocol=5)
+            except Exception as inner:
+                culprit = _find_unpicklable(value, depth=3)
+                detail = f" ({culprit})" if culprit else ""
+                raise SerializationError(
+                    f"could not serialize {label} of {function_name}: {_short_repr(value)}"
+                    f"{detail}: {type(inner).__name__}: {inner}. Pass only picklable values to "
+                    f"remote calls (create locks, sockets, open files and the like inside the "
+                    f"task).") from None
+        raise e
 
 
 def _describe_failure(value: Any, what: str, error: Exception) -> str:
