@@ -134,8 +134,12 @@ def as_task_error(cause: BaseException | None, remote_traceback: str, function_n
     if isinstance(cause, TaskError):
         return cause
     cls = _task_error_class(type(cause)) if cause is not None else TaskError
-    err = cls.__new__(cls)
-    err.args = cause.args if cause is not None else (remote_traceback,)
+    args = cause.args if cause is not None else (remote_traceback,)
+    try:
+        err = cls.__new__(cls, *args)  # C-level fields (OSError.errno...) come from args
+    except Exception:
+        err = cls.__new__(cls)
+    err.args = args
     if cause is not None and hasattr(cause, "__dict__"):
         err.__dict__.update(cause.__dict__)
     err.cause = cause

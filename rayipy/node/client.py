@@ -25,7 +25,7 @@ from typing import Any, Callable
 import zmq
 
 from rayipy import exceptions
-from rayipy.core.object_ref import ObjectRef, set_runtime
+from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
 from rayipy.core.objects import FAILED, PENDING, READY, Effect, ObjectTable, owner_of
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
@@ -126,16 +126,13 @@ class Runtime:
         return self.welcome
 
     def close(self) -> None:
-        if self._stopping:
-            self._closed.wait(5)
-            return
-        self._stopping = True
-        self.waker.wake()
+        if current_runtime() is self:
+            set_runtime(None)
+        if not self._stopping:
+            self._stopping = True
+            self.waker.wake()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(5)
-        from rayipy.core import object_ref
-        if object_ref.current_runtime() is self:
-            set_runtime(None)
 
     # -- sending (any thread) -------------------------------------------------------------
     def send(self, kind: Kind, body: Any) -> None:

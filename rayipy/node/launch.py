@@ -43,7 +43,7 @@ class LocalCluster:
         raise exceptions.RayipySystemError("could not start the rayipy head (see its error above)")
 
     def _spawn(self, module: str, *args: str, stdout=None) -> subprocess.Popen:
-        env = dict(os.environ, RAYIPY_CLUSTER_KEY=self.key.hex())
+        env = dict(os.environ, RAYIPY_CLUSTER_KEY=self.key.hex(), PYTHONPATH=driver_path())
         return subprocess.Popen([sys.executable, "-m", f"rayipy.node.{module}", *args],
                                 env=env, stdin=subprocess.DEVNULL, stdout=stdout)
 
@@ -76,6 +76,13 @@ class LocalCluster:
             if proc.stdout is not None:
                 proc.stdout.close()
         self.processes = []
+
+
+def driver_path() -> str:
+    """The driver's import path, so local workers import the same modules it does by name
+    (a test module, a script's sibling files), as the driver's own children."""
+    entries = [os.getcwd() if p == "" else p for p in sys.path]
+    return os.pathsep.join(p for p in entries if os.path.isdir(p))
 
 
 def _json(value: dict) -> str:

@@ -193,11 +193,19 @@ class Worker:
         return TaskResult(spec.task_id, CANCELLED, (errors.capture_system_error(error, spec.name),),
                           0.0, self.where, ())
 
-    def function(self, function_id: bytes) -> Any:
-        fn = self.functions.get(function_id)
+    def function(self, spec: TaskSpec) -> Any:
+        fn = self.functions.get(spec.function_id)
         if fn is None:
-            fn = self.functions[function_id] = serialization.loads_function(
-                self.pickled_functions.pop(function_id))
+            try:
+                fn = serialization.loads_function(self.pickled_functions[spec.function_id])
+            except ImportError as e:
+                raise type(e)(
+                    f"the worker could not load {spec.name!r}: {e}. Workers import a function's "
+                    f"module by name: make it importable on every node (install it or put it "
+                    f"on PYTHONPATH), or define the function in __main__ or a notebook cell, "
+                    f"which is shipped by value.") from None
+            self.functions[spec.function_id] = fn
+            del self.pickled_functions[spec.function_id]
         return fn
 
     def run(self, spec: TaskSpec) -> TaskResult:
@@ -205,7 +213,7 @@ class Worker:
         self.current = spec
         try:
             try:
-                fn = self.function(spec.function_id)
+                fn = self.function(spec)
                 args, kwargs = serialization.loads(spec.args)
                 if spec.dep_values:
                     values = [serialization.loads(p) for p in spec.dep_values]

@@ -1,0 +1,48 @@
+"""Shared fixtures: a local cluster that always stops, and checks that nothing leaks."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+
+import rayipy
+from helpers import child_processes, wait_until
+
+
+def stop_cluster() -> None:
+    """Shut rayipy down and make sure every process it started is gone."""
+    before = child_processes()
+    rayipy.shutdown()
+    try:
+        wait_until(lambda: not child_processes(), timeout=10,
+                   message=f"processes left after shutdown: {child_processes()}")
+    finally:
+        for proc in child_processes():  # never leave anything behind, even on failure
+            proc.kill()
+        for proc in before:
+            try:
+                proc.wait(0)
+            except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+                pass
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local 2-CPU cluster per test module."""
+    rayipy.init(num_cpus=2)
+    try:
+        yield rayipy
+    finally:
+        stop_cluster()
+
+
+@pytest.fixture
+def fresh_cluster():
+    """A cluster of its own, for tests that break things."""
+    def start(**kwargs):
+        rayipy.init(**{"num_cpus": 2, **kwargs})
+        return rayipy
+    try:
+        yield start
+    finally:
+        stop_cluster()

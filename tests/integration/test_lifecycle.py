@@ -1,0 +1,111 @@
+"""init, shutdown and process lifetime: nothing started by rayipy outlives its driver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+import rayipy
+from rayipy.exceptions import NotInitializedError
+from helpers import wait_until
+
+SEED_PROGRAM_1 = """
+import rayipy as ray
+ray.init()
+
+@ray.remote
+def f(x):
+    return x * x
+
+futures = [f.remote(i) for i in range(4)]
+print(ray.get(futures)) # [0, 1, 4, 9]
+"""
+
+
+def run_driver(source: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_use_before_init_is_a_precise_error():
+    assert not rayipy.is_initialized()
+    with pytest.raises(NotInitializedError, match=r"rayipy\.init\(\)"):
+        rayipy.nodes()
+    with pytest.raises(NotInitializedError):
+        rayipy.cluster_resources()
+
+
+def test_seed_program_one():
+    result = run_driver(SEED_PROGRAM_1)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[0, 1, 4, 9]"
+
+
+def test_task_output_reaches_the_driver():
+    source = textwrap.dedent("""
+        import rayipy
+        rayipy.init(num_cpus=1)
+        @rayipy.remote
+        def talk(i):
+            print("line one from", i)
+            print("partial", end="")
+            return i
+        print(rayipy.get(talk.remote(5)))
+        rayipy.shutdown()
+    """)
+    result = run_driver(source)
+    assert result.returncode == 0, result.stderr
+    assert "(talk pid=" in result.stdout
+    assert "line one from 5" in result.stdout
+    assert "partial" in result.stdout
+
+
+def test_shutdown_stops_every_process_and_init_works_again(fresh_cluster):
+    fresh_cluster(num_cpus=2)
+    pids = [p.pid for p in psutil.Process().children(recursive=True)]
+    assert len(pids) >= 4  # head, agent, two workers
+    rayipy.shutdown()
+    wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                               for p in pids), timeout=10)
+    assert not rayipy.is_initialized()
+    with pytest.raises(NotInitializedError):
+        rayipy.nodes()
+    fresh_cluster(num_cpus=1)
+    assert rayipy.cluster_resources()["CPU"] == 1.0
+
+
+def test_killed_driver_leaves_no_process_behind():
+    source = textwrap.dedent("""
+        import sys, psutil, rayipy
+        rayipy.init(num_cpus=2)
+        @rayipy.remote
+        def f(x):
+            return x
+        rayipy.get([f.remote(i) for i in range(10)])
+        pids = [p.pid for p in psutil.Process().children(recursive=True)]
+        print(" ".join(map(str, pids)), flush=True)
+        sys.stdin.read()   # wait to be killed
+    """)
+    driver = subprocess.Popen([sys.executable, "-c", source], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in driver.stdout.readline().split()]
+        assert len(pids) >= 4
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(10)
+
+        def all_gone():
+            return not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                           for p in pids)
+        wait_until(all_gone, timeout=10, message="rayipy processes outlived their driver")
+    finally:
+        driver.kill()
+        driver.wait()
+        driver.stdout.close()
+        driver.stdin.close()
