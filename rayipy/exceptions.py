@@ -140,6 +140,12 @@ def as_task_error(cause: BaseException | None, remote_traceback: str, function_n
     except Exception:
         err = cls.__new__(cls)
     err.args = args
+    if isinstance(cause, OSError):  # C-level fields that args alone do not carry
+        for name in ("errno", "strerror", "filename", "filename2"):
+            try:
+                setattr(err, name, getattr(cause, name))
+            except (AttributeError, TypeError):
+                pass
     if cause is not None and hasattr(cause, "__dict__"):
         err.__dict__.update(cause.__dict__)
     err.cause = cause

@@ -67,7 +67,8 @@ class Node:
         self.available = dict(total)
         self.info = info
         self.workers: set[bytes] = set()
-        self.spawning = 0
+        # The agent starts one worker per CPU by itself; more only when the head asks.
+        self.spawning = int(total.get("CPU", 0))
 
     def fits(self, request: tuple) -> bool:
         avail = self.available
@@ -330,17 +331,26 @@ class Scheduler:
         return max(1, min(MAX_PIPELINE, int(PIPELINE_SECONDS / max(duration, 1e-6))))
 
     def _grow_or_steal(self, request: tuple, queue: collections.deque) -> list:
-        """Tasks wait: start workers where resources are free but no worker is idle."""
+        """Tasks wait: start workers where resources are free but no worker is idle.
+
+        This is how a node keeps its CPUs busy while some of its workers are blocked in
+        ``get`` (they gave their CPU back): as many new workers as free slots, minus the
+        workers already idle or starting.
+        """
         out: list = []
+        cpus = dict(request).get("CPU", 0.0)
         for node in self.nodes.values():
-            if not node.fits(request) or node.spawning >= len(queue):
+            if not node.fits(request):
                 continue
-            idle = any(self.workers[w].lease is None and not self.workers[w].blocked
-                       for w in node.workers)
-            extra = len(node.workers) + node.spawning - int(node.total.get("CPU", 0))
-            if not idle and extra < EXTRA_WORKERS_PER_NODE:
-                node.spawning += 1
-                out.append(Spawn(node.agent, 1))
+            free_slots = int(node.available.get("CPU", 0.0) / cpus + 1e-9) if cpus else 1
+            idle = sum(1 for w in node.workers
+                       if self.workers[w].lease is None and not self.workers[w].blocked)
+            extra_allowed = int(node.total.get("CPU", 0)) + EXTRA_WORKERS_PER_NODE - (
+                len(node.workers) + node.spawning)
+            count = min(len(queue), free_slots, extra_allowed) - idle - node.spawning
+            if count > 0:
+                node.spawning += count
+                out.append(Spawn(node.agent, count))
         return out
 
     def _release_lease(self, worker: Worker) -> None:

@@ -353,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         head.serve()
     except (KeyboardInterrupt, SystemExit):
         pass
+    lifetime.ignore_sigterm()  # cleaned up already: a late SIGTERM must not interrupt exit
     return 0
 
 

@@ -63,6 +63,13 @@ class LocalCluster:
         raise exceptions.RayipySystemError(f"the rayipy head did not start within {timeout:g} s")
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the head and agent: they were asked already, so first give them a moment."""
+        deadline = time.monotonic() + 1.0
+        for proc in self.processes:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
         for proc in self.processes:
             if proc.poll() is None:
                 proc.terminate()

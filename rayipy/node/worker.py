@@ -32,7 +32,8 @@ from rayipy.protocol.messages import CANCELLED, ERROR, OK, DepSlot, TaskResult, 
 
 log = logging.getLogger("rayipy.worker")
 
-RESULT_BATCH_SECONDS = 0.001
+RESULT_BATCH_SECONDS = 0.005
+LOW_QUEUE = 2
 
 
 class TaskOutput(io.TextIOBase):
@@ -173,9 +174,9 @@ class Worker:
             if not self.results:
                 self.batch_started = time.perf_counter()
             self.results.append(self.run(spec))
-        # Send at once when nothing else waits (latency); otherwise in batches, but never
-        # hold a result long, since the head waits for it to hand out more work.
-        if self.results and (not more_waiting
+        # Send at once when our queue runs low (latency, and the head refills it on each
+        # result); otherwise in batches, which saves a wake-up and a message per task.
+        if self.results and (len(self.queue) < LOW_QUEUE or not more_waiting
                              or time.perf_counter() - self.batch_started > RESULT_BATCH_SECONDS):
             self.send_results()
         return True

@@ -30,7 +30,7 @@ def capture_system_error(error: BaseException, function_name: str = "", where: s
 
 def _pack(error: BaseException, tb: str, function_name: str, where: str) -> Payload:
     try:
-        pickled = serialization.dumps(error, "exception")[0].data
+        pickled = serialization.dumps_inband(error)
     except Exception:
         pickled = None
     record = (pickled, type(error).__qualname__, _safe_str(error), tb, function_name, where)

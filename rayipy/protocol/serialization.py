@@ -2,8 +2,8 @@
 
 The only module that imports cloudpickle. Functions and classes defined in ``__main__``
 or a notebook cell travel by value; everything importable travels by reference. Buffers
-of 4 KiB or more (numpy arrays, bytearrays, anything with protocol-5 buffers) stay out of
-band, so they become ZeroMQ frames of their own and are never copied in Python.
+of 4 KiB or more (numpy arrays, anything that pickles through protocol-5 PickleBuffers)
+stay out of band, so they become ZeroMQ frames of their own and are never copied in Python.
 
 ObjectRefs found inside a value are collected while it is pickled, so the caller can
 keep the objects they name alive while the value is in flight.
@@ -59,6 +59,11 @@ def dumps(value: Any, what: str = "value") -> tuple[Payload, list]:
     return Payload(data, tuple(b.raw() for b in buffers)), refs
 
 
+def dumps_inband(value: Any) -> bytes:
+    """One self-contained pickle (no out-of-band buffers), for small records like errors."""
+    return cloudpickle.dumps(value, protocol=5)
+
+
 def loads(payload: Payload) -> Any:
     return pickle.loads(payload.data, buffers=payload.buffers)
 
@@ -93,26 +98,33 @@ def loads_function(data: bytes) -> Callable:
     return fn
 
 
+def _functions_of(fn: Any) -> list:
+    """The plain functions whose code ``fn`` carries: itself, or a class's methods."""
+    members = vars(fn).values() if isinstance(fn, type) else [fn]
+    found = []
+    for member in members:
+        target = getattr(member, "__func__", member)   # staticmethod / classmethod
+        if isinstance(target, types.FunctionType):
+            found.append(target)
+    return found
+
+
 def _source_file(fn: Any) -> str | None:
-    code = getattr(fn, "__code__", None)
-    if code is None and isinstance(fn, type):
-        for member in vars(fn).values():
-            code = getattr(member, "__code__", None)
-            if code is not None:
-                break
-    return code.co_filename if code is not None else None
+    for function in _functions_of(fn):
+        return function.__code__.co_filename
+    return None
 
 
 def _restore_filename(fn: Any, filename: str) -> None:
-    members = vars(fn).values() if isinstance(fn, type) else [fn]
-    for member in members:
-        target = getattr(member, "__func__", member)   # staticmethod / classmethod
-        code = getattr(target, "__code__", None)
-        if code is not None and code.co_filename == DYNAMIC_CODE:
-            try:
-                target.__code__ = _with_filename(code, filename)
-            except (AttributeError, TypeError):
-                pass
+    functions = _functions_of(fn)
+    # Helpers from the same file travel by value with it, as globals of its functions.
+    for function in list(functions):
+        functions.extend(v for v in function.__globals__.values()
+                         if isinstance(v, types.FunctionType))
+    for function in functions:
+        code = function.__code__
+        if code.co_filename == DYNAMIC_CODE:
+            function.__code__ = _with_filename(code, filename)
 
 
 def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
