@@ -39,12 +39,16 @@ TASK_OPTIONS: dict[str, Option] = {
                           "an int >= 1", 1),
     "max_retries": Option((int,), lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= -1,
                           "an int >= 0, or -1 for unlimited", 3),
-    "retry_exceptions": Option((bool, list, tuple), lambda v: True, "a bool or a list of exception types",
-                               False),
+    "retry_exceptions": Option((bool, list, tuple), lambda v: isinstance(v, bool) or (
+        isinstance(v, (list, tuple)) and all(isinstance(t, type) and issubclass(t, BaseException)
+                                             for t in v)),
+        "a bool or a list of exception types", False),
     "name": Option((str,), lambda v: isinstance(v, str), "a string", None),
-    "scheduling_strategy": Option((str, object), lambda v: True, '"DEFAULT" or "SPREAD"', "DEFAULT"),
+    "scheduling_strategy": Option((str,), lambda v: v in ("DEFAULT", "SPREAD"), '"DEFAULT" or "SPREAD"',
+                                  "DEFAULT"),
     "runtime_env": Option((dict,), lambda v: v is None or isinstance(v, dict), "a dict", None),
-    "max_calls": Option((int,), lambda v: isinstance(v, int) and v >= 0, "an int >= 0", 0),
+    "max_calls": Option((int,), lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                        "an int >= 0", 0),
 }
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 from typing import Iterable, NamedTuple
 
-from rayipy.protocol.messages import TaskSpec
+from rayipy.protocol.messages import CRASHED, TaskSpec
 
 PIPELINE_SECONDS = 0.02     # queue about this much work per worker
 MAX_PIPELINE = 64
@@ -58,6 +58,21 @@ class Steal(NamedTuple):
     count: int
 
 
+class KillWorker(NamedTuple):
+    agent: bytes
+    worker: bytes
+
+
+class Actor:
+    """An actor's place: its worker once created, calls waiting until then."""
+
+    def __init__(self, creation: TaskSpec) -> None:
+        self.creation = creation
+        self.worker: bytes | None = None
+        self.waiting: list[bytes] = []      # call task ids sent before the actor had a worker
+        self.dead: str = ""                 # why it died, once it has
+
+
 # -- state ---------------------------------------------------------------------------
 class Node:
     def __init__(self, node_id: bytes, agent: bytes, total: dict[str, float], info: dict) -> None:
@@ -69,6 +84,7 @@ class Node:
         self.workers: set[bytes] = set()
         # The agent starts one worker per CPU by itself; more only when the head asks.
         self.spawning = int(total.get("CPU", 0))
+        self.leaving = False
 
     def fits(self, request: tuple) -> bool:
         avail = self.available
@@ -96,6 +112,7 @@ class Worker:
         self.blocked = False
         self.functions: set[bytes] = set()
         self.stealing = False
+        self.actor: bytes | None = None     # a worker given to an actor serves only it
 
 
 class TaskRecord:
@@ -106,6 +123,12 @@ class TaskRecord:
         self.worker: bytes | None = None
         self.cancelled = False
         self.force = False
+
+
+def actor_died_error(spec: TaskSpec, why: str) -> BaseException:
+    from rayipy.exceptions import ActorDiedError
+    what = "creating the actor" if spec.method == "__init__" else f"calling {spec.name!r}"
+    return ActorDiedError(f"the actor is dead ({why}); failed while {what}")
 
 
 def describe_request(request: tuple) -> str:
@@ -119,6 +142,8 @@ class Scheduler:
         self.tasks: dict[bytes, TaskRecord] = {}
         self.ready: dict[tuple, collections.deque[bytes]] = {}   # resource request -> task ids
         self.early_workers: dict[bytes, list] = {}               # node id -> workers seen first
+        self.actors: dict[bytes, Actor] = {}
+        self.creating: collections.deque[bytes] = collections.deque()   # actor ids to place
         self.functions: dict[bytes, bytes] = {}
         self.durations: dict[bytes, float] = {}                 # function id -> EWMA seconds
         self.counts = collections.Counter()                     # submitted, finished, failed...
@@ -127,7 +152,7 @@ class Scheduler:
     def add_node(self, node_id: bytes, agent: bytes, resources: dict[str, float], info: dict) -> list:
         self.nodes[node_id] = Node(node_id, agent, resources, info)
         for worker_id, pid in self.early_workers.pop(node_id, []):
-            self.add_worker(worker_id, node_id, pid)
+            self._attach_worker(worker_id, node_id, pid)
         return self.dispatch()
 
     def add_worker(self, worker_id: bytes, node_id: bytes, pid: int) -> list:
@@ -136,10 +161,14 @@ class Scheduler:
             # Its registration overtook its agent's (separate connections): wait for the node.
             self.early_workers.setdefault(node_id, []).append((worker_id, pid))
             return []
+        self._attach_worker(worker_id, node_id, pid)
+        return self.dispatch()
+
+    def _attach_worker(self, worker_id: bytes, node_id: bytes, pid: int) -> None:
+        node = self.nodes[node_id]
         node.spawning = max(0, node.spawning - 1)
         node.workers.add(worker_id)
         self.workers[worker_id] = Worker(worker_id, node_id, pid)
-        return self.dispatch()
 
     def remove_worker(self, worker_id: bytes, error: BaseException, crashed_status: int,
                       cancelled_status: int) -> list:
@@ -152,17 +181,22 @@ class Scheduler:
             node.workers.discard(worker_id)
             if worker.lease is not None and not worker.blocked:
                 node.take(worker.lease, -1)
+            if node.leaving and not node.workers:
+                del self.nodes[node.node_id]
         out: list = []
-        for position, task_id in enumerate(worker.queue):
+        if worker.actor is not None:
+            return out + self._actor_worker_died(worker, error) + self.dispatch()
+        # Back to the front of the queue in their order: walk backwards.
+        for position, task_id in reversed(list(enumerate(worker.queue))):
             record = self.tasks.get(task_id)
             if record is None:
                 continue
             record.worker = None
             spec = record.spec
+            if record.cancelled:
+                out.append(self._fail(task_id, cancelled_status, error))
+                continue
             if position == 0:  # it was running
-                if record.cancelled:
-                    out.append(self._fail(task_id, cancelled_status, error))
-                    continue
                 if spec.attempt >= spec.max_retries:
                     out.append(self._fail(task_id, crashed_status, error))
                     continue
@@ -171,10 +205,33 @@ class Scheduler:
             self._enqueue_front(task_id)
         return out + self.dispatch()
 
+    def _actor_worker_died(self, worker: "Worker", error: BaseException) -> list:
+        actor = self.actors.get(worker.actor)
+        why = (actor.dead if actor is not None and actor.dead
+               else f"its worker process died ({error})")
+        if actor is not None:
+            actor.dead = why
+        out = []
+        for task_id in worker.queue:
+            if task_id in self.tasks:
+                out.append(self._fail(task_id, CRASHED, actor_died_error(self.tasks[task_id].spec, why)))
+        return out
+
     def remove_node(self, node_id: bytes) -> list[bytes]:
-        """Forget a node; returns its workers, which the caller removes one by one."""
-        node = self.nodes.pop(node_id, None)
-        return list(node.workers) if node else []
+        """Forget a node; returns its workers, which the caller removes one by one.
+
+        The node stays in the table until its last worker is removed, so that removing
+        them can still give back leases; it takes no new work meanwhile.
+        """
+        node = self.nodes.get(node_id)
+        if node is None:
+            return []
+        node.total = {}
+        node.available = {}
+        node.leaving = True
+        if not node.workers:
+            del self.nodes[node_id]
+        return list(node.workers)
 
     # -- tasks --------------------------------------------------------------------------
     def add_function(self, function_id: bytes, data: bytes) -> None:
@@ -184,12 +241,101 @@ class Scheduler:
         out: list = []
         for spec in specs:
             self.counts["submitted"] += 1
+            if spec.actor_id:
+                out.extend(self._submit_actor_spec(spec))
+                continue
             if not any(n.could_ever_fit(spec.resources) for n in self.nodes.values()) and self.nodes:
                 out.append(self._fail_new(spec, ValueError(self.impossible_message(spec))))
                 continue
             self.tasks[spec.task_id] = TaskRecord(spec)
             self.ready.setdefault(spec.resources, collections.deque()).append(spec.task_id)
         return out + self.dispatch()
+
+    # -- actors ------------------------------------------------------------------------------
+    def _submit_actor_spec(self, spec: TaskSpec) -> list:
+        self.tasks[spec.task_id] = TaskRecord(spec)
+        if spec.method == "__init__":
+            if self.nodes and not any(n.could_ever_fit(spec.resources) for n in self.nodes.values()):
+                self.tasks.pop(spec.task_id)
+                return [self._fail_new(spec, ValueError(self.impossible_message(spec)))]
+            self.actors[spec.actor_id] = Actor(spec)
+            self.creating.append(spec.actor_id)
+            return []
+        actor = self.actors.get(spec.actor_id)
+        if actor is None or actor.dead:
+            why = actor.dead if actor is not None else "it is unknown to this cluster"
+            return [self._fail(spec.task_id, CRASHED, actor_died_error(spec, why))]
+        if actor.worker is None:
+            actor.waiting.append(spec.task_id)
+            return []
+        return [self._assign(self.workers[actor.worker], [spec.task_id])]
+
+    def _place_actors(self) -> list:
+        """Give each actor waiting for creation an idle worker, which serves it alone."""
+        out: list = []
+        while self.creating:
+            actor = self.actors.get(self.creating[0])
+            if actor is None or actor.dead:
+                self.creating.popleft()
+                continue
+            request = actor.creation.resources
+            worker = next((w for w in self.workers.values()
+                           if w.lease is None and not w.blocked and w.actor is None
+                           and self.nodes[w.node_id].fits(request)), None)
+            if worker is None:
+                # Start a worker where the actor fits; it gets the actor when it registers.
+                node = next((n for n in self.nodes.values() if n.fits(request)), None)
+                if node is not None and node.spawning == 0:
+                    node.spawning += 1
+                    out.append(Spawn(node.agent, 1))
+                break
+            self.creating.popleft()
+            node = self.nodes[worker.node_id]
+            worker.actor = actor.creation.actor_id
+            worker.lease = request
+            node.take(request)
+            actor.worker = worker.worker_id
+            # The pool lost a worker to the actor: the agent starts a replacement.
+            node.spawning += 1
+            out.append(Spawn(node.agent, 1))
+            out.append(self._assign(worker, [actor.creation.task_id, *actor.waiting]))
+            actor.waiting = []
+        return out
+
+    def _assign(self, worker: "Worker", task_ids: list) -> "Execute":
+        specs = []
+        for task_id in task_ids:
+            record = self.tasks[task_id]
+            record.worker = worker.worker_id
+            worker.queue.append(task_id)
+            specs.append(record.spec)
+        return Execute(worker.worker_id, specs, self._new_functions(worker, specs))
+
+    def _new_functions(self, worker: "Worker", specs: list) -> list:
+        new_functions = []
+        for spec in specs:
+            fid = spec.function_id
+            if fid and fid not in worker.functions:
+                worker.functions.add(fid)
+                new_functions.append((fid, self.functions.get(fid, b"")))
+        return new_functions
+
+    def kill_actor(self, actor_id: bytes, why: str) -> list:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.dead:
+            return []
+        actor.dead = why
+        out: list = []
+        for task_id in actor.waiting:
+            out.append(self._fail(task_id, CRASHED, actor_died_error(self.tasks[task_id].spec, why)))
+        actor.waiting = []
+        if actor.worker is not None and actor.worker in self.workers:
+            worker = self.workers[actor.worker]
+            out.append(KillWorker(self.nodes[worker.node_id].agent, worker.worker_id))
+        elif actor.creation.task_id in self.tasks:
+            out.append(self._fail(actor.creation.task_id, CRASHED,
+                                  actor_died_error(actor.creation, why)))
+        return out
 
     def impossible_message(self, spec: TaskSpec) -> str:
         missing = []
@@ -215,7 +361,7 @@ class Scheduler:
                     worker.queue.remove(task_id)
                 except ValueError:
                     pass
-        if worker is not None and not worker.queue:
+        if worker is not None and not worker.queue and worker.actor is None:
             self._release_lease(worker)
         return self.dispatch()
 
@@ -279,7 +425,7 @@ class Scheduler:
     # -- placement ------------------------------------------------------------------------
     def dispatch(self) -> list:
         assigned: dict[bytes, list] = {}
-        out: list = []
+        out: list = self._place_actors() if self.creating else []
         for request, queue in self.ready.items():
             if not queue:
                 continue
@@ -299,21 +445,16 @@ class Scheduler:
             if queue:
                 out.extend(self._grow_or_steal(request, queue))
         for worker_id, specs in assigned.items():
-            worker = self.workers[worker_id]
-            new_functions = []
-            for spec in specs:
-                fid = spec.function_id
-                if fid not in worker.functions:
-                    worker.functions.add(fid)
-                    new_functions.append((fid, self.functions.get(fid, b"")))
-            out.append(Execute(worker_id, specs, new_functions))
+            out.append(Execute(worker_id, specs, self._new_functions(self.workers[worker_id], specs)))
         return out
 
     def _pick_worker(self, request: tuple, depth: int) -> Worker | None:
         best = None
         best_len = depth
         for worker in self.workers.values():
-            if worker.blocked or worker.stealing:
+            if worker.blocked or worker.stealing or worker.actor is not None:
+                continue
+            if self.nodes[worker.node_id].leaving:
                 continue
             if worker.lease is None:
                 if self.nodes[worker.node_id].fits(request):
@@ -343,9 +484,10 @@ class Scheduler:
             if not node.fits(request):
                 continue
             free_slots = int(node.available.get("CPU", 0.0) / cpus + 1e-9) if cpus else 1
-            idle = sum(1 for w in node.workers
-                       if self.workers[w].lease is None and not self.workers[w].blocked)
-            extra_allowed = int(node.total.get("CPU", 0)) + EXTRA_WORKERS_PER_NODE - (
+            idle = sum(1 for w in node.workers if self.workers[w].lease is None
+                       and not self.workers[w].blocked and self.workers[w].actor is None)
+            actors = sum(1 for w in node.workers if self.workers[w].actor is not None)
+            extra_allowed = int(node.total.get("CPU", 0)) + EXTRA_WORKERS_PER_NODE + actors - (
                 len(node.workers) + node.spawning)
             count = min(len(queue), free_slots, extra_allowed) - idle - node.spawning
             if count > 0:

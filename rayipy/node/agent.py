@@ -130,9 +130,10 @@ class Agent:
             for _ in range(body[0]):
                 self.spawn()
         elif kind is Kind.RETIRE_WORKER:
-            worker = self.workers.get(body[0])
+            worker_id, kill = body
+            worker = self.workers.get(worker_id)
             if worker is not None:
-                worker.popen.terminate()
+                worker.popen.kill() if kill else worker.popen.terminate()
         elif kind is Kind.SHUTDOWN:
             self.running = False
         elif kind is Kind.AUTH_FAILED:

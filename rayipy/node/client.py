@@ -164,7 +164,8 @@ class Runtime:
             self.send(Kind.FUNCTION, (function_id, pickled))
 
     def submit(self, function_id: bytes, name: str, args: tuple, kwargs: dict, num_returns: int,
-               resources: tuple, max_retries: int) -> list[ObjectRef]:
+               resources: tuple, max_retries: int, actor_id: bytes = b"",
+               method: str = "") -> list[ObjectRef]:
         """Queue one task; returns its ObjectRefs at once."""
         self._check_alive()
         task_id = self.next_task_id()
@@ -184,7 +185,8 @@ class Runtime:
         pinned = dep_ids + [r.id for r in contained]
         self.objects.pin(pinned)
         self._inflight[task_id] = (pinned, return_ids)
-        spec = TaskSpec(task_id, function_id, name, payload, (), num_returns, resources, max_retries)
+        spec = TaskSpec(task_id, function_id, name, payload, (), num_returns, resources, max_retries,
+                        0, actor_id, method)
         if deps:
             self._when_ready(deps, spec)
         else:
@@ -230,6 +232,9 @@ class Runtime:
         oid = self.next_task_id() + b"\x00\x00"
         self._carry_out(self.objects.add_ready(oid, payload, [r.id for r in contained]))
         return ObjectRef(oid, self)
+
+    def new_actor_id(self) -> bytes:
+        return self.next_task_id()
 
     def cancel(self, ref: ObjectRef, force: bool) -> None:
         self.send(Kind.CANCEL, (ref.id[:16], force))

@@ -24,7 +24,7 @@ import zmq
 
 from rayipy import exceptions
 from rayipy.core.objects import owner_of
-from rayipy.core.scheduler import CancelRunning, Execute, Fail, Scheduler, Spawn, Steal
+from rayipy.core.scheduler import CancelRunning, Execute, Fail, KillWorker, Scheduler, Spawn, Steal
 from rayipy.node import lifetime
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
@@ -73,6 +73,7 @@ class Head:
             Kind.BLOCKED: self.on_blocked,
             Kind.UNBLOCKED: self.on_unblocked,
             Kind.RETURNED: self.on_returned,
+            Kind.KILL_ACTOR: self.on_kill_actor,
             Kind.GET_OBJECT: self.on_get_object,
             Kind.OBJECT_VALUE: self.on_object_value,
             Kind.BORROW: self.on_borrow,
@@ -135,6 +136,8 @@ class Head:
                 self.send(ins.agent, Kind.SPAWN_WORKER, (ins.count,))
             elif isinstance(ins, Steal):
                 self.send(ins.worker, Kind.STEAL, (ins.count,))
+            elif isinstance(ins, KillWorker):
+                self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, True))
 
     def fail_task(self, fail: Fail) -> None:
         payload = errors.capture_system_error(fail.error, fail.task.name)
@@ -236,6 +239,9 @@ class Head:
 
     def on_returned(self, sender: bytes, body: tuple, frames: list) -> None:
         self.carry_out(self.scheduler.returned(sender, body[0]))
+
+    def on_kill_actor(self, sender: bytes, body: tuple, frames: list) -> None:
+        self.carry_out(self.scheduler.kill_actor(body[0], "it was killed by rayipy.kill()"))
 
     def on_get_object(self, sender: bytes, body: tuple, frames: list) -> None:
         object_id, requester = body

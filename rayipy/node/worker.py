@@ -70,6 +70,8 @@ class Worker:
         self.functions: dict[bytes, Any] = {}
         self.pickled_functions: dict[bytes, bytes] = {}
         self.current: TaskSpec | None = None
+        self.actor: Any = None                  # the actor instance this worker serves
+        self.actor_error: BaseException | None = None   # why its constructor failed
         self.cancel_requested: bytes | None = None
         self.results: list[TaskResult] = []
         self.batch_started = 0.0
@@ -169,6 +171,8 @@ class Worker:
                 if self.runtime.lost is not None or self.runtime._stopping:
                     return False
             spec = self.queue.popleft() if self.queue else None
+            # Set under the lock: a cancel must find the task either queued or running.
+            self.current = spec
             more_waiting = bool(self.queue)
         if spec is not None:
             if not self.results:
@@ -209,18 +213,27 @@ class Worker:
             del self.pickled_functions[spec.function_id]
         return fn
 
+    def callable_for(self, spec: TaskSpec) -> Any:
+        """The function a task runs: a remote function, an actor's class, or its method."""
+        if not spec.actor_id or spec.method == "__init__":
+            return self.function(spec)
+        if self.actor_error is not None:
+            raise self.actor_error  # every call fails as the constructor did
+        return getattr(self.actor, spec.method)
+
     def run(self, spec: TaskSpec) -> TaskResult:
         start = time.perf_counter()
-        self.current = spec
         try:
             try:
-                fn = self.function(spec)
+                fn = self.callable_for(spec)
                 args, kwargs = serialization.loads(spec.args)
                 if spec.dep_values:
                     values = [serialization.loads(p) for p in spec.dep_values]
                     args = [values[a.index] if type(a) is DepSlot else a for a in args]
                     kwargs = {k: values[v.index] if type(v) is DepSlot else v for k, v in kwargs.items()}
                 value = fn(*args, **kwargs)
+                if spec.method == "__init__":
+                    self.actor, value = value, None
             finally:
                 self.current = None
             return self.pack_returns(spec, value, time.perf_counter() - start)
@@ -233,6 +246,8 @@ class Worker:
             return self.error_result(spec, e, start)
 
     def error_result(self, spec: TaskSpec, error: BaseException, start: float) -> TaskResult:
+        if spec.method == "__init__":
+            self.actor_error = error
         payload = errors.capture_task_error(_strip_our_frames(error), spec.name, self.where)
         return TaskResult(spec.task_id, ERROR, (payload,), time.perf_counter() - start, self.where, ())
 

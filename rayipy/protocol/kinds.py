@@ -28,6 +28,7 @@ class Kind(IntEnum):
     UNBLOCKED = 16        # worker -> head: ()
     STEAL = 17            # head -> worker: (count,)  give back up to count queued tasks
     RETURNED = 18         # worker -> head: (list[task_id],)  tasks given back, not started
+    KILL_ACTOR = 19       # driver -> head: (actor_id,)
 
     # objects
     GET_OBJECT = 20       # borrower -> head -> owner: (object_id, requester)
@@ -37,7 +38,7 @@ class Kind(IntEnum):
     # node agent
     SPAWN_WORKER = 30     # head -> agent: (count,)
     WORKER_DIED = 31      # agent -> head: (worker_id, exit code or -signal, reason)
-    RETIRE_WORKER = 32    # head -> agent: (worker_id,)
+    RETIRE_WORKER = 32    # head -> agent: (worker_id, kill: bool)
 
     # driver requests answered by the head
     REQUEST = 40          # driver -> head: (request_id, name, args)

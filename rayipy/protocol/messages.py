@@ -42,6 +42,8 @@ class TaskSpec(NamedTuple):
     resources: tuple                   # sorted ((name, amount), ...)
     max_retries: int
     attempt: int = 0
+    actor_id: bytes = b""              # set for actor creation and actor method calls
+    method: str = ""                   # "__init__" creates the actor; else the method called
 
 
 class TaskResult(NamedTuple):

@@ -116,15 +116,31 @@ def _source_file(fn: Any) -> str | None:
 
 
 def _restore_filename(fn: Any, filename: str) -> None:
-    functions = _functions_of(fn)
-    # Helpers from the same file travel by value with it, as globals of its functions.
-    for function in list(functions):
-        functions.extend(v for v in function.__globals__.values()
-                         if isinstance(v, types.FunctionType))
-    for function in functions:
+    # Helpers from the same file travel by value with it: as globals of its functions, in
+    # closures (decorators), or as __wrapped__. Walk them all, once each.
+    pending = _functions_of(fn)
+    seen: set[int] = set()
+    while pending:
+        function = pending.pop()
+        if id(function) in seen:
+            continue
+        seen.add(id(function))
         code = function.__code__
-        if code.co_filename == DYNAMIC_CODE:
-            function.__code__ = _with_filename(code, filename)
+        if code.co_filename != DYNAMIC_CODE:
+            continue  # loaded by reference: its module has the real file name
+        function.__code__ = _with_filename(code, filename)
+        related = list(function.__globals__.values())
+        related += [cell.cell_contents for cell in function.__closure__ or () if _cell_full(cell)]
+        related.append(getattr(function, "__wrapped__", None))
+        pending.extend(v for v in related if isinstance(v, types.FunctionType))
+
+
+def _cell_full(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents
+        return True
+    except ValueError:
+        return False
 
 
 def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:

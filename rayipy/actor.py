@@ -1,0 +1,154 @@
+"""Actors: ``@rayipy.remote`` on a class. Each actor lives in a worker of its own.
+
+``Cls.remote(*args)`` returns an ActorHandle at once; ``handle.method.remote(*args)``
+returns ObjectRefs. Calls from one caller reach the actor in the order they were made
+(they travel one connection to the head and one to the actor's worker, both in order).
+Handles pickle, so tasks and other actors can call the same actor.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+from rayipy.core import options as option_table
+from rayipy.remote_function import _PickledOnce
+
+# Ray's defaults: an actor needs no CPU to run unless it asks for one.
+ACTOR_OPTIONS = {**option_table.TASK_OPTIONS,
+                 "max_restarts": option_table.Option((int,), lambda v: isinstance(v, int) and v >= -1,
+                                                     "an int >= 0, or -1 for unlimited", 0),
+                 "max_task_retries": option_table.Option((int,), lambda v: isinstance(v, int) and v >= -1,
+                                                         "an int >= -1", 0),
+                 "max_concurrency": option_table.Option((int,), lambda v: isinstance(v, int) and v >= 1,
+                                                        "an int >= 1", 1),
+                 "lifetime": option_table.Option((str,), lambda v: v in (None, "detached"),
+                                                 'None or "detached"', None),
+                 "namespace": option_table.Option((str,), lambda v: isinstance(v, str), "a string", None),
+                 "get_if_exists": option_table.Option((bool,), lambda v: isinstance(v, bool), "a bool",
+                                                      False)}
+
+_METHOD_OPTIONS_ATTR = "__rayipy_method_options__"
+
+
+def method(**options: Any):
+    """``@rayipy.method(num_returns=2)``: options for one actor method."""
+    option_table.validate(options, {"num_returns": option_table.TASK_OPTIONS["num_returns"]},
+                          "actor method")
+
+    def decorate(fn):
+        setattr(fn, _METHOD_OPTIONS_ATTR, options)
+        return fn
+    return decorate
+
+
+def make_actor_class(cls: type, options: dict) -> "ActorClass":
+    return ActorClass(cls, options)
+
+
+class ActorClass:
+    """What ``@rayipy.remote`` makes of a class: ``Cls.remote(...)`` creates an actor."""
+
+    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+        self._cls = cls
+        self._options = option_table.validate(options, ACTOR_OPTIONS, "actor class")
+        self._name = cls.__qualname__
+        self._methods = {name: getattr(member, _METHOD_OPTIONS_ATTR, {})
+                         for name, member in inspect.getmembers(cls, callable)
+                         if not name.startswith("__") or name == "__call__"}
+        self._shared = _PickledOnce(cls, f"actor class {cls.__module__}.{self._name}")
+        self.__doc__ = cls.__doc__
+        self.__name__ = cls.__name__
+        self.__qualname__ = self._name
+        self.__module__ = cls.__module__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"Actors cannot be instantiated directly. Instead of '{self._name}()', "
+                        f"use '{self._name}.remote()'.")
+
+    def options(self, **options: Any) -> "ActorClass":
+        copy = ActorClass.__new__(ActorClass)
+        copy.__dict__.update(self.__dict__)
+        copy._options = option_table.validate({**self._options, **options}, ACTOR_OPTIONS,
+                                              "actor class")
+        return copy
+
+    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
+        from rayipy import api
+        runtime = api.runtime_for_submit()
+        function_id, pickled = self._shared.get()
+        runtime.ensure_function(function_id, pickled)
+        actor_id = runtime.new_actor_id()
+        resources = option_table.resource_request({"num_cpus": 0, **self._options})
+        runtime.submit(function_id, f"{self._name}.__init__", args, kwargs, 1, resources, 0,
+                       actor_id, "__init__")
+        return ActorHandle(actor_id, self._name, self._methods)
+
+    def __repr__(self) -> str:
+        return f"<rayipy actor class {self.__module__}.{self._name}>"
+
+
+class ActorHandle:
+    """A reference to one actor; ``handle.method.remote(...)`` calls it."""
+
+    def __init__(self, actor_id: bytes, class_name: str, methods: dict[str, dict]) -> None:
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._methods = methods
+
+    def __getattr__(self, name: str) -> "ActorMethod":
+        methods = self.__dict__.get("_methods")
+        if methods is None or name.startswith("__"):
+            raise AttributeError(name)
+        if name not in methods:
+            close = difflib.get_close_matches(name, methods, n=3)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise AttributeError(f"actor class {self._class_name!r} has no method {name!r}.{hint}")
+        return ActorMethod(self, name, methods[name])
+
+    def __reduce__(self):
+        return (ActorHandle, (self._actor_id, self._class_name, self._methods))
+
+    def __repr__(self) -> str:
+        return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+
+class ActorMethod:
+    def __init__(self, handle: ActorHandle, name: str, options: dict) -> None:
+        self._handle = handle
+        self._name = name
+        self._num_returns = options.get("num_returns", 1)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"Actor methods cannot be called directly. Instead of running "
+                        f"'{self._name}()', try '{self._name}.remote()'.")
+
+    def options(self, **options: Any) -> "ActorMethod":
+        option_table.validate(options, {"num_returns": option_table.TASK_OPTIONS["num_returns"]},
+                              "actor method")
+        copy = ActorMethod(self._handle, self._name, {"num_returns": self._num_returns, **options})
+        return copy
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        from rayipy import api
+        runtime = api.runtime_for_submit()
+        handle = self._handle
+        refs = runtime.submit(b"", f"{handle._class_name}.{self._name}", args, kwargs,
+                              self._num_returns, (), 0, handle._actor_id, self._name)
+        return refs[0] if self._num_returns == 1 else refs
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    """Stop the actor at once; its pending and later calls raise ActorDiedError."""
+    from rayipy import api
+    from rayipy.protocol.kinds import Kind
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
+    api._runtime().send(Kind.KILL_ACTOR, (actor._actor_id,))

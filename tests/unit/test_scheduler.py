@@ -1,0 +1,388 @@
+"""Unit tests of rayipy.core.scheduler.Scheduler: placement, pipelining, leases, failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from rayipy.core.scheduler import (
+    UNKNOWN_DURATION_DEPTH, CancelRunning, Execute, Fail, Scheduler, Spawn)
+from rayipy.protocol.messages import CANCELLED, CRASHED, ERROR, Payload, TaskSpec
+
+OWNER = b"O" * 8
+NODE, AGENT = b"node-1", b"agent-1"
+W1, W2, W3 = b"worker-1", b"worker-2", b"worker-3"
+CPU1 = (("CPU", 1.0),)
+CODE = {b"f": b"code of f", b"g": b"code of g"}
+
+
+def spec(n: int, resources: tuple = CPU1, fid: bytes = b"f", owner: bytes = OWNER,
+         max_retries: int = 3) -> TaskSpec:
+    return TaskSpec(owner + n.to_bytes(8, "big"), fid, f"task{n}", Payload(b"args"), (), 1,
+                    resources, max_retries)
+
+
+def tid(n: int, owner: bytes = OWNER) -> bytes:
+    return owner + n.to_bytes(8, "big")
+
+
+def make(cpu: float = 2.0, workers: tuple = (W1, W2), **extra) -> Scheduler:
+    s = Scheduler()
+    for fid, code in CODE.items():
+        s.add_function(fid, code)
+    assert s.add_node(NODE, AGENT, {"CPU": cpu, **extra}, {"host": "h"}) == []
+    for i, w in enumerate(workers):
+        assert s.add_worker(w, NODE, 100 + i) == []
+    return s
+
+
+def of(out: list, cls: type) -> list:
+    return [x for x in out if isinstance(x, cls)]
+
+
+def placed(out: list) -> dict[bytes, list[int]]:
+    """worker -> task numbers of the Execute instructions in ``out``."""
+    result: dict[bytes, list[int]] = {}
+    for x in of(out, Execute):
+        result.setdefault(x.worker, []).extend(int.from_bytes(sp.task_id[8:], "big") for sp in x.specs)
+    return result
+
+
+def queued(s: Scheduler, request: tuple = CPU1) -> list[int]:
+    return [int.from_bytes(t[8:], "big") for t in s.ready.get(request, ())]
+
+
+def cpu_left(s: Scheduler) -> float:
+    return s.nodes[NODE].available["CPU"]
+
+
+def finish_all(s: Scheduler, duration: float = 0.5) -> list:
+    out = []
+    for w in list(s.workers.values()):
+        if w.queue:
+            out += s.finished(w.worker_id, list(w.queue), [duration] * len(w.queue))
+    return out
+
+
+# -- placement -----------------------------------------------------------------------
+def test_tasks_go_to_idle_workers_with_function_bytes():
+    s = make()
+    out = s.submit([spec(1), spec(2)])
+    assert placed(out) == {W1: [1], W2: [2]}
+    for x in out:
+        assert x.functions == [(b"f", b"code of f")]
+        assert x.specs[0].attempt == 0
+    assert cpu_left(s) == 0.0
+    assert s.summary()["running"] == 2
+
+
+def test_function_bytes_only_the_first_time_per_worker():
+    s = make()
+    s.submit([spec(1), spec(2)])
+    finish_all(s)
+    out = s.submit([spec(3), spec(4, fid=b"g")])
+    assert {x.worker: x.functions for x in out} == {W1: [], W2: [(b"g", b"code of g")]}
+
+
+def test_one_function_entry_for_several_specs():
+    s = make(workers=(W1,))
+    out = s.submit([spec(1), spec(2)])
+    assert out == [Execute(W1, [spec(1), spec(2)], [(b"f", b"code of f")])]
+
+
+def test_unknown_duration_pipelines_two_per_worker():
+    s = make()
+    out = s.submit([spec(i) for i in range(1, 7)])
+    assert placed(out) == {W1: [1, 3], W2: [2, 4]}
+    assert UNKNOWN_DURATION_DEPTH == 2
+    assert queued(s) == [5, 6]
+    assert s.summary()["queued"] == 2 and s.summary()["assigned"] == 4
+    assert of(out, Spawn) == []               # no CPU left for another worker
+
+
+def test_short_durations_deepen_the_pipeline():
+    s = make()
+    s.submit([spec(1), spec(2)])
+    s.finished(W1, [tid(1)], [0.001])
+    s.finished(W2, [tid(2)], [0.001])
+    out = s.submit([spec(i) for i in range(10, 30)])
+    got = placed(out)
+    assert sum(len(v) for v in got.values()) == 20
+    assert queued(s) == []
+    assert max(len(v) for v in got.values()) > UNKNOWN_DURATION_DEPTH
+
+
+def test_long_durations_do_not_pipeline():
+    s = make()
+    s.submit([spec(1), spec(2)])
+    finish_all(s, duration=5.0)
+    out = s.submit([spec(i) for i in range(10, 14)])
+    assert placed(out) == {W1: [10], W2: [11]}
+    assert queued(s) == [12, 13]
+
+
+def test_finished_dispatches_queued_tasks_to_the_freed_worker():
+    s = make()
+    s.submit([spec(i) for i in range(1, 6)])   # W1 [1, 3], W2 [2, 4], queued [5]
+    assert s.finished(W1, [tid(1)], [0.5]) == []  # 0.5 s tasks: pipeline depth 1, W1 has 3
+    out = s.finished(W1, [tid(3)], [0.5])
+    assert out == [Execute(W1, [spec(5)], [])]
+
+
+def test_lease_is_released_when_the_queue_empties():
+    s = make()
+    s.submit([spec(1), spec(2), spec(3)])
+    s.finished(W1, [tid(1)], [0.5])
+    assert cpu_left(s) == 0.0 and s.workers[W1].lease == CPU1   # task 3 still queued on W1
+    s.finished(W1, [tid(3)], [0.5])
+    assert s.workers[W1].lease is None and cpu_left(s) == 1.0
+    s.finished(W2, [tid(2)], [0.5])
+    assert s.nodes[NODE].available == s.nodes[NODE].total
+    assert s.summary()["finished"] == 3 and s.tasks == {}
+
+
+def test_impossible_request_fails_at_submit_naming_the_resource():
+    s = make()
+    out = s.submit([spec(1, resources=(("CPU", 4.0),)), spec(2, resources=(("GPU", 1.0),))])
+    assert [type(x) for x in out] == [Fail, Fail]
+    (first, second) = out
+    assert first.task == spec(1, resources=(("CPU", 4.0),)) and first.status == ERROR
+    assert isinstance(first.error, ValueError)
+    assert "'task1' asks for CPU=4" in str(first.error)
+    assert "CPU=4 (the largest node has 2)" in str(first.error)
+    assert "GPU=1 (the largest node has 0)" in str(second.error)
+    assert s.tasks == {} and s.summary()["failed"] == 2
+
+
+def test_without_nodes_tasks_wait_instead_of_failing():
+    s = Scheduler()
+    assert s.submit([spec(1, resources=(("CPU", 64.0),))]) == []
+    assert queued(s, (("CPU", 64.0),)) == [1]
+
+
+def test_task_waits_for_resources_and_runs_after_finished():
+    s = make()
+    big = (("CPU", 2.0),)
+    out = s.submit([spec(1, resources=big), spec(2)])
+    assert placed(out) == {W1: [1]}
+    assert queued(s) == [2] and cpu_left(s) == 0.0
+    out = s.finished(W1, [tid(1)], [0.5])
+    assert sum(placed(out).values(), []) == [2]
+    assert cpu_left(s) == 1.0
+
+
+def test_custom_resources_are_leased_and_returned():
+    s = make(TPU=1.0)
+    req = (("CPU", 1.0), ("TPU", 1.0))
+    out = s.submit([spec(1, resources=req), spec(2, resources=req)])
+    assert placed(out) == {W1: [1, 2]}         # pipelined: the second TPU task cannot start
+    assert s.nodes[NODE].available == {"CPU": 1.0, "TPU": 0.0}
+    finish_all(s)
+    assert s.nodes[NODE].available == {"CPU": 2.0, "TPU": 1.0}
+
+
+def test_a_new_nodes_own_workers_count_as_starting():
+    s = Scheduler()
+    s.add_function(b"f", b"code")
+    s.submit([spec(i) for i in range(1, 6)])
+    assert s.add_node(NODE, AGENT, {"CPU": 2.0}, {}) == []   # the agent starts 2 by itself
+    assert s.nodes[NODE].spawning == 2
+    out = s.add_worker(W1, NODE, 1)
+    assert placed(out) == {W1: [1, 2]} and of(out, Spawn) == []
+    assert s.nodes[NODE].spawning == 1
+    out = s.add_worker(W2, NODE, 2)
+    assert placed(out) == {W2: [3, 4]} and s.nodes[NODE].spawning == 0
+    assert queued(s) == [5]
+
+
+# -- nested tasks: blocked / unblocked -----------------------------------------------------
+def test_blocked_worker_gives_back_cpu_and_queued_tasks_and_a_worker_is_spawned():
+    s = make()
+    s.submit([spec(i) for i in range(1, 6)])     # W1 [1, 3], W2 [2, 4], queued [5]
+    out = s.blocked(W1, [tid(3)])
+    assert out == [Spawn(AGENT, 1)]
+    assert cpu_left(s) == 1.0
+    assert list(s.workers[W1].queue) == [tid(1)]
+    assert queued(s) == [3, 5]
+    assert s.summary()["blocked_workers"] == 1
+    assert s.blocked(W1, []) == []              # already blocked
+    assert s.nodes[NODE].spawning == 1
+    out = s.add_worker(W3, NODE, 3)
+    assert out == [Execute(W3, [spec(3), spec(5)], [(b"f", b"code of f")])]
+
+
+def test_spawns_match_free_slots_and_are_not_repeated():
+    s = make()
+    s.submit([spec(i) for i in range(1, 6)])     # W1 [1, 3], W2 [2, 4], queued [5]
+    assert s.blocked(W1, [tid(3)]) == [Spawn(AGENT, 1)]
+    assert s.blocked(W2, [tid(4)]) == [Spawn(AGENT, 1)]
+    assert cpu_left(s) == 2.0 and s.nodes[NODE].spawning == 2
+    assert s.submit([spec(6)]) == []             # two workers already starting
+    assert sorted(queued(s)) == [3, 4, 5, 6]
+
+
+def test_blocked_worker_tasks_go_to_an_idle_worker_without_spawning():
+    s = make()
+    s.submit([spec(1), spec(2)])
+    s.finished(W2, [tid(2)], [0.5])              # W2 idle
+    out = s.blocked(W1, [tid(2)])                # not on W1's queue: ignored
+    assert out == [] and list(s.workers[W1].queue) == [tid(1)]
+    out = s.submit([spec(3, fid=b"g"), spec(4, fid=b"g")])
+    assert placed(out) == {W2: [3, 4]}
+    assert of(out, Spawn) == []
+
+
+def test_unblocked_takes_the_lease_back():
+    s = make()
+    s.submit([spec(1), spec(2)])
+    s.blocked(W1, [])
+    assert cpu_left(s) == 1.0 and s.workers[W1].blocked
+    assert s.unblocked(W1) == []
+    assert cpu_left(s) == 0.0 and not s.workers[W1].blocked
+    assert s.unblocked(W1) == []                # not blocked any more
+    finish_all(s)
+    assert s.nodes[NODE].available == s.nodes[NODE].total
+
+
+def test_blocked_worker_whose_queue_empties_has_no_lease_after_unblocking():
+    s = make()
+    s.submit([spec(1)])
+    s.blocked(W1, [])
+    s.finished(W1, [tid(1)], [0.5])
+    assert s.workers[W1].lease is None and cpu_left(s) == 2.0
+    s.unblocked(W1)
+    assert cpu_left(s) == 2.0
+
+
+def test_returned_tasks_are_requeued_in_order_and_dispatched():
+    s = make(workers=(W1,))
+    s.submit([spec(1), spec(2), spec(3)])        # W1 [1, 2], queued [3]
+    out = s.returned(W1, [tid(2)])
+    assert queued(s) == [3] and placed(out) == {W1: [2]}
+    assert list(s.workers[W1].queue) == [tid(1), tid(2)]
+
+
+# -- worker deaths ----------------------------------------------------------------------------
+def crash(s: Scheduler, worker: bytes) -> list:
+    return s.remove_worker(worker, RuntimeError("worker died"), CRASHED, CANCELLED)
+
+
+def test_dead_worker_task_is_retried_with_the_next_attempt():
+    s = make(cpu=1.0, workers=(W1,))
+    s.submit([spec(1), spec(2), spec(3)])
+    out = crash(s, W1)
+    assert of(out, Fail) == [] and of(out, Execute) == []
+    assert out == [Spawn(AGENT, 1)]
+    assert sorted(queued(s)) == [1, 2, 3]
+    assert cpu_left(s) == 1.0 and W1 not in s.workers
+    assert s.summary()["retried"] == 1
+    out = s.add_worker(W2, NODE, 2)
+    specs = {int.from_bytes(sp.task_id[8:], "big"): sp for x in of(out, Execute) for sp in x.specs}
+    assert specs[1].attempt == 1
+    assert all(specs[n].attempt == 0 for n in specs if n != 1)
+    assert of(out, Execute)[0].functions == [(b"f", b"code of f")]
+
+
+def test_dead_worker_tasks_keep_their_order():
+    s = make(cpu=1.0, workers=(W1,))
+    s.submit([spec(1), spec(2), spec(3), spec(4)])   # W1 [1, 2], queued [3, 4]
+    crash(s, W1)
+    assert queued(s) == [1, 2, 3, 4]
+
+
+def test_retries_run_out_then_crashed():
+    s = make(workers=(W1, W2))
+    s.submit([spec(1, max_retries=1)])
+    out = crash(s, W1)
+    assert out == [Execute(W2, [spec(1, max_retries=1)._replace(attempt=1)],
+                           [(b"f", b"code of f")])]
+    out = crash(s, W2)
+    fails = of(out, Fail)
+    assert len(fails) == 1
+    assert fails[0].status == CRASHED and str(fails[0].error) == "worker died"
+    assert fails[0].task.task_id == tid(1) and fails[0].task.attempt == 1
+    assert tid(1) not in s.tasks
+
+
+def test_no_retries_fails_at_once():
+    s = make(workers=(W1,))
+    s.submit([spec(1, max_retries=0)])
+    (fail,) = of(crash(s, W1), Fail)
+    assert (fail.task.task_id, fail.status) == (tid(1), CRASHED)
+
+
+def test_cancelled_running_task_of_a_dead_worker_fails_as_cancelled():
+    s = make(workers=(W1,))
+    s.submit([spec(1)])
+    assert s.cancel(tid(1), True, CANCELLED, RuntimeError("cancelled")) == [
+        CancelRunning(W1, tid(1), True)]
+    (fail,) = of(crash(s, W1), Fail)
+    assert fail.status == CANCELLED
+
+
+def test_cancelled_queued_task_of_a_dead_worker_is_not_rerun():
+    s = make(workers=(W1,))
+    s.submit([spec(1), spec(2)])                 # W1 [1, 2]
+    s.cancel(tid(2), False, CANCELLED, RuntimeError("cancelled"))
+    out = crash(s, W1)
+    assert [(f.task.task_id, f.status) for f in of(out, Fail)] == [(tid(2), CANCELLED)]
+    assert 2 not in queued(s)
+
+
+def test_remove_unknown_worker():
+    assert crash(make(), b"nobody") == []
+
+
+def test_removing_a_node_with_a_busy_and_an_idle_worker():
+    s = make(workers=(W1, W2))
+    s.submit([spec(1)])                          # W1 busy, W2 idle
+    assert sorted(s.remove_node(NODE)) == [W1, W2]
+    crash(s, W1)                                 # head.remove_node removes them one by one
+    crash(s, W2)
+    assert s.workers == {} and queued(s) == [1]
+
+
+# -- cancel ------------------------------------------------------------------------------------
+def test_cancel_of_a_queued_task_fails_it():
+    s = make(workers=())
+    s.submit([spec(1), spec(2)])
+    error = RuntimeError("cancelled")
+    assert s.cancel(tid(1), False, CANCELLED, error) == [Fail(spec(1), CANCELLED, error)]
+    assert queued(s) == [2] and tid(1) not in s.tasks
+    assert s.cancel(tid(1), False, CANCELLED, error) == []
+
+
+def test_cancel_of_an_assigned_task_asks_its_worker():
+    s = make()
+    s.submit([spec(1), spec(2), spec(3)])
+    assert s.cancel(tid(3), False, CANCELLED, RuntimeError()) == [CancelRunning(W1, tid(3), False)]
+    assert s.tasks[tid(3)].cancelled
+
+
+# -- membership and owners ----------------------------------------------------------------
+def test_worker_registering_before_its_node_is_attached_later():
+    s = Scheduler()
+    s.add_function(b"f", b"code")
+    assert s.add_worker(W1, NODE, 7) == []
+    assert W1 not in s.workers
+    assert s.add_node(NODE, AGENT, {"CPU": 1.0}, {}) == []
+    assert s.workers[W1].pid == 7 and W1 in s.nodes[NODE].workers
+    assert s.early_workers == {}
+    assert placed(s.submit([spec(1)])) == {W1: [1]}
+
+
+def test_early_worker_gets_tasks_queued_before_its_node():
+    s = Scheduler()
+    s.submit([spec(1)])
+    s.add_worker(W1, NODE, 7)
+    out = s.add_node(NODE, AGENT, {"CPU": 1.0}, {})
+    assert placed(out) == {W1: [1]}
+
+
+def test_drop_owner_removes_only_that_owners_queued_tasks():
+    s = make(workers=(W1,))
+    other = b"X" * 8
+    s.submit([spec(1), spec(2), spec(3), spec(4, owner=other)])   # W1 [1, 2]
+    s.drop_owner(OWNER)
+    assert list(s.ready[CPU1]) == [tid(4, other)]
+    assert tid(3) not in s.tasks
+    assert tid(1) in s.tasks and tid(2) in s.tasks             # already assigned: kept

@@ -1,0 +1,276 @@
+"""Unit tests of rayipy.protocol.wire: framing, HMAC signing, out-of-band buffers."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from rayipy.protocol import serialization, wire
+from rayipy.protocol.kinds import Kind
+from rayipy.protocol.messages import ObjectValue, Payload, Registration, TaskSpec
+from rayipy.protocol.wire import BadMessage, Signer, decode, encode
+
+KEY = b"k" * 32
+BIG = 64 * 1024
+
+
+def signer(key: bytes = KEY) -> Signer:
+    return Signer(key)
+
+
+def with_buffer(size: int = BIG) -> tuple:
+    """A GET_OBJECT answer whose payload has one large out-of-band buffer."""
+    data = bytearray(range(256)) * (size // 256)
+    return (b"o" * 24, ObjectValue(True, Payload(b"pickle-stream", (data,)))), data
+
+
+def bad(frames, key: bytes = KEY) -> BadMessage:
+    with pytest.raises(BadMessage) as info:
+        decode(signer(key), frames)
+    assert info.value.reason == str(info.value)
+    return info.value
+
+
+# -- round trips ------------------------------------------------------------------
+@pytest.mark.parametrize("kind, body", [
+    (Kind.HEARTBEAT, ()),
+    (Kind.SHUTDOWN, ("bye",)),
+    (Kind.CANCEL, (b"t" * 16, True)),
+    (Kind.REGISTER, Registration("driver", b"p" * 8, b"n" * 8, 42, 1, {"host": "h"})),
+    (Kind.REPLY, (7, True, {"a": [1, 2.5, None], "b": (b"x", "y")})),
+    (Kind.SUBMIT, ([TaskSpec(b"t" * 16, b"f" * 16, "f", Payload(b"args"), (), 1,
+                             (("CPU", 1.0),), 3)],)),
+])
+def test_round_trip_of_plain_bodies(kind, body):
+    frames = encode(signer(), kind, body)
+    assert len(frames) == 3
+    assert len(frames[0]) == wire.SIGNATURE_BYTES
+    assert len(frames[1]) == wire.HEADER.size
+    message = decode(signer(), frames)
+    assert message.kind is kind
+    assert message.body == body
+    assert message.version == wire.PROTOCOL_VERSION
+
+
+def test_header_layout():
+    frames = encode(signer(), Kind.LOG, ([("stdout", "hi")], "w"))
+    magic, version, kind, nbuf = wire.HEADER.unpack(frames[1])
+    assert (magic, version, kind, nbuf) == (b"RYPY", wire.PROTOCOL_VERSION, int(Kind.LOG), 0)
+
+
+def test_same_message_signs_the_same_and_keys_differ():
+    a = encode(signer(), Kind.SHUTDOWN, ("x",))
+    b = encode(signer(), Kind.SHUTDOWN, ("x",))
+    c = encode(signer(b"z" * 32), Kind.SHUTDOWN, ("x",))
+    assert a[0] == b[0]
+    assert a[0] != c[0]
+    assert a[1:] == c[1:]
+
+
+# -- out-of-band buffers -----------------------------------------------------------
+def test_large_buffer_becomes_its_own_frame():
+    body, data = with_buffer()
+    frames = encode(signer(), Kind.OBJECT_VALUE, body)
+    assert len(frames) == 4
+    assert wire.HEADER.unpack(frames[1])[3] == 1
+    assert memoryview(frames[3]).nbytes == len(data)
+    assert len(frames[2]) < 1024  # the body frame does not carry the buffer
+
+
+def test_buffer_frame_is_not_copied_on_encode_or_decode():
+    body, data = with_buffer()
+    frames = encode(signer(), Kind.OBJECT_VALUE, body)
+    message = decode(signer(), frames)
+    buf = message.body[1].payload.buffers[0]
+    assert buf is frames[3]          # the received frame itself, no copy
+    assert bytes(buf) == bytes(data)
+    data[0] ^= 0xFF                  # the frame is a view over the sender's bytearray
+    assert memoryview(buf)[0] == data[0]
+
+
+def test_received_bytes_frames_are_used_as_is():
+    body, data = with_buffer()
+    frames = [bytes(f) for f in encode(signer(), Kind.OBJECT_VALUE, body)]
+    message = decode(signer(), frames)
+    assert message.body[1].payload.buffers[0] is frames[3]
+    assert message.body[1].payload.buffers[0] == bytes(data)
+
+
+def test_numpy_value_travels_through_serialization_and_wire_without_copy():
+    array = np.arange(20_000, dtype=np.int64)
+    payload, refs = serialization.dumps(array)
+    assert refs == [] and len(payload.buffers) == 1
+    frames = encode(signer(), Kind.OBJECT_VALUE, (b"o" * 24, ObjectValue(True, payload)))
+    assert len(frames) > 3
+    message = decode(signer(), frames)
+    got = serialization.loads(message.body[1].payload)
+    assert np.array_equal(got, array)
+    assert np.shares_memory(got, array)
+
+
+def test_several_buffers_keep_their_order():
+    parts = [bytearray([i]) * (5000 + i) for i in range(3)]
+    frames = encode(signer(), Kind.OBJECT_VALUE, (b"o", Payload(b"d", tuple(parts))))
+    assert len(frames) == 6
+    got = decode(signer(), frames).body[1].buffers
+    assert [bytes(b) for b in got] == [bytes(p) for p in parts]
+
+
+# -- tampering: every frame is covered by the signature ----------------------------
+def flip(frame, index: int = -1) -> bytes:
+    b = bytearray(bytes(frame))
+    b[index] ^= 0x01
+    return bytes(b)
+
+
+def signed_with_buffer() -> list:
+    body, _ = with_buffer()
+    return [bytes(f) for f in encode(signer(), Kind.OBJECT_VALUE, body)]
+
+
+@pytest.mark.parametrize("index", [0, 2, 3])
+def test_tampered_frame_is_a_bad_signature(index):
+    frames = signed_with_buffer()
+    frames[index] = flip(frames[index])
+    error = bad(frames)
+    assert error.reason == "bad signature"
+    assert error.kind is Kind.OBJECT_VALUE
+
+
+def test_tampered_header_kind_is_a_bad_signature():
+    frames = [bytes(f) for f in encode(signer(), Kind.SHUTDOWN, ("x",))]
+    magic, version, _, nbuf = wire.HEADER.unpack(frames[1])
+    frames[1] = wire.HEADER.pack(magic, version, int(Kind.HEARTBEAT), nbuf)
+    assert bad(frames).reason == "bad signature"
+
+
+def test_tampered_header_version_is_a_bad_signature():
+    frames = [bytes(f) for f in encode(signer(), Kind.SHUTDOWN, ("x",))]
+    magic, version, kind, nbuf = wire.HEADER.unpack(frames[1])
+    frames[1] = wire.HEADER.pack(magic, version + 1, kind, nbuf)
+    assert bad(frames).reason == "bad signature"
+
+
+def test_truncated_signature_is_bad():
+    frames = signed_with_buffer()
+    frames[0] = frames[0][:-1]
+    assert bad(frames).reason == "bad signature"
+
+
+def test_dropped_buffer_frame_is_bad():
+    frames = signed_with_buffer()
+    error = bad(frames[:-1])
+    assert "announces 1 buffers, got 0" in error.reason
+
+
+def test_added_frame_is_bad():
+    frames = signed_with_buffer() + [b"extra"]
+    assert "announces 1 buffers, got 2" in bad(frames).reason
+
+
+def test_added_frame_with_matching_header_is_bad_signature():
+    frames = signed_with_buffer()
+    magic, version, kind, _ = wire.HEADER.unpack(frames[1])
+    frames[1] = wire.HEADER.pack(magic, version, kind, 2)
+    assert bad(frames + [b"extra"]).reason == "bad signature"
+
+
+def test_recut_frames_are_bad_even_with_the_same_bytes():
+    frames = signed_with_buffer()
+    body, buf = frames[2], frames[3]
+    recut = frames[:2] + [body + buf[:10], buf[10:]]
+    assert b"".join(recut[1:]) == b"".join(frames[1:])
+    assert bad(recut).reason == "bad signature"
+
+
+def test_wrong_key_is_bad_signature():
+    frames = encode(signer(), Kind.SHUTDOWN, ("x",))
+    assert bad(frames, key=b"w" * 32).reason == "bad signature"
+
+
+def test_signature_is_checked_before_unpickling():
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+    frames = [bytes(f) for f in encode(signer(), Kind.SHUTDOWN, (1,))]
+    frames[2] = pickle.dumps(Boom(), protocol=5)
+    assert bad(frames).reason == "bad signature"
+
+
+# -- malformed frame lists -----------------------------------------------------------
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_too_few_frames(n):
+    frames = encode(signer(), Kind.HEARTBEAT, ())[:n]
+    assert bad(frames).reason == f"too few frames ({n})"
+
+
+def test_bad_magic():
+    frames = encode(signer(), Kind.HEARTBEAT, ())
+    frames[1] = b"XXXX" + bytes(frames[1])[4:]
+    assert bad(frames).reason == "bad magic"
+
+
+def test_bad_header_size():
+    frames = encode(signer(), Kind.HEARTBEAT, ())
+    frames[1] = bytes(frames[1]) + b"\0"
+    assert bad(frames).reason == "bad header size"
+
+
+def test_unknown_kind_even_when_signed():
+    s = signer()
+    parts = [wire.HEADER.pack(wire.MAGIC, wire.PROTOCOL_VERSION, 999, 0), pickle.dumps(())]
+    error = bad([s.sign(parts), *parts])
+    assert error.reason == "unknown kind 999"
+    assert error.kind is None
+
+
+def test_signed_body_that_does_not_unpickle():
+    s = signer()
+    parts = [wire.HEADER.pack(wire.MAGIC, wire.PROTOCOL_VERSION, int(Kind.REPLY), 0),
+             b"not a pickle"]
+    error = bad([s.sign(parts), *parts])
+    assert error.reason.startswith("body does not unpickle")
+    assert error.kind is Kind.REPLY
+
+
+# -- peek_kind and AUTH_FAILED ---------------------------------------------------------
+def test_peek_kind_reads_the_header_without_checking():
+    frames = encode(signer(), Kind.REGISTER, ("anything",))
+    frames[0] = b"not a signature"
+    assert wire.peek_kind(frames) is Kind.REGISTER
+
+
+@pytest.mark.parametrize("frames", [
+    [],
+    [b"sig", wire.HEADER.pack(wire.MAGIC, 1, int(Kind.REGISTER), 0)],
+    [b"sig", b"short", b""],
+    [b"sig", wire.HEADER.pack(b"NOPE", 1, int(Kind.REGISTER), 0), b""],
+    [b"sig", wire.HEADER.pack(wire.MAGIC, 1, 999, 0), b""],
+])
+def test_peek_kind_of_garbage_is_none(frames):
+    assert wire.peek_kind(frames) is None
+
+
+def test_auth_failed_decodes_without_a_signature():
+    frames = wire.encode_auth_failed()
+    assert frames[0] == b"" and frames[2] == b""
+    assert wire.peek_kind(frames) is Kind.AUTH_FAILED
+    message = decode(signer(b"any other key!!!"), frames)
+    assert message == wire.Message(Kind.AUTH_FAILED, None, wire.PROTOCOL_VERSION)
+
+
+# -- Signer ----------------------------------------------------------------------------
+@pytest.mark.parametrize("key", [b"", b"k" * 15, "a string key long enough", None])
+def test_signer_rejects_short_or_non_bytes_keys(key):
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        Signer(key)
+
+
+def test_signer_accepts_16_bytes_and_bytearray():
+    a, b = Signer(b"k" * 16), Signer(bytearray(b"k" * 16))
+    frames = [b"one", b"two"]
+    assert a.sign(frames) == b.sign(frames)
+    assert a.check(a.sign(frames), frames)
+    assert not a.check(a.sign(frames), [b"one", b"tw", b"o"])
