@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -12,28 +13,7 @@ import pytest
 import rayipy
 from rayipy.exceptions import ActorDiedError
 
-SEED_PROGRAM_2 = """
-import rayipy as ray
-ray.init()
-
-@ray.remote
-class Counter(object):
-    def __init__(self):
-        self.n = 0
-
-    def increment(self):
-        self.n += 1
-
-    def read(self):
-        return self.n
-
-counters = [Counter.remote() for i in range(4)]
-tmp1 = [c.increment.remote() for c in counters]
-tmp2 = [c.increment.remote() for c in counters]
-tmp3 = [c.increment.remote() for c in counters]
-futures = [c.read.remote() for c in counters]
-print(ray.get(futures)) # [3, 3, 3, 3]
-"""
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
 @rayipy.remote
@@ -71,8 +51,8 @@ def append_from_task(log, item):
 
 
 def test_seed_program_two():
-    result = subprocess.run([sys.executable, "-c", SEED_PROGRAM_2], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run([sys.executable, str(EXAMPLES / "seed_counters.py")],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[3, 3, 3, 3]"
 

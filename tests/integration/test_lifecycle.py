@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -15,17 +16,7 @@ import rayipy
 from rayipy.exceptions import NotInitializedError
 from helpers import wait_until
 
-SEED_PROGRAM_1 = """
-import rayipy as ray
-ray.init()
-
-@ray.remote
-def f(x):
-    return x * x
-
-futures = [f.remote(i) for i in range(4)]
-print(ray.get(futures)) # [0, 1, 4, 9]
-"""
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
 def run_driver(source: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -42,7 +33,9 @@ def test_use_before_init_is_a_precise_error():
 
 
 def test_seed_program_one():
-    result = run_driver(SEED_PROGRAM_1)
+    # The README's first command runs this very file.
+    result = subprocess.run([sys.executable, str(EXAMPLES / "seed_squares.py")],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[0, 1, 4, 9]"
 
