@@ -26,6 +26,8 @@ ACTOR_OPTIONS = {**option_table.TASK_OPTIONS,
                  "lifetime": option_table.Option((str,), lambda v: v in (None, "detached"),
                                                  'None or "detached"', None),
                  "namespace": option_table.Option((str,), lambda v: isinstance(v, str), "a string", None),
+    "name": option_table.Option((str,), lambda v: isinstance(v, str) and v != "", "a non-empty string",
+                                None),
                  "get_if_exists": option_table.Option((bool,), lambda v: isinstance(v, bool), "a bool",
                                                       False)}
 
@@ -77,12 +79,30 @@ class ActorClass:
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
         from rayipy import api
         runtime = api.runtime_for_submit()
+        name = self._options.get("name")
+        actor_id = runtime.new_actor_id()
+        if name is not None:
+            holder = runtime.request("register_actor_name", name, actor_id)
+            if holder is not None:
+                if self._options.get("get_if_exists"):
+                    return ActorHandle(holder, self._name, self._methods)
+                raise ValueError(f"an actor named {name!r} already exists: pick another name, "
+                                 f"use rayipy.get_actor({name!r}), or pass get_if_exists=True")
         function_id, pickled = self._shared.get()
         runtime.ensure_function(function_id, pickled)
-        actor_id = runtime.new_actor_id()
         resources = option_table.resource_request({"num_cpus": 0, **self._options})
-        runtime.submit(function_id, f"{self._name}.__init__", args, kwargs, 1, resources, 0,
-                       actor_id, "__init__")
+        worker_options = {key: self._options[key] for key in
+                          ("max_concurrency", "max_restarts", "lifetime", "name")
+                          if self._options.get(key) is not None}
+        worker_options.update(class_name=self._name, methods=self._methods)
+        [creation] = runtime.submit(function_id, f"{self._name}.__init__", args, kwargs, 1,
+                                    resources, 0, actor_id, "__init__",
+                                    tuple(sorted(worker_options.items())))
+        if name is None and self._options.get("lifetime") != "detached":
+            # The actor lives while some handle does: handles carry this ref, which is
+            # counted across processes like any other.
+            runtime.objects.mark_actor(creation.id, actor_id)
+            return ActorHandle(actor_id, self._name, self._methods, creation)
         return ActorHandle(actor_id, self._name, self._methods)
 
     def __repr__(self) -> str:
@@ -92,10 +112,12 @@ class ActorClass:
 class ActorHandle:
     """A reference to one actor; ``handle.method.remote(...)`` calls it."""
 
-    def __init__(self, actor_id: bytes, class_name: str, methods: dict[str, dict]) -> None:
+    def __init__(self, actor_id: bytes, class_name: str, methods: dict[str, dict],
+                 lifetime_ref: Any = None) -> None:
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = methods
+        self._lifetime_ref = lifetime_ref   # an ObjectRef whose freeing stops the actor
 
     def __getattr__(self, name: str) -> "ActorMethod":
         methods = self.__dict__.get("_methods")
@@ -108,7 +130,7 @@ class ActorHandle:
         return ActorMethod(self, name, methods[name])
 
     def __reduce__(self):
-        return (ActorHandle, (self._actor_id, self._class_name, self._methods))
+        return (ActorHandle, (self._actor_id, self._class_name, self._methods, self._lifetime_ref))
 
     def __repr__(self) -> str:
         return f"Actor({self._class_name}, {self._actor_id.hex()})"
@@ -140,8 +162,11 @@ class ActorMethod:
         from rayipy import api
         runtime = api.runtime_for_submit()
         handle = self._handle
+        # A pending call keeps the actor alive even if its handle is dropped meanwhile.
+        keep = (handle._lifetime_ref.id,) if handle._lifetime_ref is not None else ()
         refs = runtime.submit(b"", f"{handle._class_name}.{self._name}", args, kwargs,
-                              self._num_returns, (), 0, handle._actor_id, self._name)
+                              self._num_returns, (), 0, handle._actor_id, self._name,
+                              keep_alive=keep)
         return refs[0] if self._num_returns == 1 else refs
 
 
@@ -151,4 +176,13 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     from rayipy.protocol.kinds import Kind
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
-    api._runtime().send(Kind.KILL_ACTOR, (actor._actor_id,))
+    api._runtime().send(Kind.KILL_ACTOR, (actor._actor_id, "it was killed by rayipy.kill()"))
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """The handle of the live actor created with ``name=``; ValueError if there is none."""
+    from rayipy import api
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"get_actor() expects an actor name (a non-empty str), got {name!r}")
+    actor_id, class_name, methods = api._runtime().request("get_actor", name)
+    return ActorHandle(actor_id, class_name, methods)

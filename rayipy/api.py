@@ -160,9 +160,12 @@ def shutdown() -> None:
     with _lock:
         runtime = current_runtime()
         if runtime is not None and runtime.role == "driver":
-            if _cluster is not None and runtime.lost is None:
+            if runtime.lost is None:
                 try:
-                    runtime.request("shutdown", timeout=2.0)
+                    # Stop the local cluster; leave a shared one (its non-detached actors
+                    # of ours stop now rather than when the head notices our silence).
+                    runtime.request("shutdown" if _cluster is not None else "disconnect",
+                                    timeout=2.0)
                 except Exception:
                     pass
             runtime.close()

@@ -32,7 +32,8 @@ def owner_of(object_id: bytes) -> bytes:
 
 
 class Effect(NamedTuple):
-    """A message the I/O thread must send: ("borrow", owner, (oid, delta)) or ("fetch", owner, oid)."""
+    """A message the I/O thread must send: ("borrow", owner, (oid, delta)), ("fetch", owner,
+    oid), or ("actor_gone", us, actor id) when the creation object of an actor is freed."""
     what: str
     owner: bytes
     arg: Any
@@ -86,6 +87,13 @@ class ObjectTable:
         with self._lock:
             self._entries[object_id] = e
             return self._hold_contained(e, contains, registered_for_us=False)
+
+    def mark_actor(self, object_id: bytes, actor_id: bytes) -> None:
+        """This object stands for an actor's handles: freeing it stops the actor."""
+        with self._lock:
+            e = self._entries.get(object_id)
+            if e is not None:
+                e.info = {**(e.info or {}), "actor": actor_id}
 
     def on_ref_rebuilt(self, object_id: bytes) -> list[Effect]:
         """An ObjectRef was unpickled here: count it; register as borrower if it is new."""
@@ -190,6 +198,8 @@ class ObjectTable:
             pass
         del self._entries[oid]
         self.freed += 1
+        if e.info and e.info.get("actor") and self.owns(oid):
+            effects.append(Effect("actor_gone", self.process_id, e.info["actor"]))
         if e.registered and not self.owns(oid):
             effects.append(Effect("borrow", owner_of(oid), (oid, -e.registered)))
         for inner in e.contains:

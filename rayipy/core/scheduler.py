@@ -67,10 +67,16 @@ class Actor:
     """An actor's place: its worker once created, calls waiting until then."""
 
     def __init__(self, creation: TaskSpec) -> None:
+        options = dict(creation.options)
         self.creation = creation
         self.worker: bytes | None = None
         self.waiting: list[bytes] = []      # call task ids sent before the actor had a worker
         self.dead: str = ""                 # why it died, once it has
+        restarts = options.get("max_restarts", 0)
+        self.restarts_left = 2**31 if restarts == -1 else restarts
+        self.detached = options.get("lifetime") == "detached"
+        self.name = options.get("name")
+        self.restarts = 0
 
 
 # -- state ---------------------------------------------------------------------------
@@ -143,6 +149,7 @@ class Scheduler:
         self.ready: dict[tuple, collections.deque[bytes]] = {}   # resource request -> task ids
         self.early_workers: dict[bytes, list] = {}               # node id -> workers seen first
         self.actors: dict[bytes, Actor] = {}
+        self.actor_names: dict[str, bytes] = {}
         self.creating: collections.deque[bytes] = collections.deque()   # actor ids to place
         self.functions: dict[bytes, bytes] = {}
         self.durations: dict[bytes, float] = {}                 # function id -> EWMA seconds
@@ -209,12 +216,46 @@ class Scheduler:
         actor = self.actors.get(worker.actor)
         why = (actor.dead if actor is not None and actor.dead
                else f"its worker process died ({error})")
+        out = []
+        queue = [t for t in worker.queue if t in self.tasks]
+        if actor is not None and not actor.dead and actor.restarts_left > 0:
+            # Restart: rerun the constructor on a new worker. The call that was running
+            # fails (it may have half-run); calls that had not started wait for the restart.
+            actor.restarts_left -= 1
+            actor.restarts += 1
+            actor.worker = None
+            if queue and queue[0] != actor.creation.task_id:
+                out.append(self._fail(queue[0], CRASHED, actor_died_error(
+                    self.tasks[queue[0]].spec, why + "; the actor is restarting")))
+            actor.waiting = [t for t in queue[1:]] + actor.waiting
+            self.tasks[actor.creation.task_id] = TaskRecord(actor.creation)
+            self.creating.append(actor.creation.actor_id)
+            return out
         if actor is not None:
             actor.dead = why
-        out = []
-        for task_id in worker.queue:
-            if task_id in self.tasks:
-                out.append(self._fail(task_id, CRASHED, actor_died_error(self.tasks[task_id].spec, why)))
+            self._forget_name(actor)
+        for task_id in queue:
+            out.append(self._fail(task_id, CRASHED, actor_died_error(self.tasks[task_id].spec, why)))
+        return out
+
+    def _forget_name(self, actor: "Actor") -> None:
+        if actor.name and self.actor_names.get(actor.name) == actor.creation.actor_id:
+            del self.actor_names[actor.name]
+
+    def register_actor_name(self, name: str, actor_id: bytes) -> bytes | None:
+        """Claim ``name`` for an actor; returns the id of the live actor holding it, if any."""
+        holder = self.actor_names.get(name)
+        if holder is not None and holder in self.actors and not self.actors[holder].dead:
+            return holder
+        self.actor_names[name] = actor_id
+        return None
+
+    def drop_owner_actors(self, owner: bytes) -> list:
+        """A driver is gone: its actors go too, unless detached."""
+        out: list = []
+        for actor_id, actor in list(self.actors.items()):
+            if actor_id[:8] == owner and not actor.detached and not actor.dead:
+                out.extend(self.kill_actor(actor_id, "the driver that created it exited"))
         return out
 
     def remove_node(self, node_id: bytes) -> list[bytes]:
@@ -325,6 +366,7 @@ class Scheduler:
         if actor is None or actor.dead:
             return []
         actor.dead = why
+        self._forget_name(actor)
         out: list = []
         for task_id in actor.waiting:
             out.append(self._fail(task_id, CRASHED, actor_died_error(self.tasks[task_id].spec, why)))
@@ -383,8 +425,8 @@ class Scheduler:
 
     def blocked(self, worker_id: bytes, returned: Iterable[bytes]) -> list:
         worker = self.workers.get(worker_id)
-        if worker is None or worker.blocked:
-            return []
+        if worker is None or worker.blocked or worker.actor is not None:
+            return []  # an actor's calls stay with it, in order
         worker.blocked = True
         self._take_back(worker, returned)
         if worker.lease is not None:

@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
 HEAD_SILENCE_LIMIT = 10.0       # no word from the head this long: the cluster is gone
-LOG_FLUSH_SECONDS = 0.05
 
 
 def new_process_id(prefix: bytes) -> bytes:
@@ -146,6 +145,9 @@ class Runtime:
                 self._route_borrow(oid, delta, self.process_id)
             elif effect.what == "fetch":
                 self.send(Kind.GET_OBJECT, (effect.arg, self.process_id))
+            elif effect.what == "actor_gone":
+                # The last handle to an actor we created is gone, everywhere.
+                self.send(Kind.KILL_ACTOR, (effect.arg, "no handle to it is left"))
 
     def _route_borrow(self, object_id: bytes, delta: int, borrower: bytes) -> None:
         if self.objects.owns(object_id):
@@ -165,7 +167,7 @@ class Runtime:
 
     def submit(self, function_id: bytes, name: str, args: tuple, kwargs: dict, num_returns: int,
                resources: tuple, max_retries: int, actor_id: bytes = b"",
-               method: str = "") -> list[ObjectRef]:
+               method: str = "", options: tuple = (), keep_alive: tuple = ()) -> list[ObjectRef]:
         """Queue one task; returns its ObjectRefs at once."""
         self._check_alive()
         task_id = self.next_task_id()
@@ -182,11 +184,11 @@ class Runtime:
             self.objects.add_pending(oid, info)
             refs.append(ObjectRef(oid, self))
         dep_ids = [r.id for r in deps]
-        pinned = dep_ids + [r.id for r in contained]
+        pinned = dep_ids + [r.id for r in contained] + list(keep_alive)
         self.objects.pin(pinned)
         self._inflight[task_id] = (pinned, return_ids)
         spec = TaskSpec(task_id, function_id, name, payload, (), num_returns, resources, max_retries,
-                        0, actor_id, method)
+                        0, actor_id, method, options)
         if deps:
             self._when_ready(deps, spec)
         else:

@@ -184,6 +184,7 @@ class Head:
         peer = self.peers.pop(process_id, None)
         if peer is not None and peer.role == "driver":
             self.scheduler.drop_owner(process_id)
+            self.carry_out(self.scheduler.drop_owner_actors(process_id))
 
     def stop_everyone(self, reason: str) -> None:
         for pid in list(self.peers):
@@ -241,7 +242,8 @@ class Head:
         self.carry_out(self.scheduler.returned(sender, body[0]))
 
     def on_kill_actor(self, sender: bytes, body: tuple, frames: list) -> None:
-        self.carry_out(self.scheduler.kill_actor(body[0], "it was killed by rayipy.kill()"))
+        actor_id, why = body
+        self.carry_out(self.scheduler.kill_actor(actor_id, why))
 
     def on_get_object(self, sender: bytes, body: tuple, frames: list) -> None:
         object_id, requester = body
@@ -326,6 +328,25 @@ class Head:
                 "dropped_messages": dict(self.endpoint.dropped),
                 "peers": {role: sum(1 for p in self.peers.values() if p.role == role)
                           for role in ("driver", "worker", "agent")}}
+
+    def request_register_actor_name(self, sender: bytes, name: str, actor_id: bytes) -> bytes | None:
+        return self.scheduler.register_actor_name(name, actor_id)
+
+    def request_get_actor(self, sender: bytes, name: str) -> tuple:
+        actor_id = self.scheduler.actor_names.get(name)
+        actor = self.scheduler.actors.get(actor_id) if actor_id else None
+        if actor is None or actor.dead:
+            known = sorted(n for n, a in self.scheduler.actor_names.items()
+                           if not self.scheduler.actors[a].dead)
+            raise ValueError(f"no live actor is named {name!r}; named actors now: "
+                             f"{', '.join(map(repr, known)) or 'none'}")
+        options = dict(actor.creation.options)
+        return actor_id, options["class_name"], options["methods"]
+
+    def request_disconnect(self, sender: bytes) -> bool:
+        """A driver leaves (shutdown): its non-detached actors stop now, not after a timeout."""
+        self.forget(sender)
+        return True
 
     def request_wait_nodes(self, sender: bytes) -> int:
         return len(self.scheduler.nodes)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextvars
+import inspect
 import io
 import logging
 import os
@@ -24,13 +26,17 @@ from typing import Any
 
 from rayipy import exceptions
 from rayipy.node import lifetime
-from rayipy.node.client import LOG_FLUSH_SECONDS, Runtime
+from rayipy.node.actor_host import make_host
+from rayipy.node.client import Runtime
 from rayipy.core.objects import owner_of
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import CANCELLED, ERROR, OK, DepSlot, TaskResult, TaskSpec
 
 log = logging.getLogger("rayipy.worker")
+
+# The task a thread (or asyncio task) is running, for output of concurrent actor calls.
+CURRENT_TASK: contextvars.ContextVar[TaskSpec] = contextvars.ContextVar("rayipy_task")
 
 RESULT_BATCH_SECONDS = 0.005
 LOW_QUEUE = 2
@@ -72,6 +78,8 @@ class Worker:
         self.current: TaskSpec | None = None
         self.actor: Any = None                  # the actor instance this worker serves
         self.actor_error: BaseException | None = None   # why its constructor failed
+        self.serves_actor = False               # set by the first actor spec we receive
+        self.host: Any = None                   # runs a concurrent actor's calls (actor_host)
         self.cancel_requested: bytes | None = None
         self.results: list[TaskResult] = []
         self.batch_started = 0.0
@@ -91,8 +99,10 @@ class Worker:
         specs, functions = body
         for function_id, data in functions:
             self.pickled_functions[function_id] = data
+        if specs and specs[0].actor_id:
+            self.serves_actor = True
         with self.has_work:
-            if self.runtime.blocked_depth:
+            if self.runtime.blocked_depth and not self.serves_actor:
                 # Sent before the head heard that our task blocks: they would wait behind it.
                 self.runtime.send(Kind.RETURNED, ([s.task_id for s in specs],))
                 return
@@ -120,8 +130,10 @@ class Worker:
         self.runtime.send(Kind.RETURNED, (given,))
 
     def hand_back_queued(self) -> list[bytes]:
-        """Our task blocks in get: give back what waits behind it, so it can run elsewhere."""
-        return self.take_queued(len(self.queue))
+        """Our task blocks in get: give back what waits behind it, so it can run elsewhere.
+
+        An actor's calls must run here, in order: they stay."""
+        return [] if self.serves_actor else self.take_queued(len(self.queue))
 
     def take_queued(self, count: int) -> list[bytes]:
         with self.has_work:
@@ -147,7 +159,7 @@ class Worker:
 
     # -- main thread side -----------------------------------------------------------------
     def add_output(self, stream: str, text: str) -> None:
-        spec = self.current
+        spec = CURRENT_TASK.get(None) or self.current
         if spec is None:
             sys.__stderr__.write(text)
             return
@@ -174,7 +186,10 @@ class Worker:
             # Set under the lock: a cancel must find the task either queued or running.
             self.current = spec
             more_waiting = bool(self.queue)
-        if spec is not None:
+        if spec is not None and self.host is not None and spec.method != "__init__":
+            self.current = None
+            self.host.submit(spec)  # a concurrent actor: its host reports each result
+        elif spec is not None:
             if not self.results:
                 self.batch_started = time.perf_counter()
             self.results.append(self.run(spec))
@@ -221,21 +236,34 @@ class Worker:
             raise self.actor_error  # every call fails as the constructor did
         return getattr(self.actor, spec.method)
 
+    def prepare(self, spec: TaskSpec) -> tuple:
+        fn = self.callable_for(spec)
+        args, kwargs = serialization.loads(spec.args)
+        if spec.dep_values:
+            values = [serialization.loads(p) for p in spec.dep_values]
+            args = [values[a.index] if type(a) is DepSlot else a for a in args]
+            kwargs = {k: values[v.index] if type(v) is DepSlot else v for k, v in kwargs.items()}
+        return fn, args, kwargs
+
+    def become_actor(self, spec: TaskSpec, instance: Any) -> None:
+        self.actor = instance
+        if self.host is None:  # a restart reuses no host: this is a new process
+            self.host = make_host(type(instance), dict(spec.options), self.run, self.run_async,
+                                  self.report)
+
     def run(self, spec: TaskSpec) -> TaskResult:
         start = time.perf_counter()
+        token = CURRENT_TASK.set(spec)
         try:
             try:
-                fn = self.callable_for(spec)
-                args, kwargs = serialization.loads(spec.args)
-                if spec.dep_values:
-                    values = [serialization.loads(p) for p in spec.dep_values]
-                    args = [values[a.index] if type(a) is DepSlot else a for a in args]
-                    kwargs = {k: values[v.index] if type(v) is DepSlot else v for k, v in kwargs.items()}
+                fn, args, kwargs = self.prepare(spec)
                 value = fn(*args, **kwargs)
                 if spec.method == "__init__":
-                    self.actor, value = value, None
+                    self.become_actor(spec, value)
+                    value = None
             finally:
                 self.current = None
+                CURRENT_TASK.reset(token)
             return self.pack_returns(spec, value, time.perf_counter() - start)
         except KeyboardInterrupt:
             if self.cancel_requested == spec.task_id:
@@ -243,6 +271,19 @@ class Worker:
                 return self.cancelled_result(spec, "interrupted while running")
             return self.error_result(spec, exceptions.TaskCancelledError(spec.name, "interrupted"), start)
         except BaseException as e:  # noqa: BLE001 -- a task's error is its result
+            return self.error_result(spec, e, start)
+
+    async def run_async(self, spec: TaskSpec) -> TaskResult:
+        """A call of an async actor, on its event loop; sync methods run there directly."""
+        start = time.perf_counter()
+        CURRENT_TASK.set(spec)  # each asyncio task has its own context
+        try:
+            fn, args, kwargs = self.prepare(spec)
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+            return self.pack_returns(spec, value, time.perf_counter() - start)
+        except BaseException as e:  # noqa: BLE001 -- a call's error is its result
             return self.error_result(spec, e, start)
 
     def error_result(self, spec: TaskSpec, error: BaseException, start: float) -> TaskResult:

@@ -28,7 +28,7 @@ class Kind(IntEnum):
     UNBLOCKED = 16        # worker -> head: ()
     STEAL = 17            # head -> worker: (count,)  give back up to count queued tasks
     RETURNED = 18         # worker -> head: (list[task_id],)  tasks given back, not started
-    KILL_ACTOR = 19       # driver -> head: (actor_id,)
+    KILL_ACTOR = 19       # any -> head: (actor_id, why)
 
     # objects
     GET_OBJECT = 20       # borrower -> head -> owner: (object_id, requester)

@@ -44,6 +44,7 @@ class TaskSpec(NamedTuple):
     attempt: int = 0
     actor_id: bytes = b""              # set for actor creation and actor method calls
     method: str = ""                   # "__init__" creates the actor; else the method called
+    options: tuple = ()                # sorted (name, value) extras: actor creation options
 
 
 class TaskResult(NamedTuple):

@@ -13,6 +13,8 @@ import pytest
 import rayipy
 from rayipy.exceptions import ActorDiedError
 
+from helpers import wait_until
+
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -115,3 +117,133 @@ def test_misuse(cluster):
         Log.remote(threading.Lock())
     with pytest.raises(TypeError, match="actor handle"):
         rayipy.kill("not an actor")
+
+
+@rayipy.remote(max_concurrency=4)
+class Threaded:
+    def __init__(self):
+        self.inside = 0
+        self.most = 0
+        self.lock = __import__("threading").Lock()
+
+    def enter(self, seconds):
+        import time
+        with self.lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        time.sleep(seconds)
+        with self.lock:
+            self.inside -= 1
+        return self.most
+
+
+@rayipy.remote
+class AsyncActor:
+    def __init__(self):
+        import asyncio
+        self.event = asyncio.Event()
+
+    async def wait_for_release(self):
+        await self.event.wait()
+        return "released"
+
+    async def release(self):
+        self.event.set()
+        return "set"
+
+
+@rayipy.remote(max_restarts=1)
+class Restartable:
+    def __init__(self):
+        self.calls = 0
+
+    def pid(self):
+        self.calls += 1
+        return os.getpid(), self.calls
+
+
+def test_threaded_actor_runs_calls_concurrently(cluster):
+    actor = Threaded.remote()
+    # Four calls that each wait 0.5 s would take 2 s one by one; together they overlap.
+    most = max(rayipy.get([actor.enter.remote(0.5) for _ in range(4)], timeout=60))
+    assert most >= 2
+
+
+def test_async_actor_interleaves_awaiting_calls(cluster):
+    actor = AsyncActor.remote()
+    waiting = actor.wait_for_release.remote()
+    # Would deadlock if the first call blocked the actor: the second must run meanwhile.
+    assert rayipy.get(actor.release.remote(), timeout=60) == "set"
+    assert rayipy.get(waiting, timeout=60) == "released"
+
+
+def test_restart_reruns_the_constructor(cluster):
+    actor = Restartable.remote()
+    pid, calls = rayipy.get(actor.pid.remote(), timeout=60)
+    assert calls == 1
+    os.kill(pid, signal.SIGKILL)
+    new_pid = calls = None
+    for _ in range(100):  # the call that races the death may fail; later calls reach the new one
+        try:
+            new_pid, calls = rayipy.get(actor.pid.remote(), timeout=60)
+            break
+        except ActorDiedError:
+            continue
+    assert new_pid != pid and calls == 1  # fresh state: the constructor ran again
+    new_pid_again, _ = rayipy.get(actor.pid.remote(), timeout=60)
+    os.kill(new_pid_again, signal.SIGKILL)  # no restarts left now
+    with pytest.raises(ActorDiedError):
+        for _ in range(100):
+            rayipy.get(actor.pid.remote(), timeout=60)
+
+
+def test_named_actors(cluster):
+    log = Log.options(name="shared-log").remote(["a"])
+    again = rayipy.get_actor("shared-log")
+    assert rayipy.get(again.append.remote("b"), timeout=60) == 2
+    with pytest.raises(ValueError, match="already exists"):
+        Log.options(name="shared-log").remote()
+    same = Log.options(name="shared-log", get_if_exists=True).remote()
+    assert rayipy.get(same.get.remote(), timeout=60) == ["a", "b"]
+    with pytest.raises(ValueError, match="no live actor is named 'nobody'.*shared-log"):
+        rayipy.get_actor("nobody")
+    rayipy.kill(log)
+
+    def name_released():
+        try:
+            rayipy.get_actor("shared-log")
+            return False
+        except ValueError:
+            return True
+    wait_until(name_released, timeout=20, message="a killed actor's name was not released")
+
+
+def test_actor_stops_when_its_last_handle_is_gone(cluster):
+    import psutil
+    log = Log.remote()
+    pid = rayipy.get(log.pid.remote(), timeout=60)
+    call = log.append.remote("pending")  # a pending call keeps it alive
+    del log
+    assert rayipy.get(call, timeout=60) == 1
+    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+               timeout=20, message="the actor outlived its last handle")
+
+
+def test_actor_holding_a_cpu_takes_it_from_the_pool(cluster):
+    before = rayipy.available_resources().get("CPU", 0)
+    holder = Log.options(num_cpus=1).remote()
+    rayipy.get(holder.get.remote(), timeout=60)
+    assert rayipy.available_resources().get("CPU", 0) == before - 1
+    rayipy.kill(holder)
+    wait_until(lambda: rayipy.available_resources().get("CPU", 0) == before, timeout=20)
+
+
+def test_actor_methods_call_tasks_and_other_actors(cluster):
+    @rayipy.remote
+    class Caller:
+        def call(self, log):
+            rayipy.get(log.append.remote("from actor"))
+            return rayipy.get(append_from_task.remote(log, "from task"))
+
+    log = Log.remote()
+    assert rayipy.get(Caller.remote().call.remote(log), timeout=60) == 2
