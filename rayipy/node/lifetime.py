@@ -38,3 +38,21 @@ def exit_on_sigterm() -> None:
 
 def ignore_sigterm() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+PR_SET_TIMERSLACK = 29
+
+
+def precise_timers() -> None:
+    """Wake from sleeps and timeouts on time (Linux; a no-op elsewhere).
+
+    The kernel may delay a thread's timer wake-ups by its "timer slack", 50 us by
+    default, to batch them. Tasks are often short (the seed's load is 10,000 sleeps of
+    1 ms), and that slack alone added about 6% to each; workers ask for 1 ns instead.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    except Exception:
+        pass

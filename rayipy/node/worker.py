@@ -72,7 +72,7 @@ class Worker:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.queue: collections.deque[TaskSpec] = collections.deque()
-        self.has_work = threading.Condition()
+        self.has_work = threading.Condition(threading.Lock())
         self.functions: dict[bytes, Any] = {}
         self.pickled_functions: dict[bytes, bytes] = {}
         self.current: TaskSpec | None = None
@@ -343,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s worker %(levelname)s %(message)s")
     lifetime.die_with_parent()
     lifetime.exit_on_sigterm()
+    lifetime.precise_timers()
     key = bytes.fromhex(os.environ.pop("RAYIPY_CLUSTER_KEY"))
     runtime = Runtime("worker", args.head, key, node_id=bytes.fromhex(args.node_id),
                       process_id=bytes.fromhex(args.worker_id), info={"ip": args.ip})

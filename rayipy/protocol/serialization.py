@@ -47,6 +47,9 @@ def dumps(value: Any, what: str = "value") -> tuple[Payload, list]:
         buffers.append(buf)
         return False
 
+    if _is_plain(value, 2):
+        # Plain data pickles the same either way; the C pickler is ten times quicker.
+        return Payload(pickle.dumps(value, protocol=5)), []
     outer = getattr(_local, "refs", None)
     _local.refs = []
     try:
@@ -57,6 +60,24 @@ def dumps(value: Any, what: str = "value") -> tuple[Payload, list]:
     finally:
         _local.refs = outer
     return Payload(data, tuple(b.raw() for b in buffers)), refs
+
+
+_SCALARS = frozenset({type(None), bool, int, float, complex, str})
+
+
+def _is_plain(value: Any, depth: int) -> bool:
+    """Scalars and small tuples/lists/dicts of them (bytes stay with the buffer rules)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return kind is not str or len(value) < INBAND_LIMIT
+    if depth == 0:
+        return False
+    if kind is tuple or kind is list:
+        return len(value) <= 16 and all(_is_plain(v, depth - 1) for v in value)
+    if kind is dict:
+        return len(value) <= 16 and all(type(k) is str and _is_plain(v, depth - 1)
+                                        for k, v in value.items())
+    return False
 
 
 def dumps_inband(value: Any) -> bytes:
