@@ -173,8 +173,10 @@ class ObjectTable:
             e = self._entries.get(object_id)
             if e is None:
                 return effects
+            # Counts are signed: a release may overtake its registration on another path,
+            # and the object must stay until both have arrived.
             n = e.borrowers.get(borrower, 0) + delta
-            if n > 0:
+            if n:
                 e.borrowers[borrower] = n
             else:
                 e.borrowers.pop(borrower, None)

@@ -63,15 +63,24 @@ class KillWorker(NamedTuple):
     worker: bytes
 
 
+class ActorLocation(NamedTuple):
+    """Tell callers where an actor is (address), or that it is gone (why)."""
+    actor_id: bytes
+    to: tuple
+    address: str
+    why: str = ""
+    restarting: bool = False
+
+
 class Actor:
-    """An actor's place: its worker once created, calls waiting until then."""
+    """An actor's place: its worker once created, and the callers told where it is."""
 
     def __init__(self, creation: TaskSpec) -> None:
         options = dict(creation.options)
         self.creation = creation
         self.worker: bytes | None = None
-        self.waiting: list[bytes] = []      # call task ids sent before the actor had a worker
         self.dead: str = ""                 # why it died, once it has
+        self.subscribers: set[bytes] = {creation.task_id[:8]}   # told where it is
         restarts = options.get("max_restarts", 0)
         self.restarts_left = 2**31 if restarts == -1 else restarts
         self.detached = options.get("lifetime") == "detached"
@@ -119,6 +128,7 @@ class Worker:
         self.functions: set[bytes] = set()
         self.stealing = False
         self.actor: bytes | None = None     # a worker given to an actor serves only it
+        self.address = ""                   # where callers reach it directly (actor calls)
 
 
 class TaskRecord:
@@ -158,24 +168,25 @@ class Scheduler:
     # -- membership -------------------------------------------------------------------
     def add_node(self, node_id: bytes, agent: bytes, resources: dict[str, float], info: dict) -> list:
         self.nodes[node_id] = Node(node_id, agent, resources, info)
-        for worker_id, pid in self.early_workers.pop(node_id, []):
-            self._attach_worker(worker_id, node_id, pid)
+        for worker_id, pid, address in self.early_workers.pop(node_id, []):
+            self._attach_worker(worker_id, node_id, pid, address)
         return self.dispatch()
 
-    def add_worker(self, worker_id: bytes, node_id: bytes, pid: int) -> list:
+    def add_worker(self, worker_id: bytes, node_id: bytes, pid: int, address: str = "") -> list:
         node = self.nodes.get(node_id)
         if node is None:
             # Its registration overtook its agent's (separate connections): wait for the node.
-            self.early_workers.setdefault(node_id, []).append((worker_id, pid))
+            self.early_workers.setdefault(node_id, []).append((worker_id, pid, address))
             return []
-        self._attach_worker(worker_id, node_id, pid)
+        self._attach_worker(worker_id, node_id, pid, address)
         return self.dispatch()
 
-    def _attach_worker(self, worker_id: bytes, node_id: bytes, pid: int) -> None:
+    def _attach_worker(self, worker_id: bytes, node_id: bytes, pid: int, address: str) -> None:
         node = self.nodes[node_id]
         node.spawning = max(0, node.spawning - 1)
         node.workers.add(worker_id)
-        self.workers[worker_id] = Worker(worker_id, node_id, pid)
+        worker = self.workers[worker_id] = Worker(worker_id, node_id, pid)
+        worker.address = address
 
     def remove_worker(self, worker_id: bytes, error: BaseException, crashed_status: int,
                       cancelled_status: int) -> list:
@@ -217,23 +228,23 @@ class Scheduler:
         why = (actor.dead if actor is not None and actor.dead
                else f"its worker process died ({error})")
         out = []
-        queue = [t for t in worker.queue if t in self.tasks]
-        if actor is not None and not actor.dead and actor.restarts_left > 0:
-            # Restart: rerun the constructor on a new worker. The call that was running
-            # fails (it may have half-run); calls that had not started wait for the restart.
+        queue = [t for t in worker.queue if t in self.tasks]   # only its creation, if any
+        if actor is None:
+            return out
+        if not actor.dead and actor.restarts_left > 0:
+            # Restart: rerun the constructor on a new worker. Calls in flight fail at their
+            # callers (they may have half-run); later calls wait there for the new address.
             actor.restarts_left -= 1
             actor.restarts += 1
             actor.worker = None
-            if queue and queue[0] != actor.creation.task_id:
-                out.append(self._fail(queue[0], CRASHED, actor_died_error(
-                    self.tasks[queue[0]].spec, why + "; the actor is restarting")))
-            actor.waiting = [t for t in queue[1:]] + actor.waiting
             self.tasks[actor.creation.task_id] = TaskRecord(actor.creation)
             self.creating.append(actor.creation.actor_id)
-            return out
-        if actor is not None:
+            return [ActorLocation(actor.creation.actor_id, tuple(actor.subscribers), "",
+                                  why + "; the actor is restarting", True)]
+        if not actor.dead:
             actor.dead = why
             self._forget_name(actor)
+            out.append(ActorLocation(actor.creation.actor_id, tuple(actor.subscribers), "", why))
         for task_id in queue:
             out.append(self._fail(task_id, CRASHED, actor_died_error(self.tasks[task_id].spec, why)))
         return out
@@ -302,14 +313,21 @@ class Scheduler:
             self.actors[spec.actor_id] = Actor(spec)
             self.creating.append(spec.actor_id)
             return []
-        actor = self.actors.get(spec.actor_id)
-        if actor is None or actor.dead:
-            why = actor.dead if actor is not None else "it is unknown to this cluster"
-            return [self._fail(spec.task_id, CRASHED, actor_died_error(spec, why))]
-        if actor.worker is None:
-            actor.waiting.append(spec.task_id)
-            return []
-        return [self._assign(self.workers[actor.worker], [spec.task_id])]
+        # Calls go straight to the actor's worker; one that comes here is a peer's bug.
+        return [self._fail(spec.task_id, CRASHED, actor_died_error(
+            spec, "actor calls must be sent to the actor's worker, not the head"))]
+
+    def locate_actor(self, actor_id: bytes, requester: bytes) -> list:
+        """A caller asks where an actor is: now if placed, else once it is."""
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            return [ActorLocation(actor_id, (requester,), "", "it is unknown to this cluster")]
+        actor.subscribers.add(requester)
+        if actor.dead:
+            return [ActorLocation(actor_id, (requester,), "", actor.dead)]
+        if actor.worker is not None:
+            return [ActorLocation(actor_id, (requester,), self.workers[actor.worker].address)]
+        return []
 
     def _place_actors(self) -> list:
         """Give each actor waiting for creation an idle worker, which serves it alone."""
@@ -339,8 +357,9 @@ class Scheduler:
             # The pool lost a worker to the actor: the agent starts a replacement.
             node.spawning += 1
             out.append(Spawn(node.agent, 1))
-            out.append(self._assign(worker, [actor.creation.task_id, *actor.waiting]))
-            actor.waiting = []
+            out.append(self._assign(worker, [actor.creation.task_id]))
+            out.append(ActorLocation(actor.creation.actor_id, tuple(actor.subscribers),
+                                     worker.address))
         return out
 
     def _assign(self, worker: "Worker", task_ids: list) -> "Execute":
@@ -367,10 +386,7 @@ class Scheduler:
             return []
         actor.dead = why
         self._forget_name(actor)
-        out: list = []
-        for task_id in actor.waiting:
-            out.append(self._fail(task_id, CRASHED, actor_died_error(self.tasks[task_id].spec, why)))
-        actor.waiting = []
+        out: list = [ActorLocation(actor_id, tuple(actor.subscribers), "", why)]
         if actor.worker is not None and actor.worker in self.workers:
             worker = self.workers[actor.worker]
             out.append(KillWorker(self.nodes[worker.node_id].agent, worker.worker_id))

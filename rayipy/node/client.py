@@ -25,12 +25,13 @@ from typing import Any, Callable
 import zmq
 
 from rayipy import exceptions
+from rayipy.core.actor_routes import ActorRoutes
 from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
 from rayipy.core.objects import FAILED, PENDING, READY, Effect, ObjectTable, owner_of
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import (OK, DepSlot, ObjectValue, Payload, Registration, TaskResult,
-                                      TaskSpec, Welcome)
+from rayipy.protocol.messages import (CRASHED, OK, DepSlot, ObjectValue, Payload, Registration,
+                                      TaskResult, TaskSpec, Welcome)
 from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
 from rayipy.transport.endpoint import Endpoint, Waker
 
@@ -94,6 +95,8 @@ class Runtime:
             Kind.REPLY: self._on_reply,
             Kind.LOG: self._on_log,
             Kind.SHUTDOWN: self._on_shutdown,
+            Kind.ACTOR_LOCATION: self._on_actor_location,
+            Kind.CALL_DONE: self._on_call_done,
         }
         self.on_log: Callable[[list, str], None] = TaskLogPrinter()
         self.welcome: Welcome | None = None
@@ -105,6 +108,11 @@ class Runtime:
         self.lost: BaseException | None = None
         self.blocked_depth = 0
         self.on_block: Callable[[], list] | None = None     # worker: tasks to hand back
+        # worker: borrow registrations made during a direct call go with its reply
+        self.borrow_hook: Callable[[bytes, int, bytes], bool] | None = None
+        self.actor_routes = ActorRoutes(self._queue_call, self._fail_call,
+                                        lambda actor_id: self.send(Kind.LOCATE_ACTOR, (actor_id,)))
+        self._direct: dict[str, Endpoint] = {}              # actor worker address -> DEALER
         self._thread = threading.Thread(target=self._io_loop, name=f"rayipy-io-{role}", daemon=True)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -152,7 +160,7 @@ class Runtime:
     def _route_borrow(self, object_id: bytes, delta: int, borrower: bytes) -> None:
         if self.objects.owns(object_id):
             self._carry_out(self.objects.add_borrower(object_id, borrower, delta))
-        else:
+        elif self.borrow_hook is None or not self.borrow_hook(object_id, delta, borrower):
             self.send(Kind.BORROW, ([(object_id, delta)], borrower))
 
     # -- ids --------------------------------------------------------------------------------
@@ -189,14 +197,34 @@ class Runtime:
         self._inflight[task_id] = (pinned, return_ids)
         spec = TaskSpec(task_id, function_id, name, payload, (), num_returns, resources, max_retries,
                         0, actor_id, method, options)
-        if deps:
-            self._when_ready(deps, spec)
+        if actor_id and method != "__init__":
+            # An actor call: straight to the actor's worker, after this caller's earlier calls.
+            slot = self.actor_routes.reserve(actor_id)
+            send = lambda ready: self.actor_routes.fill(actor_id, slot, ready)  # noqa: E731
         else:
-            self.outbox.append(("spec", spec))
-            self.waker.wake()
+            send = self._queue_spec
+        if deps:
+            self._when_ready(deps, spec, send)
+        else:
+            send(spec)
         return refs
 
-    def _when_ready(self, deps: list[ObjectRef], spec: TaskSpec) -> None:
+    def _queue_spec(self, spec: TaskSpec) -> None:
+        self.outbox.append(("spec", spec))
+        self.waker.wake()
+
+    def _queue_call(self, address: str, spec: TaskSpec) -> None:
+        self.outbox.append(("call", address, spec))
+        self.waker.wake()
+
+    def _fail_call(self, spec: TaskSpec, why: str) -> None:
+        self._fail_actor_call(spec.task_id, f"{why}; failed while calling {spec.name!r}")
+
+    def _fail_actor_call(self, task_id: bytes, why: str) -> None:
+        error = exceptions.ActorDiedError(f"the actor is dead ({why})")
+        self._finish(TaskResult(task_id, CRASHED, (errors.capture_system_error(error),), 0.0, "", ()))
+
+    def _when_ready(self, deps: list[ObjectRef], spec: TaskSpec, send: Callable) -> None:
         """Send ``spec`` once every direct ref argument has its value, inlined."""
         remaining = [len(deps)]
         lock = threading.Lock()
@@ -213,8 +241,7 @@ class Runtime:
                     self._fail_task_locally(spec, payload, dep)
                     return
                 values.append(payload)
-            self.outbox.append(("spec", spec._replace(dep_values=tuple(values))))
-            self.waker.wake()
+            send(spec._replace(dep_values=tuple(values)))
 
         for dep in deps:
             dep.add_done_callback(one_ready)
@@ -353,7 +380,7 @@ class Runtime:
         endpoint = Endpoint(self.context, zmq.DEALER, self.signer, self.process_id)
         self.endpoint = endpoint
         endpoint.connect(self.head_address)
-        poller = zmq.Poller()
+        poller = self._poller = zmq.Poller()
         poller.register(endpoint.socket, zmq.POLLIN)
         poller.register(self.waker.fd, zmq.POLLIN)
         next_beat = time.monotonic() + HEARTBEAT_SECONDS
@@ -365,6 +392,9 @@ class Runtime:
                     self.waker.clear()
                 if endpoint.socket in events:
                     self._drain(endpoint)
+                for direct in self._direct.values():
+                    if direct.socket in events:
+                        self._drain(direct)
                 self._carry_out(self.objects.process_releases())
                 self.idle_work()
                 now = time.monotonic()
@@ -382,6 +412,8 @@ class Runtime:
             self._lose(exceptions.RayipySystemError(f"the I/O thread failed: {e!r}"))
         finally:
             endpoint.close()
+            for direct in self._direct.values():
+                direct.close()
             self.context.term()
             self.waker.close()
             self._closed.set()
@@ -411,17 +443,34 @@ class Runtime:
     def _flush(self, endpoint: Endpoint) -> None:
         outbox = self.outbox
         specs: list = []
+        calls: dict[str, list] = {}
         while outbox:
-            kind, body = outbox.popleft()
+            item = outbox.popleft()
+            kind = item[0]
             if kind == "spec":
-                specs.append(body)
+                specs.append(item[1])
+                continue
+            if kind == "call":
+                calls.setdefault(item[1], []).append(item[2])
                 continue
             if specs:
                 endpoint.send(Kind.SUBMIT, (specs,))
                 specs = []
-            endpoint.send(kind, body)
+            endpoint.send(kind, item[1])
         if specs:
             endpoint.send(Kind.SUBMIT, (specs,))
+        for address, batch in calls.items():
+            self._direct_to(address).send(Kind.CALL, (batch,))
+
+    def _direct_to(self, address: str) -> Endpoint:
+        """Our DEALER to an actor's worker (I/O thread only)."""
+        direct = self._direct.get(address)
+        if direct is None:
+            direct = self._direct[address] = Endpoint(self.context, zmq.DEALER, self.signer,
+                                                      self.process_id)
+            direct.connect(address)
+            self._poller.register(direct.socket, zmq.POLLIN)
+        return direct
 
     def _lose(self, error: BaseException) -> None:
         self.lost = error
@@ -458,6 +507,23 @@ class Runtime:
     def _on_task_done(self, body: tuple) -> None:
         for result in body[0]:
             self._finish(result)
+
+    def _on_call_done(self, body: tuple) -> None:
+        results, borrows = body
+        # Registrations first: the results release pins that the borrows must outlive.
+        for object_id, delta, borrower in borrows:
+            self._route_borrow(object_id, delta, borrower)
+        for result in results:
+            self.actor_routes.finished(result.task_id)
+            self._finish(result)
+
+    def _on_actor_location(self, body: tuple) -> None:
+        actor_id, address, why, restarting = body
+        if address:
+            self.actor_routes.located(actor_id, address)
+            return
+        for task_id in self.actor_routes.lost(actor_id, why, restarting):
+            self._fail_actor_call(task_id, why)
 
     def _finish(self, result: TaskResult) -> None:
         entry = self._inflight.pop(result.task_id, None)

@@ -24,7 +24,8 @@ import zmq
 
 from rayipy import exceptions
 from rayipy.core.objects import owner_of
-from rayipy.core.scheduler import CancelRunning, Execute, Fail, KillWorker, Scheduler, Spawn, Steal
+from rayipy.core.scheduler import (ActorLocation, CancelRunning, Execute, Fail, KillWorker,
+                                   Scheduler, Spawn, Steal)
 from rayipy.node import lifetime
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
@@ -74,6 +75,7 @@ class Head:
             Kind.UNBLOCKED: self.on_unblocked,
             Kind.RETURNED: self.on_returned,
             Kind.KILL_ACTOR: self.on_kill_actor,
+            Kind.LOCATE_ACTOR: self.on_locate_actor,
             Kind.GET_OBJECT: self.on_get_object,
             Kind.OBJECT_VALUE: self.on_object_value,
             Kind.BORROW: self.on_borrow,
@@ -138,6 +140,11 @@ class Head:
                 self.send(ins.worker, Kind.STEAL, (ins.count,))
             elif isinstance(ins, KillWorker):
                 self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, True))
+            elif isinstance(ins, ActorLocation):
+                for caller in ins.to:
+                    if caller in self.peers:
+                        self.send(caller, Kind.ACTOR_LOCATION,
+                                  (ins.actor_id, ins.address, ins.why, ins.restarting))
 
     def fail_task(self, fail: Fail) -> None:
         payload = errors.capture_system_error(fail.error, fail.task.name)
@@ -192,7 +199,7 @@ class Head:
 
     # -- handlers -----------------------------------------------------------------------------
     def on_register(self, sender: bytes, reg: Registration, frames: list) -> None:
-        if reg.protocol_version // 100 != PROTOCOL_VERSION // 100 or reg.protocol_version != PROTOCOL_VERSION:
+        if reg.protocol_version != PROTOCOL_VERSION:
             self.send(sender, Kind.REFUSED, (
                 f"protocol version mismatch: this head speaks {PROTOCOL_VERSION}, the "
                 f"{reg.role} speaks {reg.protocol_version}; install the same rayipy version "
@@ -202,7 +209,8 @@ class Head:
         if reg.role == "agent":
             self.carry_out(self.scheduler.add_node(reg.node_id, sender, reg.info["resources"], reg.info))
         elif reg.role == "worker":
-            self.carry_out(self.scheduler.add_worker(sender, reg.node_id, reg.pid))
+            self.carry_out(self.scheduler.add_worker(sender, reg.node_id, reg.pid,
+                                                     reg.info.get("direct", "")))
         self.send(sender, Kind.WELCOME, Welcome(self.cluster_id, PROTOCOL_VERSION,
                                                 {"address": self.address}))
 
@@ -244,6 +252,9 @@ class Head:
     def on_kill_actor(self, sender: bytes, body: tuple, frames: list) -> None:
         actor_id, why = body
         self.carry_out(self.scheduler.kill_actor(actor_id, why))
+
+    def on_locate_actor(self, sender: bytes, body: tuple, frames: list) -> None:
+        self.carry_out(self.scheduler.locate_actor(body[0], sender))
 
     def on_get_object(self, sender: bytes, body: tuple, frames: list) -> None:
         object_id, requester = body

@@ -28,6 +28,7 @@ from rayipy import exceptions
 from rayipy.node import lifetime
 from rayipy.node.actor_host import make_host
 from rayipy.node.client import Runtime
+from rayipy.node.direct import DirectInbox
 from rayipy.core.objects import owner_of
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
@@ -37,6 +38,8 @@ log = logging.getLogger("rayipy.worker")
 
 # The task a thread (or asyncio task) is running, for output of concurrent actor calls.
 CURRENT_TASK: contextvars.ContextVar[TaskSpec] = contextvars.ContextVar("rayipy_task")
+# The caller of the direct call the main thread is running, if it is one.
+DIRECT_CALLER: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("rayipy_caller")
 
 RESULT_BATCH_SECONDS = 0.005
 LOW_QUEUE = 2
@@ -69,10 +72,16 @@ class TaskOutput(io.TextIOBase):
 
 
 class Worker:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, ip: str) -> None:
         self.runtime = runtime
         self.queue: collections.deque[TaskSpec] = collections.deque()
-        self.has_work = threading.Condition(threading.Lock())
+        self.lock = threading.Lock()            # guards queue and current
+        # Calls straight from callers (actor calls); also where the main thread waits.
+        self.inbox = DirectInbox(runtime.signer, ip)
+        runtime.info["direct"] = self.inbox.address
+        self.reply_to: dict[bytes, bytes] = {}  # task id of a direct call -> its caller
+        self.deferred: list[TaskSpec] = []      # calls that came before the constructor ran
+        self.host_done: collections.deque[TaskResult] = collections.deque()
         self.functions: dict[bytes, Any] = {}
         self.pickled_functions: dict[bytes, bytes] = {}
         self.current: TaskSpec | None = None
@@ -93,6 +102,7 @@ class Worker:
         runtime._handlers[Kind.STEAL] = self.on_steal
         runtime.on_block = self.hand_back_queued
         runtime.idle_work = self.flush_output
+        runtime.borrow_hook = self.borrow_in_reply
 
     # -- I/O thread side ----------------------------------------------------------------
     def on_execute(self, body: tuple) -> None:
@@ -101,17 +111,17 @@ class Worker:
             self.pickled_functions[function_id] = data
         if specs and specs[0].actor_id:
             self.serves_actor = True
-        with self.has_work:
+        with self.lock:
             if self.runtime.blocked_depth and not self.serves_actor:
                 # Sent before the head heard that our task blocks: they would wait behind it.
                 self.runtime.send(Kind.RETURNED, ([s.task_id for s in specs],))
                 return
             self.queue.extend(specs)
-            self.has_work.notify()
+        self.inbox.waker.wake()
 
     def on_cancel(self, body: tuple) -> None:
         task_id, force = body
-        with self.has_work:
+        with self.lock:
             for spec in self.queue:
                 if spec.task_id == task_id:
                     self.queue.remove(spec)
@@ -136,7 +146,7 @@ class Worker:
         return [] if self.serves_actor else self.take_queued(len(self.queue))
 
     def take_queued(self, count: int) -> list[bytes]:
-        with self.has_work:
+        with self.lock:
             taken = []
             while self.queue and len(taken) < count:
                 taken.append(self.queue.pop().task_id)
@@ -176,34 +186,82 @@ class Worker:
                 self.cancel_requested = None
 
     def step(self) -> bool:
-        """Run the next task, if any; False when the worker should exit."""
-        with self.has_work:
-            while not self.queue and not self.results:
-                self.has_work.wait(1.0)
-                if self.runtime.lost is not None or self.runtime._stopping:
-                    return False
+        """Run the next task or call, if any; False when the worker should exit."""
+        if self.queue or self.results or self.inbox.has_replies() or self.host_done:
+            calls = self.inbox.drain()
+        else:
+            calls = self.inbox.wait(1000)
+        if self.runtime.lost is not None or self.runtime._stopping:
+            return False
+        for caller, specs in calls:
+            self.accept_calls(caller, specs)
+        while self.host_done:
+            self.finish(self.host_done.popleft())
+        with self.lock:
             spec = self.queue.popleft() if self.queue else None
             # Set under the lock: a cancel must find the task either queued or running.
             self.current = spec
             more_waiting = bool(self.queue)
         if spec is not None and self.host is not None and spec.method != "__init__":
             self.current = None
-            self.host.submit(spec)  # a concurrent actor: its host reports each result
+            self.host.submit(spec)  # a concurrent actor: its host hands back each result
         elif spec is not None:
-            if not self.results:
+            if not self.results and not self.inbox.has_replies():
                 self.batch_started = time.perf_counter()
-            self.results.append(self.run(spec))
+            self.finish(self.run(spec))
+            if spec.method == "__init__":
+                self.release_deferred()
         # Send at once when our queue runs low (latency, and the head refills it on each
         # result); otherwise in batches, which saves a wake-up and a message per task.
-        if self.results and (len(self.queue) < LOW_QUEUE or not more_waiting
-                             or time.perf_counter() - self.batch_started > RESULT_BATCH_SECONDS):
+        if (self.results or self.inbox.has_replies()) and (
+                len(self.queue) < LOW_QUEUE or not more_waiting
+                or time.perf_counter() - self.batch_started > RESULT_BATCH_SECONDS):
             self.send_results()
+        return True
+
+    def accept_calls(self, caller: bytes, specs: list) -> None:
+        """Calls that came straight from a caller: run here, answered on the same socket."""
+        self.serves_actor = True
+        for spec in specs:
+            self.reply_to[spec.task_id] = caller
+        constructed = self.actor is not None or self.actor_error is not None
+        with self.lock:
+            if constructed:
+                self.queue.extend(specs)
+            else:  # the head's message with the constructor is still on its way
+                self.deferred.extend(specs)
+
+    def release_deferred(self) -> None:
+        with self.lock:
+            self.queue.extendleft(reversed(self.deferred))
+            self.deferred = []
+
+    def finish(self, result: TaskResult) -> None:
+        caller = self.reply_to.pop(result.task_id, None)
+        if caller is None:
+            self.results.append(result)
+        else:
+            self.inbox.add_reply(caller, result)
+
+    def host_finished(self, result: TaskResult) -> None:
+        """From a concurrent actor's threads: the main thread sends it."""
+        self.host_done.append(result)
+        self.inbox.waker.wake()
+
+    def borrow_in_reply(self, object_id: bytes, delta: int, borrower: bytes) -> bool:
+        """While running a direct call, borrow registrations travel with its reply."""
+        caller = DIRECT_CALLER.get(None)
+        if caller is None:
+            return False
+        self.inbox.add_borrow(caller, (object_id, delta, borrower))
         return True
 
     def send_results(self) -> None:
         results, self.results = self.results, []
         self.flush_output(final=True)
-        self.runtime.send(Kind.TASK_DONE, (results,))
+        if results:
+            self.runtime.send(Kind.TASK_DONE, (results,))
+        self.inbox.flush()
 
     def report(self, result: TaskResult) -> None:
         self.runtime.send(Kind.TASK_DONE, ([result],))
@@ -249,11 +307,12 @@ class Worker:
         self.actor = instance
         if self.host is None:  # a restart reuses no host: this is a new process
             self.host = make_host(type(instance), dict(spec.options), self.run, self.run_async,
-                                  self.report)
+                                  self.host_finished)
 
     def run(self, spec: TaskSpec) -> TaskResult:
         start = time.perf_counter()
         token = CURRENT_TASK.set(spec)
+        caller = DIRECT_CALLER.set(self.reply_to.get(spec.task_id))
         try:
             try:
                 fn, args, kwargs = self.prepare(spec)
@@ -264,6 +323,7 @@ class Worker:
             finally:
                 self.current = None
                 CURRENT_TASK.reset(token)
+                DIRECT_CALLER.reset(caller)
             return self.pack_returns(spec, value, time.perf_counter() - start)
         except KeyboardInterrupt:
             if self.cancel_requested == spec.task_id:
@@ -347,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     key = bytes.fromhex(os.environ.pop("RAYIPY_CLUSTER_KEY"))
     runtime = Runtime("worker", args.head, key, node_id=bytes.fromhex(args.node_id),
                       process_id=bytes.fromhex(args.worker_id), info={"ip": args.ip})
-    worker = Worker(runtime)
+    worker = Worker(runtime, args.ip)
     sys.stdout = TaskOutput(worker, "stdout")
     sys.stderr = TaskOutput(worker, "stderr")
     try:
@@ -357,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         runtime.close()
+        worker.inbox.close()
     return 0
 
 

@@ -46,3 +46,11 @@ class Kind(IntEnum):
 
     # output of tasks
     LOG = 50              # worker -> head -> owner: (list[(stream, text)], worker label)
+
+    # actor calls, straight from caller to the actor's worker (no head in between)
+    LOCATE_ACTOR = 60     # caller -> head: (actor_id,)   answered by ACTOR_LOCATION
+    ACTOR_LOCATION = 61   # head -> caller: (actor_id, address, why, restarting)
+                          #   address "" and why set: the actor's worker is gone
+    CALL = 62             # caller -> actor worker: (list[TaskSpec],)
+    CALL_DONE = 63        # actor worker -> caller: (list[TaskResult], borrows)
+                          #   borrows: [(object_id, delta, borrower)] registered first
