@@ -177,7 +177,12 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     from rayipy.protocol.kinds import Kind
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
-    api._runtime().send(Kind.KILL_ACTOR, (actor._actor_id, "it was killed by rayipy.kill()"))
+    runtime = api._runtime()
+    why = "it was killed by rayipy.kill()"
+    runtime.send(Kind.KILL_ACTOR, (actor._actor_id, why))
+    # Calls made after kill() returns must fail, though they would reach the worker
+    # (straight, not through the head) before the head has stopped it.
+    runtime.on_actor_gone(actor._actor_id, why)
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:

@@ -87,6 +87,21 @@ class ActorRoutes:
                 self._advance(actor_id, route)   # fails what was waiting
             return inflight
 
+    def cancel(self, task_id: bytes) -> tuple[str, bytes | None]:
+        """Cancel a call: ("local", None) if it had not left yet (it is failed here), or
+        ("sent", actor id) if its worker has it, or ("unknown", None)."""
+        with self._lock:
+            actor_id = self._inflight.get(task_id)
+            if actor_id is not None:
+                return "sent", actor_id
+            for route in self._routes.values():
+                for slot in route.pending:
+                    if slot.spec is not None and slot.spec.task_id == task_id:
+                        route.pending.remove(slot)
+                        self._fail(slot.spec, "")
+                        return "local", None
+            return "unknown", None
+
     def finished(self, task_id: bytes) -> None:
         with self._lock:
             self._inflight.pop(task_id, None)

@@ -60,12 +60,14 @@ def validate(options: dict[str, Any], table: dict[str, Option] = TASK_OPTIONS,
         if option is None:
             close = difflib.get_close_matches(name, table, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"invalid option {name!r} for a {what}.{hint} "
+            article = "an" if what[0] in "aeiou" else "a"
+            raise ValueError(f"invalid option {name!r} for {article} {what}.{hint} "
                              f"Valid options: {', '.join(sorted(table))}.")
         if value is None and option.default is None:
             continue
         if not option.check(value):
-            raise TypeError(f"option {name!r} of a {what} must be {option.requirement}, "
+            raise TypeError(f"option {name!r} of {'an' if what[0] in 'aeiou' else 'a'} {what} must be "
+                            f"{option.requirement}, "
                             f"got {value!r}")
     return dict(options)
 

@@ -144,7 +144,7 @@ class TaskRecord:
 def actor_died_error(spec: TaskSpec, why: str) -> BaseException:
     from rayipy.exceptions import ActorDiedError
     what = "creating the actor" if spec.method == "__init__" else f"calling {spec.name!r}"
-    return ActorDiedError(f"the actor is dead ({why}); failed while {what}")
+    return ActorDiedError(f"the actor is dead: {why} (while {what})")
 
 
 def describe_request(request: tuple) -> str:
@@ -225,8 +225,7 @@ class Scheduler:
 
     def _actor_worker_died(self, worker: "Worker", error: BaseException) -> list:
         actor = self.actors.get(worker.actor)
-        why = (actor.dead if actor is not None and actor.dead
-               else f"its worker process died ({error})")
+        why = actor.dead if actor is not None and actor.dead else str(error)
         out = []
         queue = [t for t in worker.queue if t in self.tasks]   # only its creation, if any
         if actor is None:
@@ -307,10 +306,14 @@ class Scheduler:
     def _submit_actor_spec(self, spec: TaskSpec) -> list:
         self.tasks[spec.task_id] = TaskRecord(spec)
         if spec.method == "__init__":
+            actor = self.actors[spec.actor_id] = Actor(spec)
             if self.nodes and not any(n.could_ever_fit(spec.resources) for n in self.nodes.values()):
                 self.tasks.pop(spec.task_id)
-                return [self._fail_new(spec, ValueError(self.impossible_message(spec)))]
-            self.actors[spec.actor_id] = Actor(spec)
+                message = self.impossible_message(spec)
+                actor.dead = f"it cannot be created: {message}"
+                self._forget_name(actor)
+                return [self._fail_new(spec, ValueError(message)),
+                        ActorLocation(spec.actor_id, tuple(actor.subscribers), "", actor.dead)]
             self.creating.append(spec.actor_id)
             return []
         # Calls go straight to the actor's worker; one that comes here is a peer's bug.
@@ -401,7 +404,8 @@ class Scheduler:
             best = max((n.total.get(name, 0.0) for n in self.nodes.values()), default=0.0)
             if best < amount:
                 missing.append(f"{name}={amount:g} (the largest node has {best:g})")
-        return (f"task {spec.name!r} asks for {describe_request(spec.resources)}, but no node "
+        what = f"actor {spec.name[:-9]!r}" if spec.method == "__init__" else f"task {spec.name!r}"
+        return (f"{what} asks for {describe_request(spec.resources)}, but no node "
                 f"in the cluster has {' and '.join(missing)}. Lower the request or add a node "
                 f"that has these resources.")
 
@@ -438,6 +442,12 @@ class Scheduler:
                     pass
             return [self._fail(task_id, cancelled_status, error)]
         return [CancelRunning(record.worker, task_id, force)]
+
+    def cancel_actor_call(self, actor_id: bytes, task_id: bytes, force: bool) -> list:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.dead or actor.worker is None:
+            return []
+        return [CancelRunning(actor.worker, task_id, force)]
 
     def blocked(self, worker_id: bytes, returned: Iterable[bytes]) -> list:
         worker = self.workers.get(worker_id)

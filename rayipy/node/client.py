@@ -30,7 +30,7 @@ from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
 from rayipy.core.objects import FAILED, PENDING, READY, Effect, ObjectTable, owner_of
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import (CRASHED, OK, DepSlot, ObjectValue, Payload, Registration,
+from rayipy.protocol.messages import (CANCELLED, CRASHED, OK, DepSlot, ObjectValue, Payload, Registration,
                                       TaskResult, TaskSpec, Welcome)
 from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
 from rayipy.transport.endpoint import Endpoint, Waker
@@ -218,10 +218,15 @@ class Runtime:
         self.waker.wake()
 
     def _fail_call(self, spec: TaskSpec, why: str) -> None:
-        self._fail_actor_call(spec.task_id, f"{why}; failed while calling {spec.name!r}")
+        if not why:  # cancelled before it left this process
+            error = exceptions.TaskCancelledError(spec.name, "cancelled before it was sent")
+            self._finish(TaskResult(spec.task_id, CANCELLED, (errors.capture_system_error(error),),
+                                    0.0, "", ()))
+            return
+        self._fail_actor_call(spec.task_id, f"{why} (while calling {spec.name!r})")
 
     def _fail_actor_call(self, task_id: bytes, why: str) -> None:
-        error = exceptions.ActorDiedError(f"the actor is dead ({why})")
+        error = exceptions.ActorDiedError(f"the actor is dead: {why}")
         self._finish(TaskResult(task_id, CRASHED, (errors.capture_system_error(error),), 0.0, "", ()))
 
     def _when_ready(self, deps: list[ObjectRef], spec: TaskSpec, send: Callable) -> None:
@@ -266,7 +271,10 @@ class Runtime:
         return self.next_task_id()
 
     def cancel(self, ref: ObjectRef, force: bool) -> None:
-        self.send(Kind.CANCEL, (ref.id[:16], force))
+        task_id = ref.id[:16]
+        where, actor_id = self.actor_routes.cancel(task_id)
+        if where != "local":  # the head knows the task, or the worker of its actor
+            self.send(Kind.CANCEL, (task_id, force, actor_id))
 
     # -- values -----------------------------------------------------------------------------
     def on_ref_rebuilt(self, object_id: bytes) -> None:
@@ -521,7 +529,10 @@ class Runtime:
         actor_id, address, why, restarting = body
         if address:
             self.actor_routes.located(actor_id, address)
-            return
+        else:
+            self.on_actor_gone(actor_id, why, restarting)
+
+    def on_actor_gone(self, actor_id: bytes, why: str, restarting: bool = False) -> None:
         for task_id in self.actor_routes.lost(actor_id, why, restarting):
             self._fail_actor_call(task_id, why)
 

@@ -178,8 +178,7 @@ class Head:
     def remove_worker(self, worker_id: bytes, why: str) -> None:
         peer = self.peers.pop(worker_id, None)
         pid = peer.pid if peer else "?"
-        crash = exceptions.WorkerCrashedError(f"the worker process (pid {pid}) running the task "
-                                              f"died: {why}")
+        crash = exceptions.WorkerCrashedError(f"the worker process (pid {pid}) died: {why}")
         cancelled = exceptions.TaskCancelledError(detail="its worker was killed (force=True)")
         out = self.scheduler.remove_worker(worker_id, crash, CRASHED, CANCELLED)
         for ins in out:
@@ -236,8 +235,11 @@ class Head:
                                                [r.duration for r in results]))
 
     def on_cancel(self, sender: bytes, body: tuple, frames: list) -> None:
-        task_id, force = body
+        task_id, force, actor_id = body
         error = exceptions.TaskCancelledError(detail="cancelled before it started")
+        if actor_id:  # a call sent straight to its actor's worker: tell that worker
+            self.carry_out(self.scheduler.cancel_actor_call(actor_id, task_id, force))
+            return
         self.carry_out(self.scheduler.cancel(task_id, force, CANCELLED, error))
 
     def on_blocked(self, sender: bytes, body: tuple, frames: list) -> None:

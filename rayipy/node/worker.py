@@ -81,6 +81,7 @@ class Worker:
         runtime.info["direct"] = self.inbox.address
         self.reply_to: dict[bytes, bytes] = {}  # task id of a direct call -> its caller
         self.deferred: list[TaskSpec] = []      # calls that came before the constructor ran
+        self.cancelled: set[bytes] = set()      # cancelled before they reached us
         self.host_done: collections.deque[TaskResult] = collections.deque()
         self.functions: dict[bytes, Any] = {}
         self.pickled_functions: dict[bytes, bytes] = {}
@@ -122,14 +123,18 @@ class Worker:
     def on_cancel(self, body: tuple) -> None:
         task_id, force = body
         with self.lock:
-            for spec in self.queue:
-                if spec.task_id == task_id:
-                    self.queue.remove(spec)
-                    self.report(self.cancelled_result(spec, "cancelled before it started"))
-                    return
+            for waiting in (self.queue, self.deferred):
+                for spec in waiting:
+                    if spec.task_id == task_id:
+                        waiting.remove(spec)
+                        self.reply_to.pop(task_id, None)  # answered through the head instead
+                        self.report(self.cancelled_result(spec, "cancelled before it started"))
+                        return
             running = self.current is not None and self.current.task_id == task_id
-        if not running:
-            return
+            if not running:
+                # Not here yet: a direct call may still sit in the inbox. Cancel it on arrival.
+                self.cancelled.add(task_id)
+                return
         if force:
             os.kill(os.getpid(), signal.SIGKILL)
         self.cancel_requested = task_id
@@ -199,6 +204,10 @@ class Worker:
             self.finish(self.host_done.popleft())
         with self.lock:
             spec = self.queue.popleft() if self.queue else None
+            if spec is not None and spec.task_id in self.cancelled:
+                self.cancelled.discard(spec.task_id)
+                self.finish(self.cancelled_result(spec, "cancelled before it started"))
+                spec = None
             # Set under the lock: a cancel must find the task either queued or running.
             self.current = spec
             more_waiting = bool(self.queue)

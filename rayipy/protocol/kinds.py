@@ -23,7 +23,8 @@ class Kind(IntEnum):
     SUBMIT = 11           # owner -> head: (list[TaskSpec],)
     EXECUTE = 12          # head -> worker: (list[TaskSpec], list[(function_id, bytes)])
     TASK_DONE = 13        # worker -> head -> owner: (list[TaskResult],)
-    CANCEL = 14           # owner -> head -> worker: (task_id, force)
+    CANCEL = 14           # owner -> head: (task_id, force, actor_id or None); head -> worker:
+                          #   (task_id, force)
     BLOCKED = 15          # worker -> head: (returned: list[task_id],)   its task waits in get
     UNBLOCKED = 16        # worker -> head: ()
     STEAL = 17            # head -> worker: (count,)  give back up to count queued tasks

@@ -247,3 +247,31 @@ def test_actor_methods_call_tasks_and_other_actors(cluster):
 
     log = Log.remote()
     assert rayipy.get(Caller.remote().call.remote(log), timeout=60) == 2
+
+
+def test_cancel_actor_calls(cluster):
+    from rayipy.exceptions import TaskCancelledError
+
+    @rayipy.remote
+    class Sleeper:
+        def sleep(self, seconds):
+            import time
+            time.sleep(seconds)
+            return "slept"
+
+    actor = Sleeper.remote()
+    running = actor.sleep.remote(30)
+    queued = actor.sleep.remote(0)
+    rayipy.cancel(queued)
+    with pytest.raises(TaskCancelledError):
+        rayipy.get(queued, timeout=60)
+    rayipy.cancel(running)
+    with pytest.raises(TaskCancelledError):
+        rayipy.get(running, timeout=20)  # interrupted, not waited out
+    assert rayipy.get(actor.sleep.remote(0), timeout=60) == "slept"
+
+
+def test_actor_asking_for_too_much_fails_with_the_reason(cluster):
+    big = Log.options(num_cpus=3).remote()
+    with pytest.raises(ActorDiedError, match="CPU=3"):
+        rayipy.get(big.get.remote(), timeout=30)

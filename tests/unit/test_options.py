@@ -71,7 +71,7 @@ def test_first_bad_option_is_reported():
 
 
 def test_custom_table_and_what():
-    with pytest.raises(TypeError, match="option 'num_cpus' of a actor class"):
+    with pytest.raises(TypeError, match="option 'num_cpus' of an actor class"):
         validate({"num_cpus": -1}, TASK_OPTIONS, what="actor class")
 
 
