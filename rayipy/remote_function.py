@@ -22,6 +22,7 @@ class RemoteFunction:
         self._num_returns = self._options.get("num_returns", 1)
         retries = self._options.get("max_retries", option_table.TASK_OPTIONS["max_retries"].default)
         self._max_retries = 2**31 if retries == -1 else retries
+        self._spec_options = _spec_options(self._options)
         self._shared = _PickledOnce(function, f"remote function {self._module}.{self._name}")
         self.__doc__ = function.__doc__
         self.__name__ = getattr(function, "__name__", "task")
@@ -39,7 +40,7 @@ class RemoteFunction:
         function_id, pickled = self._shared.get()
         runtime.ensure_function(function_id, pickled)
         refs = runtime.submit(function_id, self._name, args, kwargs, self._num_returns,
-                              self._resources, self._max_retries)
+                              self._resources, self._max_retries, options=self._spec_options)
         return refs[0] if self._num_returns == 1 else refs
 
     def options(self, **options: Any) -> "RemoteFunction":
@@ -52,6 +53,7 @@ class RemoteFunction:
         copy._num_returns = copy._options.get("num_returns", 1)
         retries = copy._options.get("max_retries", option_table.TASK_OPTIONS["max_retries"].default)
         copy._max_retries = 2**31 if retries == -1 else retries
+        copy._spec_options = _spec_options(copy._options)
         return copy
 
     def __repr__(self) -> str:
@@ -59,6 +61,16 @@ class RemoteFunction:
 
     def __reduce__(self):
         return (RemoteFunction, (self._function, self._options))
+
+
+def _spec_options(options: dict[str, Any]) -> tuple:
+    """What the worker needs to know beyond the spec's own fields (sent with each task)."""
+    retry = options.get("retry_exceptions", False)
+    if retry is True:
+        return (("retry_exceptions", True),)
+    if retry:  # exception classes, pickled once here (they may live in __main__)
+        return (("retry_exceptions", serialization.dumps_inband(tuple(retry))),)
+    return ()
 
 
 class _PickledOnce:

@@ -26,7 +26,11 @@ from rayipy.protocol.messages import CRASHED, TaskSpec
 PIPELINE_SECONDS = 0.02     # queue about this much work per worker
 MAX_PIPELINE = 64
 UNKNOWN_DURATION_DEPTH = 2  # one running, one waiting, until durations are known
-EXTRA_WORKERS_PER_NODE = 32  # beyond num_cpus, for tasks blocked on nested tasks
+# Workers beyond num_cpus, for tasks blocked on nested tasks: one per 100 MiB of the
+# node's memory (an idle worker takes about 30 MiB), at least 32.
+MIN_EXTRA_WORKERS = 32
+MEMORY_PER_EXTRA_WORKER = 100 * 2**20
+IDLE_RETIRE_SECONDS = 10.0  # an extra worker idle this long is stopped
 
 
 # -- instructions --------------------------------------------------------------------
@@ -59,6 +63,12 @@ class Steal(NamedTuple):
 
 
 class KillWorker(NamedTuple):
+    agent: bytes
+    worker: bytes
+
+
+class Retire(NamedTuple):
+    """Stop an extra worker that has been idle a while (it was started for nested tasks)."""
     agent: bytes
     worker: bytes
 
@@ -100,6 +110,8 @@ class Node:
         # The agent starts one worker per CPU by itself; more only when the head asks.
         self.spawning = int(total.get("CPU", 0))
         self.leaving = False
+        self.max_extra_workers = max(MIN_EXTRA_WORKERS,
+                                     int(total.get("memory", 0) // MEMORY_PER_EXTRA_WORKER))
 
     def fits(self, request: tuple) -> bool:
         avail = self.available
@@ -129,6 +141,7 @@ class Worker:
         self.stealing = False
         self.actor: bytes | None = None     # a worker given to an actor serves only it
         self.address = ""                   # where callers reach it directly (actor calls)
+        self.idle_since: float | None = None
 
 
 class TaskRecord:
@@ -514,6 +527,28 @@ class Scheduler:
                 out.extend(self._grow_or_steal(request, queue))
         for worker_id, specs in assigned.items():
             out.append(Execute(worker_id, specs, self._new_functions(self.workers[worker_id], specs)))
+        return out + self._steal_for_idle()
+
+    def _steal_for_idle(self) -> list:
+        """Idle workers, nothing left to hand out: take back tasks queued behind others.
+
+        Pipelining guesses how long tasks take; when it guessed wrong (a long task with
+        short ones queued behind it), the short ones move to a worker that is free.
+        """
+        idle = [w for w in self.workers.values() if w.lease is None and not w.blocked
+                and w.actor is None and not self.nodes[w.node_id].leaving]
+        if not idle:
+            return []
+        victims = sorted((w for w in self.workers.values() if len(w.queue) >= 2 and not w.stealing
+                          and not w.blocked and w.actor is None), key=lambda w: -len(w.queue))
+        out: list = []
+        for victim in victims:
+            thief = next((w for w in idle if self.nodes[w.node_id].fits(victim.lease)), None)
+            if thief is None:
+                continue
+            idle.remove(thief)
+            victim.stealing = True
+            out.append(Steal(victim.worker_id, max(1, (len(victim.queue) - 1 + 1) // 2)))
         return out
 
     def _pick_worker(self, request: tuple, depth: int) -> Worker | None:
@@ -555,7 +590,7 @@ class Scheduler:
             idle = sum(1 for w in node.workers if self.workers[w].lease is None
                        and not self.workers[w].blocked and self.workers[w].actor is None)
             actors = sum(1 for w in node.workers if self.workers[w].actor is not None)
-            extra_allowed = int(node.total.get("CPU", 0)) + EXTRA_WORKERS_PER_NODE + actors - (
+            extra_allowed = int(node.total.get("CPU", 0)) + node.max_extra_workers + actors - (
                 len(node.workers) + node.spawning)
             count = min(len(queue), free_slots, extra_allowed) - idle - node.spawning
             if count > 0:
@@ -591,6 +626,25 @@ class Scheduler:
         from rayipy.protocol.messages import ERROR
         self.counts["failed"] += 1
         return Fail(spec, ERROR, error)
+
+    def tick(self, now: float) -> list:
+        """Called about once a second: retire extra workers idle for a while."""
+        out: list = []
+        for node in self.nodes.values():
+            pool = [self.workers[w] for w in node.workers if self.workers[w].actor is None]
+            surplus = len(pool) - int(node.total.get("CPU", 0))
+            for worker in pool:
+                if worker.lease is not None or worker.blocked or worker.queue:
+                    worker.idle_since = None
+                    continue
+                if worker.idle_since is None:
+                    worker.idle_since = now
+                elif surplus > 0 and now - worker.idle_since > IDLE_RETIRE_SECONDS:
+                    surplus -= 1
+                    node.workers.discard(worker.worker_id)
+                    del self.workers[worker.worker_id]
+                    out.append(Retire(node.agent, worker.worker_id))
+        return out
 
     # -- reporting --------------------------------------------------------------------------
     def summary(self) -> dict:

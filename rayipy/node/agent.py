@@ -30,6 +30,13 @@ from rayipy.transport.endpoint import Endpoint
 log = logging.getLogger("rayipy.agent")
 
 
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
 def describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -56,7 +63,8 @@ class Agent:
         self.num_cpus = num_cpus
         self.node_id = node_id
         self.ip = ip
-        self.resources = {"CPU": float(num_cpus), **resources}
+        self.resources = {"CPU": float(num_cpus), "memory": float(physical_memory()),
+                          **{name: float(amount) for name, amount in resources.items()}}
         self.watch_parent = watch_parent
         self.process_id = new_process_id(b"A")
         self.context = zmq.Context()

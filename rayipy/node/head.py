@@ -24,7 +24,7 @@ import zmq
 
 from rayipy import exceptions
 from rayipy.core.objects import owner_of
-from rayipy.core.scheduler import (ActorLocation, CancelRunning, Execute, Fail, KillWorker,
+from rayipy.core.scheduler import (ActorLocation, CancelRunning, Execute, Fail, KillWorker, Retire,
                                    Scheduler, Spawn, Steal)
 from rayipy.node import lifetime
 from rayipy.protocol import errors
@@ -140,6 +140,8 @@ class Head:
                 self.send(ins.worker, Kind.STEAL, (ins.count,))
             elif isinstance(ins, KillWorker):
                 self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, True))
+            elif isinstance(ins, Retire):
+                self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, False))
             elif isinstance(ins, ActorLocation):
                 for caller in ins.to:
                     if caller in self.peers:
@@ -158,6 +160,7 @@ class Head:
             log.warning("the process that started this cluster exited; stopping")
             self.running = False
             return
+        self.carry_out(self.scheduler.tick(now))
         for pid, peer in list(self.peers.items()):
             silent = now - peer.last_heard
             if peer.role == "driver" and silent > DRIVER_SILENCE_LIMIT:

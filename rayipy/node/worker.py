@@ -318,14 +318,26 @@ class Worker:
             self.host = make_host(type(instance), dict(spec.options), self.run, self.run_async,
                                   self.host_finished)
 
+    def call_with_retries(self, spec: TaskSpec) -> Any:
+        """Call the task's function; rerun it on exceptions it was told to retry."""
+        retry_on = dict(spec.options).get("retry_exceptions") if spec.options else None
+        attempt = spec.attempt
+        while True:
+            fn, args, kwargs = self.prepare(spec)  # fresh arguments for every attempt
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                if retry_on is None or attempt >= spec.max_retries or not _retryable(e, retry_on):
+                    raise
+                attempt += 1
+
     def run(self, spec: TaskSpec) -> TaskResult:
         start = time.perf_counter()
         token = CURRENT_TASK.set(spec)
         caller = DIRECT_CALLER.set(self.reply_to.get(spec.task_id))
         try:
             try:
-                fn, args, kwargs = self.prepare(spec)
-                value = fn(*args, **kwargs)
+                value = self.call_with_retries(spec)
                 if spec.method == "__init__":
                     self.become_actor(spec, value)
                     value = None
@@ -384,6 +396,13 @@ class Worker:
                     self.runtime._route_borrow(ref.id, 1, owner)
         return TaskResult(spec.task_id, OK, tuple(payloads), duration, self.where,
                           tuple(contains) if any(contains) else ())
+
+
+def _retryable(error: Exception, retry_on: Any) -> bool:
+    """``retry_exceptions``: True for any exception, or pickled exception classes."""
+    if retry_on is True:
+        return True
+    return isinstance(error, serialization.loads_inband(retry_on))
 
 
 def _count(value: Any) -> str:

@@ -85,6 +85,10 @@ def dumps_inband(value: Any) -> bytes:
     return cloudpickle.dumps(value, protocol=5)
 
 
+def loads_inband(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
 def loads(payload: Payload) -> Any:
     return pickle.loads(payload.data, buffers=payload.buffers)
 

@@ -154,3 +154,36 @@ def test_unpicklable_return_value_is_a_clear_error(cluster):
 
     with pytest.raises(TypeError, match="return value 0 of .*returns_lock"):
         rayipy.get(returns_lock.remote(), timeout=30)
+
+
+def test_retry_exceptions(cluster, tmp_path):
+    @rayipy.remote(retry_exceptions=True, max_retries=3)
+    def flaky(path):
+        # Fails twice, then succeeds: the attempts are counted in a file.
+        with open(path, "a") as f:
+            f.write("x")
+        if len(open(path).read()) < 3:
+            raise ConnectionError("not yet")
+        return "third time"
+
+    assert rayipy.get(flaky.remote(str(tmp_path / "a")), timeout=60) == "third time"
+
+    @rayipy.remote(retry_exceptions=[ConnectionError], max_retries=5)
+    def wrong_kind(path):
+        with open(path, "a") as f:
+            f.write("x")
+        raise ValueError("never retried")
+
+    with pytest.raises(ValueError):
+        rayipy.get(wrong_kind.remote(str(tmp_path / "b")), timeout=60)
+    assert open(tmp_path / "b").read() == "x"
+
+    @rayipy.remote(retry_exceptions=True, max_retries=1)
+    def always(path):
+        with open(path, "a") as f:
+            f.write("x")
+        raise ConnectionError("always")
+
+    with pytest.raises(ConnectionError):
+        rayipy.get(always.remote(str(tmp_path / "c")), timeout=60)
+    assert open(tmp_path / "c").read() == "xx"  # one try plus one retry

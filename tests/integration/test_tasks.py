@@ -200,3 +200,13 @@ def test_many_tasks_from_a_thread(cluster):
     for t in threads:
         t.join(60)
     assert all(results[n] == [i * i for i in range(200)] for n in range(3))
+
+
+def test_short_tasks_do_not_wait_behind_a_long_one(cluster):
+    # Pipelining may queue the short tasks behind the long one; an idle worker takes them back.
+    rayipy.get([sleep_then.remote(0, i) for i in range(4)])  # durations now known: short
+    long = sleep_then.remote(20, "long")
+    short = [sleep_then.remote(0.05, i) for i in range(3)]
+    ready, _ = rayipy.wait(short, num_returns=3, timeout=10)
+    assert ready == short, "short tasks waited behind a long one while a worker was idle"
+    rayipy.cancel(long)

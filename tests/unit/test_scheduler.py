@@ -386,3 +386,27 @@ def test_drop_owner_removes_only_that_owners_queued_tasks():
     assert list(s.ready[CPU1]) == [tid(4, other)]
     assert tid(3) not in s.tasks
     assert tid(1) in s.tasks and tid(2) in s.tasks             # already assigned: kept
+
+
+def test_an_idle_worker_steals_tasks_queued_behind_a_long_one():
+    from rayipy.core.scheduler import Steal
+    s = make()
+    out = s.submit([spec(1), spec(2), spec(3), spec(4)])
+    assert placed(out) == {W1: [1, 3], W2: [2, 4]}
+    # W2 finishes both quickly; W1 is still on task 1 with task 3 queued behind it.
+    out = s.finished(W2, [tid(2), tid(4)], [0.01, 0.01])
+    assert of(out, Steal) == [Steal(W1, 1)]
+    assert of(s.finished(W2, [], []), Steal) == []  # one steal at a time per victim
+    out = s.returned(W1, [tid(3)])
+    assert placed(out) == {W2: [3]}
+    assert not s.workers[W1].stealing
+
+
+def test_extra_workers_idle_for_a_while_are_retired():
+    from rayipy.core.scheduler import IDLE_RETIRE_SECONDS, Retire
+    s = make(workers=(W1, W2, W3))  # 2 CPUs, 3 workers: one extra
+    assert s.tick(100.0) == []
+    assert s.tick(100.0 + IDLE_RETIRE_SECONDS / 2) == []
+    out = s.tick(101.0 + IDLE_RETIRE_SECONDS)
+    assert len(of(out, Retire)) == 1 and len(s.workers) == 2
+    assert s.tick(200.0) == []  # never below num_cpus
