@@ -73,6 +73,21 @@ class Retire(NamedTuple):
     worker: bytes
 
 
+class LeaseAnswer(NamedTuple):
+    """To a driver that asked for a worker lease: the worker (address ""  = none free)."""
+    owner: bytes
+    request: tuple
+    worker: bytes
+    address: str
+
+
+class LeaseEnded(NamedTuple):
+    """To a lease holder: give the worker back (why "") or it died (why says how)."""
+    owner: bytes
+    worker: bytes
+    why: str
+
+
 class ActorLocation(NamedTuple):
     """Tell callers where an actor is (address), or that it is gone (why)."""
     actor_id: bytes
@@ -142,6 +157,8 @@ class Worker:
         self.actor: bytes | None = None     # a worker given to an actor serves only it
         self.address = ""                   # where callers reach it directly (actor calls)
         self.idle_since: float | None = None
+        self.leased_to: bytes | None = None # a driver sending tasks to it directly
+        self.revoking = False
 
 
 class TaskRecord:
@@ -173,6 +190,8 @@ class Scheduler:
         self.early_workers: dict[bytes, list] = {}               # node id -> workers seen first
         self.actors: dict[bytes, Actor] = {}
         self.actor_names: dict[str, bytes] = {}
+        self.early_locates: dict[bytes, set[bytes]] = {}   # actor id -> callers, before creation
+        self.live_owners: set[bytes] = set()               # drivers and workers connected
         self.creating: collections.deque[bytes] = collections.deque()   # actor ids to place
         self.functions: dict[bytes, bytes] = {}
         self.durations: dict[bytes, float] = {}                 # function id -> EWMA seconds
@@ -215,6 +234,8 @@ class Scheduler:
             if node.leaving and not node.workers:
                 del self.nodes[node.node_id]
         out: list = []
+        if worker.leased_to:
+            out.append(LeaseEnded(worker.leased_to, worker_id, str(error)))
         if worker.actor is not None:
             return out + self._actor_worker_died(worker, error) + self.dispatch()
         # Back to the front of the queue in their order: walk backwards.
@@ -279,6 +300,9 @@ class Scheduler:
         for actor_id, actor in list(self.actors.items()):
             if actor_id[:8] == owner and not actor.detached and not actor.dead:
                 out.extend(self.kill_actor(actor_id, "the driver that created it exited"))
+        for actor_id in [a for a in self.early_locates if a[:8] == owner]:
+            out.append(ActorLocation(actor_id, tuple(self.early_locates.pop(actor_id)), "",
+                                     "the process that created it has exited"))
         return out
 
     def remove_node(self, node_id: bytes) -> list[bytes]:
@@ -320,6 +344,7 @@ class Scheduler:
         self.tasks[spec.task_id] = TaskRecord(spec)
         if spec.method == "__init__":
             actor = self.actors[spec.actor_id] = Actor(spec)
+            actor.subscribers |= self.early_locates.pop(spec.actor_id, set())
             if self.nodes and not any(n.could_ever_fit(spec.resources) for n in self.nodes.values()):
                 self.tasks.pop(spec.task_id)
                 message = self.impossible_message(spec)
@@ -337,7 +362,12 @@ class Scheduler:
         """A caller asks where an actor is: now if placed, else once it is."""
         actor = self.actors.get(actor_id)
         if actor is None:
-            return [ActorLocation(actor_id, (requester,), "", "it is unknown to this cluster")]
+            if actor_id[:8] not in self.live_owners:
+                return [ActorLocation(actor_id, (requester,), "",
+                                      "the process that created it has exited")]
+            # Its creation may still be on its way from its creator, on another path.
+            self.early_locates.setdefault(actor_id, set()).add(requester)
+            return []
         actor.subscribers.add(requester)
         if actor.dead:
             return [ActorLocation(actor_id, (requester,), "", actor.dead)]
@@ -356,7 +386,7 @@ class Scheduler:
             request = actor.creation.resources
             worker = next((w for w in self.workers.values()
                            if w.lease is None and not w.blocked and w.actor is None
-                           and self.nodes[w.node_id].fits(request)), None)
+                           and not w.leased_to and self.nodes[w.node_id].fits(request)), None)
             if worker is None:
                 # Start a worker where the actor fits; it gets the actor when it registers.
                 node = next((n for n in self.nodes.values() if n.fits(request)), None)
@@ -436,7 +466,7 @@ class Scheduler:
                     worker.queue.remove(task_id)
                 except ValueError:
                     pass
-        if worker is not None and not worker.queue and worker.actor is None:
+        if worker is not None and not worker.queue and worker.actor is None and not worker.leased_to:
             self._release_lease(worker)
         return self.dispatch()
 
@@ -478,7 +508,7 @@ class Scheduler:
             return []
         worker.blocked = False
         if worker.lease is not None:
-            if worker.queue:
+            if worker.queue or worker.leased_to:
                 self.nodes[worker.node_id].take(worker.lease)
             else:
                 worker.lease = None
@@ -497,7 +527,12 @@ class Scheduler:
         return self.dispatch()
 
     def drop_owner(self, owner: bytes) -> None:
-        """A driver is gone: nobody will read its queued tasks' results."""
+        """A driver is gone: nobody will read its queued tasks' results; its leases end."""
+        for worker in self.workers.values():
+            if worker.leased_to == owner:
+                worker.leased_to = None
+                if not worker.queue:
+                    self._release_lease(worker)
         for queue in self.ready.values():
             for task_id in [t for t in queue if t[:8] == owner]:
                 queue.remove(task_id)
@@ -525,6 +560,7 @@ class Scheduler:
                 assigned.setdefault(worker.worker_id, []).append(record.spec)
             if queue:
                 out.extend(self._grow_or_steal(request, queue))
+                out.extend(self._revoke_leases())
         for worker_id, specs in assigned.items():
             out.append(Execute(worker_id, specs, self._new_functions(self.workers[worker_id], specs)))
         return out + self._steal_for_idle()
@@ -536,7 +572,7 @@ class Scheduler:
         short ones queued behind it), the short ones move to a worker that is free.
         """
         idle = [w for w in self.workers.values() if w.lease is None and not w.blocked
-                and w.actor is None and not self.nodes[w.node_id].leaving]
+                and w.actor is None and not w.leased_to and not self.nodes[w.node_id].leaving]
         if not idle:
             return []
         victims = sorted((w for w in self.workers.values() if len(w.queue) >= 2 and not w.stealing
@@ -555,7 +591,7 @@ class Scheduler:
         best = None
         best_len = depth
         for worker in self.workers.values():
-            if worker.blocked or worker.stealing or worker.actor is not None:
+            if worker.blocked or worker.stealing or worker.actor is not None or worker.leased_to:
                 continue
             if self.nodes[worker.node_id].leaving:
                 continue
@@ -588,7 +624,8 @@ class Scheduler:
                 continue
             free_slots = int(node.available.get("CPU", 0.0) / cpus + 1e-9) if cpus else 1
             idle = sum(1 for w in node.workers if self.workers[w].lease is None
-                       and not self.workers[w].blocked and self.workers[w].actor is None)
+                       and not self.workers[w].blocked and self.workers[w].actor is None
+                       and not self.workers[w].leased_to)
             actors = sum(1 for w in node.workers if self.workers[w].actor is not None)
             extra_allowed = int(node.total.get("CPU", 0)) + node.max_extra_workers + actors - (
                 len(node.workers) + node.spawning)
@@ -627,6 +664,40 @@ class Scheduler:
         self.counts["failed"] += 1
         return Fail(spec, ERROR, error)
 
+    # -- worker leases ------------------------------------------------------------------
+    def lease(self, owner: bytes, request: tuple) -> list:
+        """A driver asks for a worker of its own for tasks it runs one at a time."""
+        if not any(q for q in self.ready.values()):
+            for worker in self.workers.values():
+                node = self.nodes[worker.node_id]
+                if (worker.lease is None and not worker.blocked and worker.actor is None
+                        and not worker.leased_to and not worker.queue and not node.leaving
+                        and worker.address and node.fits(request)):
+                    worker.leased_to = owner
+                    worker.lease = request
+                    node.take(request)
+                    return [LeaseAnswer(owner, request, worker.worker_id, worker.address)]
+        return [LeaseAnswer(owner, request, b"", "")]
+
+    def return_lease(self, owner: bytes, worker_id: bytes) -> list:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.leased_to != owner:
+            return []
+        worker.leased_to = None
+        worker.revoking = False
+        if not worker.queue:
+            self._release_lease(worker)
+        return self.dispatch()
+
+    def _revoke_leases(self) -> list:
+        """Tasks wait at the head: ask lease holders for their workers back."""
+        out = []
+        for worker in self.workers.values():
+            if worker.leased_to and not worker.revoking:
+                worker.revoking = True
+                out.append(LeaseEnded(worker.leased_to, worker.worker_id, ""))
+        return out
+
     def tick(self, now: float) -> list:
         """Called about once a second: retire extra workers idle for a while."""
         out: list = []
@@ -634,7 +705,7 @@ class Scheduler:
             pool = [self.workers[w] for w in node.workers if self.workers[w].actor is None]
             surplus = len(pool) - int(node.total.get("CPU", 0))
             for worker in pool:
-                if worker.lease is not None or worker.blocked or worker.queue:
+                if worker.lease is not None or worker.blocked or worker.queue or worker.leased_to:
                     worker.idle_since = None
                     continue
                 if worker.idle_since is None:
@@ -655,5 +726,6 @@ class Scheduler:
             "assigned": sum(len(w.queue) for w in self.workers.values()),
             "workers": len(self.workers),
             "blocked_workers": sum(1 for w in self.workers.values() if w.blocked),
+            "leased_workers": sum(1 for w in self.workers.values() if w.leased_to),
             **self.counts,
         }

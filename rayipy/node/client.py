@@ -26,11 +26,12 @@ import zmq
 
 from rayipy import exceptions
 from rayipy.core.actor_routes import ActorRoutes
+from rayipy.core.leases import LeaseBook
 from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
 from rayipy.core.objects import FAILED, PENDING, READY, Effect, ObjectTable, owner_of
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import (CANCELLED, CRASHED, OK, DepSlot, ObjectValue, Payload, Registration,
+from rayipy.protocol.messages import (CANCELLED, CRASHED, OK, RETURNED, DepSlot, ObjectValue, Payload, Registration,
                                       TaskResult, TaskSpec, Welcome)
 from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
 from rayipy.transport.endpoint import Endpoint, Waker
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
 HEAD_SILENCE_LIMIT = 10.0       # no word from the head this long: the cluster is gone
+BLOCKED_SLICE_SECONDS = 0.05    # a blocked worker looks for tasks to hand back this often
 
 
 def new_process_id(prefix: bytes) -> bytes:
@@ -97,6 +99,8 @@ class Runtime:
             Kind.SHUTDOWN: self._on_shutdown,
             Kind.ACTOR_LOCATION: self._on_actor_location,
             Kind.CALL_DONE: self._on_call_done,
+            Kind.LEASE: self._on_lease,
+            Kind.LEASE_ENDED: self._on_lease_ended,
         }
         self.on_log: Callable[[list, str], None] = TaskLogPrinter()
         self.welcome: Welcome | None = None
@@ -110,6 +114,12 @@ class Runtime:
         self.on_block: Callable[[], list] | None = None     # worker: tasks to hand back
         # worker: borrow registrations made during a direct call go with its reply
         self.borrow_hook: Callable[[bytes, int, bytes], bool] | None = None
+        self.while_blocked: Callable[[], None] | None = None   # worker: hand back lease tasks
+        self.leases = LeaseBook()
+        self._via_head: set[bytes] = set()                  # our tasks in flight via the head
+        self._function_bytes: dict[bytes, bytes] = {}       # for leased workers
+        self._functions_at: dict[str, set[bytes]] = {}      # address -> function ids sent
+        self._cancelled: set[bytes] = set()
         self.actor_routes = ActorRoutes(self._queue_call, self._fail_call,
                                         lambda actor_id: self.send(Kind.LOCATE_ACTOR, (actor_id,)))
         self._direct: dict[str, Endpoint] = {}              # actor worker address -> DEALER
@@ -171,6 +181,7 @@ class Runtime:
     def ensure_function(self, function_id: bytes, pickled: bytes) -> None:
         if function_id not in self._sent_functions:
             self._sent_functions.add(function_id)
+            self._function_bytes[function_id] = pickled
             self.send(Kind.FUNCTION, (function_id, pickled))
 
     def submit(self, function_id: bytes, name: str, args: tuple, kwargs: dict, num_returns: int,
@@ -201,6 +212,8 @@ class Runtime:
             # An actor call: straight to the actor's worker, after this caller's earlier calls.
             slot = self.actor_routes.reserve(actor_id)
             send = lambda ready: self.actor_routes.fill(actor_id, slot, ready)  # noqa: E731
+        elif actor_id:  # creating an actor: only the head places actors
+            send = self._queue_to_head
         else:
             send = self._queue_spec
         if deps:
@@ -210,6 +223,17 @@ class Runtime:
         return refs
 
     def _queue_spec(self, spec: TaskSpec) -> None:
+        """A task: to our leased worker when we run tasks one at a time, else to the head."""
+        route = self.leases.route(spec, head_busy=bool(self._via_head))
+        if route.direct:
+            self._queue_call(route.direct, spec)
+            return
+        if route.ask:
+            self.outbox.append((Kind.LEASE_REQUEST, (spec.resources,)))
+        self._queue_to_head(spec)
+
+    def _queue_to_head(self, spec: TaskSpec) -> None:
+        self._via_head.add(spec.task_id)
         self.outbox.append(("spec", spec))
         self.waker.wake()
 
@@ -272,9 +296,10 @@ class Runtime:
 
     def cancel(self, ref: ObjectRef, force: bool) -> None:
         task_id = ref.id[:16]
+        self._cancelled.add(task_id)
         where, actor_id = self.actor_routes.cancel(task_id)
-        if where != "local":  # the head knows the task, or the worker of its actor
-            self.send(Kind.CANCEL, (task_id, force, actor_id))
+        if where != "local":  # the head knows the task, or the worker it went to
+            self.send(Kind.CANCEL, (task_id, force, actor_id, self.leases.worker_of(task_id)))
 
     # -- values -----------------------------------------------------------------------------
     def on_ref_rebuilt(self, object_id: bytes) -> None:
@@ -306,7 +331,7 @@ class Runtime:
             self.request_values(pending)
             deadline = None if timeout is None else time.monotonic() + timeout
             need = num_returns - (len(ids) - len(pending))
-            self._blocking(lambda: self.objects.wait(pending, need, deadline))
+            self._wait_for(pending, need, deadline)
         ready, not_ready = [], []
         for ref in refs:
             if len(ready) < num_returns and self.objects.state(ref.id) != PENDING:
@@ -325,7 +350,7 @@ class Runtime:
             self._check_alive()
             self.request_values(pending)
             deadline = None if timeout is None else time.monotonic() + timeout
-            n = self._blocking(lambda: self.objects.wait(pending, len(pending), deadline))
+            n = self._wait_for(pending, len(pending), deadline)
             if n < len(pending):
                 raise exceptions.GetTimeoutError(
                     f"get() timed out after {timeout:g} s: {len(pending) - n} of {len(ids)} "
@@ -344,15 +369,27 @@ class Runtime:
             raise errors.rebuild_error(payload)
         return values
 
-    def _blocking(self, wait: Callable[[], int]) -> int:
-        """Run a wait; a worker tells the head first, so its CPU can serve other tasks."""
+    def _wait_for(self, object_ids: list[bytes], need: int, deadline: float | None) -> int:
+        """Wait until ``need`` of the objects are ready or the deadline passes.
+
+        A worker tells the head first, so its CPU can serve other tasks, and while it
+        waits keeps handing back tasks that lease holders send it meanwhile.
+        """
         if self.on_block is None:
-            return wait()
+            return self.objects.wait(object_ids, need, deadline)
         self.blocked_depth += 1
         if self.blocked_depth == 1:
             self.send(Kind.BLOCKED, (self.on_block(),))
+        on_main_thread = threading.current_thread() is threading.main_thread()
         try:
-            return wait()
+            while True:
+                slice_end = time.monotonic() + BLOCKED_SLICE_SECONDS
+                n = self.objects.wait(object_ids, need,
+                                      slice_end if deadline is None else min(deadline, slice_end))
+                if n >= need or (deadline is not None and time.monotonic() >= deadline):
+                    return n
+                if self.while_blocked is not None and on_main_thread:
+                    self.while_blocked()
         finally:
             self.blocked_depth -= 1
             if self.blocked_depth == 0:
@@ -405,6 +442,8 @@ class Runtime:
                         self._drain(direct)
                 self._carry_out(self.objects.process_releases())
                 self.idle_work()
+                for worker in self.leases.to_return(time.monotonic()):
+                    self.outbox.append((Kind.LEASE_RETURN, (worker,)))
                 now = time.monotonic()
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
@@ -468,7 +507,14 @@ class Runtime:
         if specs:
             endpoint.send(Kind.SUBMIT, (specs,))
         for address, batch in calls.items():
-            self._direct_to(address).send(Kind.CALL, (batch,))
+            sent = self._functions_at.setdefault(address, set())
+            functions = []
+            for spec in batch:
+                fid = spec.function_id
+                if fid and fid not in sent:
+                    sent.add(fid)
+                    functions.append((fid, self._function_bytes[fid]))
+            self._direct_to(address).send(Kind.CALL, (batch, functions))
 
     def _direct_to(self, address: str) -> Endpoint:
         """Our DEALER to an actor's worker (I/O thread only)."""
@@ -532,11 +578,48 @@ class Runtime:
         else:
             self.on_actor_gone(actor_id, why, restarting)
 
+    def _on_lease(self, body: tuple) -> None:
+        request, worker, address = body
+        if not worker:
+            self.leases.denied(request)
+        elif not self.leases.granted(request, worker, address, time.monotonic()):
+            self.send(Kind.LEASE_RETURN, (worker,))
+
+    def _on_lease_ended(self, body: tuple) -> None:
+        worker, why = body
+        if not why:  # the head wants it back: we return it once nothing is in flight
+            self.leases.revoke(worker)
+            return
+        for spec in self.leases.lost(worker):  # it died: retry, as the head would have
+            if spec.task_id in self._cancelled:
+                error = exceptions.TaskCancelledError(spec.name, "its worker was killed (force=True)")
+                self._finish(TaskResult(spec.task_id, CANCELLED, (errors.capture_system_error(error),),
+                                        0.0, "", ()))
+            elif spec.attempt < spec.max_retries:
+                self._via_head.add(spec.task_id)
+                self.send("spec", spec._replace(attempt=spec.attempt + 1))
+            else:
+                error = exceptions.WorkerCrashedError(why)
+                self._finish(TaskResult(spec.task_id, CRASHED, (errors.capture_system_error(error),),
+                                        0.0, "", ()))
+
     def on_actor_gone(self, actor_id: bytes, why: str, restarting: bool = False) -> None:
         for task_id in self.actor_routes.lost(actor_id, why, restarting):
             self._fail_actor_call(task_id, why)
 
     def _finish(self, result: TaskResult) -> None:
+        if result.status == RETURNED:
+            # A blocked leased worker handed it back unrun: through the head this time.
+            worker = self.leases.worker_of(result.task_id)
+            spec = self.leases.handed_back(result.task_id)
+            if spec is not None:
+                self.leases.revoke(worker)  # it is blocked: no more tasks for it for now
+                self._via_head.add(spec.task_id)
+                self.send("spec", spec)
+            return
+        self._via_head.discard(result.task_id)
+        self.leases.finished(result.task_id, time.monotonic())
+        self._cancelled.discard(result.task_id)
         entry = self._inflight.pop(result.task_id, None)
         if entry is None:
             return

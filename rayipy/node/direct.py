@@ -32,8 +32,8 @@ class DirectInbox:
         self.replies: dict[bytes, list] = {}     # caller identity -> results
         self.borrows: dict[bytes, list] = {}     # caller identity -> [(oid, delta, borrower)]
 
-    def wait(self, timeout_ms: int) -> list[tuple[bytes, list]]:
-        """Block until a call or a wake-up arrives; returns the calls as (caller, specs)."""
+    def wait(self, timeout_ms: int) -> list[tuple[bytes, tuple]]:
+        """Block until a call or a wake-up arrives; returns the calls as (caller, body)."""
         events = dict(self.poller.poll(timeout_ms))
         if self.waker.fd in events:
             self.waker.clear()
@@ -47,7 +47,7 @@ class DirectInbox:
             if message is None:
                 continue
             if message.kind is Kind.CALL:
-                calls.append((caller, message.body[0]))
+                calls.append((caller, message.body))
             else:
                 self.endpoint.dropped["unexpected kind"] += 1
         return calls

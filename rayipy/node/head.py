@@ -24,8 +24,8 @@ import zmq
 
 from rayipy import exceptions
 from rayipy.core.objects import owner_of
-from rayipy.core.scheduler import (ActorLocation, CancelRunning, Execute, Fail, KillWorker, Retire,
-                                   Scheduler, Spawn, Steal)
+from rayipy.core.scheduler import (ActorLocation, CancelRunning, Execute, Fail, KillWorker,
+                                   LeaseAnswer, LeaseEnded, Retire, Scheduler, Spawn, Steal)
 from rayipy.node import lifetime
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
@@ -76,6 +76,8 @@ class Head:
             Kind.RETURNED: self.on_returned,
             Kind.KILL_ACTOR: self.on_kill_actor,
             Kind.LOCATE_ACTOR: self.on_locate_actor,
+            Kind.LEASE_REQUEST: self.on_lease_request,
+            Kind.LEASE_RETURN: self.on_lease_return,
             Kind.GET_OBJECT: self.on_get_object,
             Kind.OBJECT_VALUE: self.on_object_value,
             Kind.BORROW: self.on_borrow,
@@ -142,6 +144,11 @@ class Head:
                 self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, True))
             elif isinstance(ins, Retire):
                 self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, False))
+            elif isinstance(ins, LeaseAnswer):
+                self.send(ins.owner, Kind.LEASE, (ins.request, ins.worker, ins.address))
+            elif isinstance(ins, LeaseEnded):
+                if ins.owner in self.peers:
+                    self.send(ins.owner, Kind.LEASE_ENDED, (ins.worker, ins.why))
             elif isinstance(ins, ActorLocation):
                 for caller in ins.to:
                     if caller in self.peers:
@@ -179,6 +186,7 @@ class Head:
             self.remove_worker(worker_id, "its node stopped answering")
 
     def remove_worker(self, worker_id: bytes, why: str) -> None:
+        self.scheduler.live_owners.discard(worker_id)
         peer = self.peers.pop(worker_id, None)
         pid = peer.pid if peer else "?"
         crash = exceptions.WorkerCrashedError(f"the worker process (pid {pid}) died: {why}")
@@ -190,6 +198,7 @@ class Head:
             self.carry_out([ins])
 
     def forget(self, process_id: bytes) -> None:
+        self.scheduler.live_owners.discard(process_id)
         peer = self.peers.pop(process_id, None)
         if peer is not None and peer.role == "driver":
             self.scheduler.drop_owner(process_id)
@@ -208,6 +217,8 @@ class Head:
                 f"on every machine",))
             return
         self.peers[sender] = Peer(reg)
+        if reg.role in ("driver", "worker"):
+            self.scheduler.live_owners.add(sender)
         if reg.role == "agent":
             self.carry_out(self.scheduler.add_node(reg.node_id, sender, reg.info["resources"], reg.info))
         elif reg.role == "worker":
@@ -238,10 +249,14 @@ class Head:
                                                [r.duration for r in results]))
 
     def on_cancel(self, sender: bytes, body: tuple, frames: list) -> None:
-        task_id, force, actor_id = body
+        task_id, force, actor_id, leased_worker = body
         error = exceptions.TaskCancelledError(detail="cancelled before it started")
         if actor_id:  # a call sent straight to its actor's worker: tell that worker
             self.carry_out(self.scheduler.cancel_actor_call(actor_id, task_id, force))
+            return
+        if leased_worker:  # a task sent straight to a leased worker
+            if leased_worker in self.scheduler.workers:
+                self.carry_out([CancelRunning(leased_worker, task_id, force)])
             return
         self.carry_out(self.scheduler.cancel(task_id, force, CANCELLED, error))
 
@@ -257,6 +272,12 @@ class Head:
     def on_kill_actor(self, sender: bytes, body: tuple, frames: list) -> None:
         actor_id, why = body
         self.carry_out(self.scheduler.kill_actor(actor_id, why))
+
+    def on_lease_request(self, sender: bytes, body: tuple, frames: list) -> None:
+        self.carry_out(self.scheduler.lease(sender, body[0]))
+
+    def on_lease_return(self, sender: bytes, body: tuple, frames: list) -> None:
+        self.carry_out(self.scheduler.return_lease(sender, body[0]))
 
     def on_locate_actor(self, sender: bytes, body: tuple, frames: list) -> None:
         self.carry_out(self.scheduler.locate_actor(body[0], sender))

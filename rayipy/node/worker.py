@@ -32,7 +32,8 @@ from rayipy.node.direct import DirectInbox
 from rayipy.core.objects import owner_of
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import CANCELLED, ERROR, OK, DepSlot, TaskResult, TaskSpec
+from rayipy.protocol.messages import (CANCELLED, ERROR, OK, RETURNED, DepSlot, TaskResult,
+                                      TaskSpec)
 
 log = logging.getLogger("rayipy.worker")
 
@@ -102,6 +103,7 @@ class Worker:
         runtime._handlers[Kind.CANCEL] = self.on_cancel
         runtime._handlers[Kind.STEAL] = self.on_steal
         runtime.on_block = self.hand_back_queued
+        runtime.while_blocked = self.return_direct_tasks
         runtime.idle_work = self.flush_output
         runtime.borrow_hook = self.borrow_in_reply
 
@@ -147,8 +149,26 @@ class Worker:
     def hand_back_queued(self) -> list[bytes]:
         """Our task blocks in get: give back what waits behind it, so it can run elsewhere.
 
-        An actor's calls must run here, in order: they stay."""
-        return [] if self.serves_actor else self.take_queued(len(self.queue))
+        Tasks the head sent go back to the head (the ids returned); tasks a lease holder
+        sent go back to it. An actor's calls must run here, in order: they stay."""
+        if self.serves_actor:
+            return []
+        self.return_direct_tasks()
+        return self.take_queued(len(self.queue))
+
+    def return_direct_tasks(self) -> None:
+        """Main thread, while our task is blocked: hand leased tasks back to their sender."""
+        for caller, (specs, functions) in self.inbox.drain():
+            self.pickled_functions.update(functions)
+            self.accept_calls(caller, specs)
+        with self.lock:
+            direct = [s for s in self.queue if s.task_id in self.reply_to]
+            for spec in direct:
+                self.queue.remove(spec)
+        for spec in direct:
+            self.finish(TaskResult(spec.task_id, RETURNED, (), 0.0, self.where, ()))
+        if direct:
+            self.inbox.flush()
 
     def take_queued(self, count: int) -> list[bytes]:
         with self.lock:
@@ -198,7 +218,8 @@ class Worker:
             calls = self.inbox.wait(1000)
         if self.runtime.lost is not None or self.runtime._stopping:
             return False
-        for caller, specs in calls:
+        for caller, (specs, functions) in calls:
+            self.pickled_functions.update(functions)
             self.accept_calls(caller, specs)
         while self.host_done:
             self.finish(self.host_done.popleft())
@@ -229,11 +250,14 @@ class Worker:
         return True
 
     def accept_calls(self, caller: bytes, specs: list) -> None:
-        """Calls that came straight from a caller: run here, answered on the same socket."""
-        self.serves_actor = True
+        """Calls that came straight from a caller (actor calls, or tasks on a lease): run
+        here, answered on the same socket."""
+        if specs[0].actor_id:
+            self.serves_actor = True
         for spec in specs:
             self.reply_to[spec.task_id] = caller
-        constructed = self.actor is not None or self.actor_error is not None
+        constructed = (self.actor is not None or self.actor_error is not None
+                       or not specs[0].actor_id)
         with self.lock:
             if constructed:
                 self.queue.extend(specs)

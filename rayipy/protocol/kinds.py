@@ -23,8 +23,8 @@ class Kind(IntEnum):
     SUBMIT = 11           # owner -> head: (list[TaskSpec],)
     EXECUTE = 12          # head -> worker: (list[TaskSpec], list[(function_id, bytes)])
     TASK_DONE = 13        # worker -> head -> owner: (list[TaskResult],)
-    CANCEL = 14           # owner -> head: (task_id, force, actor_id or None); head -> worker:
-                          #   (task_id, force)
+    CANCEL = 14           # owner -> head: (task_id, force, actor_id or None, leased worker or
+                          #   None); head -> worker: (task_id, force)
     BLOCKED = 15          # worker -> head: (returned: list[task_id],)   its task waits in get
     UNBLOCKED = 16        # worker -> head: ()
     STEAL = 17            # head -> worker: (count,)  give back up to count queued tasks
@@ -52,6 +52,12 @@ class Kind(IntEnum):
     LOCATE_ACTOR = 60     # caller -> head: (actor_id,)   answered by ACTOR_LOCATION
     ACTOR_LOCATION = 61   # head -> caller: (actor_id, address, why, restarting)
                           #   address "" and why set: the actor's worker is gone
-    CALL = 62             # caller -> actor worker: (list[TaskSpec],)
-    CALL_DONE = 63        # actor worker -> caller: (list[TaskResult], borrows)
+    CALL = 62             # caller -> actor or leased worker: (list[TaskSpec], [(fid, bytes)])
+    CALL_DONE = 63        # that worker -> caller: (list[TaskResult], borrows)
                           #   borrows: [(object_id, delta, borrower)] registered first
+
+    # worker leases: a driver's tasks, one at a time, straight to a worker of its own
+    LEASE_REQUEST = 64    # driver -> head: (resource request,)
+    LEASE = 65            # head -> driver: (resource request, worker_id or b"", address)
+    LEASE_RETURN = 66     # driver -> head: (worker_id,)
+    LEASE_ENDED = 67      # head -> driver: (worker_id, why)  why "": give it back; else it died

@@ -15,6 +15,7 @@ OK = 0
 ERROR = 1          # the task raised: values[0] is a serialized TaskError
 CANCELLED = 2      # values[0] is a serialized TaskCancelledError
 CRASHED = 3        # the worker died and retries ran out: values[0] is a WorkerCrashedError
+RETURNED = 4       # a blocked leased worker gave the task back, not run: send it via the head
 
 
 class Payload(NamedTuple):

@@ -11,6 +11,8 @@ import pytest
 import rayipy
 from rayipy.exceptions import TaskCancelledError, TaskError, WorkerCrashedError
 
+from helpers import wait_until
+
 
 class CustomError(Exception):
     def __init__(self, code, detail):
@@ -70,12 +72,17 @@ def test_task_exception_is_task_error_and_original_class(cluster):
     assert rayipy.get(ok.remote(1)) == 1  # the cluster keeps working
 
 
-def test_cancel_running_task(cluster):
-    ref = sleeper.remote(30)
-    rayipy.wait([sleeper.remote(0)], timeout=30)
-    deadline = time.monotonic() + 10
-    while rayipy.cluster_status()["tasks"]["running"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+@rayipy.remote
+def sleeper_flagged(path, seconds):
+    open(path, "w").close()  # says "started"
+    time.sleep(seconds)
+    return "woke"
+
+
+def test_cancel_running_task(cluster, tmp_path):
+    flag = tmp_path / "started"
+    ref = sleeper_flagged.remote(str(flag), 30)
+    wait_until(flag.exists, timeout=30, message="the task never started")
     started = time.monotonic()
     rayipy.cancel(ref)
     with pytest.raises(TaskCancelledError):
