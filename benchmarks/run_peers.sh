@@ -8,6 +8,9 @@
 #   benchmarks/run_peers.sh --quick              # smoke run (small counts)
 #   benchmarks/run_peers.sh --systems ray,rayipy,dask,loky
 #   benchmarks/run_peers.sh --out-dir /tmp/x --reps 5
+#   benchmarks/run_peers.sh --rayipy-rev HEAD    # measure rayipy as committed at HEAD: a frozen
+#                                                # `git archive` copy first on PYTHONPATH, so commits
+#                                                # or edits made by others during the run don't mix in
 #
 # Every other argument is passed to peers.py as is (--reps, --timeout, ...).
 # Environment:
@@ -31,6 +34,7 @@ fi
 systems="ray,rayipy"
 out_dir=""
 quick=0
+rev=""
 timeout=900
 pass=()
 while [[ $# -gt 0 ]]; do
@@ -42,7 +46,9 @@ while [[ $# -gt 0 ]]; do
         --timeout) timeout="$2"; shift 2 ;;
         --timeout=*) timeout="${1#*=}"; shift ;;
         --quick) quick=1; pass+=("--quick"); shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --rayipy-rev) rev="$2"; shift 2 ;;
+        --rayipy-rev=*) rev="${1#*=}"; shift ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) pass+=("$1"); shift ;;
     esac
 done
@@ -51,6 +57,23 @@ if [[ -z "$out_dir" ]]; then
     if [[ $quick == 1 ]]; then out_dir="/tmp/rayipy-peers-quick-$tag"; else out_dir="/tmp/rayipy-peers-$tag"; fi
 fi
 mkdir -p "$out_dir"
+
+if [[ -n "$rev" ]]; then
+    sha="$(git -C "$repo" rev-parse --verify "$rev^{commit}")"
+    src="/tmp/rayipy-src-${sha:0:12}"
+    if [[ ! -d "$src/rayipy" ]]; then
+        mkdir -p "$src.tmp$$"
+        git -C "$repo" archive "$sha" rayipy | tar -x -C "$src.tmp$$"
+        mv "$src.tmp$$" "$src"
+    fi
+    export PYTHONPATH="$src${PYTHONPATH:+:$PYTHONPATH}"
+    echo "# rayipy from commit ${sha:0:12} (frozen copy in $src)" >&2
+else
+    dirty="$(git -C "$repo" status --porcelain -- rayipy 2>/dev/null || true)"
+    echo "# rayipy from the working tree $repo, HEAD $(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null)${dirty:+, with uncommitted changes in rayipy/}" >&2
+fi
+# (from /tmp, as peers.py's children import it: not from the current directory)
+(cd /tmp && "$PYTHON" -c 'import rayipy, os; print("# rayipy imported from", os.path.dirname(rayipy.__file__))') >&2 || true
 
 export RAY_USAGE_STATS_ENABLED=0
 # peers.py must run from the project's root (see its docstring); its children run in /tmp/peers-run.
@@ -64,6 +87,7 @@ echo
 if [[ -f "$out_dir/peers-results.md" ]]; then
     cat "$out_dir/peers-results.md"
     echo
+    [[ -n "$rev" ]] && echo "rayipy measured: commit $sha (frozen copy $src)"
     echo "results: $out_dir/peers-results.md  $out_dir/peers-results.json  logs: $out_dir/logs/"
 else
     echo "no table was written (peers.py exit code $rc); see $out_dir/logs/" >&2
