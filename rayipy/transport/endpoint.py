@@ -114,12 +114,19 @@ class Waker:
                 pass  # closed during shutdown
 
     def clear(self) -> None:
-        self._pending = False
+        """Empty the pipe, then allow new writes. The owner looks at its work after this.
+
+        In this order a wake that races with clear() is never lost: either its byte is
+        still to come (and wakes the next poll), or it skipped writing while the flag was
+        still set, before the owner looks at its work. The other order could leave the
+        flag set with the pipe empty, and every later wake would be skipped.
+        """
         try:
             while os.read(self._read, 4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        self._pending = False
 
     def close(self) -> None:
         for fd in (self._read, self._write):

@@ -275,3 +275,20 @@ def test_actor_asking_for_too_much_fails_with_the_reason(cluster):
     big = Log.options(num_cpus=3).remote()
     with pytest.raises(ActorDiedError, match="CPU=3"):
         rayipy.get(big.get.remote(), timeout=30)
+
+
+def test_named_and_detached_actors_outlive_their_handles(cluster):
+    import gc
+    import psutil
+    plain = Log.remote()
+    plain_pid = rayipy.get(plain.pid.remote(), timeout=60)
+    keeper = Log.options(name="keeper", lifetime="detached").remote(["kept"])
+    rayipy.get(keeper.pid.remote(), timeout=60)
+    del plain, keeper
+    gc.collect()
+    # Once the plain actor is gone, the handles' release has been processed...
+    wait_until(lambda: not psutil.pid_exists(plain_pid)
+               or psutil.Process(plain_pid).status() == psutil.STATUS_ZOMBIE, timeout=20)
+    # ...and the detached one is still there, by name.
+    assert rayipy.get(rayipy.get_actor("keeper").get.remote(), timeout=60) == ["kept"]
+    rayipy.kill(rayipy.get_actor("keeper"))

@@ -274,3 +274,28 @@ def test_signer_accepts_16_bytes_and_bytearray():
     assert a.sign(frames) == b.sign(frames)
     assert a.check(a.sign(frames), frames)
     assert not a.check(a.sign(frames), [b"one", b"tw", b"o"])
+
+
+def test_waker_never_loses_a_wake_that_races_with_clear(monkeypatch):
+    import os
+    import select
+    from rayipy.transport import endpoint
+    waker = endpoint.Waker()
+    real_read = os.read
+    raced = []
+
+    def read_racing_a_producer(fd, n):
+        if not raced:  # another thread wakes us while we are clearing
+            raced.append(True)
+            waker.wake()
+        return real_read(fd, n)
+
+    try:
+        waker.wake()
+        monkeypatch.setattr(endpoint.os, "read", read_racing_a_producer)
+        waker.clear()
+        monkeypatch.setattr(endpoint.os, "read", real_read)
+        waker.wake()  # must reach the pipe, or the owner sleeps until its poll times out
+        assert select.select([waker.fd], [], [], 0)[0] == [waker.fd]
+    finally:
+        waker.close()
