@@ -110,7 +110,6 @@ class Actor:
         self.restarts_left = 2**31 if restarts == -1 else restarts
         self.detached = options.get("lifetime") == "detached"
         self.name = options.get("name")
-        self.restarts = 0
 
 
 # -- state ---------------------------------------------------------------------------
@@ -268,7 +267,6 @@ class Scheduler:
             # Restart: rerun the constructor on a new worker. Calls in flight fail at their
             # callers (they may have half-run); later calls wait there for the new address.
             actor.restarts_left -= 1
-            actor.restarts += 1
             actor.worker = None
             self.tasks[actor.creation.task_id] = TaskRecord(actor.creation)
             self.creating.append(actor.creation.actor_id)

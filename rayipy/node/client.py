@@ -31,7 +31,7 @@ from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
 from rayipy.core.objects import FAILED, PENDING, READY, Effect, ObjectTable, owner_of
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import (CANCELLED, CRASHED, OK, RETURNED, DepSlot, ObjectValue, Payload, Registration,
+from rayipy.protocol.messages import (CANCELLED, CRASHED, ERROR, OK, RETURNED, DepSlot, ObjectValue, Payload, Registration,
                                       TaskResult, TaskSpec, Welcome)
 from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
 from rayipy.transport.endpoint import Endpoint, Waker
@@ -279,7 +279,6 @@ class Runtime:
         if payload is None:
             payload = errors.capture_system_error(exceptions.ObjectLostError(
                 f"{dep!r}, an argument of {spec.name!r}, was freed or lost"))
-        from rayipy.protocol.messages import ERROR
         self._finish(TaskResult(spec.task_id, ERROR, (payload,), 0.0, "", ()))
 
     def put(self, value: Any) -> ObjectRef:
