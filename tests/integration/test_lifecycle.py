@@ -61,8 +61,10 @@ def test_task_output_reaches_the_driver():
 
 def test_shutdown_stops_every_process_and_init_works_again(fresh_cluster):
     fresh_cluster(num_cpus=2)
+    # init() returns once the node is up; its workers may still be starting.
+    wait_until(lambda: len(psutil.Process().children(recursive=True)) >= 4, timeout=30,
+               message="head, agent and two workers did not all start")
     pids = [p.pid for p in psutil.Process().children(recursive=True)]
-    assert len(pids) >= 4  # head, agent, two workers
     rayipy.shutdown()
     wait_until(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
                                for p in pids), timeout=10)
