@@ -230,12 +230,15 @@ def test_actor_stops_when_its_last_handle_is_gone(cluster):
 
 
 def test_actor_holding_a_cpu_takes_it_from_the_pool(cluster):
-    before = rayipy.available_resources().get("CPU", 0)
+    def free_cpus():
+        return rayipy.available_resources().get("CPU", 0)
+    total = rayipy.cluster_resources()["CPU"]
+    wait_until(lambda: free_cpus() == total, timeout=20)  # earlier tests' leases given back
     holder = Log.options(num_cpus=1).remote()
     rayipy.get(holder.get.remote(), timeout=60)
-    assert rayipy.available_resources().get("CPU", 0) == before - 1
+    assert free_cpus() == total - 1
     rayipy.kill(holder)
-    wait_until(lambda: rayipy.available_resources().get("CPU", 0) == before, timeout=20)
+    wait_until(lambda: free_cpus() == total, timeout=20)
 
 
 def test_actor_methods_call_tasks_and_other_actors(cluster):
