@@ -14,173 +14,39 @@ on how long the function's tasks take (about ``PIPELINE_SECONDS`` of work queued
 Nested tasks. A worker whose task blocks in ``get`` gives back its lease and the tasks
 queued behind the blocked one; the node's freed CPU then lets the head start another
 worker if tasks are waiting, so a task waiting on its children never starves them.
+
+Around this module: ``state`` holds the records (nodes, workers, tasks), ``instructions``
+the actions returned, and two mixins of Scheduler hold the actor part
+(``actor_scheduling``) and the worker-lease part (``lease_scheduling``).
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Iterable, NamedTuple
+from typing import Iterable
 
-from rayipy.protocol.messages import CRASHED, TaskSpec
+from rayipy.core.actor_scheduling import Actor, ActorScheduling, actor_died_error
+from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, KillWorker,
+                                      LeaseAnswer, LeaseEnded, Retire, Spawn, Steal)
+from rayipy.core.lease_scheduling import LeaseScheduling
+from rayipy.core.state import Node, TaskRecord, Worker
+from rayipy.protocol.messages import TaskSpec
+
+__all__ = ["Actor", "ActorLocation", "CancelRunning", "Execute", "Fail", "KillWorker",
+           "LeaseAnswer", "LeaseEnded", "Retire", "Scheduler", "Spawn", "Steal",
+           "actor_died_error"]
 
 PIPELINE_SECONDS = 0.02     # queue about this much work per worker
 MAX_PIPELINE = 64
 UNKNOWN_DURATION_DEPTH = 2  # one running, one waiting, until durations are known
-# Workers beyond num_cpus, for tasks blocked on nested tasks: one per 100 MiB of the
-# node's memory (an idle worker takes about 30 MiB), at least 32.
-MIN_EXTRA_WORKERS = 32
-MEMORY_PER_EXTRA_WORKER = 100 * 2**20
 IDLE_RETIRE_SECONDS = 10.0  # an extra worker idle this long is stopped
-
-
-# -- instructions --------------------------------------------------------------------
-class Execute(NamedTuple):
-    worker: bytes
-    specs: list
-    functions: list          # [(function_id, bytes)] the worker has not seen yet
-
-
-class Fail(NamedTuple):
-    task: TaskSpec
-    status: int              # messages.CANCELLED / CRASHED / ERROR
-    error: BaseException
-
-
-class CancelRunning(NamedTuple):
-    worker: bytes
-    task_id: bytes
-    force: bool
-
-
-class Spawn(NamedTuple):
-    agent: bytes
-    count: int
-
-
-class Steal(NamedTuple):
-    worker: bytes
-    count: int
-
-
-class KillWorker(NamedTuple):
-    agent: bytes
-    worker: bytes
-
-
-class Retire(NamedTuple):
-    """Stop an extra worker that has been idle a while (it was started for nested tasks)."""
-    agent: bytes
-    worker: bytes
-
-
-class LeaseAnswer(NamedTuple):
-    """To a driver that asked for a worker lease: the worker (address ""  = none free)."""
-    owner: bytes
-    request: tuple
-    worker: bytes
-    address: str
-
-
-class LeaseEnded(NamedTuple):
-    """To a lease holder: give the worker back (why "") or it died (why says how)."""
-    owner: bytes
-    worker: bytes
-    why: str
-
-
-class ActorLocation(NamedTuple):
-    """Tell callers where an actor is (address), or that it is gone (why)."""
-    actor_id: bytes
-    to: tuple
-    address: str
-    why: str = ""
-    restarting: bool = False
-
-
-class Actor:
-    """An actor's place: its worker once created, and the callers told where it is."""
-
-    def __init__(self, creation: TaskSpec) -> None:
-        options = dict(creation.options)
-        self.creation = creation
-        self.worker: bytes | None = None
-        self.dead: str = ""                 # why it died, once it has
-        self.subscribers: set[bytes] = {creation.task_id[:8]}   # told where it is
-        restarts = options.get("max_restarts", 0)
-        self.restarts_left = 2**31 if restarts == -1 else restarts
-        self.detached = options.get("lifetime") == "detached"
-        self.name = options.get("name")
-
-
-# -- state ---------------------------------------------------------------------------
-class Node:
-    def __init__(self, node_id: bytes, agent: bytes, total: dict[str, float], info: dict) -> None:
-        self.node_id = node_id
-        self.agent = agent
-        self.total = dict(total)
-        self.available = dict(total)
-        self.info = info
-        self.workers: set[bytes] = set()
-        # The agent starts one worker per CPU by itself; more only when the head asks.
-        self.spawning = int(total.get("CPU", 0))
-        self.leaving = False
-        self.max_extra_workers = max(MIN_EXTRA_WORKERS,
-                                     int(total.get("memory", 0) // MEMORY_PER_EXTRA_WORKER))
-
-    def fits(self, request: tuple) -> bool:
-        avail = self.available
-        for name, amount in request:
-            if avail.get(name, 0.0) < amount - 1e-9:
-                return False
-        return True
-
-    def could_ever_fit(self, request: tuple) -> bool:
-        total = self.total
-        return all(total.get(name, 0.0) >= amount - 1e-9 for name, amount in request)
-
-    def take(self, request: tuple, sign: int = 1) -> None:
-        for name, amount in request:
-            self.available[name] = self.available.get(name, 0.0) - sign * amount
-
-
-class Worker:
-    def __init__(self, worker_id: bytes, node_id: bytes, pid: int) -> None:
-        self.worker_id = worker_id
-        self.node_id = node_id
-        self.pid = pid
-        self.queue: collections.deque[bytes] = collections.deque()   # task ids, running first
-        self.lease: tuple | None = None
-        self.blocked = False
-        self.functions: set[bytes] = set()
-        self.stealing = False
-        self.actor: bytes | None = None     # a worker given to an actor serves only it
-        self.address = ""                   # where callers reach it directly (actor calls)
-        self.idle_since: float | None = None
-        self.leased_to: bytes | None = None # a driver sending tasks to it directly
-        self.revoking = False
-
-
-class TaskRecord:
-    __slots__ = ("spec", "worker", "cancelled", "force")
-
-    def __init__(self, spec: TaskSpec) -> None:
-        self.spec = spec
-        self.worker: bytes | None = None
-        self.cancelled = False
-        self.force = False
-
-
-def actor_died_error(spec: TaskSpec, why: str) -> BaseException:
-    from rayipy.exceptions import ActorDiedError
-    what = "creating the actor" if spec.method == "__init__" else f"calling {spec.name!r}"
-    return ActorDiedError(f"the actor is dead: {why} (while {what})")
 
 
 def describe_request(request: tuple) -> str:
     return ", ".join(f"{name}={amount:g}" for name, amount in request) or "nothing"
 
 
-class Scheduler:
+class Scheduler(ActorScheduling, LeaseScheduling):
     def __init__(self) -> None:
         self.nodes: dict[bytes, Node] = {}
         self.workers: dict[bytes, Worker] = {}
@@ -256,53 +122,6 @@ class Scheduler:
             self._enqueue_front(task_id)
         return out + self.dispatch()
 
-    def _actor_worker_died(self, worker: "Worker", error: BaseException) -> list:
-        actor = self.actors.get(worker.actor)
-        why = actor.dead if actor is not None and actor.dead else str(error)
-        out = []
-        queue = [t for t in worker.queue if t in self.tasks]   # only its creation, if any
-        if actor is None:
-            return out
-        if not actor.dead and actor.restarts_left > 0:
-            # Restart: rerun the constructor on a new worker. Calls in flight fail at their
-            # callers (they may have half-run); later calls wait there for the new address.
-            actor.restarts_left -= 1
-            actor.worker = None
-            self.tasks[actor.creation.task_id] = TaskRecord(actor.creation)
-            self.creating.append(actor.creation.actor_id)
-            return [ActorLocation(actor.creation.actor_id, tuple(actor.subscribers), "",
-                                  why + "; the actor is restarting", True)]
-        if not actor.dead:
-            actor.dead = why
-            self._forget_name(actor)
-            out.append(ActorLocation(actor.creation.actor_id, tuple(actor.subscribers), "", why))
-        for task_id in queue:
-            out.append(self._fail(task_id, CRASHED, actor_died_error(self.tasks[task_id].spec, why)))
-        return out
-
-    def _forget_name(self, actor: "Actor") -> None:
-        if actor.name and self.actor_names.get(actor.name) == actor.creation.actor_id:
-            del self.actor_names[actor.name]
-
-    def register_actor_name(self, name: str, actor_id: bytes) -> bytes | None:
-        """Claim ``name`` for an actor; returns the id of the live actor holding it, if any."""
-        holder = self.actor_names.get(name)
-        if holder is not None and holder in self.actors and not self.actors[holder].dead:
-            return holder
-        self.actor_names[name] = actor_id
-        return None
-
-    def drop_owner_actors(self, owner: bytes) -> list:
-        """A driver is gone: its actors go too, unless detached."""
-        out: list = []
-        for actor_id, actor in list(self.actors.items()):
-            if actor_id[:8] == owner and not actor.detached and not actor.dead:
-                out.extend(self.kill_actor(actor_id, "the driver that created it exited"))
-        for actor_id in [a for a in self.early_locates if a[:8] == owner]:
-            out.append(ActorLocation(actor_id, tuple(self.early_locates.pop(actor_id)), "",
-                                     "the process that created it has exited"))
-        return out
-
     def remove_node(self, node_id: bytes) -> list[bytes]:
         """Forget a node; returns its workers, which the caller removes one by one.
 
@@ -337,75 +156,6 @@ class Scheduler:
             self.ready.setdefault(spec.resources, collections.deque()).append(spec.task_id)
         return out + self.dispatch()
 
-    # -- actors ------------------------------------------------------------------------------
-    def _submit_actor_spec(self, spec: TaskSpec) -> list:
-        self.tasks[spec.task_id] = TaskRecord(spec)
-        if spec.method == "__init__":
-            actor = self.actors[spec.actor_id] = Actor(spec)
-            actor.subscribers |= self.early_locates.pop(spec.actor_id, set())
-            if self.nodes and not any(n.could_ever_fit(spec.resources) for n in self.nodes.values()):
-                self.tasks.pop(spec.task_id)
-                message = self.impossible_message(spec)
-                actor.dead = f"it cannot be created: {message}"
-                self._forget_name(actor)
-                return [self._fail_new(spec, ValueError(message)),
-                        ActorLocation(spec.actor_id, tuple(actor.subscribers), "", actor.dead)]
-            self.creating.append(spec.actor_id)
-            return []
-        # Calls go straight to the actor's worker; one that comes here is a peer's bug.
-        return [self._fail(spec.task_id, CRASHED, actor_died_error(
-            spec, "actor calls must be sent to the actor's worker, not the head"))]
-
-    def locate_actor(self, actor_id: bytes, requester: bytes) -> list:
-        """A caller asks where an actor is: now if placed, else once it is."""
-        actor = self.actors.get(actor_id)
-        if actor is None:
-            if actor_id[:8] not in self.live_owners:
-                return [ActorLocation(actor_id, (requester,), "",
-                                      "the process that created it has exited")]
-            # Its creation may still be on its way from its creator, on another path.
-            self.early_locates.setdefault(actor_id, set()).add(requester)
-            return []
-        actor.subscribers.add(requester)
-        if actor.dead:
-            return [ActorLocation(actor_id, (requester,), "", actor.dead)]
-        if actor.worker is not None:
-            return [ActorLocation(actor_id, (requester,), self.workers[actor.worker].address)]
-        return []
-
-    def _place_actors(self) -> list:
-        """Give each actor waiting for creation an idle worker, which serves it alone."""
-        out: list = []
-        while self.creating:
-            actor = self.actors.get(self.creating[0])
-            if actor is None or actor.dead:
-                self.creating.popleft()
-                continue
-            request = actor.creation.resources
-            worker = next((w for w in self.workers.values()
-                           if w.lease is None and not w.blocked and w.actor is None
-                           and not w.leased_to and self.nodes[w.node_id].fits(request)), None)
-            if worker is None:
-                # Start a worker where the actor fits; it gets the actor when it registers.
-                node = next((n for n in self.nodes.values() if n.fits(request)), None)
-                if node is not None and node.spawning == 0:
-                    node.spawning += 1
-                    out.append(Spawn(node.agent, 1))
-                break
-            self.creating.popleft()
-            node = self.nodes[worker.node_id]
-            worker.actor = actor.creation.actor_id
-            worker.lease = request
-            node.take(request)
-            actor.worker = worker.worker_id
-            # The pool lost a worker to the actor: the agent starts a replacement.
-            node.spawning += 1
-            out.append(Spawn(node.agent, 1))
-            out.append(self._assign(worker, [actor.creation.task_id]))
-            out.append(ActorLocation(actor.creation.actor_id, tuple(actor.subscribers),
-                                     worker.address))
-        return out
-
     def _assign(self, worker: "Worker", task_ids: list) -> "Execute":
         specs = []
         for task_id in task_ids:
@@ -423,21 +173,6 @@ class Scheduler:
                 worker.functions.add(fid)
                 new_functions.append((fid, self.functions.get(fid, b"")))
         return new_functions
-
-    def kill_actor(self, actor_id: bytes, why: str) -> list:
-        actor = self.actors.get(actor_id)
-        if actor is None or actor.dead:
-            return []
-        actor.dead = why
-        self._forget_name(actor)
-        out: list = [ActorLocation(actor_id, tuple(actor.subscribers), "", why)]
-        if actor.worker is not None and actor.worker in self.workers:
-            worker = self.workers[actor.worker]
-            out.append(KillWorker(self.nodes[worker.node_id].agent, worker.worker_id))
-        elif actor.creation.task_id in self.tasks:
-            out.append(self._fail(actor.creation.task_id, CRASHED,
-                                  actor_died_error(actor.creation, why)))
-        return out
 
     def impossible_message(self, spec: TaskSpec) -> str:
         missing = []
@@ -483,12 +218,6 @@ class Scheduler:
                     pass
             return [self._fail(task_id, cancelled_status, error)]
         return [CancelRunning(record.worker, task_id, force)]
-
-    def cancel_actor_call(self, actor_id: bytes, task_id: bytes, force: bool) -> list:
-        actor = self.actors.get(actor_id)
-        if actor is None or actor.dead or actor.worker is None:
-            return []
-        return [CancelRunning(actor.worker, task_id, force)]
 
     def blocked(self, worker_id: bytes, returned: Iterable[bytes]) -> list:
         worker = self.workers.get(worker_id)
@@ -661,40 +390,6 @@ class Scheduler:
         from rayipy.protocol.messages import ERROR
         self.counts["failed"] += 1
         return Fail(spec, ERROR, error)
-
-    # -- worker leases ------------------------------------------------------------------
-    def lease(self, owner: bytes, request: tuple) -> list:
-        """A driver asks for a worker of its own for tasks it runs one at a time."""
-        if not any(q for q in self.ready.values()):
-            for worker in self.workers.values():
-                node = self.nodes[worker.node_id]
-                if (worker.lease is None and not worker.blocked and worker.actor is None
-                        and not worker.leased_to and not worker.queue and not node.leaving
-                        and worker.address and node.fits(request)):
-                    worker.leased_to = owner
-                    worker.lease = request
-                    node.take(request)
-                    return [LeaseAnswer(owner, request, worker.worker_id, worker.address)]
-        return [LeaseAnswer(owner, request, b"", "")]
-
-    def return_lease(self, owner: bytes, worker_id: bytes) -> list:
-        worker = self.workers.get(worker_id)
-        if worker is None or worker.leased_to != owner:
-            return []
-        worker.leased_to = None
-        worker.revoking = False
-        if not worker.queue:
-            self._release_lease(worker)
-        return self.dispatch()
-
-    def _revoke_leases(self) -> list:
-        """Tasks wait at the head: ask lease holders for their workers back."""
-        out = []
-        for worker in self.workers.values():
-            if worker.leased_to and not worker.revoking:
-                worker.revoking = True
-                out.append(LeaseEnded(worker.leased_to, worker.worker_id, ""))
-        return out
 
     def tick(self, now: float) -> list:
         """Called about once a second: retire extra workers idle for a while."""

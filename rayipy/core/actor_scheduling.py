@@ -1,0 +1,172 @@
+"""The scheduler's actor part: placing actors, telling callers where they are, deaths.
+
+An actor gets an idle pool worker of its own; its calls do not pass through here (they
+go straight from callers to that worker), so this part only places actors, answers
+``LOCATE_ACTOR``, keeps names, restarts actors within ``max_restarts`` and announces
+their deaths. A mixin of ``Scheduler``: it uses the scheduler's nodes, workers and tasks.
+"""
+
+from __future__ import annotations
+
+from rayipy.core.instructions import ActorLocation, CancelRunning, KillWorker, Spawn
+from rayipy.core.state import TaskRecord, Worker
+from rayipy.protocol.messages import CRASHED, TaskSpec
+
+
+class Actor:
+    """An actor's place: its worker once created, and the callers told where it is."""
+
+    def __init__(self, creation: TaskSpec) -> None:
+        options = dict(creation.options)
+        self.creation = creation
+        self.worker: bytes | None = None
+        self.dead: str = ""                 # why it died, once it has
+        self.subscribers: set[bytes] = {creation.task_id[:8]}   # told where it is
+        restarts = options.get("max_restarts", 0)
+        self.restarts_left = 2**31 if restarts == -1 else restarts
+        self.detached = options.get("lifetime") == "detached"
+        self.name = options.get("name")
+
+
+def actor_died_error(spec: TaskSpec, why: str) -> BaseException:
+    from rayipy.exceptions import ActorDiedError
+    what = "creating the actor" if spec.method == "__init__" else f"calling {spec.name!r}"
+    return ActorDiedError(f"the actor is dead: {why} (while {what})")
+
+
+class ActorScheduling:
+    def _actor_worker_died(self, worker: "Worker", error: BaseException) -> list:
+        actor = self.actors.get(worker.actor)
+        why = actor.dead if actor is not None and actor.dead else str(error)
+        out = []
+        queue = [t for t in worker.queue if t in self.tasks]   # only its creation, if any
+        if actor is None:
+            return out
+        if not actor.dead and actor.restarts_left > 0:
+            # Restart: rerun the constructor on a new worker. Calls in flight fail at their
+            # callers (they may have half-run); later calls wait there for the new address.
+            actor.restarts_left -= 1
+            actor.worker = None
+            self.tasks[actor.creation.task_id] = TaskRecord(actor.creation)
+            self.creating.append(actor.creation.actor_id)
+            return [ActorLocation(actor.creation.actor_id, tuple(actor.subscribers), "",
+                                  why + "; the actor is restarting", True)]
+        if not actor.dead:
+            actor.dead = why
+            self._forget_name(actor)
+            out.append(ActorLocation(actor.creation.actor_id, tuple(actor.subscribers), "", why))
+        for task_id in queue:
+            out.append(self._fail(task_id, CRASHED, actor_died_error(self.tasks[task_id].spec, why)))
+        return out
+
+    def _forget_name(self, actor: "Actor") -> None:
+        if actor.name and self.actor_names.get(actor.name) == actor.creation.actor_id:
+            del self.actor_names[actor.name]
+
+    def register_actor_name(self, name: str, actor_id: bytes) -> bytes | None:
+        """Claim ``name`` for an actor; returns the id of the live actor holding it, if any."""
+        holder = self.actor_names.get(name)
+        if holder is not None and holder in self.actors and not self.actors[holder].dead:
+            return holder
+        self.actor_names[name] = actor_id
+        return None
+
+    def drop_owner_actors(self, owner: bytes) -> list:
+        """A driver is gone: its actors go too, unless detached."""
+        out: list = []
+        for actor_id, actor in list(self.actors.items()):
+            if actor_id[:8] == owner and not actor.detached and not actor.dead:
+                out.extend(self.kill_actor(actor_id, "the driver that created it exited"))
+        for actor_id in [a for a in self.early_locates if a[:8] == owner]:
+            out.append(ActorLocation(actor_id, tuple(self.early_locates.pop(actor_id)), "",
+                                     "the process that created it has exited"))
+        return out
+
+    def _submit_actor_spec(self, spec: TaskSpec) -> list:
+        self.tasks[spec.task_id] = TaskRecord(spec)
+        if spec.method == "__init__":
+            actor = self.actors[spec.actor_id] = Actor(spec)
+            actor.subscribers |= self.early_locates.pop(spec.actor_id, set())
+            if self.nodes and not any(n.could_ever_fit(spec.resources) for n in self.nodes.values()):
+                self.tasks.pop(spec.task_id)
+                message = self.impossible_message(spec)
+                actor.dead = f"it cannot be created: {message}"
+                self._forget_name(actor)
+                return [self._fail_new(spec, ValueError(message)),
+                        ActorLocation(spec.actor_id, tuple(actor.subscribers), "", actor.dead)]
+            self.creating.append(spec.actor_id)
+            return []
+        # Calls go straight to the actor's worker; one that comes here is a peer's bug.
+        return [self._fail(spec.task_id, CRASHED, actor_died_error(
+            spec, "actor calls must be sent to the actor's worker, not the head"))]
+
+    def locate_actor(self, actor_id: bytes, requester: bytes) -> list:
+        """A caller asks where an actor is: now if placed, else once it is."""
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            if actor_id[:8] not in self.live_owners:
+                return [ActorLocation(actor_id, (requester,), "",
+                                      "the process that created it has exited")]
+            # Its creation may still be on its way from its creator, on another path.
+            self.early_locates.setdefault(actor_id, set()).add(requester)
+            return []
+        actor.subscribers.add(requester)
+        if actor.dead:
+            return [ActorLocation(actor_id, (requester,), "", actor.dead)]
+        if actor.worker is not None:
+            return [ActorLocation(actor_id, (requester,), self.workers[actor.worker].address)]
+        return []
+
+    def _place_actors(self) -> list:
+        """Give each actor waiting for creation an idle worker, which serves it alone."""
+        out: list = []
+        while self.creating:
+            actor = self.actors.get(self.creating[0])
+            if actor is None or actor.dead:
+                self.creating.popleft()
+                continue
+            request = actor.creation.resources
+            worker = next((w for w in self.workers.values()
+                           if w.lease is None and not w.blocked and w.actor is None
+                           and not w.leased_to and self.nodes[w.node_id].fits(request)), None)
+            if worker is None:
+                # Start a worker where the actor fits; it gets the actor when it registers.
+                node = next((n for n in self.nodes.values() if n.fits(request)), None)
+                if node is not None and node.spawning == 0:
+                    node.spawning += 1
+                    out.append(Spawn(node.agent, 1))
+                break
+            self.creating.popleft()
+            node = self.nodes[worker.node_id]
+            worker.actor = actor.creation.actor_id
+            worker.lease = request
+            node.take(request)
+            actor.worker = worker.worker_id
+            # The pool lost a worker to the actor: the agent starts a replacement.
+            node.spawning += 1
+            out.append(Spawn(node.agent, 1))
+            out.append(self._assign(worker, [actor.creation.task_id]))
+            out.append(ActorLocation(actor.creation.actor_id, tuple(actor.subscribers),
+                                     worker.address))
+        return out
+
+    def kill_actor(self, actor_id: bytes, why: str) -> list:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.dead:
+            return []
+        actor.dead = why
+        self._forget_name(actor)
+        out: list = [ActorLocation(actor_id, tuple(actor.subscribers), "", why)]
+        if actor.worker is not None and actor.worker in self.workers:
+            worker = self.workers[actor.worker]
+            out.append(KillWorker(self.nodes[worker.node_id].agent, worker.worker_id))
+        elif actor.creation.task_id in self.tasks:
+            out.append(self._fail(actor.creation.task_id, CRASHED,
+                                  actor_died_error(actor.creation, why)))
+        return out
+
+    def cancel_actor_call(self, actor_id: bytes, task_id: bytes, force: bool) -> list:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.dead or actor.worker is None:
+            return []
+        return [CancelRunning(actor.worker, task_id, force)]
