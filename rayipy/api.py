@@ -7,7 +7,7 @@ leaves the cluster unusable for the next one.
 from __future__ import annotations
 
 import atexit
-import hashlib
+import contextlib
 import logging
 import numbers
 import os
@@ -16,7 +16,9 @@ from typing import Any, Callable, Sequence
 
 from rayipy import exceptions
 from rayipy.core.object_ref import ObjectRef, current_runtime
+from rayipy.node import connection
 from rayipy.node.client import Runtime
+from rayipy.node.connection import key_from_password  # noqa: F401 (public before it moved)
 from rayipy.node.launch import LocalCluster
 from rayipy.remote_function import RemoteFunction
 
@@ -59,19 +61,19 @@ class ClusterContext:
         return f"ClusterContext({where} at {self.address})"
 
 
-def key_from_password(password: str) -> bytes:
-    """The cluster key used for signing, derived from a human-typed password."""
-    return hashlib.sha256(b"rayipy cluster key\x00" + password.encode()).digest()
-
-
 def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
          resources: dict[str, float] | None = None, password: str | None = None,
          _redis_password: str | None = None, ignore_reinit_error: bool = False,
          **kwargs: Any) -> ClusterContext:
-    """Start a local cluster (no address) or connect to one (``address="host:port"``).
+    """Start a local cluster, or connect to a running one, by Ray's rules.
 
-    ``num_cpus`` defaults to the number of CPUs of this machine; ``password`` (Ray's
-    ``_redis_password`` is accepted too) is needed to join a cluster started elsewhere.
+    ``address``: None connects to ``$RAYIPY_ADDRESS`` or to the cluster ``rayipy start``
+    started on this machine, and otherwise starts a local cluster; ``"auto"`` connects to
+    that cluster or raises ``ClusterNotFoundError``; ``"local"`` always starts a local
+    cluster; ``"host:port"`` connects there, with ``password`` (Ray's ``_redis_password``
+    is accepted too) unless this machine's connection file has that address.
+    ``num_cpus`` (default: this machine's CPUs), ``num_gpus`` and ``resources`` size a new
+    local cluster.
     """
     global _cluster, _context
     unknown = set(kwargs) - _IGNORED_INIT_OPTIONS
@@ -82,6 +84,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     if resources is not None and not (isinstance(resources, dict) and all(
             isinstance(k, str) and isinstance(v, numbers.Real) and v >= 0 for k, v in resources.items())):
         raise TypeError(f"resources must be a dict of name -> amount >= 0, got {resources!r}")
+    if password is not None and not isinstance(password, str):
+        raise TypeError(f"password must be a string, got {type(password).__name__}")
     with _lock:
         if is_initialized():
             if ignore_reinit_error:
@@ -89,19 +93,28 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             raise RuntimeError("rayipy.init() was already called: call rayipy.shutdown() first, "
                                "or pass ignore_reinit_error=True")
         password = password if password is not None else _redis_password
-        if address in (None, "local"):
+        target = connection.resolve(address, password)
+        info: dict = {}
+        if target is None:
             cluster = LocalCluster(num_cpus if num_cpus is not None else (os.cpu_count() or 1),
                                    _node_resources(num_gpus, resources))
             head_address = cluster.start()
             key = cluster.key
         else:
-            if num_cpus is not None or resources is not None:
-                raise ValueError("num_cpus and resources describe a new local cluster; when "
-                                 "connecting to an existing cluster, set them on its nodes "
-                                 "(rayipy start --num-cpus ...)")
+            if num_cpus is not None or num_gpus is not None or resources is not None:
+                raise ValueError(
+                    f"init() connects to the running cluster at "
+                    f"{target.head_address.removeprefix('tcp://')} (from {target.found_in}), so "
+                    f"num_cpus, num_gpus and resources, which size a new local cluster, do not "
+                    f"apply: set them on its nodes (rayipy start --num-cpus ...), or pass "
+                    f"address='local' for a separate local cluster")
             cluster = None
-            head_address, key = _resolve_address(address, password)
-        runtime = Runtime("driver", head_address, key)
+            head_address, key = target.head_address, target.key
+            host, port = connection.parse_address(head_address)
+            connection.check_reachable(host, port)
+            with contextlib.suppress(OSError):
+                info["ip"] = connection.local_ip_toward(host, port)
+        runtime = Runtime("driver", head_address, key, info=info)
         try:
             welcome = runtime.start(timeout=30.0 if cluster else 10.0)
             if cluster is not None:
@@ -121,18 +134,6 @@ def _node_resources(num_gpus: int | None, resources: dict | None) -> dict:
     if num_gpus:
         out["GPU"] = float(num_gpus)
     return out
-
-
-def _resolve_address(address: str, password: str | None) -> tuple[str, bytes]:
-    if not isinstance(address, str):
-        raise TypeError(f"address must be a string like 'host:6379', got {address!r}")
-    host, _, port = address.removeprefix("tcp://").rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"address must look like 'host:port', got {address!r}")
-    if password is None:
-        raise ValueError(f"connecting to {address} needs the cluster's password: "
-                         f"init(address={address!r}, password='...') (printed by `rayipy start --head`)")
-    return f"tcp://{host}:{port}", key_from_password(password)
 
 
 def _wait_for_nodes(runtime: Runtime, count: int, timeout: float = 30.0) -> None:

@@ -1,20 +1,40 @@
-"""The ``rayipy`` command.
+"""The ``rayipy`` command: a cluster across machines, as with ``ray start``.
 
-Today: ``rayipy --version`` and ``rayipy info`` (what this machine would offer a local
-cluster, for bug reports). ``rayipy start|stop|status`` for clusters across machines
-come with the cluster work; until then this command says so instead of failing obscurely.
+    rayipy start --head [--node-ip-address IP] [--port 6379]   # head + this machine's node
+    rayipy start --address=IP:6379 --password=PW                # join from another machine
+    rayipy status                                               # nodes, resources, tasks
+    rayipy stop                                                 # this machine's processes
+
+``start`` leaves its processes running in the background (``daemon.py``) and records them
+with the cluster's address and key in the connection file (``connection.py``), which
+``stop``, ``status`` and ``rayipy.init(address="auto")`` read. ``rayipy info`` prints
+versions, for bug reports.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import rayipy
+from rayipy import exceptions
+from rayipy.cli_status import format_status
+from rayipy.node import connection, daemon
+from rayipy.node.connection import DEFAULT_PORT, ClusterFile, ProcessRecord
 
-CLUSTER_COMMANDS = ("start", "stop", "status")
+JOIN_TIMEOUT = 30.0     # for a node agent to register with the head
+ANSWER_TIMEOUT = 10.0   # for a head to answer a connection
+
+
+class CommandError(Exception):
+    """A failure the command reports as one clear message and a non-zero exit."""
 
 
 def info() -> str:
@@ -26,27 +46,377 @@ def info() -> str:
         f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, cloudpickle {cloudpickle.__version__}",
         f"CPUs for a local cluster: {os.cpu_count()}",
         f"platform: {platform.platform()}",
+        f"rayipy directory: {connection.rayipy_home()} (${connection.HOME_ENV} to change)",
     ]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rayipy", description="Ray-style distributed computing, "
-                                     "Jupyter-first. In Python: rayipy.init() starts a local cluster.")
+# -- arguments ---------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rayipy", description="Ray-style distributed computing, Jupyter-first. In Python, "
+        "rayipy.init() starts a local cluster; these commands run a cluster across machines.")
     parser.add_argument("--version", action="version", version=f"rayipy {rayipy.__version__}")
-    commands = parser.add_subparsers(dest="command")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("info", help="versions and what a local cluster would use here")
-    for name in CLUSTER_COMMANDS:
-        commands.add_parser(name, help="clusters across machines (not in this version)")
+
+    start = commands.add_parser(
+        "start", help="start the head (--head) or join a cluster (--address), in the background",
+        description="Start rayipy on this machine, in the background: the head of a new cluster "
+        "and a node agent (--head), or a node agent that joins a running cluster (--address).")
+    role = start.add_mutually_exclusive_group()
+    role.add_argument("--head", action="store_true", help="start a new cluster's head here")
+    role.add_argument("--address", metavar="HOST:PORT", help="join the cluster whose head is there")
+    start.add_argument("--port", type=int, help=f"the head's port (default {DEFAULT_PORT}; 0: any "
+                       f"free port)")
+    start.add_argument("--node-ip-address", metavar="IP", help="this machine's address as the "
+                       "other machines reach it (default: guessed from its routes)")
+    start.add_argument("--password", "--redis-password", dest="password", metavar="PW",
+                       help="the cluster's password (generated for a new cluster if not given)")
+    start.add_argument("--num-cpus", type=int, metavar="N", help="CPUs this node offers "
+                       "(default: all of this machine's)")
+    start.add_argument("--num-gpus", type=int, metavar="N", help="GPUs this node offers")
+    start.add_argument("--memory", type=int, metavar="BYTES", help="memory this node offers "
+                       "(default: this machine's)")
+    start.add_argument("--resources", metavar="JSON", help='custom resources, e.g. \'{"disk": 2}\'')
+    start.add_argument("--block", action="store_true", help="stay in the foreground; Ctrl-C "
+                       "stops rayipy on this machine")
+    start.add_argument("--dashboard-port", type=int, default=8265, help="the dashboard's port "
+                       "(with --head; default 8265)")
+    start.add_argument("--dashboard-host", default=None, help="the address the dashboard binds")
+    start.add_argument("--include-dashboard", type=_boolean, default=True, metavar="BOOL",
+                       help="serve the dashboard (with --head; default true)")
+    for ignored in ("--object-store-memory", "--temp-dir", "--dashboard-agent-listen-port"):
+        start.add_argument(ignored, help=argparse.SUPPRESS)   # Ray's; nothing to set here
+    start.add_argument("--disable-usage-stats", action="store_true", help=argparse.SUPPRESS)
+
+    stop = commands.add_parser("stop", help="stop the rayipy processes `rayipy start` started "
+                               "on this machine")
+    stop.add_argument("--grace-period", type=float, default=10.0, metavar="SECONDS",
+                      help="how long to let them stop before killing them (default 10)")
+    stop.add_argument("-f", "--force", action="store_true", help="kill them at once (SIGKILL)")
+
+    status = commands.add_parser("status", help="nodes, resources in use, queued and running tasks")
+    status.add_argument("--address", metavar="HOST:PORT", help="a head elsewhere (default: the "
+                        "cluster this machine runs or joined)")
+    status.add_argument("--password", "--redis-password", dest="password", metavar="PW")
+    return parser
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def node_resources(args: argparse.Namespace) -> dict[str, float]:
+    """The --num-gpus, --memory and --resources of a start command, checked."""
+    resources: dict[str, float] = {}
+    if args.resources:
+        try:
+            parsed = json.loads(args.resources)
+        except ValueError as e:
+            raise CommandError(f"--resources must be a JSON object like '{{\"disk\": 2}}': {e}") from None
+        if not isinstance(parsed, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and v >= 0 for k, v in parsed.items()):
+            raise CommandError(f"--resources must map names to amounts >= 0, like "
+                               f"'{{\"disk\": 2}}', got {args.resources}")
+        for name in ("CPU", "GPU", "memory"):
+            if name in parsed:
+                raise CommandError(f"--resources: set {name} with --num-{name.lower()}s"
+                                   if name != "memory" else "--resources: set memory with --memory")
+        resources.update({k: float(v) for k, v in parsed.items()})
+    for name, value in (("num-cpus", args.num_cpus), ("num-gpus", args.num_gpus),
+                        ("memory", args.memory)):
+        if value is not None and value < 0:
+            raise CommandError(f"--{name} must be >= 0, got {value}")
+    if args.num_gpus:
+        resources["GPU"] = float(args.num_gpus)
+    if args.memory is not None:
+        resources["memory"] = float(args.memory)
+    return resources
+
+
+# -- rayipy start --------------------------------------------------------------------------------
+
+def start(args: argparse.Namespace) -> int:
+    if not args.head and not args.address:
+        raise CommandError("say what to start: --head (a new cluster, with this machine as its "
+                           "head) or --address=HOST:PORT (join a running cluster)")
+    if args.address and args.port is not None:
+        raise CommandError("--port is the head's port, for --head; to join, give it in "
+                           "--address=HOST:PORT")
+    resources = node_resources(args)
+    num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
+    home = connection.rayipy_home()
+    with connection.locked(home):
+        running = connection.running_cluster(home)
+        if running is not None:
+            what = "the head of" if running.head else "a node of"
+            raise CommandError(f"rayipy is already running on this machine ({what} the cluster at "
+                               f"{running.address}, pids {', '.join(str(p.pid) for p in running.alive())}); "
+                               f"stop it first with `rayipy stop`")
+        started: list[tuple[subprocess.Popen, ProcessRecord]] = []
+        try:
+            if args.head:
+                cluster = _start_head(args, home, num_cpus, resources, started)
+            else:
+                cluster = _join(args, home, num_cpus, resources, started)
+        except BaseException:
+            daemon.stop([record for _, record in started], grace=5.0)
+            for popen, _ in started:
+                popen.poll()   # collect it: we are its parent
+            connection.remove_cluster_file(home)
+            raise
+    if args.head:
+        print(_head_message(cluster, num_cpus, home))
+    else:
+        print(f"This machine joined the rayipy cluster at {cluster.address} as node "
+              f"{cluster.node_id[:8]} ({cluster.node_ip}, {num_cpus:g} CPU).\n"
+              f"`rayipy status` shows the cluster; `rayipy stop` takes this machine out of it.\n"
+              f"Logs: {daemon.log_dir(home)}")
+    sys.stdout.flush()
+    if args.block:
+        return _block([popen for popen, _ in started], cluster)
+    return 0
+
+
+def _start_head(args: argparse.Namespace, home: Path, num_cpus: int, resources: dict,
+                started: list) -> ClusterFile:
+    ip = connection.resolve_host(args.node_ip_address) if args.node_ip_address else \
+        connection.default_node_ip()
+    port = DEFAULT_PORT if args.port is None else args.port
+    try:
+        port = connection.check_bindable(ip, port)
+    except OSError as e:
+        raise CommandError(str(e)) from None
+    password = args.password if args.password is not None else connection.new_password()
+    if not password:
+        raise CommandError("--password must not be empty")
+    key = connection.key_from_password(password)
+    logs = daemon.log_dir(home)
+    # TODO(dashboard): pass --dashboard-port/--dashboard-host/--include-dashboard to the head
+    # once rayipy/dashboard/ lands and the head serves it.
+    head = daemon.spawn("head", ["--host", ip, "--port", str(port)], key, logs / "head.log")
+    started.append((head, daemon.record("head", head, logs / "head.log")))
+    address = daemon.wait_listening(head, logs / "head.log").removeprefix("tcp://")
+    cluster = ClusterFile(address, key.hex(), password, True, ip, os.urandom(8).hex())
+    _start_agent(cluster, home, num_cpus, resources, started)
+    return cluster
+
+
+def _join(args: argparse.Namespace, home: Path, num_cpus: int, resources: dict,
+          started: list) -> ClusterFile:
+    try:
+        host, port = connection.parse_address(args.address)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    if args.password is None:
+        raise CommandError(f"joining {args.address} needs the cluster's password: --password=... "
+                           f"(printed by `rayipy start --head` on the head machine)")
+    key = connection.key_from_password(args.password)
+    try:
+        connection.check_reachable(host, port)
+        ip = connection.resolve_host(args.node_ip_address) if args.node_ip_address else \
+            connection.local_ip_toward(host, port)
+    except (ConnectionError, OSError) as e:
+        raise CommandError(f"cannot join {args.address}: {e}") from None
+    # Check the password before starting anything, so that a wrong one fails at once.
+    _query(f"tcp://{host}:{port}", key, "wait_nodes")
+    cluster = ClusterFile(f"{host}:{port}", key.hex(), args.password, False, ip, os.urandom(8).hex())
+    _start_agent(cluster, home, num_cpus, resources, started)
+    return cluster
+
+
+def _start_agent(cluster: ClusterFile, home: Path, num_cpus: int, resources: dict,
+                 started: list) -> None:
+    """Start this machine's node agent, record it, and wait until the head lists its node."""
+    log = daemon.log_dir(home) / "agent.log"
+    agent = daemon.spawn("agent", ["--head", f"tcp://{cluster.address}", "--num-cpus", str(num_cpus),
+                                   "--resources", json.dumps(resources), "--node-id", cluster.node_id,
+                                   "--ip", cluster.node_ip], cluster.key_bytes(), log)
+    started.append((agent, daemon.record("agent", agent, log)))
+    cluster.processes = [record for _, record in started]
+    connection.write_cluster_file(cluster, home)   # from now on, `rayipy stop` finds them
+
+    def registered(runtime) -> bool:
+        if agent.poll() is not None:
+            raise CommandError(f"the node agent exited ({daemon.describe_exit(agent.returncode)}):\n"
+                               f"{daemon.log_tail(log)}")
+        return any(node["NodeID"] == cluster.node_id for node in runtime.request("nodes"))
+
+    _query(f"tcp://{cluster.address}", cluster.key_bytes(), until=registered,
+           timeout=JOIN_TIMEOUT, waiting_for=f"the node agent to register (its log: {log})")
+
+
+def _query(head_address: str, key: bytes, request: str = "", until=None, timeout: float = 0.0,
+           waiting_for: str = ""):
+    """Connect to the head as a short-lived driver: answer ``request``, or wait for ``until``."""
+    from rayipy.node.client import Runtime
+    runtime = Runtime("driver", head_address, key)
+    try:
+        runtime.start(timeout=ANSWER_TIMEOUT)
+    except exceptions.AuthenticationError:
+        raise CommandError(f"the head at {head_address.removeprefix('tcp://')} refused the password "
+                           f"(wrong password): use the one `rayipy start --head` printed") from None
+    except exceptions.RayipyError as e:
+        raise CommandError(str(e)) from None
+    try:
+        if until is None:
+            return runtime.request(request, timeout=ANSWER_TIMEOUT)
+        deadline = time.monotonic() + timeout
+        while not until(runtime):
+            if time.monotonic() > deadline:
+                raise CommandError(f"gave up after {timeout:g} s waiting for {waiting_for}")
+            time.sleep(0.05)
+        return None
+    finally:
+        try:
+            runtime.request("disconnect", timeout=2.0)
+        except Exception:
+            pass
+        runtime.close()
+
+
+def _head_message(cluster: ClusterFile, num_cpus: int, home: Path) -> str:
+    address, password = cluster.address, cluster.password
+    lines = [f"rayipy head started at {address}, with this machine as a node ({num_cpus:g} CPU).",
+             "",
+             "To add another machine to this cluster, run on it:",
+             "",
+             f"    rayipy start --address='{address}' --password='{password}'",
+             "",
+             "To connect a program to this cluster:",
+             "",
+             "    import rayipy",
+             f"    rayipy.init(address='{address}', password='{password}')",
+             "",
+             "  (on this machine, rayipy.init(address='auto') finds it without the password)",
+             ""]
+    if connection.is_loopback(cluster.node_ip):
+        lines += [f"Note: the head listens on {cluster.node_ip}, so only this machine can reach it; "
+                  f"give --node-ip-address to let other machines join.", ""]
+    lines += ["`rayipy status` shows the nodes, resources and tasks; `rayipy stop` stops rayipy on "
+              "this machine.",
+              f"Logs: {daemon.log_dir(home)}. The connection file {connection.connection_path(home)} "
+              f"holds the key: keep it private."]
+    return "\n".join(lines)
+
+
+def _block(processes: list[subprocess.Popen], cluster: ClusterFile) -> int:
+    """--block: stay in the foreground until interrupted or until a process exits."""
+    print("Running in the foreground (--block): Ctrl-C stops rayipy on this machine.", flush=True)
+    stop_requested = []
+
+    def on_signal(signum, frame) -> None:
+        stop_requested.append(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    code = 0
+    while not stop_requested:
+        exited = [p for p in processes if p.poll() is not None]
+        if exited:
+            roles = {p.pid: r.role for r in cluster.processes for p in processes if p.pid == r.pid}
+            print(f"rayipy {roles.get(exited[0].pid, 'process')} exited "
+                  f"({daemon.describe_exit(exited[0].returncode)}): stopping rayipy on this machine",
+                  file=sys.stderr, flush=True)
+            code = 1
+            break
+        time.sleep(0.2)
+    _stop_recorded(grace=10.0, force=False, quiet=True)
+    for p in processes:  # we are their parent: collect them
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+    return code
+
+
+# -- rayipy stop / status ---------------------------------------------------------------------------
+
+def _stop_recorded(grace: float, force: bool, quiet: bool = False) -> int:
+    home = connection.rayipy_home()
+    with connection.locked(home):
+        cluster = connection.read_cluster_file(home)
+        if cluster is None:
+            if not quiet:
+                print("No rayipy processes started by `rayipy start` on this machine "
+                      f"(no {connection.connection_path(home)}).")
+            return 0
+        report = daemon.stop(cluster.processes, grace=grace, force=force)
+        if report.left:
+            print(f"rayipy stop: these processes did not stop: {report.left}", file=sys.stderr)
+            return 1
+        connection.remove_cluster_file(home)
+    if not quiet:
+        if report.stopped:
+            killed = f" ({len(report.killed)} killed after the grace period)" if report.killed and not force else ""
+            print(f"Stopped {len(report.stopped)} rayipy process(es) on this machine{killed}.")
+        else:
+            print("rayipy's processes on this machine had already exited.")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    if args.address:
+        try:
+            host, port = connection.parse_address(args.address)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        if args.password is not None:
+            key = connection.key_from_password(args.password)
+        else:
+            found = connection.read_cluster_file()
+            if found is None or not connection.same_address(found.address, host, port):
+                raise CommandError(f"the status of {args.address} needs its password: --password=...")
+            key = found.key_bytes()
+    else:
+        found = connection.read_cluster_file()
+        if found is None:
+            raise CommandError(f"no rayipy cluster was started on this machine (no "
+                               f"{connection.connection_path()}): start one with `rayipy start "
+                               f"--head`, or give --address=HOST:PORT --password=PW")
+        host, port = connection.parse_address(found.address)
+        key = found.key_bytes()
+    try:
+        connection.check_reachable(host, port)
+    except ConnectionError as e:
+        raise CommandError(f"the cluster is not running, or not reachable: {e}") from None
+    result = _query(f"tcp://{host}:{port}", key, "status")
+    if "peers" in result and "driver" in result["peers"]:
+        result["peers"]["driver"] -= 1   # not counting ourselves
+    print(format_status(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "info":
-        print(info())
-        return 0
-    if args.command in CLUSTER_COMMANDS:
-        print(f"rayipy {args.command}: clusters across machines are not in rayipy "
-              f"{rayipy.__version__} yet. For a cluster on this machine, call rayipy.init() "
-              f"in your program.", file=sys.stderr)
-        return 2
+    try:
+        if args.command == "info":
+            print(info())
+            return 0
+        if args.command == "start":
+            return start(args)
+        if args.command == "stop":
+            return _stop_recorded(args.grace_period, args.force)
+        if args.command == "status":
+            return status(args)
+    except CommandError as e:
+        print(f"rayipy {args.command}: {e}", file=sys.stderr)
+        return 1
+    except exceptions.RayipyError as e:
+        print(f"rayipy {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"rayipy {args.command}: interrupted", file=sys.stderr)
+        return 130
     parser.print_help()
     return 0
 

@@ -29,6 +29,10 @@ class AuthenticationError(RayipyError, ConnectionError):
     """The cluster refused our signature: the password (cluster key) is wrong."""
 
 
+class ClusterNotFoundError(RayipyError, ConnectionError):
+    """``init(address="auto")`` found no cluster started on this machine by ``rayipy start``."""
+
+
 class ProtocolVersionError(RayipyError):
     """A peer speaks another major version of the wire protocol."""
 

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import psutil
 import pytest
 
 import rayipy
 from helpers import child_processes, wait_until
+
+# Tests never see the developer's own cluster (~/.rayipy, $RAYIPY_ADDRESS): init() with no
+# address would connect to it, as Ray's does.
+os.environ["RAYIPY_HOME"] = tempfile.mkdtemp(prefix="rayipy-test-home-")
+os.environ.pop("RAYIPY_ADDRESS", None)
+atexit.register(shutil.rmtree, os.environ["RAYIPY_HOME"], True)
 
 
 def stop_cluster() -> None:

@@ -25,3 +25,35 @@ def child_processes() -> list[psutil.Process]:
                 and p.status() != psutil.STATUS_ZOMBIE]
     except psutil.NoSuchProcess:
         return []
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Live processes whose environment has ``name=value`` (Linux /proc), for cleaning up
+    detached processes a test started, which are not its children."""
+    import os
+    wanted = f"{name}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if wanted not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rindex(b")") + 2:][:1] != b"Z":
+            found.append(int(entry))
+    return found
+
+
+def kill_pids(pids: list[int]) -> None:
+    import os
+    import signal
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

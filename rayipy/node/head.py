@@ -361,6 +361,9 @@ class Head:
         return {"cluster_id": self.cluster_id, "address": self.address,
                 "uptime": time.time() - self.started,
                 "nodes": self.request_nodes(sender),
+                # per node, what is not in use (`rayipy status` shows used / total)
+                "available": {node.node_id.hex(): {k: max(0.0, v) for k, v in node.available.items()}
+                              for node in self.scheduler.nodes.values()},
                 "tasks": self.scheduler.summary(),
                 "dropped_messages": dict(self.endpoint.dropped),
                 "peers": {role: sum(1 for p in self.peers.values() if p.role == role)
