@@ -202,7 +202,7 @@ def _start_head(args: argparse.Namespace, home: Path, num_cpus: int, resources: 
     logs = daemon.log_dir(home)
     # TODO(dashboard): pass --dashboard-port/--dashboard-host/--include-dashboard to the head
     # once rayipy/dashboard/ lands and the head serves it.
-    head = daemon.spawn("head", ["--host", ip, "--port", str(port)], key, logs / "head.log")
+    head = daemon.spawn("head", ["--host", ip, "--port", str(port)], key, logs / "head.log", home)
     started.append((head, daemon.record("head", head, logs / "head.log")))
     address = daemon.wait_listening(head, logs / "head.log").removeprefix("tcp://")
     cluster = ClusterFile(address, key.hex(), password, True, ip, os.urandom(8).hex())
@@ -239,7 +239,7 @@ def _start_agent(cluster: ClusterFile, home: Path, num_cpus: int, resources: dic
     log = daemon.log_dir(home) / "agent.log"
     agent = daemon.spawn("agent", ["--head", f"tcp://{cluster.address}", "--num-cpus", str(num_cpus),
                                    "--resources", json.dumps(resources), "--node-id", cluster.node_id,
-                                   "--ip", cluster.node_ip], cluster.key_bytes(), log)
+                                   "--ip", cluster.node_ip], cluster.key_bytes(), log, home)
     started.append((agent, daemon.record("agent", agent, log)))
     cluster.processes = [record for _, record in started]
     connection.write_cluster_file(cluster, home)   # from now on, `rayipy stop` finds them

@@ -38,7 +38,7 @@ FILE_NAME = "cluster.json"
 
 def rayipy_home() -> Path:
     """The user's rayipy directory: ``$RAYIPY_HOME``, else ``~/.rayipy``."""
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".rayipy")
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".rayipy").expanduser().absolute()
 
 
 def key_from_password(password: str) -> bytes:

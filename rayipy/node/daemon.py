@@ -35,13 +35,17 @@ def log_dir(home: Path) -> Path:
     return path
 
 
-def spawn(module: str, args: list[str], key: bytes, log: Path) -> subprocess.Popen:
-    """Start ``python -m rayipy.node.MODULE ARGS`` detached, its output in ``log``."""
+def spawn(module: str, args: list[str], key: bytes, log: Path, cwd: Path) -> subprocess.Popen:
+    """Start ``python -m rayipy.node.MODULE ARGS`` detached, its output in ``log``.
+
+    In ``cwd`` (the rayipy directory), not the caller's: ``-m`` imports from the working
+    directory first, and a checkout of rayipy there would replace the installed one.
+    """
     env = dict(os.environ, RAYIPY_CLUSTER_KEY=key.hex())
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", f"rayipy.node.{module}", *args], env=env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def record(role: str, popen: subprocess.Popen, log: Path) -> ProcessRecord:
