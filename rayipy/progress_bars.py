@@ -48,8 +48,8 @@ class Frontend(Protocol):
 class Tracker:
     """Counts a set of refs as they finish; knows which of their tasks still run."""
 
-    def __init__(self, refs: list[ObjectRef]) -> None:
-        self.state = ProgressState(len(refs), time.monotonic())
+    def __init__(self, refs: list[ObjectRef], started: float | None = None) -> None:
+        self.state = ProgressState(len(refs), time.monotonic() if started is None else started)
         self._pending: set[bytes] = set()
         self._done = threading.Event()
         self._runtime = refs[0]._runtime if refs else None
@@ -271,7 +271,8 @@ def in_notebook() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def progress(refs: Any, *, description: str = "", display: str = "auto") -> Progress:
+def progress(refs: Any, *, description: str = "", display: str = "auto",
+             _started: float | None = None) -> Progress:
     """Show a live progress bar for ``refs`` and return at once.
 
     ``display``: "auto" (a widget in a notebook, else a terminal bar), "widget" or
@@ -283,7 +284,7 @@ def progress(refs: Any, *, description: str = "", display: str = "auto") -> Prog
         raise ValueError(f'display must be "auto", "widget" or "terminal", got {display!r}')
     if not isinstance(description, str):
         raise TypeError(f"description must be a str, got {type(description).__name__}")
-    tracker = Tracker(ref_list)
+    tracker = Tracker(ref_list, _started)
     if display == "widget" or (display == "auto" and in_notebook()):
         from rayipy.jupyter.progress import NotebookBar
         frontend: Frontend = NotebookBar(len(ref_list), description)
