@@ -28,7 +28,7 @@ import time
 from typing import Any, Iterable, Protocol
 
 from rayipy.core.object_ref import ObjectRef
-from rayipy.core.objects import PENDING, READY
+from rayipy.core.objects import READY
 from rayipy.core.progress import (CANCELLED, FAILED, OK, ProgressCounts, ProgressState,
                                   RedrawClock, describe)
 from rayipy.protocol.errors import error_class_name

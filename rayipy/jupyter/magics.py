@@ -22,10 +22,11 @@ from traitlets import Bool, Float, Int, observe
 from rayipy.jupyter import cluster, remote
 
 
-_START = MagicArgumentParser(prog="%cluster start")
+_START = MagicArgumentParser(prog="%cluster start", usage="%cluster start [-n N] [--num-gpus G]")
 _START.add_argument("-n", "--num-cpus", type=int, default=None, help="number of CPUs (workers)")
 _START.add_argument("--num-gpus", type=int, default=None, help="number of GPUs")
-_CONNECT = MagicArgumentParser(prog="%cluster connect")
+_CONNECT = MagicArgumentParser(prog="%cluster connect",
+                               usage="%cluster connect HOST:PORT [--password PW]")
 _CONNECT.add_argument("address", help="host:port of the cluster's head")
 _CONNECT.add_argument("--password", default=None, help="the cluster's password")
 
@@ -50,6 +51,7 @@ class RayipyMagics(Magics):
                             "on, kill those still running after this many seconds").tag(config=True)
 
     def __init__(self, shell: Any, on_change: Callable[[], None] | None = None, **kwargs: Any) -> None:
+        self._on_change = None      # config from the shell is applied during __init__
         super().__init__(shell=shell, **kwargs)
         self._on_change = on_change
         self.local_counts: Callable[[], dict] = dict
@@ -91,7 +93,7 @@ class RayipyMagics(Magics):
         try:
             return parser.parse_args(words)
         except UsageError as e:
-            raise UsageError(f"{e}; usage: {parser.format_usage().strip()}") from None
+            raise UsageError(f"{e}; usage: {parser.usage}") from None
 
     def _start(self, words: list[str]) -> Any:
         args = self._parse(_START, words)

@@ -102,11 +102,14 @@ class NotebookBar:
             display(self.widget)
 
 
-def slow_get_hook(settings: Any) -> Callable[[list[ObjectRef]], None]:
+FINAL_DRAW_SECONDS = 0.5
+
+
+def slow_get_hook(settings: Any) -> Callable[[list[ObjectRef]], Callable[[], None] | None]:
     """The runtime's ``on_slow_wait``: a ``get`` of many refs blocked past the threshold
     shows a bar (``settings``: the magics' ``auto_progress``, ``progress_threshold`` and
     ``auto_progress_min_refs``). Its clock starts when the get did."""
-    def on_slow_wait(refs: list[ObjectRef]) -> None:
+    def on_slow_wait(refs: list[ObjectRef]) -> Callable[[], None] | None:
         import threading
         import time
 
@@ -116,6 +119,12 @@ def slow_get_hook(settings: Any) -> Callable[[list[ObjectRef]], None]:
         if threading.current_thread() is not threading.main_thread():
             return None  # only a cell's own get: another thread has no cell to show it in
         started = time.monotonic() - settings.progress_threshold
-        progress_bars.progress(refs, description="get", _started=started)
-        return None
+        bar = progress_bars.progress(refs, description="get", _started=started)
+
+        def get_returned() -> None:
+            # Show the final state before the cell goes on (the results may still be
+            # on their way to the bar's callbacks: a short wait).
+            if all(r.done() for r in refs):
+                bar.wait(FINAL_DRAW_SECONDS)
+        return get_returned
     return on_slow_wait
