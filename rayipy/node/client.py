@@ -225,6 +225,11 @@ class Runtime(DirectCalls):
 
     def _queue_spec(self, spec: TaskSpec) -> None:
         """A task: to our leased worker when we run tasks one at a time, else to the head."""
+        if spec.options and ("scheduling_strategy", "SPREAD") in spec.options or any(
+                name == "GPU" for name, _ in spec.resources):
+            # Placement matters (nodes to spread over, GPU devices to assign): the head decides.
+            self._queue_to_head(spec)
+            return
         route = self.leases.route(spec, head_busy=bool(self._via_head))
         if route.direct:
             self._queue_call(route.direct, spec)

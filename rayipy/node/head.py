@@ -38,7 +38,10 @@ log = logging.getLogger("rayipy.head")
 
 HEARTBEAT_SECONDS = 1.0
 DRIVER_SILENCE_LIMIT = 10.0
-AGENT_SILENCE_LIMIT = 10.0
+# A node whose agent is silent this long is gone (host down, network cut): its tasks are
+# retried elsewhere. Agents beat every second and do nothing else that could stall them.
+AGENT_SILENCE_LIMIT = 4.0
+DEAD_NODES_KEPT = 100       # nodes() lists this many gone nodes, with Alive False, as Ray
 
 
 class Peer:
@@ -61,6 +64,7 @@ class Head:
         self.address = self.endpoint.bind(f"tcp://{host}:{port}")
         self.scheduler = Scheduler()
         self.peers: dict[bytes, Peer] = {}
+        self.dead_nodes: list[dict] = []
         self.watch_parent = watch_parent
         self.started = time.time()
         self.running = True
@@ -82,6 +86,7 @@ class Head:
             Kind.OBJECT_VALUE: self.on_object_value,
             Kind.BORROW: self.on_borrow,
             Kind.WORKER_DIED: self.on_worker_died,
+            Kind.NODE_LEAVING: self.on_node_leaving,
             Kind.REQUEST: self.on_request,
             Kind.LOG: self.on_log,
             Kind.SHUTDOWN: self.on_shutdown,
@@ -176,14 +181,20 @@ class Head:
                 continue
             if peer.role == "agent" and silent > AGENT_SILENCE_LIMIT:
                 log.warning("node agent %s silent for %.0f s: removing its node", pid.hex(), silent)
-                self.remove_node(peer.node_id)
                 self.peers.pop(pid, None)
+                self.remove_node(peer.node_id, f"its node stopped answering for {silent:.0f} s")
                 continue
             self.send(pid, Kind.HEARTBEAT, ())
 
-    def remove_node(self, node_id: bytes) -> None:
+    def remove_node(self, node_id: bytes, why: str) -> None:
+        node = self.scheduler.nodes.get(node_id)
+        if node is None or node.leaving:
+            return
+        self.dead_nodes.append({**self.describe_node(node), "Alive": False, "alive": False,
+                                "DeathReason": why})
+        del self.dead_nodes[:-DEAD_NODES_KEPT]
         for worker_id in self.scheduler.remove_node(node_id):
-            self.remove_worker(worker_id, "its node stopped answering")
+            self.remove_worker(worker_id, why)
 
     def remove_worker(self, worker_id: bytes, why: str) -> None:
         self.scheduler.live_owners.discard(worker_id)
@@ -311,6 +322,10 @@ class Head:
         if body[0] in self.peers:
             self.endpoint.send_frames(list(frames), body[0])
 
+    def on_node_leaving(self, sender: bytes, body: tuple, frames: list) -> None:
+        peer = self.peers.pop(sender)
+        self.remove_node(peer.node_id, body[0])
+
     def on_shutdown(self, sender: bytes, body: tuple, frames: list) -> None:
         self.running = False
 
@@ -328,20 +343,23 @@ class Head:
             return
         self.send(sender, Kind.REPLY, (request_id, True, value))
 
+    @staticmethod
+    def describe_node(node) -> dict:
+        """A node as Ray's ``nodes()`` shows it (Ray's field names)."""
+        info = node.info
+        return {
+            "NodeID": node.node_id.hex(),
+            "Alive": not node.leaving,
+            "NodeManagerAddress": info.get("ip", "127.0.0.1"),
+            "NodeManagerHostname": info.get("hostname", ""),
+            "NodeName": info.get("ip", "127.0.0.1"),
+            "Resources": dict(node.total),
+            "alive": not node.leaving,
+        }
+
     def request_nodes(self, sender: bytes) -> list[dict]:
-        out = []
-        for node in self.scheduler.nodes.values():
-            info = node.info
-            out.append({
-                "NodeID": node.node_id.hex(),
-                "Alive": True,
-                "NodeManagerAddress": info.get("ip", "127.0.0.1"),
-                "NodeManagerHostname": info.get("hostname", ""),
-                "NodeName": info.get("ip", "127.0.0.1"),
-                "Resources": dict(node.total),
-                "alive": True,
-            })
-        return out
+        live = [self.describe_node(n) for n in self.scheduler.nodes.values() if not n.leaving]
+        return live + self.dead_nodes
 
     def request_cluster_resources(self, sender: bytes) -> dict[str, float]:
         total: dict[str, float] = {}

@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from rayipy import exceptions
-from rayipy.node import lifetime
+from rayipy.node import gpus, lifetime
 from rayipy.node.actor_host import make_host
 from rayipy.node.client import Runtime
 from rayipy.node.direct import DirectInbox
@@ -359,6 +359,8 @@ class Worker:
         start = time.perf_counter()
         token = CURRENT_TASK.set(spec)
         caller = DIRECT_CALLER.set(self.reply_to.get(spec.task_id))
+        gpu_ids = dict(spec.options).get("gpu_ids") if spec.options else None
+        shown = gpus.use(gpu_ids) if gpu_ids is not None else None
         try:
             try:
                 value = self.call_with_retries(spec)
@@ -369,6 +371,8 @@ class Worker:
                 self.current = None
                 CURRENT_TASK.reset(token)
                 DIRECT_CALLER.reset(caller)
+                if shown is not None and spec.method != "__init__":
+                    gpus.restore(shown)  # an actor keeps its devices; a task gives them back
             return self.pack_returns(spec, value, time.perf_counter() - start)
         except KeyboardInterrupt:
             if self.cancel_requested == spec.task_id:

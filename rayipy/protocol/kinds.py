@@ -40,6 +40,7 @@ class Kind(IntEnum):
     SPAWN_WORKER = 30     # head -> agent: (count,)
     WORKER_DIED = 31      # agent -> head: (worker_id, exit code or -signal, reason)
     RETIRE_WORKER = 32    # head -> agent: (worker_id, kill: bool)
+    NODE_LEAVING = 33     # agent -> head: (reason,)  this node stops: remove it now
 
     # driver requests answered by the head
     REQUEST = 40          # driver -> head: (request_id, name, args)
