@@ -133,6 +133,13 @@ class Head:
     def send(self, to: bytes, kind: Kind, body: Any) -> None:
         self.endpoint.send(kind, body, to)
 
+    def forward(self, to: bytes, kind: Kind, body: Any, frames: list | None) -> None:
+        """Pass a message on: its own signed frames, or (if it came in pieces) anew."""
+        if frames is None:
+            self.send(to, kind, body)
+        else:
+            self.endpoint.send_frames(list(frames), to)
+
     def carry_out(self, instructions: list) -> None:
         for ins in instructions:
             if isinstance(ins, Execute):
@@ -252,7 +259,7 @@ class Head:
         results = body[0]
         owners = {owner_of(r.task_id) for r in results}
         if len(owners) == 1:
-            self.endpoint.send_frames(list(frames), owners.pop())
+            self.forward(owners.pop(), Kind.TASK_DONE, body, frames)
         else:
             for owner in owners:
                 self.send(owner, Kind.TASK_DONE, ([r for r in results if owner_of(r.task_id) == owner],))
@@ -297,7 +304,7 @@ class Head:
         object_id, requester = body
         owner = owner_of(object_id)
         if owner in self.peers:
-            self.endpoint.send_frames(list(frames), owner)
+            self.forward(owner, Kind.GET_OBJECT, body, frames)
             return
         error = exceptions.OwnerDiedError(
             f"ObjectRef({object_id.hex()}) is lost: the process that created it has exited")
@@ -305,7 +312,7 @@ class Head:
                   (object_id, ObjectValue(False, errors.capture_system_error(error)), requester))
 
     def on_object_value(self, sender: bytes, body: tuple, frames: list) -> None:
-        self.endpoint.send_frames(list(frames), body[2])
+        self.forward(body[2], Kind.OBJECT_VALUE, body, frames)
 
     def on_borrow(self, sender: bytes, body: tuple, frames: list) -> None:
         changes, borrower = body
@@ -320,7 +327,7 @@ class Head:
 
     def on_log(self, sender: bytes, body: tuple, frames: list) -> None:
         if body[0] in self.peers:
-            self.endpoint.send_frames(list(frames), body[0])
+            self.forward(body[0], Kind.LOG, body, frames)
 
     def on_node_leaving(self, sender: bytes, body: tuple, frames: list) -> None:
         peer = self.peers.pop(sender)

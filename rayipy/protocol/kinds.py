@@ -17,6 +17,7 @@ class Kind(IntEnum):
 
     HEARTBEAT = 5         # any <-> head: ()
     SHUTDOWN = 6          # head -> agent/worker, driver -> head: (reason: str,)
+    CHUNK = 7             # any -> any: a piece of a large message (protocol/bulk.py)
 
     # functions and tasks
     FUNCTION = 10         # owner -> head -> worker: (function_id, pickled function bytes)
