@@ -18,6 +18,7 @@ from rayipy import exceptions
 from rayipy.core.object_ref import ObjectRef, current_runtime
 from rayipy.node.client import Runtime
 from rayipy.node.launch import LocalCluster
+from rayipy.runtime_context import RuntimeContext
 from rayipy.remote_function import RemoteFunction
 
 log = logging.getLogger("rayipy")
@@ -279,10 +280,9 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     _runtime().cancel(object_ref, bool(force))
 
 
-def get_runtime_context() -> "RuntimeContext":
+def get_runtime_context() -> RuntimeContext:
     """Where the calling code runs: ``.get_node_id()``, ``.get_task_id()``, ``.get_actor_id()``."""
     from rayipy.node.worker import CURRENT_TASK
-    from rayipy.runtime_context import RuntimeContext
     runtime = _runtime()
     return RuntimeContext(runtime.node_id, CURRENT_TASK.get(None))
 

@@ -268,8 +268,18 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         return self.dispatch()
 
     def drop_owner(self, owner: bytes) -> None:
-        """A driver is gone: nobody will read its queued tasks' results; its leases end."""
+        """A driver is gone: nobody will read its queued tasks' results; its leases end.
+
+        Its tasks given to workers are forgotten too: large results that went straight to
+        it would never be acknowledged (``RESULTS_RECEIVED``) and hold the worker.
+        """
         for worker in self.workers.values():
+            if worker.actor is None and any(t[:8] == owner for t in worker.queue):
+                for task_id in [t for t in worker.queue if t[:8] == owner]:
+                    worker.queue.remove(task_id)
+                    self.tasks.pop(task_id, None)
+                if not worker.queue and not worker.leased_to:
+                    self._release_lease(worker)
             if worker.leased_to == owner:
                 worker.leased_to = None
                 if not worker.queue:

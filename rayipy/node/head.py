@@ -87,6 +87,7 @@ class Head:
             Kind.BORROW: self.on_borrow,
             Kind.WORKER_DIED: self.on_worker_died,
             Kind.NODE_LEAVING: self.on_node_leaving,
+            Kind.RESULTS_RECEIVED: self.on_results_received,
             Kind.REQUEST: self.on_request,
             Kind.LOG: self.on_log,
             Kind.SHUTDOWN: self.on_shutdown,
@@ -143,7 +144,8 @@ class Head:
     def carry_out(self, instructions: list) -> None:
         for ins in instructions:
             if isinstance(ins, Execute):
-                self.send(ins.worker, Kind.EXECUTE, (ins.specs, ins.functions))
+                self.send(ins.worker, Kind.EXECUTE, (ins.specs, ins.functions,
+                                                     self.data_addresses(ins.specs)))
             elif isinstance(ins, Fail):
                 self.fail_task(ins)
             elif isinstance(ins, CancelRunning):
@@ -166,6 +168,17 @@ class Head:
                     if caller in self.peers:
                         self.send(caller, Kind.ACTOR_LOCATION,
                                   (ins.actor_id, ins.address, ins.why, ins.restarting))
+
+    def data_addresses(self, specs: list) -> dict[bytes, str]:
+        """Where the specs' owners take large results straight from the worker."""
+        out = {}
+        for spec in specs:
+            owner = spec.task_id[:8]
+            if owner not in out:
+                peer = self.peers.get(owner)
+                if peer is not None and peer.info.get("data"):
+                    out[owner] = peer.info["data"]
+        return out
 
     def fail_task(self, fail: Fail) -> None:
         payload = errors.capture_system_error(fail.error, fail.task.name)
@@ -266,6 +279,10 @@ class Head:
         self.carry_out(self.scheduler.finished(sender, [r.task_id for r in results],
                                                [r.duration for r in results]))
 
+    def on_results_received(self, sender: bytes, body: tuple, frames: list) -> None:
+        worker_id, done = body
+        self.carry_out(self.scheduler.finished(worker_id, [t for t, _ in done], [d for _, d in done]))
+
     def on_cancel(self, sender: bytes, body: tuple, frames: list) -> None:
         task_id, force, actor_id, leased_worker = body
         error = exceptions.TaskCancelledError(detail="cancelled before it started")
@@ -304,7 +321,10 @@ class Head:
         object_id, requester = body
         owner = owner_of(object_id)
         if owner in self.peers:
-            self.forward(owner, Kind.GET_OBJECT, body, frames)
+            # The owner answers straight to the requester's data port, not through us.
+            peer = self.peers.get(requester)
+            address = peer.info.get("data", "") if peer is not None else ""
+            self.send(owner, Kind.GET_OBJECT, (object_id, requester, address))
             return
         error = exceptions.OwnerDiedError(
             f"ObjectRef({object_id.hex()}) is lost: the process that created it has exited")
@@ -388,6 +408,7 @@ class Head:
                 "nodes": self.request_nodes(sender),
                 "tasks": self.scheduler.summary(),
                 "dropped_messages": dict(self.endpoint.dropped),
+                "bytes_received": self.endpoint.bytes_received,
                 "peers": {role: sum(1 for p in self.peers.values() if p.role == role)
                           for role in ("driver", "worker", "agent")}}
 
