@@ -341,9 +341,9 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         return out
 
     def _pick_worker(self, request: tuple, depth: int, spread: bool = False) -> Worker | None:
-        """An idle worker if one fits (on the least loaded node, or with ``spread`` the
-        node that got the fewest SPREAD tasks), else the worker with the shortest queue of
-        the same request, if shorter than ``depth``."""
+        """An idle worker if one fits, on the least loaded node; else the worker with the
+        shortest queue of the same request, if shorter than ``depth``. With ``spread``, the
+        node that got the fewest SPREAD tasks comes first, idle worker or not."""
         idle = None
         idle_rank: tuple = ()
         best = None
@@ -356,16 +356,18 @@ class Scheduler(ActorScheduling, LeaseScheduling):
                 continue
             if worker.lease is None:
                 if node.fits(request):
-                    rank = (node.spread_count, node.load()) if spread else (node.load(),)
+                    rank = (node.spread_count, 0, node.load()) if spread else (node.load(),)
                     if idle is None or rank < idle_rank:
                         idle, idle_rank = worker, rank
                 continue
             n = len(worker.queue)
             if worker.lease == request and n < depth:
-                rank = (node.spread_count, n) if spread else (n, node.load())
+                rank = (node.spread_count, 1, n) if spread else (n, node.load())
                 if best is None or rank < best_rank:
                     best, best_rank = worker, rank
-        return idle or best  # an idle worker always wins over queueing
+        if spread and best is not None and (idle is None or best_rank < idle_rank):
+            return best
+        return idle or best  # an idle worker wins over queueing
 
     @staticmethod
     def _idle(worker: Worker) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from rayipy.core.scheduler import (
     UNKNOWN_DURATION_DEPTH, CancelRunning, Execute, Fail, Scheduler, Spawn)
