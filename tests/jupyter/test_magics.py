@@ -251,6 +251,21 @@ def test_cluster_stop_stops_and_a_new_start_works(shell, capsys):
     assert not rayipy.is_initialized()
     shell.run_line_magic("cluster", "stop")
     assert "No rayipy cluster is running" in capsys.readouterr().out
-    shell.run_line_magic("cluster", "start -n 1")
+    shell.run_line_magic("config", "RayipyMagics.num_cpus = 1")   # the default for start
+    try:
+        shell.run_line_magic("cluster", "start")
+    finally:
+        shell.run_line_magic("config", "RayipyMagics.num_cpus = None")
     assert rayipy.cluster_resources()["CPU"] == 1
     assert current_runtime().on_submit is not None  # hooks attached to the new cluster too
+
+
+def test_settings_from_the_config_file_apply_when_the_extension_loads(shell):
+    """``c.RayipyMagics.progress_threshold = 0.3`` in ipython_config.py: the shell's config."""
+    shell.run_line_magic("unload_ext", "rayipy")
+    shell.config.RayipyMagics.progress_threshold = 0.3
+    try:
+        shell.run_line_magic("load_ext", "rayipy")
+        assert shell.magics_manager.registry["RayipyMagics"].progress_threshold == 0.3
+    finally:
+        del shell.config.RayipyMagics["progress_threshold"]
