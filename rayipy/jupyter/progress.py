@@ -54,7 +54,8 @@ class ProgressWidget(ipywidgets.HBox):
         """Draw ``counts``: one message per widget, whatever changed."""
         text = describe(counts)
         if counts.complete:
-            style = "success" if not (counts.failed or counts.cancelled) else "danger"
+            trouble = counts.failed or counts.cancelled or counts.finished < counts.total
+            style = "danger" if trouble else "success"
         else:
             style = "warning" if (counts.failed or counts.cancelled) else "info"
         with self.hold_sync():
