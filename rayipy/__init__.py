@@ -11,8 +11,9 @@
 """
 
 from rayipy import exceptions
-from rayipy.api import (available_resources, cancel, cluster_resources, cluster_status, get, init,
-                        is_initialized, method, nodes, put, remote, shutdown, wait)
+from rayipy.api import (available_resources, cancel, cluster_resources, cluster_status, get,
+                        get_dashboard_url, init, is_initialized, method, nodes, put, remote,
+                        shutdown, wait)
 from rayipy.actor import ActorClass, ActorHandle, get_actor, kill
 from rayipy.core.object_ref import ObjectRef
 from rayipy.remote_function import RemoteFunction
@@ -20,7 +21,7 @@ from rayipy.remote_function import RemoteFunction
 __version__ = "0.1.0"
 
 __all__ = ["ActorClass", "ActorHandle", "get_actor", "kill", "ObjectRef", "RemoteFunction", "available_resources", "cancel", "cluster_resources",
-           "cluster_status", "exceptions", "get", "init", "is_initialized", "method", "nodes",
+           "cluster_status", "exceptions", "get", "get_dashboard_url", "init", "is_initialized", "method", "nodes",
            "put", "remote", "shutdown", "wait", "__version__"]
 
 
