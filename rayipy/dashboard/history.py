@@ -61,7 +61,8 @@ def failure_of(status: int) -> str:
 
 class TaskHistory:
     def __init__(self, capacity: int = RECENT_CAPACITY, max_functions: int = MAX_FUNCTIONS) -> None:
-        self.recent: collections.deque[Finished] = collections.deque(maxlen=capacity)
+        # Finished records as plain tuples (see ``results``); ``Finished(*item)`` reads one.
+        self.recent: collections.deque[tuple] = collections.deque(maxlen=capacity)
         self.functions: dict[str, FunctionStats] = {}
         self.max_functions = max_functions
         self.finished = 0                          # tasks that returned normally
@@ -69,6 +70,10 @@ class TaskHistory:
         self.by_node: collections.Counter[bytes] = collections.Counter()
         # worker id -> (task id of the task at the front of its queue, when it got there)
         self.running_since: dict[bytes, tuple[bytes, float]] = {}
+        # Work that went straight to a worker (actor calls, leased tasks), from heartbeats:
+        # worker id -> (its running direct call or None, calls in flight on actor threads)
+        self.direct_running: dict[bytes, tuple] = {}
+        self.direct_seen: dict[bytes, dict] = {}    # worker id -> the counts it last reported
 
     @property
     def capacity(self) -> int:
@@ -89,28 +94,71 @@ class TaskHistory:
 
     def results(self, worker: Any, results: Iterable, tasks: dict, now: float) -> None:
         """A worker's results (``worker`` is the scheduler's record of it, None if it is
-        gone). ``tasks`` is the scheduler's task table, read before it forgets them."""
+        gone). ``tasks`` is the scheduler's task table, read before it forgets them.
+
+        On the head's hot path: plain tuples (a NamedTuple costs four times as much to
+        make), and counts added once per run of same-named results, not once per task."""
         node_id, pid = (worker.node_id, worker.pid) if worker is not None else (b"", 0)
         append = self.recent.append
-        count = 0
+        get = tasks.get
+        run_name = None
+        ok = failed = 0
+        seconds = 0.0
         for result in results:
-            record = tasks.get(result.task_id)
+            record = get(result.task_id)
             name = record.spec.name if record is not None else "?"
-            append(Finished(result.task_id, name, result.status, node_id, pid,
-                            result.duration, now))
-            self._count(name, result.status, result.duration)
-            count += 1
-        self.by_node[node_id] += count
+            if name != run_name:
+                if run_name is not None:
+                    self._add(run_name, ok, failed, seconds)
+                run_name, ok, failed, seconds = name, 0, 0, 0.0
+            status = result.status
+            if status == OK:
+                ok += 1
+            else:
+                failed += 1
+            seconds += result.duration
+            append((result.task_id, name, status, node_id, pid, result.duration, now))
+        if run_name is not None:
+            self._add(run_name, ok, failed, seconds)
+            self.by_node[node_id] += ok + failed
 
     def failed_at_head(self, task_id: bytes, name: str, status: int, now: float) -> None:
         """A task the head failed itself: cancelled while queued, out of retries, impossible."""
-        self.recent.append(Finished(task_id, name, status, b"", 0, 0.0, now))
+        self.recent.append((task_id, name, status, b"", 0, 0.0, now))
         self._count(name, status, 0.0)
+
+    def direct(self, worker: Any, report: tuple) -> None:
+        """A worker's heartbeat: its direct work (``rayipy.dashboard.direct_work``), with
+        cumulative counts per name, of which only what is new since its last report counts."""
+        if worker is None:
+            return
+        running, in_flight, counts = report
+        worker_id = worker.worker_id
+        if running is None and not in_flight:
+            self.direct_running.pop(worker_id, None)
+        else:
+            self.direct_running[worker_id] = (running, in_flight)
+        seen = self.direct_seen.get(worker_id, {})
+        new = 0
+        for name, (done, failed, seconds) in counts.items():
+            was = seen.get(name, (0, 0, 0.0))
+            if done != was[0] or failed != was[1]:
+                self._add(name, done - was[0], failed - was[1], seconds - was[2])
+                new += done - was[0] + failed - was[1]
+        self.direct_seen[worker_id] = counts
+        if new:
+            self.by_node[worker.node_id] += new
 
     def forget_worker(self, worker_id: bytes) -> None:
         self.running_since.pop(worker_id, None)
+        self.direct_running.pop(worker_id, None)
+        self.direct_seen.pop(worker_id, None)
 
     def _count(self, name: str, status: int, duration: float) -> None:
+        ok = status == OK
+        self._add(name, int(ok), int(not ok), duration)
+
+    def _add(self, name: str, finished: int, failed: int, seconds: float) -> None:
         stats = self.functions.get(name)
         if stats is None:
             if len(self.functions) >= self.max_functions:
@@ -118,10 +166,8 @@ class TaskHistory:
             stats = self.functions.get(name)
             if stats is None:
                 stats = self.functions[name] = FunctionStats()
-        if status == OK:
-            self.finished += 1
-            stats.finished += 1
-        else:
-            self.failed += 1
-            stats.failed += 1
-        stats.seconds += duration
+        self.finished += finished
+        self.failed += failed
+        stats.finished += finished
+        stats.failed += failed
+        stats.seconds += seconds

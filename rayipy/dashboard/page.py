@@ -115,20 +115,19 @@ def _nodes(status: dict) -> str:
     for node in status["nodes"]:
         rows = []
         for worker in node["workers"]:
-            task = worker["task"]
-            if task is not None:
-                what = f'{esc(task["name"])} {ident(task["task_id"])}'
-                since = esc(fmt_duration(task["running_s"]))
-            elif worker["actor"] is not None:
-                actor = worker["actor"]
+            task, actor = worker["task"], worker["actor"]
+            parts = []
+            if actor is not None:
                 named = f' "{esc(actor["name"])}"' if actor["name"] else ""
-                what = f'actor {esc(actor["class_name"])}{named}'
-                since = ""
+                parts.append(f'actor {esc(actor["class_name"])}{named}')
             elif worker["leased_to"]:
-                what = f'lent to driver <span class="id">{esc(short(worker["leased_to"]))}</span>'
-                since = ""
-            else:
-                what, since = "", ""
+                parts.append(f'lent to driver <span class="id">{esc(short(worker["leased_to"]))}</span>')
+            if task is not None:
+                parts.append(f'{esc(task["name"])} {ident(task["task_id"])}')
+            if worker["calls_in_flight"]:
+                parts.append(f'{worker["calls_in_flight"]} calls running')
+            what = " &middot; ".join(parts)
+            since = esc(fmt_duration(task["running_s"])) if task is not None else ""
             queued = str(worker["queued"]) if worker["queued"] else ""
             rows.append(_row(esc(worker["pid"]), _state(worker["state"]), what, since, queued))
         starting = (f' <span class="muted">({node["workers_starting"]} starting)</span>'
@@ -145,8 +144,12 @@ def _nodes(status: dict) -> str:
     return "<section><h2>Nodes</h2>" + ("".join(blocks) or '<p class="empty">no nodes yet</p>') + "</section>"
 
 
+_DIRECT = (' <span class="muted" title="sent straight to its worker (an actor call or a task on '
+           'a lease): known from the worker\'s heartbeat, up to a second late">(direct)</span>')
+
+
 def _running(status: dict) -> str:
-    rows = [_row(esc(t["name"]), ident(t["task_id"]),
+    rows = [_row(esc(t["name"]) + (_DIRECT if t["via"] == "direct" else ""), ident(t["task_id"]),
                  esc(t["address"] or short(t["node_id"])), esc(t["worker_pid"]),
                  esc(fmt_clock(t["started_at"])), esc(fmt_duration(t["running_s"]))
                  + (' <span class="muted">(waiting in get)</span>' if t["blocked"] else ""))

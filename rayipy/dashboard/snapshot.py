@@ -38,7 +38,7 @@ class HeadFacts:
 class Snapshot:
     taken_at: float
     status: dict                         # the /api/status answer
-    recent: tuple                        # Finished, oldest first
+    recent: tuple                        # Finished records as plain tuples, oldest first
     recent_capacity: int
     node_addresses: dict                 # node id (bytes) -> its address, for recent tasks
 
@@ -48,10 +48,11 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
     workers = scheduler.workers
     actors = scheduler.actors
     # Entries of workers that are gone would otherwise stay until the id is reused (never).
-    for worker_id in [w for w in history.running_since if w not in workers]:
+    for worker_id in [w for w in {*history.running_since, *history.direct_seen} if w not in workers]:
         history.forget_worker(worker_id)
     node_addresses = {node_id: node.info.get("ip", "") for node_id, node in scheduler.nodes.items()}
     running: list[dict] = []
+    in_flight = 0       # calls running on concurrent actors' threads (not listed one by one)
     nodes = []
     for node_id, node in scheduler.nodes.items():
         node_workers = []
@@ -63,6 +64,7 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
             node_workers.append(view)
             if view["task"] is not None:
                 running.append(view["task"])
+            in_flight += view["calls_in_flight"]
         nodes.append({
             "node_id": node_id.hex(),
             "address": node.info.get("ip", ""),
@@ -77,7 +79,7 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
     pipelined = sum(max(0, len(w.queue) - 1) for w in workers.values() if w.actor is None)
     tasks = {
         "queued": sum(len(q) for q in scheduler.ready.values()) + pipelined,
-        "running": len(running),
+        "running": len(running) + in_flight,
         "finished": history.finished,
         "failed": history.failed,
         "submitted": scheduler.counts.get("submitted", 0),
@@ -108,20 +110,28 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
 def _worker_view(scheduler: Any, history: TaskHistory, worker: Any, node_addresses: dict,
                  now: float) -> dict:
     task = None
+    direct, in_flight = history.direct_running.get(worker.worker_id, (None, 0))
     if worker.queue:
         task_id = worker.queue[0]
         record = scheduler.tasks.get(task_id)
         seen = history.running_since.get(worker.worker_id)
         started = seen[1] if seen is not None and seen[0] == task_id else None
+        name = record.spec.name if record is not None else "?"
+        via = "head"
+    elif direct is not None:   # an actor call or a leased task, as of its last heartbeat
+        task_id, name, started = direct
+        via = "direct"
+    if worker.queue or direct is not None:
         task = {
             "task_id": task_id.hex(),
-            "name": record.spec.name if record is not None else "?",
+            "name": name,
             "node_id": worker.node_id.hex(),
             "address": node_addresses.get(worker.node_id, ""),
             "worker_pid": worker.pid,
             "started_at": started,
             "running_s": None if started is None else max(0.0, now - started),
             "blocked": worker.blocked,
+            "via": via,
         }
     actor = None
     if worker.actor is not None:
@@ -145,6 +155,7 @@ def _worker_view(scheduler: Any, history: TaskHistory, worker: Any, node_address
         "state": state,
         "task": task,
         "queued": max(0, len(worker.queue) - 1),
+        "calls_in_flight": in_flight,
         "actor": actor,
         "leased_to": worker.leased_to.hex() if worker.leased_to else None,
     }
@@ -212,7 +223,9 @@ def _functions_view(history: TaskHistory) -> list[dict]:
     return out
 
 
-def finished_view(item: Finished, node_addresses: dict) -> dict:
+def finished_view(item: tuple, node_addresses: dict) -> dict:
+    """One ended task (a ``Finished`` record, stored as a plain tuple) as the API shows it."""
+    item = Finished(*item)
     return {
         "task_id": item.task_id.hex(),
         "name": item.name,

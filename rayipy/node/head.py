@@ -252,7 +252,8 @@ class Head:
                                                  "dashboard_url": self.dashboard_url}))
 
     def on_heartbeat(self, sender: bytes, body: Any, frames: list) -> None:
-        pass
+        if body and self.history is not None:  # a worker's direct work, for the dashboard
+            self.history.direct(self.scheduler.workers.get(sender), body)
 
     def on_function(self, sender: bytes, body: tuple, frames: list) -> None:
         function_id, data = body

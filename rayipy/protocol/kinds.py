@@ -15,7 +15,8 @@ class Kind(IntEnum):
     REFUSED = 3           # head -> any: (reason: str,)  e.g. protocol version mismatch
     AUTH_FAILED = 4       # head -> any, unsigned, empty body: the signature did not check
 
-    HEARTBEAT = 5         # any <-> head: ()
+    HEARTBEAT = 5         # any <-> head: (); a worker's, for the dashboard: (running direct
+                          #   call (task_id, name, since) | None, in_flight, {name: (done, failed, s)})
     SHUTDOWN = 6          # head -> agent/worker, driver -> head: (reason: str,)
 
     # functions and tasks

@@ -124,6 +124,47 @@ def test_failed_tasks_and_actors_are_listed(fresh_cluster):
     wait_until(lambda: status()["actors"]["counts"] == {"DEAD": 1}, timeout=20)
 
 
+class Gate:
+    """An actor whose call waits for a file: it runs on the actor's worker, which the
+    head only hears about through heartbeats."""
+
+    def wait(self, path):
+        return wait_for_file(path)
+
+
+def test_actor_calls_and_leased_tasks_show_from_heartbeats(fresh_cluster, tmp_path):
+    fresh_cluster(num_cpus=2)
+    gate = str(tmp_path / "go")
+    actor = rayipy.remote(Gate).remote()
+    call = actor.wait.remote(gate)
+    running = wait_until(lambda: [t for t in status()["running"] if t["name"] == "Gate.wait"],
+                         timeout=20, message="the actor call never showed as running")
+    assert [t["via"] for t in running] == ["direct"]
+    [worker] = [w for n in status()["nodes"] for w in n["workers"] if w["state"] == "ACTOR"]
+    assert worker["task"]["name"] == "Gate.wait" and worker["pid"] == running[0]["worker_pid"]
+    open(gate, "w").close()
+    rayipy.get(call)
+    wait_until(lambda: {"name": "Gate.wait", "finished": 1, "failed": 0} in [
+        {k: f[k] for k in ("name", "finished", "failed")} for f in status()["functions"]],
+        timeout=20, message="the finished actor call was never counted")
+
+    # One task at a time goes to a worker leased to this driver, straight from it.
+    os.remove(gate)
+    waiter = rayipy.remote(wait_for_file)
+    pid = rayipy.remote(os.getpid)
+    for _ in range(3):   # one at a time: the first asks the head for a lease, the next use it
+        assert rayipy.get(pid.remote()) > 0
+    ref = waiter.remote(gate)
+    now = wait_until(lambda: (s := status())["running"] and s, timeout=20,
+                     message="the leased task never showed as running")
+    assert [(t["name"], t["via"]) for t in now["running"]] == [("wait_for_file", "direct")]
+    assert [w["state"] for n in now["nodes"] for w in n["workers"]
+            if w["pid"] == now["running"][0]["worker_pid"]] == ["LEASED"]
+    open(gate, "w").close()
+    rayipy.get(ref)
+    wait_until(lambda: status()["tasks"]["running"] == 0, timeout=20)
+
+
 def test_page_escapes_a_nasty_task_name(fresh_cluster, tmp_path):
     fresh_cluster(num_cpus=1)
     gate = str(tmp_path / "go")

@@ -1,7 +1,7 @@
 """Unit tests of the dashboard's pure parts: task history, snapshots, the page, the hand-off.
 
 The scheduler is driven through its own events (as the head does) and fed to the
-history the way the head feeds it; no sockets, no processes.
+history the way the head feeds it, heartbeats included; no sockets, no processes.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import threading
 import pytest
 
 from rayipy.core.scheduler import Execute, Scheduler
+from rayipy.dashboard.direct_work import DirectWork
 from rayipy.dashboard.history import OTHER_FUNCTIONS, TaskHistory
 from rayipy.dashboard.page import esc, fmt_duration, render_body, render_page
 from rayipy.dashboard.server import SnapshotBox
 from rayipy.dashboard.snapshot import HeadFacts, build_snapshot, tasks_view
-from rayipy.protocol.messages import CANCELLED, CRASHED, ERROR, OK, Payload, TaskResult, TaskSpec
+from rayipy.protocol.messages import (CANCELLED, CRASHED, ERROR, OK, RETURNED, Payload, TaskResult,
+                                      TaskSpec)
 
 OWNER = b"O" * 8
 NODE, AGENT = b"node-001", b"agent-01"
@@ -71,7 +73,7 @@ def test_recent_tasks_stay_bounded_over_100k_tasks():
     for n in range(100_000):
         history.results(worker, [result(n)], {}, float(n))
     assert len(history.recent) == 1000
-    assert history.recent[0].ended_at == 99_000.0 and history.recent[-1].ended_at == 99_999.0
+    assert history.recent[0][-1] == 99_000.0 and history.recent[-1][-1] == 99_999.0
     assert history.finished == 100_000 and history.by_node[NODE] == 100_000
 
 
@@ -240,3 +242,50 @@ def test_a_failing_build_is_logged_not_raised(caplog):
     box.wanted = True
     box.refresh(lambda: 1 / 0)
     assert not box.wanted and "snapshot failed" in caplog.text
+
+
+# -- work that bypasses the head: counted by the worker, reported in heartbeats ------------
+def test_direct_work_counts_by_name_and_skips_returned_tasks():
+    work = DirectWork()
+    calls = [spec(1, "Counter.inc"), spec(2, "Counter.inc"), spec(3, "Counter.read"), spec(4, "f")]
+    work.accepted(calls)
+    assert work.heartbeat(calls[0], 5.0, 0) == ((calls[0].task_id, "Counter.inc", 5.0), 0, {})
+    work.finished(result(1, OK, 0.5))
+    work.finished(result(2, ERROR, 0.25))
+    work.finished(result(3, OK, 0.1))
+    work.finished(result(4, RETURNED))          # handed back unrun: runs elsewhere, counts there
+    running, in_flight, counts = work.heartbeat(None, 0.0, 3)
+    assert running is None and in_flight == 3
+    assert counts == {"Counter.inc": (1, 1, 0.75), "Counter.read": (1, 0, 0.1)}
+    assert work.names == {}
+    work.accepted([spec(5)])
+    work.dropped(spec(5).task_id)               # cancelled: answered through the head
+    assert work.names == {}
+
+
+def test_heartbeats_add_only_what_is_new_and_show_the_running_call():
+    c = Cluster()
+    worker = c.scheduler.workers[W1]
+    c.history.direct(worker, ((spec(7).task_id, "Counter.inc", 1999.0), 0, {"Counter.inc": (2, 0, 1.0)}))
+    c.history.direct(worker, ((spec(8).task_id, "Counter.inc", 1999.5), 0, {"Counter.inc": (3, 1, 1.5)}))
+    status = c.snapshot().status
+    assert (status["tasks"]["finished"], status["tasks"]["failed"], status["tasks"]["running"]) == (3, 1, 1)
+    [task] = status["running"]
+    assert (task["name"], task["via"], task["started_at"], task["running_s"]) == (
+        "Counter.inc", "direct", 1999.5, 0.5)
+    assert status["functions"] == [{"name": "Counter.inc", "finished": 3, "failed": 1, "mean_s": 0.375}]
+    assert status["nodes"][0]["tasks_done"] == 4
+    c.history.direct(worker, (None, 2, {"Counter.inc": (3, 1, 1.5)}))   # 2 calls on actor threads
+    status = c.snapshot().status
+    assert status["running"] == [] and status["tasks"]["running"] == 2
+    assert status["tasks"]["finished"] == 3
+    c.history.direct(worker, (None, 0, {"Counter.inc": (3, 1, 1.5)}))
+    assert c.snapshot().status["tasks"]["running"] == 0
+
+
+def test_a_gone_workers_direct_counts_stay_counted():
+    c = Cluster()
+    c.history.direct(c.scheduler.workers[W1], (None, 0, {"g": (5, 0, 1.0)}))
+    c.scheduler.remove_worker(W1, RuntimeError("gone"), CRASHED, CANCELLED)
+    status = c.snapshot().status
+    assert status["tasks"]["finished"] == 5 and W1 not in c.history.direct_seen
