@@ -41,6 +41,8 @@ PORT_TRIES = 50          # 8265, 8266, ... as Ray does when the port is taken
 MAX_AGE = 0.5            # seconds: an older snapshot is refreshed before it is served
 WAIT = 1.0               # seconds an HTTP thread waits for the head's loop to publish
 
+WILDCARDS = ("", "0.0.0.0", "::")
+
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
        "img-src 'self'; base-uri 'none'; form-action 'none'")
 
@@ -90,7 +92,10 @@ class SnapshotBox:
 
 
 class DashboardServer:
-    """The HTTP server and its thread; ``url`` is "host:port" (Ray's form, no scheme)."""
+    """The HTTP server and its thread; ``url`` is "host:port" (Ray's form, no scheme).
+
+    ``host`` is where it listens; when that is a wildcard ("0.0.0.0"), the URL names
+    ``public_host`` (the head's own address, if it has one) or this machine's address."""
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, public_host: str | None = None,
                  tries: int = PORT_TRIES) -> None:
@@ -98,7 +103,7 @@ class DashboardServer:
         self.httpd = _bind(host, port, tries)
         self.httpd.box = self.box                      # type: ignore[attr-defined]
         bound_port = self.httpd.server_address[1]
-        self.url = f"{public_host or _public_host(host)}:{bound_port}"
+        self.url = f"{_public_host(host, public_host)}:{bound_port}"
         self.port = bound_port
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="rayipy-dashboard", daemon=True)
@@ -120,12 +125,15 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def _public_host(host: str) -> str:
-    """Where others reach a server bound to ``host``: a wildcard means this host's address."""
-    if host not in ("", "0.0.0.0", "::"):
-        return host
-    try:
-        return socket.gethostbyname(socket.gethostname())
+def _public_host(host: str, hint: str | None) -> str:
+    """Where others reach a server bound to ``host``."""
+    for candidate in (host, hint):
+        if candidate and candidate not in WILDCARDS:
+            return candidate
+    try:   # the address of the interface that routes outwards; no packet is sent
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            return probe.getsockname()[0]
     except OSError:
         return "127.0.0.1"
 

@@ -74,7 +74,7 @@ class Head:
         self.dashboard_problem = ""
         if dashboard_port is not None:
             try:
-                self.dashboard = DashboardServer(dashboard_host or host, dashboard_port).start()
+                self.dashboard = DashboardServer(dashboard_host or host, dashboard_port, host).start()
                 self.history = TaskHistory()
             except OSError as e:
                 self.dashboard_problem = str(e)

@@ -15,7 +15,7 @@ from rayipy.core.scheduler import Execute, Scheduler
 from rayipy.dashboard.direct_work import DirectWork
 from rayipy.dashboard.history import OTHER_FUNCTIONS, TaskHistory
 from rayipy.dashboard.page import esc, fmt_duration, render_body, render_page
-from rayipy.dashboard.server import SnapshotBox
+from rayipy.dashboard.server import SnapshotBox, _public_host
 from rayipy.dashboard.snapshot import HeadFacts, build_snapshot, tasks_view
 from rayipy.protocol.messages import (CANCELLED, CRASHED, ERROR, OK, RETURNED, Payload, TaskResult,
                                       TaskSpec)
@@ -289,3 +289,9 @@ def test_a_gone_workers_direct_counts_stay_counted():
     c.scheduler.remove_worker(W1, RuntimeError("gone"), CRASHED, CANCELLED)
     status = c.snapshot().status
     assert status["tasks"]["finished"] == 5 and W1 not in c.history.direct_seen
+
+
+def test_the_url_names_a_reachable_address_not_a_wildcard():
+    assert _public_host("127.0.0.1", "10.0.0.1") == "127.0.0.1"
+    assert _public_host("0.0.0.0", "10.0.0.1") == "10.0.0.1"      # the head's own address
+    assert _public_host("0.0.0.0", "0.0.0.0") not in ("", "0.0.0.0", "::")
