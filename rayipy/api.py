@@ -135,9 +135,11 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
 
 def get_dashboard_url() -> str:
     """The dashboard's "host:port", as Ray gives it ("" when the cluster serves none):
-    open ``f"http://{rayipy.get_dashboard_url()}"``."""
-    _runtime()
-    return _context.dashboard_url if _context is not None else ""
+    open ``f"http://{rayipy.get_dashboard_url()}"``. Works in tasks too (asks the head)."""
+    runtime = _runtime()
+    if _context is not None and runtime.role == "driver":
+        return _context.dashboard_url
+    return runtime.request("dashboard_url")
 
 
 def _check_dashboard_options(include: Any, host: Any, port: Any) -> None:

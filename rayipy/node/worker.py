@@ -237,8 +237,10 @@ class Worker:
                 self.finish(self.cancelled_result(spec, "cancelled before it started"))
                 spec = None
             # Set under the lock: a cancel must find the task either queued or running.
-            self.current = spec
+            # Since first, then current: the heartbeat reads current first, so a new task
+            # is never paired with the previous one's start time.
             self.current_since = time.time()
+            self.current = spec
             more_waiting = bool(self.queue)
         if spec is not None and self.host is not None and spec.method != "__init__":
             self.current = None

@@ -94,6 +94,8 @@ def test_tasks_show_as_running_then_finished(fresh_cluster, tmp_path):
     assert [(t["name"], t["state"]) for t in recent] == [("wait_for_file", "FINISHED")] * 3
     assert {t["worker_pid"] for t in recent} == set(pids)
     assert json.loads(fetch("/api/health")[2])["status"] == "ok"
+    in_a_task = rayipy.get(rayipy.remote(rayipy.get_dashboard_url).remote())
+    assert in_a_task == ctx.dashboard_url                 # a task asks the head
 
 
 def test_failed_tasks_and_actors_are_listed(fresh_cluster):
