@@ -168,6 +168,8 @@ def _recent(snapshot: Snapshot) -> str:
         rows.append(_row(esc(t["name"]), state, esc(node), esc(t["worker_pid"] or ""),
                          esc(fmt_duration(t["duration_s"])), esc(fmt_clock(t["ended_at"]))))
     return (f"<section><h2>Recent tasks</h2>"
+            '<p class="muted">Tasks that passed through the head; actor calls and tasks run '
+            'one at a time on a leased worker are counted under Functions.</p>'
             + _table(["task", "state", "node", "worker pid", "ran for", "ended"], rows,
                      "no task has ended yet") + "</section>")
 
