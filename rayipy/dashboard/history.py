@@ -22,6 +22,7 @@ from rayipy.protocol.messages import CANCELLED, CRASHED, OK
 RECENT_CAPACITY = 1000
 MAX_FUNCTIONS = 500
 OTHER_FUNCTIONS = "(other functions)"
+SLACK = 64             # entries of gone workers tolerated before a sweep
 
 
 class Finished(NamedTuple):
@@ -87,6 +88,8 @@ class TaskHistory:
         if worker is None or not worker.queue:
             self.running_since.pop(worker_id, None)
             return
+        if len(self.running_since) > len(workers) + SLACK:
+            self.prune(workers)
         front = worker.queue[0]
         seen = self.running_since.get(worker_id)
         if seen is None or seen[0] != front:
@@ -127,13 +130,16 @@ class TaskHistory:
         self.recent.append((task_id, name, status, b"", 0, 0.0, now))
         self._count(name, status, 0.0)
 
-    def direct(self, worker: Any, report: tuple) -> None:
+    def direct(self, worker_id: bytes, workers: dict, report: tuple) -> None:
         """A worker's heartbeat: its direct work (``rayipy.dashboard.direct_work``), with
-        cumulative counts per name, of which only what is new since its last report counts."""
+        cumulative counts per name, of which only what is new since its last report counts.
+        ``workers`` is the scheduler's worker table."""
+        worker = workers.get(worker_id)
         if worker is None:
             return
+        if len(self.direct_seen) > len(workers) + SLACK:
+            self.prune(workers)
         running, in_flight, counts = report
-        worker_id = worker.worker_id
         if running is None and not in_flight:
             self.direct_running.pop(worker_id, None)
         else:
@@ -149,10 +155,13 @@ class TaskHistory:
         if new:
             self.by_node[worker.node_id] += new
 
-    def forget_worker(self, worker_id: bytes) -> None:
-        self.running_since.pop(worker_id, None)
-        self.direct_running.pop(worker_id, None)
-        self.direct_seen.pop(worker_id, None)
+    def prune(self, workers: dict) -> None:
+        """Forget workers that are gone (died, retired, their actor killed), so that a long
+        session that nobody watches does not keep one entry per worker it ever had."""
+        for worker_id in [w for w in {*self.running_since, *self.direct_seen} if w not in workers]:
+            self.running_since.pop(worker_id, None)
+            self.direct_running.pop(worker_id, None)
+            self.direct_seen.pop(worker_id, None)
 
     def _count(self, name: str, status: int, duration: float) -> None:
         ok = status == OK

@@ -47,9 +47,7 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
     """Read the scheduler and history (head thread only); return data nobody shares."""
     workers = scheduler.workers
     actors = scheduler.actors
-    # Entries of workers that are gone would otherwise stay until the id is reused (never).
-    for worker_id in [w for w in {*history.running_since, *history.direct_seen} if w not in workers]:
-        history.forget_worker(worker_id)
+    history.prune(workers)
     node_addresses = {node_id: node.info.get("ip", "") for node_id, node in scheduler.nodes.items()}
     running: list[dict] = []
     in_flight = 0       # calls running on concurrent actors' threads (not listed one by one)

@@ -253,7 +253,7 @@ class Head:
 
     def on_heartbeat(self, sender: bytes, body: Any, frames: list) -> None:
         if body and self.history is not None:  # a worker's direct work, for the dashboard
-            self.history.direct(self.scheduler.workers.get(sender), body)
+            self.history.direct(sender, self.scheduler.workers, body)
 
     def on_function(self, sender: bytes, body: tuple, frames: list) -> None:
         function_id, data = body

@@ -265,9 +265,9 @@ def test_direct_work_counts_by_name_and_skips_returned_tasks():
 
 def test_heartbeats_add_only_what_is_new_and_show_the_running_call():
     c = Cluster()
-    worker = c.scheduler.workers[W1]
-    c.history.direct(worker, ((spec(7).task_id, "Counter.inc", 1999.0), 0, {"Counter.inc": (2, 0, 1.0)}))
-    c.history.direct(worker, ((spec(8).task_id, "Counter.inc", 1999.5), 0, {"Counter.inc": (3, 1, 1.5)}))
+    workers = c.scheduler.workers
+    c.history.direct(W1, workers, ((spec(7).task_id, "Counter.inc", 1999.0), 0, {"Counter.inc": (2, 0, 1.0)}))
+    c.history.direct(W1, workers, ((spec(8).task_id, "Counter.inc", 1999.5), 0, {"Counter.inc": (3, 1, 1.5)}))
     status = c.snapshot().status
     assert (status["tasks"]["finished"], status["tasks"]["failed"], status["tasks"]["running"]) == (3, 1, 1)
     [task] = status["running"]
@@ -275,17 +275,17 @@ def test_heartbeats_add_only_what_is_new_and_show_the_running_call():
         "Counter.inc", "direct", 1999.5, 0.5)
     assert status["functions"] == [{"name": "Counter.inc", "finished": 3, "failed": 1, "mean_s": 0.375}]
     assert status["nodes"][0]["tasks_done"] == 4
-    c.history.direct(worker, (None, 2, {"Counter.inc": (3, 1, 1.5)}))   # 2 calls on actor threads
+    c.history.direct(W1, workers, (None, 2, {"Counter.inc": (3, 1, 1.5)}))   # 2 calls on actor threads
     status = c.snapshot().status
     assert status["running"] == [] and status["tasks"]["running"] == 2
     assert status["tasks"]["finished"] == 3
-    c.history.direct(worker, (None, 0, {"Counter.inc": (3, 1, 1.5)}))
+    c.history.direct(W1, workers, (None, 0, {"Counter.inc": (3, 1, 1.5)}))
     assert c.snapshot().status["tasks"]["running"] == 0
 
 
 def test_a_gone_workers_direct_counts_stay_counted():
     c = Cluster()
-    c.history.direct(c.scheduler.workers[W1], (None, 0, {"g": (5, 0, 1.0)}))
+    c.history.direct(W1, c.scheduler.workers, (None, 0, {"g": (5, 0, 1.0)}))
     c.scheduler.remove_worker(W1, RuntimeError("gone"), CRASHED, CANCELLED)
     status = c.snapshot().status
     assert status["tasks"]["finished"] == 5 and W1 not in c.history.direct_seen
@@ -295,3 +295,16 @@ def test_the_url_names_a_reachable_address_not_a_wildcard():
     assert _public_host("127.0.0.1", "10.0.0.1") == "127.0.0.1"
     assert _public_host("0.0.0.0", "10.0.0.1") == "10.0.0.1"      # the head's own address
     assert _public_host("0.0.0.0", "0.0.0.0") not in ("", "0.0.0.0", "::")
+
+
+def test_entries_of_gone_workers_are_swept_without_a_viewer():
+    history = TaskHistory()
+    workers: dict = {}
+    for n in range(1000):   # actors created and killed one after another; nobody looks
+        worker_id = n.to_bytes(8, "big")
+        workers[worker_id] = type("W", (), {"node_id": NODE, "pid": n, "queue": [b"t"]})()
+        history.started(worker_id, workers, 0.0)
+        history.direct(worker_id, workers, (None, 0, {"A.f": (1, 0, 0.1)}))
+        del workers[worker_id]
+    assert len(history.running_since) <= 66 and len(history.direct_seen) <= 66
+    assert history.finished == 1000
