@@ -15,6 +15,9 @@ every widget message a frontend would.
      get's return: without a bar (auto progress off) and with `rayipy.progress(refs)`
      shown before the get; runs alternate (bar, no bar, ...) on one cluster, --reps
      pairs; medians and their ratio. The same for 10,000 x time.sleep(0.001) (the seed).
+     Wall times swing by +-10% on a shared 2-core machine, so the CPU time the kernel
+     process spent (driver threads, the progress thread, the widget messages) is shown
+     beside them: what the bar itself costs, whatever the neighbours do.
   c. widget updates: for every bar of b, the comm messages of its HBox (one per redraw)
      and of all three of its widgets, divided by the bar's lifetime: redraws a second.
 
@@ -102,6 +105,7 @@ def tiny_sleep():
     return None
 
 def timed_get(fn, n, bar):
+    cpu = time.process_time()
     start = time.perf_counter()
     refs = [fn.remote() for _ in range(n)]
     shown = rayipy.progress(refs) if bar else None
@@ -110,7 +114,7 @@ def timed_get(fn, n, bar):
     model = shown.widget.model_id if shown else None
     if shown:
         shown.wait(30)
-    return {"seconds": elapsed, "model": model,
+    return {"seconds": elapsed, "cpu": time.process_time() - cpu, "model": model,
             "children": [c.model_id for c in shown.widget.children] if shown else [],
             "redraws": shown.redraws if shown else 0,
             "redraws_per_s": shown.redraws_per_second() if shown else 0.0}
@@ -140,16 +144,21 @@ def widget_rates(kernel: Kernel, run: dict) -> dict:
 
 def overhead(kernel: Kernel, fn: str, tasks: int, reps: int) -> dict:
     kernel.value(f"print(json.dumps(timed_get({fn}, {min(tasks, 2000)}, False)['seconds']))")  # warm up
-    with_bar, without, rates = [], [], []
+    with_bar, without, cpu_with, cpu_without, rates = [], [], [], [], []
     for _ in range(reps):
         run = kernel.value(f"print(json.dumps(timed_get({fn}, {tasks}, True)))")
         kernel.drain(0.3)
         with_bar.append(run["seconds"])
+        cpu_with.append(run["cpu"])
         rates.append(widget_rates(kernel, run))
-        without.append(kernel.value(f"print(json.dumps(timed_get({fn}, {tasks}, False)['seconds']))"))
+        plain = kernel.value(f"print(json.dumps(timed_get({fn}, {tasks}, False)))")
+        without.append(plain["seconds"])
+        cpu_without.append(plain["cpu"])
     med_with, med_without = statistics.median(with_bar), statistics.median(without)
     return {"with_bar": with_bar, "without": without, "median_with": med_with,
-            "median_without": med_without, "overhead": med_with / med_without - 1, "widget": rates}
+            "median_without": med_without, "overhead": med_with / med_without - 1, "widget": rates,
+            "cpu_with": cpu_with, "cpu_without": cpu_without,
+            "cpu_overhead": statistics.median(cpu_with) / statistics.median(cpu_without) - 1}
 
 
 def report(results: dict) -> str:
@@ -163,6 +172,9 @@ def report(results: dict) -> str:
         msgs = [w["messages_per_s"] for w in r["widget"]]
         lines.append(f"| {label}: get without bar / with bar (medians) | {r['median_without']:.3f} s / "
                      f"{r['median_with']:.3f} s: {r['overhead'] * 100:+.1f}% | < 5% |")
+        lines.append(f"| {label}: CPU time of the kernel process (all its threads), without / "
+                     f"with bar | {statistics.median(r['cpu_without']):.3f} s / "
+                     f"{statistics.median(r['cpu_with']):.3f} s: {r['cpu_overhead'] * 100:+.1f}% | (info) |")
         lines.append(f"| {label}: widget redraws a second (max over runs) | {max(rates):.1f} "
                      f"({max(msgs):.1f} comm messages/s over its 3 widgets) | <= ~10 |")
     return "\n".join(lines)
