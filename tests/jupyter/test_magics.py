@@ -172,20 +172,17 @@ def test_cluster_status_lists_nodes_and_counts_this_notebooks_tasks(shell):
 
 
 @pytest.mark.usefixtures("live")
-def test_cluster_dashboard_says_plainly_when_there_is_none(shell):
+def test_cluster_dashboard_links_the_dashboard_or_says_there_is_none(shell, monkeypatch):
+    url = rayipy.get_dashboard_url()   # a local cluster serves one ("host:port", as Ray)
+    assert url
     shown = shell.run_line_magic("cluster", "dashboard")
-    url = getattr(rayipy.api._context, "dashboard_url", "")
-    if url:  # a cluster with a dashboard: its link, as a URL
-        assert f'href="http://{url.removeprefix("http://")}"' in shown._repr_html_()
-    else:
-        assert "No dashboard is running" in repr(shown)
-    rayipy.api._context.dashboard_url = "127.0.0.1:8265"   # as the dashboard's init sets it
-    try:
-        shown = shell.run_line_magic("cluster", "dashboard")
-        assert 'href="http://127.0.0.1:8265"' in shown._repr_html_()
-        assert "http://127.0.0.1:8265" in repr(shown)
-    finally:
-        rayipy.api._context.dashboard_url = url
+    assert f'href="http://{url}"' in shown._repr_html_() and f"http://{url}" in repr(shown)
+    context_html = shell.display_formatter.format(rayipy.api._context)[0]["text/html"]
+    assert f'href="http://{url}"' in context_html
+    # A cluster started without one (rayipy start --no-dashboard, include_dashboard=False):
+    monkeypatch.setattr(rayipy.api._context, "dashboard_url", "")
+    monkeypatch.setattr(rayipy.api, "get_dashboard_url", lambda: "")
+    assert "No dashboard is running" in repr(shell.run_line_magic("cluster", "dashboard"))
 
 
 @pytest.mark.usefixtures("live")
