@@ -98,6 +98,7 @@ class Worker:
         self.serves_actor = False               # set by the first actor spec we receive
         self.host: Any = None                   # runs a concurrent actor's calls (actor_host)
         self.cancel_requested: bytes | None = None
+        self.interruptible: bytes | None = None   # the task whose code runs right now
         self.results: list[TaskResult] = []
         self.batch_started = 0.0
         self.output: dict[tuple, list] = {}     # (owner, stream, task name, task id) -> [text]
@@ -403,7 +404,11 @@ class Worker:
         shown = gpus.use(gpu_ids) if gpu_ids is not None else None
         try:
             try:
-                value = self.call_with_retries(spec)
+                self.interruptible = spec.task_id
+                try:
+                    value = self.call_with_retries(spec)
+                finally:
+                    self.interruptible = None
                 if spec.method == "__init__":
                     self.become_actor(spec, value)
                     value = None
@@ -421,6 +426,13 @@ class Worker:
             return self.error_result(spec, exceptions.TaskCancelledError(spec.name, "interrupted"), start)
         except BaseException as e:  # noqa: BLE001 -- a task's error is its result
             return self.error_result(spec, e, start)
+
+    def interrupt(self, signum: int, frame: Any) -> None:
+        """SIGINT, sent by ``on_cancel``: interrupt only the task it was meant for. The
+        signal races that task's end; arriving later it would hit the next task, or the
+        loop between two tasks (losing the one just taken), so then it is dropped."""
+        if self.cancel_requested is not None and self.cancel_requested == self.interruptible:
+            raise KeyboardInterrupt
 
     async def run_async(self, spec: TaskSpec) -> TaskResult:
         """A call of an async actor, on its event loop; sync methods run there directly."""
@@ -509,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime = Runtime("worker", args.head, key, node_id=bytes.fromhex(args.node_id),
                       process_id=bytes.fromhex(args.worker_id), info={"ip": args.ip})
     worker = Worker(runtime, args.ip)
+    signal.signal(signal.SIGINT, worker.interrupt)
     sys.stdout = TaskOutput(worker, "stdout")
     sys.stderr = TaskOutput(worker, "stderr")
     try:
