@@ -82,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--resources", metavar="JSON", help='custom resources, e.g. \'{"disk": 2}\'')
     start.add_argument("--block", action="store_true", help="stay in the foreground; Ctrl-C "
                        "stops rayipy on this machine")
-    start.add_argument("--dashboard-port", type=int, default=8265, help="the dashboard's port "
-                       "(with --head; default 8265)")
-    start.add_argument("--dashboard-host", default=None, help="the address the dashboard binds")
+    start.add_argument("--dashboard-port", type=int, default=8265, help="the first port to try "
+                       "for the dashboard (with --head; default 8265; 0: any free port)")
+    start.add_argument("--dashboard-host", default=None, help="the address the dashboard listens "
+                       "on (default: the head's; 0.0.0.0: every interface)")
     start.add_argument("--include-dashboard", type=_boolean, default=True, metavar="BOOL",
                        help="serve the dashboard (with --head; default true)")
     for ignored in ("--object-store-memory", "--temp-dir", "--dashboard-agent-listen-port"):
@@ -132,7 +133,7 @@ def node_resources(args: argparse.Namespace) -> dict[str, float]:
                                    if name != "memory" else "--resources: set memory with --memory")
         resources.update({k: float(v) for k, v in parsed.items()})
     for name, value in (("num-cpus", args.num_cpus), ("num-gpus", args.num_gpus),
-                        ("memory", args.memory)):
+                        ("memory", args.memory), ("dashboard-port", args.dashboard_port)):
         if value is not None and value < 0:
             raise CommandError(f"--{name} must be >= 0, got {value}")
     if args.num_gpus:
@@ -174,7 +175,7 @@ def start(args: argparse.Namespace) -> int:
             connection.remove_cluster_file(home)
             raise
     if args.head:
-        print(_head_message(cluster, num_cpus, home))
+        print(_head_message(cluster, num_cpus, home, args.include_dashboard))
     else:
         print(f"This machine joined the rayipy cluster at {cluster.address} as node "
               f"{cluster.node_id[:8]} ({cluster.node_ip}, {num_cpus:g} CPU).\n"
@@ -200,13 +201,18 @@ def _start_head(args: argparse.Namespace, home: Path, num_cpus: int, resources: 
         raise CommandError("--password must not be empty")
     key = connection.key_from_password(password)
     logs = daemon.log_dir(home)
-    # TODO(dashboard): pass --dashboard-port/--dashboard-host/--include-dashboard to the head
-    # once rayipy/dashboard/ lands and the head serves it.
-    head = daemon.spawn("head", ["--host", ip, "--port", str(port)], key, logs / "head.log", home)
+    dashboard = (["--no-dashboard"] if not args.include_dashboard else
+                 ["--dashboard-port", str(args.dashboard_port)]
+                 + (["--dashboard-host", args.dashboard_host] if args.dashboard_host else []))
+    head = daemon.spawn("head", ["--host", ip, "--port", str(port), *dashboard], key,
+                        logs / "head.log", home)
     started.append((head, daemon.record("head", head, logs / "head.log")))
     address = daemon.wait_listening(head, logs / "head.log").removeprefix("tcp://")
     cluster = ClusterFile(address, key.hex(), password, True, ip, os.urandom(8).hex())
     _start_agent(cluster, home, num_cpus, resources, started)
+    if args.include_dashboard:
+        cluster.dashboard_url = _query(f"tcp://{address}", key, "dashboard_url")
+        connection.write_cluster_file(cluster, home)
     return cluster
 
 
@@ -254,9 +260,10 @@ def _start_agent(cluster: ClusterFile, home: Path, num_cpus: int, resources: dic
            timeout=JOIN_TIMEOUT, waiting_for=f"the node agent to register (its log: {log})")
 
 
-def _query(head_address: str, key: bytes, request: str = "", until=None, timeout: float = 0.0,
-           waiting_for: str = ""):
-    """Connect to the head as a short-lived driver: answer ``request``, or wait for ``until``."""
+def _query(head_address: str, key: bytes, request: str | tuple[str, ...] = "", until=None,
+           timeout: float = 0.0, waiting_for: str = ""):
+    """Connect to the head as a short-lived driver: the answer to ``request`` (a tuple of
+    names: their answers, in a list), or wait until ``until(runtime)`` is true."""
     from rayipy.node.client import Runtime
     runtime = Runtime("driver", head_address, key)
     try:
@@ -268,6 +275,8 @@ def _query(head_address: str, key: bytes, request: str = "", until=None, timeout
         raise CommandError(str(e)) from None
     try:
         if until is None:
+            if isinstance(request, tuple):
+                return [runtime.request(name, timeout=ANSWER_TIMEOUT) for name in request]
             return runtime.request(request, timeout=ANSWER_TIMEOUT)
         deadline = time.monotonic() + timeout
         while not until(runtime):
@@ -283,7 +292,14 @@ def _query(head_address: str, key: bytes, request: str = "", until=None, timeout
         runtime.close()
 
 
-def _head_message(cluster: ClusterFile, num_cpus: int, home: Path) -> str:
+def _dashboard_problem(home: Path) -> str:
+    for line in (daemon.log_dir(home) / "head.log").read_text(errors="replace").splitlines():
+        if line.startswith("rayipy dashboard not started: "):
+            return line.split(": ", 1)[1]
+    return "see the head's log"
+
+
+def _head_message(cluster: ClusterFile, num_cpus: int, home: Path, dashboard_wanted: bool) -> str:
     address, password = cluster.address, cluster.password
     lines = [f"rayipy head started at {address}, with this machine as a node ({num_cpus:g} CPU).",
              "",
@@ -298,6 +314,10 @@ def _head_message(cluster: ClusterFile, num_cpus: int, home: Path) -> str:
              "",
              "  (on this machine, rayipy.init(address='auto') finds it without the password)",
              ""]
+    if cluster.dashboard_url:
+        lines += [f"Dashboard: http://{cluster.dashboard_url}", ""]
+    elif dashboard_wanted:
+        lines += [f"The dashboard did not start: {_dashboard_problem(home)}", ""]
     if connection.is_loopback(cluster.node_ip):
         lines += [f"Note: the head listens on {cluster.node_ip}, so only this machine can reach it; "
                   f"give --node-ip-address to let other machines join.", ""]
@@ -388,10 +408,10 @@ def status(args: argparse.Namespace) -> int:
         connection.check_reachable(host, port)
     except ConnectionError as e:
         raise CommandError(f"the cluster is not running, or not reachable: {e}") from None
-    result = _query(f"tcp://{host}:{port}", key, "status")
+    result, dashboard_url = _query(f"tcp://{host}:{port}", key, ("status", "dashboard_url"))
     if "peers" in result and "driver" in result["peers"]:
         result["peers"]["driver"] -= 1   # not counting ourselves
-    print(format_status(result))
+    print(format_status(result, dashboard_url=dashboard_url))
     return 0
 
 

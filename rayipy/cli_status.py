@@ -51,16 +51,28 @@ def _usage(total: dict, available: dict) -> list[tuple[str, str]]:
     return out
 
 
-def format_status(status: dict, now: datetime.datetime | None = None) -> str:
+def _where(node: dict) -> str:
+    where = node["NodeManagerAddress"]
+    if node.get("NodeManagerHostname"):
+        where += f" ({node['NodeManagerHostname']})"
+    return where
+
+
+def format_status(status: dict, now: datetime.datetime | None = None,
+                  dashboard_url: str = "") -> str:
     """The text of ``rayipy status``: nodes, resources used / total, tasks."""
     now = now or datetime.datetime.now()
     address = status["address"].removeprefix("tcp://")
     head_ip = address.rpartition(":")[0]
-    nodes = status["nodes"]
+    nodes = [n for n in status["nodes"] if n.get("Alive", True)]
+    dead = [n for n in status["nodes"] if not n.get("Alive", True)]
     available = status.get("available", {})
     lines = [f"======== rayipy cluster {status['cluster_id']} at {address}: "
              f"{now:%Y-%m-%d %H:%M:%S} (up {format_duration(status['uptime'])}) ========",
-             "", f"Nodes ({len(nodes)} alive)"]
+             ""]
+    if dashboard_url:
+        lines += [f"Dashboard: http://{dashboard_url}", ""]
+    lines.append(f"Nodes ({len(nodes)} alive)")
     total: dict[str, float] = {}
     free: dict[str, float] = {}
     # The head's node is the one on the head's address (ambiguous when nodes share it).
@@ -72,15 +84,18 @@ def format_status(status: dict, now: datetime.datetime | None = None) -> str:
         for name, amount in node_total.items():
             total[name] = total.get(name, 0.0) + amount
             free[name] = free.get(name, 0.0) + node_free.get(name, 0.0)
-        where = node["NodeManagerAddress"]
-        if node.get("NodeManagerHostname"):
-            where += f" ({node['NodeManagerHostname']})"
+        where = _where(node)
         tag = "  head" if on_head_ip == [node] else ""
         usage = ", ".join(f"{used} {name}" for name, used in _usage(node_total, node_free)
                           if name != "memory")
         lines.append(f"  node {node['NodeID'][:8]}  {where}{tag}  {usage}")
     if not nodes:
         lines.append("  (no nodes: the head has no node agent)")
+    if dead:
+        lines += ["", f"Lost nodes ({len(dead)})"]
+        for node in dead[-10:]:
+            lines.append(f"  node {node['NodeID'][:8]}  {_where(node)}: "
+                         f"{node.get('DeathReason', 'gone')}")
     lines += ["", "Resources (in use / total)"]
     width = max((len(name) for name in total), default=0)
     for name, used in _usage(total, free):

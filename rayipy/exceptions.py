@@ -29,8 +29,9 @@ class AuthenticationError(RayipyError, ConnectionError):
     """The cluster refused our signature: the password (cluster key) is wrong."""
 
 
-class ClusterNotFoundError(RayipyError, ConnectionError):
-    """``init(address="auto")`` found no cluster started on this machine by ``rayipy start``."""
+class ClusterNotFoundError(RayipySystemError, ConnectionError):
+    """No rayipy cluster there: nothing answers at the address, or ``init(address="auto")``
+    found none started on this machine by ``rayipy start``."""
 
 
 class ProtocolVersionError(RayipyError):

@@ -27,21 +27,24 @@ import zmq
 from rayipy import exceptions
 from rayipy.core.actor_routes import ActorRoutes
 from rayipy.core.leases import LeaseBook
+from rayipy.node.data_port import DIRECT_RESULT_BYTES, DataPort, _run_callback
 from rayipy.node.direct_calls import DirectCalls
 from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
 from rayipy.core.objects import PENDING, READY, Effect, ObjectTable
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import (ERROR, OK, RETURNED, DepSlot, ObjectValue, Payload,
+from rayipy.protocol.messages import (ERROR, OK, RETURNED, DepSlot, FetchDep, ObjectValue, Payload,
                                       Registration, TaskResult, TaskSpec, Welcome)
 from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
-from rayipy.transport.endpoint import Endpoint, Waker
+from rayipy.transport.endpoint import Endpoint, Waker, local_ip_towards
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
 HEAD_SILENCE_LIMIT = 10.0       # no word from the head this long: the cluster is gone
 BLOCKED_SLICE_SECONDS = 0.05    # a blocked worker looks for tasks to hand back this often
+INTERRUPT_GRACE_SECONDS = 3.0   # Ctrl-C in get/wait: tasks still running then are killed
+PINNED = ("pinned", True)       # in TaskSpec.options: sent to one named worker, stays there
 
 
 def new_process_id(prefix: bytes) -> bytes:
@@ -53,7 +56,7 @@ class TaskLogPrinter:
     """Prints output streamed from tasks on this process's own stdout/stderr, labelled."""
 
     def __call__(self, lines: list, label: str) -> None:
-        for stream, text, task in lines:
+        for stream, text, task, *_ in lines:
             out = sys.stderr if stream == "stderr" else sys.stdout
             prefix = f"({task} {label}) "
             body = "".join(prefix + line for line in text.splitlines(keepends=True))
@@ -66,7 +69,7 @@ class TaskLogPrinter:
                 pass
 
 
-class Runtime(DirectCalls):
+class Runtime(DirectCalls, DataPort):
     """Sockets-owning I/O thread plus the synchronous API the user's threads call."""
 
     def __init__(self, role: str, head_address: str, key: bytes, node_id: bytes = b"",
@@ -102,8 +105,21 @@ class Runtime(DirectCalls):
             Kind.CALL_DONE: self._on_call_done,
             Kind.LEASE: self._on_lease,
             Kind.LEASE_ENDED: self._on_lease_ended,
+            Kind.RESULTS: self._on_results,
         }
+        self._data_addresses: dict[bytes, str] = {}        # requester -> its data port
+        self._data_out: dict[str, tuple[Endpoint, float]] = {}   # data port -> DEALER, last use
+        self.data_port = Endpoint(self.context, zmq.ROUTER, self.signer)
         self.on_log: Callable[[list, str], None] = TaskLogPrinter()
+        # Hooks for a front end (the Jupyter layer sets them; None in scripts):
+        # on_submit(task_id, refs) runs on the submitting thread before the task leaves;
+        # on_slow_wait(refs) runs when a get has blocked slow_wait_seconds, and may return
+        # a function to call when the get ends (a progress display).
+        self.on_submit: Callable[[bytes, list[ObjectRef]], None] | None = None
+        self.on_slow_wait: Callable[[list[ObjectRef]], Callable[[], None] | None] | None = None
+        self.slow_wait_seconds = 1.0
+        self.interrupt_grace: float | None = INTERRUPT_GRACE_SECONDS
+        self._pinned: dict[bytes, bytes] = {}               # task id -> worker sent to by name
         self.welcome: Welcome | None = None
         self._connected = threading.Event()
         self._connect_error: BaseException | None = None
@@ -116,6 +132,7 @@ class Runtime(DirectCalls):
         # worker: borrow registrations made during a direct call go with its reply
         self.borrow_hook: Callable[[bytes, int, bytes], bool] | None = None
         self.while_blocked: Callable[[], None] | None = None   # worker: hand back lease tasks
+        self.heartbeat_body: Callable[[], tuple] | None = None  # worker: its direct work
         self.leases = LeaseBook()
         self._via_head: set[bytes] = set()                  # our tasks in flight via the head
         self._function_bytes: dict[bytes, bytes] = {}       # for leased workers
@@ -128,6 +145,9 @@ class Runtime(DirectCalls):
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> Welcome:
+        # Bound here, then owned by the I/O thread (starting it is the hand-over).
+        ip = self.info.get("ip") or local_ip_towards(self.head_address)
+        self.info["data"] = self.data_port.bind(f"tcp://{ip}:*")
         self._thread.start()
         registration = Registration(self.role, self.process_id, self.node_id, os.getpid(),
                                     PROTOCOL_VERSION, self.info)
@@ -187,8 +207,13 @@ class Runtime(DirectCalls):
 
     def submit(self, function_id: bytes, name: str, args: tuple, kwargs: dict, num_returns: int,
                resources: tuple, max_retries: int, actor_id: bytes = b"",
-               method: str = "", options: tuple = (), keep_alive: tuple = ()) -> list[ObjectRef]:
-        """Queue one task; returns its ObjectRefs at once."""
+               method: str = "", options: tuple = (), keep_alive: tuple = (),
+               worker: tuple[bytes, str] | None = None) -> list[ObjectRef]:
+        """Queue one task; returns its ObjectRefs at once.
+
+        ``worker`` (worker id, direct address) sends the task straight to that worker,
+        which runs it there whatever else it does (used to run a cell on every worker).
+        """
         self._check_alive()
         task_id = self.next_task_id()
         deps: list[ObjectRef] = []
@@ -207,9 +232,14 @@ class Runtime(DirectCalls):
         pinned = dep_ids + [r.id for r in contained] + list(keep_alive)
         self.objects.pin(pinned)
         self._inflight[task_id] = (pinned, return_ids)
+        if worker is not None:
+            options = options + (PINNED,)
         spec = TaskSpec(task_id, function_id, name, payload, (), num_returns, resources, max_retries,
                         0, actor_id, method, options)
-        if actor_id and method != "__init__":
+        if worker is not None:
+            self._pinned[task_id] = worker[0]
+            send = lambda ready: self._queue_call(worker[1], ready)  # noqa: E731
+        elif actor_id and method != "__init__":
             # An actor call: straight to the actor's worker, after this caller's earlier calls.
             slot = self.actor_routes.reserve(actor_id)
             send = lambda ready: self.actor_routes.fill(actor_id, slot, ready)  # noqa: E731
@@ -217,6 +247,11 @@ class Runtime(DirectCalls):
             send = self._queue_to_head
         else:
             send = self._queue_spec
+        if self.on_submit is not None:
+            try:
+                self.on_submit(task_id, refs)
+            except Exception:
+                log.exception("the on_submit hook raised")
         if deps:
             self._when_ready(deps, spec, send)
         else:
@@ -225,6 +260,11 @@ class Runtime(DirectCalls):
 
     def _queue_spec(self, spec: TaskSpec) -> None:
         """A task: to our leased worker when we run tasks one at a time, else to the head."""
+        if spec.options and ("scheduling_strategy", "SPREAD") in spec.options or any(
+                name == "GPU" for name, _ in spec.resources):
+            # Placement matters (nodes to spread over, GPU devices to assign): the head decides.
+            self._queue_to_head(spec)
+            return
         route = self.leases.route(spec, head_busy=bool(self._via_head))
         if route.direct:
             self._queue_call(route.direct, spec)
@@ -239,7 +279,8 @@ class Runtime(DirectCalls):
         self.waker.wake()
 
     def _when_ready(self, deps: list[ObjectRef], spec: TaskSpec, send: Callable) -> None:
-        """Send ``spec`` once every direct ref argument has its value, inlined."""
+        """Send ``spec`` once every direct ref argument has its value: inlined if small,
+        else named for the worker to fetch from its holder (``FetchDep``)."""
         remaining = [len(deps)]
         lock = threading.Lock()
 
@@ -254,7 +295,7 @@ class Runtime(DirectCalls):
                 if state != READY:
                     self._fail_task_locally(spec, payload, dep)
                     return
-                values.append(payload)
+                values.append(payload if payload.nbytes <= DIRECT_RESULT_BYTES else FetchDep(dep.id))
             send(spec._replace(dep_values=tuple(values)))
 
         for dep in deps:
@@ -279,11 +320,42 @@ class Runtime(DirectCalls):
         return self.next_task_id()
 
     def cancel(self, ref: ObjectRef, force: bool) -> None:
-        task_id = ref.id[:16]
+        self.cancel_task(ref.id[:16], force)
+
+    def cancel_task(self, task_id: bytes, force: bool) -> bytes | None:
+        """Cancel one of our tasks; returns its actor's id if it is an actor call."""
         self._cancelled.add(task_id)
         where, actor_id = self.actor_routes.cancel(task_id)
         if where != "local":  # the head knows the task, or the worker it went to
-            self.send(Kind.CANCEL, (task_id, force, actor_id, self.leases.worker_of(task_id)))
+            worker = self.leases.worker_of(task_id) or self._pinned.get(task_id)
+            self.send(Kind.CANCEL, (task_id, force, actor_id, worker))
+        return actor_id
+
+    def cancel_waited(self, object_ids: list[bytes]) -> None:
+        """Ctrl-C while get/wait waited on these: cancel the tasks of ours that make them.
+
+        The user wants the work they were waiting for stopped, not left running unseen
+        (a notebook kernel lives on after the interrupt). Tasks still running after
+        ``interrupt_grace`` seconds (code that ignores the interrupt) are killed with
+        ``force``, except actor calls: killing one would kill the actor and its state.
+        """
+        tasks = list(dict.fromkeys(oid[:16] for oid in object_ids
+                                   if self.objects.owns(oid) and self.objects.state(oid) == PENDING))
+        if not tasks or self._stopping or self.lost is not None:
+            return
+        plain = [t for t in tasks if self.cancel_task(t, False) is None]
+        grace = self.interrupt_grace
+        if plain and grace is not None:
+            timer = threading.Timer(grace, self._force_cancel, (plain,))
+            timer.daemon = True
+            timer.start()
+
+    def _force_cancel(self, task_ids: list[bytes]) -> None:
+        if self._stopping or self.lost is not None:
+            return
+        for task_id in task_ids:
+            if task_id in self._inflight:
+                self.cancel_task(task_id, True)
 
     # -- values -----------------------------------------------------------------------------
     def on_ref_rebuilt(self, object_id: bytes) -> None:
@@ -295,6 +367,19 @@ class Runtime(DirectCalls):
         effects = self.objects.need_fetch(object_ids)
         if effects:
             self._carry_out(effects)
+
+    def fetch_value(self, object_id: bytes) -> Any:
+        """Fetch a value we hold no ref to (a task's large argument) from its owner, as a
+        borrower for as long as it takes; raises its error if it has one."""
+        self.on_ref_rebuilt(object_id)
+        ref = ObjectRef(object_id, self, counted=True)
+        self.request_values([object_id])
+        self.objects.wait([object_id], 1, None)
+        ok, value = self.value_or_error(object_id)
+        del ref
+        if not ok:
+            raise value
+        return value
 
     def value_or_error(self, object_id: bytes) -> tuple[bool, Any]:
         state, payload = self.objects.value(object_id)
@@ -315,7 +400,11 @@ class Runtime(DirectCalls):
             self.request_values(pending)
             deadline = None if timeout is None else time.monotonic() + timeout
             need = num_returns - (len(ids) - len(pending))
-            self._wait_for(pending, need, deadline)
+            try:
+                self._wait_for(pending, need, deadline)
+            except KeyboardInterrupt:
+                self.cancel_waited(pending)
+                raise
         ready, not_ready = [], []
         for ref in refs:
             if len(ready) < num_returns and self.objects.state(ref.id) != PENDING:
@@ -334,7 +423,11 @@ class Runtime(DirectCalls):
             self._check_alive()
             self.request_values(pending)
             deadline = None if timeout is None else time.monotonic() + timeout
-            n = self._wait_for(pending, len(pending), deadline)
+            try:
+                n = self._wait_watched(refs, pending, deadline)
+            except KeyboardInterrupt:
+                self.cancel_waited(pending)
+                raise
             if n < len(pending):
                 raise exceptions.GetTimeoutError(
                     f"get() timed out after {timeout:g} s: {len(pending) - n} of {len(ids)} "
@@ -352,6 +445,27 @@ class Runtime(DirectCalls):
                     f"ObjectRef({oid.hex()}) was freed, or the process that owned it is gone")
             raise errors.rebuild_error(payload)
         return values
+
+    def _wait_watched(self, refs: list[ObjectRef], pending: list[bytes],
+                      deadline: float | None) -> int:
+        """Wait for all of ``pending``; past ``slow_wait_seconds``, tell ``on_slow_wait``."""
+        hook = self.on_slow_wait
+        if hook is None:
+            return self._wait_for(pending, len(pending), deadline)
+        first = time.monotonic() + self.slow_wait_seconds
+        n = self._wait_for(pending, len(pending), first if deadline is None else min(first, deadline))
+        if n >= len(pending) or (deadline is not None and time.monotonic() >= deadline):
+            return n
+        try:
+            done = hook(refs)
+        except Exception:  # a display that fails must not fail the get
+            log.exception("the on_slow_wait hook raised")
+            done = None
+        try:
+            return self._wait_for(pending, len(pending), deadline)
+        finally:
+            if done is not None:
+                done()
 
     def _wait_for(self, object_ids: list[bytes], need: int, deadline: float | None) -> int:
         """Wait until ``need`` of the objects are ready or the deadline passes.
@@ -412,6 +526,7 @@ class Runtime(DirectCalls):
         poller = self._poller = zmq.Poller()
         poller.register(endpoint.socket, zmq.POLLIN)
         poller.register(self.waker.fd, zmq.POLLIN)
+        poller.register(self.data_port.socket, zmq.POLLIN)
         next_beat = time.monotonic() + HEARTBEAT_SECONDS
         try:
             while not self._stopping:
@@ -421,6 +536,8 @@ class Runtime(DirectCalls):
                     self.waker.clear()
                 if endpoint.socket in events:
                     self._drain(endpoint)
+                if self.data_port.socket in events:
+                    self._drain(self.data_port)
                 for direct in self._direct.values():
                     if direct.socket in events:
                         self._drain(direct)
@@ -431,7 +548,9 @@ class Runtime(DirectCalls):
                 now = time.monotonic()
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
-                    self.outbox.append((Kind.HEARTBEAT, ()))
+                    self.close_idle_data_out(now)
+                    self.outbox.append((Kind.HEARTBEAT, self.heartbeat_body()
+                                        if self.heartbeat_body is not None else ()))
                     if self._connected.is_set() and now - self._last_heard > HEAD_SILENCE_LIMIT:
                         self._lose(exceptions.RayipySystemError(
                             f"no word from the head at {self.head_address} for "
@@ -443,6 +562,9 @@ class Runtime(DirectCalls):
             self._lose(exceptions.RayipySystemError(f"the I/O thread failed: {e!r}"))
         finally:
             endpoint.close()
+            self.data_port.close()
+            for out, _ in self._data_out.values():
+                out.close()
             for direct in self._direct.values():
                 direct.close()
             self.context.term()
@@ -483,6 +605,9 @@ class Runtime(DirectCalls):
                 continue
             if kind == "call":
                 calls.setdefault(item[1], []).append(item[2])
+                continue
+            if kind == "to":
+                self.data_out(item[1]).send(item[2], item[3])
                 continue
             if specs:
                 endpoint.send(Kind.SUBMIT, (specs,))
@@ -547,6 +672,7 @@ class Runtime(DirectCalls):
                 self.send("spec", spec)
             return
         self._via_head.discard(result.task_id)
+        self._pinned.pop(result.task_id, None)
         self.leases.finished(result.task_id, time.monotonic())
         self._cancelled.discard(result.task_id)
         entry = self._inflight.pop(result.task_id, None)
@@ -563,26 +689,9 @@ class Runtime(DirectCalls):
             callbacks.extend(cbs)
             self._carry_out(effects)
             for requester in waiting:
-                self.send(Kind.OBJECT_VALUE, (oid, ObjectValue(ok, payload), requester))
+                self._send_value(oid, ObjectValue(ok, payload), requester)
         self._carry_out(self.objects.unpin(pinned))
         for fn in callbacks:
-            _run_callback(fn)
-
-    def _on_get_object(self, body: tuple) -> None:
-        object_id, requester = body
-        state, payload = self.objects.answer_when_ready(object_id, requester)
-        if state == PENDING:
-            return
-        if payload is None:
-            payload = errors.capture_system_error(exceptions.ObjectLostError(
-                f"ObjectRef({object_id.hex()}) was already freed by its owner"))
-        self.send(Kind.OBJECT_VALUE, (object_id, ObjectValue(state == READY, payload), requester))
-
-    def _on_object_value(self, body: tuple) -> None:
-        object_id, value, _requester = body
-        cbs, _waiting, effects = self.objects.fulfill(object_id, value.ok, value.payload)
-        self._carry_out(effects)
-        for fn in cbs:
             _run_callback(fn)
 
     def _on_borrow(self, body: tuple) -> None:
@@ -607,9 +716,3 @@ def _slot(value: Any, deps: list) -> Any:
         return DepSlot(len(deps) - 1)
     return value
 
-
-def _run_callback(fn: Callable) -> None:
-    try:
-        fn()
-    except Exception:
-        log.exception("an ObjectRef done-callback raised")

@@ -33,6 +33,7 @@ from rayipy import exceptions
 DEFAULT_PORT = 6379
 HOME_ENV = "RAYIPY_HOME"
 ADDRESS_ENV = "RAYIPY_ADDRESS"
+PASSWORD_ENV = "RAYIPY_PASSWORD"
 FILE_NAME = "cluster.json"
 
 
@@ -193,7 +194,7 @@ def resolve_host(host: str) -> str:
     try:
         return socket.gethostbyname(host)
     except OSError as e:
-        raise ConnectionError(f"cannot resolve the host name {host!r}: {e}") from None
+        raise exceptions.ClusterNotFoundError(f"cannot resolve the host name {host!r}: {e}") from None
 
 
 def local_ip_toward(host: str, port: int = DEFAULT_PORT) -> str:
@@ -220,26 +221,19 @@ def is_loopback(ip: str) -> bool:
     return ip.startswith("127.") or ip == "localhost"
 
 
-def check_reachable(host: str, port: int, timeout: float = 5.0) -> None:
+def check_reachable(host: str, port: int, timeout: float = 3.0) -> None:
     """Fail at once, saying why, when nothing accepts connections at ``host:port``.
 
     ZeroMQ would retry a dead address silently forever; a plain TCP connection
     tells a refused port or an unreachable host within ``timeout``.
     """
-    ip = resolve_host(host)
     try:
-        with socket.create_connection((ip, port), timeout=timeout):
-            pass
-    except ConnectionRefusedError:
-        raise ConnectionError(
-            f"nothing listens at {host}:{port} (connection refused): is `rayipy start --head` "
-            f"running on that machine, with that port?") from None
-    except socket.timeout:
-        raise ConnectionError(
-            f"no answer from {host}:{port} within {timeout:g} s: is the address right, and "
-            f"does a firewall let this machine reach that port?") from None
+        socket.create_connection((resolve_host(host), port), timeout=timeout).close()
     except OSError as e:
-        raise ConnectionError(f"cannot reach {host}:{port}: {e.strerror or e}") from None
+        reason = f"no answer within {timeout:g} s" if isinstance(e, socket.timeout) else e.strerror or e
+        raise exceptions.ClusterNotFoundError(
+            f"cannot reach a rayipy head at {host}:{port} ({reason}): is the cluster running "
+            f"there (`rayipy start --head`), and are the address and port right?") from None
 
 
 def check_bindable(ip: str, port: int) -> int:
@@ -280,8 +274,8 @@ def resolve(address: str | None, password: str | None) -> Target | None:
     Ray's rules: no address means ``$RAYIPY_ADDRESS``, else the cluster ``rayipy start``
     started on this machine, else a new local cluster; ``"auto"`` is the same but raises
     when there is no cluster to find; ``"local"`` always starts a new local cluster; a
-    ``"host:port"`` needs the password, unless it is the address in this machine's
-    connection file.
+    ``"host:port"`` needs the password (or ``$RAYIPY_PASSWORD``), unless it is the
+    address in this machine's connection file.
     """
     from_env = False
     if address is None and os.environ.get(ADDRESS_ENV):
@@ -298,6 +292,8 @@ def resolve(address: str | None, password: str | None) -> Target | None:
         return Target(f"tcp://{info.address}", key, str(connection_path()))
     host, port = parse_address(address)
     where = f"${ADDRESS_ENV}" if from_env else "address="
+    if password is None:
+        password = os.environ.get(PASSWORD_ENV) or None
     if password is not None:
         return Target(f"tcp://{host}:{port}", key_from_password(password), where)
     info = read_cluster_file()

@@ -26,6 +26,9 @@ from rayipy import exceptions
 from rayipy.core.objects import owner_of
 from rayipy.core.scheduler import (ActorLocation, CancelRunning, Execute, Fail, KillWorker,
                                    LeaseAnswer, LeaseEnded, Retire, Scheduler, Spawn, Steal)
+from rayipy.dashboard.history import TaskHistory
+from rayipy.dashboard.server import DashboardServer
+from rayipy.dashboard.snapshot import HeadFacts, Snapshot, build_snapshot
 from rayipy.node import lifetime
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
@@ -38,7 +41,10 @@ log = logging.getLogger("rayipy.head")
 
 HEARTBEAT_SECONDS = 1.0
 DRIVER_SILENCE_LIMIT = 10.0
-AGENT_SILENCE_LIMIT = 10.0
+# A node whose agent is silent this long is gone (host down, network cut): its tasks are
+# retried elsewhere. Agents beat every second and do nothing else that could stall them.
+AGENT_SILENCE_LIMIT = 4.0
+DEAD_NODES_KEPT = 100       # nodes() lists this many gone nodes, with Alive False, as Ray
 
 
 class Peer:
@@ -54,16 +60,29 @@ class Peer:
 
 
 class Head:
-    def __init__(self, key: bytes, host: str, port: int, watch_parent: int | None = None) -> None:
+    def __init__(self, key: bytes, host: str, port: int, watch_parent: int | None = None,
+                 dashboard_port: int | None = None, dashboard_host: str | None = None) -> None:
         self.cluster_id = uuid.uuid4().hex[:12]
         self.context = zmq.Context()
         self.endpoint = Endpoint(self.context, zmq.ROUTER, Signer(key))
         self.address = self.endpoint.bind(f"tcp://{host}:{port}")
         self.scheduler = Scheduler()
         self.peers: dict[bytes, Peer] = {}
+        self.dead_nodes: list[dict] = []
         self.watch_parent = watch_parent
         self.started = time.time()
         self.running = True
+        # The dashboard (None: not wanted, or its port could not be had; the cluster runs on).
+        self.dashboard: DashboardServer | None = None
+        self.history: TaskHistory | None = None
+        self.dashboard_problem = ""
+        if dashboard_port is not None:
+            try:
+                self.dashboard = DashboardServer(dashboard_host or host, dashboard_port, host).start()
+                self.history = TaskHistory()
+            except OSError as e:
+                self.dashboard_problem = str(e)
+                log.warning("the dashboard did not start: %s", e)
         self.handlers = {
             Kind.REGISTER: self.on_register,
             Kind.HEARTBEAT: self.on_heartbeat,
@@ -82,6 +101,8 @@ class Head:
             Kind.OBJECT_VALUE: self.on_object_value,
             Kind.BORROW: self.on_borrow,
             Kind.WORKER_DIED: self.on_worker_died,
+            Kind.NODE_LEAVING: self.on_node_leaving,
+            Kind.RESULTS_RECEIVED: self.on_results_received,
             Kind.REQUEST: self.on_request,
             Kind.LOG: self.on_log,
             Kind.SHUTDOWN: self.on_shutdown,
@@ -102,8 +123,12 @@ class Head:
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
                     self.heartbeat(now)
+                if self.dashboard is not None and self.dashboard.box.wanted:
+                    self.dashboard.box.refresh(self.dashboard_snapshot)
         finally:
             self.stop_everyone("the head stopped")
+            if self.dashboard is not None:
+                self.dashboard.close()
             self.endpoint.close()
             self.context.term()
 
@@ -128,10 +153,20 @@ class Head:
     def send(self, to: bytes, kind: Kind, body: Any) -> None:
         self.endpoint.send(kind, body, to)
 
+    def forward(self, to: bytes, kind: Kind, body: Any, frames: list | None) -> None:
+        """Pass a message on: its own signed frames, or (if it came in pieces) anew."""
+        if frames is None:
+            self.send(to, kind, body)
+        else:
+            self.endpoint.send_frames(list(frames), to)
+
     def carry_out(self, instructions: list) -> None:
         for ins in instructions:
             if isinstance(ins, Execute):
-                self.send(ins.worker, Kind.EXECUTE, (ins.specs, ins.functions))
+                self.send(ins.worker, Kind.EXECUTE, (ins.specs, ins.functions,
+                                                     self.data_addresses(ins.specs)))
+                if self.history is not None:
+                    self.history.started(ins.worker, self.scheduler.workers, time.time())
             elif isinstance(ins, Fail):
                 self.fail_task(ins)
             elif isinstance(ins, CancelRunning):
@@ -155,12 +190,25 @@ class Head:
                         self.send(caller, Kind.ACTOR_LOCATION,
                                   (ins.actor_id, ins.address, ins.why, ins.restarting))
 
+    def data_addresses(self, specs: list) -> dict[bytes, str]:
+        """Where the specs' owners take large results straight from the worker."""
+        out = {}
+        for spec in specs:
+            owner = spec.task_id[:8]
+            if owner not in out:
+                peer = self.peers.get(owner)
+                if peer is not None and peer.info.get("data"):
+                    out[owner] = peer.info["data"]
+        return out
+
     def fail_task(self, fail: Fail) -> None:
         payload = errors.capture_system_error(fail.error, fail.task.name)
         if fail.status not in (CANCELLED, CRASHED):
             payload = errors.capture_task_error(fail.error, fail.task.name, "the head")
         result = TaskResult(fail.task.task_id, fail.status, (payload,), 0.0, "", ())
         self.send(owner_of(fail.task.task_id), Kind.TASK_DONE, ([result],))
+        if self.history is not None:
+            self.history.failed_at_head(fail.task.task_id, fail.task.name, fail.status, time.time())
 
     def heartbeat(self, now: float) -> None:
         if self.watch_parent is not None and not lifetime.parent_alive(self.watch_parent):
@@ -176,14 +224,20 @@ class Head:
                 continue
             if peer.role == "agent" and silent > AGENT_SILENCE_LIMIT:
                 log.warning("node agent %s silent for %.0f s: removing its node", pid.hex(), silent)
-                self.remove_node(peer.node_id)
                 self.peers.pop(pid, None)
+                self.remove_node(peer.node_id, f"its node stopped answering for {silent:.0f} s")
                 continue
             self.send(pid, Kind.HEARTBEAT, ())
 
-    def remove_node(self, node_id: bytes) -> None:
+    def remove_node(self, node_id: bytes, why: str) -> None:
+        node = self.scheduler.nodes.get(node_id)
+        if node is None or node.leaving:
+            return
+        self.dead_nodes.append({**self.describe_node(node), "Alive": False, "alive": False,
+                                "DeathReason": why})
+        del self.dead_nodes[:-DEAD_NODES_KEPT]
         for worker_id in self.scheduler.remove_node(node_id):
-            self.remove_worker(worker_id, "its node stopped answering")
+            self.remove_worker(worker_id, why)
 
     def remove_worker(self, worker_id: bytes, why: str) -> None:
         self.scheduler.live_owners.discard(worker_id)
@@ -225,10 +279,12 @@ class Head:
             self.carry_out(self.scheduler.add_worker(sender, reg.node_id, reg.pid,
                                                      reg.info.get("direct", "")))
         self.send(sender, Kind.WELCOME, Welcome(self.cluster_id, PROTOCOL_VERSION,
-                                                {"address": self.address}))
+                                                {"address": self.address,
+                                                 "dashboard_url": self.dashboard_url}))
 
     def on_heartbeat(self, sender: bytes, body: Any, frames: list) -> None:
-        pass
+        if body and self.history is not None:  # a worker's direct work, for the dashboard
+            self.history.direct(sender, self.scheduler.workers, body)
 
     def on_function(self, sender: bytes, body: tuple, frames: list) -> None:
         function_id, data = body
@@ -241,12 +297,31 @@ class Head:
         results = body[0]
         owners = {owner_of(r.task_id) for r in results}
         if len(owners) == 1:
-            self.endpoint.send_frames(list(frames), owners.pop())
+            self.forward(owners.pop(), Kind.TASK_DONE, body, frames)
         else:
             for owner in owners:
                 self.send(owner, Kind.TASK_DONE, ([r for r in results if owner_of(r.task_id) == owner],))
+        history = self.history
+        if history is not None:  # before the scheduler forgets the tasks' names
+            now = time.time()
+            worker = self.scheduler.workers.get(sender)
+            history.results(worker, results, self.scheduler.tasks, now)
         self.carry_out(self.scheduler.finished(sender, [r.task_id for r in results],
                                                [r.duration for r in results]))
+        if history is not None:  # its next pipelined task starts now
+            history.started(sender, self.scheduler.workers, now)
+
+    def on_results_received(self, sender: bytes, body: tuple, frames: list) -> None:
+        worker_id, done = body
+        if self.history is not None:
+            now = time.time()
+            self.history.results(self.scheduler.workers.get(worker_id),
+                                 [TaskResult(t, status, (), d, "", ()) for t, d, status in done],
+                                 self.scheduler.tasks, now)
+        self.carry_out(self.scheduler.finished(worker_id, [t for t, _, _ in done],
+                                               [d for _, d, _ in done]))
+        if self.history is not None:
+            self.history.started(worker_id, self.scheduler.workers, now)
 
     def on_cancel(self, sender: bytes, body: tuple, frames: list) -> None:
         task_id, force, actor_id, leased_worker = body
@@ -286,7 +361,10 @@ class Head:
         object_id, requester = body
         owner = owner_of(object_id)
         if owner in self.peers:
-            self.endpoint.send_frames(list(frames), owner)
+            # The owner answers straight to the requester's data port, not through us.
+            peer = self.peers.get(requester)
+            address = peer.info.get("data", "") if peer is not None else ""
+            self.send(owner, Kind.GET_OBJECT, (object_id, requester, address))
             return
         error = exceptions.OwnerDiedError(
             f"ObjectRef({object_id.hex()}) is lost: the process that created it has exited")
@@ -294,7 +372,7 @@ class Head:
                   (object_id, ObjectValue(False, errors.capture_system_error(error)), requester))
 
     def on_object_value(self, sender: bytes, body: tuple, frames: list) -> None:
-        self.endpoint.send_frames(list(frames), body[2])
+        self.forward(body[2], Kind.OBJECT_VALUE, body, frames)
 
     def on_borrow(self, sender: bytes, body: tuple, frames: list) -> None:
         changes, borrower = body
@@ -309,7 +387,11 @@ class Head:
 
     def on_log(self, sender: bytes, body: tuple, frames: list) -> None:
         if body[0] in self.peers:
-            self.endpoint.send_frames(list(frames), body[0])
+            self.forward(body[0], Kind.LOG, body, frames)
+
+    def on_node_leaving(self, sender: bytes, body: tuple, frames: list) -> None:
+        peer = self.peers.pop(sender)
+        self.remove_node(peer.node_id, body[0])
 
     def on_shutdown(self, sender: bytes, body: tuple, frames: list) -> None:
         self.running = False
@@ -328,20 +410,23 @@ class Head:
             return
         self.send(sender, Kind.REPLY, (request_id, True, value))
 
+    @staticmethod
+    def describe_node(node) -> dict:
+        """A node as Ray's ``nodes()`` shows it (Ray's field names)."""
+        info = node.info
+        return {
+            "NodeID": node.node_id.hex(),
+            "Alive": not node.leaving,
+            "NodeManagerAddress": info.get("ip", "127.0.0.1"),
+            "NodeManagerHostname": info.get("hostname", ""),
+            "NodeName": info.get("ip", "127.0.0.1"),
+            "Resources": dict(node.total),
+            "alive": not node.leaving,
+        }
+
     def request_nodes(self, sender: bytes) -> list[dict]:
-        out = []
-        for node in self.scheduler.nodes.values():
-            info = node.info
-            out.append({
-                "NodeID": node.node_id.hex(),
-                "Alive": True,
-                "NodeManagerAddress": info.get("ip", "127.0.0.1"),
-                "NodeManagerHostname": info.get("hostname", ""),
-                "NodeName": info.get("ip", "127.0.0.1"),
-                "Resources": dict(node.total),
-                "alive": True,
-            })
-        return out
+        live = [self.describe_node(n) for n in self.scheduler.nodes.values() if not n.leaving]
+        return live + self.dead_nodes
 
     def request_cluster_resources(self, sender: bytes) -> dict[str, float]:
         total: dict[str, float] = {}
@@ -357,6 +442,18 @@ class Head:
                 total[name] = total.get(name, 0.0) + max(0.0, amount)
         return {k: v for k, v in total.items() if v > 0}
 
+    def request_running_tasks(self, sender: bytes) -> list[bytes]:
+        """The ids of the sender's tasks running now (first in some worker's queue)."""
+        return [w.queue[0] for w in self.scheduler.workers.values()
+                if w.queue and owner_of(w.queue[0]) == sender]
+
+    def request_workers(self, sender: bytes) -> list[dict]:
+        """Every worker: id, node, pid, direct address, and what it is doing."""
+        return [{"worker_id": w.worker_id, "node_id": w.node_id.hex(), "pid": w.pid,
+                 "address": w.address, "actor": w.actor is not None, "blocked": w.blocked,
+                 "tasks": len(w.queue), "leased": bool(w.leased_to)}
+                for w in self.scheduler.workers.values()]
+
     def request_status(self, sender: bytes) -> dict:
         return {"cluster_id": self.cluster_id, "address": self.address,
                 "uptime": time.time() - self.started,
@@ -366,6 +463,7 @@ class Head:
                               for node in self.scheduler.nodes.values()},
                 "tasks": self.scheduler.summary(),
                 "dropped_messages": dict(self.endpoint.dropped),
+                "bytes_received": self.endpoint.bytes_received,
                 "peers": {role: sum(1 for p in self.peers.values() if p.role == role)
                           for role in ("driver", "worker", "agent")}}
 
@@ -391,15 +489,48 @@ class Head:
     def request_wait_nodes(self, sender: bytes) -> int:
         return len(self.scheduler.nodes)
 
+    def request_dashboard_url(self, sender: bytes) -> str:
+        """The dashboard's "host:port" (Ray's form), or "" when it is not running."""
+        return self.dashboard_url
+
+    @property
+    def dashboard_url(self) -> str:
+        return self.dashboard.url if self.dashboard is not None else ""
+
+    def dashboard_snapshot(self) -> Snapshot:
+        """The dashboard's picture of the cluster: built on this thread, which owns the state."""
+        facts = HeadFacts(self.cluster_id, self.address, self.dashboard_url, self.started,
+                          rayipy_version(),
+                          {role: sum(1 for p in self.peers.values() if p.role == role)
+                           for role in ("driver", "worker", "agent")},
+                          dict(self.endpoint.dropped))
+        return build_snapshot(self.scheduler, self.history, facts, time.time())
+
     def request_shutdown(self, sender: bytes) -> bool:
         self.running = False
         return True
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def rayipy_version() -> str:
+    import rayipy
+    return rayipy.__version__
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rayipy.node.head")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dashboard-port", type=port_number, default=8265,
+                        help="first port to try for the dashboard (0: any free port)")
+    parser.add_argument("--dashboard-host", default=None,
+                        help="address the dashboard binds to (default: the same as --host)")
+    parser.add_argument("--no-dashboard", action="store_true", help="serve no dashboard")
     parser.add_argument("--watch-parent", action="store_true",
                         help="exit when the process that started us exits")
     args = parser.parse_args(argv)
@@ -411,11 +542,16 @@ def main(argv: list[str] | None = None) -> int:
         lifetime.die_with_parent()
     lifetime.exit_on_sigterm()
     try:
-        head = Head(key, args.host, args.port, watch)
+        head = Head(key, args.host, args.port, watch,
+                    None if args.no_dashboard else args.dashboard_port, args.dashboard_host)
     except zmq.ZMQError as e:
         print(f"rayipy head: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 3
     print(f"rayipy head listening on {head.address} (host {socket.gethostname()})", flush=True)
+    if head.dashboard is not None:
+        print(f"rayipy dashboard at http://{head.dashboard_url}", flush=True)
+    elif head.dashboard_problem:
+        print(f"rayipy dashboard not started: {head.dashboard_problem}", flush=True)
     try:
         head.serve()
     except (KeyboardInterrupt, SystemExit):

@@ -18,11 +18,15 @@ from rayipy.transport.endpoint import free_tcp_port
 
 
 class LocalCluster:
-    def __init__(self, num_cpus: int, resources: dict, host: str = "127.0.0.1") -> None:
+    def __init__(self, num_cpus: int, resources: dict, host: str = "127.0.0.1",
+                 dashboard_port: int | None = None, dashboard_host: str | None = None) -> None:
         self.key = os.urandom(32)
         self.num_cpus = num_cpus
         self.resources = resources
         self.host = host
+        self.dashboard = (["--no-dashboard"] if dashboard_port is None else
+                          ["--dashboard-port", str(dashboard_port)]
+                          + (["--dashboard-host", dashboard_host] if dashboard_host else []))
         self.node_id = os.urandom(8)
         self.processes: list[subprocess.Popen] = []
         self.address = ""
@@ -32,7 +36,7 @@ class LocalCluster:
             port = free_tcp_port(self.host)
             self.address = f"tcp://{self.host}:{port}"
             head = self._spawn("head", "--host", self.host, "--port", str(port), "--watch-parent",
-                               stdout=subprocess.PIPE)
+                               *self.dashboard, stdout=subprocess.PIPE)
             agent = self._spawn("agent", "--head", self.address, "--num-cpus", str(self.num_cpus),
                                 "--resources", _json(self.resources), "--node-id", self.node_id.hex(),
                                 "--ip", self.host, "--watch-parent")
@@ -44,8 +48,12 @@ class LocalCluster:
 
     def _spawn(self, module: str, *args: str, stdout=None) -> subprocess.Popen:
         env = dict(os.environ, RAYIPY_CLUSTER_KEY=self.key.hex(), PYTHONPATH=driver_path())
+        # A session of their own: Ctrl-C in a terminal, or a notebook kernel's interrupt,
+        # signals the driver's whole process group, and must not stop the cluster (the
+        # driver cancels what it waited on instead). They still die with the driver.
         return subprocess.Popen([sys.executable, "-m", f"rayipy.node.{module}", *args],
-                                env=env, stdin=subprocess.DEVNULL, stdout=stdout)
+                                env=env, stdin=subprocess.DEVNULL, stdout=stdout,
+                                start_new_session=True)
 
     @staticmethod
     def _wait_listening(head: subprocess.Popen, timeout: float) -> bool:

@@ -25,14 +25,16 @@ import time
 from typing import Any
 
 from rayipy import exceptions
-from rayipy.node import lifetime
+from rayipy.dashboard.direct_work import DirectWork
+from rayipy.node import gpus, lifetime
 from rayipy.node.actor_host import make_host
-from rayipy.node.client import Runtime
+from rayipy.node.client import PINNED, Runtime
+from rayipy.node.data_port import is_large
 from rayipy.node.direct import DirectInbox
 from rayipy.core.objects import owner_of
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import (CANCELLED, ERROR, OK, RETURNED, DepSlot, TaskResult,
+from rayipy.protocol.messages import (CANCELLED, ERROR, OK, RETURNED, DepSlot, FetchDep, TaskResult,
                                       TaskSpec)
 
 log = logging.getLogger("rayipy.worker")
@@ -81,20 +83,25 @@ class Worker:
         self.inbox = DirectInbox(runtime.signer, ip)
         runtime.info["direct"] = self.inbox.address
         self.reply_to: dict[bytes, bytes] = {}  # task id of a direct call -> its caller
+        self.owner_addresses: dict[bytes, str] = {}   # owner -> its data port (from EXECUTE)
         self.deferred: list[TaskSpec] = []      # calls that came before the constructor ran
         self.cancelled: set[bytes] = set()      # cancelled before they reached us
         self.host_done: collections.deque[TaskResult] = collections.deque()
         self.functions: dict[bytes, Any] = {}
         self.pickled_functions: dict[bytes, bytes] = {}
         self.current: TaskSpec | None = None
+        self.current_since = 0.0                # epoch seconds, for the dashboard
+        self.direct_work = DirectWork()         # calls that bypass the head, for the dashboard
+        self.host_in_flight = 0                 # calls handed to a concurrent actor's host
         self.actor: Any = None                  # the actor instance this worker serves
         self.actor_error: BaseException | None = None   # why its constructor failed
         self.serves_actor = False               # set by the first actor spec we receive
         self.host: Any = None                   # runs a concurrent actor's calls (actor_host)
         self.cancel_requested: bytes | None = None
+        self.interruptible: bytes | None = None   # the task whose code runs right now
         self.results: list[TaskResult] = []
         self.batch_started = 0.0
-        self.output: dict[tuple, list] = {}     # (owner, stream, task name) -> [text]
+        self.output: dict[tuple, list] = {}     # (owner, stream, task name, task id) -> [text]
         self.output_lock = threading.Lock()
         self.label = f"pid={os.getpid()}"
         self.where = (f"node {runtime.node_id.hex()[:8]} ({runtime.info.get('ip', '?')}), "
@@ -106,10 +113,12 @@ class Worker:
         runtime.while_blocked = self.return_direct_tasks
         runtime.idle_work = self.flush_output
         runtime.borrow_hook = self.borrow_in_reply
+        runtime.heartbeat_body = self.heartbeat_body
 
     # -- I/O thread side ----------------------------------------------------------------
     def on_execute(self, body: tuple) -> None:
-        specs, functions = body
+        specs, functions, owner_addresses = body
+        self.owner_addresses.update(owner_addresses)
         for function_id, data in functions:
             self.pickled_functions[function_id] = data
         if specs and specs[0].actor_id:
@@ -130,6 +139,7 @@ class Worker:
                     if spec.task_id == task_id:
                         waiting.remove(spec)
                         self.reply_to.pop(task_id, None)  # answered through the head instead
+                        self.direct_work.dropped(task_id)
                         self.report(self.cancelled_result(spec, "cancelled before it started"))
                         return
             running = self.current is not None and self.current.task_id == task_id
@@ -162,7 +172,9 @@ class Worker:
             self.pickled_functions.update(functions)
             self.accept_calls(caller, specs)
         with self.lock:
-            direct = [s for s in self.queue if s.task_id in self.reply_to]
+            # A task sent to this worker by name must run here: it stays.
+            direct = [s for s in self.queue if s.task_id in self.reply_to
+                      and PINNED not in s.options]
             for spec in direct:
                 self.queue.remove(spec)
         for spec in direct:
@@ -172,9 +184,14 @@ class Worker:
 
     def take_queued(self, count: int) -> list[bytes]:
         with self.lock:
-            taken = []
+            taken, kept = [], []
             while self.queue and len(taken) < count:
-                taken.append(self.queue.pop().task_id)
+                spec = self.queue.pop()
+                if PINNED in spec.options:  # sent to this worker by name: it stays
+                    kept.append(spec)
+                else:
+                    taken.append(spec.task_id)
+            self.queue.extend(reversed(kept))
             return taken
 
     def flush_output(self, final: bool = False) -> None:
@@ -182,13 +199,16 @@ class Worker:
         with self.output_lock:
             chunks, self.output = self.output, {}
             by_owner: dict[bytes, list] = {}
-            for (owner, stream, task), parts in chunks.items():
+            for key, parts in chunks.items():
+                owner, stream, task, task_id = key
                 text = "".join(parts)
                 cut = len(text) if final else text.rfind("\n") + 1
                 if cut < len(text):
-                    self.output[(owner, stream, task)] = [text[cut:]]
+                    self.output[key] = [text[cut:]]
                 if cut:
-                    by_owner.setdefault(owner, []).append((stream, text[:cut], task))
+                    # The task id lets the owner route the text (a notebook: to the cell
+                    # that submitted the task).
+                    by_owner.setdefault(owner, []).append((stream, text[:cut], task, task_id))
         for owner, lines in by_owner.items():
             self.runtime.send(Kind.LOG, (owner, lines, self.label))
 
@@ -199,7 +219,8 @@ class Worker:
             sys.__stderr__.write(text)
             return
         with self.output_lock:
-            self.output.setdefault((owner_of(spec.task_id), stream, spec.name), []).append(text)
+            key = (owner_of(spec.task_id), stream, spec.name, spec.task_id)
+            self.output.setdefault(key, []).append(text)
 
     def run_forever(self) -> None:
         while True:
@@ -222,6 +243,7 @@ class Worker:
             self.pickled_functions.update(functions)
             self.accept_calls(caller, specs)
         while self.host_done:
+            self.host_in_flight -= 1
             self.finish(self.host_done.popleft())
         with self.lock:
             spec = self.queue.popleft() if self.queue else None
@@ -230,10 +252,14 @@ class Worker:
                 self.finish(self.cancelled_result(spec, "cancelled before it started"))
                 spec = None
             # Set under the lock: a cancel must find the task either queued or running.
+            # Since first, then current: the heartbeat reads current first, so a new task
+            # is never paired with the previous one's start time.
+            self.current_since = time.time()
             self.current = spec
             more_waiting = bool(self.queue)
         if spec is not None and self.host is not None and spec.method != "__init__":
             self.current = None
+            self.host_in_flight += 1
             self.host.submit(spec)  # a concurrent actor: its host hands back each result
         elif spec is not None:
             if not self.results and not self.inbox.has_replies():
@@ -256,6 +282,7 @@ class Worker:
             self.serves_actor = True
         for spec in specs:
             self.reply_to[spec.task_id] = caller
+        self.direct_work.accepted(specs)
         constructed = (self.actor is not None or self.actor_error is not None
                        or not specs[0].actor_id)
         with self.lock:
@@ -275,6 +302,11 @@ class Worker:
             self.results.append(result)
         else:
             self.inbox.add_reply(caller, result)
+            self.direct_work.finished(result)
+
+    def heartbeat_body(self) -> tuple:
+        """I/O thread: what ran here without the head seeing it (for the dashboard)."""
+        return self.direct_work.heartbeat(self.current, self.current_since, self.host_in_flight)
 
     def host_finished(self, result: TaskResult) -> None:
         """From a concurrent actor's threads: the main thread sends it."""
@@ -292,8 +324,16 @@ class Worker:
     def send_results(self) -> None:
         results, self.results = self.results, []
         self.flush_output(final=True)
-        if results:
-            self.runtime.send(Kind.TASK_DONE, (results,))
+        via_head = []
+        for result in results:
+            # Large values go straight to their owner, not through the head (data_port.py).
+            address = self.owner_addresses.get(owner_of(result.task_id))
+            if address and is_large(result):
+                self.runtime.send_to(address, Kind.RESULTS, (self.runtime.process_id, [result]))
+            else:
+                via_head.append(result)
+        if via_head:
+            self.runtime.send(Kind.TASK_DONE, (via_head,))
         self.inbox.flush()
 
     def report(self, result: TaskResult) -> None:
@@ -331,7 +371,8 @@ class Worker:
         fn = self.callable_for(spec)
         args, kwargs = serialization.loads(spec.args)
         if spec.dep_values:
-            values = [serialization.loads(p) for p in spec.dep_values]
+            values = [self.runtime.fetch_value(p.object_id) if type(p) is FetchDep
+                      else serialization.loads(p) for p in spec.dep_values]
             args = [values[a.index] if type(a) is DepSlot else a for a in args]
             kwargs = {k: values[v.index] if type(v) is DepSlot else v for k, v in kwargs.items()}
         return fn, args, kwargs
@@ -359,9 +400,15 @@ class Worker:
         start = time.perf_counter()
         token = CURRENT_TASK.set(spec)
         caller = DIRECT_CALLER.set(self.reply_to.get(spec.task_id))
+        gpu_ids = dict(spec.options).get("gpu_ids") if spec.options else None
+        shown = gpus.use(gpu_ids) if gpu_ids is not None else None
         try:
             try:
-                value = self.call_with_retries(spec)
+                self.interruptible = spec.task_id
+                try:
+                    value = self.call_with_retries(spec)
+                finally:
+                    self.interruptible = None
                 if spec.method == "__init__":
                     self.become_actor(spec, value)
                     value = None
@@ -369,6 +416,8 @@ class Worker:
                 self.current = None
                 CURRENT_TASK.reset(token)
                 DIRECT_CALLER.reset(caller)
+                if shown is not None and spec.method != "__init__":
+                    gpus.restore(shown)  # an actor keeps its devices; a task gives them back
             return self.pack_returns(spec, value, time.perf_counter() - start)
         except KeyboardInterrupt:
             if self.cancel_requested == spec.task_id:
@@ -377,6 +426,13 @@ class Worker:
             return self.error_result(spec, exceptions.TaskCancelledError(spec.name, "interrupted"), start)
         except BaseException as e:  # noqa: BLE001 -- a task's error is its result
             return self.error_result(spec, e, start)
+
+    def interrupt(self, signum: int, frame: Any) -> None:
+        """SIGINT, sent by ``on_cancel``: interrupt only the task it was meant for. The
+        signal races that task's end; arriving later it would hit the next task, or the
+        loop between two tasks (losing the one just taken), so then it is dropped."""
+        if self.cancel_requested is not None and self.cancel_requested == self.interruptible:
+            raise KeyboardInterrupt
 
     async def run_async(self, spec: TaskSpec) -> TaskResult:
         """A call of an async actor, on its event loop; sync methods run there directly."""
@@ -437,10 +493,15 @@ def _count(value: Any) -> str:
 
 
 def _strip_our_frames(error: BaseException) -> BaseException:
-    """Drop the worker's own frame from the traceback: users should see their code only."""
+    """Drop the worker's own frames from the top of the traceback, and frames that ask
+    to be hidden (``__tracebackhide__``, as IPython and pytest do): users should see
+    their code only."""
     tb = error.__traceback__
-    if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        error.__traceback__ = tb.tb_next
+    while tb is not None and tb.tb_next is not None and (
+            tb.tb_frame.f_code.co_filename == __file__
+            or tb.tb_frame.f_locals.get("__tracebackhide__")):
+        tb = tb.tb_next
+    error.__traceback__ = tb
     return error
 
 
@@ -460,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime = Runtime("worker", args.head, key, node_id=bytes.fromhex(args.node_id),
                       process_id=bytes.fromhex(args.worker_id), info={"ip": args.ip})
     worker = Worker(runtime, args.ip)
+    signal.signal(signal.SIGINT, worker.interrupt)
     sys.stdout = TaskOutput(worker, "stdout")
     sys.stderr = TaskOutput(worker, "stderr")
     try:

@@ -135,6 +135,24 @@ def test_start_head_prints_how_to_join_and_runs_detached(machines):
     assert missing.returncode != 0 and "needs the cluster's password" in missing.stderr
 
 
+def test_the_head_serves_the_dashboard_and_says_where(machines):
+    import urllib.request
+    a = machines()
+    out = ok(a.rayipy("start", "--head", "--node-ip-address", "127.0.0.1", "--port", "0",
+                      "--num-cpus", "1", "--dashboard-port", "0"))
+    url = re.search(r"^Dashboard: (http://127\.0\.0\.1:\d+)$", out, re.M).group(1)
+    assert a.cluster_file()["dashboard_url"] == url.removeprefix("http://")
+    assert f"Dashboard: {url}" in ok(a.rayipy("status"))
+    with urllib.request.urlopen(url, timeout=10) as page:
+        assert page.status == 200
+    assert ok(a.python("import rayipy; print(rayipy.init(address='auto').dashboard_url)")).strip() \
+        == url.removeprefix("http://")
+    ok(a.rayipy("stop"))
+    out = ok(a.rayipy("start", "--head", "--node-ip-address", "127.0.0.1", "--port", "0",
+                      "--num-cpus", "1", "--include-dashboard", "false"))
+    assert "Dashboard" not in out and a.cluster_file()["dashboard_url"] == ""
+
+
 def test_status_shows_nodes_resources_and_tasks(machines):
     a = machines()
     address = a.start_head("--num-cpus", "2", "--num-gpus", "1")
@@ -202,7 +220,7 @@ def test_joining_a_dead_address_fails_with_a_clear_message(machines):
     port = free_tcp_port()
     result = b.rayipy("start", f"--address=127.0.0.1:{port}", "--password=x", timeout=30)
     assert result.returncode == 1
-    assert f"cannot join 127.0.0.1:{port}: nothing listens" in result.stderr
+    assert f"cannot join 127.0.0.1:{port}: cannot reach a rayipy head at 127.0.0.1:{port} (Connection refused)" in result.stderr
     no_password = b.rayipy("start", f"--address=127.0.0.1:{port}")
     assert no_password.returncode == 1 and "needs the cluster's password" in no_password.stderr
     assert not b.processes()

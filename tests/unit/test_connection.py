@@ -111,7 +111,7 @@ def test_passwords_and_keys():
 def test_bind_and_reach_checks_say_what_is_wrong():
     port = connection.check_bindable("127.0.0.1", 0)
     assert port > 0
-    with pytest.raises(ConnectionError, match="connection refused"):
+    with pytest.raises(ConnectionError, match="Connection refused"):
         connection.check_reachable("127.0.0.1", port)
     with pytest.raises(OSError, match="not an address of this machine"):
         connection.check_bindable("192.0.2.77", 0)
@@ -150,6 +150,15 @@ def test_status_text():
     assert "  queued 9, running 3, finished 100, failed 2, retried 1" in lines   # 5 + (7 - 3)
     assert "  workers 6 (1 blocked on nested tasks, 0 leased to drivers)" in lines
     assert lines[-1] == "Dropped messages (bad signature, malformed...): bad signature: 1"
+
+
+def test_status_lists_lost_nodes_apart():
+    lost = {"NodeID": "cc" * 8, "NodeManagerAddress": "10.0.0.3", "NodeManagerHostname": "gamma",
+            "Resources": {"CPU": 8.0}, "Alive": False, "DeathReason": "its node stopped answering"}
+    lines = format_status({**STATUS, "nodes": STATUS["nodes"] + [lost]}).splitlines()
+    assert "Nodes (2 alive)" in lines and "  CPU     3/6" in lines
+    assert lines[lines.index("Lost nodes (1)") + 1] == \
+        "  node cccccccc  10.0.0.3 (gamma): its node stopped answering"
 
 
 def test_status_of_an_empty_cluster():
