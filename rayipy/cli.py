@@ -437,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rayipy {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # `rayipy status | head`: the reader left, nothing is wrong
+        sys.stdout = None
+        return 0
     parser.print_help()
     return 0
 

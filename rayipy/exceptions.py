@@ -120,6 +120,10 @@ def format_task_error(function_name: str, where: str, remote_traceback: str) -> 
 
 
 def _task_error_class(cause_cls: type) -> type:
+    if not issubclass(cause_cls, Exception):
+        # SystemExit, KeyboardInterrupt...: raised on the caller they would stop it (a
+        # remote SystemExit would end the driver silently), not report the task's failure.
+        return TaskError
     with _subclass_lock:
         cls = _subclass_cache.get(cause_cls)
         if cls is None:

@@ -29,10 +29,15 @@ def parent_alive(original_parent: int) -> bool:
     return os.getppid() == original_parent
 
 
+class Stopping(SystemExit):
+    """The process was told to stop (SIGTERM). Never a task's own error: a task it
+    interrupts did not fail, its worker is going away (the task is retried elsewhere)."""
+
+
 def exit_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit so `finally` blocks and atexit handlers run."""
     def handler(signum, frame):
-        raise SystemExit(128 + signum)
+        raise Stopping(128 + signum)
     signal.signal(signal.SIGTERM, handler)
 
 

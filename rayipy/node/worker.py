@@ -424,6 +424,8 @@ class Worker:
                 self.cancel_requested = None
                 return self.cancelled_result(spec, "interrupted while running")
             return self.error_result(spec, exceptions.TaskCancelledError(spec.name, "interrupted"), start)
+        except lifetime.Stopping:
+            raise   # the worker is being stopped: no result, the task is retried elsewhere
         except BaseException as e:  # noqa: BLE001 -- a task's error is its result
             return self.error_result(spec, e, start)
 
@@ -444,6 +446,8 @@ class Worker:
             if inspect.isawaitable(value):
                 value = await value
             return self.pack_returns(spec, value, time.perf_counter() - start)
+        except lifetime.Stopping:
+            raise
         except BaseException as e:  # noqa: BLE001 -- a call's error is its result
             return self.error_result(spec, e, start)
 

@@ -194,3 +194,23 @@ def test_retry_exceptions(cluster, tmp_path):
     with pytest.raises(ConnectionError):
         rayipy.get(always.remote(str(tmp_path / "c")), timeout=60)
     assert open(tmp_path / "c").read() == "xx"  # one try plus one retry
+
+
+@rayipy.remote
+def stopped_once(marker):
+    # The first attempt waits to be stopped (SIGTERM, as when its node leaves); the retry
+    # finds the marker and returns.
+    if not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(60)
+    return "second attempt"
+
+
+def test_a_task_whose_worker_is_stopped_is_retried_not_failed(cluster, tmp_path):
+    import signal
+    marker = tmp_path / "marker"
+    ref = stopped_once.remote(str(marker))
+    pid = wait_until(lambda: marker.exists() and marker.read_text() and int(marker.read_text()))
+    os.kill(pid, signal.SIGTERM)
+    assert rayipy.get(ref, timeout=60) == "second attempt"

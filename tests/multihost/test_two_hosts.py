@@ -61,8 +61,11 @@ def test_seed_program_3_spreads_its_tasks_over_both_hosts(two_hosts):
 
 def test_joining_with_a_wrong_password_is_refused_at_once(two_hosts):
     a, b = two_hosts
-    assert a.rayipy("start", "--head", "--node-ip-address", a.ip, "--num-cpus", "1",
-                    "--password", "right").returncode == 0
+    # No --node-ip-address: the head guesses this host's address (no route out here, so
+    # from its host name), not loopback.
+    started = a.rayipy("start", "--head", "--num-cpus", "1", "--password", "right")
+    assert started.returncode == 0, started.stderr
+    assert f"rayipy start --address='{a.ip}:6379' --password='right'" in started.stdout
     wrong = b.rayipy("start", f"--address={a.ip}:6379", "--redis-password=wrong", timeout=30)
     assert wrong.returncode == 1
     assert "refused the password (wrong password)" in wrong.stderr
@@ -71,6 +74,16 @@ def test_joining_with_a_wrong_password_is_refused_at_once(two_hosts):
     assert dead.returncode == 1 and "(Connection refused)" in dead.stderr
     unreachable = b.rayipy("start", "--address=10.213.1.9:6379", "--password=right", timeout=30)
     assert unreachable.returncode == 1 and "cannot join" in unreachable.stderr, unreachable.stderr
+
+
+def test_stopping_the_head_stops_the_other_hosts_too(two_hosts):
+    a, b = two_hosts
+    start_cluster(a, b)
+    assert a.rayipy("stop").returncode == 0 and not a.pids()
+    wait_until(lambda: not b.pids(), timeout=30, message="hostB's agent outlived its head")
+    late = b.rayipy("stop")
+    assert late.returncode == 0 and "had already exited" in late.stdout, late.stderr
+    assert not (b.home / "cluster.json").exists()
 
 
 def test_stop_leaves_nothing_behind_on_either_host(two_hosts):
@@ -94,7 +107,9 @@ def test_stop_leaves_nothing_behind_on_either_host(two_hosts):
 
 
 @pytest.mark.timeout(240)
-def test_a_host_killed_mid_run_loses_no_result(two_hosts):
+@pytest.mark.parametrize("how", ["killed", "stopped"])
+def test_a_host_lost_mid_run_loses_no_result(two_hosts, how):
+    """hostB dies (every process SIGKILLed) or leaves (`rayipy stop`) while its tasks run."""
     a, b = two_hosts
     address = start_cluster(a, b)
     driver = a.popen_python(f"""
@@ -108,7 +123,7 @@ def test_a_host_killed_mid_run_loses_no_result(two_hosts):
         refs = [f.remote(i) for i in range(2000)]
         ready, _ = rayipy.wait(refs, num_returns=300)
         print("where", *sorted(set(ip for _, ip in rayipy.get(ready))), flush=True)
-        sys.stdin.readline()          # hostB is killed now
+        sys.stdin.readline()          # hostB is gone now
         values = rayipy.get(refs, timeout=120)
         print("correct", [v for v, _ in values] == [i * i for i in range(2000)], flush=True)
         print("nodes alive", sum(n["Alive"] for n in rayipy.nodes()), flush=True)
@@ -117,7 +132,11 @@ def test_a_host_killed_mid_run_loses_no_result(two_hosts):
         where = driver.stdout.readline().split()
         assert where[:1] == ["where"], driver.stderr.read() if driver.poll() is not None else where
         assert b.ip in where[1:], f"hostB ran none of the first tasks: {where}"
-        b.kill_everything()
+        if how == "killed":
+            b.kill_everything()
+        else:
+            stopped = b.rayipy("stop")
+            assert stopped.returncode == 0 and not b.pids(), stopped.stderr
         driver.stdin.write("go\n")
         driver.stdin.flush()
         out, err = driver.communicate(timeout=180)

@@ -240,3 +240,11 @@ def test_exception_hierarchy_and_ray_aliases():
     assert issubclass(exceptions.NotInitializedError, RuntimeError)
     assert issubclass(exceptions.OwnerDiedError, exceptions.ObjectLostError)
     assert issubclass(exceptions.RaySystemError, exceptions.RayipySystemError)
+
+
+@pytest.mark.parametrize("cause", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
+def test_a_remote_exit_or_interrupt_does_not_stop_the_caller(cause):
+    # Raised on the driver, a TaskError that is also a SystemExit would end it silently.
+    err = errors.rebuild_error(errors.capture_task_error(cause, "f", "node x"))
+    assert isinstance(err, TaskError) and isinstance(err, Exception)
+    assert not isinstance(err, type(cause)) and isinstance(err.cause, type(cause))
