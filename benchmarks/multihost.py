@@ -72,22 +72,22 @@ ray.init(address="auto")
 SIZE = 100 * 2**20
 
 @ray.remote(resources={"OTHER": 1})
-def fetch(refs):
+def fetch(refs, size):
     start = time.perf_counter()
     value = ray.get(refs[0])
     took = time.perf_counter() - start
-    assert value.nbytes == SIZE
+    assert value.nbytes == size
     return took
 
 @ray.remote(resources={"OTHER": 1})
 def make():
     return [ray.put(np.ones(SIZE, dtype=np.uint8))]
 
-ray.get(fetch.remote([ray.put(np.ones(1, dtype=np.uint8))]))   # warm up
+ray.get(fetch.remote([ray.put(np.ones(1, dtype=np.uint8))], 1))   # warm up
 to_other, from_other = [], []
 for _ in range(REPS):
     mine = ray.put(np.ones(SIZE, dtype=np.uint8))
-    to_other.append(ray.get(fetch.remote([mine])))
+    to_other.append(ray.get(fetch.remote([mine], SIZE)))
     del mine
     inner = ray.get(make.remote())[0]
     start = time.perf_counter()
