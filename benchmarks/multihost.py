@@ -150,7 +150,7 @@ def make_hosts(root: Path) -> list[Host]:
 def remove_hosts(hosts: list[Host]) -> None:
     for host in hosts:
         try:
-            if (host.home / "cluster.json").exists():
+            if (host.home / host.name / "cluster.json").exists():
                 host.run(sys.executable, "-m", "rayipy", "stop", "--force", timeout=60)
         except Exception:
             pass

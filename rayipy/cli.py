@@ -46,7 +46,7 @@ def info() -> str:
         f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, cloudpickle {cloudpickle.__version__}",
         f"CPUs for a local cluster: {os.cpu_count()}",
         f"platform: {platform.platform()}",
-        f"rayipy directory: {connection.rayipy_home()} (${connection.HOME_ENV} to change)",
+        f"rayipy directory: {connection.machine_dir()} (${connection.HOME_ENV} to change)",
     ]
     return "\n".join(lines)
 
@@ -154,7 +154,7 @@ def start(args: argparse.Namespace) -> int:
                            "--address=HOST:PORT")
     resources = node_resources(args)
     num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
-    home = connection.rayipy_home()
+    home = connection.machine_dir()
     with connection.locked(home):
         running = connection.running_cluster(home)
         if running is not None:
@@ -361,7 +361,7 @@ def _block(processes: list[subprocess.Popen], cluster: ClusterFile) -> int:
 # -- rayipy stop / status ---------------------------------------------------------------------------
 
 def _stop_recorded(grace: float, force: bool, quiet: bool = False) -> int:
-    home = connection.rayipy_home()
+    home = connection.machine_dir()
     with connection.locked(home):
         cluster = connection.read_cluster_file(home)
         if cluster is None:

@@ -1,7 +1,8 @@
 """Where a cluster is and how to join it: the connection file, passwords, node addresses.
 
-``rayipy start`` writes one *connection file* per machine, ``$RAYIPY_HOME/cluster.json``
-(``~/.rayipy`` by default), mode 0600 in a 0700 directory. It records the head's address,
+``rayipy start`` writes one *connection file* per machine,
+``$RAYIPY_HOME/HOSTNAME/cluster.json`` (``~/.rayipy`` by default), mode 0600 in a 0700
+directory. It records the head's address,
 the cluster key (and the password it comes from, for humans), and the processes
 ``rayipy start`` started here, so that ``rayipy stop`` stops exactly those and
 ``init(address="auto")`` finds the cluster. It holds a secret: nothing else writes the
@@ -40,6 +41,17 @@ FILE_NAME = "cluster.json"
 def rayipy_home() -> Path:
     """The user's rayipy directory: ``$RAYIPY_HOME``, else ``~/.rayipy``."""
     return Path(os.environ.get(HOME_ENV) or Path.home() / ".rayipy").expanduser().absolute()
+
+
+def machine_dir() -> Path:
+    """This machine's part of the rayipy directory, named by its host name: a home
+    directory shared by the cluster's machines (NFS) must not mix their processes."""
+    return rayipy_home() / socket.gethostname()
+
+
+def make_private_dir(path: Path) -> None:
+    for directory in (path.parent, path):
+        directory.mkdir(mode=0o700, exist_ok=True)
 
 
 def key_from_password(password: str) -> bytes:
@@ -113,7 +125,7 @@ class ClusterFile:
 
 
 def connection_path(home: Path | None = None) -> Path:
-    return (home or rayipy_home()) / FILE_NAME
+    return (home or machine_dir()) / FILE_NAME
 
 
 def read_cluster_file(home: Path | None = None) -> ClusterFile | None:
@@ -133,8 +145,8 @@ def read_cluster_file(home: Path | None = None) -> ClusterFile | None:
 
 def write_cluster_file(info: ClusterFile, home: Path | None = None) -> Path:
     """Write the file atomically, readable by its owner only (it holds the key)."""
-    home = home or rayipy_home()
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home = home or machine_dir()
+    make_private_dir(home)
     path = connection_path(home)
     fd, tmp = tempfile.mkstemp(dir=home, prefix=".cluster-", suffix=".json")  # mode 0600
     try:
@@ -156,8 +168,8 @@ def remove_cluster_file(home: Path | None = None) -> None:
 @contextlib.contextmanager
 def locked(home: Path | None = None) -> Iterator[None]:
     """Only one ``rayipy start`` / ``rayipy stop`` at a time per rayipy directory."""
-    home = home or rayipy_home()
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home = home or machine_dir()
+    make_private_dir(home)
     with open(home / "lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:

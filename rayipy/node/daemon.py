@@ -3,7 +3,7 @@
 Unlike the local cluster of ``init()`` (``launch.py``: children that die with their
 driver), these outlive the command: each is started in a session of its own (no
 controlling terminal, so closing the shell does not hang them up), with no parent-death
-signal, its output going to a log file in ``$RAYIPY_HOME/logs``. The cluster key reaches
+signal, its output going to a log file in ``$RAYIPY_HOME/HOSTNAME/logs``. The cluster key reaches
 them in their environment, never on a command line.
 
 Each is the leader of its own process group, and the workers a node agent starts stay in

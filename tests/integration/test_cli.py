@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -30,6 +31,7 @@ class Machine:
 
     def __init__(self, home: Path) -> None:
         self.home = home
+        self.dir = home / socket.gethostname()   # this machine's part of RAYIPY_HOME
         self.env = dict(os.environ, RAYIPY_HOME=str(home))
         self.env.pop("RAYIPY_ADDRESS", None)
 
@@ -49,7 +51,7 @@ class Machine:
         return self.cluster_file()["address"]
 
     def cluster_file(self) -> dict:
-        return json.loads((self.home / "cluster.json").read_text())
+        return json.loads((self.dir / "cluster.json").read_text())
 
     def processes(self) -> list[int]:
         return processes_with_env("RAYIPY_HOME", str(self.home))
@@ -68,7 +70,7 @@ def machines(tmp_path):
         yield make
     finally:
         for machine in made:
-            if (machine.home / "cluster.json").exists():
+            if (machine.dir / "cluster.json").exists():
                 machine.rayipy("stop", "--force", timeout=30)
             kill_pids(machine.processes())
 
@@ -97,8 +99,8 @@ def test_start_head_prints_how_to_join_and_runs_detached(machines):
 
     # The connection file is private; the processes outlive the command, in sessions of
     # their own (no terminal to hang them up); the key is on no command line, in no log.
-    assert stat.S_IMODE((a.home / "cluster.json").stat().st_mode) == 0o600
-    assert stat.S_IMODE(a.home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((a.dir / "cluster.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE(a.dir.stat().st_mode) == 0o700 and stat.S_IMODE(a.home.stat().st_mode) == 0o700
     records = a.cluster_file()["processes"]
     assert [r["role"] for r in records] == ["head", "agent"]
     for record in records:
@@ -106,7 +108,7 @@ def test_start_head_prints_how_to_join_and_runs_detached(machines):
     wait_until(lambda: len(a.processes()) == 4, message="head, agent and 2 workers")
     for pid in a.processes():
         assert b"s3cret-pw" not in Path(f"/proc/{pid}/cmdline").read_bytes()
-    for log in (a.home / "logs").iterdir():
+    for log in (a.dir / "logs").iterdir():
         assert "s3cret-pw" not in log.read_text()
 
     program = """
@@ -202,7 +204,7 @@ def test_a_second_machine_joins_and_runs_tasks(machines):
     status = ok(a.rayipy("status"))
     assert "Nodes (2 alive)" in status and re.search(r"CPU\s+0/2", status)
     assert ok(b.rayipy("stop")).startswith("Stopped")
-    assert not b.processes() and not (b.home / "cluster.json").exists()
+    assert not b.processes() and not (b.dir / "cluster.json").exists()
     assert len(a.processes()) == 3   # A is untouched
 
 
@@ -212,7 +214,7 @@ def test_joining_with_a_wrong_password_is_refused_at_once(machines):
     result = b.rayipy("start", f"--address={address}", "--password=wrong", "--num-cpus", "1", timeout=20)
     assert result.returncode == 1
     assert "refused the password (wrong password)" in result.stderr
-    assert not (b.home / "cluster.json").exists() and not b.processes()
+    assert not (b.dir / "cluster.json").exists() and not b.processes()
 
 
 def test_joining_a_dead_address_fails_with_a_clear_message(machines):
@@ -285,7 +287,7 @@ def test_block_stays_in_the_foreground_and_stops_everything_on_interrupt(machine
         assert "Nodes (1 alive)" in ok(a.rayipy("status"))
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
-        assert not a.processes() and not (a.home / "cluster.json").exists()
+        assert not a.processes() and not (a.dir / "cluster.json").exists()
     finally:
         proc.kill()
         proc.wait()

@@ -83,7 +83,7 @@ def test_stopping_the_head_stops_the_other_hosts_too(two_hosts):
     wait_until(lambda: not b.pids(), timeout=30, message="hostB's agent outlived its head")
     late = b.rayipy("stop")
     assert late.returncode == 0 and "had already exited" in late.stdout, late.stderr
-    assert not (b.home / "cluster.json").exists()
+    assert not (b.home / b.name / "cluster.json").exists()
 
 
 def test_stop_leaves_nothing_behind_on_either_host(two_hosts):
@@ -103,7 +103,7 @@ def test_stop_leaves_nothing_behind_on_either_host(two_hosts):
         stopped = host.rayipy("stop")
         assert stopped.returncode == 0 and "Stopped" in stopped.stdout, stopped.stderr
         assert not host.pids(), f"left on {host.name}: {host.pids()}"
-        assert not (host.home / "cluster.json").exists()
+        assert not (host.home / host.name / "cluster.json").exists()
 
 
 @pytest.mark.timeout(240)
@@ -196,3 +196,16 @@ def test_direct_paths_work_across_hosts(two_hosts):
     lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
     assert lines == {"actor": f"(3, '{a.ip}')", "leased": f"(20, '{a.ip}')", "big": "True",
                      "borrowed": f"(1000000, '{a.ip}')"}, result.stdout
+
+
+def test_hosts_sharing_a_home_directory_keep_their_processes_apart(two_hosts):
+    """One rayipy directory for both hosts, as with a home directory on NFS."""
+    a, b = two_hosts
+    b.home = a.home
+    b.env["RAYIPY_HOME"] = str(a.home)
+    start_cluster(a, b)
+    assert (a.home / "hostA" / "cluster.json").exists() and (a.home / "hostB" / "cluster.json").exists()
+    assert b.rayipy("stop").returncode == 0 and not b.pids()
+    assert len(a.pids()) == 3   # hostA's head, agent and worker are untouched
+    assert "Nodes (1 alive)" in a.rayipy("status").stdout
+    assert a.rayipy("stop").returncode == 0 and not a.pids()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
 import stat
 
 import pytest
@@ -35,17 +36,19 @@ def cluster_file(address: str = "10.0.0.1:6379", processes=None) -> ClusterFile:
 def test_file_round_trip_is_private(home):
     info = cluster_file()
     path = connection.write_cluster_file(info)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert path == home / socket.gethostname() / "cluster.json"   # machines may share a home
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == stat.S_IMODE(home.stat().st_mode) == 0o700
     assert connection.read_cluster_file() == info
-    assert [p for p in home.iterdir() if p.name.startswith(".cluster-")] == []   # no temp file left
+    assert [p for p in path.parent.iterdir() if p.name.startswith(".cluster-")] == []  # no temp file
     connection.remove_cluster_file()
     assert connection.read_cluster_file() is None
     connection.remove_cluster_file()   # twice is fine
 
 
 def test_damaged_file_says_what_to_do(home):
-    home.mkdir()
-    (home / "cluster.json").write_text("{not json")
+    (home / socket.gethostname()).mkdir(parents=True)
+    (home / socket.gethostname() / "cluster.json").write_text("{not json")
     with pytest.raises(exceptions.RayipySystemError, match="damaged.*remove it"):
         connection.read_cluster_file()
 
