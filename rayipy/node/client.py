@@ -85,6 +85,7 @@ class Runtime(DirectCalls):
         self._requests: dict[int, Future] = {}
         self._request_ids = itertools.count(1)
         self._inflight: dict[bytes, tuple] = {}   # task id -> (pinned ids, return ids)
+        self._outcomes: collections.Counter = collections.Counter()   # our finished tasks by status
         self._sent_functions: set[bytes] = set()
         self._handlers: dict[Kind, Callable] = {
             Kind.WELCOME: self._on_welcome,
@@ -397,6 +398,12 @@ class Runtime(DirectCalls):
             raise value
         return value
 
+    def task_counts(self) -> dict[str, int]:
+        """This process's own tasks: in flight, finished (OK) and failed (any other outcome)."""
+        outcomes = dict(self._outcomes)   # a copy: the I/O thread adds to it
+        done = outcomes.pop(OK, 0)
+        return {"pending": len(self._inflight), "done": done, "failed": sum(outcomes.values())}
+
     def _check_alive(self) -> None:
         if self.lost is not None:
             raise exceptions.RayipySystemError(f"the cluster is unreachable: {self.lost}")
@@ -552,6 +559,7 @@ class Runtime(DirectCalls):
         entry = self._inflight.pop(result.task_id, None)
         if entry is None:
             return
+        self._outcomes[result.status] += 1
         pinned, return_ids = entry
         callbacks: list = []
         info = {"where": result.where, "duration": result.duration}
