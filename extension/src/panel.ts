@@ -186,7 +186,7 @@ export function renderStatus(status: IClusterStatus): HTMLElement[] {
   if (tasks) {
     out.push(el('h3', 'jp-RayipyPanel-section', 'Tasks'));
     const counts = el('div', 'jp-RayipyPanel-counts');
-    const cluster = 'on the whole cluster, now';
+    const cluster = "on the whole cluster, now (with this notebook's tasks on leased workers)";
     const mine = "this notebook's tasks, since rayipy started";
     counts.append(
       count('queued', tasks.queued, cluster),

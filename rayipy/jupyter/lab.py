@@ -72,7 +72,8 @@ def status() -> dict[str, Any]:
         "resources": resource_usage(total, available),
         "tasks": {
             "queued": int(head_tasks.get("queued", 0)),
-            "running": int(head_tasks.get("running", 0)),
+            # The head's running tasks, and ours on a leased worker, which it does not see.
+            "running": int(head_tasks.get("running", 0)) + int(own.get("on_lease", 0)),
             "pending": int(own.get("pending", 0)),
             "done": int(own.get("done", 0)),
             "failed": int(own.get("failed", 0)),

@@ -399,10 +399,12 @@ class Runtime(DirectCalls):
         return value
 
     def task_counts(self) -> dict[str, int]:
-        """This process's own tasks: in flight, finished (OK) and failed (any other outcome)."""
+        """This process's own tasks: in flight, of those on leased workers (the head does
+        not see them), finished (OK) and failed (any other outcome)."""
         outcomes = dict(self._outcomes)   # a copy: the I/O thread adds to it
         done = outcomes.pop(OK, 0)
-        return {"pending": len(self._inflight), "done": done, "failed": sum(outcomes.values())}
+        return {"pending": len(self._inflight), "on_lease": self.leases.inflight_count(),
+                "done": done, "failed": sum(outcomes.values())}
 
     def _check_alive(self) -> None:
         if self.lost is not None:

@@ -32,7 +32,7 @@ def labextension():
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
     reason = labkit.missing_browser()
     if reason:
@@ -50,7 +50,7 @@ def browser():
         driver.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lab(browser, request, tmp_path_factory):
     """A JupyterLab server, with the tree's extension when Node.js can build it (the widget
     tests need no extension); notebooks go in ``lab.notebooks``."""
