@@ -15,13 +15,14 @@ from rayipy.api import (available_resources, cancel, cluster_resources, cluster_
                         is_initialized, method, nodes, put, remote, shutdown, wait)
 from rayipy.actor import ActorClass, ActorHandle, get_actor, kill
 from rayipy.core.object_ref import ObjectRef
+from rayipy.progress_bars import progress
 from rayipy.remote_function import RemoteFunction
 
 __version__ = "0.1.0"
 
 __all__ = ["ActorClass", "ActorHandle", "get_actor", "kill", "ObjectRef", "RemoteFunction", "available_resources", "cancel", "cluster_resources",
            "cluster_status", "exceptions", "get", "init", "is_initialized", "method", "nodes",
-           "put", "remote", "shutdown", "wait", "__version__"]
+           "progress", "put", "remote", "shutdown", "wait", "__version__"]
 
 
 def load_ipython_extension(ipython):  # pragma: no cover - the Jupyter layer loads lazily

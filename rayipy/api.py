@@ -11,6 +11,7 @@ import hashlib
 import logging
 import numbers
 import os
+import socket
 import threading
 from typing import Any, Callable, Sequence
 
@@ -25,6 +26,10 @@ log = logging.getLogger("rayipy")
 _lock = threading.RLock()
 _cluster: LocalCluster | None = None   # the local cluster this driver started, if any
 _context: "ClusterContext | None" = None
+
+# Called with each new driver Runtime before init() returns: how a front end (the
+# Jupyter layer) attaches its hooks (output routing, progress) to every cluster.
+runtime_hooks: list[Callable[[Runtime], None]] = []
 
 # Ray's init() keywords that have no meaning here: accepted, so Ray programs run.
 _IGNORED_INIT_OPTIONS = {"object_store_memory", "local_mode", "configure_logging", "logging_level",
@@ -101,6 +106,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                                  "(rayipy start --num-cpus ...)")
             cluster = None
             head_address, key = _resolve_address(address, password)
+            _check_reachable(head_address)
         runtime = Runtime("driver", head_address, key)
         try:
             welcome = runtime.start(timeout=30.0 if cluster else 10.0)
@@ -110,6 +116,11 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             if cluster is not None:
                 cluster.stop()
             raise
+        for hook in list(runtime_hooks):
+            try:
+                hook(runtime)
+            except Exception:
+                log.exception("a runtime hook raised")
         _cluster = cluster
         _context = ClusterContext(head_address.removeprefix("tcp://"), cluster is not None,
                                   welcome.cluster_id)
@@ -133,6 +144,17 @@ def _resolve_address(address: str, password: str | None) -> tuple[str, bytes]:
         raise ValueError(f"connecting to {address} needs the cluster's password: "
                          f"init(address={address!r}, password='...') (printed by `rayipy start --head`)")
     return f"tcp://{host}:{port}", key_from_password(password)
+
+
+def _check_reachable(head_address: str, timeout: float = 3.0) -> None:
+    """Fail at once, readably, when nothing listens there (ZeroMQ would wait silently)."""
+    host, _, port = head_address.removeprefix("tcp://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout).close()
+    except OSError as e:
+        raise exceptions.RayipySystemError(
+            f"cannot reach a rayipy head at {host}:{port} ({e.strerror or e}): is the cluster "
+            f"running there (`rayipy start --head`), and are the address and port right?") from None
 
 
 def _wait_for_nodes(runtime: Runtime, count: int, timeout: float = 30.0) -> None:

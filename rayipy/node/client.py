@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 1.0
 HEAD_SILENCE_LIMIT = 10.0       # no word from the head this long: the cluster is gone
 BLOCKED_SLICE_SECONDS = 0.05    # a blocked worker looks for tasks to hand back this often
+INTERRUPT_GRACE_SECONDS = 3.0   # Ctrl-C in get/wait: tasks still running then are killed
+PINNED = ("pinned", True)       # in TaskSpec.options: sent to one named worker, stays there
 
 
 def new_process_id(prefix: bytes) -> bytes:
@@ -53,7 +55,7 @@ class TaskLogPrinter:
     """Prints output streamed from tasks on this process's own stdout/stderr, labelled."""
 
     def __call__(self, lines: list, label: str) -> None:
-        for stream, text, task in lines:
+        for stream, text, task, *_ in lines:
             out = sys.stderr if stream == "stderr" else sys.stdout
             prefix = f"({task} {label}) "
             body = "".join(prefix + line for line in text.splitlines(keepends=True))
@@ -105,6 +107,15 @@ class Runtime(DirectCalls):
             Kind.LEASE_ENDED: self._on_lease_ended,
         }
         self.on_log: Callable[[list, str], None] = TaskLogPrinter()
+        # Hooks for a front end (the Jupyter layer sets them; None in scripts):
+        # on_submit(task_id, refs) runs on the submitting thread before the task leaves;
+        # on_slow_wait(refs) runs when a get has blocked slow_wait_seconds, and may return
+        # a function to call when the get ends (a progress display).
+        self.on_submit: Callable[[bytes, list[ObjectRef]], None] | None = None
+        self.on_slow_wait: Callable[[list[ObjectRef]], Callable[[], None] | None] | None = None
+        self.slow_wait_seconds = 1.0
+        self.interrupt_grace: float | None = INTERRUPT_GRACE_SECONDS
+        self._pinned: dict[bytes, bytes] = {}               # task id -> worker sent to by name
         self.welcome: Welcome | None = None
         self._connected = threading.Event()
         self._connect_error: BaseException | None = None
@@ -188,8 +199,13 @@ class Runtime(DirectCalls):
 
     def submit(self, function_id: bytes, name: str, args: tuple, kwargs: dict, num_returns: int,
                resources: tuple, max_retries: int, actor_id: bytes = b"",
-               method: str = "", options: tuple = (), keep_alive: tuple = ()) -> list[ObjectRef]:
-        """Queue one task; returns its ObjectRefs at once."""
+               method: str = "", options: tuple = (), keep_alive: tuple = (),
+               worker: tuple[bytes, str] | None = None) -> list[ObjectRef]:
+        """Queue one task; returns its ObjectRefs at once.
+
+        ``worker`` (worker id, direct address) sends the task straight to that worker,
+        which runs it there whatever else it does (used to run a cell on every worker).
+        """
         self._check_alive()
         task_id = self.next_task_id()
         deps: list[ObjectRef] = []
@@ -208,9 +224,14 @@ class Runtime(DirectCalls):
         pinned = dep_ids + [r.id for r in contained] + list(keep_alive)
         self.objects.pin(pinned)
         self._inflight[task_id] = (pinned, return_ids)
+        if worker is not None:
+            options = options + (PINNED,)
         spec = TaskSpec(task_id, function_id, name, payload, (), num_returns, resources, max_retries,
                         0, actor_id, method, options)
-        if actor_id and method != "__init__":
+        if worker is not None:
+            self._pinned[task_id] = worker[0]
+            send = lambda ready: self._queue_call(worker[1], ready)  # noqa: E731
+        elif actor_id and method != "__init__":
             # An actor call: straight to the actor's worker, after this caller's earlier calls.
             slot = self.actor_routes.reserve(actor_id)
             send = lambda ready: self.actor_routes.fill(actor_id, slot, ready)  # noqa: E731
@@ -218,6 +239,11 @@ class Runtime(DirectCalls):
             send = self._queue_to_head
         else:
             send = self._queue_spec
+        if self.on_submit is not None:
+            try:
+                self.on_submit(task_id, refs)
+            except Exception:
+                log.exception("the on_submit hook raised")
         if deps:
             self._when_ready(deps, spec, send)
         else:
@@ -280,11 +306,42 @@ class Runtime(DirectCalls):
         return self.next_task_id()
 
     def cancel(self, ref: ObjectRef, force: bool) -> None:
-        task_id = ref.id[:16]
+        self.cancel_task(ref.id[:16], force)
+
+    def cancel_task(self, task_id: bytes, force: bool) -> bytes | None:
+        """Cancel one of our tasks; returns its actor's id if it is an actor call."""
         self._cancelled.add(task_id)
         where, actor_id = self.actor_routes.cancel(task_id)
         if where != "local":  # the head knows the task, or the worker it went to
-            self.send(Kind.CANCEL, (task_id, force, actor_id, self.leases.worker_of(task_id)))
+            worker = self.leases.worker_of(task_id) or self._pinned.get(task_id)
+            self.send(Kind.CANCEL, (task_id, force, actor_id, worker))
+        return actor_id
+
+    def cancel_waited(self, object_ids: list[bytes]) -> None:
+        """Ctrl-C while get/wait waited on these: cancel the tasks of ours that make them.
+
+        The user wants the work they were waiting for stopped, not left running unseen
+        (a notebook kernel lives on after the interrupt). Tasks still running after
+        ``interrupt_grace`` seconds (code that ignores the interrupt) are killed with
+        ``force``, except actor calls: killing one would kill the actor and its state.
+        """
+        tasks = list(dict.fromkeys(oid[:16] for oid in object_ids
+                                   if self.objects.owns(oid) and self.objects.state(oid) == PENDING))
+        if not tasks or self._stopping or self.lost is not None:
+            return
+        plain = [t for t in tasks if self.cancel_task(t, False) is None]
+        grace = self.interrupt_grace
+        if plain and grace is not None:
+            timer = threading.Timer(grace, self._force_cancel, (plain,))
+            timer.daemon = True
+            timer.start()
+
+    def _force_cancel(self, task_ids: list[bytes]) -> None:
+        if self._stopping or self.lost is not None:
+            return
+        for task_id in task_ids:
+            if task_id in self._inflight:
+                self.cancel_task(task_id, True)
 
     # -- values -----------------------------------------------------------------------------
     def on_ref_rebuilt(self, object_id: bytes) -> None:
@@ -316,7 +373,11 @@ class Runtime(DirectCalls):
             self.request_values(pending)
             deadline = None if timeout is None else time.monotonic() + timeout
             need = num_returns - (len(ids) - len(pending))
-            self._wait_for(pending, need, deadline)
+            try:
+                self._wait_for(pending, need, deadline)
+            except KeyboardInterrupt:
+                self.cancel_waited(pending)
+                raise
         ready, not_ready = [], []
         for ref in refs:
             if len(ready) < num_returns and self.objects.state(ref.id) != PENDING:
@@ -335,7 +396,11 @@ class Runtime(DirectCalls):
             self._check_alive()
             self.request_values(pending)
             deadline = None if timeout is None else time.monotonic() + timeout
-            n = self._wait_for(pending, len(pending), deadline)
+            try:
+                n = self._wait_watched(refs, pending, deadline)
+            except KeyboardInterrupt:
+                self.cancel_waited(pending)
+                raise
             if n < len(pending):
                 raise exceptions.GetTimeoutError(
                     f"get() timed out after {timeout:g} s: {len(pending) - n} of {len(ids)} "
@@ -353,6 +418,27 @@ class Runtime(DirectCalls):
                     f"ObjectRef({oid.hex()}) was freed, or the process that owned it is gone")
             raise errors.rebuild_error(payload)
         return values
+
+    def _wait_watched(self, refs: list[ObjectRef], pending: list[bytes],
+                      deadline: float | None) -> int:
+        """Wait for all of ``pending``; past ``slow_wait_seconds``, tell ``on_slow_wait``."""
+        hook = self.on_slow_wait
+        if hook is None:
+            return self._wait_for(pending, len(pending), deadline)
+        first = time.monotonic() + self.slow_wait_seconds
+        n = self._wait_for(pending, len(pending), first if deadline is None else min(first, deadline))
+        if n >= len(pending) or (deadline is not None and time.monotonic() >= deadline):
+            return n
+        try:
+            done = hook(refs)
+        except Exception:  # a display that fails must not fail the get
+            log.exception("the on_slow_wait hook raised")
+            done = None
+        try:
+            return self._wait_for(pending, len(pending), deadline)
+        finally:
+            if done is not None:
+                done()
 
     def _wait_for(self, object_ids: list[bytes], need: int, deadline: float | None) -> int:
         """Wait until ``need`` of the objects are ready or the deadline passes.
@@ -556,6 +642,7 @@ class Runtime(DirectCalls):
                 self.send("spec", spec)
             return
         self._via_head.discard(result.task_id)
+        self._pinned.pop(result.task_id, None)
         self.leases.finished(result.task_id, time.monotonic())
         self._cancelled.discard(result.task_id)
         entry = self._inflight.pop(result.task_id, None)

@@ -357,6 +357,18 @@ class Head:
                 total[name] = total.get(name, 0.0) + max(0.0, amount)
         return {k: v for k, v in total.items() if v > 0}
 
+    def request_running_tasks(self, sender: bytes) -> list[bytes]:
+        """The ids of the sender's tasks running now (first in some worker's queue)."""
+        return [w.queue[0] for w in self.scheduler.workers.values()
+                if w.queue and owner_of(w.queue[0]) == sender]
+
+    def request_workers(self, sender: bytes) -> list[dict]:
+        """Every worker: id, node, pid, direct address, and what it is doing."""
+        return [{"worker_id": w.worker_id, "node_id": w.node_id.hex(), "pid": w.pid,
+                 "address": w.address, "actor": w.actor is not None, "blocked": w.blocked,
+                 "tasks": len(w.queue), "leased": bool(w.leased_to)}
+                for w in self.scheduler.workers.values()]
+
     def request_status(self, sender: bytes) -> dict:
         return {"cluster_id": self.cluster_id, "address": self.address,
                 "uptime": time.time() - self.started,

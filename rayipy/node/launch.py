@@ -44,8 +44,12 @@ class LocalCluster:
 
     def _spawn(self, module: str, *args: str, stdout=None) -> subprocess.Popen:
         env = dict(os.environ, RAYIPY_CLUSTER_KEY=self.key.hex(), PYTHONPATH=driver_path())
+        # A session of their own: Ctrl-C in a terminal, or a notebook kernel's interrupt,
+        # signals the driver's whole process group, and must not stop the cluster (the
+        # driver cancels what it waited on instead). They still die with the driver.
         return subprocess.Popen([sys.executable, "-m", f"rayipy.node.{module}", *args],
-                                env=env, stdin=subprocess.DEVNULL, stdout=stdout)
+                                env=env, stdin=subprocess.DEVNULL, stdout=stdout,
+                                start_new_session=True)
 
     @staticmethod
     def _wait_listening(head: subprocess.Popen, timeout: float) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 from rayipy import exceptions
 from rayipy.node import lifetime
 from rayipy.node.actor_host import make_host
-from rayipy.node.client import Runtime
+from rayipy.node.client import PINNED, Runtime
 from rayipy.node.direct import DirectInbox
 from rayipy.core.objects import owner_of
 from rayipy.protocol import errors, serialization
@@ -94,7 +94,7 @@ class Worker:
         self.cancel_requested: bytes | None = None
         self.results: list[TaskResult] = []
         self.batch_started = 0.0
-        self.output: dict[tuple, list] = {}     # (owner, stream, task name) -> [text]
+        self.output: dict[tuple, list] = {}     # (owner, stream, task name, task id) -> [text]
         self.output_lock = threading.Lock()
         self.label = f"pid={os.getpid()}"
         self.where = (f"node {runtime.node_id.hex()[:8]} ({runtime.info.get('ip', '?')}), "
@@ -162,7 +162,9 @@ class Worker:
             self.pickled_functions.update(functions)
             self.accept_calls(caller, specs)
         with self.lock:
-            direct = [s for s in self.queue if s.task_id in self.reply_to]
+            # A task sent to this worker by name must run here: it stays.
+            direct = [s for s in self.queue if s.task_id in self.reply_to
+                      and PINNED not in s.options]
             for spec in direct:
                 self.queue.remove(spec)
         for spec in direct:
@@ -172,9 +174,14 @@ class Worker:
 
     def take_queued(self, count: int) -> list[bytes]:
         with self.lock:
-            taken = []
+            taken, kept = [], []
             while self.queue and len(taken) < count:
-                taken.append(self.queue.pop().task_id)
+                spec = self.queue.pop()
+                if PINNED in spec.options:  # sent to this worker by name: it stays
+                    kept.append(spec)
+                else:
+                    taken.append(spec.task_id)
+            self.queue.extend(reversed(kept))
             return taken
 
     def flush_output(self, final: bool = False) -> None:
@@ -182,13 +189,16 @@ class Worker:
         with self.output_lock:
             chunks, self.output = self.output, {}
             by_owner: dict[bytes, list] = {}
-            for (owner, stream, task), parts in chunks.items():
+            for key, parts in chunks.items():
+                owner, stream, task, task_id = key
                 text = "".join(parts)
                 cut = len(text) if final else text.rfind("\n") + 1
                 if cut < len(text):
-                    self.output[(owner, stream, task)] = [text[cut:]]
+                    self.output[key] = [text[cut:]]
                 if cut:
-                    by_owner.setdefault(owner, []).append((stream, text[:cut], task))
+                    # The task id lets the owner route the text (a notebook: to the cell
+                    # that submitted the task).
+                    by_owner.setdefault(owner, []).append((stream, text[:cut], task, task_id))
         for owner, lines in by_owner.items():
             self.runtime.send(Kind.LOG, (owner, lines, self.label))
 
@@ -199,7 +209,8 @@ class Worker:
             sys.__stderr__.write(text)
             return
         with self.output_lock:
-            self.output.setdefault((owner_of(spec.task_id), stream, spec.name), []).append(text)
+            key = (owner_of(spec.task_id), stream, spec.name, spec.task_id)
+            self.output.setdefault(key, []).append(text)
 
     def run_forever(self) -> None:
         while True:
@@ -437,10 +448,15 @@ def _count(value: Any) -> str:
 
 
 def _strip_our_frames(error: BaseException) -> BaseException:
-    """Drop the worker's own frame from the traceback: users should see their code only."""
+    """Drop the worker's own frames from the top of the traceback, and frames that ask
+    to be hidden (``__tracebackhide__``, as IPython and pytest do): users should see
+    their code only."""
     tb = error.__traceback__
-    if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
-        error.__traceback__ = tb.tb_next
+    while tb is not None and tb.tb_next is not None and (
+            tb.tb_frame.f_code.co_filename == __file__
+            or tb.tb_frame.f_locals.get("__tracebackhide__")):
+        tb = tb.tb_next
+    error.__traceback__ = tb
     return error
 
 

@@ -54,6 +54,14 @@ def rebuild_error(payload: Payload) -> BaseException:
     return exceptions.as_task_error(cause, tb, function_name, where)
 
 
+def error_class_name(payload: Payload) -> str:
+    """The class name of a captured error, without rebuilding the exception."""
+    try:
+        return pickle.loads(payload.data)[1]
+    except Exception:
+        return ""
+
+
 def _safe_str(error: BaseException) -> str:
     try:
         return str(error)

@@ -46,7 +46,8 @@ class Kind(IntEnum):
     REPLY = 41            # head -> driver: (request_id, ok, value)
 
     # output of tasks
-    LOG = 50              # worker -> head -> owner: (list[(stream, text)], worker label)
+    LOG = 50              # worker -> head -> owner: (owner, list[(stream, text, task name,
+                          #   task id)], worker label)
 
     # actor calls, straight from caller to the actor's worker (no head in between)
     LOCATE_ACTOR = 60     # caller -> head: (actor_id,)   answered by ACTOR_LOCATION

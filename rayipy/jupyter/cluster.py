@@ -1,0 +1,150 @@
+"""``%cluster``: start, connect, stop, status, dashboard. Each returns what the cell shows.
+
+Failures the user can fix (a dead address, a wrong password, a second start) come back
+as IPython ``UsageError``s: one readable line, no traceback, and the cell counts as
+failed (so "run all" stops there).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from typing import Any
+
+from IPython.core.error import StdinNotImplementedError, UsageError
+
+from rayipy import api, exceptions
+from rayipy.core.object_ref import current_runtime
+from rayipy.jupyter import reprs
+
+PASSWORD_ENV = "RAYIPY_PASSWORD"
+
+
+class Shown:
+    """A result with an HTML and a text form (the notebook picks HTML)."""
+
+    def __init__(self, html: str, text: str) -> None:
+        self.html = html
+        self.text = text
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def context() -> api.ClusterContext | None:
+    return api._context if api.is_initialized() else None
+
+
+def start(num_cpus: int | None, num_gpus: int | None) -> api.ClusterContext:
+    """A local cluster of ``num_cpus`` workers; if one runs already, say so and show it."""
+    running = context()
+    if running is not None:
+        print(f"A rayipy cluster is already running ({_where(running)}); "
+              f"use %cluster stop first to start another.")
+        return running
+    try:
+        return api.init(num_cpus=num_cpus, num_gpus=num_gpus)
+    except (TypeError, ValueError, exceptions.RayipyError) as e:
+        raise UsageError(f"could not start a local cluster: {e}") from None
+
+
+def connect(address: str, password: str | None) -> api.ClusterContext:
+    running = context()
+    if running is not None:
+        if not running.started_locally and running.address == address.removeprefix("tcp://"):
+            print(f"Already connected to {running.address}.")
+            return running
+        raise UsageError(f"already attached to a cluster ({_where(running)}): use %cluster stop "
+                         f"first, then connect again")
+    if password is None:
+        password = os.environ.get(PASSWORD_ENV) or _ask_password(address)
+    try:
+        return api.init(address=address, password=password)
+    except (TypeError, ValueError, exceptions.RayipyError) as e:
+        raise UsageError(f"could not connect to {address}: {e}") from None
+
+
+def _ask_password(address: str) -> str:
+    try:
+        return getpass.getpass(f"password of the rayipy cluster at {address}: ")
+    except (StdinNotImplementedError, EOFError, OSError):
+        raise UsageError(f"connecting to {address} needs the cluster's password: "
+                         f"%cluster connect {address} --password ... (or set {PASSWORD_ENV})"
+                         ) from None
+
+
+def stop() -> str:
+    running = context()
+    if running is None:
+        api.shutdown()  # a cluster that was lost still has processes to stop
+        return "No rayipy cluster is running."
+    where = _where(running)
+    api.shutdown()
+    return f"Stopped the {where}." if running.started_locally else f"Disconnected from the {where}."
+
+
+def _where(ctx: api.ClusterContext) -> str:
+    return f"local cluster at {ctx.address}" if ctx.started_locally else f"cluster at {ctx.address}"
+
+
+def _need_cluster() -> Any:
+    runtime = current_runtime()
+    if runtime is None or not api.is_initialized():
+        raise UsageError("no rayipy cluster is running: %cluster start [-n N] starts one, "
+                         "%cluster connect ADDRESS --password PW joins one")
+    return runtime
+
+
+def status(local_counts: dict[str, int]) -> Shown:
+    runtime = _need_cluster()
+    try:
+        info = runtime.request("status", timeout=5.0)
+        workers = runtime.request("workers", timeout=5.0)
+        available = runtime.request("available_resources", timeout=5.0)
+    except exceptions.RayipyError as e:
+        raise UsageError(f"the cluster did not answer: {e}") from None
+    url = dashboard_url()
+    return Shown(reprs.status_html(info, workers, available, local_counts, url),
+                 reprs.status_text(info, workers, local_counts))
+
+
+def dashboard_url() -> str:
+    """The dashboard's address if this cluster serves one, else ""."""
+    ctx = context()
+    if ctx is None:
+        return ""
+    finder = getattr(api, "dashboard_url", None)
+    if callable(finder):
+        try:
+            return finder() or ""
+        except Exception:
+            return ""
+    return getattr(ctx, "dashboard_url", "") or ""
+
+
+def dashboard() -> Shown:
+    _need_cluster()
+    url = dashboard_url()
+    if not url:
+        text = ("No dashboard is running for this cluster, so there is no link to show; "
+                "%cluster status shows the nodes and tasks here.")
+        return Shown(f"<span>{reprs._e(text)}</span>", text)
+    return Shown(f'rayipy dashboard: <a href="{reprs._e(url)}" target="_blank">{reprs._e(url)}</a>',
+                 f"rayipy dashboard: {url}")
+
+
+def context_html(ctx: api.ClusterContext) -> str:
+    """The HTML form of what ``rayipy.init`` / ``%cluster start`` return."""
+    live = api._context is ctx and api.is_initialized()
+    nodes = resources = None
+    if live:
+        try:
+            nodes = api.nodes()
+            resources = api.cluster_resources()
+        except Exception:
+            pass
+    return reprs.context_html(ctx.address, ctx.started_locally, ctx.cluster_id, nodes, resources,
+                              dashboard_url() if live else "", live)

@@ -1,0 +1,97 @@
+"""Loading and unloading the extension: magics, runtime hooks, HTML formatters.
+
+``%load_ext rayipy`` makes one ``NotebookSession`` for the shell. It attaches its hooks to
+every driver runtime of this process (``rayipy.api.runtime_hooks``): the current one if
+``rayipy.init`` ran already, and each one ``init`` makes later (``%cluster start`` or a
+plain ``rayipy.init()`` in a cell):
+
+- ``on_submit`` / ``on_log``: the output router (task output into the submitting cell);
+- ``on_slow_wait``: a progress bar for a ``get`` that blocks past the threshold;
+- ``interrupt_grace``: how long cancelled tasks get before they are killed.
+
+``%unload_ext rayipy`` takes all of it back and leaves the cluster running.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rayipy import api
+from rayipy.api import ClusterContext
+from rayipy.core.object_ref import ObjectRef, current_runtime
+from rayipy.jupyter import cluster, reprs
+from rayipy.jupyter.magics import RayipyMagics
+from rayipy.jupyter.output import OutputRouter
+from rayipy.jupyter.progress import slow_get_hook
+from rayipy.node.client import Runtime, TaskLogPrinter
+
+_sessions: dict[int, "NotebookSession"] = {}
+
+
+class NotebookSession:
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.magics = RayipyMagics(shell, on_change=self.reattach)
+        self.router = OutputRouter(shell, route=self.magics.route_output)
+        self.magics.local_counts = lambda: dict(self.router.counts)
+        self._slow_get = slow_get_hook(self.magics)
+        self._formatters: list[type] = []
+
+    def load(self) -> None:
+        self.shell.register_magics(self.magics)
+        html = self.shell.display_formatter.formatters["text/html"]
+        html.for_type(ObjectRef, reprs.object_ref_html)
+        html.for_type(ClusterContext, cluster.context_html)
+        self._formatters = [ObjectRef, ClusterContext]
+        api.runtime_hooks.append(self.attach)
+        self.reattach()
+
+    def reattach(self) -> None:
+        """Apply the current settings to the runtime of this process, if any."""
+        self.router.route = self.magics.route_output
+        runtime = current_runtime()
+        if isinstance(runtime, Runtime) and runtime.role == "driver":
+            self.attach(runtime)
+
+    def attach(self, runtime: Runtime) -> None:
+        runtime.on_submit = self.router.on_submit
+        runtime.on_log = self.router.on_log
+        runtime.on_slow_wait = self._slow_get if self.magics.auto_progress else None
+        runtime.slow_wait_seconds = self.magics.progress_threshold
+        runtime.interrupt_grace = self.magics.interrupt_grace
+
+    def unload(self) -> None:
+        if self.attach in api.runtime_hooks:
+            api.runtime_hooks.remove(self.attach)
+        runtime = current_runtime()
+        if isinstance(runtime, Runtime) and runtime.on_submit == self.router.on_submit:
+            runtime.on_submit = None
+            runtime.on_log = TaskLogPrinter()
+            runtime.on_slow_wait = None
+        html = self.shell.display_formatter.formatters["text/html"]
+        for cls in self._formatters:
+            html.pop(cls, None)
+        manager = self.shell.magics_manager
+        for kind, names in RayipyMagics.magics.items():
+            for name in names:
+                manager.magics[kind].pop(name, None)
+        manager.registry.pop(type(self.magics).__name__, None)
+        if self.magics in self.shell.configurables:
+            self.shell.configurables.remove(self.magics)
+
+
+def load(shell: Any) -> None:
+    if id(shell) in _sessions:
+        return
+    session = _sessions[id(shell)] = NotebookSession(shell)
+    session.load()
+
+
+def unload(shell: Any) -> None:
+    session = _sessions.pop(id(shell), None)
+    if session is not None:
+        session.unload()
+
+
+def session_of(shell: Any) -> NotebookSession | None:
+    return _sessions.get(id(shell))

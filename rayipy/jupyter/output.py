@@ -1,0 +1,193 @@
+"""Task output into the cell that submitted the task, live, even after that cell finished.
+
+When a task is submitted (``Runtime.on_submit``, on the submitting thread) we note the
+cell running now: its ``execute_request`` (the kernel's parent header). Workers stream
+the task's lines tagged with its task id; the runtime hands them to ``on_log`` on its
+I/O thread, and we write them under that cell's parent:
+
+- ipykernel >= 7.4: the kernel's stdout/stderr stream is pinned to the cell for this
+  thread only (``set_thread_parent``), written, and reset. The stream buffers text per
+  parent and sends it in a few messages (every 0.2 s), which keeps us far below the
+  server's iopub rate limits however fast tasks print.
+- older ipykernel: an explicit ``stream`` message with that parent, batched here for
+  0.1 s per cell and stream, for the same reason.
+- no kernel (terminal IPython): plain writes to stdout/stderr.
+
+JupyterLab keeps each cell's request alive after it finished, so these messages render
+under it and are saved with the notebook (see shared/recipes/late-output.md for the
+limits: after a page reload or a re-run of that cell they are dropped).
+
+Lines are labelled ``(task pid=123)`` like Ray's when they could come from more than one
+place: the cell submitted more than one task, or more than one worker wrote for it.
+
+Memory stays bounded: a task's entry is dropped ``GRACE_SECONDS`` after its result came
+(output may trail the result, which can travel a shorter path), cells in an LRU.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import time
+from typing import Any
+
+from rayipy.core.object_ref import ObjectRef
+from rayipy.core.objects import READY
+from rayipy.protocol.errors import error_class_name
+
+GRACE_SECONDS = 10.0        # keep routing a finished task's late lines this long
+MAX_CELLS = 1000            # cells remembered (for labels); older ones are forgotten
+SEND_BATCH_SECONDS = 0.1    # explicit stream messages (old ipykernel) are batched this long
+
+
+class _Cell:
+    __slots__ = ("parent", "tasks", "labels")
+
+    def __init__(self, parent: dict | None) -> None:
+        self.parent = parent          # the cell's execute_request, or None outside a kernel
+        self.tasks = 0
+        self.labels: set[str] = set()
+
+
+class OutputRouter:
+    """``on_submit`` and ``on_log`` of a notebook's runtime, and its task counts."""
+
+    def __init__(self, shell: Any, route: bool = True) -> None:
+        self.shell = shell
+        self.route = route
+        self.kernel = getattr(shell, "kernel", None)
+        self._streams = {"stdout": sys.stdout, "stderr": sys.stderr}
+        self._lock = threading.Lock()
+        self._tasks: dict[bytes, _Cell] = {}
+        self._finished: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._cells: collections.OrderedDict[Any, _Cell] = collections.OrderedDict()
+        self.counts = collections.Counter()   # this notebook's tasks: submitted, done...
+        self._batch: dict[tuple, list[str]] = {}
+        self._batch_parents: dict[tuple, dict] = {}
+        self._batch_timer: threading.Timer | None = None
+
+    # -- the submitting thread ------------------------------------------------------------
+    def on_submit(self, task_id: bytes, refs: list[ObjectRef]) -> None:
+        parent = self._parent()
+        key = _cell_key(parent, self.shell)
+        with self._lock:
+            cell = self._cells.get(key)
+            if cell is None:
+                cell = self._cells[key] = _Cell(parent)
+                while len(self._cells) > MAX_CELLS:
+                    self._cells.popitem(last=False)
+            else:
+                self._cells.move_to_end(key)
+            cell.tasks += 1
+            self._tasks[task_id] = cell
+            self.counts["submitted"] += 1
+        refs[0].add_done_callback(self._task_done)
+
+    def _parent(self) -> dict | None:
+        if self.kernel is None:
+            return None
+        get_parent = getattr(self.shell, "get_parent", None)
+        parent = get_parent() if get_parent is not None else getattr(self.shell, "parent_header", None)
+        return parent or None
+
+    # -- the I/O thread -----------------------------------------------------------------------
+    def _task_done(self, ref: ObjectRef) -> None:
+        state, payload = ref._runtime.objects.value(ref.id)
+        if state == READY:
+            outcome = "done"
+        elif payload is not None and error_class_name(payload) == "TaskCancelledError":
+            outcome = "cancelled"
+        else:
+            outcome = "failed"
+        now = time.monotonic()
+        with self._lock:
+            self.counts[outcome] += 1
+            self._finished.append((now, ref.id[:16]))
+            self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        """Drop tasks finished more than GRACE_SECONDS ago (lock held)."""
+        finished = self._finished
+        while finished and now - finished[0][0] > GRACE_SECONDS:
+            self._tasks.pop(finished.popleft()[1], None)
+
+    def tracked_tasks(self) -> int:
+        return len(self._tasks)
+
+    def on_log(self, lines: list, label: str) -> None:
+        with self._lock:
+            self._forget(time.monotonic())
+            routed = []
+            for stream, text, task, task_id, *_ in lines:
+                cell = self._tasks.get(task_id)
+                if cell is None:
+                    routed.append((None, stream, _labelled(text, task, label)))
+                    continue
+                cell.labels.add(label)
+                many = cell.tasks > 1 or len(cell.labels) > 1
+                routed.append((cell.parent if self.route else None, stream,
+                               _labelled(text, task, label) if many else text))
+        for parent, stream, text in routed:
+            self._write(parent, stream, text)
+
+    def _write(self, parent: dict | None, stream: str, text: str) -> None:
+        name = "stderr" if stream == "stderr" else "stdout"
+        out = getattr(sys, name)
+        pin = getattr(out, "set_thread_parent", None)
+        if pin is None and self.kernel is not None:
+            kernel_stream = self._streams[name]
+            pin = getattr(kernel_stream, "set_thread_parent", None)
+            if pin is not None:
+                out = kernel_stream
+        try:
+            if parent is None:
+                out.write(text)
+            elif pin is not None:
+                token = pin(parent)
+                try:
+                    out.write(text)
+                finally:
+                    out.reset_thread_parent(token)
+            elif self.kernel is not None:
+                self._send_later(parent, name, text)
+            else:
+                out.write(text)
+        except Exception:
+            pass  # a closed or replaced stream must not break the I/O thread
+
+    # -- old ipykernel: explicit, batched stream messages ----------------------------------------
+    def _send_later(self, parent: dict, name: str, text: str) -> None:
+        key = (parent.get("header", {}).get("msg_id"), name)
+        with self._lock:
+            self._batch.setdefault(key, []).append(text)
+            self._batch_parents[key] = parent
+            if self._batch_timer is None:
+                self._batch_timer = threading.Timer(SEND_BATCH_SECONDS, self.flush)
+                self._batch_timer.daemon = True
+                self._batch_timer.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._batch = self._batch, {}
+            parents, self._batch_parents = self._batch_parents, {}
+            self._batch_timer = None
+        kernel = self.kernel
+        for key, parts in batch.items():
+            name = key[1]
+            kernel.session.send(kernel.iopub_socket, "stream", {"name": name, "text": "".join(parts)},
+                                parent=parents[key], ident=f"stream.{name}".encode())
+
+
+def _cell_key(parent: dict | None, shell: Any) -> Any:
+    if parent:
+        msg_id = (parent.get("header") or {}).get("msg_id")
+        if msg_id:
+            return msg_id
+    return ("execution", getattr(shell, "execution_count", 0))
+
+
+def _labelled(text: str, task: str, label: str) -> str:
+    prefix = f"({task} {label}) "
+    body = "".join(prefix + line for line in text.splitlines(keepends=True))
+    return body if body.endswith("\n") else body + "\n"

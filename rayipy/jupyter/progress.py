@@ -1,0 +1,130 @@
+"""The notebook progress display: an ipywidgets bar that moves while the kernel is idle.
+
+``rayipy.progress(refs)`` (``rayipy.progress_bars``) creates a ``NotebookBar`` in the
+cell that called it; from then on the progress thread redraws it at most ten times a
+second. A redraw is one comm message per widget (``hold_sync``). Widget messages are
+routed by the frontend by comm id, so they reach the bar whichever cell runs meanwhile;
+they keep the kernel's default parent (the cell running now), which is also what lets
+nbclient record them when a later cell waits.
+
+``ProgressWidget`` is a plain ``HBox`` (a bar and a label) that renders in any frontend
+with ipywidgets; the counts are also synced traits of the box, so tools (and tests) can
+read them from the widget state saved in the notebook.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Callable
+
+import ipywidgets
+from IPython.display import display
+from traitlets import Bool, Float, Int, Unicode
+
+from rayipy.core.object_ref import ObjectRef
+from rayipy.core.progress import ProgressCounts, describe
+
+
+class ProgressWidget(ipywidgets.HBox):
+    """[bar | 'done 37/100, 2 failed, 4 running, 12.3 s, about 20 s left']."""
+
+    total = Int(0).tag(sync=True)
+    done = Int(0).tag(sync=True)
+    failed = Int(0).tag(sync=True)
+    cancelled = Int(0).tag(sync=True)
+    running = Int(0).tag(sync=True)
+    elapsed = Float(0.0).tag(sync=True)
+    eta = Float(None, allow_none=True).tag(sync=True)
+    complete = Bool(False).tag(sync=True)
+    summary = Unicode("").tag(sync=True)
+
+    def __init__(self, total: int, description: str = "", **kwargs: Any) -> None:
+        self.bar = ipywidgets.IntProgress(value=0, min=0, max=max(total, 1),
+                                          description=description, bar_style="info",
+                                          layout=ipywidgets.Layout(width="40%", min_width="200px"))
+        self.label = ipywidgets.HTML(value="")
+        super().__init__(children=[self.bar, self.label], total=total, **kwargs)
+        self.add_class("rayipy-progress")
+
+    def show(self, counts: ProgressCounts) -> None:
+        """Draw ``counts``: one message per widget, whatever changed."""
+        text = describe(counts)
+        if counts.complete:
+            style = "success" if not (counts.failed or counts.cancelled) else "danger"
+        else:
+            style = "warning" if (counts.failed or counts.cancelled) else "info"
+        with self.hold_sync():
+            self.done = counts.done
+            self.failed = counts.failed
+            self.cancelled = counts.cancelled
+            self.running = counts.running
+            self.elapsed = round(counts.elapsed, 2)
+            self.eta = None if counts.eta is None else round(counts.eta, 1)
+            self.complete = counts.complete
+            self.summary = text
+        with self.bar.hold_sync():
+            self.bar.value = counts.finished if counts.total else 1
+            self.bar.bar_style = style
+        self.label.value = _label_html(counts, text)
+
+
+def _label_html(counts: ProgressCounts, text: str) -> str:
+    colour = "var(--jp-error-color1, #d32f2f)" if (counts.failed or counts.cancelled) else "inherit"
+    return (f'<span class="rayipy-progress-text" style="margin-left: 0.5em; color: {colour}; '
+            f'font-variant-numeric: tabular-nums">{html.escape(text)}</span>')
+
+
+def _current_cell() -> str | None:
+    from IPython import get_ipython
+    shell = get_ipython()
+    parent = getattr(shell, "parent_header", None) or {}
+    return (parent.get("header") or {}).get("msg_id")
+
+
+class NotebookBar:
+    """A progress display shown in the cell that made it."""
+
+    def __init__(self, total: int, description: str) -> None:
+        self.widget = ProgressWidget(total, description)
+        self._shown_in = _current_cell()
+        display(self.widget)
+
+    def draw(self, counts: ProgressCounts) -> None:
+        self.widget.show(counts)
+
+    def close(self) -> None:
+        """The final state stays on screen; nothing to release."""
+
+    def ipython_display(self) -> None:
+        # The bar is already under the cell that made it; shown from another cell, it
+        # is a second view of the same live widget.
+        if _current_cell() != self._shown_in:
+            display(self.widget)
+
+
+FINAL_DRAW_SECONDS = 0.5
+
+
+def slow_get_hook(settings: Any) -> Callable[[list[ObjectRef]], Callable[[], None] | None]:
+    """The runtime's ``on_slow_wait``: a ``get`` of many refs blocked past the threshold
+    shows a bar (``settings``: the magics' ``auto_progress``, ``progress_threshold`` and
+    ``auto_progress_min_refs``). Its clock starts when the get did."""
+    def on_slow_wait(refs: list[ObjectRef]) -> Callable[[], None] | None:
+        import threading
+        import time
+
+        from rayipy import progress_bars
+        if not settings.auto_progress or len(set(refs)) < settings.auto_progress_min_refs:
+            return None
+        if threading.current_thread() is not threading.main_thread():
+            return None  # only a cell's own get: another thread has no cell to show it in
+        started = time.monotonic() - settings.progress_threshold
+        bar = progress_bars.progress(refs, description="get", _started=started)
+
+        def get_returned() -> None:
+            # Show the final state before the cell goes on (the results may still be
+            # on their way to the bar's callbacks: a short wait).
+            if all(r.done() for r in refs):
+                bar.wait(FINAL_DRAW_SECONDS)
+        return get_returned
+    return on_slow_wait

@@ -1,0 +1,132 @@
+"""HTML for notebooks: ObjectRefs, the cluster, its status. Plain strings, no IPython.
+
+Registered as IPython's ``text/html`` formatters for ObjectRef and ClusterContext by the
+extension, so the core classes stay free of display code.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from rayipy.core.objects import FAILED, PENDING, READY
+from rayipy.core.progress import format_seconds
+from rayipy.protocol.errors import error_class_name
+
+_TABLE = ('<table class="rayipy-table" style="border-collapse: collapse; text-align: left">')
+_STATE_COLOURS = {"pending": "#1565c0", "done": "#2e7d32", "failed": "#c62828", "freed": "#757575"}
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _rows(rows: list[tuple[str, Any]]) -> str:
+    return "".join(f"<tr><th style='padding-right: 1em'>{_e(k)}</th><td>{v}</td></tr>"
+                   for k, v in rows)
+
+
+def ref_state(ref: Any) -> tuple[str, dict]:
+    """('pending' | 'done' | 'failed: ValueError' | 'freed', info) of an ObjectRef, cheaply."""
+    runtime = ref._runtime
+    if runtime is None:
+        return "freed", {}
+    state, payload = runtime.objects.value(ref.id)
+    info = runtime.objects.info(ref.id)
+    if state == PENDING:
+        return "pending", info
+    if state == READY:
+        return "done", info
+    if state == FAILED and payload is not None:
+        return f"failed: {error_class_name(payload) or 'error'}", info
+    return "freed", info
+
+
+def object_ref_html(ref: Any) -> str:
+    state, info = ref_state(ref)
+    colour = _STATE_COLOURS.get(state.split(":")[0], "inherit")
+    parts = [f"<code>ObjectRef({_e(ref.hex()[:16])}…)</code>",
+             f"<span style='color: {colour}; font-weight: bold'>{_e(state)}</span>"]
+    if info.get("task"):
+        parts.append(f"task <code>{_e(info['task'])}</code>")
+    if info.get("where"):
+        parts.append(f"on {_e(info['where'])}")
+    if info.get("duration"):
+        parts.append(f"in {_e(format_seconds(info['duration']))}")
+    return '<span class="rayipy-ref">' + " · ".join(parts) + "</span>"
+
+
+def _resources(resources: dict[str, float]) -> str:
+    shown = []
+    for name in sorted(resources, key=lambda n: (n != "CPU", n != "GPU", n)):
+        amount = resources[name]
+        if name == "memory":
+            shown.append(f"memory {amount / 2**30:.1f} GiB")
+        else:
+            shown.append(f"{name} {amount:g}")
+    return ", ".join(shown) or "none"
+
+
+def context_html(address: str, local: bool, cluster_id: str, nodes: list[dict] | None,
+                 resources: dict[str, float] | None, dashboard_url: str, connected: bool) -> str:
+    kind = "local cluster" if local else "cluster"
+    rows: list[tuple[str, Any]] = [("address", f"<code>{_e(address)}</code>"), ("cluster id", _e(cluster_id))]
+    if not connected:
+        rows.append(("state", "disconnected"))
+    if nodes is not None:
+        rows.append(("nodes", len(nodes)))
+    if resources is not None:
+        rows.append(("resources", _e(_resources(resources))))
+    if dashboard_url:
+        rows.append(("dashboard", f'<a href="{_e(dashboard_url)}" target="_blank">{_e(dashboard_url)}</a>'))
+    return (f"<div class='rayipy-cluster'><b>rayipy {kind}</b>{_TABLE}{_rows(rows)}</table></div>")
+
+
+def status_html(status: dict, workers: list[dict], available: dict[str, float],
+                local_counts: dict[str, int], dashboard_url: str) -> str:
+    """``%cluster status``: nodes with their resources and workers, then task counts."""
+    by_node: dict[str, list[dict]] = {}
+    for w in workers:
+        by_node.setdefault(w["node_id"], []).append(w)
+    head = ("<tr><th>node</th><th>address</th><th>resources</th><th>workers</th>"
+            "<th>busy</th><th>actors</th></tr>")
+    body = []
+    for node in status.get("nodes", []):
+        mine = by_node.get(node["NodeID"], [])
+        body.append(
+            f"<tr><td><code>{_e(node['NodeID'][:8])}</code></td>"
+            f"<td>{_e(node.get('NodeManagerAddress', ''))}</td>"
+            f"<td>{_e(_resources(node.get('Resources', {})))}</td>"
+            f"<td>{len(mine)}</td><td>{sum(1 for w in mine if w['tasks'] or w['leased'])}</td>"
+            f"<td>{sum(1 for w in mine if w['actor'])}</td></tr>")
+    tasks = status.get("tasks", {})
+    cluster_rows = [("queued", tasks.get("queued", 0)), ("running", tasks.get("running", 0)),
+                    ("finished", tasks.get("finished", 0)), ("failed", tasks.get("failed", 0))]
+    mine_rows = [("submitted", local_counts.get("submitted", 0)),
+                 ("pending", max(0, local_counts.get("submitted", 0) - local_counts.get("done", 0)
+                                 - local_counts.get("failed", 0) - local_counts.get("cancelled", 0))),
+                 ("done", local_counts.get("done", 0)), ("failed", local_counts.get("failed", 0)),
+                 ("cancelled", local_counts.get("cancelled", 0))]
+    header = (f"<b>rayipy cluster</b> <code>{_e(status.get('address', ''))}</code> · "
+              f"id {_e(status.get('cluster_id', ''))} · up "
+              f"{_e(format_seconds(status.get('uptime', 0.0)))} · available: "
+              f"{_e(_resources(available))}")
+    if dashboard_url:
+        header += f' · <a href="{_e(dashboard_url)}" target="_blank">dashboard</a>'
+    counts = "".join(f"<th>{_e(k)}</th>" for k, _ in cluster_rows)
+    values = "".join(f"<td>{v}</td>" for _, v in cluster_rows)
+    mine_head = "".join(f"<th>{_e(k)}</th>" for k, _ in mine_rows)
+    mine_values = "".join(f"<td>{v}</td>" for _, v in mine_rows)
+    return (f"<div class='rayipy-status'>{header}"
+            f"{_TABLE}{head}{''.join(body)}</table>"
+            f"<b>tasks, whole cluster</b> (the head's view){_TABLE}<tr>{counts}</tr><tr>{values}</tr></table>"
+            f"<b>tasks of this notebook</b>{_TABLE}<tr>{mine_head}</tr><tr>{mine_values}</tr></table></div>")
+
+
+def status_text(status: dict, workers: list[dict], local_counts: dict[str, int]) -> str:
+    tasks = status.get("tasks", {})
+    return (f"rayipy cluster {status.get('address', '')}: {len(status.get('nodes', []))} node(s), "
+            f"{len(workers)} worker(s); cluster tasks queued {tasks.get('queued', 0)}, running "
+            f"{tasks.get('running', 0)}, finished {tasks.get('finished', 0)}; this notebook: "
+            f"submitted {local_counts.get('submitted', 0)}, done {local_counts.get('done', 0)}, "
+            f"failed {local_counts.get('failed', 0)}, cancelled {local_counts.get('cancelled', 0)}")

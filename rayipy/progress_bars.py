@@ -1,0 +1,297 @@
+"""``rayipy.progress(refs)``: a live progress bar for a set of ObjectRefs.
+
+In a notebook kernel it is an ipywidgets widget (``rayipy.jupyter.progress``); anywhere
+else a terminal bar drawn by tqdm. Either way the call returns at once and the bar keeps
+moving while the program (or the kernel, between cells) does other things::
+
+    refs = [f.remote(i) for i in range(1000)]
+    bar = rayipy.progress(refs)
+    ...
+    bar.wait()
+
+How it works: a ``Tracker`` puts a done-callback on every ref (they run on the I/O
+thread and only count), and asks the head once a second which of the tasks run now.
+One daemon thread (``_Ticker``) redraws every live display, at most ten times a second
+each (``rayipy.core.progress.RedrawClock``), and stops when nothing is left to draw.
+
+The notebook display lives in ``rayipy.jupyter`` (the only package that imports
+ipywidgets); it is imported here only when this process is a running notebook kernel,
+the way ``tqdm.auto`` chooses its bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from typing import Any, Iterable, Protocol
+
+from rayipy.core.object_ref import ObjectRef
+from rayipy.core.objects import READY
+from rayipy.core.progress import (CANCELLED, FAILED, OK, ProgressCounts, ProgressState,
+                                  RedrawClock, describe)
+from rayipy.protocol.errors import error_class_name
+
+log = logging.getLogger("rayipy.progress")
+
+TICK_SECONDS = 0.1          # redraw at most this often (ten updates a second)
+RUNNING_POLL_SECONDS = 1.0  # ask the head which tasks run this often
+LEASE_CHECK_LIMIT = 64      # look for tasks on leased workers when this few are pending
+
+
+class Frontend(Protocol):
+    def draw(self, counts: ProgressCounts) -> None: ...
+    def close(self) -> None: ...
+
+
+class Tracker:
+    """Counts a set of refs as they finish; knows which of their tasks still run."""
+
+    def __init__(self, refs: list[ObjectRef], started: float | None = None) -> None:
+        self.state = ProgressState(len(refs), time.monotonic() if started is None else started)
+        self._pending: set[bytes] = set()
+        self._done = threading.Event()
+        self._runtime = refs[0]._runtime if refs else None
+        for ref in refs:
+            self._pending.add(ref.id[:16])
+        if not refs:
+            self._done.set()
+        for ref in refs:
+            ref.add_done_callback(self._finished)
+
+    def _finished(self, ref: ObjectRef) -> None:
+        """On the I/O thread (or here, when already done): classify, never unpickle."""
+        state, payload = ref._runtime.objects.value(ref.id)
+        if state == READY:
+            outcome = OK
+        elif payload is not None and error_class_name(payload) == "TaskCancelledError":
+            outcome = CANCELLED
+        else:
+            outcome = FAILED
+        self._pending.discard(ref.id[:16])
+        self.state.record(outcome, time.monotonic())
+        if self.state.ended is not None:
+            self._done.set()
+
+    def counts(self) -> ProgressCounts:
+        return self.state.snapshot(time.monotonic())
+
+    @property
+    def complete(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def update_running(self, running_ids: set[bytes]) -> None:
+        """``running_ids``: task ids the head says run now; leased tasks run too."""
+        pending = set(self._pending)
+        running = len(pending & running_ids)
+        runtime = self._runtime
+        if runtime is not None and len(pending) <= LEASE_CHECK_LIMIT:
+            running += sum(1 for t in pending - running_ids if runtime.leases.worker_of(t))
+        self.state.set_running(running)
+
+
+class Progress:
+    """What ``rayipy.progress`` returns: the live counts, ``wait()``, the display."""
+
+    def __init__(self, tracker: Tracker, frontend: Frontend) -> None:
+        self._tracker = tracker
+        self.frontend = frontend
+        self._clock = RedrawClock(TICK_SECONDS)
+        self._final_drawn = threading.Event()
+
+    @property
+    def counts(self) -> ProgressCounts:
+        return self._tracker.counts()
+
+    @property
+    def widget(self) -> Any:
+        """The ipywidgets widget in a notebook; None in a terminal."""
+        return getattr(self.frontend, "widget", None)
+
+    @property
+    def redraws(self) -> int:
+        """How many times the display was updated (at most ten a second)."""
+        return self._clock.redraws
+
+    def done(self) -> bool:
+        return self._tracker.complete
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every ref is finished (True) or ``timeout`` passes (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._tracker.wait(timeout):
+            return False
+        # ... and until the display shows it, so a caller that waits sees 100%.
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self._final_drawn.wait(left)
+        return True
+
+    def tick(self, now: float) -> bool:
+        """Redraw if due; True once the final state is drawn (the ticker drops us)."""
+        counts = self._tracker.state.snapshot(now)
+        if self._clock.due(now, self._tracker.state.version, counts.complete):
+            try:
+                self.frontend.draw(counts)
+            except Exception:
+                log.exception("a progress display failed to draw; it stops updating")
+                self._clock.final_drawn = True
+            if self._clock.final_drawn:
+                self._close_frontend()
+                self._final_drawn.set()
+        return self._clock.final_drawn
+
+    def _close_frontend(self) -> None:
+        try:
+            self.frontend.close()
+        except Exception:
+            log.exception("a progress display failed to close")
+
+    def __repr__(self) -> str:
+        return f"<rayipy progress: {describe(self.counts)}>"
+
+    def _ipython_display_(self) -> None:
+        show = getattr(self.frontend, "ipython_display", None)
+        if show is not None:
+            show()
+        else:
+            print(repr(self))
+
+
+class TerminalBar:
+    """A tqdm bar on stderr; failed, cancelled and running counts in its postfix."""
+
+    def __init__(self, total: int, description: str) -> None:
+        from tqdm import tqdm  # a kept library: it draws and measures the rate for us
+        self.bar = tqdm(total=total, desc=description or "rayipy", unit="task",
+                        file=sys.stderr, dynamic_ncols=True, mininterval=0, leave=True)
+        self.shown = 0
+
+    def draw(self, counts: ProgressCounts) -> None:
+        postfix = {}
+        if counts.failed:
+            postfix["failed"] = counts.failed
+        if counts.cancelled:
+            postfix["cancelled"] = counts.cancelled
+        if counts.running and not counts.complete:
+            postfix["running"] = counts.running
+        self.bar.set_postfix(postfix, refresh=False)
+        step = counts.finished - self.shown
+        self.shown = counts.finished
+        if step:
+            self.bar.update(step)  # update() keeps tqdm's own rate and ETA right
+        else:
+            self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _Ticker:
+    """One daemon thread that redraws every live display; it exits when none is left."""
+
+    def __init__(self) -> None:
+        self._live: list[tuple[Progress, Tracker]] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._next_poll = 0.0
+
+    def add(self, progress: Progress, tracker: Tracker) -> None:
+        with self._lock:
+            self._live.append((progress, tracker))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="rayipy-progress",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                live = list(self._live)
+                if not live:
+                    self._thread = None
+                    return
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + RUNNING_POLL_SECONDS
+                self._poll_running([t for _, t in live if not t.complete])
+            finished = [(p, t) for p, t in live if p.tick(time.monotonic())]
+            if finished:
+                with self._lock:
+                    for item in finished:
+                        self._live.remove(item)
+            time.sleep(TICK_SECONDS)
+
+    @staticmethod
+    def _poll_running(trackers: list[Tracker]) -> None:
+        by_runtime: dict[int, list[Tracker]] = {}
+        for tracker in trackers:
+            if tracker._runtime is not None and tracker._runtime.role == "driver":
+                by_runtime.setdefault(id(tracker._runtime), []).append(tracker)
+        for group in by_runtime.values():
+            runtime = group[0]._runtime
+            try:
+                running = set(runtime.request("running_tasks", timeout=1.0))
+            except Exception:  # the cluster went away: the refs will fail and finish
+                continue
+            for tracker in group:
+                tracker.update_running(running)
+
+
+_ticker = _Ticker()
+
+
+def _as_refs(refs: Any) -> list[ObjectRef]:
+    if isinstance(refs, ObjectRef):
+        return [refs]
+    if isinstance(refs, dict):
+        refs = refs.values()
+    if not isinstance(refs, Iterable) or isinstance(refs, (str, bytes)):
+        raise TypeError(f"progress() expects an ObjectRef or a list of ObjectRefs, got "
+                        f"{type(refs).__name__}")
+    out = list(refs)
+    for i, ref in enumerate(out):
+        if not isinstance(ref, ObjectRef):
+            raise TypeError(f"progress() expects ObjectRefs, but item {i} is {type(ref).__name__}")
+        if ref._runtime is None:
+            raise ValueError(f"{ref!r} does not belong to a running cluster (it was unpickled "
+                             f"outside one)")
+    return list(dict.fromkeys(out))  # a ref given twice is one task
+
+
+def in_notebook() -> bool:
+    """True in a running Jupyter kernel (not a terminal IPython): widgets can show."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None or "ipykernel" not in sys.modules:
+        return False
+    shell = ipython.get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def progress(refs: Any, *, description: str = "", display: str = "auto",
+             _started: float | None = None) -> Progress:
+    """Show a live progress bar for ``refs`` and return at once.
+
+    ``display``: "auto" (a widget in a notebook, else a terminal bar), "widget" or
+    "terminal". The bar counts done, failed, cancelled and running tasks, with the
+    elapsed time and an estimate of the time left.
+    """
+    ref_list = _as_refs(refs)
+    if display not in ("auto", "widget", "terminal"):
+        raise ValueError(f'display must be "auto", "widget" or "terminal", got {display!r}')
+    if not isinstance(description, str):
+        raise TypeError(f"description must be a str, got {type(description).__name__}")
+    tracker = Tracker(ref_list, _started)
+    if display == "widget" or (display == "auto" and in_notebook()):
+        from rayipy.jupyter.progress import NotebookBar
+        frontend: Frontend = NotebookBar(len(ref_list), description)
+    else:
+        frontend = TerminalBar(len(ref_list), description)
+    handle = Progress(tracker, frontend)
+    handle.tick(time.monotonic())  # draw the first state now, in the caller's cell
+    if not handle._clock.final_drawn:
+        _ticker.add(handle, tracker)
+    return handle

@@ -1,0 +1,158 @@
+"""The extension in a real ipykernel, watched message by message through jupyter_client
+(as a frontend sees it: nbclient does not record output routed to a finished cell)."""
+
+from __future__ import annotations
+
+import time
+
+from jupyter_helpers import stream_text
+
+DEFINE = ("import rayipy, time\n"
+          "@rayipy.remote\n"
+          "def late(tag, delay):\n"
+          "    time.sleep(delay)\n"
+          "    print('late output', tag, flush=True)\n"
+          "    return tag\n"
+          "@rayipy.remote\n"
+          "def sleepy(seconds):\n"
+          "    time.sleep(seconds)\n"
+          "    return seconds\n")
+
+
+def with_text(messages: list[dict], marker: str) -> list[dict]:
+    return [m for m in messages if m["msg_type"] == "stream" and marker in m["content"]["text"]]
+
+
+def test_task_output_lands_under_the_cell_that_submitted_it(kernel):
+    k = kernel()
+    k.run("%cluster start -n 2")
+    k.run(DEFINE)
+    a = k.execute("ref_a = late.remote('A-one', 1.0)")
+    k.read_until_idle(a)
+    a2 = k.execute("refs_a2 = [late.remote(f'A-two-{i}', 1.0) for i in range(2)]")
+    k.read_until_idle(a2)
+    # Cell B starts before A's tasks print, and is still running when they do.
+    b = k.execute("import time\nprint('B starts', flush=True)\ntime.sleep(3)\nprint('B ends')")
+    b_messages = k.read_until_idle(b, timeout=30)
+    assert "B starts" in stream_text(b_messages) and "A-" not in stream_text(b_messages)
+    [one] = with_text(k.messages, "A-one")
+    assert one["parent_header"]["msg_id"] == a
+    assert one["content"]["text"] == "late output A-one\n"          # one task: unlabelled
+    two = with_text(k.messages, "A-two")
+    assert {m["parent_header"]["msg_id"] for m in two} == {a2}
+    text = "".join(m["content"]["text"] for m in two)
+    assert text.count("(late pid=") == 2                             # several tasks: labelled
+
+    # And while the kernel is idle: output of a task submitted by cell C arrives under C.
+    c = k.execute("ref_c = late.remote('C-idle', 0.5)")
+    k.read_until_idle(c)
+    late_c = k.read_until(lambda m: m["msg_type"] == "stream" and "C-idle" in m["content"]["text"],
+                          timeout=30)
+    assert late_c["parent_header"]["msg_id"] == c
+
+
+def test_the_widget_keeps_updating_while_the_kernel_is_idle(kernel):
+    k = kernel()
+    k.run("%cluster start -n 2")
+    k.run(DEFINE)
+    started = time.monotonic()
+    cell = k.execute("refs = [sleepy.remote(0.15) for _ in range(16)]\nbar = rayipy.progress(refs)")
+    messages = k.read_until_idle(cell)
+    opens = [m for m in messages if m["msg_type"] == "comm_open"
+             and m["content"]["data"]["state"].get("_model_name") == "HBoxModel"]
+    assert len(opens) == 1, "one progress widget"
+    comm_id = opens[0]["content"]["comm_id"]
+    assert opens[0]["content"]["data"]["state"]["total"] == 16
+    views = [m for m in messages if m["msg_type"] == "display_data"
+             and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
+    assert views and views[0]["content"]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] == comm_id
+    idle_at = time.monotonic()
+
+    def final_update(m: dict) -> bool:
+        return (m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
+                and m["content"]["data"].get("state", {}).get("complete") is True)
+    final = k.read_until(final_update, timeout=30)
+    finished_at = time.monotonic()
+    updates = [m for m in k.messages if m["msg_type"] == "comm_msg"
+               and m["content"]["comm_id"] == comm_id]
+    after_idle = [m for m in updates if m not in messages]
+    assert after_idle, "the bar moved after the cell went idle"
+    assert final["content"]["data"]["state"]["done"] == 16
+    # At most ~10 updates a second, however many results arrive.
+    assert len(updates) <= 12 * (finished_at - started) + 2, (len(updates), finished_at - started)
+    assert finished_at > idle_at
+
+
+def test_a_slow_get_shows_the_widget_in_its_cell(kernel):
+    k = kernel()
+    k.run("%cluster start -n 2")
+    k.run(DEFINE)
+    k.run("%config RayipyMagics.progress_threshold = 0.2")
+    messages = k.run("values = rayipy.get([sleepy.remote(0.2) for _ in range(6)])")
+    opens = [m for m in messages if m["msg_type"] == "comm_open"
+             and m["content"]["data"]["state"].get("_model_name") == "HBoxModel"]
+    assert len(opens) == 1
+    comm_id = opens[0]["content"]["comm_id"]
+    states = [m["content"]["data"]["state"] for m in messages
+              if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id]
+    # The get returned after the bar showed its final state, inside the cell.
+    assert any(s.get("complete") and s.get("done") == 6 for s in states)
+    quiet = k.run("rayipy.get([sleepy.remote(0.01) for _ in range(3)])")   # fast: no bar
+    assert not [m for m in quiet if m["msg_type"] == "comm_open"]
+
+
+def test_interrupt_cancels_what_the_cell_waits_on_and_returns_at_once(kernel):
+    k = kernel()
+    k.run("%cluster start -n 2")
+    k.run(DEFINE)
+    cell = k.execute("refs = [sleepy.remote(600) for _ in range(3)]\n"
+                     "other = sleepy.remote(2)\n"
+                     "print('waiting', flush=True)\n"
+                     "rayipy.get(refs)")
+    k.read_until(lambda m: m["msg_type"] == "stream" and "waiting" in m["content"]["text"])
+    k.km.interrupt_kernel()
+    reply = k.reply(cell, timeout=20)   # tasks of 600 s: the prompt came back without them
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    k.read_until_idle(cell)
+    messages = k.run("import rayipy.exceptions as rx\n"
+                     "outcomes = []\n"
+                     "for r in refs:\n"
+                     "    try:\n"
+                     "        rayipy.get(r, timeout=20)\n"
+                     "    except rx.TaskCancelledError:\n"
+                     "        outcomes.append('cancelled')\n"
+                     "print(outcomes, rayipy.get(other), rayipy.get(sleepy.remote(0)))")
+    # Only what the cell waited on was cancelled; the cluster survived the interrupt.
+    assert "['cancelled', 'cancelled', 'cancelled'] 2 0" in stream_text(messages)
+
+
+def test_tasks_that_ignore_the_interrupt_are_killed_after_the_grace_period(kernel):
+    k = kernel()
+    k.run("%cluster start -n 2")
+    k.run("%config RayipyMagics.interrupt_grace = 0.5")
+    k.run("import rayipy, time\n"
+          "@rayipy.remote\n"
+          "def stubborn():\n"
+          "    print('started', flush=True)\n"
+          "    while True:\n"
+          "        try:\n"
+          "            time.sleep(0.05)\n"
+          "        except KeyboardInterrupt:\n"
+          "            pass\n")
+    cell = k.execute("refs = [stubborn.remote() for _ in range(2)]\n"
+                     "print('waiting', flush=True)\n"
+                     "rayipy.get(refs)")
+    # Both run (their output is routed to this cell) before the interrupt.
+    k.read_until(lambda m: m["msg_type"] == "stream"
+                 and stream_text(k.messages).count("started") >= 2, timeout=30)
+    k.km.interrupt_kernel()
+    assert k.reply(cell, timeout=20)["content"]["ename"] == "KeyboardInterrupt"
+    messages = k.run("import rayipy.exceptions as rx\n"
+                     "kinds = []\n"
+                     "for r in refs:\n"
+                     "    try:\n"
+                     "        rayipy.get(r, timeout=30)\n"
+                     "    except rx.TaskCancelledError as e:\n"
+                     "        kinds.append('cancelled')\n"
+                     "print(kinds)")
+    assert "['cancelled', 'cancelled']" in stream_text(messages)
