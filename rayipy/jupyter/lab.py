@@ -29,8 +29,8 @@ import threading
 from typing import Any, Callable
 
 import rayipy
-from rayipy import api
 from rayipy.core.object_ref import current_runtime
+from rayipy.jupyter import cluster
 
 log = logging.getLogger("rayipy.jupyter.lab")
 
@@ -57,7 +57,7 @@ def status() -> dict[str, Any]:
         available = rayipy.available_resources()
     except Exception as error:   # shut down or lost between the check and the requests
         return {**base, "connected": False, "reason": f"the head did not answer: {error}"}
-    context = api._context   # no public accessor yet: init()'s return value, kept by api
+    context = cluster.context()
     head_tasks = head.get("tasks", {})
     own = runtime.task_counts() if runtime is not None else {}
     return {
@@ -67,7 +67,7 @@ def status() -> dict[str, Any]:
         "address": context.address if context else str(head.get("address", "")),
         "cluster_id": str(head.get("cluster_id", "")),
         "started_locally": bool(context and context.started_locally),
-        "dashboard_url": str(getattr(context, "dashboard_url", "") or ""),
+        "dashboard_url": cluster.dashboard_url(),
         "nodes": [_node(n) for n in head.get("nodes", [])],
         "resources": resource_usage(total, available),
         "tasks": {
@@ -219,11 +219,3 @@ def open_channel_count() -> int:
     with _channels_lock:
         return len(_channels)
 
-
-def close_status_channels() -> None:
-    """Close every sidebar channel of this kernel (``%unload_ext`` and tests)."""
-    with _channels_lock:
-        channels = list(_channels)
-    for channel, publisher in channels:
-        _forget(publisher)
-        channel.close()   # closing from this side sends comm_close; no on_close callback

@@ -66,6 +66,14 @@ def lab(browser, request, tmp_path_factory):
         server.stop()
 
 
+@pytest.fixture(autouse=True)
+def _kernels_stopped_after_each_test(request):
+    """Each test's kernels (with their clusters) stop when it ends: 2 cores are shared."""
+    yield
+    if "lab" in request.fixturenames:
+        request.getfixturevalue("lab").stop_kernels()
+
+
 @pytest.fixture
 def page(browser, request):
     """A fresh browser page; on failure its screenshot goes to test-artifacts/."""

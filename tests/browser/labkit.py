@@ -223,10 +223,25 @@ class LabServer:
     def notebook_url(self, name: str) -> str:
         return f"{self.url}/lab/tree/{name}?token={self.token}&reset"
 
-    def running_kernels(self) -> list[dict]:
+    def stop_kernels(self, timeout: float = 30.0) -> None:
+        """Shut down every kernel (and so its cluster) and wait until their processes end."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        server = psutil.Process(self.proc.pid)
+        before = server.children(recursive=True)
         with urllib.request.urlopen(f"{self.url}/api/kernels?token={self.token}",
                                     timeout=5) as reply:
-            return json.loads(reply.read())
+            kernels = json.loads(reply.read())
+        for kernel in kernels:
+            request = urllib.request.Request(
+                f"{self.url}/api/kernels/{kernel['id']}?token={self.token}", method="DELETE")
+            urllib.request.urlopen(request, timeout=timeout).close()
+        _, alive = psutil.wait_procs(before, timeout=timeout)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
 
 
 def write_notebook(path: Path, cells: list[str]) -> Path:

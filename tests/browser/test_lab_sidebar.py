@@ -15,7 +15,8 @@ pytestmark = pytest.mark.timeout(300)   # the first test of a session may build 
 
 START = """\
 import rayipy
-rayipy.init(num_cpus=2)"""
+%load_ext rayipy
+%cluster start -n 2"""
 
 # Six tasks wait for GATE; the last one raises once it may go on.
 SUBMIT = """\
@@ -32,7 +33,7 @@ def gated(i):
 
 refs = [gated.remote(i) for i in range(6)]"""
 
-STOP = "rayipy.shutdown()"
+STOP = "%cluster stop"
 
 
 def run_cell(page, index: int) -> None:
@@ -84,14 +85,15 @@ def test_sidebar_shows_the_cluster_of_the_active_notebooks_kernel(lab, labextens
     expect(field(panel, "resource-CPU")).to_contain_text("2 / 2")
     expect(field(panel, "tasks-running").locator(".jp-RayipyPanel-countValue")).to_have_text("2")
     assert page.evaluate(labkit.KERNEL_IDLE_JS)
+    labkit.ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(labkit.ARTIFACTS / "sidebar-running.png"))
 
     gate.touch()
     expect(field(panel, "tasks-done").locator(".jp-RayipyPanel-countValue")).to_have_text("5")
     expect(field(panel, "tasks-failed").locator(".jp-RayipyPanel-countValue")).to_have_text("1")
     expect(field(panel, "tasks-running").locator(".jp-RayipyPanel-countValue")).to_have_text("0")
     assert page.evaluate(labkit.KERNEL_IDLE_JS)
-    labkit.ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(labkit.ARTIFACTS / "sidebar.png"))
+    page.screenshot(path=str(labkit.ARTIFACTS / "sidebar-done.png"))
 
     run_cell(page, 2)
     expect(field(panel, "state")).to_have_attribute("data-connected", "false")
