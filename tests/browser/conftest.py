@@ -2,7 +2,8 @@
 
 Every process is stopped by its fixture even when a test fails: the server (which shuts
 down its kernels, whose clusters die with them; anything left under it is killed), the
-browser, and playwright's driver.
+browser, and playwright's driver. They live for one test module, not the session, so that
+the other tests' checks for leftover child processes see none of them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def labextension():
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     reason = labkit.missing_browser()
     if reason:
@@ -50,7 +51,7 @@ def browser():
         driver.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab(browser, request, tmp_path_factory):
     """A JupyterLab server, with the tree's extension when Node.js can build it (the widget
     tests need no extension); notebooks go in ``lab.notebooks``."""
