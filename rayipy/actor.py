@@ -92,7 +92,8 @@ class ActorClass:
         runtime.ensure_function(function_id, pickled)
         resources = option_table.resource_request({"num_cpus": 0, **self._options})
         worker_options = {key: self._options[key] for key in
-                          ("max_concurrency", "max_restarts", "lifetime", "name")
+                          ("max_concurrency", "max_restarts", "lifetime", "name",
+                           "scheduling_strategy")
                           if self._options.get(key) is not None}
         worker_options.update(class_name=self._name, methods=self._methods)
         runtime.actor_routes.created(actor_id)

@@ -19,6 +19,7 @@ from rayipy import exceptions
 from rayipy.core.object_ref import ObjectRef, current_runtime
 from rayipy.node.client import Runtime
 from rayipy.node.launch import LocalCluster
+from rayipy.runtime_context import RuntimeContext
 from rayipy.remote_function import RemoteFunction
 
 log = logging.getLogger("rayipy")
@@ -107,7 +108,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             cluster = None
             head_address, key = _resolve_address(address, password)
             _check_reachable(head_address)
-        runtime = Runtime("driver", head_address, key)
+        runtime = Runtime("driver", head_address, key,
+                          node_id=cluster.node_id if cluster is not None else b"")
         try:
             welcome = runtime.start(timeout=30.0 if cluster else 10.0)
             if cluster is not None:
@@ -298,6 +300,20 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
     _runtime().cancel(object_ref, bool(force))
+
+
+def get_runtime_context() -> RuntimeContext:
+    """Where the calling code runs: ``.get_node_id()``, ``.get_task_id()``, ``.get_actor_id()``."""
+    from rayipy.node.worker import CURRENT_TASK
+    runtime = _runtime()
+    return RuntimeContext(runtime.node_id, CURRENT_TASK.get(None))
+
+
+def get_gpu_ids() -> list:
+    """The GPU devices the calling task or actor may use (also in CUDA_VISIBLE_DEVICES);
+    empty outside a task that asked for ``num_gpus``."""
+    from rayipy.node import gpus
+    return gpus.assigned()
 
 
 def nodes() -> list[dict]:

@@ -21,6 +21,7 @@ the way ``tqdm.auto`` chooses its bar.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -57,8 +58,18 @@ class Tracker:
             self._pending.add(ref.id[:16])
         if not refs:
             self._done.set()
+        # ref.add_done_callback, in bulk: thousands of refs are registered here while
+        # their tasks already run, on the CPUs the cluster needs.
+        borrowed = []
         for ref in refs:
-            ref.add_done_callback(self._finished)
+            objects = ref._runtime.objects
+            if objects.add_callback(ref.id, functools.partial(self._finished, ref)):
+                if not objects.owns(ref.id):
+                    borrowed.append(ref)
+            else:
+                self._finished(ref)
+        for ref in borrowed:
+            ref._runtime.request_values([ref.id])  # ask the owner to send it
 
     def _finished(self, ref: ObjectRef) -> None:
         """On the I/O thread (or here, when already done): classify, never unpickle."""
@@ -102,6 +113,7 @@ class Progress:
         self.frontend = frontend
         self._clock = RedrawClock(TICK_SECONDS)
         self._final_drawn = threading.Event()
+        self.created = time.monotonic()
 
     @property
     def counts(self) -> ProgressCounts:
@@ -116,6 +128,13 @@ class Progress:
     def redraws(self) -> int:
         """How many times the display was updated (at most ten a second)."""
         return self._clock.redraws
+
+    def redraws_per_second(self) -> float:
+        """Updates a second after the first, from creation to the last redraw so far."""
+        last = self._clock.last_drawn
+        if last is None or self._clock.redraws < 2 or last <= self.created:
+            return 0.0
+        return (self._clock.redraws - 1) / (last - self.created)
 
     def done(self) -> bool:
         return self._tracker.complete

@@ -65,12 +65,15 @@ class RemoteFunction:
 
 def _spec_options(options: dict[str, Any]) -> tuple:
     """What the worker needs to know beyond the spec's own fields (sent with each task)."""
+    out: list = []
     retry = options.get("retry_exceptions", False)
     if retry is True:
-        return (("retry_exceptions", True),)
-    if retry:  # exception classes, pickled once here (they may live in __main__)
-        return (("retry_exceptions", serialization.dumps_inband(tuple(retry))),)
-    return ()
+        out.append(("retry_exceptions", True))
+    elif retry:  # exception classes, pickled once here (they may live in __main__)
+        out.append(("retry_exceptions", serialization.dumps_inband(tuple(retry))))
+    if options.get("scheduling_strategy") == "SPREAD":
+        out.append(("scheduling_strategy", "SPREAD"))
+    return tuple(sorted(out))
 
 
 class _PickledOnce:

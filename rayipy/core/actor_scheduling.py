@@ -126,12 +126,19 @@ class ActorScheduling:
                 self.creating.popleft()
                 continue
             request = actor.creation.resources
-            worker = next((w for w in self.workers.values()
-                           if w.lease is None and not w.blocked and w.actor is None
-                           and not w.leased_to and self.nodes[w.node_id].fits(request)), None)
+            spread = ("scheduling_strategy", "SPREAD") in actor.creation.options
+            fitting = [n for n in self.nodes.values() if n.fits(request) and not n.leaving]
+            # SPREAD: the node with the fewest SPREAD placements, even if it must start a
+            # worker first; otherwise any idle worker, on the least loaded node.
+            node = min(fitting, key=lambda n: (n.spread_count if spread else 0, n.load()),
+                       default=None)
+            if spread:
+                worker = next((self.workers[w] for w in node.workers
+                               if self._idle(self.workers[w])), None) if node else None
+            else:
+                worker = self._pick_worker(request, 0)
             if worker is None:
                 # Start a worker where the actor fits; it gets the actor when it registers.
-                node = next((n for n in self.nodes.values() if n.fits(request)), None)
                 if node is not None and node.spawning == 0:
                     node.spawning += 1
                     out.append(Spawn(node.agent, 1))
@@ -139,8 +146,9 @@ class ActorScheduling:
             self.creating.popleft()
             node = self.nodes[worker.node_id]
             worker.actor = actor.creation.actor_id
-            worker.lease = request
-            node.take(request)
+            self._hold(worker, request)
+            if spread:
+                node.spread_count += 1
             actor.worker = worker.worker_id
             # The pool lost a worker to the actor: the agent starts a replacement.
             node.spawning += 1

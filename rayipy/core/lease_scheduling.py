@@ -20,8 +20,7 @@ class LeaseScheduling:
                         and not worker.leased_to and not worker.queue and not node.leaving
                         and worker.address and node.fits(request)):
                     worker.leased_to = owner
-                    worker.lease = request
-                    node.take(request)
+                    self._hold(worker, request)
                     return [LeaseAnswer(owner, request, worker.worker_id, worker.address)]
         return [LeaseAnswer(owner, request, b"", "")]
 

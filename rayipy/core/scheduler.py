@@ -46,6 +46,20 @@ def describe_request(request: tuple) -> str:
     return ", ".join(f"{name}={amount:g}" for name, amount in request) or "nothing"
 
 
+def gpu_amount(request: tuple) -> float:
+    return dict(request).get("GPU", 0.0)
+
+
+def without_gpus(request: tuple) -> tuple:
+    """What a worker blocked in ``get`` gives back: its CPUs and the rest, not its GPUs
+    (their device ids stay its own, as in Ray)."""
+    return tuple(item for item in request if item[0] != "GPU")
+
+
+def is_spread(spec: TaskSpec) -> bool:
+    return ("scheduling_strategy", "SPREAD") in spec.options
+
+
 class Scheduler(ActorScheduling, LeaseScheduling):
     def __init__(self) -> None:
         self.nodes: dict[bytes, Node] = {}
@@ -94,8 +108,7 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         node = self.nodes.get(worker.node_id)
         if node is not None:
             node.workers.discard(worker_id)
-            if worker.lease is not None and not worker.blocked:
-                node.take(worker.lease, -1)
+            self._give_back(worker)
             if node.leaving and not node.workers:
                 del self.nodes[node.node_id]
         out: list = []
@@ -162,7 +175,7 @@ class Scheduler(ActorScheduling, LeaseScheduling):
             record = self.tasks[task_id]
             record.worker = worker.worker_id
             worker.queue.append(task_id)
-            specs.append(record.spec)
+            specs.append(self._spec_for(worker, record.spec))
         return Execute(worker.worker_id, specs, self._new_functions(worker, specs))
 
     def _new_functions(self, worker: "Worker", specs: list) -> list:
@@ -226,19 +239,20 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         worker.blocked = True
         self._take_back(worker, returned)
         if worker.lease is not None:
-            self.nodes[worker.node_id].take(worker.lease, -1)
+            self.nodes[worker.node_id].take(without_gpus(worker.lease), -1)
         return self.dispatch()
 
     def unblocked(self, worker_id: bytes) -> list:
         worker = self.workers.get(worker_id)
         if worker is None or not worker.blocked:
             return []
-        worker.blocked = False
         if worker.lease is not None:
             if worker.queue or worker.leased_to:
-                self.nodes[worker.node_id].take(worker.lease)
+                self.nodes[worker.node_id].take(without_gpus(worker.lease))
             else:
+                self._give_back(worker)
                 worker.lease = None
+        worker.blocked = False
         return []
 
     def returned(self, worker_id: bytes, task_ids: Iterable[bytes]) -> list:
@@ -254,8 +268,18 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         return self.dispatch()
 
     def drop_owner(self, owner: bytes) -> None:
-        """A driver is gone: nobody will read its queued tasks' results; its leases end."""
+        """A driver is gone: nobody will read its queued tasks' results; its leases end.
+
+        Its tasks given to workers are forgotten too: large results that went straight to
+        it would never be acknowledged (``RESULTS_RECEIVED``) and hold the worker.
+        """
         for worker in self.workers.values():
+            if worker.actor is None and any(t[:8] == owner for t in worker.queue):
+                for task_id in [t for t in worker.queue if t[:8] == owner]:
+                    worker.queue.remove(task_id)
+                    self.tasks.pop(task_id, None)
+                if not worker.queue and not worker.leased_to:
+                    self._release_lease(worker)
             if worker.leased_to == owner:
                 worker.leased_to = None
                 if not worker.queue:
@@ -274,17 +298,19 @@ class Scheduler(ActorScheduling, LeaseScheduling):
                 continue
             depth = self._depth(queue[0])
             while queue:
-                worker = self._pick_worker(request, depth)
+                record = self.tasks[queue[0]]
+                spread = is_spread(record.spec)
+                worker = self._pick_worker(request, depth, spread)
                 if worker is None:
                     break
                 task_id = queue.popleft()
-                record = self.tasks[task_id]
                 if worker.lease is None:
-                    worker.lease = request
-                    self.nodes[worker.node_id].take(request)
+                    self._hold(worker, request)
+                if spread:
+                    self.nodes[worker.node_id].spread_count += 1
                 worker.queue.append(task_id)
                 record.worker = worker.worker_id
-                assigned.setdefault(worker.worker_id, []).append(record.spec)
+                assigned.setdefault(worker.worker_id, []).append(self._spec_for(worker, record.spec))
             if queue:
                 out.extend(self._grow_or_steal(request, queue))
                 out.extend(self._revoke_leases())
@@ -314,22 +340,69 @@ class Scheduler(ActorScheduling, LeaseScheduling):
             out.append(Steal(victim.worker_id, max(1, (len(victim.queue) - 1 + 1) // 2)))
         return out
 
-    def _pick_worker(self, request: tuple, depth: int) -> Worker | None:
+    def _pick_worker(self, request: tuple, depth: int, spread: bool = False) -> Worker | None:
+        """An idle worker if one fits, on the least loaded node; else the worker with the
+        shortest queue of the same request, if shorter than ``depth``. With ``spread``, the
+        node that got the fewest SPREAD tasks comes first, idle worker or not."""
+        idle = None
+        idle_rank: tuple = ()
         best = None
-        best_len = depth
+        best_rank: tuple = ()
         for worker in self.workers.values():
             if worker.blocked or worker.stealing or worker.actor is not None or worker.leased_to:
                 continue
-            if self.nodes[worker.node_id].leaving:
+            node = self.nodes[worker.node_id]
+            if node.leaving:
                 continue
             if worker.lease is None:
-                if self.nodes[worker.node_id].fits(request):
-                    return worker  # an idle worker always wins over queueing
+                if node.fits(request):
+                    rank = (node.spread_count, 0, node.load()) if spread else (node.load(),)
+                    if idle is None or rank < idle_rank:
+                        idle, idle_rank = worker, rank
                 continue
             n = len(worker.queue)
-            if worker.lease == request and n < best_len:
-                best, best_len = worker, n
-        return best
+            if worker.lease == request and n < depth:
+                rank = (node.spread_count, 1, n) if spread else (n, node.load())
+                if best is None or rank < best_rank:
+                    best, best_rank = worker, rank
+        if spread and best is not None and (idle is None or best_rank < idle_rank):
+            return best
+        return idle or best  # an idle worker wins over queueing
+
+    @staticmethod
+    def _idle(worker: Worker) -> bool:
+        return (worker.lease is None and not worker.blocked and not worker.stealing
+                and worker.actor is None and not worker.leased_to)
+
+    def _hold(self, worker: Worker, request: tuple) -> None:
+        """The worker takes ``request`` from its node, with GPU devices of its own."""
+        node = self.nodes[worker.node_id]
+        worker.lease = request
+        node.take(request)
+        gpus = gpu_amount(request)
+        if gpus and node.gpu_free:
+            worker.gpu_ids = node.assign_gpus(gpus)
+
+    def _give_back(self, worker: Worker) -> None:
+        """Return the worker's lease to its node (a blocked worker gave back all but its
+        GPUs already). The caller clears ``worker.lease``."""
+        node = self.nodes.get(worker.node_id)
+        lease = worker.lease
+        if node is not None and lease is not None:
+            if worker.blocked:
+                node.take(tuple(item for item in lease if item[0] == "GPU"), -1)
+            else:
+                node.take(lease, -1)
+            if worker.gpu_ids:
+                node.release_gpus(worker.gpu_ids, gpu_amount(lease))
+        worker.gpu_ids = ()
+
+    @staticmethod
+    def _spec_for(worker: Worker, spec: TaskSpec) -> TaskSpec:
+        """The spec as the worker gets it: with the GPU devices it may use."""
+        if not worker.gpu_ids:
+            return spec
+        return spec._replace(options=spec.options + (("gpu_ids", worker.gpu_ids),))
 
     def _depth(self, task_id: bytes) -> int:
         duration = self.durations.get(self.tasks[task_id].spec.function_id)
@@ -364,8 +437,7 @@ class Scheduler(ActorScheduling, LeaseScheduling):
 
     def _release_lease(self, worker: Worker) -> None:
         if worker.lease is not None:
-            if not worker.blocked:
-                self.nodes[worker.node_id].take(worker.lease, -1)
+            self._give_back(worker)
             worker.lease = None
 
     def _take_back(self, worker: Worker, task_ids: Iterable[bytes]) -> None:

@@ -25,13 +25,48 @@ class Node:
         self.leaving = False
         self.max_extra_workers = max(MIN_EXTRA_WORKERS,
                                      int(total.get("memory", 0) // MEMORY_PER_EXTRA_WORKER))
+        # Which GPUs are free, by device id, as fractions (tasks may share a GPU).
+        ids = info.get("gpu_ids") or [str(i) for i in range(int(total.get("GPU", 0)))]
+        self.gpu_free: dict[str, float] = {str(i): 1.0 for i in ids}
+        self.spread_count = 0               # tasks and actors placed here with SPREAD
 
     def fits(self, request: tuple) -> bool:
         avail = self.available
         for name, amount in request:
             if avail.get(name, 0.0) < amount - 1e-9:
                 return False
+            if name == "GPU" and self.gpu_free and not self._gpu_choice(amount):
+                return False   # enough in sum, but split over devices
         return True
+
+    def load(self) -> float:
+        """The share of this node's CPUs in use (0 idle, 1 full): placement prefers low."""
+        total = self.total.get("CPU", 0.0)
+        return 1.0 - self.available.get("CPU", 0.0) / total if total else 1.0
+
+    def _gpu_choice(self, amount: float) -> list[str]:
+        """Devices for a GPU request: whole free devices, or one device with room for a
+        fraction. Empty if the request cannot be met by device."""
+        if amount >= 1:
+            whole = [i for i, free in self.gpu_free.items() if free >= 1 - 1e-9]
+            need = int(round(amount))
+            return whole[:need] if len(whole) >= need else []
+        shared = [i for i, free in self.gpu_free.items() if free >= amount - 1e-9]
+        # Fill partly used devices first, so whole devices stay free for whole requests.
+        return sorted(shared, key=lambda i: self.gpu_free[i])[:1]
+
+    def assign_gpus(self, amount: float) -> tuple[str, ...]:
+        ids = self._gpu_choice(amount)
+        share = 1.0 if amount >= 1 else amount
+        for i in ids:
+            self.gpu_free[i] -= share
+        return tuple(ids)
+
+    def release_gpus(self, ids: tuple[str, ...], amount: float) -> None:
+        share = 1.0 if amount >= 1 else amount
+        for i in ids:
+            if i in self.gpu_free:
+                self.gpu_free[i] = min(1.0, self.gpu_free[i] + share)
 
     def could_ever_fit(self, request: tuple) -> bool:
         total = self.total
@@ -57,6 +92,7 @@ class Worker:
         self.idle_since: float | None = None
         self.leased_to: bytes | None = None # a driver sending tasks to it directly
         self.revoking = False
+        self.gpu_ids: tuple[str, ...] = ()   # the devices its lease holds
 
 
 class TaskRecord:

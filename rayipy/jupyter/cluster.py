@@ -112,17 +112,25 @@ def status(local_counts: dict[str, int]) -> Shown:
 
 
 def dashboard_url() -> str:
-    """The dashboard's address if this cluster serves one, else ""."""
+    """The dashboard's URL if this cluster serves one, else "".
+
+    The dashboard (its own branch of work) gives "host:port" as Ray does, through
+    ``rayipy.get_dashboard_url()`` and the context's ``dashboard_url``; either may be
+    missing on a cluster without one.
+    """
     ctx = context()
     if ctx is None:
         return ""
-    finder = getattr(api, "dashboard_url", None)
-    if callable(finder):
+    url = getattr(ctx, "dashboard_url", "") or ""
+    finder = getattr(api, "get_dashboard_url", None)
+    if not url and callable(finder):
         try:
-            return finder() or ""
+            url = finder() or ""
         except Exception:
-            return ""
-    return getattr(ctx, "dashboard_url", "") or ""
+            url = ""
+    if url and "://" not in url:
+        url = f"http://{url}"
+    return url
 
 
 def dashboard() -> Shown:

@@ -27,6 +27,7 @@ Memory stays bounded: a task's entry is dropped ``GRACE_SECONDS`` after its resu
 from __future__ import annotations
 
 import collections
+import functools
 import sys
 import threading
 import time
@@ -66,23 +67,35 @@ class OutputRouter:
         self._batch: dict[tuple, list[str]] = {}
         self._batch_parents: dict[tuple, dict] = {}
         self._batch_timer: threading.Timer | None = None
+        self._last: _Cell | None = None          # the cell of the last submitted task
 
     # -- the submitting thread ------------------------------------------------------------
     def on_submit(self, task_id: bytes, refs: list[ObjectRef]) -> None:
+        """Called for every task: kept cheap (a cell submits thousands in a loop)."""
         parent = self._parent()
-        key = _cell_key(parent, self.shell)
         with self._lock:
-            cell = self._cells.get(key)
-            if cell is None:
-                cell = self._cells[key] = _Cell(parent)
-                while len(self._cells) > MAX_CELLS:
-                    self._cells.popitem(last=False)
+            last = self._last
+            if last is not None and last.parent is parent and parent is not None:
+                cell = last  # the same cell as the task before: the common case
             else:
-                self._cells.move_to_end(key)
+                cell = self._last = self._cell(parent)
             cell.tasks += 1
             self._tasks[task_id] = cell
             self.counts["submitted"] += 1
-        refs[0].add_done_callback(self._task_done)
+        ref = refs[0]  # our own new task: its ref is pending and owned here
+        if not ref._runtime.objects.add_callback(ref.id, functools.partial(self._task_done, ref)):
+            self._task_done(ref)
+
+    def _cell(self, parent: dict | None) -> _Cell:
+        key = _cell_key(parent, self.shell)
+        cell = self._cells.get(key)
+        if cell is None:
+            cell = self._cells[key] = _Cell(parent)
+            while len(self._cells) > MAX_CELLS:
+                self._cells.popitem(last=False)
+        else:
+            self._cells.move_to_end(key)
+        return cell
 
     def _parent(self) -> dict | None:
         if self.kernel is None:

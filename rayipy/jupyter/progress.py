@@ -46,6 +46,10 @@ class ProgressWidget(ipywidgets.HBox):
         super().__init__(children=[self.bar, self.label], total=total, **kwargs)
         self.add_class("rayipy-progress")
 
+    def __repr__(self) -> str:
+        # The text a frontend without widgets shows (and nbconvert's text output).
+        return f"rayipy progress: {self.summary or f'0/{self.total} done'}"
+
     def show(self, counts: ProgressCounts) -> None:
         """Draw ``counts``: one message per widget, whatever changed."""
         text = describe(counts)

@@ -19,6 +19,7 @@ import ast
 import builtins
 import linecache
 import pickle
+import time
 from typing import Any
 
 import cloudpickle
@@ -36,6 +37,7 @@ from rayipy.remote_function import RemoteFunction
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii",
                   "_ih", "_oh", "_dh"}
 ALL_POLL_SECONDS = 0.5      # --all: how often to look for workers that died meanwhile
+WORKERS_START_SECONDS = 10.0  # --all: how long to wait for workers still starting
 
 _run_cell = RemoteFunction(cell_tasks.run_cell, {})
 _run_setup = RemoteFunction(cell_tasks.run_setup, {})
@@ -172,7 +174,7 @@ def run_everywhere(shell: Any, cell: str) -> list[dict]:
     tree = parse_plain(cell, filename, "%%remote --all")
     namespace = captured_globals(shell, tree)
     runtime = api.runtime_for_submit()
-    targets = [w for w in runtime.request("workers") if not w["actor"] and w["address"]]
+    targets = _pool_workers(runtime)
     if not targets:
         raise UsageError("the cluster has no workers to run the cell on yet; try again in a moment")
     try:
@@ -200,6 +202,18 @@ def run_everywhere(shell: Any, cell: str) -> list[dict]:
     if first_error is not None:
         raise first_error
     return reports
+
+
+def _pool_workers(runtime: Any, timeout: float = WORKERS_START_SECONDS) -> list[dict]:
+    """The pool workers, once every node has started its own (one per CPU): right after
+    %cluster start, or after an actor took a worker, some may still be starting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = [w for w in runtime.request("workers") if not w["actor"] and w["address"]]
+        expected = int(sum(node["Resources"].get("CPU", 0) for node in runtime.request("nodes")))
+        if len(workers) >= expected or time.monotonic() > deadline:
+            return workers
+        time.sleep(0.05)
 
 
 def _show_worker(ref: ObjectRef, worker: dict, reports: list[dict]) -> BaseException | None:

@@ -37,6 +37,14 @@ def physical_memory() -> int:
         return 0
 
 
+def gpu_ids(resources: dict) -> list[str]:
+    """This host's GPU device ids: those CUDA_VISIBLE_DEVICES names if it names as many as
+    the node has GPUs (the node was given some of the host's GPUs), else 0..N-1."""
+    count = int(resources.get("GPU", 0))
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return visible[:count] if len(visible) >= count > 0 else [str(i) for i in range(count)]
+
+
 def describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -99,8 +107,8 @@ class Agent:
                 self.spawn()
 
     def serve(self) -> None:
-        info = {"resources": self.resources, "hostname": socket.gethostname(), "ip": self.ip,
-                "pid": os.getpid()}
+        info = {"resources": self.resources, "gpu_ids": gpu_ids(self.resources),
+                "hostname": socket.gethostname(), "ip": self.ip, "pid": os.getpid()}
         self.endpoint.send(Kind.REGISTER, Registration("agent", self.process_id, self.node_id,
                                                        os.getpid(), PROTOCOL_VERSION, info))
         for _ in range(self.num_cpus):
@@ -128,6 +136,8 @@ class Agent:
                         log.warning("no word from the head for %.0f s; stopping", now - self.last_heard)
                         break
         finally:
+            if self.running:  # we leave on our own: say so, rather than fall silent
+                self.endpoint.send(Kind.NODE_LEAVING, ("its node agent stopped",))
             self.running = False
             self.stop_workers()
             self.endpoint.close()

@@ -27,15 +27,16 @@ import zmq
 from rayipy import exceptions
 from rayipy.core.actor_routes import ActorRoutes
 from rayipy.core.leases import LeaseBook
+from rayipy.node.data_port import DIRECT_RESULT_BYTES, DataPort, _run_callback
 from rayipy.node.direct_calls import DirectCalls
 from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
 from rayipy.core.objects import PENDING, READY, Effect, ObjectTable
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import (ERROR, OK, RETURNED, DepSlot, ObjectValue, Payload,
+from rayipy.protocol.messages import (ERROR, OK, RETURNED, DepSlot, FetchDep, ObjectValue, Payload,
                                       Registration, TaskResult, TaskSpec, Welcome)
 from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
-from rayipy.transport.endpoint import Endpoint, Waker
+from rayipy.transport.endpoint import Endpoint, Waker, local_ip_towards
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class TaskLogPrinter:
                 pass
 
 
-class Runtime(DirectCalls):
+class Runtime(DirectCalls, DataPort):
     """Sockets-owning I/O thread plus the synchronous API the user's threads call."""
 
     def __init__(self, role: str, head_address: str, key: bytes, node_id: bytes = b"",
@@ -105,7 +106,11 @@ class Runtime(DirectCalls):
             Kind.CALL_DONE: self._on_call_done,
             Kind.LEASE: self._on_lease,
             Kind.LEASE_ENDED: self._on_lease_ended,
+            Kind.RESULTS: self._on_results,
         }
+        self._data_addresses: dict[bytes, str] = {}        # requester -> its data port
+        self._data_out: dict[str, tuple[Endpoint, float]] = {}   # data port -> DEALER, last use
+        self.data_port = Endpoint(self.context, zmq.ROUTER, self.signer)
         self.on_log: Callable[[list, str], None] = TaskLogPrinter()
         # Hooks for a front end (the Jupyter layer sets them; None in scripts):
         # on_submit(task_id, refs) runs on the submitting thread before the task leaves;
@@ -140,6 +145,9 @@ class Runtime(DirectCalls):
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> Welcome:
+        # Bound here, then owned by the I/O thread (starting it is the hand-over).
+        ip = self.info.get("ip") or local_ip_towards(self.head_address)
+        self.info["data"] = self.data_port.bind(f"tcp://{ip}:*")
         self._thread.start()
         registration = Registration(self.role, self.process_id, self.node_id, os.getpid(),
                                     PROTOCOL_VERSION, self.info)
@@ -252,6 +260,11 @@ class Runtime(DirectCalls):
 
     def _queue_spec(self, spec: TaskSpec) -> None:
         """A task: to our leased worker when we run tasks one at a time, else to the head."""
+        if spec.options and ("scheduling_strategy", "SPREAD") in spec.options or any(
+                name == "GPU" for name, _ in spec.resources):
+            # Placement matters (nodes to spread over, GPU devices to assign): the head decides.
+            self._queue_to_head(spec)
+            return
         route = self.leases.route(spec, head_busy=bool(self._via_head))
         if route.direct:
             self._queue_call(route.direct, spec)
@@ -266,7 +279,8 @@ class Runtime(DirectCalls):
         self.waker.wake()
 
     def _when_ready(self, deps: list[ObjectRef], spec: TaskSpec, send: Callable) -> None:
-        """Send ``spec`` once every direct ref argument has its value, inlined."""
+        """Send ``spec`` once every direct ref argument has its value: inlined if small,
+        else named for the worker to fetch from its holder (``FetchDep``)."""
         remaining = [len(deps)]
         lock = threading.Lock()
 
@@ -281,7 +295,7 @@ class Runtime(DirectCalls):
                 if state != READY:
                     self._fail_task_locally(spec, payload, dep)
                     return
-                values.append(payload)
+                values.append(payload if payload.nbytes <= DIRECT_RESULT_BYTES else FetchDep(dep.id))
             send(spec._replace(dep_values=tuple(values)))
 
         for dep in deps:
@@ -353,6 +367,19 @@ class Runtime(DirectCalls):
         effects = self.objects.need_fetch(object_ids)
         if effects:
             self._carry_out(effects)
+
+    def fetch_value(self, object_id: bytes) -> Any:
+        """Fetch a value we hold no ref to (a task's large argument) from its owner, as a
+        borrower for as long as it takes; raises its error if it has one."""
+        self.on_ref_rebuilt(object_id)
+        ref = ObjectRef(object_id, self, counted=True)
+        self.request_values([object_id])
+        self.objects.wait([object_id], 1, None)
+        ok, value = self.value_or_error(object_id)
+        del ref
+        if not ok:
+            raise value
+        return value
 
     def value_or_error(self, object_id: bytes) -> tuple[bool, Any]:
         state, payload = self.objects.value(object_id)
@@ -507,6 +534,7 @@ class Runtime(DirectCalls):
         poller = self._poller = zmq.Poller()
         poller.register(endpoint.socket, zmq.POLLIN)
         poller.register(self.waker.fd, zmq.POLLIN)
+        poller.register(self.data_port.socket, zmq.POLLIN)
         next_beat = time.monotonic() + HEARTBEAT_SECONDS
         try:
             while not self._stopping:
@@ -516,6 +544,8 @@ class Runtime(DirectCalls):
                     self.waker.clear()
                 if endpoint.socket in events:
                     self._drain(endpoint)
+                if self.data_port.socket in events:
+                    self._drain(self.data_port)
                 for direct in self._direct.values():
                     if direct.socket in events:
                         self._drain(direct)
@@ -526,6 +556,7 @@ class Runtime(DirectCalls):
                 now = time.monotonic()
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
+                    self.close_idle_data_out(now)
                     self.outbox.append((Kind.HEARTBEAT, ()))
                     if self._connected.is_set() and now - self._last_heard > HEAD_SILENCE_LIMIT:
                         self._lose(exceptions.RayipySystemError(
@@ -538,6 +569,9 @@ class Runtime(DirectCalls):
             self._lose(exceptions.RayipySystemError(f"the I/O thread failed: {e!r}"))
         finally:
             endpoint.close()
+            self.data_port.close()
+            for out, _ in self._data_out.values():
+                out.close()
             for direct in self._direct.values():
                 direct.close()
             self.context.term()
@@ -578,6 +612,9 @@ class Runtime(DirectCalls):
                 continue
             if kind == "call":
                 calls.setdefault(item[1], []).append(item[2])
+                continue
+            if kind == "to":
+                self.data_out(item[1]).send(item[2], item[3])
                 continue
             if specs:
                 endpoint.send(Kind.SUBMIT, (specs,))
@@ -660,26 +697,9 @@ class Runtime(DirectCalls):
             callbacks.extend(cbs)
             self._carry_out(effects)
             for requester in waiting:
-                self.send(Kind.OBJECT_VALUE, (oid, ObjectValue(ok, payload), requester))
+                self._send_value(oid, ObjectValue(ok, payload), requester)
         self._carry_out(self.objects.unpin(pinned))
         for fn in callbacks:
-            _run_callback(fn)
-
-    def _on_get_object(self, body: tuple) -> None:
-        object_id, requester = body
-        state, payload = self.objects.answer_when_ready(object_id, requester)
-        if state == PENDING:
-            return
-        if payload is None:
-            payload = errors.capture_system_error(exceptions.ObjectLostError(
-                f"ObjectRef({object_id.hex()}) was already freed by its owner"))
-        self.send(Kind.OBJECT_VALUE, (object_id, ObjectValue(state == READY, payload), requester))
-
-    def _on_object_value(self, body: tuple) -> None:
-        object_id, value, _requester = body
-        cbs, _waiting, effects = self.objects.fulfill(object_id, value.ok, value.payload)
-        self._carry_out(effects)
-        for fn in cbs:
             _run_callback(fn)
 
     def _on_borrow(self, body: tuple) -> None:
@@ -704,9 +724,3 @@ def _slot(value: Any, deps: list) -> Any:
         return DepSlot(len(deps) - 1)
     return value
 
-
-def _run_callback(fn: Callable) -> None:
-    try:
-        fn()
-    except Exception:
-        log.exception("an ObjectRef done-callback raised")

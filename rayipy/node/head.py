@@ -38,7 +38,10 @@ log = logging.getLogger("rayipy.head")
 
 HEARTBEAT_SECONDS = 1.0
 DRIVER_SILENCE_LIMIT = 10.0
-AGENT_SILENCE_LIMIT = 10.0
+# A node whose agent is silent this long is gone (host down, network cut): its tasks are
+# retried elsewhere. Agents beat every second and do nothing else that could stall them.
+AGENT_SILENCE_LIMIT = 4.0
+DEAD_NODES_KEPT = 100       # nodes() lists this many gone nodes, with Alive False, as Ray
 
 
 class Peer:
@@ -61,6 +64,7 @@ class Head:
         self.address = self.endpoint.bind(f"tcp://{host}:{port}")
         self.scheduler = Scheduler()
         self.peers: dict[bytes, Peer] = {}
+        self.dead_nodes: list[dict] = []
         self.watch_parent = watch_parent
         self.started = time.time()
         self.running = True
@@ -82,6 +86,8 @@ class Head:
             Kind.OBJECT_VALUE: self.on_object_value,
             Kind.BORROW: self.on_borrow,
             Kind.WORKER_DIED: self.on_worker_died,
+            Kind.NODE_LEAVING: self.on_node_leaving,
+            Kind.RESULTS_RECEIVED: self.on_results_received,
             Kind.REQUEST: self.on_request,
             Kind.LOG: self.on_log,
             Kind.SHUTDOWN: self.on_shutdown,
@@ -128,10 +134,18 @@ class Head:
     def send(self, to: bytes, kind: Kind, body: Any) -> None:
         self.endpoint.send(kind, body, to)
 
+    def forward(self, to: bytes, kind: Kind, body: Any, frames: list | None) -> None:
+        """Pass a message on: its own signed frames, or (if it came in pieces) anew."""
+        if frames is None:
+            self.send(to, kind, body)
+        else:
+            self.endpoint.send_frames(list(frames), to)
+
     def carry_out(self, instructions: list) -> None:
         for ins in instructions:
             if isinstance(ins, Execute):
-                self.send(ins.worker, Kind.EXECUTE, (ins.specs, ins.functions))
+                self.send(ins.worker, Kind.EXECUTE, (ins.specs, ins.functions,
+                                                     self.data_addresses(ins.specs)))
             elif isinstance(ins, Fail):
                 self.fail_task(ins)
             elif isinstance(ins, CancelRunning):
@@ -155,6 +169,17 @@ class Head:
                         self.send(caller, Kind.ACTOR_LOCATION,
                                   (ins.actor_id, ins.address, ins.why, ins.restarting))
 
+    def data_addresses(self, specs: list) -> dict[bytes, str]:
+        """Where the specs' owners take large results straight from the worker."""
+        out = {}
+        for spec in specs:
+            owner = spec.task_id[:8]
+            if owner not in out:
+                peer = self.peers.get(owner)
+                if peer is not None and peer.info.get("data"):
+                    out[owner] = peer.info["data"]
+        return out
+
     def fail_task(self, fail: Fail) -> None:
         payload = errors.capture_system_error(fail.error, fail.task.name)
         if fail.status not in (CANCELLED, CRASHED):
@@ -176,14 +201,20 @@ class Head:
                 continue
             if peer.role == "agent" and silent > AGENT_SILENCE_LIMIT:
                 log.warning("node agent %s silent for %.0f s: removing its node", pid.hex(), silent)
-                self.remove_node(peer.node_id)
                 self.peers.pop(pid, None)
+                self.remove_node(peer.node_id, f"its node stopped answering for {silent:.0f} s")
                 continue
             self.send(pid, Kind.HEARTBEAT, ())
 
-    def remove_node(self, node_id: bytes) -> None:
+    def remove_node(self, node_id: bytes, why: str) -> None:
+        node = self.scheduler.nodes.get(node_id)
+        if node is None or node.leaving:
+            return
+        self.dead_nodes.append({**self.describe_node(node), "Alive": False, "alive": False,
+                                "DeathReason": why})
+        del self.dead_nodes[:-DEAD_NODES_KEPT]
         for worker_id in self.scheduler.remove_node(node_id):
-            self.remove_worker(worker_id, "its node stopped answering")
+            self.remove_worker(worker_id, why)
 
     def remove_worker(self, worker_id: bytes, why: str) -> None:
         self.scheduler.live_owners.discard(worker_id)
@@ -241,12 +272,16 @@ class Head:
         results = body[0]
         owners = {owner_of(r.task_id) for r in results}
         if len(owners) == 1:
-            self.endpoint.send_frames(list(frames), owners.pop())
+            self.forward(owners.pop(), Kind.TASK_DONE, body, frames)
         else:
             for owner in owners:
                 self.send(owner, Kind.TASK_DONE, ([r for r in results if owner_of(r.task_id) == owner],))
         self.carry_out(self.scheduler.finished(sender, [r.task_id for r in results],
                                                [r.duration for r in results]))
+
+    def on_results_received(self, sender: bytes, body: tuple, frames: list) -> None:
+        worker_id, done = body
+        self.carry_out(self.scheduler.finished(worker_id, [t for t, _ in done], [d for _, d in done]))
 
     def on_cancel(self, sender: bytes, body: tuple, frames: list) -> None:
         task_id, force, actor_id, leased_worker = body
@@ -286,7 +321,10 @@ class Head:
         object_id, requester = body
         owner = owner_of(object_id)
         if owner in self.peers:
-            self.endpoint.send_frames(list(frames), owner)
+            # The owner answers straight to the requester's data port, not through us.
+            peer = self.peers.get(requester)
+            address = peer.info.get("data", "") if peer is not None else ""
+            self.send(owner, Kind.GET_OBJECT, (object_id, requester, address))
             return
         error = exceptions.OwnerDiedError(
             f"ObjectRef({object_id.hex()}) is lost: the process that created it has exited")
@@ -294,7 +332,7 @@ class Head:
                   (object_id, ObjectValue(False, errors.capture_system_error(error)), requester))
 
     def on_object_value(self, sender: bytes, body: tuple, frames: list) -> None:
-        self.endpoint.send_frames(list(frames), body[2])
+        self.forward(body[2], Kind.OBJECT_VALUE, body, frames)
 
     def on_borrow(self, sender: bytes, body: tuple, frames: list) -> None:
         changes, borrower = body
@@ -309,7 +347,11 @@ class Head:
 
     def on_log(self, sender: bytes, body: tuple, frames: list) -> None:
         if body[0] in self.peers:
-            self.endpoint.send_frames(list(frames), body[0])
+            self.forward(body[0], Kind.LOG, body, frames)
+
+    def on_node_leaving(self, sender: bytes, body: tuple, frames: list) -> None:
+        peer = self.peers.pop(sender)
+        self.remove_node(peer.node_id, body[0])
 
     def on_shutdown(self, sender: bytes, body: tuple, frames: list) -> None:
         self.running = False
@@ -328,20 +370,23 @@ class Head:
             return
         self.send(sender, Kind.REPLY, (request_id, True, value))
 
+    @staticmethod
+    def describe_node(node) -> dict:
+        """A node as Ray's ``nodes()`` shows it (Ray's field names)."""
+        info = node.info
+        return {
+            "NodeID": node.node_id.hex(),
+            "Alive": not node.leaving,
+            "NodeManagerAddress": info.get("ip", "127.0.0.1"),
+            "NodeManagerHostname": info.get("hostname", ""),
+            "NodeName": info.get("ip", "127.0.0.1"),
+            "Resources": dict(node.total),
+            "alive": not node.leaving,
+        }
+
     def request_nodes(self, sender: bytes) -> list[dict]:
-        out = []
-        for node in self.scheduler.nodes.values():
-            info = node.info
-            out.append({
-                "NodeID": node.node_id.hex(),
-                "Alive": True,
-                "NodeManagerAddress": info.get("ip", "127.0.0.1"),
-                "NodeManagerHostname": info.get("hostname", ""),
-                "NodeName": info.get("ip", "127.0.0.1"),
-                "Resources": dict(node.total),
-                "alive": True,
-            })
-        return out
+        live = [self.describe_node(n) for n in self.scheduler.nodes.values() if not n.leaving]
+        return live + self.dead_nodes
 
     def request_cluster_resources(self, sender: bytes) -> dict[str, float]:
         total: dict[str, float] = {}
@@ -375,6 +420,7 @@ class Head:
                 "nodes": self.request_nodes(sender),
                 "tasks": self.scheduler.summary(),
                 "dropped_messages": dict(self.endpoint.dropped),
+                "bytes_received": self.endpoint.bytes_received,
                 "peers": {role: sum(1 for p in self.peers.values() if p.role == role)
                           for role in ("driver", "worker", "agent")}}
 

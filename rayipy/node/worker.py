@@ -25,14 +25,15 @@ import time
 from typing import Any
 
 from rayipy import exceptions
-from rayipy.node import lifetime
+from rayipy.node import gpus, lifetime
 from rayipy.node.actor_host import make_host
 from rayipy.node.client import PINNED, Runtime
+from rayipy.node.data_port import is_large
 from rayipy.node.direct import DirectInbox
 from rayipy.core.objects import owner_of
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import (CANCELLED, ERROR, OK, RETURNED, DepSlot, TaskResult,
+from rayipy.protocol.messages import (CANCELLED, ERROR, OK, RETURNED, DepSlot, FetchDep, TaskResult,
                                       TaskSpec)
 
 log = logging.getLogger("rayipy.worker")
@@ -81,6 +82,7 @@ class Worker:
         self.inbox = DirectInbox(runtime.signer, ip)
         runtime.info["direct"] = self.inbox.address
         self.reply_to: dict[bytes, bytes] = {}  # task id of a direct call -> its caller
+        self.owner_addresses: dict[bytes, str] = {}   # owner -> its data port (from EXECUTE)
         self.deferred: list[TaskSpec] = []      # calls that came before the constructor ran
         self.cancelled: set[bytes] = set()      # cancelled before they reached us
         self.host_done: collections.deque[TaskResult] = collections.deque()
@@ -109,7 +111,8 @@ class Worker:
 
     # -- I/O thread side ----------------------------------------------------------------
     def on_execute(self, body: tuple) -> None:
-        specs, functions = body
+        specs, functions, owner_addresses = body
+        self.owner_addresses.update(owner_addresses)
         for function_id, data in functions:
             self.pickled_functions[function_id] = data
         if specs and specs[0].actor_id:
@@ -303,8 +306,16 @@ class Worker:
     def send_results(self) -> None:
         results, self.results = self.results, []
         self.flush_output(final=True)
-        if results:
-            self.runtime.send(Kind.TASK_DONE, (results,))
+        via_head = []
+        for result in results:
+            # Large values go straight to their owner, not through the head (data_port.py).
+            address = self.owner_addresses.get(owner_of(result.task_id))
+            if address and is_large(result):
+                self.runtime.send_to(address, Kind.RESULTS, (self.runtime.process_id, [result]))
+            else:
+                via_head.append(result)
+        if via_head:
+            self.runtime.send(Kind.TASK_DONE, (via_head,))
         self.inbox.flush()
 
     def report(self, result: TaskResult) -> None:
@@ -342,7 +353,8 @@ class Worker:
         fn = self.callable_for(spec)
         args, kwargs = serialization.loads(spec.args)
         if spec.dep_values:
-            values = [serialization.loads(p) for p in spec.dep_values]
+            values = [self.runtime.fetch_value(p.object_id) if type(p) is FetchDep
+                      else serialization.loads(p) for p in spec.dep_values]
             args = [values[a.index] if type(a) is DepSlot else a for a in args]
             kwargs = {k: values[v.index] if type(v) is DepSlot else v for k, v in kwargs.items()}
         return fn, args, kwargs
@@ -370,6 +382,8 @@ class Worker:
         start = time.perf_counter()
         token = CURRENT_TASK.set(spec)
         caller = DIRECT_CALLER.set(self.reply_to.get(spec.task_id))
+        gpu_ids = dict(spec.options).get("gpu_ids") if spec.options else None
+        shown = gpus.use(gpu_ids) if gpu_ids is not None else None
         try:
             try:
                 value = self.call_with_retries(spec)
@@ -380,6 +394,8 @@ class Worker:
                 self.current = None
                 CURRENT_TASK.reset(token)
                 DIRECT_CALLER.reset(caller)
+                if shown is not None and spec.method != "__init__":
+                    gpus.restore(shown)  # an actor keeps its devices; a task gives them back
             return self.pack_returns(spec, value, time.perf_counter() - start)
         except KeyboardInterrupt:
             if self.cancel_requested == spec.task_id:

@@ -17,11 +17,13 @@ class Kind(IntEnum):
 
     HEARTBEAT = 5         # any <-> head: ()
     SHUTDOWN = 6          # head -> agent/worker, driver -> head: (reason: str,)
+    CHUNK = 7             # any -> any: a piece of a large message (protocol/bulk.py)
 
     # functions and tasks
     FUNCTION = 10         # owner -> head -> worker: (function_id, pickled function bytes)
     SUBMIT = 11           # owner -> head: (list[TaskSpec],)
-    EXECUTE = 12          # head -> worker: (list[TaskSpec], list[(function_id, bytes)])
+    EXECUTE = 12          # head -> worker: (list[TaskSpec], list[(function_id, bytes)],
+                          #   {owner id: owner's data address})
     TASK_DONE = 13        # worker -> head -> owner: (list[TaskResult],)
     CANCEL = 14           # owner -> head: (task_id, force, actor_id or None, leased worker or
                           #   None); head -> worker: (task_id, force)
@@ -32,14 +34,17 @@ class Kind(IntEnum):
     KILL_ACTOR = 19       # any -> head: (actor_id, why)
 
     # objects
-    GET_OBJECT = 20       # borrower -> head -> owner: (object_id, requester)
-    OBJECT_VALUE = 21     # owner -> head -> borrower: (object_id, ObjectValue)
+    GET_OBJECT = 20       # borrower -> head: (object_id, requester); head -> owner: (object_id,
+                          #   requester, requester's data address)
+    OBJECT_VALUE = 21     # owner -> borrower's data port (or via the head when its address is
+                          #   unknown): (object_id, ObjectValue, requester)
     BORROW = 22           # any -> head -> owner: (list[(object_id, delta)], borrower)
 
     # node agent
     SPAWN_WORKER = 30     # head -> agent: (count,)
     WORKER_DIED = 31      # agent -> head: (worker_id, exit code or -signal, reason)
     RETIRE_WORKER = 32    # head -> agent: (worker_id, kill: bool)
+    NODE_LEAVING = 33     # agent -> head: (reason,)  this node stops: remove it now
 
     # driver requests answered by the head
     REQUEST = 40          # driver -> head: (request_id, name, args)
@@ -62,3 +67,9 @@ class Kind(IntEnum):
     LEASE = 65            # head -> driver: (resource request, worker_id or b"", address)
     LEASE_RETURN = 66     # driver -> head: (worker_id,)
     LEASE_ENDED = 67      # head -> driver: (worker_id, why)  why "": give it back; else it died
+
+    # large results, straight from the worker to the owner's data port
+    RESULTS = 68          # worker -> owner: (worker_id, list[TaskResult])
+    RESULTS_RECEIVED = 69 # owner -> head: (worker_id, [(task_id, duration)])  the owner has
+                          #   them: the head counts them finished only now, so a worker that
+                          #   dies before they arrive has its tasks retried

@@ -62,6 +62,12 @@ class DepSlot(NamedTuple):
     index: int
 
 
+class FetchDep(NamedTuple):
+    """In ``TaskSpec.dep_values``, for a large value: the worker fetches it from its owner's
+    data port (``GET_OBJECT``) instead of it riding in the spec through the head."""
+    object_id: bytes
+
+
 class Registration(NamedTuple):
     role: str                          # "driver", "worker" or "agent"
     process_id: bytes                  # also the process's ZeroMQ identity

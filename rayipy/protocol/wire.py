@@ -19,6 +19,9 @@ A peer is refused when the major version differs (``REFUSED`` with the reason). 
 list that is too short, has a bad magic, a bad signature, an unknown kind or a body that
 will not unpickle raises ``BadMessage``; receivers drop it and count it, never crash.
 
+A message with more than 8 MiB of buffers travels as a series of ``CHUNK`` messages,
+each signed as above, so that signing, sending and checking overlap (``bulk.py``).
+
 The one exception to signing: ``AUTH_FAILED`` is sent unsigned with an empty body, as the
 answer to a registration whose signature did not check, so that a peer with the wrong
 key learns at once that its key is wrong instead of waiting forever.
@@ -79,10 +82,19 @@ class Signer:
 
 def encode(signer: Signer, kind: Kind, body: Any) -> list:
     """Frames for one message; large buffers inside ``body`` become their own frames."""
+    data, buffers = pickle_body(body)
+    return sign_frames(signer, kind, data, buffers)
+
+
+def pickle_body(body: Any) -> tuple[bytes, list]:
+    """The body's pickle stream and its out-of-band buffers (raw memoryviews)."""
     buffers: list = []
     data = pickle.dumps(body, protocol=5, buffer_callback=buffers.append)
-    frames = [HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers)), data]
-    frames.extend(b.raw() for b in buffers)
+    return data, [b.raw() for b in buffers]
+
+
+def sign_frames(signer: Signer, kind: Kind, data: bytes, buffers: list) -> list:
+    frames = [HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers)), data, *buffers]
     return [signer.sign(frames), *frames]
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import zmq
 
+from rayipy.protocol import bulk
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.wire import BadMessage, Message, Signer, decode, encode, encode_auth_failed
+from rayipy.protocol.wire import (BadMessage, Message, Signer, decode, encode_auth_failed,
+                                  pickle_body, sign_frames)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,9 @@ class Endpoint:
         self.signer = signer
         self.is_router = socket_type == zmq.ROUTER
         self.dropped: collections.Counter[str] = collections.Counter()
+        self.assembler = bulk.Assembler()
+        self._transfers = 0
+        self.bytes_received = 0
 
     def bind(self, address: str) -> str:
         self.socket.bind(address)
@@ -48,8 +53,14 @@ class Endpoint:
 
     def send(self, kind: Kind, body: Any, to: bytes | None = None) -> bool:
         """Send one message; on a ROUTER ``to`` names the peer. False if the peer is gone."""
-        frames = encode(self.signer, kind, body)
-        return self.send_frames(frames, to)
+        data, buffers = pickle_body(body)
+        if buffers and bulk.buffer_bytes(buffers) > bulk.BULK_BYTES:
+            self._transfers += 1
+            for frames in bulk.chunked(self.signer, kind, data, buffers, self._transfers):
+                if not self.send_frames(frames, to):
+                    return False
+            return True
+        return self.send_frames(sign_frames(self.signer, kind, data, buffers), to)
 
     def send_frames(self, frames: list, to: bytes | None = None) -> bool:
         if to is not None:
@@ -68,15 +79,23 @@ class Endpoint:
         sender, message, _frames = self.recv_raw()
         return sender, message
 
-    def recv_raw(self) -> tuple[bytes | None, Message | None, list]:
-        """Like recv, plus the message's own frames (for forwarding them unchanged)."""
+    def recv_raw(self) -> tuple[bytes | None, Message | None, list | None]:
+        """Like recv, plus the message's own frames (for forwarding them unchanged), or None
+        for a message that came in pieces (forward it with ``send``).
+
+        A piece of a large message returns (sender, None, frames) until the last one.
+        """
         frames = self.socket.recv_multipart(copy=False)
+        self.bytes_received += sum(len(f) for f in frames)
         sender = None
         if self.is_router:
             sender = frames[0].bytes
             frames = frames[1:]
         try:
-            return sender, decode(self.signer, frames), frames
+            message = decode(self.signer, frames)
+            if message.kind is Kind.CHUNK:
+                return sender, self.assembler.add(sender, message.body, frames), None
+            return sender, message, frames
         except BadMessage as e:
             self.dropped[e.reason.split(":")[0]] += 1
             log.warning("dropped a message from %r: %s", sender, e.reason)
@@ -141,3 +160,17 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def local_ip_towards(address: str) -> str:
+    """The address of this host's interface that reaches ``address`` ("tcp://host:port"):
+    where others on that network can reach us. No packet is sent."""
+    host = address.removeprefix("tcp://").rsplit(":", 1)[0]
+    try:
+        if socket.gethostbyname(host).startswith("127."):
+            return "127.0.0.1"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, 9))
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 
 import pytest
 from IPython.core.error import UsageError
@@ -12,6 +13,14 @@ import rayipy
 from rayipy.actor import ActorClass
 from rayipy.core.object_ref import current_runtime
 from rayipy.remote_function import RemoteFunction
+
+
+@pytest.fixture
+def live(shell):
+    """The module's shell with a 2-CPU cluster running (started by %cluster if needed)."""
+    if not rayipy.is_initialized():
+        shell.run_line_magic("cluster", "start -n 2")
+    return shell
 
 
 def run_cell(shell, source: str) -> tuple[bool, str]:
@@ -48,6 +57,7 @@ def test_cluster_start_shows_the_cluster_and_a_second_start_says_it_runs(shell, 
     assert rayipy.cluster_resources()["CPU"] == 2
 
 
+@pytest.mark.usefixtures("live")
 def test_remote_cell_makes_functions_and_classes_remote(shell):
     ok, printed = run_cell(shell, (
         "%%remote --num-cpus 0.5\n"
@@ -72,6 +82,7 @@ def test_remote_cell_makes_functions_and_classes_remote(shell):
     assert rayipy.get(counter.incr.remote()) == 4
 
 
+@pytest.mark.usefixtures("live")
 def test_a_function_that_cannot_travel_fails_in_its_own_cell(shell):
     shell.user_ns["lock_for_test"] = __import__("threading").Lock()
     ok, printed = run_cell(shell, "%%remote\ndef uses_lock():\n    return lock_for_test.locked()\n")
@@ -79,6 +90,7 @@ def test_a_function_that_cannot_travel_fails_in_its_own_cell(shell):
     assert "could not serialize remote function" in printed
 
 
+@pytest.mark.usefixtures("live")
 def test_remote_run_runs_the_cell_on_a_worker_with_the_globals_it_reads(shell, capsys):
     shell.user_ns["base"] = 40
     value = shell.run_cell_magic("remote", "--run", "import os\nprint('on worker', os.getpid())\nbase + 2")
@@ -94,6 +106,7 @@ def test_remote_run_runs_the_cell_on_a_worker_with_the_globals_it_reads(shell, c
     assert shell.run_line_magic("remote", "sum(range(base))") == sum(range(40))
 
 
+@pytest.mark.usefixtures("live")
 def test_remote_run_errors_are_readable(shell):
     with pytest.raises(UsageError, match="plain Python on a worker"):
         shell.run_cell_magic("remote", "--run", "!ls")
@@ -106,6 +119,7 @@ def test_remote_run_errors_are_readable(shell):
         shell.run_line_magic("remote", "  ")
 
 
+@pytest.mark.usefixtures("live")
 def test_remote_exceptions_render_as_compact_remote_tracebacks(shell):
     ok, printed = run_cell(shell, "%%remote --run\nvalue = 5\nraise KeyError(value)\n")
     assert not ok
@@ -119,18 +133,22 @@ def test_remote_exceptions_render_as_compact_remote_tracebacks(shell):
     assert "raise ValueError(f'bad {x}')" in printed and "bad 3" in printed
 
 
+@pytest.mark.usefixtures("live")
 def test_remote_all_runs_the_cell_on_every_worker_grouped(shell, capsys):
-    workers = [w for w in current_runtime().request("workers") if not w["actor"]]
     shell.run_cell_magic("remote", "--all", "import os\nSETUP_DONE = True\nprint('ready', os.getpid())\n")
     printed = capsys.readouterr().out
-    for w in workers:
-        assert f"worker pid {w['pid']} ---\nready {w['pid']}\n" in printed
+    # One block per pool worker (at least one per CPU; extra workers may exist for a
+    # while after nested tasks), each with the output of its own process.
+    blocks = re.findall(r"worker pid (\d+) ---\nready (\d+)\n", printed)
+    assert len(blocks) >= 2 and all(header == body for header, body in blocks)
+    assert len({pid for pid, _ in blocks}) == len(blocks)
     # The cell ran in every worker process: state left there is visible to later tasks.
     value = shell.run_cell_magic("remote", "--run", "SETUP_DONE = globals().get('SETUP_DONE')\n"
                                  "import __main__\ngetattr(__main__, 'SETUP_DONE', 'no')")
     assert value in (True, "no")  # tasks run in their own namespace; the process is shared
 
 
+@pytest.mark.usefixtures("live")
 def test_remote_all_raises_the_first_error_after_showing_every_worker(shell, capsys):
     with pytest.raises(ZeroDivisionError):
         shell.run_cell_magic("remote", "--all", "print('before')\n1 / 0\n")
@@ -140,6 +158,7 @@ def test_remote_all_raises_the_first_error_after_showing_every_worker(shell, cap
         shell.run_cell_magic("remote", "--all --run", "1")
 
 
+@pytest.mark.usefixtures("live")
 def test_cluster_status_lists_nodes_and_counts_this_notebooks_tasks(shell):
     shell.run_cell_magic("remote", "", "def one(x):\n    return 1\n")
     rayipy.get([shell.user_ns["one"].remote(i) for i in range(5)])
@@ -152,14 +171,24 @@ def test_cluster_status_lists_nodes_and_counts_this_notebooks_tasks(shell):
     assert "node(s)" in repr(status)
 
 
+@pytest.mark.usefixtures("live")
 def test_cluster_dashboard_says_plainly_when_there_is_none(shell):
     shown = shell.run_line_magic("cluster", "dashboard")
-    if rayipy.api._context.dashboard_url:
-        assert rayipy.api._context.dashboard_url in shown._repr_html_()
+    url = getattr(rayipy.api._context, "dashboard_url", "")
+    if url:  # a cluster with a dashboard: its link, as a URL
+        assert f'href="http://{url.removeprefix("http://")}"' in shown._repr_html_()
     else:
         assert "No dashboard is running" in repr(shown)
+    rayipy.api._context.dashboard_url = "127.0.0.1:8265"   # as the dashboard's init sets it
+    try:
+        shown = shell.run_line_magic("cluster", "dashboard")
+        assert 'href="http://127.0.0.1:8265"' in shown._repr_html_()
+        assert "http://127.0.0.1:8265" in repr(shown)
+    finally:
+        rayipy.api._context.dashboard_url = url
 
 
+@pytest.mark.usefixtures("live")
 def test_object_refs_render_their_state_task_and_place(shell):
     shell.run_cell_magic("remote", "", "def slow_id(x):\n    import time\n    time.sleep(x)\n    return x\n")
     ref = shell.user_ns["slow_id"].remote(0.0)
@@ -172,6 +201,7 @@ def test_object_refs_render_their_state_task_and_place(shell):
     assert "failed: TypeError" in shell.display_formatter.format(failing)[0]["text/html"]
 
 
+@pytest.mark.usefixtures("live")
 def test_config_changes_apply_to_the_running_cluster_at_once(shell):
     runtime = current_runtime()
     shell.run_line_magic("config", "RayipyMagics.progress_threshold = 0.25")
@@ -184,6 +214,7 @@ def test_config_changes_apply_to_the_running_cluster_at_once(shell):
     shell.run_line_magic("config", "RayipyMagics.progress_threshold = 1.0")
 
 
+@pytest.mark.usefixtures("live")
 def test_a_slow_get_of_many_refs_shows_a_bar_by_itself(shell, capsys):
     """Outside a kernel the automatic bar is the terminal one (the kernel test sees the widget)."""
     shell.run_line_magic("config", "RayipyMagics.progress_threshold = 0.1")
@@ -197,6 +228,7 @@ def test_a_slow_get_of_many_refs_shows_a_bar_by_itself(shell, capsys):
         shell.run_line_magic("config", "RayipyMagics.progress_threshold = 1.0")
 
 
+@pytest.mark.usefixtures("live")
 def test_unload_takes_everything_back_and_reload_restores_it(shell):
     runtime = current_runtime()
     shell.run_line_magic("unload_ext", "rayipy")
@@ -212,12 +244,28 @@ def test_unload_takes_everything_back_and_reload_restores_it(shell):
     assert runtime.on_submit is not None and "cluster" in shell.magics_manager.magics["line"]
 
 
+@pytest.mark.usefixtures("live")
 def test_cluster_stop_stops_and_a_new_start_works(shell, capsys):
     shell.run_line_magic("cluster", "stop")
     assert "Stopped the local cluster" in capsys.readouterr().out
     assert not rayipy.is_initialized()
     shell.run_line_magic("cluster", "stop")
     assert "No rayipy cluster is running" in capsys.readouterr().out
-    shell.run_line_magic("cluster", "start -n 1")
+    shell.run_line_magic("config", "RayipyMagics.num_cpus = 1")   # the default for start
+    try:
+        shell.run_line_magic("cluster", "start")
+    finally:
+        shell.run_line_magic("config", "RayipyMagics.num_cpus = None")
     assert rayipy.cluster_resources()["CPU"] == 1
     assert current_runtime().on_submit is not None  # hooks attached to the new cluster too
+
+
+def test_settings_from_the_config_file_apply_when_the_extension_loads(shell):
+    """``c.RayipyMagics.progress_threshold = 0.3`` in ipython_config.py: the shell's config."""
+    shell.run_line_magic("unload_ext", "rayipy")
+    shell.config.RayipyMagics.progress_threshold = 0.3
+    try:
+        shell.run_line_magic("load_ext", "rayipy")
+        assert shell.magics_manager.registry["RayipyMagics"].progress_threshold == 0.3
+    finally:
+        del shell.config.RayipyMagics["progress_threshold"]

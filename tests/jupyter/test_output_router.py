@@ -35,20 +35,20 @@ class FakeStream:
 
 
 class FakeRef:
+    """A pending ref of ours: the router registers a callback in its object table."""
+
     def __init__(self, task_id: bytes, state=PENDING, payload=None):
         self.id = task_id + b"\x00\x00"
         self.callbacks = []
         self._runtime = types.SimpleNamespace(objects=types.SimpleNamespace(
-            value=lambda oid: (self.state, self.payload)))
+            value=lambda oid: (self.state, self.payload),
+            add_callback=lambda oid, fn: self.callbacks.append(fn) or True))
         self.state, self.payload = state, payload
-
-    def add_done_callback(self, fn):
-        self.callbacks.append(fn)
 
     def finish(self, state=READY):
         self.state = state
         for fn in self.callbacks:
-            fn(self)
+            fn()
 
 
 def cell(msg_id: str) -> dict:

@@ -1,0 +1,47 @@
+"""``rayipy.get_runtime_context()``: where the calling code runs, with Ray's method names."""
+
+from __future__ import annotations
+
+from rayipy.node import gpus
+
+
+class RuntimeContext:
+    def __init__(self, node_id: bytes, task=None) -> None:
+        self._node_id = node_id
+        self._task = task          # the TaskSpec being run, in a worker
+
+    def get_node_id(self) -> str:
+        """The id of the node this process runs on (hex, as in ``nodes()``)."""
+        return self._node_id.hex()
+
+    def get_task_id(self) -> str | None:
+        """The running task's id (hex); None in a driver."""
+        return self._task.task_id.hex() if self._task is not None else None
+
+    def get_actor_id(self) -> str | None:
+        """The actor's id (hex) inside an actor's method; None elsewhere."""
+        if self._task is None or not self._task.actor_id:
+            return None
+        return self._task.actor_id.hex()
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        return dict(self._task.resources) if self._task is not None else {}
+
+    def get_accelerator_ids(self) -> dict[str, list]:
+        return {"GPU": [str(i) for i in gpus.assigned()]}
+
+    @property
+    def node_id(self) -> str:
+        return self.get_node_id()
+
+    @property
+    def task_id(self) -> str | None:
+        return self.get_task_id()
+
+    @property
+    def actor_id(self) -> str | None:
+        return self.get_actor_id()
+
+    def __repr__(self) -> str:
+        return (f"RuntimeContext(node_id={self.get_node_id()!r}, task_id={self.get_task_id()!r}, "
+                f"actor_id={self.get_actor_id()!r})")

@@ -1,0 +1,70 @@
+"""Large values travel holder to requester, never through the head.
+
+The head counts the bytes it receives (``cluster_status()["bytes_received"]``); moving a
+value of many megabytes must not move that count by more than a few small messages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import rayipy
+
+MB = 2**20
+
+
+def head_bytes() -> int:
+    return rayipy.cluster_status()["bytes_received"]
+
+
+@rayipy.remote
+def make(n_mb):
+    return np.full(n_mb * MB // 8, 7.0)
+
+
+@rayipy.remote
+def total(array):
+    return float(array.sum())
+
+
+@rayipy.remote
+def total_of_nested(refs):
+    return float(rayipy.get(refs[0]).sum())
+
+
+def test_large_result_goes_straight_to_its_owner(cluster):
+    rayipy.get(make.remote(1))   # warm: the function is shipped once
+    before = head_bytes()
+    value = rayipy.get(make.remote(24))
+    assert value.shape == (24 * MB // 8,) and value[-1] == 7.0
+    assert head_bytes() - before < MB
+
+
+def test_large_argument_is_fetched_from_its_owner(cluster):
+    array = np.arange(24 * MB // 8, dtype=np.float64)
+    ref = rayipy.put(array)
+    rayipy.get(total.remote(np.zeros(4)))
+    before = head_bytes()
+    # Several at once: they go through the head (one at a time would go to a leased worker).
+    assert rayipy.get([total.remote(ref) for _ in range(4)]) == [float(array.sum())] * 4
+    assert head_bytes() - before < MB
+
+
+def test_borrowed_ref_is_fetched_from_its_owner(cluster):
+    array = np.ones(24 * MB // 8)
+    ref = rayipy.put(array)
+    rayipy.get(total_of_nested.remote([rayipy.put(np.zeros(2))]))
+    before = head_bytes()
+    assert rayipy.get(total_of_nested.remote([ref])) == float(array.size)
+    assert head_bytes() - before < MB
+
+
+def test_result_made_by_a_task_and_read_by_another(cluster):
+    before = head_bytes()
+    made = [make.remote(24) for _ in range(2)]
+    assert rayipy.get([total.remote(m) for m in made]) == [7.0 * 24 * MB / 8] * 2
+    assert head_bytes() - before < MB
+
+
+def test_small_values_still_take_the_short_path(cluster):
+    assert rayipy.get([total.remote(np.ones(10)) for _ in range(50)]) == [10.0] * 50
