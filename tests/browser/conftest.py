@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-import labkit
+from . import labkit
 
 
 def _skip_or_fail(reason: str) -> None:

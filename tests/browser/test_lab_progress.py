@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-import labkit
+from . import labkit
 
 pytestmark = pytest.mark.timeout(300)   # the first test of a session may build the extension
 

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-import labkit
+from . import labkit
 
 pytestmark = pytest.mark.timeout(300)
 
