@@ -12,6 +12,19 @@ import { IClusterStatus, checkStatus } from './status';
 
 export const COMM_TARGET = 'rayipy.status';
 
+/** This page's open channels, by the client id their comm will carry. */
+const liveChannels = new Map<string, StatusChannel>();
+
+/**
+ * Channels of this page that were closed before their comm arrived (the kernel was busy,
+ * restarting, or the panel was hidden meanwhile): their comms are closed when they open.
+ * Comms of other browser tabs on the same kernel are left alone.
+ */
+const retiredClients = new Set<string>();
+
+/** Kernel connections on which the comm target is registered (once, for good). */
+const dispatching = new WeakSet<Kernel.IKernelConnection>();
+
 /** What the panel shows for a kernel. */
 export type ChannelState =
   | { kind: 'waiting'; message: string }
@@ -29,8 +42,13 @@ export class StatusChannel {
     private readonly interval = 2.0
   ) {
     this._client = UUID.uuid4();
-    this._onCommOpen = this._onCommOpen.bind(this);
-    kernel.registerCommTarget(COMM_TARGET, this._onCommOpen);
+    liveChannels.set(this._client, this);
+    if (!dispatching.has(kernel)) {
+      // Registered for the connection's lifetime, so a comm that arrives after its channel
+      // closed still finds a handler (which closes it) instead of an error.
+      kernel.registerCommTarget(COMM_TARGET, StatusChannel._dispatch);
+      dispatching.add(kernel);
+    }
     void this._open();
   }
 
@@ -53,9 +71,12 @@ export class StatusChannel {
     if (this._retry !== null) {
       clearTimeout(this._retry);
     }
-    this.kernel.removeCommTarget(COMM_TARGET, this._onCommOpen);
+    liveChannels.delete(this._client);
     const comm = this._comm;
     this._comm = null;
+    if (!comm) {
+      retiredClients.add(this._client); // its comm may still come: close it then
+    }
     if (comm && !comm.isDisposed && !this.kernel.isDisposed) {
       try {
         comm.close(); // the kernel's thread stops when this arrives
@@ -138,11 +159,19 @@ export class StatusChannel {
     }
   }
 
-  private _onCommOpen(comm: Kernel.IComm, msg: KernelMessage.ICommOpenMsg): void {
+  /** Every "rayipy.status" comm the kernel opens: to its channel, closed, or left alone. */
+  private static _dispatch(comm: Kernel.IComm, msg: KernelMessage.ICommOpenMsg): void {
+    const client = String((msg.content.data as any)?.client ?? '');
+    const channel = liveChannels.get(client);
+    if (channel) {
+      channel._attach(comm, msg);
+    } else if (retiredClients.delete(client)) {
+      comm.close(); // opened for a channel of this page that is gone
+    } // else another browser tab's channel on the same kernel
+  }
+
+  private _attach(comm: Kernel.IComm, msg: KernelMessage.ICommOpenMsg): void {
     const data = msg.content.data as any;
-    if (this._disposed || !data || data.client !== this._client) {
-      return; // another sidebar's channel on the same kernel
-    }
     this._comm = comm;
     comm.onMsg = (update: KernelMessage.ICommMsgMsg) => {
       const body = update.content.data as any;

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import wait_until
+
 from . import labkit
 
 pytestmark = pytest.mark.timeout(300)   # the first test of a session may build the extension
@@ -98,3 +100,57 @@ def test_sidebar_shows_the_cluster_of_the_active_notebooks_kernel(lab, labextens
     run_cell(page, 2)
     expect(field(panel, "state")).to_have_attribute("data-connected", "false")
     assert not page.errors, f"errors in the page: {page.errors}"
+
+
+def test_sidebar_follows_the_active_notebook_and_kernel_restarts(lab, labextension, page):
+    from playwright.sync_api import expect
+
+    labkit.write_notebook(lab.notebooks / "with-cluster.ipynb", [START])
+    labkit.write_notebook(lab.notebooks / "without.ipynb", ["x = 1"])
+    page.goto(lab.notebook_url("with-cluster.ipynb"))
+    page.wait_for_function(labkit.KERNEL_IDLE_JS)
+    page.evaluate("window.jupyterapp.commands.execute('rayipy:show-cluster')")
+    panel = page.locator("#rayipy-cluster-panel")
+    run_cell(page, 0)
+    expect(field(panel, "state")).to_have_attribute("data-connected", "true")
+
+    # Another notebook, another kernel: nothing started there.
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:open', {path: 'without.ipynb'})")
+    expect(panel.locator(".jp-RayipyPanel-subtitle")).to_contain_text("without.ipynb")
+    page.wait_for_function(labkit.KERNEL_IDLE_JS)
+    expect(field(panel, "state")).to_have_attribute("data-connected", "false")
+
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:open', "
+                  "{path: 'with-cluster.ipynb'})")
+    expect(panel.locator(".jp-RayipyPanel-subtitle")).to_contain_text("with-cluster.ipynb")
+    expect(field(panel, "state")).to_have_attribute("data-connected", "true")
+    expect(field(panel, "resource-CPU")).to_contain_text("/ 2")
+
+    # A restarted kernel has lost its cluster; the panel reconnects to the new kernel.
+    page.evaluate("window.jupyterapp.shell.currentWidget.sessionContext.restartKernel()")
+    page.wait_for_function(labkit.KERNEL_IDLE_JS)
+    expect(field(panel, "state")).to_have_attribute("data-connected", "false")
+    expect(field(panel, "reason")).to_contain_text("%cluster start")
+
+    # Hidden, the panel keeps no channel open in the kernel (its thread has stopped).
+    assert kernel_channels(page) == 1
+    page.evaluate("window.jupyterapp.commands.execute('application:toggle-left-area')")
+    expect(panel).to_be_hidden()
+    wait_until(lambda: kernel_channels(page) == 0, timeout=20,
+               message="the hidden panel's comm is still open in the kernel")
+    page.evaluate("window.jupyterapp.commands.execute('rayipy:show-cluster')")
+    expect(panel).to_be_visible()
+    expect(field(panel, "state")).to_have_attribute("data-connected", "false")
+    assert kernel_channels(page) == 1
+    assert not page.errors, f"errors in the page: {page.errors}"
+
+
+def kernel_channels(page) -> int:
+    """How many sidebar channels the current notebook's kernel has open."""
+    return int(page.evaluate("""async () => {
+        const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+        const reply = await kernel.requestExecute({code: '', silent: true, store_history: false,
+            user_expressions: {n: "__import__('rayipy.jupyter.lab', fromlist=['_'])"
+                                  + ".open_channel_count()"}}).done;
+        return reply.content.user_expressions.n.data['text/plain'];
+    }"""))
