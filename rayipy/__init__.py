@@ -11,8 +11,8 @@
 """
 
 from rayipy import exceptions
-from rayipy.api import (available_resources, cancel, cluster_resources, cluster_status, get, get_gpu_ids,
-                        get_runtime_context, init,
+from rayipy.api import (available_resources, cancel, cluster_resources, cluster_status, get,
+                        get_dashboard_url, get_gpu_ids, get_runtime_context, init,
                         is_initialized, method, nodes, put, remote, shutdown, wait)
 from rayipy.actor import ActorClass, ActorHandle, get_actor, kill
 from rayipy.core.object_ref import ObjectRef
@@ -22,9 +22,9 @@ from rayipy.remote_function import RemoteFunction
 __version__ = "0.1.0"
 
 __all__ = ["ActorClass", "ActorHandle", "get_actor", "kill", "ObjectRef", "RemoteFunction", "available_resources", "cancel", "cluster_resources",
-           "cluster_status", "exceptions", "get", "get_gpu_ids", "get_runtime_context", "init",
-           "is_initialized", "method", "nodes", "progress", "put", "remote", "shutdown", "wait",
-           "__version__"]
+           "cluster_status", "exceptions", "get", "get_dashboard_url", "get_gpu_ids",
+           "get_runtime_context", "init", "is_initialized", "method", "nodes", "progress",
+           "put", "remote", "shutdown", "wait", "__version__"]
 
 
 def load_ipython_extension(ipython):  # pragma: no cover - the Jupyter layer loads lazily

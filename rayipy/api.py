@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 from rayipy import exceptions
 from rayipy.core.object_ref import ObjectRef, current_runtime
+from rayipy.dashboard import DEFAULT_PORT as DEFAULT_DASHBOARD_PORT
 from rayipy.node.client import Runtime
 from rayipy.node.launch import LocalCluster
 from rayipy.runtime_context import RuntimeContext
@@ -34,22 +35,23 @@ runtime_hooks: list[Callable[[Runtime], None]] = []
 
 # Ray's init() keywords that have no meaning here: accepted, so Ray programs run.
 _IGNORED_INIT_OPTIONS = {"object_store_memory", "local_mode", "configure_logging", "logging_level",
-                         "logging_format", "log_to_driver", "namespace", "runtime_env",
-                         "include_dashboard", "dashboard_host", "dashboard_port", "job_config",
+                         "logging_format", "log_to_driver", "namespace", "runtime_env", "job_config",
                          "_system_config", "_temp_dir", "_plasma_directory", "_node_ip_address",
                          "_metrics_export_port", "storage", "_enable_object_reconstruction",
                          "_memory", "_node_name", "_driver_object_store_memory"}
 
 
 class ClusterContext:
-    """What ``init`` returns (Ray's RayContext): the address and a context manager."""
+    """What ``init`` returns (Ray's RayContext): the address, the dashboard's, and a
+    context manager. ``dashboard_url`` is "host:port" as in Ray ("" without a dashboard)."""
 
-    def __init__(self, address: str, started_locally: bool, cluster_id: str) -> None:
+    def __init__(self, address: str, started_locally: bool, cluster_id: str,
+                 dashboard_url: str = "") -> None:
         self.address = address
         self.started_locally = started_locally
         self.cluster_id = cluster_id
-        self.address_info = {"address": address, "gcs_address": address}
-        self.dashboard_url = ""
+        self.dashboard_url = dashboard_url
+        self.address_info = {"address": address, "gcs_address": address, "webui_url": dashboard_url}
 
     def __getitem__(self, key: str) -> Any:
         return self.address_info[key]
@@ -62,7 +64,8 @@ class ClusterContext:
 
     def __repr__(self) -> str:
         where = "local cluster" if self.started_locally else "cluster"
-        return f"ClusterContext({where} at {self.address})"
+        dashboard = f", dashboard http://{self.dashboard_url}" if self.dashboard_url else ""
+        return f"ClusterContext({where} at {self.address}{dashboard})"
 
 
 def key_from_password(password: str) -> bytes:
@@ -73,11 +76,16 @@ def key_from_password(password: str) -> bytes:
 def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
          resources: dict[str, float] | None = None, password: str | None = None,
          _redis_password: str | None = None, ignore_reinit_error: bool = False,
-         **kwargs: Any) -> ClusterContext:
+         include_dashboard: bool | None = None, dashboard_host: str | None = None,
+         dashboard_port: int | None = None, **kwargs: Any) -> ClusterContext:
     """Start a local cluster (no address) or connect to one (``address="host:port"``).
 
     ``num_cpus`` defaults to the number of CPUs of this machine; ``password`` (Ray's
     ``_redis_password`` is accepted too) is needed to join a cluster started elsewhere.
+    A local cluster serves a dashboard (``include_dashboard=False``: none) on
+    ``dashboard_port`` (default 8265, or the next free port; 0: any free port) of
+    ``dashboard_host`` (default loopback); the returned context's ``dashboard_url`` says
+    where. When connecting, these options are ignored: the head was started with its own.
     """
     global _cluster, _context
     unknown = set(kwargs) - _IGNORED_INIT_OPTIONS
@@ -85,6 +93,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     _check_count("num_cpus", num_cpus)
     _check_count("num_gpus", num_gpus)
+    _check_dashboard_options(include_dashboard, dashboard_host, dashboard_port)
     if resources is not None and not (isinstance(resources, dict) and all(
             isinstance(k, str) and isinstance(v, numbers.Real) and v >= 0 for k, v in resources.items())):
         raise TypeError(f"resources must be a dict of name -> amount >= 0, got {resources!r}")
@@ -97,7 +106,11 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         password = password if password is not None else _redis_password
         if address in (None, "local"):
             cluster = LocalCluster(num_cpus if num_cpus is not None else (os.cpu_count() or 1),
-                                   _node_resources(num_gpus, resources))
+                                   _node_resources(num_gpus, resources),
+                                   dashboard_port=(None if include_dashboard is False else
+                                                   DEFAULT_DASHBOARD_PORT if dashboard_port is None
+                                                   else dashboard_port),
+                                   dashboard_host=dashboard_host)
             head_address = cluster.start()
             key = cluster.key
         else:
@@ -124,9 +137,34 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             except Exception:
                 log.exception("a runtime hook raised")
         _cluster = cluster
+        dashboard_url = welcome.info.get("dashboard_url", "")
         _context = ClusterContext(head_address.removeprefix("tcp://"), cluster is not None,
-                                  welcome.cluster_id)
+                                  welcome.cluster_id, dashboard_url)
+        if dashboard_url:
+            # INFO, as Ray logs it: silent by default (notebooks); the context's repr shows it.
+            log.info("View the dashboard at http://%s", dashboard_url)
         return _context
+
+
+def get_dashboard_url() -> str:
+    """The dashboard's "host:port", as Ray gives it ("" when the cluster serves none):
+    open ``f"http://{rayipy.get_dashboard_url()}"``. Works in tasks too (asks the head)."""
+    runtime = _runtime()
+    if _context is not None and runtime.role == "driver":
+        return _context.dashboard_url
+    return runtime.request("dashboard_url")
+
+
+def _check_dashboard_options(include: Any, host: Any, port: Any) -> None:
+    if include is not None and not isinstance(include, bool):
+        raise TypeError(f"include_dashboard must be True, False or None, got {include!r}")
+    if host is not None and not (isinstance(host, str) and host):
+        raise TypeError(f"dashboard_host must be an address string such as '127.0.0.1' "
+                        f"(or '0.0.0.0' for every interface), got {host!r}")
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool)
+                             or not 0 <= port <= 65535):
+        raise TypeError(f"dashboard_port must be an int from 0 to 65535 (0: any free port), "
+                        f"got {port!r}")
 
 
 def _node_resources(num_gpus: int | None, resources: dict | None) -> dict:

@@ -88,6 +88,14 @@ class Tracker:
     def counts(self) -> ProgressCounts:
         return self.state.snapshot(time.monotonic())
 
+    def check_cluster(self) -> None:
+        """If our cluster went away (shutdown, lost), nothing more will arrive: stop."""
+        runtime = self._runtime
+        if not self._done.is_set() and runtime is not None and (
+                runtime.lost is not None or runtime._stopping):
+            self.state.abandon(time.monotonic())
+            self._done.set()
+
     @property
     def complete(self) -> bool:
         return self._done.is_set()
@@ -233,6 +241,8 @@ class _Ticker:
                 if not live:
                     self._thread = None
                     return
+            for _, tracker in live:
+                tracker.check_cluster()
             now = time.monotonic()
             if now >= self._next_poll:
                 self._next_poll = now + RUNNING_POLL_SECONDS

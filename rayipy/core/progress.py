@@ -23,6 +23,7 @@ class ProgressCounts(NamedTuple):
     running: int
     elapsed: float
     eta: float | None        # seconds left, from the rate so far; None until one finished
+    abandoned: bool = False  # the cluster went away before all of them finished
 
     @property
     def finished(self) -> int:
@@ -31,7 +32,8 @@ class ProgressCounts(NamedTuple):
 
     @property
     def complete(self) -> bool:
-        return self.finished >= self.total
+        """Nothing more will change: all are over, or nobody will tell us any more."""
+        return self.finished >= self.total or self.abandoned
 
     @property
     def waiting(self) -> int:
@@ -47,6 +49,7 @@ class ProgressState:
         self.ended: float | None = started if total == 0 else None
         self._counts = {OK: 0, FAILED: 0, CANCELLED: 0}
         self._running = 0
+        self.abandoned = False
         self._lock = threading.Lock()
         self.version = 0            # bumped on every change, so displays see news cheaply
 
@@ -57,6 +60,15 @@ class ProgressState:
             if sum(self._counts.values()) >= self.total and self.ended is None:
                 self.ended = now
                 self._running = 0
+
+    def abandon(self, now: float) -> None:
+        """The cluster is gone (shut down, or lost): the rest will never be reported."""
+        with self._lock:
+            if self.ended is None:
+                self.ended = now
+                self.abandoned = True
+                self._running = 0
+                self.version += 1
 
     def set_running(self, running: int) -> None:
         with self._lock:
@@ -70,15 +82,16 @@ class ProgressState:
         with self._lock:
             done, failed, cancelled = self._counts[OK], self._counts[FAILED], self._counts[CANCELLED]
             running = self._running
+            abandoned = self.abandoned
             end = self.ended if self.ended is not None else now
         elapsed = max(0.0, end - self.started)
         finished = done + failed + cancelled
         eta = None
         if finished >= self.total:
             eta = 0.0
-        elif finished:
+        elif finished and not abandoned:
             eta = elapsed / finished * (self.total - finished)
-        return ProgressCounts(self.total, done, failed, cancelled, running, elapsed, eta)
+        return ProgressCounts(self.total, done, failed, cancelled, running, elapsed, eta, abandoned)
 
 
 class RedrawClock:
@@ -133,4 +146,6 @@ def describe(counts: ProgressCounts) -> str:
     parts.append(format_seconds(counts.elapsed))
     if not counts.complete and counts.eta is not None:
         parts.append(f"about {format_seconds(counts.eta)} left")
+    if counts.abandoned and counts.finished < counts.total:
+        parts.append(f"{counts.total - counts.finished} never finished: the cluster is gone")
     return ", ".join(parts)

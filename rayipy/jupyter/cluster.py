@@ -139,8 +139,8 @@ def dashboard() -> Shown:
     if not url:
         text = ("No dashboard is running for this cluster, so there is no link to show; "
                 "%cluster status shows the nodes and tasks here.")
-        return Shown(f"<span>{reprs._e(text)}</span>", text)
-    return Shown(f'rayipy dashboard: <a href="{reprs._e(url)}" target="_blank">{reprs._e(url)}</a>',
+        return Shown(f"<span>{reprs.escape(text)}</span>", text)
+    return Shown(f'rayipy dashboard: <a href="{reprs.escape(url)}" target="_blank">{reprs.escape(url)}</a>',
                  f"rayipy dashboard: {url}")
 
 

@@ -15,12 +15,15 @@ read them from the widget state saved in the notebook.
 from __future__ import annotations
 
 import html
+import threading
+import time
 from typing import Any, Callable
 
 import ipywidgets
 from IPython.display import display
 from traitlets import Bool, Float, Int, Unicode
 
+from rayipy import progress_bars
 from rayipy.core.object_ref import ObjectRef
 from rayipy.core.progress import ProgressCounts, describe
 
@@ -54,7 +57,8 @@ class ProgressWidget(ipywidgets.HBox):
         """Draw ``counts``: one message per widget, whatever changed."""
         text = describe(counts)
         if counts.complete:
-            style = "success" if not (counts.failed or counts.cancelled) else "danger"
+            trouble = counts.failed or counts.cancelled or counts.finished < counts.total
+            style = "danger" if trouble else "success"
         else:
             style = "warning" if (counts.failed or counts.cancelled) else "info"
         with self.hold_sync():
@@ -114,10 +118,6 @@ def slow_get_hook(settings: Any) -> Callable[[list[ObjectRef]], Callable[[], Non
     shows a bar (``settings``: the magics' ``auto_progress``, ``progress_threshold`` and
     ``auto_progress_min_refs``). Its clock starts when the get did."""
     def on_slow_wait(refs: list[ObjectRef]) -> Callable[[], None] | None:
-        import threading
-        import time
-
-        from rayipy import progress_bars
         if not settings.auto_progress or len(set(refs)) < settings.auto_progress_min_refs:
             return None
         if threading.current_thread() is not threading.main_thread():

@@ -19,6 +19,7 @@ import ast
 import builtins
 import linecache
 import pickle
+import sys
 import time
 from typing import Any
 
@@ -217,7 +218,6 @@ def _pool_workers(runtime: Any, timeout: float = WORKERS_START_SECONDS) -> list[
 
 
 def _show_worker(ref: ObjectRef, worker: dict, reports: list[dict]) -> BaseException | None:
-    import sys
     where = ref._runtime.objects.info(ref.id).get("where", f"worker pid {worker['pid']}")
     try:
         report = api.get(ref)

@@ -17,12 +17,12 @@ _TABLE = ('<table class="rayipy-table" style="border-collapse: collapse; text-al
 _STATE_COLOURS = {"pending": "#1565c0", "done": "#2e7d32", "failed": "#c62828", "freed": "#757575"}
 
 
-def _e(value: Any) -> str:
+def escape(value: Any) -> str:
     return html.escape(str(value))
 
 
 def _rows(rows: list[tuple[str, Any]]) -> str:
-    return "".join(f"<tr><th style='padding-right: 1em'>{_e(k)}</th><td>{v}</td></tr>"
+    return "".join(f"<tr><th style='padding-right: 1em'>{escape(k)}</th><td>{v}</td></tr>"
                    for k, v in rows)
 
 
@@ -45,14 +45,14 @@ def ref_state(ref: Any) -> tuple[str, dict]:
 def object_ref_html(ref: Any) -> str:
     state, info = ref_state(ref)
     colour = _STATE_COLOURS.get(state.split(":")[0], "inherit")
-    parts = [f"<code>ObjectRef({_e(ref.hex()[:16])}…)</code>",
-             f"<span style='color: {colour}; font-weight: bold'>{_e(state)}</span>"]
+    parts = [f"<code>ObjectRef({escape(ref.hex()[:16])}…)</code>",
+             f"<span style='color: {colour}; font-weight: bold'>{escape(state)}</span>"]
     if info.get("task"):
-        parts.append(f"task <code>{_e(info['task'])}</code>")
+        parts.append(f"task <code>{escape(info['task'])}</code>")
     if info.get("where"):
-        parts.append(f"on {_e(info['where'])}")
+        parts.append(f"on {escape(info['where'])}")
     if info.get("duration"):
-        parts.append(f"in {_e(format_seconds(info['duration']))}")
+        parts.append(f"in {escape(format_seconds(info['duration']))}")
     return '<span class="rayipy-ref">' + " · ".join(parts) + "</span>"
 
 
@@ -70,15 +70,15 @@ def _resources(resources: dict[str, float]) -> str:
 def context_html(address: str, local: bool, cluster_id: str, nodes: list[dict] | None,
                  resources: dict[str, float] | None, dashboard_url: str, connected: bool) -> str:
     kind = "local cluster" if local else "cluster"
-    rows: list[tuple[str, Any]] = [("address", f"<code>{_e(address)}</code>"), ("cluster id", _e(cluster_id))]
+    rows: list[tuple[str, Any]] = [("address", f"<code>{escape(address)}</code>"), ("cluster id", escape(cluster_id))]
     if not connected:
         rows.append(("state", "disconnected"))
     if nodes is not None:
         rows.append(("nodes", len(nodes)))
     if resources is not None:
-        rows.append(("resources", _e(_resources(resources))))
+        rows.append(("resources", escape(_resources(resources))))
     if dashboard_url:
-        rows.append(("dashboard", f'<a href="{_e(dashboard_url)}" target="_blank">{_e(dashboard_url)}</a>'))
+        rows.append(("dashboard", f'<a href="{escape(dashboard_url)}" target="_blank">{escape(dashboard_url)}</a>'))
     return (f"<div class='rayipy-cluster'><b>rayipy {kind}</b>{_TABLE}{_rows(rows)}</table></div>")
 
 
@@ -94,9 +94,9 @@ def status_html(status: dict, workers: list[dict], available: dict[str, float],
     for node in status.get("nodes", []):
         mine = by_node.get(node["NodeID"], [])
         body.append(
-            f"<tr><td><code>{_e(node['NodeID'][:8])}</code></td>"
-            f"<td>{_e(node.get('NodeManagerAddress', ''))}</td>"
-            f"<td>{_e(_resources(node.get('Resources', {})))}</td>"
+            f"<tr><td><code>{escape(node['NodeID'][:8])}</code></td>"
+            f"<td>{escape(node.get('NodeManagerAddress', ''))}</td>"
+            f"<td>{escape(_resources(node.get('Resources', {})))}</td>"
             f"<td>{len(mine)}</td><td>{sum(1 for w in mine if w['tasks'] or w['leased'])}</td>"
             f"<td>{sum(1 for w in mine if w['actor'])}</td></tr>")
     tasks = status.get("tasks", {})
@@ -107,15 +107,15 @@ def status_html(status: dict, workers: list[dict], available: dict[str, float],
                                  - local_counts.get("failed", 0) - local_counts.get("cancelled", 0))),
                  ("done", local_counts.get("done", 0)), ("failed", local_counts.get("failed", 0)),
                  ("cancelled", local_counts.get("cancelled", 0))]
-    header = (f"<b>rayipy cluster</b> <code>{_e(status.get('address', ''))}</code> · "
-              f"id {_e(status.get('cluster_id', ''))} · up "
-              f"{_e(format_seconds(status.get('uptime', 0.0)))} · available: "
-              f"{_e(_resources(available))}")
+    header = (f"<b>rayipy cluster</b> <code>{escape(status.get('address', ''))}</code> · "
+              f"id {escape(status.get('cluster_id', ''))} · up "
+              f"{escape(format_seconds(status.get('uptime', 0.0)))} · available: "
+              f"{escape(_resources(available))}")
     if dashboard_url:
-        header += f' · <a href="{_e(dashboard_url)}" target="_blank">dashboard</a>'
-    counts = "".join(f"<th>{_e(k)}</th>" for k, _ in cluster_rows)
+        header += f' · <a href="{escape(dashboard_url)}" target="_blank">dashboard</a>'
+    counts = "".join(f"<th>{escape(k)}</th>" for k, _ in cluster_rows)
     values = "".join(f"<td>{v}</td>" for _, v in cluster_rows)
-    mine_head = "".join(f"<th>{_e(k)}</th>" for k, _ in mine_rows)
+    mine_head = "".join(f"<th>{escape(k)}</th>" for k, _ in mine_rows)
     mine_values = "".join(f"<td>{v}</td>" for _, v in mine_rows)
     return (f"<div class='rayipy-status'>{header}"
             f"{_TABLE}{head}{''.join(body)}</table>"

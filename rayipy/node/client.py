@@ -133,6 +133,7 @@ class Runtime(DirectCalls, DataPort):
         # worker: borrow registrations made during a direct call go with its reply
         self.borrow_hook: Callable[[bytes, int, bytes], bool] | None = None
         self.while_blocked: Callable[[], None] | None = None   # worker: hand back lease tasks
+        self.heartbeat_body: Callable[[], tuple] | None = None  # worker: its direct work
         self.leases = LeaseBook()
         self._via_head: set[bytes] = set()                  # our tasks in flight via the head
         self._function_bytes: dict[bytes, bytes] = {}       # for leased workers
@@ -557,7 +558,8 @@ class Runtime(DirectCalls, DataPort):
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
                     self.close_idle_data_out(now)
-                    self.outbox.append((Kind.HEARTBEAT, ()))
+                    self.outbox.append((Kind.HEARTBEAT, self.heartbeat_body()
+                                        if self.heartbeat_body is not None else ()))
                     if self._connected.is_set() and now - self._last_heard > HEAD_SILENCE_LIMIT:
                         self._lose(exceptions.RayipySystemError(
                             f"no word from the head at {self.head_address} for "

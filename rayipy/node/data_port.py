@@ -69,7 +69,8 @@ class DataPort:
         worker_id, results = body
         for result in results:
             self._finish(result)
-        self.send(Kind.RESULTS_RECEIVED, (worker_id, [(r.task_id, r.duration) for r in results]))
+        self.send(Kind.RESULTS_RECEIVED,
+                  (worker_id, [(r.task_id, r.duration, r.status) for r in results]))
 
     def _on_get_object(self, body: tuple) -> None:
         object_id, requester, address = body

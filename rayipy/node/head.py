@@ -26,6 +26,9 @@ from rayipy import exceptions
 from rayipy.core.objects import owner_of
 from rayipy.core.scheduler import (ActorLocation, CancelRunning, Execute, Fail, KillWorker,
                                    LeaseAnswer, LeaseEnded, Retire, Scheduler, Spawn, Steal)
+from rayipy.dashboard.history import TaskHistory
+from rayipy.dashboard.server import DashboardServer
+from rayipy.dashboard.snapshot import HeadFacts, Snapshot, build_snapshot
 from rayipy.node import lifetime
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
@@ -57,7 +60,8 @@ class Peer:
 
 
 class Head:
-    def __init__(self, key: bytes, host: str, port: int, watch_parent: int | None = None) -> None:
+    def __init__(self, key: bytes, host: str, port: int, watch_parent: int | None = None,
+                 dashboard_port: int | None = None, dashboard_host: str | None = None) -> None:
         self.cluster_id = uuid.uuid4().hex[:12]
         self.context = zmq.Context()
         self.endpoint = Endpoint(self.context, zmq.ROUTER, Signer(key))
@@ -68,6 +72,17 @@ class Head:
         self.watch_parent = watch_parent
         self.started = time.time()
         self.running = True
+        # The dashboard (None: not wanted, or its port could not be had; the cluster runs on).
+        self.dashboard: DashboardServer | None = None
+        self.history: TaskHistory | None = None
+        self.dashboard_problem = ""
+        if dashboard_port is not None:
+            try:
+                self.dashboard = DashboardServer(dashboard_host or host, dashboard_port, host).start()
+                self.history = TaskHistory()
+            except OSError as e:
+                self.dashboard_problem = str(e)
+                log.warning("the dashboard did not start: %s", e)
         self.handlers = {
             Kind.REGISTER: self.on_register,
             Kind.HEARTBEAT: self.on_heartbeat,
@@ -108,8 +123,12 @@ class Head:
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
                     self.heartbeat(now)
+                if self.dashboard is not None and self.dashboard.box.wanted:
+                    self.dashboard.box.refresh(self.dashboard_snapshot)
         finally:
             self.stop_everyone("the head stopped")
+            if self.dashboard is not None:
+                self.dashboard.close()
             self.endpoint.close()
             self.context.term()
 
@@ -146,6 +165,8 @@ class Head:
             if isinstance(ins, Execute):
                 self.send(ins.worker, Kind.EXECUTE, (ins.specs, ins.functions,
                                                      self.data_addresses(ins.specs)))
+                if self.history is not None:
+                    self.history.started(ins.worker, self.scheduler.workers, time.time())
             elif isinstance(ins, Fail):
                 self.fail_task(ins)
             elif isinstance(ins, CancelRunning):
@@ -186,6 +207,8 @@ class Head:
             payload = errors.capture_task_error(fail.error, fail.task.name, "the head")
         result = TaskResult(fail.task.task_id, fail.status, (payload,), 0.0, "", ())
         self.send(owner_of(fail.task.task_id), Kind.TASK_DONE, ([result],))
+        if self.history is not None:
+            self.history.failed_at_head(fail.task.task_id, fail.task.name, fail.status, time.time())
 
     def heartbeat(self, now: float) -> None:
         if self.watch_parent is not None and not lifetime.parent_alive(self.watch_parent):
@@ -256,10 +279,12 @@ class Head:
             self.carry_out(self.scheduler.add_worker(sender, reg.node_id, reg.pid,
                                                      reg.info.get("direct", "")))
         self.send(sender, Kind.WELCOME, Welcome(self.cluster_id, PROTOCOL_VERSION,
-                                                {"address": self.address}))
+                                                {"address": self.address,
+                                                 "dashboard_url": self.dashboard_url}))
 
     def on_heartbeat(self, sender: bytes, body: Any, frames: list) -> None:
-        pass
+        if body and self.history is not None:  # a worker's direct work, for the dashboard
+            self.history.direct(sender, self.scheduler.workers, body)
 
     def on_function(self, sender: bytes, body: tuple, frames: list) -> None:
         function_id, data = body
@@ -276,12 +301,27 @@ class Head:
         else:
             for owner in owners:
                 self.send(owner, Kind.TASK_DONE, ([r for r in results if owner_of(r.task_id) == owner],))
+        history = self.history
+        if history is not None:  # before the scheduler forgets the tasks' names
+            now = time.time()
+            worker = self.scheduler.workers.get(sender)
+            history.results(worker, results, self.scheduler.tasks, now)
         self.carry_out(self.scheduler.finished(sender, [r.task_id for r in results],
                                                [r.duration for r in results]))
+        if history is not None:  # its next pipelined task starts now
+            history.started(sender, self.scheduler.workers, now)
 
     def on_results_received(self, sender: bytes, body: tuple, frames: list) -> None:
         worker_id, done = body
-        self.carry_out(self.scheduler.finished(worker_id, [t for t, _ in done], [d for _, d in done]))
+        if self.history is not None:
+            now = time.time()
+            self.history.results(self.scheduler.workers.get(worker_id),
+                                 [TaskResult(t, status, (), d, "", ()) for t, d, status in done],
+                                 self.scheduler.tasks, now)
+        self.carry_out(self.scheduler.finished(worker_id, [t for t, _, _ in done],
+                                               [d for _, d, _ in done]))
+        if self.history is not None:
+            self.history.started(worker_id, self.scheduler.workers, now)
 
     def on_cancel(self, sender: bytes, body: tuple, frames: list) -> None:
         task_id, force, actor_id, leased_worker = body
@@ -446,15 +486,48 @@ class Head:
     def request_wait_nodes(self, sender: bytes) -> int:
         return len(self.scheduler.nodes)
 
+    def request_dashboard_url(self, sender: bytes) -> str:
+        """The dashboard's "host:port" (Ray's form), or "" when it is not running."""
+        return self.dashboard_url
+
+    @property
+    def dashboard_url(self) -> str:
+        return self.dashboard.url if self.dashboard is not None else ""
+
+    def dashboard_snapshot(self) -> Snapshot:
+        """The dashboard's picture of the cluster: built on this thread, which owns the state."""
+        facts = HeadFacts(self.cluster_id, self.address, self.dashboard_url, self.started,
+                          rayipy_version(),
+                          {role: sum(1 for p in self.peers.values() if p.role == role)
+                           for role in ("driver", "worker", "agent")},
+                          dict(self.endpoint.dropped))
+        return build_snapshot(self.scheduler, self.history, facts, time.time())
+
     def request_shutdown(self, sender: bytes) -> bool:
         self.running = False
         return True
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def rayipy_version() -> str:
+    import rayipy
+    return rayipy.__version__
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rayipy.node.head")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dashboard-port", type=port_number, default=8265,
+                        help="first port to try for the dashboard (0: any free port)")
+    parser.add_argument("--dashboard-host", default=None,
+                        help="address the dashboard binds to (default: the same as --host)")
+    parser.add_argument("--no-dashboard", action="store_true", help="serve no dashboard")
     parser.add_argument("--watch-parent", action="store_true",
                         help="exit when the process that started us exits")
     args = parser.parse_args(argv)
@@ -466,11 +539,16 @@ def main(argv: list[str] | None = None) -> int:
         lifetime.die_with_parent()
     lifetime.exit_on_sigterm()
     try:
-        head = Head(key, args.host, args.port, watch)
+        head = Head(key, args.host, args.port, watch,
+                    None if args.no_dashboard else args.dashboard_port, args.dashboard_host)
     except zmq.ZMQError as e:
         print(f"rayipy head: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 3
     print(f"rayipy head listening on {head.address} (host {socket.gethostname()})", flush=True)
+    if head.dashboard is not None:
+        print(f"rayipy dashboard at http://{head.dashboard_url}", flush=True)
+    elif head.dashboard_problem:
+        print(f"rayipy dashboard not started: {head.dashboard_problem}", flush=True)
     try:
         head.serve()
     except (KeyboardInterrupt, SystemExit):

@@ -18,11 +18,15 @@ from rayipy.transport.endpoint import free_tcp_port
 
 
 class LocalCluster:
-    def __init__(self, num_cpus: int, resources: dict, host: str = "127.0.0.1") -> None:
+    def __init__(self, num_cpus: int, resources: dict, host: str = "127.0.0.1",
+                 dashboard_port: int | None = None, dashboard_host: str | None = None) -> None:
         self.key = os.urandom(32)
         self.num_cpus = num_cpus
         self.resources = resources
         self.host = host
+        self.dashboard = (["--no-dashboard"] if dashboard_port is None else
+                          ["--dashboard-port", str(dashboard_port)]
+                          + (["--dashboard-host", dashboard_host] if dashboard_host else []))
         self.node_id = os.urandom(8)
         self.processes: list[subprocess.Popen] = []
         self.address = ""
@@ -32,7 +36,7 @@ class LocalCluster:
             port = free_tcp_port(self.host)
             self.address = f"tcp://{self.host}:{port}"
             head = self._spawn("head", "--host", self.host, "--port", str(port), "--watch-parent",
-                               stdout=subprocess.PIPE)
+                               *self.dashboard, stdout=subprocess.PIPE)
             agent = self._spawn("agent", "--head", self.address, "--num-cpus", str(self.num_cpus),
                                 "--resources", _json(self.resources), "--node-id", self.node_id.hex(),
                                 "--ip", self.host, "--watch-parent")

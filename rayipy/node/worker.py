@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from rayipy import exceptions
+from rayipy.dashboard.direct_work import DirectWork
 from rayipy.node import gpus, lifetime
 from rayipy.node.actor_host import make_host
 from rayipy.node.client import PINNED, Runtime
@@ -89,6 +90,9 @@ class Worker:
         self.functions: dict[bytes, Any] = {}
         self.pickled_functions: dict[bytes, bytes] = {}
         self.current: TaskSpec | None = None
+        self.current_since = 0.0                # epoch seconds, for the dashboard
+        self.direct_work = DirectWork()         # calls that bypass the head, for the dashboard
+        self.host_in_flight = 0                 # calls handed to a concurrent actor's host
         self.actor: Any = None                  # the actor instance this worker serves
         self.actor_error: BaseException | None = None   # why its constructor failed
         self.serves_actor = False               # set by the first actor spec we receive
@@ -108,6 +112,7 @@ class Worker:
         runtime.while_blocked = self.return_direct_tasks
         runtime.idle_work = self.flush_output
         runtime.borrow_hook = self.borrow_in_reply
+        runtime.heartbeat_body = self.heartbeat_body
 
     # -- I/O thread side ----------------------------------------------------------------
     def on_execute(self, body: tuple) -> None:
@@ -133,6 +138,7 @@ class Worker:
                     if spec.task_id == task_id:
                         waiting.remove(spec)
                         self.reply_to.pop(task_id, None)  # answered through the head instead
+                        self.direct_work.dropped(task_id)
                         self.report(self.cancelled_result(spec, "cancelled before it started"))
                         return
             running = self.current is not None and self.current.task_id == task_id
@@ -236,6 +242,7 @@ class Worker:
             self.pickled_functions.update(functions)
             self.accept_calls(caller, specs)
         while self.host_done:
+            self.host_in_flight -= 1
             self.finish(self.host_done.popleft())
         with self.lock:
             spec = self.queue.popleft() if self.queue else None
@@ -244,10 +251,14 @@ class Worker:
                 self.finish(self.cancelled_result(spec, "cancelled before it started"))
                 spec = None
             # Set under the lock: a cancel must find the task either queued or running.
+            # Since first, then current: the heartbeat reads current first, so a new task
+            # is never paired with the previous one's start time.
+            self.current_since = time.time()
             self.current = spec
             more_waiting = bool(self.queue)
         if spec is not None and self.host is not None and spec.method != "__init__":
             self.current = None
+            self.host_in_flight += 1
             self.host.submit(spec)  # a concurrent actor: its host hands back each result
         elif spec is not None:
             if not self.results and not self.inbox.has_replies():
@@ -270,6 +281,7 @@ class Worker:
             self.serves_actor = True
         for spec in specs:
             self.reply_to[spec.task_id] = caller
+        self.direct_work.accepted(specs)
         constructed = (self.actor is not None or self.actor_error is not None
                        or not specs[0].actor_id)
         with self.lock:
@@ -289,6 +301,11 @@ class Worker:
             self.results.append(result)
         else:
             self.inbox.add_reply(caller, result)
+            self.direct_work.finished(result)
+
+    def heartbeat_body(self) -> tuple:
+        """I/O thread: what ran here without the head seeing it (for the dashboard)."""
+        return self.direct_work.heartbeat(self.current, self.current_since, self.host_in_flight)
 
     def host_finished(self, result: TaskResult) -> None:
         """From a concurrent actor's threads: the main thread sends it."""

@@ -15,7 +15,8 @@ class Kind(IntEnum):
     REFUSED = 3           # head -> any: (reason: str,)  e.g. protocol version mismatch
     AUTH_FAILED = 4       # head -> any, unsigned, empty body: the signature did not check
 
-    HEARTBEAT = 5         # any <-> head: ()
+    HEARTBEAT = 5         # any <-> head: (); a worker's, for the dashboard: (running direct
+                          #   call (task_id, name, since) | None, in_flight, {name: (done, failed, s)})
     SHUTDOWN = 6          # head -> agent/worker, driver -> head: (reason: str,)
     CHUNK = 7             # any -> any: a piece of a large message (protocol/bulk.py)
 
@@ -70,6 +71,6 @@ class Kind(IntEnum):
 
     # large results, straight from the worker to the owner's data port
     RESULTS = 68          # worker -> owner: (worker_id, list[TaskResult])
-    RESULTS_RECEIVED = 69 # owner -> head: (worker_id, [(task_id, duration)])  the owner has
+    RESULTS_RECEIVED = 69 # owner -> head: (worker_id, [(task_id, duration, status)])  owner has
                           #   them: the head counts them finished only now, so a worker that
                           #   dies before they arrive has its tasks retried

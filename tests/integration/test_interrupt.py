@@ -12,9 +12,22 @@ import textwrap
 import pytest
 
 SCRIPT = textwrap.dedent("""
-    import sys, time
+    import sys, threading, time
     import rayipy
     rayipy.init(num_cpus=2)
+
+    def say_when_blocked():
+        # Tell the test once the main thread waits inside get/wait (ObjectTable.wait): a
+        # Ctrl-C a moment earlier would interrupt the script before the call, not in it.
+        main = threading.main_thread().ident
+        while True:
+            frame = sys._current_frames().get(main)
+            while frame is not None:
+                if frame.f_code.co_name == "wait" and "objects.py" in frame.f_code.co_filename:
+                    print("blocked", flush=True)
+                    return
+                frame = frame.f_back
+            time.sleep(0.01)
 
     @rayipy.remote
     def sleepy(seconds):
@@ -22,7 +35,7 @@ SCRIPT = textwrap.dedent("""
         return seconds
 
     refs = [sleepy.remote(600) for _ in range(3)]
-    print("waiting", flush=True)
+    threading.Thread(target=say_when_blocked, daemon=True).start()
     try:
         if sys.argv[1] == "get":
             rayipy.get(refs)
@@ -45,7 +58,7 @@ def test_ctrl_c_cancels_the_tasks_a_script_waits_on(call, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, call], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        assert proc.stdout.readline() == "waiting\n"
+        assert proc.stdout.readline() == "blocked\n"
         os.killpg(proc.pid, signal.SIGINT)   # what a terminal does on Ctrl-C
         out, err = proc.communicate(timeout=60)
     finally:

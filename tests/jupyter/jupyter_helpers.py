@@ -89,15 +89,15 @@ class Kernel:
             self.kc.stop_channels()
             self.km.shutdown_kernel(now=True)
             try:
-                wait_until(lambda: not [p for p in descendants if _alive(p)], timeout=10,
+                wait_until(lambda: not [p for p in descendants if alive(p)], timeout=10,
                            message="processes of the kernel outlived it")
             finally:
                 for proc in descendants:
-                    if _alive(proc):
+                    if alive(proc):
                         proc.kill()
 
 
-def _alive(proc) -> bool:
+def alive(proc: psutil.Process) -> bool:
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:

@@ -19,6 +19,13 @@ DEFINE = ("import rayipy, time\n"
           "    return seconds\n")
 
 
+def bar_shown_by(cell: str):
+    """A condition on iopub messages: the cell's get shows its automatic progress bar,
+    so the get is blocking (the moment to interrupt it, not a moment before)."""
+    return lambda m: (m["msg_type"] == "comm_open" and m["parent_header"].get("msg_id") == cell
+                      and m["content"]["data"]["state"].get("_model_name") == "HBoxModel")
+
+
 def with_text(messages: list[dict], marker: str) -> list[dict]:
     return [m for m in messages if m["msg_type"] == "stream" and marker in m["content"]["text"]]
 
@@ -104,12 +111,12 @@ def test_a_slow_get_shows_the_widget_in_its_cell(kernel):
 def test_interrupt_cancels_what_the_cell_waits_on_and_returns_at_once(kernel):
     k = kernel()
     k.run("%cluster start -n 2")
+    k.run("%config RayipyMagics.progress_threshold = 0.1")
     k.run(DEFINE)
     cell = k.execute("refs = [sleepy.remote(600) for _ in range(3)]\n"
                      "other = sleepy.remote(2)\n"
-                     "print('waiting', flush=True)\n"
                      "rayipy.get(refs)")
-    k.read_until(lambda m: m["msg_type"] == "stream" and "waiting" in m["content"]["text"])
+    k.read_until(bar_shown_by(cell))
     k.km.interrupt_kernel()
     reply = k.reply(cell, timeout=20)   # tasks of 600 s: the prompt came back without them
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
@@ -130,6 +137,7 @@ def test_tasks_that_ignore_the_interrupt_are_killed_after_the_grace_period(kerne
     k = kernel()
     k.run("%cluster start -n 2")
     k.run("%config RayipyMagics.interrupt_grace = 0.5")
+    k.run("%config RayipyMagics.progress_threshold = 0.1")
     k.run("import rayipy, time\n"
           "@rayipy.remote\n"
           "def stubborn():\n"
@@ -140,11 +148,12 @@ def test_tasks_that_ignore_the_interrupt_are_killed_after_the_grace_period(kerne
           "        except KeyboardInterrupt:\n"
           "            pass\n")
     cell = k.execute("refs = [stubborn.remote() for _ in range(2)]\n"
-                     "print('waiting', flush=True)\n"
                      "rayipy.get(refs)")
-    # Both run (their output is routed to this cell) before the interrupt.
+    # Both run (their output is routed to this cell), and the get blocks, before the interrupt.
     k.read_until(lambda m: m["msg_type"] == "stream"
                  and stream_text(k.messages).count("started") >= 2, timeout=30)
+    if not [m for m in k.messages if bar_shown_by(cell)(m)]:
+        k.read_until(bar_shown_by(cell))
     k.km.interrupt_kernel()
     assert k.reply(cell, timeout=20)["content"]["ename"] == "KeyboardInterrupt"
     messages = k.run("import rayipy.exceptions as rx\n"

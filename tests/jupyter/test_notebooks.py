@@ -6,22 +6,42 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from rayipy.api import key_from_password
 from rayipy.node.launch import LocalCluster
+from helpers import wait_until
+from jupyter_helpers import alive
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 PASSWORD = "notebook-test-password"
 
 
 def execute(name: str) -> nbformat.NotebookNode:
+    """Run the notebook on a kernel of our own, stopped here with all it started, even when
+    a cell fails (the notebooks stop their clusters; a failed one may not have)."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    # nbclient shuts the kernel down when it is done, and on failure; the notebooks stop
-    # their clusters themselves, and a kernel's cluster dies with it anyway.
-    NotebookClient(nb, timeout=180, kernel_name="python3", store_widget_state=True,
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(NOTEBOOKS))
+    descendants: list = []
+    try:
+        client = NotebookClient(nb, km=km, timeout=180, store_widget_state=True)
+        try:
+            client.execute()
+        finally:
+            descendants = psutil.Process(km.provisioner.process.pid).children(recursive=True)
+    finally:
+        km.shutdown_kernel(now=True)
+        try:
+            wait_until(lambda: not [p for p in descendants if alive(p)], timeout=10,
+                       message=f"processes of the kernel running {name} outlived it")
+        finally:
+            for proc in descendants:
+                if alive(proc):
+                    proc.kill()
     return nb
 
 

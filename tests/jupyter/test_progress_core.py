@@ -95,3 +95,15 @@ def test_format_seconds():
     assert format_seconds(3.24) == "3.2 s"
     assert format_seconds(65) == "1 min 05 s"
     assert format_seconds(3 * 3600 + 125) == "3 h 02 min"
+
+
+def test_a_bar_whose_cluster_went_away_stops_and_says_so():
+    state = ProgressState(10, started=0.0)
+    for _ in range(4):
+        state.record(OK, 1.0)
+    state.set_running(2)
+    state.abandon(2.0)
+    counts = state.snapshot(60.0)
+    assert counts.complete and counts.abandoned and counts.elapsed == 2.0
+    assert counts.running == 0 and counts.eta is None
+    assert describe(counts) == "4/10 done, 2.0 s, 6 never finished: the cluster is gone"

@@ -1,0 +1,302 @@
+"""The dashboard page: HTML rendered from a snapshot, plus its small script and style.
+
+One renderer, on the server: ``render_page`` gives the whole page and ``render_body`` the
+part the script swaps in every second (fetched from ``fragment``). Every value that comes
+from the cluster (task, function and actor names, addresses, errors) goes through ``esc``;
+the script never builds HTML from data itself, and the server also forbids inline
+scripts (Content-Security-Policy), so a task named ``<script>...`` shows as text.
+
+No build step and nothing from the network: the machine may be offline. URLs are
+relative, so the page also works behind a path prefix (a Jupyter server proxy).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any, Iterable
+
+from rayipy.dashboard.snapshot import Snapshot, tasks_view
+
+RECENT_SHOWN = 30      # recent tasks on the page (the API gives up to the buffer's size)
+STALE_SECONDS = 3.0    # older data is flagged: the head's loop did not answer in time
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.1f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    return f"{hours // 24} d {hours % 24} h"
+
+
+def fmt_amount(resource: str, amount: float) -> str:
+    if resource == "memory" or resource.endswith("_memory"):
+        return f"{amount / 2**30:.1f} GiB"
+    return f"{amount:g}"
+
+
+def fmt_clock(epoch: float | None) -> str:
+    return "?" if epoch is None else time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def short(hex_id: str) -> str:
+    return hex_id[:8]
+
+
+def ident(hex_id: str) -> str:
+    """A task or actor id: its owner's 8 bytes then a sequence number, so the tail is what
+    tells two apart on the page; the whole id is in the tooltip."""
+    return f'<span class="id" title="{esc(hex_id)}">&hellip;{esc(hex_id[-8:])}</span>'
+
+
+def _table(headers: Iterable[str], rows: list[str], empty: str) -> str:
+    if not rows:
+        return f'<p class="empty">{esc(empty)}</p>'
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _row(*cells: str) -> str:
+    """Cells are HTML already (escaped by the caller)."""
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _bar(used: float, total: float) -> str:
+    # A <meter>, not a styled span: the page's Content-Security-Policy forbids inline styles.
+    share = 0.0 if total <= 0 else min(1.0, max(0.0, used / total))
+    return f'<meter min="0" max="1" value="{share:.3f}" title="{share:.0%}"></meter>'
+
+
+def _resources(resources: dict) -> str:
+    parts = []
+    for name in sorted(resources["total"], key=lambda n: (n != "CPU", n != "GPU", n)):
+        total = resources["total"][name]
+        if total <= 0:
+            continue
+        used = total - max(0.0, resources["available"].get(name, 0.0))
+        parts.append(f'<div class="res">{esc(name)} {_bar(used, total)} '
+                     f'{esc(fmt_amount(name, used))} / {esc(fmt_amount(name, total))}</div>')
+    return "".join(parts) or '<span class="empty">none</span>'
+
+
+def _state(state: str) -> str:
+    return f'<span class="state s-{esc(state.lower())}">{esc(state)}</span>'
+
+
+def _summary(status: dict) -> str:
+    tasks = status["tasks"]
+    workers = sum(len(n["workers"]) for n in status["nodes"])
+    live_actors = status["actors"]["total"] - status["actors"]["counts"].get("DEAD", 0)
+    tiles = [("queued", tasks["queued"]), ("running", tasks["running"]),
+             ("finished", tasks["finished"]), ("failed", tasks["failed"]),
+             ("nodes", len(status["nodes"])), ("workers", workers), ("actors", live_actors)]
+    cells = "".join(f'<div class="tile t-{esc(name)}"><b>{value:,}</b><span>{esc(name)}</span></div>'
+                    for name, value in tiles)
+    return f'<section class="tiles">{cells}</section>'
+
+
+def _nodes(status: dict) -> str:
+    blocks = []
+    for node in status["nodes"]:
+        rows = []
+        for worker in node["workers"]:
+            task, actor = worker["task"], worker["actor"]
+            parts = []
+            if actor is not None:
+                named = f' "{esc(actor["name"])}"' if actor["name"] else ""
+                parts.append(f'actor {esc(actor["class_name"])}{named}')
+            elif worker["leased_to"]:
+                parts.append(f'lent to driver <span class="id">{esc(short(worker["leased_to"]))}</span>')
+            if task is not None:
+                parts.append(f'{esc(task["name"])} {ident(task["task_id"])}')
+            if worker["calls_in_flight"]:
+                parts.append(f'{worker["calls_in_flight"]} calls running')
+            what = " &middot; ".join(parts)
+            since = esc(fmt_duration(task["running_s"])) if task is not None else ""
+            queued = str(worker["queued"]) if worker["queued"] else ""
+            rows.append(_row(esc(worker["pid"]), _state(worker["state"]), what, since, queued))
+        starting = (f' <span class="muted">({node["workers_starting"]} starting)</span>'
+                    if node["workers_starting"] else "")
+        title = (f'{esc(node["address"] or "?")} <span class="muted">{esc(node["hostname"])}</span> '
+                 f'<span class="id">{esc(short(node["node_id"]))}</span> {_state(node["state"])}')
+        blocks.append(
+            f'<div class="node"><h3>{title}</h3>'
+            f'<div class="resources">{_resources(node["resources"])}</div>'
+            f'<p class="muted">{len(node["workers"])} workers{starting}, '
+            f'{node["tasks_done"]:,} tasks done here</p>'
+            + _table(["worker pid", "state", "task", "running for", "queued behind"], rows,
+                     "no workers yet") + "</div>")
+    return "<section><h2>Nodes</h2>" + ("".join(blocks) or '<p class="empty">no nodes yet</p>') + "</section>"
+
+
+_DIRECT = (' <span class="muted" title="sent straight to its worker (an actor call or a task on '
+           'a lease): known from the worker\'s heartbeat, up to a second late">(direct)</span>')
+
+
+def _running(status: dict) -> str:
+    rows = [_row(esc(t["name"]) + (_DIRECT if t["via"] == "direct" else ""), ident(t["task_id"]),
+                 esc(t["address"] or short(t["node_id"])), esc(t["worker_pid"]),
+                 esc(fmt_clock(t["started_at"])), esc(fmt_duration(t["running_s"]))
+                 + (' <span class="muted">(waiting in get)</span>' if t["blocked"] else ""))
+            for t in status["running"]]
+    return ("<section><h2>Running tasks</h2>"
+            + _table(["task", "id", "node", "worker pid", "started", "running for"], rows,
+                     "nothing running") + "</section>")
+
+
+def _recent(snapshot: Snapshot) -> str:
+    rows = []
+    for t in tasks_view(snapshot, RECENT_SHOWN)["recent"]:
+        state = _state(t["state"]) + (f' <span class="muted">{esc(t["failure"])}</span>'
+                                      if t["failure"] else "")
+        node = t["address"] or (short(t["node_id"]) if t["node_id"] else "head")
+        rows.append(_row(esc(t["name"]), state, esc(node), esc(t["worker_pid"] or ""),
+                         esc(fmt_duration(t["duration_s"])), esc(fmt_clock(t["ended_at"]))))
+    return ("<section><h2>Recent tasks</h2>"
+            '<p class="muted">Tasks that passed through the head; actor calls and tasks run '
+            'one at a time on a leased worker are counted under Functions.</p>'
+            + _table(["task", "state", "node", "worker pid", "ran for", "ended"], rows,
+                     "no task has ended yet") + "</section>")
+
+
+def _functions(status: dict) -> str:
+    rows = [_row(esc(f["name"]), f'{f["finished"]:,}', f'{f["failed"]:,}',
+                 esc(fmt_duration(f["mean_s"]))) for f in status["functions"]]
+    return ("<section><h2>Functions</h2>"
+            + _table(["function", "finished", "failed", "mean time"], rows, "no task has ended yet")
+            + "</section>")
+
+
+def _actors(status: dict) -> str:
+    actors = status["actors"]
+    rows = [_row(esc(a["class_name"]), esc(a["name"]), _state(a["state"]),
+                 esc(a["address"] or short(a["node_id"])), esc(a["pid"] or ""),
+                 ident(a["actor_id"]), esc(a["death_cause"]))
+            for a in actors["list"]]
+    counts = ", ".join(f"{n:,} {esc(s.lower())}" for s, n in sorted(actors["counts"].items()))
+    more = actors["total"] - len(actors["list"])
+    note = f'<p class="muted">{counts}{f" ({more:,} not listed)" if more > 0 else ""}</p>' if counts else ""
+    return ("<section><h2>Actors</h2>" + note
+            + _table(["class", "name", "state", "node", "pid", "id", "death cause"], rows, "no actors")
+            + "</section>")
+
+
+def render_body(snapshot: Snapshot, now: float | None = None) -> str:
+    """The part of the page the script refreshes."""
+    status = snapshot.status
+    cluster = status["cluster"]
+    age = (time.time() if now is None else now) - snapshot.taken_at
+    stale = (f'<p class="stale">The head has not answered for {esc(fmt_duration(age))}: it may be '
+             f'busy or stopped. This is its last state.</p>' if age > STALE_SECONDS else "")
+    header = (f'<p class="cluster">cluster <span class="id">{esc(cluster["cluster_id"])}</span> at '
+              f'<code>{esc(cluster["address"])}</code> &middot; up {esc(fmt_duration(cluster["uptime_s"]))}'
+              f' &middot; {cluster["drivers"]} driver{"" if cluster["drivers"] == 1 else "s"} '
+              f'&middot; rayipy {esc(cluster["version"])} &middot; {esc(fmt_clock(snapshot.taken_at))}</p>')
+    resources = (f'<section><h2>Resources</h2><div class="resources">'
+                 f'{_resources(status["resources"])}</div></section>')
+    return (stale + header + _summary(status) + resources + _running(status) + _nodes(status)
+            + _functions(status) + _actors(status) + _recent(snapshot))
+
+
+def render_page(snapshot: Snapshot | None) -> str:
+    body = (render_body(snapshot) if snapshot is not None
+            else '<p class="stale">Waiting for the head\'s first report...</p>')
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>rayipy dashboard</title>
+<link rel="stylesheet" href="dashboard.css">
+<script src="dashboard.js" defer></script>
+</head>
+<body>
+<header><h1>rayipy dashboard</h1><span id="conn" class="conn">refreshing every second</span></header>
+<main id="content">{body}</main>
+<footer>JSON: <a href="api/status">api/status</a> &middot; <a href="api/tasks">api/tasks</a>
+&middot; <a href="api/health">api/health</a></footer>
+</body>
+</html>
+"""
+
+
+SCRIPT = """\
+// Refresh the server-rendered part of the page every second. The server escapes every
+// value in it; this script never builds HTML from data.
+(function () {
+  "use strict";
+  var content = document.getElementById("content");
+  var conn = document.getElementById("conn");
+  var busy = false;
+  function show(text, cls) { conn.textContent = text; conn.className = "conn " + cls; }
+  function refresh() {
+    if (busy || document.hidden) { return; }
+    busy = true;
+    fetch("fragment", {cache: "no-store"}).then(function (response) {
+      if (!response.ok) { throw new Error("HTTP " + response.status); }
+      return response.text();
+    }).then(function (html) {
+      content.innerHTML = html;
+      show("live", "live");
+    }).catch(function () {
+      show("cluster unreachable: it may have stopped", "down");
+    }).then(function () { busy = false; });
+  }
+  setInterval(refresh, 1000);
+  document.addEventListener("visibilitychange", refresh);
+})();
+"""
+
+STYLE = """\
+body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 1.5em 2em;
+       color: #1d2330; background: #fafbfc; }
+header { display: flex; align-items: baseline; gap: 1em; }
+h1 { font-size: 1.3em; margin: .8em 0 .2em; }
+h2 { font-size: 1.05em; margin: 1.4em 0 .4em; }
+h3 { font-size: 1em; margin: .2em 0; font-weight: 600; }
+code, .id { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-size: .92em; }
+.id, .muted, .empty { color: #6a7385; }
+.conn { font-size: .85em; color: #6a7385; }
+.conn.live::before { content: "\\25CF "; color: #2e9d4f; }
+.conn.down { color: #b3261e; font-weight: 600; }
+.stale { background: #fff3cd; border: 1px solid #e0c36a; padding: .4em .7em; border-radius: 4px; }
+.tiles { display: flex; flex-wrap: wrap; gap: .6em; margin: .8em 0; }
+.tile { background: #fff; border: 1px solid #dde1e8; border-radius: 6px; padding: .4em .9em;
+        min-width: 6em; }
+.tile b { display: block; font-size: 1.5em; }
+.tile span { color: #6a7385; font-size: .85em; }
+.t-running b { color: #1f6fd1; } .t-failed b { color: #b3261e; } .t-finished b { color: #2e7d4f; }
+table { border-collapse: collapse; background: #fff; min-width: 40em; margin: .3em 0; }
+th, td { text-align: left; padding: .25em .8em .25em .5em; border-bottom: 1px solid #e6e9ef;
+         vertical-align: top; }
+th { font-weight: 600; color: #4a5263; font-size: .9em; }
+.node { background: #fff; border: 1px solid #dde1e8; border-radius: 6px; padding: .6em .9em;
+        margin: .6em 0; }
+.node table { border: none; }
+.resources { display: flex; flex-wrap: wrap; gap: .3em 1.6em; }
+meter { width: 8em; height: .9em; vertical-align: middle; }
+.state { font-size: .8em; font-weight: 600; padding: .05em .45em; border-radius: 3px;
+         background: #e6e9ef; }
+.s-running, .s-alive { background: #dbe9fb; color: #174f96; }
+.s-finished { background: #dcefe2; color: #22603b; }
+.s-failed, .s-dead { background: #f7dcda; color: #8c1d17; }
+.s-actor { background: #ece3f8; color: #553287; }
+.s-leased { background: #d9f1ef; color: #145c55; }
+.s-blocked, .s-pending_creation, .s-restarting, .s-leaving { background: #fff3cd; color: #6b5200; }
+footer { margin-top: 2em; color: #6a7385; font-size: .85em; }
+"""

@@ -1,0 +1,255 @@
+"""The dashboard's HTTP server: a thread in the head process that serves snapshots.
+
+    HTTP threads                       SnapshotBox                      head's loop
+    GET /api/status  --- get() ---->   wanted = True      --- poll -->  sees `wanted`,
+      (waits <= 1 s)                                                   build_snapshot(...)
+                     <-- snapshot --   latest, version+1  <-- publish --
+
+The head's loop is single-threaded and owns all cluster state, so HTTP threads never read
+it. A request that finds the latest snapshot older than ``MAX_AGE`` raises a flag; the
+loop, which checks the flag once per iteration (at least every 250 ms), builds a fresh
+snapshot and publishes it. Nothing is built while nobody looks, so the dashboard costs
+the head's hot loop one attribute read per iteration. If the loop does not answer within
+``WAIT`` (it is stuck, or the cluster is stopping), the request is served from the last
+snapshot, flagged as stale, and ``/api/health`` answers 503.
+
+Read-only: GET and HEAD only. Binds to the address it is given (the head's: loopback for
+a local cluster); when the port is taken it tries the next ones, as Ray does, and
+``url`` says where it ended up.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import socket
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from rayipy.dashboard import DEFAULT_PORT
+from rayipy.dashboard.page import SCRIPT, STYLE, render_body, render_page
+from rayipy.dashboard.snapshot import Snapshot, tasks_view
+
+log = logging.getLogger("rayipy.dashboard")
+
+PORT_TRIES = 50          # 8265, 8266, ... as Ray does when the port is taken
+MAX_AGE = 0.5            # seconds: an older snapshot is refreshed before it is served
+WAIT = 1.0               # seconds an HTTP thread waits for the head's loop to publish
+
+WILDCARDS = ("", "0.0.0.0", "::")
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+       "img-src 'self'; base-uri 'none'; form-action 'none'")
+
+
+class SnapshotBox:
+    """The hand-off between the head's loop (the only writer) and the HTTP threads."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._latest: Snapshot | None = None
+        self._published = 0.0        # time.monotonic() of the latest publish
+        self._version = 0
+        # Set by HTTP threads, read by the head's loop without the lock (a plain bool:
+        # the worst a race does is one snapshot too many or a 250 ms later one).
+        self.wanted = False
+
+    def publish(self, snapshot: Snapshot) -> None:
+        """The head's loop: here is the cluster now."""
+        with self._cond:
+            self._latest = snapshot
+            self._published = time.monotonic()
+            self._version += 1
+            self.wanted = False
+            self._cond.notify_all()
+
+    def refresh(self, build: Callable[[], Snapshot]) -> None:
+        """The head's loop, when ``wanted``: build and publish; a bug in building must not
+        stop the loop, so it is logged and the request served from the last snapshot."""
+        try:
+            snapshot = build()
+        except Exception:
+            self.wanted = False
+            log.exception("building the dashboard's snapshot failed")
+            return
+        self.publish(snapshot)
+
+    def get(self, max_age: float = MAX_AGE, wait: float = WAIT) -> tuple[Snapshot | None, bool]:
+        """(snapshot, fresh): a snapshot at most ``max_age`` old, waiting up to ``wait``
+        for the head's loop; else the last one (or None) with fresh=False."""
+        with self._cond:
+            if self._latest is not None and time.monotonic() - self._published <= max_age:
+                return self._latest, True
+            version = self._version
+            self.wanted = True
+            fresh = self._cond.wait_for(lambda: self._version != version, timeout=wait)
+            return self._latest, fresh
+
+
+class DashboardServer:
+    """The HTTP server and its thread; ``url`` is "host:port" (Ray's form, no scheme).
+
+    ``host`` is where it listens; when that is a wildcard ("0.0.0.0"), the URL names
+    ``public_host`` (the head's own address, if it has one) or this machine's address."""
+
+    def __init__(self, host: str, port: int = DEFAULT_PORT, public_host: str | None = None,
+                 tries: int = PORT_TRIES) -> None:
+        self.box = SnapshotBox()
+        self.httpd = _bind(host, port, tries)
+        self.httpd.box = self.box                      # type: ignore[attr-defined]
+        bound_port = self.httpd.server_address[1]
+        self.url = f"{_public_host(host, public_host)}:{bound_port}"
+        self.port = bound_port
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="rayipy-dashboard", daemon=True)
+
+    def start(self) -> "DashboardServer":
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # A port another process listens on must count as taken (SO_REUSEADDR lets a
+    # listener bind over TIME_WAIT leftovers, never over a live listener on Linux).
+    allow_reuse_address = True
+
+
+def _public_host(host: str, hint: str | None) -> str:
+    """Where others reach a server bound to ``host``."""
+    for candidate in (host, hint):
+        if candidate and candidate not in WILDCARDS:
+            return candidate
+    try:   # the address of the interface that routes outwards; no packet is sent
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            return probe.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+
+
+def _bind(host: str, port: int, tries: int) -> ThreadingHTTPServer:
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ValueError(f"dashboard port must be an int from 0 to 65535 (0: any free port), "
+                         f"got {port!r}")
+    last: OSError | None = None
+    candidates = [0] if port == 0 else range(port, min(65536, port + max(1, tries)))
+    for candidate in candidates:
+        try:
+            return _Server((host, candidate), _Handler)
+        except OSError as e:
+            if e.errno not in (errno.EADDRINUSE, errno.EACCES):
+                raise
+            last = e
+    raise OSError(errno.EADDRINUSE, f"no free port for the dashboard on {host} from {port} "
+                  f"to {candidates[-1]} ({last}); pass another dashboard port")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "rayipy-dashboard"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"       # keep-alive: the page polls every second
+    timeout = 30
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    # -- routing ------------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._respond(head_only=False)
+
+    def do_HEAD(self) -> None:
+        self._respond(head_only=True)
+
+    def _refuse(self) -> None:
+        self._send(HTTPStatus.METHOD_NOT_ALLOWED, "application/json",
+                   _json({"error": "the dashboard is read-only: only GET and HEAD"}),
+                   extra={"Allow": "GET, HEAD"})
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
+
+    def _respond(self, head_only: bool) -> None:
+        parts = urlsplit(self.path)
+        path = parts.path.rstrip("/") or "/"
+        try:
+            status, content_type, body = self._route(path, parse_qs(parts.query))
+        except Exception as e:   # a bug here must not kill the thread silently
+            log.exception("dashboard error on %s", self.path)
+            status, content_type, body = (HTTPStatus.INTERNAL_SERVER_ERROR, "application/json",
+                                          _json({"error": f"{type(e).__name__}: {e}"}))
+        self._send(status, content_type, body, head_only=head_only)
+
+    def _route(self, path: str, query: dict) -> tuple[int, str, bytes]:
+        box: SnapshotBox = self.server.box   # type: ignore[attr-defined]
+        if path in ("/dashboard.js", "/dashboard.css"):
+            kind = "text/javascript" if path.endswith(".js") else "text/css"
+            return HTTPStatus.OK, kind, (SCRIPT if path.endswith(".js") else STYLE).encode()
+        if path == "/favicon.ico":
+            return HTTPStatus.NO_CONTENT, "image/x-icon", b""
+        if path not in ("/", "/index.html", "/fragment", "/api/status", "/api/tasks", "/api/health"):
+            return HTTPStatus.NOT_FOUND, "application/json", _json({
+                "error": f"no such page: {path}",
+                "pages": ["/", "/api/status", "/api/tasks", "/api/health"]})
+        if path == "/api/tasks":
+            limit, problem = _limit(query)
+            if problem:
+                return HTTPStatus.BAD_REQUEST, "application/json", _json({"error": problem})
+        snapshot, fresh = box.get()
+        now = time.time()
+        if path == "/api/health":
+            age = None if snapshot is None else round(now - snapshot.taken_at, 3)
+            ok = snapshot is not None and fresh
+            return (HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE), "application/json", _json({
+                "status": "ok" if ok else "the head's loop did not answer in time",
+                "snapshot_age_s": age})
+        if path in ("/", "/index.html"):
+            return HTTPStatus.OK, "text/html", render_page(snapshot).encode()
+        if snapshot is None:
+            return HTTPStatus.SERVICE_UNAVAILABLE, "application/json", _json(
+                {"error": "the head has not published its state yet; retry in a moment"})
+        if path == "/fragment":
+            return HTTPStatus.OK, "text/html", render_body(snapshot, now).encode()
+        if path == "/api/status":
+            return HTTPStatus.OK, "application/json", _json(
+                dict(snapshot.status, snapshot_age_s=round(now - snapshot.taken_at, 3)))
+        return HTTPStatus.OK, "application/json", _json(tasks_view(snapshot, limit))
+
+    def _send(self, status: int, content_type: str, body: bytes, head_only: bool = False,
+              extra: dict | None = None) -> None:
+        self.send_response(status)
+        charset = "" if content_type.startswith("image/") else "; charset=utf-8"
+        self.send_header("Content-Type", content_type + charset)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Content-Security-Policy", CSP)
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if not head_only:
+            self.wfile.write(body)
+
+
+def _limit(query: dict) -> tuple[int | None, str]:
+    values = query.get("limit")
+    if not values:
+        return None, ""
+    text = values[-1]
+    if not text.isdigit():
+        return None, f"limit must be a whole number >= 0, got {text!r}"
+    return int(text), ""
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()

@@ -1,0 +1,230 @@
+"""The dashboard on a real local cluster: what it shows while tasks run, where it listens.
+
+Tasks here wait for a file to appear instead of sleeping, so the test decides when they
+end and checks the dashboard in between.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import psutil
+import pytest
+
+import rayipy
+from helpers import child_processes, wait_until
+from rayipy.dashboard.page import esc
+
+NASTY = "<script>alert('x')</script><img src=x onerror=alert(1)>"
+
+
+def fetch(path: str, method: str = "GET", url: str | None = None) -> tuple[int, dict, bytes]:
+    url = url or rayipy.get_dashboard_url()
+    request = urllib.request.Request(f"http://{url}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def status() -> dict:
+    code, _, body = fetch("/api/status")
+    assert code == 200, body
+    return json.loads(body)
+
+
+def wait_for_file(path: str) -> int:
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def head_process() -> psutil.Process:
+    [head] = [p for p in child_processes() if "rayipy.node.head" in " ".join(p.cmdline())]
+    return head
+
+
+def listening_ports(proc: psutil.Process) -> set[tuple[str, int]]:
+    return {(c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN}
+
+
+def test_tasks_show_as_running_then_finished(fresh_cluster, tmp_path):
+    ctx = rayipy.init(num_cpus=2)
+    host, port = ctx.dashboard_url.rsplit(":", 1)
+    assert host == "127.0.0.1" and int(port) >= 8265      # 8265, or the next free port
+    assert rayipy.get_dashboard_url() == ctx.dashboard_url == ctx.address_info["webui_url"]
+    assert f"http://{ctx.dashboard_url}" in repr(ctx)
+
+    gate = str(tmp_path / "go")
+    waiter = rayipy.remote(wait_for_file)
+    refs = [waiter.remote(gate) for _ in range(3)]
+    now = wait_until(lambda: (s := status())["tasks"]["running"] == 2 and s, timeout=20,
+                     message="two tasks never showed as running")
+    assert now["tasks"]["queued"] == 1 and now["tasks"]["finished"] == 0
+    assert [t["name"] for t in now["running"]] == ["wait_for_file"] * 2
+    assert all(t["started_at"] <= time.time() and t["running_s"] >= 0 for t in now["running"])
+    [node] = now["nodes"]
+    assert node["address"] == "127.0.0.1" and node["alive"]
+    assert node["resources"]["total"]["CPU"] == 2 and node["resources"]["available"]["CPU"] == 0
+    running_pids = {t["worker_pid"] for t in now["running"]}
+    assert running_pids == {w["pid"] for w in node["workers"] if w["state"] == "RUNNING"}
+    assert now["cluster"]["uptime_s"] > 0 and now["cluster"]["drivers"] == 1
+
+    code, headers, page = fetch("/")
+    assert code == 200 and headers["Content-Type"].startswith("text/html")
+    assert b"wait_for_file" in page and b"Running tasks" in page
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    code, headers, script = fetch("/dashboard.js")
+    assert code == 200 and b"setInterval" in script
+
+    open(gate, "w").close()
+    pids = rayipy.get(refs)
+    done = wait_until(lambda: (s := status())["tasks"]["finished"] == 3 and s, timeout=20)
+    assert done["tasks"]["running"] == 0 and done["tasks"]["queued"] == 0
+    assert done["nodes"][0]["tasks_done"] == 3
+    code, _, body = fetch("/api/tasks")
+    recent = json.loads(body)["recent"]
+    assert [(t["name"], t["state"]) for t in recent] == [("wait_for_file", "FINISHED")] * 3
+    assert {t["worker_pid"] for t in recent} == set(pids)
+    assert json.loads(fetch("/api/health")[2])["status"] == "ok"
+    in_a_task = rayipy.get(rayipy.remote(rayipy.get_dashboard_url).remote())
+    assert in_a_task == ctx.dashboard_url                 # a task asks the head
+
+
+def test_failed_tasks_and_actors_are_listed(fresh_cluster):
+    fresh_cluster(num_cpus=2)
+
+    @rayipy.remote
+    def boom():
+        raise ValueError("no")
+
+    @rayipy.remote
+    class Counter:
+        def read(self):
+            return 0
+
+    counter = Counter.options(name="counter-1").remote()
+    assert rayipy.get(counter.read.remote()) == 0
+    with pytest.raises(ValueError):
+        rayipy.get(boom.remote())
+    now = wait_until(lambda: (s := status())["tasks"]["failed"] == 1 and s, timeout=20)
+    [actor] = now["actors"]["list"]
+    assert actor["class_name"].endswith(".Counter")   # the qualname: <locals> of this test
+    assert (actor["name"], actor["state"]) == ("counter-1", "ALIVE")
+    assert actor["pid"] in {w["pid"] for w in now["nodes"][0]["workers"] if w["state"] == "ACTOR"}
+    recent = json.loads(fetch("/api/tasks?limit=5")[2])["recent"]
+    assert ("FAILED", "raised") in [(t["state"], t["failure"]) for t in recent
+                                    if t["name"].endswith(".boom")]
+    rayipy.kill(counter)
+    wait_until(lambda: status()["actors"]["counts"] == {"DEAD": 1}, timeout=20)
+
+
+class Gate:
+    """An actor whose call waits for a file: it runs on the actor's worker, which the
+    head only hears about through heartbeats."""
+
+    def wait(self, path):
+        return wait_for_file(path)
+
+
+def test_actor_calls_and_leased_tasks_show_from_heartbeats(fresh_cluster, tmp_path):
+    fresh_cluster(num_cpus=2)
+    gate = str(tmp_path / "go")
+    actor = rayipy.remote(Gate).remote()
+    call = actor.wait.remote(gate)
+    running = wait_until(lambda: [t for t in status()["running"] if t["name"] == "Gate.wait"],
+                         timeout=20, message="the actor call never showed as running")
+    assert [t["via"] for t in running] == ["direct"]
+    [worker] = [w for n in status()["nodes"] for w in n["workers"] if w["state"] == "ACTOR"]
+    assert worker["task"]["name"] == "Gate.wait" and worker["pid"] == running[0]["worker_pid"]
+    open(gate, "w").close()
+    rayipy.get(call)
+    wait_until(lambda: {"name": "Gate.wait", "finished": 1, "failed": 0} in [
+        {k: f[k] for k in ("name", "finished", "failed")} for f in status()["functions"]],
+        timeout=20, message="the finished actor call was never counted")
+
+    # One task at a time goes to a worker leased to this driver, straight from it.
+    os.remove(gate)
+    waiter = rayipy.remote(wait_for_file)
+    pid = rayipy.remote(os.getpid)
+    for _ in range(3):   # one at a time: the first asks the head for a lease, the next use it
+        assert rayipy.get(pid.remote()) > 0
+    ref = waiter.remote(gate)
+    now = wait_until(lambda: (s := status())["running"] and s, timeout=20,
+                     message="the leased task never showed as running")
+    assert [(t["name"], t["via"]) for t in now["running"]] == [("wait_for_file", "direct")]
+    assert [w["state"] for n in now["nodes"] for w in n["workers"]
+            if w["pid"] == now["running"][0]["worker_pid"]] == ["LEASED"]
+    open(gate, "w").close()
+    rayipy.get(ref)
+    wait_until(lambda: status()["tasks"]["running"] == 0, timeout=20)
+
+
+def test_page_escapes_a_nasty_task_name(fresh_cluster, tmp_path):
+    fresh_cluster(num_cpus=1)
+    gate = str(tmp_path / "go")
+
+    def nasty(path):
+        return wait_for_file(path)
+
+    nasty.__qualname__ = NASTY
+    ref = rayipy.remote(nasty).remote(gate)
+    wait_until(lambda: [t["name"] for t in status()["running"]] == [NASTY], timeout=20)
+    for path in ("/", "/fragment"):
+        code, _, body = fetch(path)
+        page = body.decode()
+        assert code == 200 and esc(NASTY) in page
+        assert "<img" not in page and "<script>alert" not in page
+    open(gate, "w").close()
+    rayipy.get(ref)
+
+
+def test_a_taken_port_moves_the_dashboard_to_the_next_one(fresh_cluster):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        fresh_cluster(num_cpus=1, dashboard_port=port)
+        host, actual = rayipy.get_dashboard_url().rsplit(":", 1)
+        assert host == "127.0.0.1" and port < int(actual) <= port + 50
+        assert fetch("/api/health")[0] == 200
+        assert ("127.0.0.1", int(actual)) in listening_ports(head_process())
+
+
+def test_without_the_dashboard_nothing_else_listens(fresh_cluster):
+    fresh_cluster(num_cpus=1, include_dashboard=False)
+    assert rayipy.get_dashboard_url() == ""
+    head_port = int(rayipy.api._context.address.rsplit(":", 1)[1])
+    assert listening_ports(head_process()) == {("127.0.0.1", head_port)}
+
+
+def test_read_only_and_clear_errors(fresh_cluster):
+    fresh_cluster(num_cpus=1, dashboard_port=0)
+    url = rayipy.get_dashboard_url()
+    for method in ("POST", "PUT", "DELETE"):
+        code, headers, body = fetch("/api/status", method)
+        assert code == 405 and headers["Allow"] == "GET, HEAD" and b"read-only" in body
+    code, _, body = fetch("/nope")
+    assert code == 404 and b"/api/status" in body
+    code, _, body = fetch("/api/tasks?limit=lots")
+    assert code == 400 and b"limit" in body
+    rayipy.shutdown()
+    with pytest.raises(urllib.error.URLError):
+        fetch("/api/health", url=url)
+
+
+def test_bad_dashboard_options_say_what_is_wrong():
+    with pytest.raises(TypeError, match="dashboard_port"):
+        rayipy.init(dashboard_port=70000)
+    with pytest.raises(TypeError, match="include_dashboard"):
+        rayipy.init(include_dashboard="yes")
+    with pytest.raises(TypeError, match="dashboard_host"):
+        rayipy.init(dashboard_host=8265)
+    assert not rayipy.is_initialized()
