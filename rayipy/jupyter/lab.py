@@ -71,7 +71,9 @@ def status() -> dict[str, Any]:
         "nodes": [_node(n) for n in head.get("nodes", [])],
         "resources": resource_usage(total, available),
         "tasks": {
-            "queued": int(head_tasks.get("queued", 0)),
+            # Waiting at the head, or queued at a worker behind the task it runs.
+            "queued": int(head_tasks.get("queued", 0)) + max(0, int(head_tasks.get("assigned", 0))
+                                                              - int(head_tasks.get("running", 0))),
             # The head's running tasks, and ours on a leased worker, which it does not see.
             "running": int(head_tasks.get("running", 0)) + int(own.get("on_lease", 0)),
             "pending": int(own.get("pending", 0)),

@@ -1,11 +1,13 @@
 """The rayipy sidebar in a real JupyterLab: it follows the active notebook's kernel.
 
 Before the notebook starts a cluster the panel says so; once it has, it shows the node and
-its CPUs; while gated tasks run (the kernel idle) it shows them running and the CPUs in
+its CPUs and links to the dashboard; while gated tasks run (the kernel idle) it shows them running and the CPUs in
 use; when they finish, the done and failed counts.
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -81,11 +83,15 @@ def test_sidebar_shows_the_cluster_of_the_active_notebooks_kernel(lab, labextens
     expect(field(panel, "node").first).to_contain_text("2 CPU")
     expect(field(panel, "resource-CPU")).to_contain_text("0 / 2")
     expect(field(panel, "address")).to_contain_text("127.0.0.1:")
+    link = field(panel, "dashboard")   # the cluster's dashboard, served by its head
+    expect(link).to_have_attribute("href", re.compile(r"^http://127\.0\.0\.1:\d+/?$"))
+    assert page.request.get(link.get_attribute("href")).ok
 
     # Tasks hold both CPUs while the kernel is idle: the kernel pushes the change.
     run_cell(page, 1)
     expect(field(panel, "resource-CPU")).to_contain_text("2 / 2")
     expect(field(panel, "tasks-running").locator(".jp-RayipyPanel-countValue")).to_have_text("2")
+    expect(field(panel, "tasks-queued").locator(".jp-RayipyPanel-countValue")).to_have_text("4")
     assert page.evaluate(labkit.KERNEL_IDLE_JS)
     labkit.ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(labkit.ARTIFACTS / "sidebar-running.png"))

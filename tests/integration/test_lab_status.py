@@ -55,7 +55,7 @@ def test_status_shows_nodes_resources_in_use_and_this_drivers_tasks(fresh_cluste
     busy = wait_until(lambda: (s := lab.status())["tasks"]["running"] == 2
                       and s["resources"]["CPU"]["used"] == 2.0 and s,
                       message="the running tasks never showed as running, using both CPUs")
-    assert busy["tasks"]["pending"] == 3
+    assert busy["tasks"]["pending"] == 3 and busy["tasks"]["queued"] == 1
     gate.touch()
     rayipy.wait(refs, num_returns=3, timeout=30)
     done = wait_until(lambda: (s := lab.status())["tasks"]["pending"] == 0 and s)
