@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import psutil
 import pytest
 
 import rayipy
-from helpers import child_processes, wait_until
-
-
-def stop_cluster() -> None:
-    """Shut rayipy down and make sure every process it started is gone."""
-    before = child_processes()
-    rayipy.shutdown()
-    try:
-        wait_until(lambda: not child_processes(), timeout=10,
-                   message=f"processes left after shutdown: {child_processes()}")
-    finally:
-        for proc in child_processes():  # never leave anything behind, even on failure
-            proc.kill()
-        for proc in before:
-            try:
-                proc.wait(0)
-            except (psutil.NoSuchProcess, psutil.TimeoutExpired):
-                pass
+from helpers import stop_cluster
 
 
 @pytest.fixture(scope="module")
