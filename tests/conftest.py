@@ -7,34 +7,16 @@ import os
 import shutil
 import tempfile
 
-import psutil
 import pytest
 
 import rayipy
-from helpers import child_processes, wait_until
+from helpers import stop_cluster
 
 # Tests never see the developer's own cluster (~/.rayipy, $RAYIPY_ADDRESS): init() with no
 # address would connect to it, as Ray's does.
 os.environ["RAYIPY_HOME"] = tempfile.mkdtemp(prefix="rayipy-test-home-")
 os.environ.pop("RAYIPY_ADDRESS", None)
 atexit.register(shutil.rmtree, os.environ["RAYIPY_HOME"], True)
-
-
-def stop_cluster() -> None:
-    """Shut rayipy down and make sure every process it started is gone."""
-    before = child_processes()
-    rayipy.shutdown()
-    try:
-        wait_until(lambda: not child_processes(), timeout=10,
-                   message=f"processes left after shutdown: {child_processes()}")
-    finally:
-        for proc in child_processes():  # never leave anything behind, even on failure
-            proc.kill()
-        for proc in before:
-            try:
-                proc.wait(0)
-            except (psutil.NoSuchProcess, psutil.TimeoutExpired):
-                pass
 
 
 @pytest.fixture(scope="module")

@@ -118,6 +118,11 @@ class LeaseBook:
                     return list(lease.inflight.values())
             return []
 
+    def inflight_count(self) -> int:
+        """Our tasks running on leased workers now (the head does not see them)."""
+        with self._lock:
+            return len(self._by_task)
+
     def worker_of(self, task_id: bytes) -> bytes | None:
         with self._lock:
             lease = self._by_task.get(task_id)

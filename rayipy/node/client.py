@@ -88,6 +88,7 @@ class Runtime(DirectCalls, DataPort):
         self._requests: dict[int, Future] = {}
         self._request_ids = itertools.count(1)
         self._inflight: dict[bytes, tuple] = {}   # task id -> (pinned ids, return ids)
+        self._outcomes: collections.Counter = collections.Counter()   # our finished tasks by status
         self._sent_functions: set[bytes] = set()
         self._handlers: dict[Kind, Callable] = {
             Kind.WELCOME: self._on_welcome,
@@ -511,6 +512,14 @@ class Runtime(DirectCalls, DataPort):
             raise value
         return value
 
+    def task_counts(self) -> dict[str, int]:
+        """This process's own tasks: in flight, of those on leased workers (the head does
+        not see them), finished (OK) and failed (any other outcome)."""
+        outcomes = dict(self._outcomes)   # a copy: the I/O thread adds to it
+        done = outcomes.pop(OK, 0)
+        return {"pending": len(self._inflight), "on_lease": self.leases.inflight_count(),
+                "done": done, "failed": sum(outcomes.values())}
+
     def _check_alive(self) -> None:
         if self.lost is not None:
             raise exceptions.RayipySystemError(f"the cluster is unreachable: {self.lost}")
@@ -678,6 +687,7 @@ class Runtime(DirectCalls, DataPort):
         entry = self._inflight.pop(result.task_id, None)
         if entry is None:
             return
+        self._outcomes[result.status] += 1
         pinned, return_ids = entry
         callbacks: list = []
         info = {"where": result.where, "duration": result.duration}

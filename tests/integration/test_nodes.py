@@ -21,8 +21,7 @@ import pytest
 import rayipy
 from rayipy import api
 from rayipy.exceptions import ActorDiedError
-from conftest import stop_cluster
-from helpers import wait_until
+from helpers import stop_cluster, wait_until
 
 
 def start_node(num_cpus: int, resources: dict) -> subprocess.Popen:

@@ -1,0 +1,69 @@
+/**
+ * rayipy's JupyterLab extension: a left-sidebar panel showing the active notebook's
+ * rayipy cluster (see panel.ts), and a command to open it.
+ */
+
+import {
+  ILabShell,
+  ILayoutRestorer,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
+import { INotebookTracker } from '@jupyterlab/notebook';
+import { LabIcon } from '@jupyterlab/ui-components';
+
+import { ClusterPanel } from './panel';
+
+const PLUGIN_ID = 'rayipy-labextension:sidebar';
+const SHOW_COMMAND = 'rayipy:show-cluster';
+
+const clusterIcon = new LabIcon({
+  name: 'rayipy:cluster',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 16 16">' +
+    '<g class="jp-icon3" fill="#616161">' +
+    '<circle cx="8" cy="8" r="2.2"/><circle cx="2.5" cy="3" r="1.5"/>' +
+    '<circle cx="13.5" cy="3" r="1.5"/><circle cx="2.5" cy="13" r="1.5"/>' +
+    '<circle cx="13.5" cy="13" r="1.5"/>' +
+    '<path d="M3.3 3.9 7 7.1l-.5.6L2.8 4.5zm9.4 0 .5.6L9.5 7.7 9 7.1zM7 8.9l.5.6-3.7 3.2-.5-.6zm2 0 3.7 3.2-.5.6-3.7-3.2z"/>' +
+    '</g></svg>'
+});
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: "A sidebar showing the active notebook's rayipy cluster.",
+  autoStart: true,
+  requires: [INotebookTracker],
+  optional: [ILabShell, ILayoutRestorer, ICommandPalette],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    labShell: ILabShell | null,
+    restorer: ILayoutRestorer | null,
+    palette: ICommandPalette | null
+  ) => {
+    const panel = new ClusterPanel();
+    panel.title.icon = clusterIcon;
+    app.shell.add(panel, 'left', { rank: 650 });
+    restorer?.add(panel, 'rayipy-cluster');
+
+    panel.setNotebook(tracker.currentWidget);
+    tracker.currentChanged.connect((_, notebook) => panel.setNotebook(notebook));
+
+    app.commands.addCommand(SHOW_COMMAND, {
+      label: 'Show the rayipy cluster',
+      caption: "Open the sidebar with the active notebook's rayipy cluster",
+      execute: () => {
+        if (labShell) {
+          labShell.activateById(panel.id);
+        } else {
+          app.shell.activateById(panel.id);
+        }
+      }
+    });
+    palette?.addItem({ command: SHOW_COMMAND, category: 'rayipy' });
+  }
+};
+
+export default plugin;

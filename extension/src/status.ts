@@ -1,0 +1,102 @@
+/**
+ * What the kernel sends (rayipy/jupyter/lab.py `status()`), and how the sidebar words it.
+ * Pure functions only: no DOM, no kernel.
+ */
+
+/** The status layout this sidebar reads; the kernel sends its own as `version`. */
+export const STATUS_VERSION = 1;
+
+export interface IResourceUsage {
+  total: number;
+  used: number;
+}
+
+export interface INodeStatus {
+  node_id: string;
+  host: string;
+  address: string;
+  alive: boolean;
+  resources: { [name: string]: number };
+}
+
+export interface ITaskCounts {
+  /** Waiting in the head's queues (the whole cluster). */
+  queued: number;
+  /** Running on workers (the whole cluster). */
+  running: number;
+  /** This kernel's tasks not finished yet. */
+  pending: number;
+  /** This kernel's tasks that finished without error. */
+  done: number;
+  /** This kernel's tasks that raised, were cancelled or lost their worker. */
+  failed: number;
+}
+
+export interface IClusterStatus {
+  version: number;
+  rayipy_version: string;
+  connected: boolean;
+  /** Why it is not connected (empty when connected). */
+  reason: string;
+  address?: string;
+  cluster_id?: string;
+  started_locally?: boolean;
+  dashboard_url?: string;
+  nodes?: INodeStatus[];
+  resources?: { [name: string]: IResourceUsage };
+  tasks?: ITaskCounts;
+  workers?: number;
+}
+
+/** A status object that the sidebar can show, or an error message saying why not. */
+export function checkStatus(value: unknown): IClusterStatus | string {
+  if (typeof value !== 'object' || value === null) {
+    return `the kernel sent no status (got ${JSON.stringify(value)})`;
+  }
+  const status = value as IClusterStatus;
+  if (status.version !== STATUS_VERSION) {
+    return (
+      `the kernel's rayipy (${status.rayipy_version ?? 'unknown version'}) sends status ` +
+      `version ${status.version}, this sidebar reads version ${STATUS_VERSION}: ` +
+      'install the same rayipy in the kernel and in JupyterLab'
+    );
+  }
+  return status;
+}
+
+/** "2", "0.5", "1.25": resource amounts without float noise. */
+export function formatAmount(value: number): string {
+  if (Number.isInteger(value)) {
+    return String(value);
+  }
+  return String(Math.round(value * 100) / 100);
+}
+
+/** Bytes as "23.5 GiB". */
+export function formatBytes(value: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let amount = value;
+  let unit = 0;
+  while (amount >= 1024 && unit < units.length - 1) {
+    amount /= 1024;
+    unit += 1;
+  }
+  return `${unit === 0 ? amount : amount.toFixed(1)} ${units[unit]}`;
+}
+
+/** One resource as "used / total", memory in bytes. */
+export function formatUsage(name: string, usage: IResourceUsage): string {
+  const format = name === 'memory' ? formatBytes : formatAmount;
+  return `${format(usage.used)} / ${format(usage.total)}`;
+}
+
+/** A node's resources as "2 CPU, 1 GPU" (memory left to its own column). */
+export function formatNodeResources(resources: { [name: string]: number }): string {
+  const names = Object.keys(resources).filter(name => name !== 'memory');
+  names.sort((a, b) => order(a) - order(b) || a.localeCompare(b));
+  return names.map(name => `${formatAmount(resources[name])} ${name}`).join(', ');
+}
+
+function order(name: string): number {
+  return name === 'CPU' ? 0 : name === 'GPU' ? 1 : 2;
+}

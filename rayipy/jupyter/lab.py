@@ -1,0 +1,223 @@
+"""The kernel side of rayipy's JupyterLab sidebar: this kernel's cluster, pushed over a comm.
+
+The sidebar (``extension/``) shows, for the active notebook's kernel, whether rayipy is
+connected, its nodes, resources in use and task counts. The data path:
+
+    sidebar                                   kernel (this module)
+      | silent execute_request, user_expressions:
+      |   open_status_channel(client, interval)  -> status() now, as application/json
+      | <------------------------------ comm_open "rayipy.status" {client, status}
+      | <------------------------------ comm_msg {type: "status", status}  (on change)
+      | comm_msg {action: "refresh"} -------->   (push now)
+      | comm_close (panel hidden) ----------->   (thread stops)
+
+Why this path: no server extension and no CORS (the kernel is the one process that knows
+its cluster: the address, the key and its own tasks), and the kernel *pushes* from a
+thread of its own, so the sidebar keeps updating while a cell runs (a request from the
+sidebar would queue behind that cell), and it sends nothing while nothing changes (each
+request would flash the kernel's busy/idle status and every message keeps the server's
+idle-kernel culler away). Only the first request needs the kernel's shell: it waits if a
+cell is running.
+
+``status()`` never raises and never starts or connects a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+import rayipy
+from rayipy.core.object_ref import current_runtime
+from rayipy.jupyter import cluster
+
+log = logging.getLogger("rayipy.jupyter.lab")
+
+COMM_TARGET = "rayipy.status"
+STATUS_VERSION = 1               # bumped when the sidebar must change to read the status
+MIN_INTERVAL, MAX_INTERVAL = 0.2, 60.0
+MAX_CHANNELS = 8                 # browser tabs closed without closing their comm leak one each
+
+NOT_STARTED = ("rayipy is not started in this kernel: run rayipy.init() or "
+               "%load_ext rayipy then %cluster start")
+
+
+def status() -> dict[str, Any]:
+    """What the sidebar shows: a JSON-ready dict; ``connected`` says if the rest is there."""
+    runtime = current_runtime()
+    base: dict[str, Any] = {"version": STATUS_VERSION, "rayipy_version": rayipy.__version__}
+    if runtime is not None and runtime.role == "driver" and runtime.lost is not None:
+        return {**base, "connected": False, "reason": f"the cluster is unreachable: {runtime.lost}"}
+    if not rayipy.is_initialized():
+        return {**base, "connected": False, "reason": NOT_STARTED}
+    try:
+        head = rayipy.cluster_status()
+        total = rayipy.cluster_resources()
+        available = rayipy.available_resources()
+    except Exception as error:   # shut down or lost between the check and the requests
+        return {**base, "connected": False, "reason": f"the head did not answer: {error}"}
+    context = cluster.context()
+    head_tasks = head.get("tasks", {})
+    own = runtime.task_counts() if runtime is not None else {}
+    return {
+        **base,
+        "connected": True,
+        "reason": "",
+        "address": context.address if context else str(head.get("address", "")),
+        "cluster_id": str(head.get("cluster_id", "")),
+        "started_locally": bool(context and context.started_locally),
+        "dashboard_url": cluster.dashboard_url(),
+        "nodes": [_node(n) for n in head.get("nodes", [])],
+        "resources": resource_usage(total, available),
+        "tasks": {
+            # Waiting at the head, or queued at a worker behind the task it runs.
+            "queued": int(head_tasks.get("queued", 0)) + max(0, int(head_tasks.get("assigned", 0))
+                                                              - int(head_tasks.get("running", 0))),
+            # The head's running tasks, and ours on a leased worker, which it does not see.
+            "running": int(head_tasks.get("running", 0)) + int(own.get("on_lease", 0)),
+            "pending": int(own.get("pending", 0)),
+            "done": int(own.get("done", 0)),
+            "failed": int(own.get("failed", 0)),
+        },
+        "workers": int(head_tasks.get("workers", 0)),
+    }
+
+
+def resource_usage(total: dict[str, float], available: dict[str, float]) -> dict[str, dict]:
+    """``{name: {"total", "used"}}``, CPU and GPU always first (GPU 0 when there is none).
+
+    ``available`` leaves out what is used up, so a missing name means all of it is used.
+    """
+    names = ["CPU", "GPU"] + sorted(set(total) - {"CPU", "GPU"})
+    usage = {}
+    for name in names:
+        amount = float(total.get(name, 0.0))
+        used = max(0.0, amount - float(available.get(name, 0.0)))
+        usage[name] = {"total": amount, "used": min(used, amount)}
+    return usage
+
+
+def _node(info: dict) -> dict[str, Any]:
+    return {"node_id": str(info.get("NodeID", "")),
+            "host": str(info.get("NodeManagerHostname", "")),
+            "address": str(info.get("NodeManagerAddress", "")),
+            "alive": bool(info.get("Alive", info.get("alive", False))),
+            "resources": {k: float(v) for k, v in dict(info.get("Resources", {})).items()}}
+
+
+class JSONReply:
+    """Shown as application/json, so the sidebar reads a user expression without parsing reprs."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def _repr_json_(self) -> dict[str, Any]:
+        return self.data
+
+    def __repr__(self) -> str:
+        return f"JSONReply({self.data!r})"
+
+
+class StatusPublisher:
+    """A thread that takes a snapshot every ``interval`` seconds and sends it when it changed.
+
+    ``send`` and ``snapshot`` are plain callables, so the loop is tested without a kernel.
+    """
+
+    def __init__(self, send: Callable[[dict], None], snapshot: Callable[[], dict] = status,
+                 interval: float = 2.0, last: dict | None = None) -> None:
+        self.send = send
+        self.snapshot = snapshot
+        self.interval = interval
+        self.last = last              # what the other side already has
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rayipy-lab-status", daemon=True)
+
+    def start(self) -> "StatusPublisher":
+        self._thread.start()
+        return self
+
+    def refresh(self) -> None:
+        """Send a snapshot now, changed or not (the sidebar asks when it is shown again)."""
+        self.last = None
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stopped.is_set():
+                return
+            try:
+                current = self.snapshot()
+                if current != self.last:
+                    self.send({"type": "status", "status": current})
+                    self.last = current
+            except Exception:   # the kernel is going away, or the comm broke: nobody listens
+                log.debug("rayipy sidebar channel stopped", exc_info=True)
+                return
+
+
+_channels: list[tuple[Any, StatusPublisher]] = []
+_channels_lock = threading.Lock()
+
+
+def open_status_channel(client: str, interval: float = 2.0) -> JSONReply:
+    """Open the comm the sidebar listens on; return the first status at once.
+
+    The sidebar calls this in a silent ``execute_request``'s ``user_expressions``;
+    ``client`` tells that sidebar's comm apart from those other browser tabs open on the
+    same kernel (every frontend sees every ``comm_open``).
+    """
+    if not isinstance(client, str) or not client:
+        raise TypeError(f"client must be a non-empty string naming the sidebar, got {client!r}")
+    if not isinstance(interval, (int, float)) or not MIN_INTERVAL <= interval <= MAX_INTERVAL:
+        raise ValueError(f"interval must be between {MIN_INTERVAL} and {MAX_INTERVAL} seconds, "
+                         f"got {interval!r}")
+    from comm import create_comm   # the kernel's Comm class once ipykernel has started
+
+    first = status()
+    channel = create_comm(target_name=COMM_TARGET,
+                          data={"client": client, "version": STATUS_VERSION, "status": first})
+    publisher = StatusPublisher(channel.send, interval=float(interval), last=first)
+
+    def on_msg(msg: dict) -> None:
+        data = msg.get("content", {}).get("data", {})
+        if isinstance(data, dict) and data.get("action") == "refresh":
+            publisher.refresh()
+
+    channel.on_msg(on_msg)
+    channel.on_close(lambda msg: _forget(publisher))   # the sidebar closed it (panel hidden)
+    with _channels_lock:
+        _channels.append((channel, publisher))
+        stale = _channels[:-MAX_CHANNELS]
+    for old_channel, old_publisher in stale:   # a sidebar still showing it opens a new one
+        _forget(old_publisher)
+        old_channel.close()
+    publisher.start()
+    return JSONReply({"version": STATUS_VERSION, "status": first})
+
+
+def _forget(publisher: StatusPublisher) -> None:
+    publisher.stop()
+    with _channels_lock:
+        _channels[:] = [c for c in _channels if c[1] is not publisher]
+
+
+def open_channel_count() -> int:
+    with _channels_lock:
+        return len(_channels)
+
