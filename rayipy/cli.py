@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--node-ip-address", metavar="IP", help="this machine's address as the "
                        "other machines reach it (default: guessed from its routes)")
     start.add_argument("--password", "--redis-password", dest="password", metavar="PW",
-                       help="the cluster's password (generated for a new cluster if not given)")
+                       help="the cluster's password (default: $RAYIPY_PASSWORD; generated for a new "
+                       "cluster if neither is given)")
     start.add_argument("--num-cpus", type=int, metavar="N", help="CPUs this node offers "
                        "(default: all of this machine's)")
     start.add_argument("--num-gpus", type=int, metavar="N", help="GPUs this node offers")
@@ -153,6 +154,8 @@ def start(args: argparse.Namespace) -> int:
         raise CommandError("--port is the head's port, for --head; to join, give it in "
                            "--address=HOST:PORT")
     resources = node_resources(args)
+    if args.password is None:   # keeps the password off the command line (and out of `ps`)
+        args.password = os.environ.get(connection.PASSWORD_ENV) or None
     num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
     home = connection.machine_dir()
     with connection.locked(home):
@@ -384,6 +387,8 @@ def _stop_recorded(grace: float, force: bool, quiet: bool = False) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    if args.password is None:
+        args.password = os.environ.get(connection.PASSWORD_ENV) or None
     if args.address:
         try:
             host, port = connection.parse_address(args.address)

@@ -185,10 +185,12 @@ def test_status_shows_nodes_resources_and_tasks(machines):
 def test_a_second_machine_joins_and_runs_tasks(machines):
     a, b = machines(), machines()
     address = a.start_head("--num-cpus", "1", password="join-pw")
-    out = ok(b.rayipy("start", f"--address={address}", "--redis-password=join-pw", "--num-cpus", "1",
+    b.env["RAYIPY_PASSWORD"] = "join-pw"   # instead of --password, out of `ps`
+    out = ok(b.rayipy("start", f"--address={address}", "--num-cpus", "1",
                       "--resources", '{"at_b": 1}'))
     assert "joined the rayipy cluster" in out
     info = b.cluster_file()
+    assert b"join-pw" not in Path(f"/proc/{info['processes'][0]['pid']}/cmdline").read_bytes()
     assert info["address"] == address and not info["head"] and [r["role"] for r in info["processes"]] == ["agent"]
     program = """
         import os, rayipy
