@@ -19,7 +19,7 @@ from rayipy.core.object_ref import ObjectRef, current_runtime
 from rayipy.dashboard import DEFAULT_PORT as DEFAULT_DASHBOARD_PORT
 from rayipy.node import connection
 from rayipy.node.client import Runtime
-from rayipy.node.connection import key_from_password  # noqa: F401 (public before it moved)
+from rayipy.node.connection import key_from_password as key_from_password  # public before it moved
 from rayipy.node.launch import LocalCluster
 from rayipy.runtime_context import RuntimeContext
 from rayipy.remote_function import RemoteFunction

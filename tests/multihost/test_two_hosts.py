@@ -8,7 +8,6 @@ the driver on hostA, as written but for the import and the address and password.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from pathlib import Path
 
 import pytest
