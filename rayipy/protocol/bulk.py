@@ -68,6 +68,17 @@ class _Transfer:
         self.offset = 0
 
 
+def _uninitialized(nbytes: int):
+    """A writable buffer for the pieces to be copied into. ``bytearray(n)`` first writes n
+    zeros (55 ms per 100 MB here, as long as the copy itself); numpy's ``empty`` does not,
+    and numpy is there whenever large arrays travel. Without it, a bytearray."""
+    try:
+        import numpy
+    except ImportError:
+        return bytearray(nbytes)
+    return numpy.empty(nbytes, dtype=numpy.uint8)
+
+
 def _skip_empty(transfer: _Transfer) -> None:
     """Empty buffers have no pieces: take them as they come."""
     sizes = transfer.sizes
@@ -104,7 +115,7 @@ class Assembler:
         if offset + piece.nbytes > sizes[index]:
             return self._broken(sender, "chunk past the end of its buffer")
         if offset == 0:
-            transfer.buffers.append(bytearray(sizes[index]))
+            transfer.buffers.append(_uninitialized(sizes[index]))
         transfer.buffers[index][offset:offset + piece.nbytes] = piece
         transfer.offset += piece.nbytes
         if transfer.offset == sizes[index]:
