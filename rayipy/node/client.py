@@ -36,7 +36,7 @@ from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import (ERROR, OK, RETURNED, DepSlot, FetchDep, ObjectValue, Payload,
                                       Registration, TaskResult, TaskSpec, Welcome)
 from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
-from rayipy.transport.endpoint import Endpoint, Waker, local_ip_towards
+from rayipy.transport.endpoint import Endpoint, Waker
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class Runtime(DirectCalls, DataPort):
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> Welcome:
         # Bound here, then owned by the I/O thread (starting it is the hand-over).
-        ip = self.info.get("ip") or local_ip_towards(self.head_address)
+        ip = self.info.get("ip") or _ip_toward(self.head_address)
         self.info["data"] = self.data_port.bind(f"tcp://{ip}:*")
         self._thread.start()
         registration = Registration(self.role, self.process_id, self.node_id, os.getpid(),
@@ -726,3 +726,12 @@ def _slot(value: Any, deps: list) -> Any:
         return DepSlot(len(deps) - 1)
     return value
 
+
+def _ip_toward(head_address: str) -> str:
+    """Where processes on the head's network reach us: our address on the route to it."""
+    from rayipy.node import connection
+    try:
+        host, port = connection.parse_address(head_address)
+        return "127.0.0.1" if connection.is_loopback(host) else connection.local_ip_toward(host, port)
+    except (OSError, ValueError):
+        return "127.0.0.1"

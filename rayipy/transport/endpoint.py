@@ -160,17 +160,3 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def local_ip_towards(address: str) -> str:
-    """The address of this host's interface that reaches ``address`` ("tcp://host:port"):
-    where others on that network can reach us. No packet is sent."""
-    host = address.removeprefix("tcp://").rsplit(":", 1)[0]
-    try:
-        if socket.gethostbyname(host).startswith("127."):
-            return "127.0.0.1"
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect((host, 9))
-            return s.getsockname()[0]
-    except OSError:
-        return "127.0.0.1"
