@@ -18,7 +18,6 @@ from __future__ import annotations
 import ast
 import builtins
 import linecache
-import pickle
 import sys
 import time
 from typing import Any
@@ -31,6 +30,7 @@ from rayipy.actor import ActorClass
 from rayipy.core import options as option_table
 from rayipy.core.object_ref import ObjectRef
 from rayipy.jupyter import cell_tasks
+from rayipy.protocol import errors
 from rayipy.protocol.serialization import SerializationError
 from rayipy.remote_function import RemoteFunction
 
@@ -239,12 +239,7 @@ def _show_worker(ref: ObjectRef, worker: dict, reports: list[dict]) -> BaseExcep
     if report["error"] is not None:
         class_name, text, tb, pickled = report["error"]
         print(f"failed: {class_name}: {text}")
-        cause = None
-        if pickled is not None:
-            try:
-                cause = pickle.loads(pickled)
-            except Exception:
-                cause = None
+        cause = errors.unpickled_or_none(pickled)
         if cause is None:
             cause = exceptions.RayipyError(f"{class_name}: {text}")
         return exceptions.as_task_error(cause, tb, ref._runtime.objects.info(ref.id).get("task", "cell"),

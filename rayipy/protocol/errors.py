@@ -37,15 +37,21 @@ def _pack(error: BaseException, tb: str, function_name: str, where: str) -> Payl
     return Payload(pickle.dumps(record, protocol=5))
 
 
+def unpickled_or_none(pickled: bytes | None) -> BaseException | None:
+    """The original exception, if it was pickled and unpickles here (its class may not
+    exist on this side; the caller then builds one from the class name and text)."""
+    if pickled is None:
+        return None
+    try:
+        return pickle.loads(pickled)
+    except Exception:
+        return None
+
+
 def rebuild_error(payload: Payload) -> BaseException:
     """The exception to raise on the caller: a TaskError for task errors, else the system error."""
     pickled, class_name, text, tb, function_name, where = pickle.loads(payload.data)
-    cause = None
-    if pickled is not None:
-        try:
-            cause = pickle.loads(pickled)
-        except Exception:
-            cause = None
+    cause = unpickled_or_none(pickled)
     if not tb:  # a system error (cancel, crash): raise it as itself
         return cause if cause is not None else exceptions.RayipySystemError(f"{class_name}: {text}")
     if cause is None:
