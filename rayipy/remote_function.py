@@ -15,14 +15,9 @@ class RemoteFunction:
 
     def __init__(self, function: Callable, options: dict[str, Any]) -> None:
         self._function = function
-        self._options = option_table.validate(options)
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "task"))
         self._module = getattr(function, "__module__", "__main__")
-        self._resources = option_table.resource_request(self._options)
-        self._num_returns = self._options.get("num_returns", 1)
-        retries = self._options.get("max_retries", option_table.TASK_OPTIONS["max_retries"].default)
-        self._max_retries = 2**31 if retries == -1 else retries
-        self._spec_options = _spec_options(self._options)
+        self._set_options(options)
         self._shared = _PickledOnce(function, f"remote function {self._module}.{self._name}")
         self.__doc__ = function.__doc__
         self.__name__ = getattr(function, "__name__", "task")
@@ -43,17 +38,20 @@ class RemoteFunction:
                               self._resources, self._max_retries, options=self._spec_options)
         return refs[0] if self._num_returns == 1 else refs
 
+    def _set_options(self, options: dict[str, Any]) -> None:
+        """Validate the options and work out, once, what every ``.remote()`` sends."""
+        self._options = option_table.validate(options)
+        self._resources = option_table.resource_request(self._options)
+        self._num_returns = self._options.get("num_returns", 1)
+        retries = self._options.get("max_retries", option_table.TASK_OPTIONS["max_retries"].default)
+        self._max_retries = 2**31 if retries == -1 else retries
+        self._spec_options = _spec_options(self._options)
+
     def options(self, **options: Any) -> "RemoteFunction":
         """A copy with some options changed; the function is pickled only once for all."""
-        merged = {**self._options, **options}
         copy = RemoteFunction.__new__(RemoteFunction)
         copy.__dict__.update(self.__dict__)
-        copy._options = option_table.validate(merged)
-        copy._resources = option_table.resource_request(copy._options)
-        copy._num_returns = copy._options.get("num_returns", 1)
-        retries = copy._options.get("max_retries", option_table.TASK_OPTIONS["max_retries"].default)
-        copy._max_retries = 2**31 if retries == -1 else retries
-        copy._spec_options = _spec_options(copy._options)
+        copy._set_options({**self._options, **options})
         return copy
 
     def __repr__(self) -> str:

@@ -64,7 +64,7 @@ class Head:
                  dashboard_port: int | None = None, dashboard_host: str | None = None) -> None:
         self.cluster_id = uuid.uuid4().hex[:12]
         self.context = zmq.Context()
-        self.endpoint = Endpoint(self.context, zmq.ROUTER, Signer(key))
+        self.endpoint = Endpoint(self.context, zmq.ROUTER, Signer(key), count_bytes=True)
         self.address = self.endpoint.bind(f"tcp://{host}:{port}")
         self.scheduler = Scheduler()
         self.peers: dict[bytes, Peer] = {}

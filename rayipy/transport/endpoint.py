@@ -26,7 +26,7 @@ class Endpoint:
     """A ROUTER (head) or DEALER (everyone else) socket that signs and checks every frame."""
 
     def __init__(self, context: zmq.Context, socket_type: int, signer: Signer,
-                 identity: bytes | None = None) -> None:
+                 identity: bytes | None = None, count_bytes: bool = False) -> None:
         self.socket = context.socket(socket_type)
         self.socket.setsockopt(zmq.LINGER, 0)
         # Never drop messages silently at a high-water mark: memory is the limit.
@@ -42,6 +42,7 @@ class Endpoint:
         self.dropped: collections.Counter[str] = collections.Counter()
         self.assembler = bulk.Assembler()
         self._transfers = 0
+        self.count_bytes = count_bytes   # the head's, for cluster_status(); off elsewhere
         self.bytes_received = 0
 
     def bind(self, address: str) -> str:
@@ -86,7 +87,8 @@ class Endpoint:
         A piece of a large message returns (sender, None, frames) until the last one.
         """
         frames = self.socket.recv_multipart(copy=False)
-        self.bytes_received += sum(len(f) for f in frames)
+        if self.count_bytes:
+            self.bytes_received += sum(len(f) for f in frames)
         sender = None
         if self.is_router:
             sender = frames[0].bytes
