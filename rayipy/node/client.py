@@ -37,6 +37,7 @@ from rayipy.protocol.messages import (ERROR, OK, RETURNED, DepSlot, FetchDep, Ob
                                       Registration, TaskResult, TaskSpec, Welcome)
 from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
 from rayipy.transport.endpoint import Endpoint, Waker
+from rayipy.transport.stream import StreamConnection
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,10 @@ class Runtime(DirectCalls, DataPort):
         self._cancelled: set[bytes] = set()
         self.actor_routes = ActorRoutes(self._queue_call, self._fail_call,
                                         lambda actor_id: self.send(Kind.LOCATE_ACTOR, (actor_id,)))
-        self._direct: dict[str, Endpoint] = {}              # actor worker address -> DEALER
+        # Connections to workers' direct inboxes, by address (direct_calls.py)
+        self._direct: dict[str, StreamConnection] = {}
+        self._direct_lock = threading.Lock()
+        self._direct_polled: dict[int, int] = {}            # I/O thread: fd -> poll flags
         self._thread = threading.Thread(target=self._io_loop, name=f"rayipy-io-{role}", daemon=True)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -547,9 +551,7 @@ class Runtime(DirectCalls, DataPort):
                     self._drain(endpoint)
                 if self.data_port.socket in events:
                     self._drain(self.data_port)
-                for direct in self._direct.values():
-                    if direct.socket in events:
-                        self._drain(direct)
+                self._poll_direct(poller, events)
                 self._carry_out(self.objects.process_releases())
                 self.idle_work()
                 for worker in self.leases.to_return(time.monotonic()):
@@ -576,6 +578,7 @@ class Runtime(DirectCalls, DataPort):
                 out.close()
             for direct in self._direct.values():
                 direct.close()
+            self._direct.clear()
             self.context.term()
             self.waker.close()
             self._closed.set()
@@ -592,28 +595,27 @@ class Runtime(DirectCalls, DataPort):
             if message is None:
                 continue
             self._last_heard = time.monotonic()
-            handler = self._handlers.get(message.kind)
-            if handler is None:
-                endpoint.dropped["unexpected kind"] += 1
-                continue
-            try:
-                handler(message.body)
-            except Exception:
-                endpoint.dropped["handler error"] += 1
-                log.exception("error handling %s", message.kind.name)
+            self._handle(message, endpoint)
+
+    def _handle(self, message: Any, source: Any) -> None:
+        handler = self._handlers.get(message.kind)
+        if handler is None:
+            source.dropped["unexpected kind"] += 1
+            return
+        try:
+            handler(message.body)
+        except Exception:
+            source.dropped["handler error"] += 1
+            log.exception("error handling %s", message.kind.name)
 
     def _flush(self, endpoint: Endpoint) -> None:
         outbox = self.outbox
         specs: list = []
-        calls: dict[str, list] = {}
         while outbox:
             item = outbox.popleft()
             kind = item[0]
             if kind == "spec":
                 specs.append(item[1])
-                continue
-            if kind == "call":
-                calls.setdefault(item[1], []).append(item[2])
                 continue
             if kind == "to":
                 self.data_out(item[1]).send(item[2], item[3])
@@ -624,15 +626,6 @@ class Runtime(DirectCalls, DataPort):
             endpoint.send(kind, item[1])
         if specs:
             endpoint.send(Kind.SUBMIT, (specs,))
-        for address, batch in calls.items():
-            sent = self._functions_at.setdefault(address, set())
-            functions = []
-            for spec in batch:
-                fid = spec.function_id
-                if fid and fid not in sent:
-                    sent.add(fid)
-                    functions.append((fid, self._function_bytes[fid]))
-            self._direct_to(address).send(Kind.CALL, (batch, functions))
 
     def _lose(self, error: BaseException) -> None:
         self.lost = error

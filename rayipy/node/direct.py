@@ -1,10 +1,11 @@
 """A worker's direct inbox: calls that come straight from callers, not through the head.
 
-The worker's main thread owns this ROUTER socket (its own ZeroMQ context, so it never
-waits on the I/O thread's) and waits on it, and on a wake-up pipe for work the head sent
-through the I/O thread, whenever it has nothing to run. A call that arrives is run by
-the thread that received it, and its result leaves on the same socket: no thread
-hand-off on either side of the worker.
+The worker's main thread owns a listening TCP socket and the connections callers open to
+it (``rayipy/transport/stream.py``: signed messages on plain sockets), and waits on them,
+and on a wake-up pipe for work the head sent through the I/O thread, whenever it has
+nothing to run. A call that arrives is run by the thread that read it, and its result
+leaves on the same connection, written by that thread: no thread hand-off on either side
+of the worker, and no ZeroMQ I/O thread between the worker and the kernel.
 
 Replies are batched per caller. Borrow registrations made while running a caller's call
 ride in the same message, before the results, so the caller learns of them before it
@@ -13,62 +14,81 @@ releases what the call pinned.
 
 from __future__ import annotations
 
-import zmq
+import collections
+import select
 
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.wire import Signer
-from rayipy.transport.endpoint import Endpoint, Waker
+from rayipy.transport.endpoint import Waker
+from rayipy.transport.stream import StreamConnection, StreamListener
 
 
 class DirectInbox:
     def __init__(self, signer: Signer, ip: str) -> None:
-        self.context = zmq.Context()
-        self.endpoint = Endpoint(self.context, zmq.ROUTER, signer)
-        self.address = self.endpoint.bind(f"tcp://{ip}:*")
+        self.listener = StreamListener(ip, signer)
+        self.address = self.listener.address
         self.waker = Waker()
-        self.poller = zmq.Poller()
-        self.poller.register(self.endpoint.socket, zmq.POLLIN)
-        self.poller.register(self.waker.fd, zmq.POLLIN)
-        self.replies: dict[bytes, list] = {}     # caller identity -> results
-        self.borrows: dict[bytes, list] = {}     # caller identity -> [(oid, delta, borrower)]
+        # Plain file descriptors only: the kernel's poll, without ZeroMQ's wrapper.
+        self.poller = select.poll()
+        self.poller.register(self.listener.fileno(), select.POLLIN)
+        self.poller.register(self.waker.fd, select.POLLIN)
+        self.callers: dict[int, StreamConnection] = {}          # fd -> connection
+        self.replies: dict[StreamConnection, list] = {}         # caller -> results
+        self.borrows: dict[StreamConnection, list] = {}         # caller -> [(oid, delta, borrower)]
+        self.dropped: collections.Counter[str] = collections.Counter()
 
-    def wait(self, timeout_ms: int) -> list[tuple[bytes, tuple]]:
+    def wait(self, timeout_ms: int) -> list[tuple[StreamConnection, tuple]]:
         """Block until a call or a wake-up arrives; returns the calls as (caller, body)."""
         events = dict(self.poller.poll(timeout_ms))
         if self.waker.fd in events:
             self.waker.clear()
-        return self.drain()
+        return self._read(events)
 
-    def drain(self) -> list[tuple[bytes, list]]:
+    def drain(self) -> list[tuple[StreamConnection, tuple]]:
+        """The calls that have arrived, without waiting."""
+        return self._read(dict(self.poller.poll(0)))
+
+    def _read(self, events: dict) -> list[tuple[StreamConnection, tuple]]:
         calls = []
-        socket = self.endpoint.socket
-        while socket.poll(0, zmq.POLLIN):
-            caller, message = self.endpoint.recv()
-            if message is None:
-                continue
-            if message.kind is Kind.CALL:
-                calls.append((caller, message.body))
-            else:
-                self.endpoint.dropped["unexpected kind"] += 1
+        if self.listener.fileno() in events:
+            for caller in self.listener.accept():
+                self.callers[caller.fileno()] = caller
+                self.poller.register(caller.fileno(), select.POLLIN)
+        for fd in [fd for fd in events if fd in self.callers]:
+            caller = self.callers[fd]
+            for message in caller.receive():
+                if message.kind is Kind.CALL:
+                    calls.append((caller, message.body))
+                else:
+                    self.dropped["unexpected kind"] += 1
+            if caller.closed:
+                self.dropped.update(caller.dropped)
+                self.poller.unregister(fd)
+                del self.callers[fd]
+                caller.close()
         return calls
 
-    def add_reply(self, caller: bytes, result) -> None:
+    def add_reply(self, caller: StreamConnection, result) -> None:
         self.replies.setdefault(caller, []).append(result)
 
-    def add_borrow(self, caller: bytes, change: tuple) -> None:
+    def add_borrow(self, caller: StreamConnection, change: tuple) -> None:
         self.borrows.setdefault(caller, []).append(change)
 
     def has_replies(self) -> bool:
         return bool(self.replies)
 
     def flush(self) -> None:
+        """Send the replies; each is written whole before the next task runs (a caller's
+        I/O thread always reads), so a long task never holds back an earlier result."""
         replies, self.replies = self.replies, {}
         borrows, self.borrows = self.borrows, {}
         for caller in replies.keys() | borrows.keys():
-            self.endpoint.send(Kind.CALL_DONE, (replies.get(caller, []), borrows.get(caller, [])),
-                               caller)
+            caller.send(Kind.CALL_DONE, (replies.get(caller, []), borrows.get(caller, [])),
+                        block=True)
 
     def close(self) -> None:
-        self.endpoint.close()
+        for caller in self.callers.values():
+            caller.close()
+        self.callers.clear()
+        self.listener.close()
         self.waker.close()
-        self.context.term()

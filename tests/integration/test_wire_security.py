@@ -9,6 +9,7 @@ import zmq
 
 import rayipy
 from rayipy import api
+from rayipy.core.object_ref import current_runtime
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import ObjectValue, Payload, Registration
 from rayipy.protocol.wire import PROTOCOL_VERSION, Signer, decode, encode
@@ -95,3 +96,56 @@ def test_unregistered_sender_is_ignored(raw_socket):
     raw_socket.send_multipart(encode(Signer(key), Kind.SUBMIT, ([],)))
     wait_until(lambda: dropped() >= before + 1, timeout=10)
     assert rayipy.get(ping.remote(), timeout=30) == "pong"
+
+
+# -- a worker's direct inbox (plain TCP, rayipy/transport/stream.py) ---------------------
+
+@rayipy.remote
+class Echo:
+    def echo(self, value):
+        return value
+
+
+def _direct_address_of_an_actor() -> tuple:
+    actor = Echo.remote()
+    assert rayipy.get(actor.echo.remote(1)) == 1
+    runtime = current_runtime()
+    workers = [w for w in runtime.request("workers") if w["actor"]]
+    return actor, workers[-1]["address"]
+
+
+def _closed_by_worker(sock, deadline: float = 10.0) -> bool:
+    """True once the worker closes our connection (EOF), read with a deadline."""
+    sock.settimeout(deadline)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+@pytest.mark.parametrize("what", ["garbage", "wrong key", "tampered", "absurd lengths"])
+def test_the_direct_inbox_closes_a_connection_that_sends_a_bad_message(cluster, what):
+    import socket as socketlib
+    import struct
+
+    from rayipy.protocol.messages import TaskSpec
+    from rayipy.transport.stream import pack_message, parse_tcp_address
+
+    actor, address = _direct_address_of_an_actor()
+    key = current_runtime().signer
+    spec = TaskSpec(b"X" * 16, b"", "evil", b"", (), 1, (), 0, 0, b"", "echo", ())
+    good = b"".join(bytes(memoryview(p).cast("B")) for p in pack_message(key, Kind.CALL, ([spec], [])))
+    data = {
+        "garbage": b"GET / HTTP/1.0\r\n\r\n" + b"\0" * 64,
+        "wrong key": b"".join(bytes(memoryview(p).cast("B")) for p in
+                              pack_message(Signer(b"w" * 32), Kind.CALL, ([spec], []))),
+        "tampered": good[:-40] + bytes([good[-40] ^ 1]) + good[-39:],
+        "absurd lengths": struct.pack("!I2Q", 2, 12, 1 << 62),
+    }[what]
+    with socketlib.create_connection(parse_tcp_address(address), timeout=10) as sock:
+        sock.sendall(data)
+        assert _closed_by_worker(sock)
+    # Nothing ran, and the actor still serves its real callers.
+    assert rayipy.get(actor.echo.remote("still here"), timeout=10) == "still here"

@@ -1,0 +1,328 @@
+"""Signed messages over a plain TCP connection: the transport of direct calls.
+
+Actor calls and tasks on a lease go from a caller straight to a worker and back
+(``rayipy/node/direct.py``, ``direct_calls.py``). On ZeroMQ each message also passes
+through a ZeroMQ I/O thread at both ends: two more thread wake-ups per hop, about half
+of a short call's round trip. On a plain socket the thread that sends writes to the
+kernel and the thread that waits reads from it.
+
+The messages are the ones ``wire.py`` describes (the same frames, the same
+HMAC-SHA256, checked by ``wire.decode`` before anything is unpickled). On the stream,
+one message is::
+
+    count      4 bytes, big-endian: the number n of frames (header, body, buffers)
+    lengths    n x 8 bytes, big-endian
+    frames     the n frames, back to back
+    signature  32 bytes, HMAC-SHA256 over the frames exactly as ``Signer.sign`` does it
+
+The lengths are inside the signature (``Signer.sign`` covers each frame's length), so
+they cannot be altered either. A stream cannot skip a bad message and find the next
+one: a connection that sends a bad one (a bad signature, absurd lengths) is closed.
+Memory is claimed only as bytes arrive: a large frame is read straight into a buffer
+that is not zeroed first, so a peer that announces a huge frame but does not send it
+costs address space, not memory.
+
+Sending never waits unless asked to: what the kernel does not take at once waits in
+the connection and leaves when the owner's poll says the socket is writable.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import itertools
+import logging
+import socket
+import struct
+import threading
+from typing import Any
+
+from rayipy.protocol.bulk import _uninitialized
+from rayipy.protocol.kinds import Kind
+from rayipy.protocol.wire import (HEADER, MAGIC, PROTOCOL_VERSION, SIGNATURE_BYTES, BadMessage,
+                                  Message, Signer, decode, pickle_body)
+
+log = logging.getLogger(__name__)
+
+MAX_FRAMES = 4096
+MAX_MESSAGE_BYTES = 1 << 40
+SMALL_FRAME_BYTES = 64 * 1024      # larger frames are read straight into their own buffer
+READ_BYTES = 256 * 1024            # one read of small messages
+SEND_TIMEOUT_SECONDS = 30          # a blocking send that moves nothing this long gives up
+_COUNT = struct.Struct("!I")
+_IOV_MAX = 512                     # buffers per sendmsg (the kernel allows 1024)
+
+
+class StreamReader:
+    """Cuts a byte stream into messages' frame lists. Pure: bytes in, frame lists out.
+
+    ``feed`` takes bytes read into a shared buffer; while a large frame is under way,
+    ``direct_target`` is the part of it still to fill, for the next read to go straight
+    there, and ``filled`` says how much of it that read filled.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()           # bytes not parsed yet
+        self._lengths: tuple[int, ...] | None = None
+        self._frames: list = []
+        self._big: Any = None                # the large frame being filled in place
+        self._big_filled = 0
+        self._done: list[list] = []          # complete messages: [signature, *frames]
+
+    def feed(self, data: Any) -> None:
+        self._buffer += data
+        self._parse()
+
+    def direct_target(self) -> memoryview | None:
+        if self._big is None:
+            return None
+        return memoryview(self._big).cast("B")[self._big_filled:]
+
+    def filled(self, nbytes: int) -> None:
+        self._big_filled += nbytes
+        if self._big_filled == len(self._big):
+            self._frames.append(self._big)
+            self._big = None
+            self._parse()
+
+    def take(self) -> list[list]:
+        """The messages completed so far, as ``[signature, header, body, *buffers]``."""
+        done, self._done = self._done, []
+        return done
+
+    def _parse(self) -> None:
+        buffer = self._buffer
+        while self._big is None:
+            if self._lengths is None:
+                if len(buffer) < _COUNT.size:
+                    return
+                (count,) = _COUNT.unpack_from(buffer)
+                if not 2 <= count <= MAX_FRAMES:
+                    raise BadMessage(f"a message of {count} frames")
+                end = _COUNT.size + 8 * count
+                if len(buffer) < end:
+                    return
+                lengths = struct.unpack_from(f"!{count}Q", buffer, _COUNT.size)
+                if sum(lengths) > MAX_MESSAGE_BYTES:
+                    raise BadMessage(f"a message of {sum(lengths)} bytes")
+                del buffer[:end]
+                self._lengths = lengths
+                self._frames = []
+            elif len(self._frames) < len(self._lengths):
+                size = self._lengths[len(self._frames)]
+                if size <= SMALL_FRAME_BYTES:
+                    if len(buffer) < size:
+                        return
+                    self._frames.append(bytes(buffer[:size]))
+                    del buffer[:size]
+                    continue
+                frame = _uninitialized(size)
+                have = min(size, len(buffer))
+                memoryview(frame).cast("B")[:have] = buffer[:have]
+                del buffer[:have]
+                self._big, self._big_filled = frame, have
+                if have == size:
+                    self.filled(0)
+                return
+            else:
+                if len(buffer) < SIGNATURE_BYTES:
+                    return
+                self._done.append([bytes(buffer[:SIGNATURE_BYTES]), *self._frames])
+                del buffer[:SIGNATURE_BYTES]
+                self._lengths = None
+                self._frames = []
+
+
+def pack_message(signer: Signer, kind: Kind, body: Any) -> list:
+    """The buffers to write for one message, in order (large buffers are not copied)."""
+    data, buffers = pickle_body(body)
+    frames = [HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers)), data, *buffers]
+    lengths = [memoryview(f).nbytes for f in frames]
+    prefix = struct.pack(f"!I{len(frames)}Q", len(frames), *lengths)
+    return [prefix, *frames, signer.sign(frames)]
+
+
+class StreamConnection:
+    """One TCP connection carrying signed messages both ways.
+
+    Any thread may ``send`` (under the connection's lock, so messages never interleave);
+    one thread, the owner, polls it and calls ``receive`` and ``on_writable``. A failure
+    on either side only marks it ``closed``; the owner closes the socket.
+    """
+
+    def __init__(self, sock: socket.socket, signer: Signer, connecting: bool = False) -> None:
+        self.sock = sock
+        self.signer = signer
+        self.reader = StreamReader()
+        self.lock = threading.Lock()
+        self.connecting = connecting
+        self.closed = False
+        self.error = ""
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self._out: collections.deque[memoryview] = collections.deque()
+        self._staging = bytearray(READ_BYTES)
+        if not connecting:
+            self._ready()
+
+    @classmethod
+    def connect(cls, address: str, signer: Signer) -> "StreamConnection":
+        """Start connecting to ``tcp://host:port`` without waiting: messages sent meanwhile
+        leave once the owner sees the socket writable (``on_writable``)."""
+        host, port = parse_tcp_address(address)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        connection = cls(sock, signer, connecting=True)
+        error = sock.connect_ex((host, port))
+        if error not in (0, errno.EINPROGRESS):
+            connection._fail(f"cannot connect to {address}: {errno.errorcode.get(error, error)}")
+        return connection
+
+    def _ready(self) -> None:
+        """Connected: reads and writes are non-blocking by flag (MSG_DONTWAIT), blocking
+        sends give up after SEND_TIMEOUT_SECONDS without progress."""
+        self.connecting = False
+        self.sock.setblocking(True)
+        if self.sock.family != socket.AF_UNIX:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                             struct.pack("ll", SEND_TIMEOUT_SECONDS, 0))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def wants_write(self) -> bool:
+        return self.connecting or bool(self._out)
+
+    # -- sending (any thread) -------------------------------------------------------------
+    def send(self, kind: Kind, body: Any, block: bool = False) -> bool:
+        """Queue one message and write what the kernel takes now (everything, with
+        ``block``). False when the connection is closed."""
+        parts = pack_message(self.signer, kind, body)
+        with self.lock:
+            if self.closed:
+                return False
+            self._out.extend(memoryview(p).cast("B") for p in parts)
+            if not self.connecting:
+                self._write(block)
+            return not self.closed
+
+    def on_writable(self) -> None:
+        """Owner: the poll said writable; finish connecting, then write what waits."""
+        with self.lock:
+            if self.closed:
+                return
+            if self.connecting:
+                error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if error:
+                    self._fail(f"cannot connect: {errno.errorcode.get(error, error)}")
+                    return
+                self._ready()
+            self._write(False)
+
+    def _write(self, block: bool) -> None:
+        out = self._out
+        flags = 0 if block else socket.MSG_DONTWAIT
+        while out:
+            try:
+                sent = self.sock.sendmsg(list(itertools.islice(out, _IOV_MAX)), (), flags)
+            except BlockingIOError:
+                if block:
+                    self._fail(f"the peer took nothing for {SEND_TIMEOUT_SECONDS} s")
+                return
+            except OSError as e:
+                self._fail(f"send failed: {e}")
+                return
+            while sent:
+                first = out[0]
+                if sent >= first.nbytes:
+                    sent -= first.nbytes
+                    out.popleft()
+                else:
+                    out[0] = first[sent:]
+                    sent = 0
+
+    # -- receiving (the owner) ------------------------------------------------------------
+    def receive(self) -> list[Message]:
+        """Every message that can be read now. A bad one closes the connection."""
+        messages: list[Message] = []
+        reader = self.reader
+        while not self.closed:
+            target = reader.direct_target()
+            try:
+                if target is not None:
+                    n = self.sock.recv_into(target, target.nbytes, socket.MSG_DONTWAIT)
+                else:
+                    n = self.sock.recv_into(self._staging, READ_BYTES, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                self._fail(f"receive failed: {e}")
+                break
+            if n == 0:
+                self._fail("closed by the peer")
+                break
+            try:
+                if target is not None:
+                    reader.filled(n)
+                else:
+                    reader.feed(memoryview(self._staging)[:n])
+                for frames in reader.take():
+                    messages.append(decode(self.signer, frames))
+            except BadMessage as e:
+                self.dropped[e.reason.split(":")[0]] += 1
+                log.warning("closing a direct connection that sent a bad message: %s", e.reason)
+                self._fail(f"bad message: {e.reason}")
+                break
+            if target is None and n < READ_BYTES:
+                break   # most likely all there was; the next poll says if more came
+        return messages
+
+    def _fail(self, why: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self.error = why
+            self._out.clear()
+
+    def close(self) -> None:
+        self._fail("closed")
+        self.sock.close()
+
+
+class StreamListener:
+    """A listening socket for direct connections; ``accept`` takes those waiting."""
+
+    def __init__(self, ip: str, signer: Signer) -> None:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.bind((ip, 0))
+        self.sock.listen(128)
+        self.sock.setblocking(False)
+        self.signer = signer
+        host = f"[{ip}]" if ":" in ip else ip
+        self.address = f"tcp://{host}:{self.sock.getsockname()[1]}"
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def accept(self) -> list[StreamConnection]:
+        accepted = []
+        while True:
+            try:
+                sock, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return accepted
+            except OSError as e:  # out of file descriptors, say: try again on the next poll
+                log.warning("cannot accept a direct connection: %s", e)
+                return accepted
+            accepted.append(StreamConnection(sock, self.signer))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def parse_tcp_address(address: str) -> tuple[str, int]:
+    """``tcp://host:port`` (host may be ``[v6]``) -> (host, port)."""
+    rest = address.removeprefix("tcp://")
+    host, _, port = rest.rpartition(":")
+    return host.strip("[]"), int(port)
