@@ -16,7 +16,10 @@ one message is::
     signature  32 bytes, HMAC-SHA256 over the frames exactly as ``Signer.sign`` does it
 
 The lengths are inside the signature (``Signer.sign`` covers each frame's length), so
-they cannot be altered either. A stream cannot skip a bad message and find the next
+they cannot be altered either. The signature comes last so that neither side has to
+make a separate pass over a large message: the receiver computes the MAC as the bytes
+arrive, while they are in the cache, and a sender that waits for its write (a worker
+answering) signs each 1 MiB piece just before writing it. A stream cannot skip a bad message and find the next
 one: a connection that sends a bad one (a bad signature, absurd lengths) is closed.
 Memory is claimed only as bytes arrive: a large frame is read straight into a buffer
 that is not zeroed first, so a peer that announces a huge frame but does not send it
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import hmac
 import itertools
 import logging
 import socket
@@ -39,8 +43,8 @@ from typing import Any
 
 from rayipy.protocol.bulk import _uninitialized
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.wire import (HEADER, MAGIC, PROTOCOL_VERSION, SIGNATURE_BYTES, BadMessage,
-                                  Message, Signer, decode, pickle_body)
+from rayipy.protocol.wire import (FRAME_LENGTH, HEADER, MAGIC, PROTOCOL_VERSION, SIGNATURE_BYTES,
+                                  BadMessage, Message, Signer, decode, pickle_body)
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +53,32 @@ MAX_MESSAGE_BYTES = 1 << 40
 SMALL_FRAME_BYTES = 64 * 1024      # larger frames are read straight into their own buffer
 READ_BYTES = 256 * 1024            # one read of small messages
 SEND_TIMEOUT_SECONDS = 30          # a blocking send that moves nothing this long gives up
+SIGN_AS_SENT_BYTES = 2 * 2**20     # blocking sends larger than this sign piece by piece
+PIECE_BYTES = 1 * 2**20
 _COUNT = struct.Struct("!I")
 _IOV_MAX = 512                     # buffers per sendmsg (the kernel allows 1024)
 
 
 class StreamReader:
-    """Cuts a byte stream into messages' frame lists. Pure: bytes in, frame lists out.
+    """Cuts a byte stream into messages and checks their signatures. Pure: bytes in,
+    messages' frames out.
 
     ``feed`` takes bytes read into a shared buffer; while a large frame is under way,
     ``direct_target`` is the part of it still to fill, for the next read to go straight
-    there, and ``filled`` says how much of it that read filled.
+    there, and ``filled`` says how much of it that read filled. The MAC is computed as
+    the bytes come, while they are still in the cache, so a large message is checked
+    by the time its last byte is in.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, signer: Signer) -> None:
+        self._signer = signer
         self._buffer = bytearray()           # bytes not parsed yet
         self._lengths: tuple[int, ...] | None = None
         self._frames: list = []
+        self._mac: Any = None                # over this message's frames so far
         self._big: Any = None                # the large frame being filled in place
         self._big_filled = 0
-        self._done: list[list] = []          # complete messages: [signature, *frames]
+        self._done: list[tuple[list, bool]] = []   # ([signature, *frames], signature good)
 
     def feed(self, data: Any) -> None:
         self._buffer += data
@@ -79,14 +90,18 @@ class StreamReader:
         return memoryview(self._big).cast("B")[self._big_filled:]
 
     def filled(self, nbytes: int) -> None:
+        if nbytes:
+            view = memoryview(self._big).cast("B")
+            self._mac.update(view[self._big_filled:self._big_filled + nbytes])
         self._big_filled += nbytes
         if self._big_filled == len(self._big):
             self._frames.append(self._big)
             self._big = None
             self._parse()
 
-    def take(self) -> list[list]:
-        """The messages completed so far, as ``[signature, header, body, *buffers]``."""
+    def take(self) -> list[tuple[list, bool]]:
+        """The messages completed so far, as ``([signature, header, body, *buffers],
+        whether the signature is right)``."""
         done, self._done = self._done, []
         return done
 
@@ -108,38 +123,48 @@ class StreamReader:
                 del buffer[:end]
                 self._lengths = lengths
                 self._frames = []
+                self._mac = self._signer.start()
             elif len(self._frames) < len(self._lengths):
                 size = self._lengths[len(self._frames)]
                 if size <= SMALL_FRAME_BYTES:
                     if len(buffer) < size:
                         return
-                    self._frames.append(bytes(buffer[:size]))
+                    frame = bytes(buffer[:size])
                     del buffer[:size]
+                    self._mac.update(FRAME_LENGTH.pack(size))
+                    self._mac.update(frame)
+                    self._frames.append(frame)
                     continue
-                frame = _uninitialized(size)
+                self._mac.update(FRAME_LENGTH.pack(size))
+                self._big, self._big_filled = _uninitialized(size), 0
                 have = min(size, len(buffer))
-                memoryview(frame).cast("B")[:have] = buffer[:have]
+                memoryview(self._big).cast("B")[:have] = buffer[:have]
                 del buffer[:have]
-                self._big, self._big_filled = frame, have
-                if have == size:
-                    self.filled(0)
+                self.filled(have)
                 return
             else:
                 if len(buffer) < SIGNATURE_BYTES:
                     return
-                self._done.append([bytes(buffer[:SIGNATURE_BYTES]), *self._frames])
+                signature = bytes(buffer[:SIGNATURE_BYTES])
                 del buffer[:SIGNATURE_BYTES]
+                good = hmac.compare_digest(signature, self._mac.digest())
+                self._done.append(([signature, *self._frames], good))
                 self._lengths = None
                 self._frames = []
 
 
 def pack_message(signer: Signer, kind: Kind, body: Any) -> list:
     """The buffers to write for one message, in order (large buffers are not copied)."""
-    data, buffers = pickle_body(body)
-    frames = [HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers)), data, *buffers]
-    lengths = [memoryview(f).nbytes for f in frames]
-    prefix = struct.pack(f"!I{len(frames)}Q", len(frames), *lengths)
+    prefix, frames = _frames(kind, body)
     return [prefix, *frames, signer.sign(frames)]
+
+
+def _frames(kind: Kind, body: Any) -> tuple[bytes, list[memoryview]]:
+    data, buffers = pickle_body(body)
+    frames = [memoryview(f).cast("B") for f in
+              (HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers)), data, *buffers)]
+    prefix = struct.pack(f"!I{len(frames)}Q", len(frames), *(f.nbytes for f in frames))
+    return prefix, frames
 
 
 class StreamConnection:
@@ -153,7 +178,7 @@ class StreamConnection:
     def __init__(self, sock: socket.socket, signer: Signer, connecting: bool = False) -> None:
         self.sock = sock
         self.signer = signer
-        self.reader = StreamReader()
+        self.reader = StreamReader(signer)
         self.lock = threading.Lock()
         self.connecting = connecting
         self.closed = False
@@ -198,14 +223,36 @@ class StreamConnection:
     def send(self, kind: Kind, body: Any, block: bool = False) -> bool:
         """Queue one message and write what the kernel takes now (everything, with
         ``block``). False when the connection is closed."""
-        parts = pack_message(self.signer, kind, body)
+        prefix, frames = _frames(kind, body)
         with self.lock:
             if self.closed:
                 return False
-            self._out.extend(memoryview(p).cast("B") for p in parts)
+            if block and not self.connecting and sum(f.nbytes for f in frames) > SIGN_AS_SENT_BYTES:
+                self._sign_as_sent(prefix, frames)
+                return not self.closed
+            self._out.append(memoryview(prefix))
+            self._out.extend(frames)
+            self._out.append(memoryview(self.signer.sign(frames)))
             if not self.connecting:
                 self._write(block)
             return not self.closed
+
+    def _sign_as_sent(self, prefix: bytes, frames: list[memoryview]) -> None:
+        """Write a large message piece by piece, signing each piece just before it goes,
+        so the receiver checks one piece while the next is signed (the signature is the
+        message's last bytes)."""
+        mac = self.signer.start()
+        self._out.append(memoryview(prefix))
+        for frame in frames:
+            mac.update(FRAME_LENGTH.pack(frame.nbytes))
+            for start in range(0, max(frame.nbytes, 1), PIECE_BYTES):
+                piece = frame[start:start + PIECE_BYTES]
+                mac.update(piece)
+                self._out.append(piece)
+                if piece.nbytes == PIECE_BYTES:
+                    self._write(True)
+        self._out.append(memoryview(mac.digest()))
+        self._write(True)
 
     def on_writable(self) -> None:
         """Owner: the poll said writable; finish connecting, then write what waits."""
@@ -267,8 +314,10 @@ class StreamConnection:
                     reader.filled(n)
                 else:
                     reader.feed(memoryview(self._staging)[:n])
-                for frames in reader.take():
-                    messages.append(decode(self.signer, frames))
+                for frames, signed in reader.take():
+                    if not signed:
+                        raise BadMessage("bad signature")
+                    messages.append(decode(self.signer, frames, signature_checked=True))
             except BadMessage as e:
                 self.dropped[e.reason.split(":")[0]] += 1
                 log.warning("closing a direct connection that sent a bad message: %s", e.reason)

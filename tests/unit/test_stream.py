@@ -41,7 +41,11 @@ def read_all(reader: StreamReader, data: bytes, step: int) -> list:
             n = min(step, view.nbytes)
             reader.feed(view[:n])
         view = view[n:]
-    return [decode(SIGNER, frames) for frames in reader.take()]
+    messages = []
+    for frames, signed in reader.take():
+        assert signed
+        messages.append(decode(SIGNER, frames, signature_checked=True))
+    return messages
 
 
 @pytest.mark.parametrize("step", [1, 7, 4096, 10**9])
@@ -50,10 +54,10 @@ def test_messages_survive_any_cutting_of_the_stream(step):
     big = (b"oid", ObjectValue(True, Payload(b"p", (array, b"small"))))
     first, last = wire_bytes(Kind.CALL, ("first", 1)), wire_bytes(Kind.CALL, ("last", 3))
     if step == 1:   # byte by byte: small messages only, to stay quick
-        messages = read_all(StreamReader(), first + last, step)
+        messages = read_all(StreamReader(SIGNER), first + last, step)
         assert [m.body for m in messages] == [("first", 1), ("last", 3)]
         return
-    messages = read_all(StreamReader(), first + wire_bytes(Kind.OBJECT_VALUE, big) + last, step)
+    messages = read_all(StreamReader(SIGNER), first + wire_bytes(Kind.OBJECT_VALUE, big) + last, step)
     assert [m.kind for m in messages] == [Kind.CALL, Kind.OBJECT_VALUE, Kind.CALL]
     assert messages[0].body == ("first", 1) and messages[2].body == ("last", 3)
     received = messages[1].body[1].payload.buffers[0]
@@ -65,18 +69,18 @@ def test_a_changed_byte_anywhere_fails_the_signature():
     for position in (len(data) - 40, len(data) - 1, 40):   # body, signature, header
         forged = bytearray(data)
         forged[position] ^= 1
-        reader = StreamReader()
+        reader = StreamReader(SIGNER)
         reader.feed(bytes(forged))
-        (frames,) = reader.take()
-        with pytest.raises(BadMessage):
-            decode(SIGNER, frames)
+        ((frames, signed),) = reader.take()
+        assert not signed
 
 
 def test_a_message_signed_with_another_key_is_refused():
-    reader = StreamReader()
+    reader = StreamReader(SIGNER)
     reader.feed(wire_bytes(Kind.CALL, ("call",), signer=Signer(b"w" * 32)))
-    (frames,) = reader.take()
-    with pytest.raises(BadMessage, match="bad signature"):
+    ((frames, signed),) = reader.take()
+    assert not signed
+    with pytest.raises(BadMessage, match="bad signature"):   # as the ZeroMQ path says it
         decode(SIGNER, frames)
 
 
@@ -87,7 +91,7 @@ def test_a_message_signed_with_another_key_is_refused():
     struct.pack("!I", 2) + struct.pack("!2Q", 12, 1 << 62),  # absurdly large
 ])
 def test_impossible_framing_is_refused_before_any_memory_is_claimed(prefix):
-    reader = StreamReader()
+    reader = StreamReader(SIGNER)
     with pytest.raises(BadMessage):
         reader.feed(prefix + b"\0" * 64)
 
@@ -152,3 +156,41 @@ def test_connecting_to_a_dead_address_fails_without_blocking():
         connection.on_writable()
         assert connection.closed and "cannot connect" in connection.error
         connection.close()
+
+
+def test_a_large_blocking_send_is_signed_piece_by_piece_and_checks(pair):
+    """The worker's way of answering: it waits until all is written, and signs as it goes."""
+    import threading
+
+    a, b = pair
+    array = np.random.default_rng(0).integers(0, 2**62, 3_000_000)   # 24 MB
+    sender = threading.Thread(target=a.send, args=(Kind.CALL_DONE, (b"r", array)),
+                              kwargs={"block": True})
+    sender.start()
+    try:
+        (message,) = receive_until(b, 1)
+    finally:
+        sender.join(10)
+    assert message.kind is Kind.CALL_DONE and np.array_equal(message.body[1], array)
+    assert not a.wants_write() and not a.closed
+
+
+def test_a_forged_piece_of_a_large_message_is_caught(pair):
+    a, b = pair
+    data = bytearray(wire_bytes(Kind.OBJECT_VALUE, (b"big", np.zeros(1_000_000))))
+    data[len(data) // 2] ^= 1            # inside the 8 MB buffer
+    import threading
+
+    def send_all():
+        try:
+            a.sock.sendall(bytes(data))
+        except OSError:
+            pass    # the receiver may close before the last bytes are written
+
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    try:
+        assert receive_until(b, 1) == []
+    finally:
+        sender.join(10)
+    assert b.closed and "bad signature" in b.error
