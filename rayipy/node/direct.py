@@ -30,7 +30,8 @@ class DirectInbox:
         self.waker = Waker()
         # Plain file descriptors only: the kernel's poll, without ZeroMQ's wrapper.
         self.poller = select.poll()
-        self.poller.register(self.listener.fileno(), select.POLLIN)
+        for fd in self.listener.filenos():
+            self.poller.register(fd, select.POLLIN)
         self.poller.register(self.waker.fd, select.POLLIN)
         self.callers: dict[int, StreamConnection] = {}          # fd -> connection
         self.replies: dict[StreamConnection, list] = {}         # caller -> results
@@ -50,10 +51,11 @@ class DirectInbox:
 
     def _read(self, events: dict) -> list[tuple[StreamConnection, tuple]]:
         calls = []
-        if self.listener.fileno() in events:
-            for caller in self.listener.accept():
-                self.callers[caller.fileno()] = caller
-                self.poller.register(caller.fileno(), select.POLLIN)
+        for fd in self.listener.filenos():
+            if fd in events:
+                for caller in self.listener.accept(fd):
+                    self.callers[caller.fileno()] = caller
+                    self.poller.register(caller.fileno(), select.POLLIN)
         for fd in [fd for fd in events if fd in self.callers]:
             caller = self.callers[fd]
             for message in caller.receive():

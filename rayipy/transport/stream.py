@@ -192,8 +192,14 @@ class StreamConnection:
     @classmethod
     def connect(cls, address: str, signer: Signer) -> "StreamConnection":
         """Start connecting to ``tcp://host:port`` without waiting: messages sent meanwhile
-        leave once the owner sees the socket writable (``on_writable``)."""
+        leave once the owner sees the socket writable (``on_writable``).
+
+        A listener on this machine (in this network namespace) is reached through its
+        Unix socket instead, which the kernel serves in fewer steps than loopback TCP."""
         host, port = parse_tcp_address(address)
+        local = _connect_local(host, port)
+        if local is not None:
+            return cls(local, signer)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -338,27 +344,55 @@ class StreamConnection:
         self.sock.close()
 
 
+def _local_name(host: str, port: int) -> bytes:
+    """The abstract Unix socket name beside a TCP listener. Abstract names belong to
+    the network namespace, like addresses, so a caller finds it exactly when it would
+    reach the same listener by TCP on this machine; on another host it is not there."""
+    return f"\0rayipy-direct-{host}-{port}".encode()
+
+
+def _connect_local(host: str, port: int) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(_local_name(host, port))
+        return sock
+    except OSError:   # not on this machine, or gone: TCP will say which
+        sock.close()
+        return None
+
+
 class StreamListener:
-    """A listening socket for direct connections; ``accept`` takes those waiting."""
+    """Listening sockets for direct connections: TCP on ``ip``, for every host, and a
+    Unix socket for callers on this machine; ``accept`` takes those waiting."""
 
     def __init__(self, ip: str, signer: Signer) -> None:
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.bind((ip, 0))
-        self.sock.listen(128)
-        self.sock.setblocking(False)
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        tcp.bind((ip, 0))
+        port = tcp.getsockname()[1]
+        self.socks = {tcp.fileno(): tcp}
+        local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            local.bind(_local_name(ip, port))
+            self.socks[local.fileno()] = local
+        except OSError as e:  # only slower: callers on this machine use TCP
+            log.warning("no Unix socket beside the direct inbox %s:%s: %s", ip, port, e)
+            local.close()
+        for sock in self.socks.values():
+            sock.listen(128)
+            sock.setblocking(False)
         self.signer = signer
         host = f"[{ip}]" if ":" in ip else ip
-        self.address = f"tcp://{host}:{self.sock.getsockname()[1]}"
+        self.address = f"tcp://{host}:{port}"
 
-    def fileno(self) -> int:
-        return self.sock.fileno()
+    def filenos(self) -> list[int]:
+        return list(self.socks)
 
-    def accept(self) -> list[StreamConnection]:
+    def accept(self, fd: int) -> list[StreamConnection]:
         accepted = []
         while True:
             try:
-                sock, _ = self.sock.accept()
+                sock, _ = self.socks[fd].accept()
             except (BlockingIOError, InterruptedError):
                 return accepted
             except OSError as e:  # out of file descriptors, say: try again on the next poll
@@ -367,7 +401,8 @@ class StreamListener:
             accepted.append(StreamConnection(sock, self.signer))
 
     def close(self) -> None:
-        self.sock.close()
+        for sock in self.socks.values():
+            sock.close()
 
 
 def parse_tcp_address(address: str) -> tuple[str, int]:

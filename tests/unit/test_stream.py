@@ -194,3 +194,51 @@ def test_a_forged_piece_of_a_large_message_is_caught(pair):
     finally:
         sender.join(10)
     assert b.closed and "bad signature" in b.error
+
+
+def exchange(listener, connection):
+    """A call and its answer across a listener's accepted connection."""
+    if connection.wants_write():
+        select.select([], [connection.fileno()], [], 5)
+        connection.on_writable()
+    connection.send(Kind.CALL, ("ping",))
+    accepted = []
+    for _ in range(100):
+        for fd in select.select(listener.filenos(), [], [], 0.05)[0]:
+            accepted += listener.accept(fd)
+        if accepted:
+            break
+    (server,) = accepted
+    try:
+        assert [m.body for m in receive_until(server, 1)] == [("ping",)]
+        server.send(Kind.CALL_DONE, ("pong",), block=True)
+        assert [m.body for m in receive_until(connection, 1)] == [("pong",)]
+    finally:
+        server.close()
+
+
+def test_a_caller_on_the_same_machine_uses_the_unix_socket():
+    listener = stream.StreamListener("127.0.0.1", SIGNER)
+    connection = StreamConnection.connect(listener.address, SIGNER)
+    try:
+        assert connection.sock.family == socket.AF_UNIX
+        exchange(listener, connection)
+    finally:
+        connection.close()
+        listener.close()
+
+
+def test_without_the_unix_socket_the_caller_uses_tcp():
+    """As on another host, where the abstract name does not exist."""
+    listener = stream.StreamListener("127.0.0.1", SIGNER)
+    for fd, sock in list(listener.socks.items()):
+        if sock.family == socket.AF_UNIX:
+            sock.close()
+            del listener.socks[fd]
+    connection = StreamConnection.connect(listener.address, SIGNER)
+    try:
+        assert connection.sock.family == socket.AF_INET
+        exchange(listener, connection)
+    finally:
+        connection.close()
+        listener.close()
