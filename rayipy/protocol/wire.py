@@ -41,7 +41,7 @@ PROTOCOL_VERSION = 1
 MAGIC = b"RYPY"
 HEADER = struct.Struct("!4sHHI")
 SIGNATURE_BYTES = 32
-FRAME_LENGTH = struct.Struct("!Q")   # each frame's length, as it enters the MAC
+_LEN = struct.Struct("!Q")
 _KINDS = {int(k): k for k in Kind}
 
 
@@ -72,13 +72,13 @@ class Signer:
         h = self._base.copy()
         for frame in frames:
             view = memoryview(frame)
-            h.update(FRAME_LENGTH.pack(view.nbytes))
+            h.update(_LEN.pack(view.nbytes))
             h.update(view)
         return h.digest()
 
     def start(self) -> Any:
-        """A MAC to feed piece by piece, as ``sign`` does: for each frame, its length
-        (``FRAME_LENGTH``) then its bytes. For signing and checking data as it streams."""
+        """A fresh HMAC-SHA256 with the cluster key, to feed piece by piece: for
+        signing and checking data as it streams (``transport/stream.py``)."""
         return self._base.copy()
 
     def check(self, signature, frames: Sequence) -> bool:

@@ -13,10 +13,12 @@ one message is::
     count      4 bytes, big-endian: the number n of frames (header, body, buffers)
     lengths    n x 8 bytes, big-endian
     frames     the n frames, back to back
-    signature  32 bytes, HMAC-SHA256 over the frames exactly as ``Signer.sign`` does it
+    signature  32 bytes, HMAC-SHA256 with the cluster key over every byte before it:
+               count, lengths and frames
 
-The lengths are inside the signature (``Signer.sign`` covers each frame's length), so
-they cannot be altered either. The signature comes last so that neither side has to
+The lengths are inside the signature, so frames cannot be re-cut. (The MAC covers the
+same frames as on ZeroMQ, laid out as the stream carries them: a small message is one
+contiguous piece, signed and checked in one pass.) The signature comes last so that neither side has to
 make a separate pass over a large message: the receiver computes the MAC as the bytes
 arrive, while they are in the cache, and a sender that waits for its write (a worker
 answering) signs each 1 MiB piece just before writing it. A stream cannot skip a bad message and find the next
@@ -43,8 +45,8 @@ from typing import Any
 
 from rayipy.protocol.bulk import _uninitialized
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.wire import (FRAME_LENGTH, HEADER, MAGIC, PROTOCOL_VERSION, SIGNATURE_BYTES,
-                                  BadMessage, Message, Signer, decode, pickle_body)
+from rayipy.protocol.wire import (HEADER, MAGIC, PROTOCOL_VERSION, SIGNATURE_BYTES, BadMessage,
+                                  Message, Signer, decode, pickle_body)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ SEND_TIMEOUT_SECONDS = 30          # a blocking send that moves nothing this lon
 SIGN_AS_SENT_BYTES = 2 * 2**20     # blocking sends larger than this sign piece by piece
 PIECE_BYTES = 1 * 2**20
 _COUNT = struct.Struct("!I")
+_LENGTHS = [struct.Struct(f"!{n}Q") for n in range(16)]
 _IOV_MAX = 512                     # buffers per sendmsg (the kernel allows 1024)
 
 
@@ -75,12 +78,16 @@ class StreamReader:
         self._buffer = bytearray()           # bytes not parsed yet
         self._lengths: tuple[int, ...] | None = None
         self._frames: list = []
-        self._mac: Any = None                # over this message's frames so far
+        self._mac: Any = None                # over this message so far
         self._big: Any = None                # the large frame being filled in place
         self._big_filled = 0
         self._done: list[tuple[list, bool]] = []   # ([signature, *frames], signature good)
 
     def feed(self, data: Any) -> None:
+        if not self._buffer and self._lengths is None:
+            data = data[self._whole_messages(data):]   # the common case: no copying
+            if not data:
+                return
         self._buffer += data
         self._parse()
 
@@ -105,25 +112,43 @@ class StreamReader:
         done, self._done = self._done, []
         return done
 
+    def _whole_messages(self, data: memoryview) -> int:
+        """Take the complete small messages at the start of ``data`` in one piece each
+        (one copy, one MAC update); returns how many bytes they used."""
+        used = 0
+        while True:
+            lengths = _lengths(data, used)
+            if lengths is None:
+                return used
+            body_start = used + _COUNT.size + 8 * len(lengths)
+            frames_end = body_start + sum(lengths)
+            if frames_end + SIGNATURE_BYTES > len(data) or frames_end - used > SMALL_FRAME_BYTES:
+                return used
+            message = bytes(data[used:frames_end])
+            mac = self._signer.start()
+            mac.update(message)
+            signature = bytes(data[frames_end:frames_end + SIGNATURE_BYTES])
+            view = memoryview(message)
+            frames, at = [signature], body_start - used
+            for size in lengths:
+                frames.append(view[at:at + size])
+                at += size
+            self._done.append((frames, hmac.compare_digest(signature, mac.digest())))
+            used = frames_end + SIGNATURE_BYTES
+
     def _parse(self) -> None:
         buffer = self._buffer
         while self._big is None:
             if self._lengths is None:
-                if len(buffer) < _COUNT.size:
+                lengths = _lengths(buffer, 0)
+                if lengths is None:
                     return
-                (count,) = _COUNT.unpack_from(buffer)
-                if not 2 <= count <= MAX_FRAMES:
-                    raise BadMessage(f"a message of {count} frames")
-                end = _COUNT.size + 8 * count
-                if len(buffer) < end:
-                    return
-                lengths = struct.unpack_from(f"!{count}Q", buffer, _COUNT.size)
-                if sum(lengths) > MAX_MESSAGE_BYTES:
-                    raise BadMessage(f"a message of {sum(lengths)} bytes")
+                end = _COUNT.size + 8 * len(lengths)
+                self._mac = self._signer.start()
+                self._mac.update(buffer[:end])
                 del buffer[:end]
                 self._lengths = lengths
                 self._frames = []
-                self._mac = self._signer.start()
             elif len(self._frames) < len(self._lengths):
                 size = self._lengths[len(self._frames)]
                 if size <= SMALL_FRAME_BYTES:
@@ -131,11 +156,9 @@ class StreamReader:
                         return
                     frame = bytes(buffer[:size])
                     del buffer[:size]
-                    self._mac.update(FRAME_LENGTH.pack(size))
                     self._mac.update(frame)
                     self._frames.append(frame)
                     continue
-                self._mac.update(FRAME_LENGTH.pack(size))
                 self._big, self._big_filled = _uninitialized(size), 0
                 have = min(size, len(buffer))
                 memoryview(self._big).cast("B")[:have] = buffer[:have]
@@ -153,17 +176,52 @@ class StreamReader:
                 self._frames = []
 
 
+def _lengths(data: Any, at: int) -> tuple[int, ...] | None:
+    """The frame lengths of the message starting at ``at``, or None until they are all
+    there; BadMessage for a count or size no honest sender would use."""
+    if len(data) - at < _COUNT.size:
+        return None
+    (count,) = _COUNT.unpack_from(data, at)
+    if not 2 <= count <= MAX_FRAMES:
+        raise BadMessage(f"a message of {count} frames")
+    if len(data) - at < _COUNT.size + 8 * count:
+        return None
+    lengths = _LENGTHS[count].unpack_from(data, at + _COUNT.size) if count < len(_LENGTHS) \
+        else struct.unpack_from(f"!{count}Q", data, at + _COUNT.size)
+    if sum(lengths) > MAX_MESSAGE_BYTES:
+        raise BadMessage(f"a message of {sum(lengths)} bytes")
+    return lengths
+
+
 def pack_message(signer: Signer, kind: Kind, body: Any) -> list:
-    """The buffers to write for one message, in order (large buffers are not copied)."""
-    prefix, frames = _frames(kind, body)
-    return [prefix, *frames, signer.sign(frames)]
+    """The buffers to write for one message, in order (large buffers are not copied).
+    A message without out-of-band buffers is one contiguous piece."""
+    return _signed(signer, *_frames(kind, body))
 
 
-def _frames(kind: Kind, body: Any) -> tuple[bytes, list[memoryview]]:
+def _signed(signer: Signer, prefix: bytes, frames: list) -> list:
+    if len(frames) == 2:
+        message = prefix + frames[0] + frames[1]
+        mac = signer.start()
+        mac.update(message)
+        return [message + mac.digest()]
+    mac = signer.start()
+    mac.update(prefix)
+    for frame in frames:
+        mac.update(frame)
+    return [prefix, *frames, mac.digest()]
+
+
+def _frames(kind: Kind, body: Any) -> tuple[bytes, list]:
     data, buffers = pickle_body(body)
-    frames = [memoryview(f).cast("B") for f in
-              (HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers)), data, *buffers)]
-    prefix = struct.pack(f"!I{len(frames)}Q", len(frames), *(f.nbytes for f in frames))
+    header = HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers))
+    if not buffers:
+        return _COUNT.pack(2) + _LENGTHS[2].pack(len(header), len(data)), [header, data]
+    frames = [header, data, *(memoryview(b).cast("B") for b in buffers)]
+    count = len(frames)
+    lengths = [memoryview(f).nbytes for f in frames]
+    prefix = _COUNT.pack(count) + (_LENGTHS[count].pack(*lengths) if count < len(_LENGTHS)
+                                   else struct.pack(f"!{count}Q", *lengths))
     return prefix, frames
 
 
@@ -229,16 +287,16 @@ class StreamConnection:
     def send(self, kind: Kind, body: Any, block: bool = False) -> bool:
         """Queue one message and write what the kernel takes now (everything, with
         ``block``). False when the connection is closed."""
-        prefix, frames = _frames(kind, body)
         with self.lock:
             if self.closed:
                 return False
-            if block and not self.connecting and sum(f.nbytes for f in frames) > SIGN_AS_SENT_BYTES:
+            prefix, frames = _frames(kind, body)
+            if (block and not self.connecting and not self._out
+                    and sum(memoryview(f).nbytes for f in frames) > SIGN_AS_SENT_BYTES):
                 self._sign_as_sent(prefix, frames)
                 return not self.closed
-            self._out.append(memoryview(prefix))
-            self._out.extend(frames)
-            self._out.append(memoryview(self.signer.sign(frames)))
+            parts = _signed(self.signer, prefix, frames)
+            self._out.extend(memoryview(p).cast("B") for p in parts)
             if not self.connecting:
                 self._write(block)
             return not self.closed
@@ -248,9 +306,10 @@ class StreamConnection:
         so the receiver checks one piece while the next is signed (the signature is the
         message's last bytes)."""
         mac = self.signer.start()
+        mac.update(prefix)
         self._out.append(memoryview(prefix))
         for frame in frames:
-            mac.update(FRAME_LENGTH.pack(frame.nbytes))
+            frame = memoryview(frame).cast("B")
             for start in range(0, max(frame.nbytes, 1), PIECE_BYTES):
                 piece = frame[start:start + PIECE_BYTES]
                 mac.update(piece)
