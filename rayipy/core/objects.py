@@ -281,6 +281,12 @@ class ObjectTable:
             e.callbacks.append(fn)
             return True
 
+    def ready_count(self, object_ids: list[bytes]) -> int:
+        """How many of the objects are no longer pending (without waiting)."""
+        with self._lock:
+            return sum(1 for oid in object_ids
+                       if (e := self._entries.get(oid)) is None or e.state != PENDING)
+
     def wait(self, object_ids: list[bytes], num_ready: int, deadline: float | None) -> int:
         """Block until ``num_ready`` of ``object_ids`` are no longer pending; returns how many are."""
         with self._lock:

@@ -28,6 +28,7 @@ from rayipy import exceptions
 from rayipy.core.actor_routes import ActorRoutes
 from rayipy.core.leases import LeaseBook
 from rayipy.node.data_port import DIRECT_RESULT_BYTES, DataPort, _run_callback
+from rayipy.node import interrupts
 from rayipy.node.direct_calls import DirectCalls
 from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
 from rayipy.core.objects import PENDING, READY, Effect, ObjectTable
@@ -146,6 +147,8 @@ class Runtime(DirectCalls, DataPort):
         self._direct: dict[str, StreamConnection] = {}
         self._direct_lock = threading.Lock()
         self._direct_polled: dict[int, int] = {}            # I/O thread: fd -> poll flags
+        self._sent_on: dict[bytes, StreamConnection] = {}   # direct call in flight -> its connection
+        self._poll_ms = 100                                 # the I/O thread's poll timeout
         self._thread = threading.Thread(target=self._io_loop, name=f"rayipy-io-{role}", daemon=True)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -166,11 +169,15 @@ class Runtime(DirectCalls, DataPort):
             self.close()
             raise self._connect_error
         set_runtime(self)
+        if self.role == "driver":
+            interrupts.install()   # so that a thread can read its own answers (direct_calls)
         return self.welcome
 
     def close(self) -> None:
         if current_runtime() is self:
             set_runtime(None)
+            if self.role == "driver":
+                interrupts.uninstall()
         if not self._stopping:
             self._stopping = True
             self.waker.wake()
@@ -479,6 +486,9 @@ class Runtime(DirectCalls, DataPort):
         waits keeps handing back tasks that lease holders send it meanwhile.
         """
         if self.on_block is None:
+            n = self.wait_on_direct(object_ids, need, deadline)
+            if n is not None:
+                return n
             return self.objects.wait(object_ids, need, deadline)
         self.blocked_depth += 1
         if self.blocked_depth == 1:
@@ -544,7 +554,7 @@ class Runtime(DirectCalls, DataPort):
         try:
             while not self._stopping:
                 self._flush(endpoint)
-                events = dict(poller.poll(100))
+                events = dict(poller.poll(self._poll_ms))
                 if self.waker.fd in events:
                     self.waker.clear()
                 if endpoint.socket in events:
@@ -664,6 +674,7 @@ class Runtime(DirectCalls, DataPort):
             self._finish(result)
 
     def _finish(self, result: TaskResult) -> None:
+        self._sent_on.pop(result.task_id, None)
         if result.status == RETURNED:
             # A blocked leased worker handed it back unrun: through the head this time.
             worker = self.leases.worker_of(result.task_id)

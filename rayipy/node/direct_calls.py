@@ -13,17 +13,25 @@ head only says where an actor is (``ACTOR_LOCATION``) and lends workers (``LEASE
 from __future__ import annotations
 
 import logging
+import select
+import threading
 import time
 
 import zmq
 
 from rayipy import exceptions
+from rayipy.node import interrupts
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import CANCELLED, CRASHED, TaskResult, TaskSpec
 from rayipy.transport.stream import StreamConnection
 
 log = logging.getLogger(__name__)
+
+TASK_ID_BYTES = 16              # an object id is its task's id and a 2-byte index
+OWN_READ_SLICE_SECONDS = 0.02   # a thread reading its own answers looks up this often
+IDLE_POLL_MS = 100              # the I/O thread's poll timeout
+DEFERRED_POLL_MS = 5            # ... while a waiting thread reads a connection itself
 
 
 class DirectCalls:
@@ -40,6 +48,7 @@ class DirectCalls:
                 functions.append((fid, self._function_bytes[fid]))
             # Under the same lock: a call that needs the function must not overtake the
             # one that carries it.
+            self._sent_on[spec.task_id] = direct   # before it leaves: the answer may be quick
             direct.send(Kind.CALL, ([spec], functions))
         if direct.wants_write():
             self.waker.wake()   # the I/O thread finishes connecting or writing it
@@ -66,21 +75,100 @@ class DirectCalls:
                 self.waker.wake()
             return direct
 
+    def _read_direct(self, direct: StreamConnection) -> None:
+        """Read and handle the answers that came on a connection (its claim held)."""
+        for message in direct.receive():
+            self._last_heard = time.monotonic()
+            self._handle(message, direct)
+
+    def wait_on_direct(self, object_ids: list[bytes], need: int,
+                       deadline: float | None) -> int | None:
+        """Wait for direct calls' results by reading their connection in this thread.
+
+        The I/O thread would read the answer and then wake this thread: one thread
+        wake-up more than reading it here. Only when every object waited on is the
+        result of a call sent on one connection, no other thread reads it now (its
+        ``claim``), and Ctrl-C can be held while an answer is handled (``interrupts``);
+        otherwise None, and the caller waits as usual. Returns how many of the objects
+        are ready, as ``ObjectTable.wait`` does.
+        """
+        direct = None
+        for object_id in object_ids:
+            sent_on = self._sent_on.get(object_id[:TASK_ID_BYTES])
+            if sent_on is None or (direct is not None and sent_on is not direct):
+                return None
+            direct = sent_on
+        if direct is None or direct.closed or self.lost is not None or not interrupts.can_hold():
+            return None
+        # On the main thread Ctrl-C is held from before taking the claim to after letting
+        # it go; one that comes meanwhile ends the wait within a poll slice and is raised
+        # by the release, with nothing half read.
+        held = threading.current_thread() is threading.main_thread()
+        if held:
+            interrupts.hold()
+        try:
+            if not direct.claim.acquire(blocking=False):
+                return None
+            try:
+                return self._read_until(direct, object_ids, need, deadline, held)
+            finally:
+                direct.claim.release()
+                # The I/O thread is not woken for a connection it left to us (the next
+                # call's wait will likely claim it again): it looks within DEFERRED_POLL_MS.
+                if direct.closed:
+                    self.waker.wake()   # for the I/O thread to forget it
+        finally:
+            if held:
+                interrupts.release()
+
+    def _read_until(self, direct: StreamConnection, object_ids: list[bytes], need: int,
+                    deadline: float | None, holding: bool) -> int | None:
+        poll = select.poll()
+        poll.register(direct.fileno(), select.POLLIN)
+        while True:
+            n = self.objects.ready_count(object_ids)
+            if n >= need:
+                return n
+            if direct.closed or self.lost is not None or self._stopping:
+                return None
+            # In slices: a result may also come another way (a death the head reports).
+            wait = OWN_READ_SLICE_SECONDS
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    return n
+            readable = poll.poll(wait * 1000)
+            if holding and interrupts.pending():
+                return None   # the caller's release of the hold raises it
+            if readable:
+                self._read_direct(direct)
+
     def _poll_direct(self, poller: zmq.Poller, events: dict) -> None:
         """I/O thread: read answers, write what waits, forget closed connections, and keep
-        the poller's interest in each connection up to date."""
+        the poller's interest in each connection up to date.
+
+        A connection that a waiting thread reads itself (``wait_on_direct``) is left to
+        it: the I/O thread stops watching it for reading until the claim is let go, and
+        meanwhile polls with a short timeout to notice that."""
         with self._direct_lock:
             directs = list(self._direct.items())
+        deferred = 0
         for address, direct in directs:
             fd = direct.fileno()
             flags = events.get(fd, 0) if fd in self._direct_polled else 0
             if flags & zmq.POLLOUT:
                 direct.on_writable()
             if flags & (zmq.POLLIN | zmq.POLLERR):
-                for message in direct.receive():
-                    self._last_heard = time.monotonic()
-                    self._handle(message, direct)
-            if direct.closed:
+                if direct.claim.acquire(blocking=False):
+                    try:
+                        self._read_direct(direct)
+                    finally:
+                        direct.claim.release()
+                else:
+                    direct.deferred = True
+            if direct.deferred and not direct.claim.locked():
+                direct.deferred = False
+            if direct.closed and not direct.claim.locked():
                 if fd in self._direct_polled:
                     poller.unregister(fd)
                     del self._direct_polled[fd]
@@ -92,10 +180,16 @@ class DirectCalls:
                     log.info("direct connection to %s closed: %s", address, direct.error)
                 direct.close()
                 continue
-            want = zmq.POLLIN | (zmq.POLLOUT if direct.wants_write() else 0)
-            if self._direct_polled.get(fd) != want:
-                poller.register(fd, want)
-                self._direct_polled[fd] = want
+            deferred += direct.deferred
+            want = (0 if direct.deferred else zmq.POLLIN) | (zmq.POLLOUT if direct.wants_write() else 0)
+            if self._direct_polled.get(fd, 0) != want:
+                if want:
+                    poller.register(fd, want)
+                    self._direct_polled[fd] = want
+                else:
+                    poller.unregister(fd)
+                    del self._direct_polled[fd]
+        self._poll_ms = DEFERRED_POLL_MS if deferred else IDLE_POLL_MS
 
     def _on_call_done(self, body: tuple) -> None:
         results, borrows = body

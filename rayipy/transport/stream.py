@@ -228,9 +228,11 @@ def _frames(kind: Kind, body: Any) -> tuple[bytes, list]:
 class StreamConnection:
     """One TCP connection carrying signed messages both ways.
 
-    Any thread may ``send`` (under the connection's lock, so messages never interleave);
-    one thread, the owner, polls it and calls ``receive`` and ``on_writable``. A failure
-    on either side only marks it ``closed``; the owner closes the socket.
+    Any thread may ``send`` (under the connection's lock, so messages never interleave).
+    One thread, the owner, polls it, calls ``on_writable`` and closes it. ``receive`` is
+    called by whichever thread holds ``claim``: the owner, or a thread that waits for
+    an answer and reads it itself (``rayipy/node/direct_calls.py``). A failure on either
+    side only marks it ``closed``.
     """
 
     def __init__(self, sock: socket.socket, signer: Signer, connecting: bool = False) -> None:
@@ -238,6 +240,8 @@ class StreamConnection:
         self.signer = signer
         self.reader = StreamReader(signer)
         self.lock = threading.Lock()
+        self.claim = threading.Lock()    # held by the thread reading it
+        self.deferred = False            # the owner left reading it to the claim's holder
         self.connecting = connecting
         self.closed = False
         self.error = ""

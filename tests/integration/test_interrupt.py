@@ -23,7 +23,9 @@ SCRIPT = textwrap.dedent("""
         while True:
             frame = sys._current_frames().get(main)
             while frame is not None:
-                if frame.f_code.co_name == "wait" and "objects.py" in frame.f_code.co_filename:
+                code = frame.f_code
+                if (code.co_name == "wait" and "objects.py" in code.co_filename
+                        or code.co_name == "_read_until"):   # reading its own answers
                     print("blocked", flush=True)
                     return
                 frame = frame.f_back
@@ -68,3 +70,130 @@ def test_ctrl_c_cancels_the_tasks_a_script_waits_on(call, tmp_path):
             pass
         proc.wait()
     assert out == "interrupted\n['cancelled', 'cancelled', 'cancelled'] 0\n", err
+
+
+ACTOR_SCRIPT = textwrap.dedent("""
+    import sys, threading, time
+    import rayipy
+    rayipy.init(num_cpus=1)
+
+    @rayipy.remote
+    class Slow:
+        def nap(self, seconds):
+            time.sleep(seconds)
+            return seconds
+
+    def say_when_reading():
+        main = threading.main_thread().ident
+        while True:
+            frame = sys._current_frames().get(main)
+            while frame is not None:
+                if frame.f_code.co_name == "_read_until":   # the answer is read by this thread
+                    print("blocked", flush=True)
+                    return
+                frame = frame.f_back
+            time.sleep(0.01)
+
+    actor = Slow.remote()
+    rayipy.get(actor.nap.remote(0))
+    ref = actor.nap.remote(600)
+    threading.Thread(target=say_when_reading, daemon=True).start()
+    start = time.monotonic()
+    try:
+        rayipy.get(ref)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    try:
+        rayipy.get(ref, timeout=30)
+    except rayipy.exceptions.TaskCancelledError:
+        print("cancelled", flush=True)
+    print(rayipy.get(actor.nap.remote(0)), flush=True)
+""")
+
+
+def test_ctrl_c_while_a_script_waits_on_an_actor_call(tmp_path):
+    """The main thread reads the actor's answer itself (direct_calls.wait_on_direct);
+    Ctrl-C still interrupts it at once, cancels the call, and the actor goes on."""
+    proc = subprocess.Popen([sys.executable, "-c", ACTOR_SCRIPT], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "blocked\n"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    assert out == "interrupted\ncancelled\n0\n", err
+
+
+STORM_SCRIPT = textwrap.dedent("""
+    import os, signal, threading, time
+    import rayipy
+    rayipy.init(num_cpus=1)
+
+    @rayipy.remote
+    class Echo:
+        def echo(self, value):
+            return value
+
+    actor = Echo.remote()
+    in_get = threading.Event()
+    done = threading.Event()
+    lock = threading.Lock()
+    sent, consumed = [0], [0]
+
+    def storm():
+        # Ctrl-C again and again while the main thread may be in get, one at a time (the
+        # next only once the last was caught), never while it submits: submitting is the
+        # one step of this loop that cannot simply be done again.
+        while not done.is_set():
+            time.sleep(0.0005)
+            with lock:
+                if in_get.is_set() and consumed[0] == sent[0]:
+                    sent[0] += 1
+                    os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=storm, daemon=True).start()
+    i, ref = 0, None
+    while i < 2000:
+        try:
+            if ref is None:
+                in_get.clear()
+                with lock:
+                    pass
+                while consumed[0] != sent[0]:   # one in flight lands here
+                    time.sleep(0.0001)
+                ref = actor.echo.remote(i)
+            in_get.set()
+            value = rayipy.get(ref, timeout=30)
+            assert value == i, (value, i)
+            ref = None
+            i += 1
+        except KeyboardInterrupt:
+            consumed[0] += 1
+        except rayipy.exceptions.TaskCancelledError:
+            ref = None                          # cancelled by the interrupt: send it again
+    in_get.clear()
+    done.set()
+    while True:
+        try:
+            with lock:
+                pass
+            while consumed[0] != sent[0]:   # the last one in flight lands here
+                time.sleep(0.0001)
+            break
+        except KeyboardInterrupt:
+            consumed[0] += 1
+    print("ok", sent[0] > 100, flush=True)
+""")
+
+
+def test_a_storm_of_ctrl_c_during_actor_calls_loses_no_answer(tmp_path):
+    """Interrupts land at every point of reading and handling answers: none is lost, the
+    connection is never cut mid-message (a lost answer would make get time out)."""
+    proc = subprocess.run([sys.executable, "-c", STORM_SCRIPT], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=90, start_new_session=True)
+    assert proc.stdout == "ok True\n", proc.stderr[-3000:]
