@@ -26,7 +26,9 @@ same run, so that the ratio rayipy/Ray means something on a noisy 2-core machine
        (a child of the driver), Ray's gcs_server. Also shown (info): the node
        process (rayipy agent / Ray raylet) and the sum over the workers
   f.   sequential actor method call p50 (2000 calls after 200 warm-up), where the
-       system has actors (the actor class is defined in __main__ too)
+       system has actors (the actor class is defined in __main__ too); actor creation
+       to the first call's result (seconds); and 10,000 calls made one after another
+       without waiting on one actor, then gathered with one get(list): calls/s
 
 Every system uses 2 workers: rayipy.init(num_cpus=2), ray.init(num_cpus=2,
 include_dashboard=False), with RAY_USAGE_STATS_ENABLED=0. Each figure is repeated --reps
@@ -595,6 +597,17 @@ def run_system(rec, system, reps, n_lat, n_tasks, mem_total, batch, cold_reps):
             p50.append(pct(s, 50) * 1e6); p99.append(pct(s, 99) * 1e6)
         rec.fig("actor_p50_us", "us", p50)
         rec.fig("actor_p99_us", "us", p99)
+        rates = []
+        for r in range(reps):
+            progress["actor"] = (r, [], pc())
+            first = S.get(h.inc.remote())
+            t0 = pc()
+            refs = [h.inc.remote() for _ in range(10_000)]
+            out = S.get(refs)
+            rates.append(10_000 / (pc() - t0))
+            assert out == list(range(first + 1, first + 10_001)), "calls ran out of order"
+            del refs, out
+        rec.fig("actor_pipelined_cps", "calls/s", rates)
         del h
     figure("actor", actor, 300)
 
@@ -921,7 +934,7 @@ def parent_main(args):
 def _f(v, unit):
     if v is None:
         return "n/a"
-    if unit in ("us", "tasks/s"):
+    if unit in ("us", "tasks/s", "calls/s"):
         return f"{v:,.0f}"
     if unit == "MiB":
         return f"{v:+.1f}"
@@ -951,6 +964,9 @@ ROWS = [
     ("mem_batched_tps", "   100k tasks in batches of 1,000, tasks/s (info)", "tasks/s", "", None),
     ("actor_p50_us", "f. sequential actor call p50, µs", "us", "≤ 300", lambda v: v <= 300),
     ("actor_p99_us", "   actor call p99, µs (info)", "us", "", None),
+    ("actor_pipelined_cps", "f. 10k pipelined calls on one actor, calls/s", "calls/s", "≥ 10,000",
+     lambda v: v >= 10000),
+    ("actor_create_s", "f. actor creation to first call, s", "s", "≤ 0.3", lambda v: v <= 0.3),
 ]
 
 
