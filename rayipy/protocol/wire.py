@@ -1,6 +1,6 @@
 """Wire format: framing, HMAC-SHA256 signing and the protocol version.
 
-Protocol version 1. A message is a list of ZeroMQ frames (a ROUTER socket prepends the
+Protocol version 2. A message is a list of ZeroMQ frames (a ROUTER socket prepends the
 peer's identity frame, which is routing, not message)::
 
     frame 0   signature   32 bytes, HMAC-SHA256(key, for each later frame: len (8 bytes,
@@ -19,7 +19,8 @@ A peer is refused when the major version differs (``REFUSED`` with the reason). 
 list that is too short, has a bad magic, a bad signature, an unknown kind or a body that
 will not unpickle raises ``BadMessage``; receivers drop it and count it, never crash.
 
-A message with more than 8 MiB of buffers travels as a series of ``CHUNK`` messages,
+Version 2: direct calls travel on plain sockets (``transport/stream.py``), the same
+frames laid out on a stream. A message with more than 8 MiB of buffers travels as a series of ``CHUNK`` messages,
 each signed as above, so that signing, sending and checking overlap (``bulk.py``).
 
 The one exception to signing: ``AUTH_FAILED`` is sent unsigned with an empty body, as the
@@ -37,7 +38,7 @@ from typing import Any, NamedTuple, Sequence
 
 from rayipy.protocol.kinds import Kind
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAGIC = b"RYPY"
 HEADER = struct.Struct("!4sHHI")
 SIGNATURE_BYTES = 32
