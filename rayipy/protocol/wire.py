@@ -20,7 +20,9 @@ list that is too short, has a bad magic, a bad signature, an unknown kind or a b
 will not unpickle raises ``BadMessage``; receivers drop it and count it, never crash.
 
 Version 2: direct calls travel on plain sockets (``transport/stream.py``), the same
-frames laid out on a stream. A message with more than 8 MiB of buffers travels as a series of ``CHUNK`` messages,
+frames laid out on a stream.
+
+A message with more than 8 MiB of buffers travels as a series of ``CHUNK`` messages,
 each signed as above, so that signing, sending and checking overlap (``bulk.py``).
 
 The one exception to signing: ``AUTH_FAILED`` is sent unsigned with an empty body, as the
