@@ -1,13 +1,15 @@
 """The runtime's direct calls: actor calls and leased tasks, straight to a worker.
 
 A call goes from the thread that makes it (or, when its arguments become ready later, the
-thread that learns so) straight onto a TCP connection of this process to the worker's
-direct inbox (``CALL``, ``rayipy/transport/stream.py``); the answer comes back on it
-(``CALL_DONE``) and the I/O thread, which polls every such connection, reads it. What the
-kernel does not take at once waits in the connection for the I/O thread to write. The
-head only says where an actor is (``ACTOR_LOCATION``) and lends workers (``LEASE``,
-``LEASE_ENDED``). The bookkeeping is pure and lives in ``rayipy.core.actor_routes`` and
-``rayipy.core.leases``; this mixin of ``Runtime`` carries it out.
+thread that learns so) straight onto this process's connection to the worker's direct
+inbox (``CALL``, ``rayipy/transport/stream.py``); the answer comes back on it
+(``CALL_DONE``). A thread waiting in ``get`` for answers that all come on one connection
+reads them itself (``wait_on_direct``); otherwise the I/O thread, which polls every such
+connection, reads them. What the kernel does not take at once waits in the connection
+for the I/O thread to write. The head only says where an actor is (``ACTOR_LOCATION``)
+and lends workers (``LEASE``, ``LEASE_ENDED``). The bookkeeping is pure and lives in
+``rayipy.core.actor_routes`` and ``rayipy.core.leases``; this mixin of ``Runtime``
+carries it out.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ class DirectCalls:
             # Under the same lock: a call that needs the function must not overtake the
             # one that carries it.
             self._sent_on[spec.task_id] = direct   # before it leaves: the answer may be quick
-            direct.send(Kind.CALL, ([spec], functions))
+            if not direct.send(Kind.CALL, ([spec], functions)):
+                # The head reports the worker's death, which fails or retries the call.
+                log.warning("could not send %s to %s: %s", spec.name, address, direct.error)
         if direct.wants_write():
             self.waker.wake()   # the I/O thread finishes connecting or writing it
 

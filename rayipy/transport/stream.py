@@ -1,4 +1,5 @@
-"""Signed messages over a plain TCP connection: the transport of direct calls.
+"""Signed messages over a plain socket (TCP, or Unix on one machine): the transport of
+direct calls.
 
 Actor calls and tasks on a lease go from a caller straight to a worker and back
 (``rayipy/node/direct.py``, ``direct_calls.py``). On ZeroMQ each message also passes
@@ -6,27 +7,26 @@ through a ZeroMQ I/O thread at both ends: two more thread wake-ups per hop, abou
 of a short call's round trip. On a plain socket the thread that sends writes to the
 kernel and the thread that waits reads from it.
 
-The messages are the ones ``wire.py`` describes (the same frames, the same
-HMAC-SHA256, checked by ``wire.decode`` before anything is unpickled). On the stream,
-one message is::
+The messages are the ones ``wire.py`` describes: the same frames, signed with
+HMAC-SHA256 and the cluster key, and nothing is unpickled before the signature checks.
+On the stream one message is::
 
     count      4 bytes, big-endian: the number n of frames (header, body, buffers)
     lengths    n x 8 bytes, big-endian
     frames     the n frames, back to back
-    signature  32 bytes, HMAC-SHA256 with the cluster key over every byte before it:
-               count, lengths and frames
+    signature  32 bytes, HMAC-SHA256 over every byte before it: count, lengths, frames
 
-The lengths are inside the signature, so frames cannot be re-cut. (The MAC covers the
-same frames as on ZeroMQ, laid out as the stream carries them: a small message is one
-contiguous piece, signed and checked in one pass.) The signature comes last so that neither side has to
-make a separate pass over a large message: the receiver computes the MAC as the bytes
-arrive, while they are in the cache, and the sender signs each 1 MiB piece just before
-writing it (the thread that writes it: the sender's, or the owner's when the socket
-was full). A stream cannot skip a bad message and find the next
-one: a connection that sends a bad one (a bad signature, absurd lengths) is closed.
-Memory is claimed only as bytes arrive: a large frame is read straight into a buffer
-that is not zeroed first, so a peer that announces a huge frame but does not send it
-costs address space, not memory.
+The lengths are inside the signature, so frames cannot be re-cut. A small message is
+one contiguous piece, signed and checked in one pass. The signature comes last so that
+neither side makes a separate pass over a large message: the receiver computes the MAC
+as the bytes arrive, while they are in the cache, and the sender signs each 1 MiB piece
+just before it is written (by the sending thread, or by the owner's thread when the
+socket was full).
+
+A stream cannot skip a bad message and find the next one: a connection that sends a
+bad one (a bad signature, absurd lengths) is closed. Memory is claimed only as bytes
+arrive: a large frame is read straight into a buffer that is not zeroed first, so a
+peer that announces a huge frame and does not send it costs address space, not memory.
 
 Sending never waits unless asked to: what the kernel does not take at once waits in
 the connection and leaves when the owner's poll says the socket is writable.
@@ -37,7 +37,6 @@ from __future__ import annotations
 import collections
 import errno
 import hmac
-import itertools
 import logging
 import socket
 import struct
@@ -161,7 +160,10 @@ class StreamReader:
                     self._mac.update(frame)
                     self._frames.append(frame)
                     continue
-                self._big, self._big_filled = _uninitialized(size), 0
+                try:
+                    self._big, self._big_filled = _uninitialized(size), 0
+                except (MemoryError, ValueError):
+                    raise BadMessage(f"no memory for a frame of {size} bytes") from None
                 have = min(size, len(buffer))
                 memoryview(self._big).cast("B")[:have] = buffer[:have]
                 del buffer[:have]
