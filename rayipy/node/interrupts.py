@@ -11,10 +11,11 @@ KeyboardInterrupt then, with nothing half done.
 Python runs signal handlers in the main thread between bytecodes, so holding needs a
 handler that can wait. Swapping handlers around each read costs two ``sigaction``
 calls (about 8 us here, most of what reading it ourselves saves), so the driver
-installs ``_on_sigint`` once, in place of Python's default handler only, and it acts
-exactly like that one (raises KeyboardInterrupt) except while held. Where someone else
-has put a handler of their own (a notebook kernel sets its own per cell), the answer is
-left to the I/O thread, as before: ``can_hold()`` says which.
+installs ``_on_sigint`` in place of Python's default handler only, and it acts exactly
+like that one (raises KeyboardInterrupt) except while held. A notebook kernel puts the
+default handler back for each cell (and its own after): ``can_hold`` puts ours in its
+place again. Where someone has put a handler of their own, the answer is left to the
+I/O thread, as before.
 """
 
 from __future__ import annotations
@@ -55,9 +56,15 @@ def uninstall() -> None:
 
 def can_hold() -> bool:
     """True when this thread can hold Ctrl-C: it is not the main thread (signals only
-    interrupt the main thread), or our handler is the one installed."""
-    return (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is _on_sigint)
+    interrupt the main thread), or our handler is installed (again, if Python's default
+    is back)."""
+    if threading.current_thread() is not threading.main_thread():
+        return True
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+        return True
+    return handler is _on_sigint
 
 
 def hold() -> None:

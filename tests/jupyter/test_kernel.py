@@ -165,3 +165,42 @@ def test_tasks_that_ignore_the_interrupt_are_killed_after_the_grace_period(kerne
                      "        kinds.append('cancelled')\n"
                      "print(kinds)")
     assert "['cancelled', 'cancelled']" in stream_text(messages)
+
+
+def test_interrupt_while_a_cell_waits_on_an_actor_call(kernel):
+    """The cell's thread reads the actor's answer itself (the kernel puts Python's default
+    SIGINT handler back for each cell, and rayipy takes it over for the wait): an interrupt
+    still stops the cell at once, cancels the call, and the actor serves the next cell."""
+    k = kernel()
+    k.run("%cluster start -n 1")
+    k.run("import rayipy, time\n"
+          "@rayipy.remote\n"
+          "class Slow:\n"
+          "    def nap(self, seconds):\n"
+          "        print('napping', flush=True)\n"
+          "        time.sleep(seconds)\n"
+          "        return seconds\n"
+          "actor = Slow.remote()\n"
+          "for _ in range(50):\n"
+          "    rayipy.get(actor.nap.remote(0))\n")
+    messages = k.run("import signal\n"
+                     "from rayipy.node import interrupts\n"
+                     "rayipy.get(actor.nap.remote(0))\n"
+                     "print('handler taken over:', signal.getsignal(signal.SIGINT) is interrupts._on_sigint)")
+    assert "handler taken over: True" in stream_text(messages)
+    cell = k.execute("ref = actor.nap.remote(600)\n"
+                     "rayipy.get(ref)")
+    k.read_until(lambda m: m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == cell
+                 and "napping" in m["content"]["text"], timeout=30)
+    k.km.interrupt_kernel()
+    reply = k.reply(cell, timeout=20)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    k.read_until_idle(cell)
+    messages = k.run("import rayipy.exceptions as rx\n"
+                     "try:\n"
+                     "    rayipy.get(ref, timeout=20)\n"
+                     "except rx.TaskCancelledError:\n"
+                     "    print('cancelled')\n"
+                     "print([rayipy.get(actor.nap.remote(0)) for _ in range(20)])")
+    assert "cancelled" in stream_text(messages)
+    assert "[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]" in stream_text(messages)

@@ -61,3 +61,13 @@ def test_a_handler_of_someone_elses_is_left_alone():
 def test_uninstall_puts_the_default_back(installed):
     interrupts.uninstall()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_default_handler_put_back_is_taken_over_again(installed):
+    """As a notebook kernel does for each cell."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert interrupts.can_hold()
+    interrupts.hold()
+    signal.raise_signal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.release()
