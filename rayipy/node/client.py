@@ -27,7 +27,7 @@ import zmq
 from rayipy import exceptions
 from rayipy.core.actor_routes import ActorRoutes
 from rayipy.core.leases import LeaseBook
-from rayipy.node.data_port import DIRECT_RESULT_BYTES, DataPort, _run_callback
+from rayipy.node.data_port import DIRECT_RESULT_BYTES, DataPort, _run_callback, open_data_port
 from rayipy.node import interrupts
 from rayipy.node.direct_calls import DirectCalls
 from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
@@ -112,7 +112,7 @@ class Runtime(DirectCalls, DataPort):
         }
         self._data_addresses: dict[bytes, str] = {}        # requester -> its data port
         self._data_out: dict[str, tuple[Endpoint, float]] = {}   # data port -> DEALER, last use
-        self.data_port = Endpoint(self.context, zmq.ROUTER, self.signer)
+        self.data_port = open_data_port(self.context, self.signer)
         self.on_log: Callable[[list, str], None] = TaskLogPrinter()
         # Hooks for a front end (the Jupyter layer sets them; None in scripts):
         # on_submit(task_id, refs) runs on the submitting thread before the task leaves;
@@ -570,6 +570,7 @@ class Runtime(DirectCalls, DataPort):
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
                     self.close_idle_data_out(now)
+                    self.release_idle_memory()
                     self.outbox.append((Kind.HEARTBEAT, self.heartbeat_body()
                                         if self.heartbeat_body is not None else ()))
                     if self._connected.is_set() and now - self._last_heard > HEAD_SILENCE_LIMIT:

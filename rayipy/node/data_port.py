@@ -25,7 +25,7 @@ import zmq
 
 from rayipy import exceptions
 from rayipy.core.objects import PENDING, READY
-from rayipy.protocol import errors
+from rayipy.protocol import errors, landing
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import ObjectValue, TaskResult
 from rayipy.transport.endpoint import Endpoint
@@ -40,6 +40,17 @@ def is_large(result: TaskResult) -> bool:
 
 
 DATA_OUT_IDLE_SECONDS = 120.0
+
+# Messages read ahead per peer before ZeroMQ stops reading from it (TCP then holds the
+# peer back; nothing is dropped). A large message's pieces otherwise pile up here
+# faster than they are checked: each in fresh memory the kernel must zero, while the
+# sender's pieces are views of its value that cost nothing to keep waiting.
+DATA_PORT_QUEUE = 8
+
+
+def open_data_port(context: zmq.Context, signer) -> Endpoint:
+    """The ROUTER other processes send values to (bind it to an address they reach)."""
+    return Endpoint(context, zmq.ROUTER, signer, receive_queue=DATA_PORT_QUEUE)
 
 
 class DataPort:
@@ -56,6 +67,10 @@ class DataPort:
             out.connect(address)
         self._data_out[address] = (out, time.monotonic())
         return out
+
+    def release_idle_memory(self) -> None:
+        """Give back landing memory of received values that has been unused a while."""
+        landing.POOL.trim()
 
     def close_idle_data_out(self, now: float) -> None:
         """Close connections unused for a while: to a process that is gone, what waits in

@@ -18,6 +18,18 @@ sender's pieces arrive in order on one connection, so the receiver assembles per
 piece that does not fit what came before (another transfer, a wrong offset or size)
 drops the transfer under way and raises ``BadMessage``; memory is claimed only as signed
 pieces arrive, and a sender has at most one transfer under way.
+
+What a transfer costs, besides the two SHA-256 passes, and how it is kept down:
+
+- pieces are 1 MiB: ZeroMQ receives each into memory of its own, which the C allocator
+  reuses while few pieces wait; with 4 MiB pieces the waiting ones took tens of MB that
+  were handed back to the kernel and faulted in again on every transfer;
+- the data port reads only a few messages ahead of the checking (``DATA_PORT_QUEUE`` in
+  ``node/data_port.py``); the rest wait at the sender as views of its value, at no cost;
+- the sender's pieces are views of its buffers, sent without a copy; the receiver copies
+  each piece once, from ZeroMQ's memory into the buffer it lands in;
+- large landing buffers come from ``landing.POOL``, which reuses memory nothing refers to
+  any more: fresh memory must be zeroed by the kernel first, about as slow as the copy.
 """
 
 from __future__ import annotations
@@ -25,11 +37,12 @@ from __future__ import annotations
 import pickle
 from typing import Any, Iterator
 
+from rayipy.protocol import landing
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.wire import HEADER, MAGIC, PROTOCOL_VERSION, BadMessage, Message, Signer
 
 BULK_BYTES = 8 * 2**20      # messages with more buffer bytes than this go in pieces
-CHUNK_BYTES = 4 * 2**20
+CHUNK_BYTES = 1 * 2**20
 
 
 def buffer_bytes(buffers: list) -> int:
@@ -68,10 +81,21 @@ class _Transfer:
         self.offset = 0
 
 
-def _uninitialized(nbytes: int):
-    """A writable buffer for the pieces to be copied into. ``bytearray(n)`` first writes n
-    zeros (55 ms per 100 MB here, as long as the copy itself); numpy's ``empty`` does not,
-    and numpy is there whenever large arrays travel. Without it, a bytearray."""
+def _landing(nbytes: int):
+    """A writable buffer for the pieces to be copied into, contents undefined.
+
+    Large ones come from ``landing.POOL``, which reuses memory nothing refers to any
+    more instead of having the kernel zero fresh pages each time; small ones as below.
+    """
+    if nbytes >= landing.POOLED_BYTES:
+        return landing.POOL.take(nbytes)
+    return _uninitialized(nbytes)
+
+
+def _uninitialized(nbytes: int) -> Any:
+    """Fresh writable memory, contents undefined: numpy's ``empty``, which unlike
+    ``bytearray(n)`` does not write n zeros first; without numpy (it is there whenever
+    large arrays travel), a bytearray."""
     try:
         import numpy
     except ImportError:
@@ -115,7 +139,7 @@ class Assembler:
         if offset + piece.nbytes > sizes[index]:
             return self._broken(sender, "chunk past the end of its buffer")
         if offset == 0:
-            transfer.buffers.append(_uninitialized(sizes[index]))
+            transfer.buffers.append(_landing(sizes[index]))
         transfer.buffers[index][offset:offset + piece.nbytes] = piece
         transfer.offset += piece.nbytes
         if transfer.offset == sizes[index]:

@@ -26,12 +26,15 @@ class Endpoint:
     """A ROUTER (head) or DEALER (everyone else) socket that signs and checks every frame."""
 
     def __init__(self, context: zmq.Context, socket_type: int, signer: Signer,
-                 identity: bytes | None = None, count_bytes: bool = False) -> None:
+                 identity: bytes | None = None, count_bytes: bool = False,
+                 receive_queue: int = 0) -> None:
         self.socket = context.socket(socket_type)
         self.socket.setsockopt(zmq.LINGER, 0)
         # Never drop messages silently at a high-water mark: memory is the limit.
         self.socket.setsockopt(zmq.SNDHWM, 0)
-        self.socket.setsockopt(zmq.RCVHWM, 0)
+        # A receive limit drops nothing either: past it, ZeroMQ stops reading from that
+        # peer until we catch up, and the peer's messages wait on its side.
+        self.socket.setsockopt(zmq.RCVHWM, receive_queue)
         if socket_type == zmq.ROUTER:
             # Sending to a peer that is gone raises instead of vanishing without a trace.
             self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)

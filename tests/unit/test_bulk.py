@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zmq
 
-from rayipy.protocol import bulk
+from rayipy.protocol import bulk, landing
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import ObjectValue, Payload
 from rayipy.protocol.wire import BadMessage, Signer, decode, pickle_body
@@ -104,3 +104,34 @@ def test_senders_are_assembled_apart():
 def test_malformed_chunk_body_is_bad_message():
     with pytest.raises(BadMessage, match="malformed"):
         bulk.Assembler().add(b"p", ("not", "a", "chunk"), [])
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    pool = landing.LandingPool()
+    monkeypatch.setattr(landing, "POOL", pool)
+    return pool
+
+
+def test_large_buffers_land_in_memory_used_again_once_free(pool):
+    body, array, _ = big_value()
+    first = assemble(pieces(body)).body[1].payload.buffers[0]
+    where = np.frombuffer(first, dtype=np.uint8).ctypes.data
+    kept = np.frombuffer(first, dtype=np.int64)[5:]       # the user's value, say
+    del first
+    second = assemble(pieces(body)).body[1].payload.buffers[0]
+    assert np.frombuffer(second, dtype=np.uint8).ctypes.data != where   # still in use
+    assert np.array_equal(kept, array[5:])
+    del kept, second
+    third = assemble(pieces(body)).body[1].payload.buffers[0]
+    assert np.frombuffer(third, dtype=np.uint8).ctypes.data == where     # free again
+    assert pool.held_bytes()[0] == landing.size_class(array.nbytes)
+
+
+def test_a_dropped_transfer_gives_its_memory_back(pool):
+    body, *_ = big_value()
+    frame_lists = pieces(body)
+    del frame_lists[2]
+    with pytest.raises(BadMessage, match="out of order"):
+        assemble(frame_lists)
+    assert pool.held_bytes() == (0, landing.size_class(3 * bulk.CHUNK_BYTES + 12345))
