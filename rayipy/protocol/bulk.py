@@ -81,7 +81,7 @@ class _Transfer:
         self.offset = 0
 
 
-def _landing(nbytes: int):
+def _landing(nbytes: int) -> Any:
     """A writable buffer for the pieces to be copied into, contents undefined.
 
     Large ones come from ``landing.POOL``, which reuses memory nothing refers to any

@@ -2,10 +2,12 @@
 
 A large message's pieces are copied into one buffer per out-of-band pickle buffer
 (``bulk.Assembler``), and the user's value (a numpy array, say) is built on top of that
-memory without a copy. Fresh memory costs: the kernel hands out zeroed pages, and
-zeroing 100 MB takes about as long here as the copy that fills it (10-15 ms, a tenth of
-the whole transfer). Memory given back to the kernel is zeroed again next time, so a
-process that receives large values over and over pays for it every time.
+memory without a copy. Fresh memory costs: the kernel hands out zeroed pages, one fault per
+4 KiB page, and zeroing 100 MB takes about as long here as the copy that fills it
+(10-15 ms, a tenth of the whole transfer); in a virtual machine whose free memory goes
+back to the host, a first touch costs far more (235 ms per 100 MB measured here). Memory
+given back to the kernel is fresh again next time, so a process that receives large
+values over and over would pay for it every time.
 
 So large landing buffers come from a pool of anonymous private mappings. Each is lent
 as a ``memoryview``; everything built on it (numpy arrays, other views) holds a
