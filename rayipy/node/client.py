@@ -554,6 +554,7 @@ class Runtime(DirectCalls, DataPort):
         try:
             while not self._stopping:
                 self._flush(endpoint)
+                self.pump_data_out()
                 events = dict(poller.poll(self._poll_ms))
                 if self.waker.fd in events:
                     self.waker.clear()

@@ -12,7 +12,9 @@ hosts reach it by) and registers the address with the head. Two kinds arrive the
   answers on a DEALER of its own straight to the requester's data port.
 
 Small results keep the head's path: one message fewer, and the head learns at once that
-the worker is free. Large messages travel in signed pieces (``protocol/bulk.py``).
+the worker is free. Large messages travel in signed pieces (``protocol/bulk.py``), at the
+receiver's pace: our DEALERs to data ports keep what does not fit yet in a backlog that
+``pump_data_out`` hands on before each poll.
 A mixin of ``Runtime``; its methods run on the I/O thread unless said otherwise.
 """
 
@@ -46,6 +48,9 @@ DATA_OUT_IDLE_SECONDS = 120.0
 # faster than they are checked: each in fresh memory the kernel must zero, while the
 # sender's pieces are views of its value that cost nothing to keep waiting.
 DATA_PORT_QUEUE = 8
+# Messages handed to ZeroMQ per data port we send to; the rest wait in the Endpoint's
+# backlog, a large one as pieces not yet signed (Endpoint.pump).
+DATA_OUT_QUEUE = 1
 
 
 def open_data_port(context: zmq.Context, signer) -> Endpoint:
@@ -62,7 +67,8 @@ class DataPort:
     def data_out(self, address: str) -> Endpoint:
         """Our DEALER to a data port (send only: nothing comes back on it)."""
         entry = self._data_out.get(address)
-        out = entry[0] if entry else Endpoint(self.context, zmq.DEALER, self.signer, self.process_id)
+        out = entry[0] if entry else Endpoint(self.context, zmq.DEALER, self.signer,
+                                              self.process_id, send_queue=DATA_OUT_QUEUE)
         if entry is None:
             out.connect(address)
         self._data_out[address] = (out, time.monotonic())
@@ -72,11 +78,20 @@ class DataPort:
         """Give back landing memory of received values that has been unused a while."""
         landing.POOL.trim()
 
+    def pump_data_out(self) -> None:
+        """I/O thread, before each poll: send what waits for data ports that have room,
+        and have the poll wake us when the others do."""
+        for address, (out, last) in list(self._data_out.items()):
+            if out.backlogged and out.pump():
+                self._data_out[address] = (out, time.monotonic())   # a transfer moving
+            self._poller.register(out.socket, zmq.POLLOUT if out.backlogged else 0)
+
     def close_idle_data_out(self, now: float) -> None:
         """Close connections unused for a while: to a process that is gone, what waits in
         the queue would otherwise wait (and take memory) for ever."""
         for address, (out, last) in list(self._data_out.items()):
             if now - last > DATA_OUT_IDLE_SECONDS:
+                self._poller.register(out.socket, 0)
                 out.close()
                 del self._data_out[address]
 
