@@ -25,8 +25,9 @@ socket was full).
 
 A stream cannot skip a bad message and find the next one: a connection that sends a
 bad one (a bad signature, absurd lengths) is closed. Memory is claimed only as bytes
-arrive: a large frame is read straight into a buffer that is not zeroed first, so a
-peer that announces a huge frame and does not send it costs address space, not memory.
+arrive: a large frame is read straight into a buffer that is not zeroed first (landing
+memory used again when nothing refers to it, ``protocol/landing.py``), so a peer that
+announces a huge frame and does not send it costs address space, not memory.
 
 Sending never waits unless asked to: what the kernel does not take at once waits in
 the connection and leaves when the owner's poll says the socket is writable.
@@ -43,7 +44,7 @@ import struct
 import threading
 from typing import Any
 
-from rayipy.protocol.bulk import _uninitialized
+from rayipy.protocol.bulk import _landing
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.wire import (HEADER, MAGIC, PROTOCOL_VERSION, SIGNATURE_BYTES, BadMessage,
                                   Message, Signer, decode, pickle_body)
@@ -161,7 +162,7 @@ class StreamReader:
                     self._frames.append(frame)
                     continue
                 try:
-                    self._big, self._big_filled = _uninitialized(size), 0
+                    self._big, self._big_filled = _landing(size), 0
                 except (MemoryError, ValueError):
                     raise BadMessage(f"no memory for a frame of {size} bytes") from None
                 have = min(size, len(buffer))
