@@ -27,7 +27,7 @@ import zmq
 from rayipy import exceptions
 from rayipy.core.actor_routes import ActorRoutes
 from rayipy.core.leases import LeaseBook
-from rayipy.node.data_port import DIRECT_RESULT_BYTES, DataPort, _run_callback, open_data_port
+from rayipy.node.data_port import DIRECT_RESULT_BYTES, DataPort, _run_callback
 from rayipy.node import interrupts
 from rayipy.node.direct_calls import DirectCalls
 from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
@@ -38,7 +38,7 @@ from rayipy.protocol.messages import (ERROR, OK, RETURNED, DepSlot, FetchDep, Ob
                                       Registration, TaskResult, TaskSpec, Welcome)
 from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
 from rayipy.transport.endpoint import Endpoint, Waker
-from rayipy.transport.stream import StreamConnection
+from rayipy.transport.stream import StreamConnection, StreamListener
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,11 @@ class Runtime(DirectCalls, DataPort):
             Kind.RESULTS: self._on_results,
         }
         self._data_addresses: dict[bytes, str] = {}        # requester -> its data port
-        self._data_out: dict[str, tuple[Endpoint, float]] = {}   # data port -> DEALER, last use
-        self.data_port = open_data_port(self.context, self.signer)
+        # The data port (data_port.py): bound in start(), then the I/O thread's
+        self.data_port: StreamListener | None = None
+        self._data_in: dict[int, StreamConnection] = {}             # fd -> from another process
+        self._data_out: dict[str, tuple[StreamConnection, float]] = {}   # address -> ours, last use
+        self._data_polled: dict[int, int] = {}                       # fd -> poll flags
         self.on_log: Callable[[list, str], None] = TaskLogPrinter()
         # Hooks for a front end (the Jupyter layer sets them; None in scripts):
         # on_submit(task_id, refs) runs on the submitting thread before the task leaves;
@@ -155,7 +158,8 @@ class Runtime(DirectCalls, DataPort):
     def start(self, timeout: float = 30.0) -> Welcome:
         # Bound here, then owned by the I/O thread (starting it is the hand-over).
         ip = self.info.get("ip") or _ip_toward(self.head_address)
-        self.info["data"] = self.data_port.bind(f"tcp://{ip}:*")
+        self.data_port = StreamListener(ip, self.signer)
+        self.info["data"] = self.data_port.address
         self._thread.start()
         registration = Registration(self.role, self.process_id, self.node_id, os.getpid(),
                                     PROTOCOL_VERSION, self.info)
@@ -549,19 +553,19 @@ class Runtime(DirectCalls, DataPort):
         poller = self._poller = zmq.Poller()
         poller.register(endpoint.socket, zmq.POLLIN)
         poller.register(self.waker.fd, zmq.POLLIN)
-        poller.register(self.data_port.socket, zmq.POLLIN)
+        for fd in self.data_port.filenos():
+            poller.register(fd, zmq.POLLIN)
         next_beat = time.monotonic() + HEARTBEAT_SECONDS
         try:
             while not self._stopping:
                 self._flush(endpoint)
-                self.pump_data_out()
+                self.watch_data_out()
                 events = dict(poller.poll(self._poll_ms))
                 if self.waker.fd in events:
                     self.waker.clear()
                 if endpoint.socket in events:
                     self._drain(endpoint)
-                if self.data_port.socket in events:
-                    self._drain(self.data_port)
+                self.poll_data(events)
                 self._poll_direct(poller, events)
                 self._carry_out(self.objects.process_releases())
                 self.idle_work()
@@ -585,9 +589,7 @@ class Runtime(DirectCalls, DataPort):
             self._lose(exceptions.RayipySystemError(f"the I/O thread failed: {e!r}"))
         finally:
             endpoint.close()
-            self.data_port.close()
-            for out, _ in self._data_out.values():
-                out.close()
+            self.close_data()
             for direct in self._direct.values():
                 direct.close()
             self._direct.clear()

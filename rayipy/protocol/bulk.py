@@ -19,16 +19,13 @@ piece that does not fit what came before (another transfer, a wrong offset or si
 drops the transfer under way and raises ``BadMessage``; memory is claimed only as signed
 pieces arrive, and a sender has at most one transfer under way.
 
+This is the path of large messages through the head (a large argument of a task the head
+places); values that go holder to requester take plain sockets (``transport/stream.py``).
 What a transfer costs, besides the two SHA-256 passes, and how it is kept down:
 
 - pieces are 1 MiB: ZeroMQ receives each into memory of its own, which the C allocator
   reuses while few pieces wait; with 4 MiB pieces the waiting ones took tens of MB that
   were handed back to the kernel and faulted in again on every transfer;
-- the data port reads only a few messages ahead of the checking (``DATA_PORT_QUEUE`` in
-  ``node/data_port.py``), and the sender hands ZeroMQ one message at a time, signing the
-  next piece only when the last one was taken (``Endpoint.pump``): the rest waits at
-  the sender as views of its value, at no cost, and the two sides share the CPU instead
-  of the sender racing ahead and the receiver finishing alone;
 - the sender's pieces are views of its buffers, sent without a copy; the receiver copies
   each piece once, from ZeroMQ's memory into the buffer it lands in;
 - large landing buffers come from ``landing.POOL``, which reuses memory nothing refers to

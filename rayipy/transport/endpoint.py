@@ -10,7 +10,7 @@ import collections
 import logging
 import os
 import socket
-from typing import Any, Iterator
+from typing import Any
 
 import zmq
 
@@ -26,16 +26,12 @@ class Endpoint:
     """A ROUTER (head) or DEALER (everyone else) socket that signs and checks every frame."""
 
     def __init__(self, context: zmq.Context, socket_type: int, signer: Signer,
-                 identity: bytes | None = None, count_bytes: bool = False,
-                 receive_queue: int = 0, send_queue: int = 0) -> None:
+                 identity: bytes | None = None, count_bytes: bool = False) -> None:
         self.socket = context.socket(socket_type)
         self.socket.setsockopt(zmq.LINGER, 0)
-        # Never drop messages silently at a high-water mark: memory is the limit. With a
-        # send_queue, what does not fit waits in our backlog instead (see pump).
-        self.socket.setsockopt(zmq.SNDHWM, send_queue)
-        # A receive limit drops nothing either: past it, ZeroMQ stops reading from that
-        # peer until we catch up, and the peer's messages wait on its side.
-        self.socket.setsockopt(zmq.RCVHWM, receive_queue)
+        # Never drop messages silently at a high-water mark: memory is the limit.
+        self.socket.setsockopt(zmq.SNDHWM, 0)
+        self.socket.setsockopt(zmq.RCVHWM, 0)
         if socket_type == zmq.ROUTER:
             # Sending to a peer that is gone raises instead of vanishing without a trace.
             self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -48,9 +44,6 @@ class Endpoint:
         self._transfers = 0
         self.count_bytes = count_bytes   # the head's, for cluster_status(); off elsewhere
         self.bytes_received = 0
-        self._paced = send_queue > 0
-        self._backlog: collections.deque[Iterator[list]] = collections.deque()
-        self._waiting: list | None = None   # frames taken from the backlog, not yet accepted
 
     def bind(self, address: str) -> str:
         self.socket.bind(address)
@@ -60,54 +53,15 @@ class Endpoint:
         self.socket.connect(address)
 
     def send(self, kind: Kind, body: Any, to: bytes | None = None) -> bool:
-        """Send one message; on a ROUTER ``to`` names the peer. False if the peer is gone.
-
-        With a ``send_queue`` (DEALER only) this never waits: the message joins the
-        backlog, and ``pump`` hands it to ZeroMQ when there is room.
-        """
+        """Send one message; on a ROUTER ``to`` names the peer. False if the peer is gone."""
         data, buffers = pickle_body(body)
         if buffers and bulk.buffer_bytes(buffers) > bulk.BULK_BYTES:
             self._transfers += 1
-            pieces = bulk.chunked(self.signer, kind, data, buffers, self._transfers)
-        else:
-            pieces = iter((sign_frames(self.signer, kind, data, buffers),))
-        if self._paced:
-            assert to is None, "paced sending is for DEALER sockets"
-            self._backlog.append(pieces)
-            self.pump()
+            for frames in bulk.chunked(self.signer, kind, data, buffers, self._transfers):
+                if not self.send_frames(frames, to):
+                    return False
             return True
-        for frames in pieces:
-            if not self.send_frames(frames, to):
-                return False
-        return True
-
-    @property
-    def backlogged(self) -> bool:
-        return self._waiting is not None or bool(self._backlog)
-
-    def pump(self) -> int:
-        """Hand backlogged messages to ZeroMQ until its queue is full; how many went.
-
-        This is what paces a large transfer: the sender signs the next piece only when
-        ZeroMQ took the one before, which happens as fast as the receiver reads, so
-        sender and receiver share the CPU instead of the sender racing ahead (100 MB
-        arrived 10% sooner on two cores). Meanwhile the owner thread does its other work.
-        """
-        sent = 0
-        while True:
-            if self._waiting is None:
-                if not self._backlog:
-                    return sent
-                self._waiting = next(self._backlog[0], None)
-                if self._waiting is None:
-                    self._backlog.popleft()
-                    continue
-            try:
-                self.socket.send_multipart(self._waiting, flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return sent
-            self._waiting = None
-            sent += 1
+        return self.send_frames(sign_frames(self.signer, kind, data, buffers), to)
 
     def send_frames(self, frames: list, to: bytes | None = None) -> bool:
         if to is not None:

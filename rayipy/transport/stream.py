@@ -1,8 +1,9 @@
 """Signed messages over a plain socket (TCP, or Unix on one machine): the transport of
-direct calls.
+direct calls and of data ports.
 
 Actor calls and tasks on a lease go from a caller straight to a worker and back
-(``rayipy/node/direct.py``, ``direct_calls.py``). On ZeroMQ each message also passes
+(``rayipy/node/direct.py``, ``direct_calls.py``), and large values from their holder to
+who needs them (``rayipy/node/data_port.py``). On ZeroMQ each message also passes
 through a ZeroMQ I/O thread at both ends: two more thread wake-ups per hop, about half
 of a short call's round trip. On a plain socket the thread that sends writes to the
 kernel and the thread that waits reads from it.

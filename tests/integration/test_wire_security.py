@@ -149,3 +149,27 @@ def test_the_direct_inbox_closes_a_connection_that_sends_a_bad_message(cluster, 
         assert _closed_by_worker(sock)
     # Nothing ran, and the actor still serves its real callers.
     assert rayipy.get(actor.echo.remote("still here"), timeout=10) == "still here"
+
+
+@rayipy.remote
+def two_megabytes():
+    return b"x" * (2 * 2**20)   # a large result: it comes to the driver's data port
+
+
+@pytest.mark.parametrize("what", ["garbage", "wrong key"])
+def test_a_data_port_closes_a_connection_that_sends_a_bad_message(cluster, what):
+    import socket as socketlib
+
+    from rayipy.transport.stream import pack_message, parse_tcp_address
+
+    runtime = current_runtime()
+    value = ObjectValue(True, Payload(b"forged", ()))
+    data = {
+        "garbage": b"\xff" * 64,
+        "wrong key": b"".join(bytes(memoryview(p).cast("B")) for p in pack_message(
+            Signer(b"w" * 32), Kind.OBJECT_VALUE, (b"o" * 18, value, b"X" * 8))),
+    }[what]
+    with socketlib.create_connection(parse_tcp_address(runtime.info["data"]), timeout=10) as sock:
+        sock.sendall(data)
+        assert _closed_by_worker(sock)
+    assert len(rayipy.get(two_megabytes.remote(), timeout=30)) == 2 * 2**20
