@@ -57,8 +57,10 @@ class DataPort:
     def data_out(self, address: str) -> StreamConnection:
         """Our connection to a data port (we only send on it)."""
         entry = self._data_out.get(address)
-        out = entry[0] if entry and not entry[0].closed else StreamConnection.connect(address,
-                                                                                      self.signer)
+        if entry is not None and entry[0].closed:
+            self._forget_data_out(address, entry[0])   # unwatched and closed, not leaked
+            entry = None
+        out = entry[0] if entry is not None else StreamConnection.connect(address, self.signer)
         self._data_out[address] = (out, time.monotonic())
         return out
 
