@@ -81,28 +81,6 @@ class _Transfer:
         self.offset = 0
 
 
-def _landing(nbytes: int) -> Any:
-    """A writable buffer for the pieces to be copied into, contents undefined.
-
-    Large ones come from ``landing.POOL``, which reuses memory nothing refers to any
-    more instead of having the kernel zero fresh pages each time; small ones as below.
-    """
-    if nbytes >= landing.POOLED_BYTES:
-        return landing.POOL.take(nbytes)
-    return _uninitialized(nbytes)
-
-
-def _uninitialized(nbytes: int) -> Any:
-    """Fresh writable memory, contents undefined: numpy's ``empty``, which unlike
-    ``bytearray(n)`` does not write n zeros first; without numpy (it is there whenever
-    large arrays travel), a bytearray."""
-    try:
-        import numpy
-    except ImportError:
-        return bytearray(nbytes)
-    return numpy.empty(nbytes, dtype=numpy.uint8)
-
-
 def _skip_empty(transfer: _Transfer) -> None:
     """Empty buffers have no pieces: take them as they come."""
     sizes = transfer.sizes
@@ -139,7 +117,7 @@ class Assembler:
         if offset + piece.nbytes > sizes[index]:
             return self._broken(sender, "chunk past the end of its buffer")
         if offset == 0:
-            transfer.buffers.append(_landing(sizes[index]))
+            transfer.buffers.append(landing.buffer(sizes[index]))
         transfer.buffers[index][offset:offset + piece.nbytes] = piece
         transfer.offset += piece.nbytes
         if transfer.offset == sizes[index]:

@@ -28,7 +28,7 @@ import mmap
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 POOLED_BYTES = 2**20          # smaller buffers come from the allocator as before
 SIZE_CLASS = 2 * 2**20        # sizes round up to this (a huge page): untouched tails cost
@@ -132,3 +132,21 @@ class LandingPool:
 
 
 POOL = LandingPool()
+
+
+def buffer(nbytes: int) -> Any:
+    """A writable buffer for received bytes to land in, contents undefined: from
+    ``POOL`` when large, else fresh memory that is not zeroed first."""
+    if nbytes >= POOLED_BYTES:
+        return POOL.take(nbytes)
+    return _uninitialized(nbytes)
+
+
+def _uninitialized(nbytes: int) -> Any:
+    """numpy's ``empty``, which unlike ``bytearray(n)`` does not write n zeros first;
+    without numpy (it is there whenever large arrays travel), a bytearray."""
+    try:
+        import numpy
+    except ImportError:
+        return bytearray(nbytes)
+    return numpy.empty(nbytes, dtype=numpy.uint8)

@@ -45,7 +45,7 @@ import struct
 import threading
 from typing import Any
 
-from rayipy.protocol.bulk import _landing
+from rayipy.protocol import landing
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.wire import (HEADER, MAGIC, PROTOCOL_VERSION, SIGNATURE_BYTES, BadMessage,
                                   Message, Signer, decode, pickle_body)
@@ -163,7 +163,7 @@ class StreamReader:
                     self._frames.append(frame)
                     continue
                 try:
-                    self._big, self._big_filled = _landing(size), 0
+                    self._big, self._big_filled = landing.buffer(size), 0
                 except (MemoryError, ValueError):
                     raise BadMessage(f"no memory for a frame of {size} bytes") from None
                 have = min(size, len(buffer))

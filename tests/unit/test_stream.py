@@ -248,7 +248,7 @@ def test_a_frame_too_large_to_hold_is_a_bad_message_not_a_crash(monkeypatch):
     def no_memory(nbytes):
         raise MemoryError
 
-    monkeypatch.setattr(stream, "_landing", no_memory)
+    monkeypatch.setattr(stream.landing, "buffer", no_memory)
     reader = StreamReader(SIGNER)
     with pytest.raises(BadMessage, match="no memory"):
         reader.feed(struct.pack("!I2Q", 2, 12, 1 << 39) + b"h" * 12)
