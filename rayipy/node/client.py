@@ -115,7 +115,6 @@ class Runtime(DirectCalls, DataPort):
         self.data_port: StreamListener | None = None
         self._data_in: dict[int, StreamConnection] = {}             # fd -> from another process
         self._data_out: dict[str, tuple[StreamConnection, float]] = {}   # address -> ours, last use
-        self._data_polled: dict[int, int] = {}                       # fd -> poll flags
         self.on_log: Callable[[list, str], None] = TaskLogPrinter()
         # Hooks for a front end (the Jupyter layer sets them; None in scripts):
         # on_submit(task_id, refs) runs on the submitting thread before the task leaves;
@@ -149,7 +148,7 @@ class Runtime(DirectCalls, DataPort):
         # Connections to workers' direct inboxes, by address (direct_calls.py)
         self._direct: dict[str, StreamConnection] = {}
         self._direct_lock = threading.Lock()
-        self._direct_polled: dict[int, int] = {}            # I/O thread: fd -> poll flags
+        self._watched: dict[int, int] = {}                  # I/O thread: plain fd -> poll flags
         self._sent_on: dict[bytes, StreamConnection] = {}   # direct call in flight -> its connection
         self._poll_ms = 100                                 # the I/O thread's poll timeout
         self._thread = threading.Thread(target=self._io_loop, name=f"rayipy-io-{role}", daemon=True)
@@ -566,7 +565,7 @@ class Runtime(DirectCalls, DataPort):
                 if endpoint.socket in events:
                     self._drain(endpoint)
                 self.poll_data(events)
-                self._poll_direct(poller, events)
+                self._poll_direct(events)
                 self._carry_out(self.objects.process_releases())
                 self.idle_work()
                 for worker in self.leases.to_return(time.monotonic()):
@@ -596,6 +595,17 @@ class Runtime(DirectCalls, DataPort):
             self.context.term()
             self.waker.close()
             self._closed.set()
+
+    def _watch(self, fd: int, flags: int) -> None:
+        """I/O thread: poll a plain socket for ``flags`` from now on (0: not at all)."""
+        if self._watched.get(fd, 0) == flags:
+            return
+        if flags:
+            self._poller.register(fd, flags)
+            self._watched[fd] = flags
+        else:
+            self._poller.unregister(fd)
+            del self._watched[fd]
 
     def idle_work(self) -> None:
         """Hook for periodic work on the I/O thread (workers flush task output)."""

@@ -71,35 +71,30 @@ class DataPort:
     def watch_data_out(self) -> None:
         """I/O thread, before each poll: watch our outgoing connections that have bytes
         waiting (to write them when the socket has room) or may be closed by the peer."""
-        poller = self._poller
         for address, (out, _last) in list(self._data_out.items()):
             fd = out.fileno()
             if out.closed:
                 self._forget_data_out(address, out)
                 continue
-            want = zmq.POLLIN | (zmq.POLLOUT if out.wants_write() else 0)
-            if self._data_polled.get(fd) != want:
-                poller.register(fd, want)
-                self._data_polled[fd] = want
+            self._watch(fd, zmq.POLLIN | (zmq.POLLOUT if out.wants_write() else 0))
 
     def poll_data(self, events: dict) -> None:
         """I/O thread, after each poll: accept, read what came in, write what waits out."""
-        poller = self._poller
         for fd in self.data_port.filenos():
             if fd in events:
                 for incoming in self.data_port.accept(fd):
                     self._data_in[incoming.fileno()] = incoming
-                    poller.register(incoming.fileno(), zmq.POLLIN)
+                    self._watch(incoming.fileno(), zmq.POLLIN)
         for fd, incoming in list(self._data_in.items()):
             if fd in events:
                 for message in incoming.receive():
                     self._handle(message, incoming)
                 if incoming.closed:
-                    poller.unregister(fd)
+                    self._watch(fd, 0)
                     del self._data_in[fd]
                     incoming.close()
         for address, (out, _last) in list(self._data_out.items()):
-            flags = events.get(out.fileno(), 0) if out.fileno() in self._data_polled else 0
+            flags = events.get(out.fileno(), 0) if out.fileno() in self._watched else 0
             if flags & zmq.POLLOUT:
                 out.on_writable()
                 self._data_out[address] = (out, time.monotonic())   # a transfer moving
@@ -110,8 +105,7 @@ class DataPort:
 
     def _forget_data_out(self, address: str, out: StreamConnection) -> None:
         fd = out.fileno()
-        if self._data_polled.pop(fd, None) is not None:
-            self._poller.unregister(fd)
+        self._watch(fd, 0)
         if self._data_out.get(address, (None,))[0] is out:
             del self._data_out[address]
         if out.error not in ("closed", "closed by the peer"):

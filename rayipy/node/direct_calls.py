@@ -147,7 +147,7 @@ class DirectCalls:
             if readable:
                 self._read_direct(direct)
 
-    def _poll_direct(self, poller: zmq.Poller, events: dict) -> None:
+    def _poll_direct(self, events: dict) -> None:
         """I/O thread: read answers, write what waits, forget closed connections, and keep
         the poller's interest in each connection up to date.
 
@@ -159,7 +159,7 @@ class DirectCalls:
         deferred = 0
         for address, direct in directs:
             fd = direct.fileno()
-            flags = events.get(fd, 0) if fd in self._direct_polled else 0
+            flags = events.get(fd, 0) if fd in self._watched else 0
             if flags & zmq.POLLOUT:
                 direct.on_writable()
             if flags & (zmq.POLLIN | zmq.POLLERR):
@@ -173,9 +173,7 @@ class DirectCalls:
             if direct.deferred and not direct.claim.locked():
                 direct.deferred = False
             if direct.closed and not direct.claim.locked():
-                if fd in self._direct_polled:
-                    poller.unregister(fd)
-                    del self._direct_polled[fd]
+                self._watch(fd, 0)
                 with self._direct_lock:
                     if self._direct.get(address) is direct:
                         del self._direct[address]
@@ -185,14 +183,8 @@ class DirectCalls:
                 direct.close()
                 continue
             deferred += direct.deferred
-            want = (0 if direct.deferred else zmq.POLLIN) | (zmq.POLLOUT if direct.wants_write() else 0)
-            if self._direct_polled.get(fd, 0) != want:
-                if want:
-                    poller.register(fd, want)
-                    self._direct_polled[fd] = want
-                else:
-                    poller.unregister(fd)
-                    del self._direct_polled[fd]
+            self._watch(fd, (0 if direct.deferred else zmq.POLLIN)
+                        | (zmq.POLLOUT if direct.wants_write() else 0))
         self._poll_ms = DEFERRED_POLL_MS if deferred else IDLE_POLL_MS
 
     def _on_call_done(self, body: tuple) -> None:
