@@ -172,8 +172,6 @@ class Runtime(DirectCalls, DataPort):
             self.close()
             raise self._connect_error
         set_runtime(self)
-        if self.role == "driver":
-            interrupts.install()   # so that a thread can read its own answers (direct_calls)
         return self.welcome
 
     def close(self) -> None:

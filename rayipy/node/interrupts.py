@@ -10,12 +10,13 @@ KeyboardInterrupt then, with nothing half done.
 
 Python runs signal handlers in the main thread between bytecodes, so holding needs a
 handler that can wait. Swapping handlers around each read costs two ``sigaction``
-calls (about 8 us here, most of what reading it ourselves saves), so the driver
-installs ``_on_sigint`` in place of Python's default handler only, and it acts exactly
-like that one (raises KeyboardInterrupt) except while held. A notebook kernel puts the
-default handler back for each cell (and its own after): ``can_hold`` puts ours in its
-place again. Where someone has put a handler of their own, the answer is left to the
-I/O thread, as before.
+calls (about 8 us here, most of what reading it ourselves saves), so the first wait
+that could use it (``can_hold``) installs ``_on_sigint`` in place of Python's default
+handler only, and it acts exactly like that one (raises KeyboardInterrupt) except while
+held. A notebook kernel puts the default handler back for each cell (and its own
+after), and the next wait takes it over again. Where someone has put a handler of their
+own, the answer is left to the I/O thread, as before. The driver puts the default back
+when it shuts down.
 """
 
 from __future__ import annotations
@@ -60,11 +61,8 @@ def can_hold() -> bool:
     is back)."""
     if threading.current_thread() is not threading.main_thread():
         return True
-    handler = signal.getsignal(signal.SIGINT)
-    if handler is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _on_sigint)
-        return True
-    return handler is _on_sigint
+    install()
+    return signal.getsignal(signal.SIGINT) is _on_sigint
 
 
 def hold() -> None:
