@@ -31,6 +31,7 @@ from rayipy.node.actor_host import make_host
 from rayipy.node.client import PINNED, Runtime
 from rayipy.node.data_port import is_large
 from rayipy.node.direct import DirectInbox
+from rayipy.transport.stream import StreamConnection
 from rayipy.core.objects import owner_of
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
@@ -42,7 +43,7 @@ log = logging.getLogger("rayipy.worker")
 # The task a thread (or asyncio task) is running, for output of concurrent actor calls.
 CURRENT_TASK: contextvars.ContextVar[TaskSpec] = contextvars.ContextVar("rayipy_task")
 # The caller of the direct call the main thread is running, if it is one.
-DIRECT_CALLER: contextvars.ContextVar[bytes | None] = contextvars.ContextVar("rayipy_caller")
+DIRECT_CALLER: contextvars.ContextVar[StreamConnection | None] = contextvars.ContextVar("rayipy_caller")
 
 RESULT_BATCH_SECONDS = 0.005
 LOW_QUEUE = 2
@@ -82,7 +83,7 @@ class Worker:
         # Calls straight from callers (actor calls); also where the main thread waits.
         self.inbox = DirectInbox(runtime.signer, ip)
         runtime.info["direct"] = self.inbox.address
-        self.reply_to: dict[bytes, bytes] = {}  # task id of a direct call -> its caller
+        self.reply_to: dict[bytes, StreamConnection] = {}   # direct call's task id -> its caller
         self.owner_addresses: dict[bytes, str] = {}   # owner -> its data port (from EXECUTE)
         self.deferred: list[TaskSpec] = []      # calls that came before the constructor ran
         self.cancelled: set[bytes] = set()      # cancelled before they reached us
