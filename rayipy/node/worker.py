@@ -43,7 +43,8 @@ log = logging.getLogger("rayipy.worker")
 # The task a thread (or asyncio task) is running, for output of concurrent actor calls.
 CURRENT_TASK: contextvars.ContextVar[TaskSpec] = contextvars.ContextVar("rayipy_task")
 # The caller of the direct call the main thread is running, if it is one.
-DIRECT_CALLER: contextvars.ContextVar[StreamConnection | None] = contextvars.ContextVar("rayipy_caller")
+DIRECT_CALLER: contextvars.ContextVar[StreamConnection | None] = contextvars.ContextVar(
+    "rayipy_caller")
 
 RESULT_BATCH_SECONDS = 0.005
 LOW_QUEUE = 2
