@@ -11,25 +11,50 @@ import textwrap
 
 import pytest
 
-SCRIPT = textwrap.dedent("""
+SAY_WHEN_BLOCKED = textwrap.dedent("""
     import sys, threading, time
-    import rayipy
-    rayipy.init(num_cpus=2)
 
-    def say_when_blocked():
-        # Tell the test once the main thread waits inside get/wait (ObjectTable.wait): a
+    def say_when_blocked(*places):
+        # Tell the test once the main thread waits in one of places, (file, function): a
         # Ctrl-C a moment earlier would interrupt the script before the call, not in it.
         main = threading.main_thread().ident
         while True:
             frame = sys._current_frames().get(main)
             while frame is not None:
                 code = frame.f_code
-                if (code.co_name == "wait" and "objects.py" in code.co_filename
-                        or code.co_name == "_read_until"):   # reading its own answers
+                if any(code.co_filename.endswith(file) and code.co_name == function
+                       for file, function in places):
                     print("blocked", flush=True)
                     return
                 frame = frame.f_back
             time.sleep(0.01)
+
+    WAITING = ("objects.py", "wait")                        # ObjectTable.wait: the I/O thread reads
+    READING_ITS_OWN = ("direct_calls.py", "_read_until")    # this thread reads the answers
+""")
+
+
+def run_interrupted(script: str, *args: str, cwd) -> tuple[str, str]:
+    """Run a script; once it says "blocked", Ctrl-C it as a terminal does (its whole
+    process group). Returns its stdout and stderr."""
+    proc = subprocess.Popen([sys.executable, "-c", SAY_WHEN_BLOCKED + script, *args], cwd=cwd,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "blocked\n"
+        os.killpg(proc.pid, signal.SIGINT)
+        return proc.communicate(timeout=60)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+SCRIPT = textwrap.dedent("""
+    import rayipy
+    rayipy.init(num_cpus=2)
 
     @rayipy.remote
     def sleepy(seconds):
@@ -37,7 +62,8 @@ SCRIPT = textwrap.dedent("""
         return seconds
 
     refs = [sleepy.remote(600) for _ in range(3)]
-    threading.Thread(target=say_when_blocked, daemon=True).start()
+    threading.Thread(target=say_when_blocked, args=(WAITING, READING_ITS_OWN),
+                     daemon=True).start()
     try:
         if sys.argv[1] == "get":
             rayipy.get(refs)
@@ -57,23 +83,11 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("call", ["get", "wait"])
 def test_ctrl_c_cancels_the_tasks_a_script_waits_on(call, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, call], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        assert proc.stdout.readline() == "blocked\n"
-        os.killpg(proc.pid, signal.SIGINT)   # what a terminal does on Ctrl-C
-        out, err = proc.communicate(timeout=60)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+    out, err = run_interrupted(SCRIPT, call, cwd=tmp_path)
     assert out == "interrupted\n['cancelled', 'cancelled', 'cancelled'] 0\n", err
 
 
 ACTOR_SCRIPT = textwrap.dedent("""
-    import sys, threading, time
     import rayipy
     rayipy.init(num_cpus=1)
 
@@ -83,22 +97,10 @@ ACTOR_SCRIPT = textwrap.dedent("""
             time.sleep(seconds)
             return seconds
 
-    def say_when_reading():
-        main = threading.main_thread().ident
-        while True:
-            frame = sys._current_frames().get(main)
-            while frame is not None:
-                if frame.f_code.co_name == "_read_until":   # the answer is read by this thread
-                    print("blocked", flush=True)
-                    return
-                frame = frame.f_back
-            time.sleep(0.01)
-
     actor = Slow.remote()
     rayipy.get(actor.nap.remote(0))
     ref = actor.nap.remote(600)
-    threading.Thread(target=say_when_reading, daemon=True).start()
-    start = time.monotonic()
+    threading.Thread(target=say_when_blocked, args=(READING_ITS_OWN,), daemon=True).start()
     try:
         rayipy.get(ref)
     except KeyboardInterrupt:
@@ -114,18 +116,7 @@ ACTOR_SCRIPT = textwrap.dedent("""
 def test_ctrl_c_while_a_script_waits_on_an_actor_call(tmp_path):
     """The main thread reads the actor's answer itself (direct_calls.wait_on_direct);
     Ctrl-C still interrupts it at once, cancels the call, and the actor goes on."""
-    proc = subprocess.Popen([sys.executable, "-c", ACTOR_SCRIPT], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        assert proc.stdout.readline() == "blocked\n"
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+    out, err = run_interrupted(ACTOR_SCRIPT, cwd=tmp_path)
     assert out == "interrupted\ncancelled\n0\n", err
 
 
