@@ -299,10 +299,10 @@ class StreamConnection:
     def send(self, kind: Kind, body: Any, block: bool = False) -> bool:
         """Queue one message and write what the kernel takes now (everything, with
         ``block``). False when the connection is closed."""
+        prefix, frames = _frames(kind, body)   # pickled outside the lock: others may send
         with self.lock:
             if self.closed:
                 return False
-            prefix, frames = _frames(kind, body)
             if sum(memoryview(f).nbytes for f in frames) > SIGN_AS_SENT_BYTES:
                 self._queue_signed_as_sent(prefix, frames)
             else:
