@@ -1,10 +1,10 @@
 """Wire format: framing, HMAC-SHA256 signing and the protocol version.
 
-Protocol version 2. A message is a list of ZeroMQ frames (a ROUTER socket prepends the
+Protocol version 3. A message is a list of ZeroMQ frames (a ROUTER socket prepends the
 peer's identity frame, which is routing, not message)::
 
     frame 0   signature   32 bytes, HMAC-SHA256(key, for each later frame: len (8 bytes,
-                          big-endian) + frame bytes)
+                          big-endian) + the frame's signed form)
     frame 1   header      12 bytes, struct "!4sHHI": magic b"RYPY", protocol version,
                           message kind (rayipy.protocol.kinds.Kind), number of buffers
     frame 2   body        pickle protocol 5 of the kind's plain-data body
@@ -12,7 +12,13 @@ peer's identity frame, which is routing, not message)::
                           sent and received without copying
 
 Every frame after the signature is covered by it, payload buffers included, and each is
-length-prefixed inside the MAC so frames cannot be re-cut. The signature is checked with
+length-prefixed inside the MAC so frames cannot be re-cut. A frame's signed form is its
+bytes, or, for a frame of more than ``DIGESTED_FRAME_BYTES``, its 32-byte keyed BLAKE3
+digest (the key derived from the cluster key). HMAC-SHA256 runs at about 1.8 GB/s on
+our machines and keyed BLAKE3 at 4.5 GB/s; a large value is hashed once by its sender
+and once by its receiver, so over a 100 MB transfer the two MAC passes were most of
+the time. The digest is itself a MAC, under its own key, so the signature still
+stands for every byte. The signature is checked with
 ``hmac.compare_digest`` before anything is unpickled, since unpickling runs code.
 
 A peer is refused when the major version differs (``REFUSED`` with the reason). A frame
@@ -20,7 +26,7 @@ list that is too short, has a bad magic, a bad signature, an unknown kind or a b
 will not unpickle raises ``BadMessage``; receivers drop it and count it, never crash.
 
 Version 2: direct calls travel on plain sockets (``transport/stream.py``), the same
-frames laid out on a stream.
+frames laid out on a stream. Version 3: large frames are signed by their digest.
 
 A message with more than 8 MiB of buffers travels as a series of ``CHUNK`` messages,
 each signed as above, so that signing, sending and checking overlap (``bulk.py``).
@@ -38,12 +44,15 @@ import pickle
 import struct
 from typing import Any, NamedTuple, Sequence
 
+import blake3
+
 from rayipy.protocol.kinds import Kind
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAGIC = b"RYPY"
 HEADER = struct.Struct("!4sHHI")
 SIGNATURE_BYTES = 32
+DIGESTED_FRAME_BYTES = 64 * 1024   # longer frames enter the MAC as their digest
 _LEN = struct.Struct("!Q")
 _KINDS = {int(k): k for k in Kind}
 
@@ -70,19 +79,34 @@ class Signer:
         if not isinstance(key, (bytes, bytearray)) or len(key) < 16:
             raise ValueError("the cluster key must be at least 16 bytes")
         self._base = hmac.new(bytes(key), digestmod=hashlib.sha256)
+        self._digest_key = hmac.new(bytes(key), b"rayipy frame digest", hashlib.sha256).digest()
 
     def sign(self, frames: Sequence) -> bytes:
         h = self._base.copy()
         for frame in frames:
             view = memoryview(frame)
             h.update(_LEN.pack(view.nbytes))
-            h.update(view)
+            h.update(self.signed_form(view))
         return h.digest()
 
     def start(self) -> Any:
         """A fresh HMAC-SHA256 with the cluster key, to feed piece by piece: for
         signing and checking data as it streams (``transport/stream.py``)."""
         return self._base.copy()
+
+    def frame_hasher(self) -> Any:
+        """A fresh keyed BLAKE3, to feed a large frame piece by piece; its ``digest()``
+        is the frame's signed form."""
+        return blake3.blake3(key=self._digest_key)
+
+    def signed_form(self, frame: Any) -> Any:
+        """What of ``frame`` enters the MAC: itself, or its digest when it is large."""
+        view = memoryview(frame)
+        if view.nbytes <= DIGESTED_FRAME_BYTES:
+            return view
+        hasher = self.frame_hasher()
+        hasher.update(view)
+        return hasher.digest()
 
     def check(self, signature, frames: Sequence) -> bool:
         return hmac.compare_digest(bytes(signature), self.sign(frames))

@@ -15,7 +15,9 @@ On the stream one message is::
     count      4 bytes, big-endian: the number n of frames (header, body, buffers)
     lengths    n x 8 bytes, big-endian
     frames     the n frames, back to back
-    signature  32 bytes, HMAC-SHA256 over every byte before it: count, lengths, frames
+    signature  32 bytes, HMAC-SHA256 over every byte before it: count, lengths, and
+               each frame's signed form (the frame, or the keyed BLAKE3 digest of a
+               frame of more than 64 KiB, as in ``wire.py``)
 
 The lengths are inside the signature, so frames cannot be re-cut. A small message is
 one contiguous piece, signed and checked in one pass. The signature comes last so that
@@ -47,14 +49,16 @@ from typing import Any
 
 from rayipy.protocol import landing
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.wire import (HEADER, MAGIC, PROTOCOL_VERSION, SIGNATURE_BYTES, BadMessage,
-                                  Message, Signer, decode, pickle_body)
+from rayipy.protocol.wire import (DIGESTED_FRAME_BYTES, HEADER, MAGIC, PROTOCOL_VERSION,
+                                  SIGNATURE_BYTES, BadMessage, Message, Signer, decode,
+                                  pickle_body)
 
 log = logging.getLogger(__name__)
 
 MAX_FRAMES = 4096
 MAX_MESSAGE_BYTES = 1 << 40
-SMALL_FRAME_BYTES = 64 * 1024      # larger frames are read straight into their own buffer
+SMALL_FRAME_BYTES = DIGESTED_FRAME_BYTES   # larger frames are read straight into their own
+                                           # buffer, and enter the MAC as their digest
 READ_BYTES = 256 * 1024            # one read of small messages
 SEND_TIMEOUT_SECONDS = 30          # a blocking send that moves nothing this long gives up
 SIGN_AS_SENT_BYTES = 2 * 2**20     # messages larger than this are signed piece by piece
@@ -83,6 +87,7 @@ class StreamReader:
         self._frames: list = []
         self._mac: Any = None                # over this message so far
         self._big: Any = None                # the large frame being filled in place
+        self._big_hasher: Any = None         # its digest so far
         self._big_filled = 0
         self._done: list[tuple[list, bool]] = []   # ([signature, *frames], signature good)
 
@@ -102,9 +107,10 @@ class StreamReader:
     def filled(self, nbytes: int) -> None:
         if nbytes:
             view = memoryview(self._big).cast("B")
-            self._mac.update(view[self._big_filled:self._big_filled + nbytes])
+            self._big_hasher.update(view[self._big_filled:self._big_filled + nbytes])
         self._big_filled += nbytes
         if self._big_filled == len(self._big):
+            self._mac.update(self._big_hasher.digest())
             self._frames.append(self._big)
             self._big = None
             self._parse()
@@ -166,6 +172,7 @@ class StreamReader:
                     self._big, self._big_filled = landing.buffer(size), 0
                 except (MemoryError, ValueError):
                     raise BadMessage(f"no memory for a frame of {size} bytes") from None
+                self._big_hasher = self._signer.frame_hasher()
                 have = min(size, len(buffer))
                 memoryview(self._big).cast("B")[:have] = buffer[:have]
                 del buffer[:have]
@@ -206,15 +213,14 @@ def pack_message(signer: Signer, kind: Kind, body: Any) -> list:
 
 
 def _signed(signer: Signer, prefix: bytes, frames: list) -> list:
-    if len(frames) == 2:
+    mac = signer.start()
+    if len(frames) == 2 and len(frames[1]) <= SMALL_FRAME_BYTES:
         message = prefix + frames[0] + frames[1]
-        mac = signer.start()
         mac.update(message)
         return [message + mac.digest()]
-    mac = signer.start()
     mac.update(prefix)
     for frame in frames:
-        mac.update(frame)
+        mac.update(signer.signed_form(frame))
     return [prefix, *frames, mac.digest()]
 
 
@@ -306,7 +312,7 @@ class StreamConnection:
             if sum(memoryview(f).nbytes for f in frames) > SIGN_AS_SENT_BYTES:
                 self._queue_signed_as_sent(prefix, frames)
             else:
-                self._out.extend((memoryview(p).cast("B"), None)
+                self._out.extend((memoryview(p).cast("B"), None, None)
                                  for p in _signed(self.signer, prefix, frames))
             if not self.connecting:
                 self._write(block)
@@ -320,12 +326,17 @@ class StreamConnection:
         mac = self.signer.start()
         mac.update(prefix)
         out = self._out
-        out.append((memoryview(prefix), None))
+        out.append((memoryview(prefix), None, None))
         for frame in frames:
             view = memoryview(frame).cast("B")
+            if view.nbytes <= SMALL_FRAME_BYTES:
+                out.append((view, mac, None))
+                continue
+            hasher = self.signer.frame_hasher()
             for start in range(0, view.nbytes, PIECE_BYTES):
-                out.append((view[start:start + PIECE_BYTES], mac))
-        out.append((None, mac))     # becomes the signature when its turn comes
+                last = start + PIECE_BYTES >= view.nbytes
+                out.append((view[start:start + PIECE_BYTES], hasher, mac if last else None))
+        out.append((None, mac, None))     # becomes the signature when its turn comes
 
     def on_writable(self) -> None:
         """Owner: the poll said writable; finish connecting, then write what waits."""
@@ -341,23 +352,27 @@ class StreamConnection:
             self._write(False)
 
     def _write(self, block: bool) -> None:
-        """Write what waits, in order. ``_out`` holds (bytes, None) ready to go, and
-        (piece, mac) to add to the MAC first, or (None, mac) for its digest: one such
-        is taken into each write, at its start, so signing keeps pace with writing."""
+        """Write what waits, in order. ``_out`` holds (bytes, None, None) ready to go;
+        (piece, into, then) to add to ``into`` first (the MAC, or a large frame's
+        hasher), and after a large frame's last piece its digest to ``then``, the MAC;
+        or (None, mac, None) for the MAC's digest. One such is taken into each write,
+        at its start, so signing keeps pace with writing."""
         out = self._out
         flags = 0 if block else socket.MSG_DONTWAIT
         while out:
             batch = []
             for index in range(min(len(out), _IOV_MAX)):
-                view, mac = out[index]
-                if mac is not None:
+                view, into, then = out[index]
+                if into is not None:
                     if batch:
                         break
                     if view is None:
-                        view = memoryview(mac.digest())
+                        view = memoryview(into.digest())
                     else:
-                        mac.update(view)
-                    out[index] = (view, None)
+                        into.update(view)
+                        if then is not None:
+                            then.update(into.digest())
+                    out[index] = (view, None, None)
                 batch.append(view)
             try:
                 sent = self.sock.sendmsg(batch, (), flags)
@@ -374,7 +389,7 @@ class StreamConnection:
                     sent -= view.nbytes
                     out.popleft()
                 else:
-                    out[0] = (view[sent:], None)
+                    out[0] = (view[sent:], None, None)
                     break
 
     # -- receiving (the owner) ------------------------------------------------------------

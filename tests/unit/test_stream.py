@@ -75,6 +75,37 @@ def test_a_changed_byte_anywhere_fails_the_signature():
         assert not signed
 
 
+@pytest.mark.parametrize("body", [
+    (b"big", np.arange(50_000)),            # a 400 KB out-of-band buffer
+    ("call", list(range(150_000))),         # a pickle frame of more than 64 KiB
+], ids=["buffer", "pickle"])
+def test_a_changed_byte_in_a_frame_signed_by_its_digest_fails_the_signature(body):
+    data = wire_bytes(Kind.CALL, body)
+    assert len(data) > 4 * stream.SMALL_FRAME_BYTES
+    assert signatures(data) == [True]
+    frame_end = len(data) - stream.SIGNATURE_BYTES
+    for position in (frame_end - 300_000, frame_end - 1):   # inside the large frame
+        forged = bytearray(data)
+        forged[position] ^= 1
+        assert signatures(bytes(forged)) == [False]
+
+
+def signatures(data: bytes) -> list[bool]:
+    """Whether each message in ``data`` checks, read as the connection reads."""
+    reader, view = StreamReader(SIGNER), memoryview(data)
+    while view:
+        target = reader.direct_target()
+        if target is None:
+            reader.feed(view[:stream.READ_BYTES])
+            view = view[stream.READ_BYTES:]
+        else:
+            n = min(target.nbytes, view.nbytes)
+            target[:n] = view[:n]
+            reader.filled(n)
+            view = view[n:]
+    return [signed for _, signed in reader.take()]
+
+
 def test_a_message_signed_with_another_key_is_refused():
     reader = StreamReader(SIGNER)
     reader.feed(wire_bytes(Kind.CALL, ("call",), signer=Signer(b"w" * 32)))

@@ -139,6 +139,24 @@ def test_tampered_frame_is_a_bad_signature(index):
     assert error.kind is Kind.OBJECT_VALUE
 
 
+@pytest.mark.parametrize("position", [0, 100_000, -1])
+def test_a_changed_byte_in_a_frame_signed_by_its_digest_is_a_bad_signature(position):
+    body, _ = with_buffer(4 * BIG)
+    frames = [bytes(f) for f in encode(signer(), Kind.OBJECT_VALUE, body)]
+    assert len(frames[3]) > wire.DIGESTED_FRAME_BYTES
+    frames[3] = flip(frames[3], position)
+    assert bad(frames).reason == "bad signature"
+
+
+def test_a_large_frame_enters_the_mac_as_a_digest_under_the_cluster_key():
+    small, large = b"s" * wire.DIGESTED_FRAME_BYTES, b"l" * (wire.DIGESTED_FRAME_BYTES + 1)
+    assert bytes(signer().signed_form(small)) == small
+    digest = signer().signed_form(large)
+    assert len(digest) == 32 and digest == signer().signed_form(large)
+    assert digest != signer(b"z" * 32).signed_form(large)   # keyed: not a plain hash
+    assert digest != signer().signed_form(large[:-1] + b"m")
+
+
 def test_tampered_header_kind_is_a_bad_signature():
     frames = [bytes(f) for f in encode(signer(), Kind.SHUTDOWN, ("x",))]
     magic, version, _, nbuf = wire.HEADER.unpack(frames[1])
