@@ -235,6 +235,13 @@ class Runtime(DirectCalls, DataPort):
         if kwargs and any(isinstance(v, ObjectRef) for v in kwargs.values()):
             kwargs = {k: _slot(v, deps) for k, v in kwargs.items()}
         payload, contained = serialization.dumps_arguments(args, kwargs, name)
+        if payload.nbytes > DIRECT_RESULT_BYTES and not actor_id and worker is None:
+            # Large arguments stay here, and the worker fetches them from our data port
+            # (``FetchDep``), as Ray puts them in its object store: in the spec they would
+            # cross the head, two hops instead of one. Actor calls go straight to their
+            # worker anyway, and a restarted actor's constructor needs its arguments again.
+            deps.append(self._put_payload(payload, contained))
+            payload = Payload(serialization.dumps_inband((DepSlot(len(deps) - 1), None)))
         return_ids = [task_id + i.to_bytes(2, "big") for i in range(max(num_returns, 1))]
         info = {"task": name}
         refs = []
@@ -324,7 +331,10 @@ class Runtime(DirectCalls, DataPort):
         self._check_alive()
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed: pass the ref itself instead")
-        payload, contained = serialization.dumps(value, "the value given to put()")
+        payload, contained = serialization.dumps(value, "the value given to put()", snapshot=True)
+        return self._put_payload(payload, contained)
+
+    def _put_payload(self, payload: Payload, contained: list[ObjectRef]) -> ObjectRef:
         oid = self.next_task_id() + b"\x00\x00"
         self._carry_out(self.objects.add_ready(oid, payload, [r.id for r in contained]))
         return ObjectRef(oid, self)

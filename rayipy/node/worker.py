@@ -375,6 +375,8 @@ class Worker:
         if spec.dep_values:
             values = [self.runtime.fetch_value(p.object_id) if type(p) is FetchDep
                       else serialization.loads(p) for p in spec.dep_values]
+            if type(args) is DepSlot:   # large arguments, held by the caller (client.submit)
+                args, kwargs = values[args.index]
             args = [values[a.index] if type(a) is DepSlot else a for a in args]
             kwargs = {k: values[v.index] if type(v) is DepSlot else v for k, v in kwargs.items()}
         return fn, args, kwargs

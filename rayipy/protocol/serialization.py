@@ -7,6 +7,12 @@ stay out of band, so they become ZeroMQ frames of their own and are never copied
 
 ObjectRefs found inside a value are collected while it is pickled, so the caller can
 keep the objects they name alive while the value is in flight.
+
+The value of a ``put`` or of a task's arguments is fixed when the call is made, as in
+Ray: with ``snapshot``, large buffers are copied into memory of their own that nobody
+can write (numpy arrays built on it are read-only), so the caller may reuse or change
+its array at once. Without the copy, a change made while the bytes were being signed
+and sent would also make the message fail its signature.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any, Callable
 
 import cloudpickle
 
+from rayipy.protocol import landing
 from rayipy.protocol.messages import Payload
 
 INBAND_LIMIT = 4096
@@ -37,14 +44,16 @@ def note_contained_ref(ref: Any) -> None:
         found.append(ref)
 
 
-def dumps(value: Any, what: str = "value") -> tuple[Payload, list]:
-    """Serialize ``value``; returns the payload and the ObjectRefs it contains."""
+def dumps(value: Any, what: str = "value", snapshot: bool = False) -> tuple[Payload, list]:
+    """Serialize ``value``; returns the payload and the ObjectRefs it contains.
+    ``snapshot``: large buffers are copies, read-only (see the module's docstring)."""
     buffers: list = []
 
     def keep_large_out_of_band(buf: pickle.PickleBuffer) -> bool:
-        if buf.raw().nbytes < INBAND_LIMIT:
+        raw = buf.raw()
+        if raw.nbytes < INBAND_LIMIT:
             return True
-        buffers.append(buf)
+        buffers.append(_frozen(raw) if snapshot else raw)
         return False
 
     if _is_plain(value, 2):
@@ -59,7 +68,16 @@ def dumps(value: Any, what: str = "value") -> tuple[Payload, list]:
         raise SerializationError(_describe_failure(value, what, e)) from e
     finally:
         _local.refs = outer
-    return Payload(data, tuple(b.raw() for b in buffers)), refs
+    return Payload(data, tuple(buffers)), refs
+
+
+def _frozen(raw: memoryview) -> memoryview:
+    """``raw``'s bytes as they are now, where nobody can change them."""
+    if raw.readonly and type(raw.obj) is bytes:
+        return raw
+    copy = memoryview(landing.buffer(raw.nbytes)).cast("B")
+    copy[:] = raw
+    return copy.toreadonly()
 
 
 _SCALARS = frozenset({type(None), bool, int, float, complex, str})
@@ -175,9 +193,10 @@ def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
 
 
 def dumps_arguments(args: tuple, kwargs: dict, function_name: str) -> tuple[Payload, list]:
-    """dumps((args, kwargs)), with errors that name the argument that would not pickle."""
+    """dumps((args, kwargs)) as a snapshot, with errors that name the argument that would
+    not pickle."""
     try:
-        return dumps((args, kwargs), f"the arguments of {function_name}")
+        return dumps((args, kwargs), f"the arguments of {function_name}", snapshot=True)
     except SerializationError as e:
         labelled = [(f"argument {i}", a) for i, a in enumerate(args)]
         labelled += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]

@@ -83,3 +83,29 @@ def test_many_tasks_do_not_grow_the_table(cluster):
     settle()
     status = rayipy.cluster_status()["tasks"]
     assert status["queued"] == 0 and status["assigned"] == 0
+
+
+@rayipy.remote
+def sum_after_crashing_once(array, started, go):
+    import os
+    import time
+    if not os.path.exists(started):
+        open(started, "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os._exit(3)   # the retry must fetch the arguments again
+    return float(array.sum())
+
+
+def test_large_arguments_live_until_the_task_is_done_then_are_freed(cluster, tmp_path):
+    settle()
+    started, go = tmp_path / "started", tmp_path / "go"
+    result = sum_after_crashing_once.remote(np.ones(2**20), str(started), str(go))
+    wait_until(started.exists, timeout=30, message="the task did not start")
+    gc.collect()
+    assert rayipy.get(total.remote(np.ones(4))) == 4.0   # releases are processed meanwhile
+    go.touch()
+    assert rayipy.get(result, timeout=60) == 2**20
+    del result
+    settle()

@@ -68,3 +68,31 @@ def test_result_made_by_a_task_and_read_by_another(cluster):
 
 def test_small_values_still_take_the_short_path(cluster):
     assert rayipy.get([total.remote(np.ones(10)) for _ in range(50)]) == [10.0] * 50
+
+
+def test_a_large_argument_passed_by_value_stays_with_its_caller(cluster):
+    array = np.arange(24 * MB // 8, dtype=np.float64)
+    rayipy.get(total.remote(np.zeros(4)))
+    before = head_bytes()
+    # Several at once: they go through the head (one at a time would go to a leased worker).
+    assert rayipy.get([total.remote(array) for _ in range(4)]) == [float(array.sum())] * 4
+    assert head_bytes() - before < MB
+
+
+@rayipy.remote
+def first_and_sum(array, *, scale):
+    return float(array[0]), float(array.sum()) * scale
+
+
+def test_values_are_fixed_when_put_or_passed(cluster):
+    """As in Ray: the caller may reuse its array at once, whichever way the value goes."""
+    array = np.zeros(3 * MB // 8)
+    ref = rayipy.put(array)
+    by_value = [first_and_sum.remote(array, scale=1) for _ in range(3)]
+    small = first_and_sum.remote(array[:1000], scale=2)
+    by_keyword = first_and_sum.options(num_returns=1).remote(scale=1, array=array)
+    array[:] = 1.0                              # before any worker has read it
+    stored = rayipy.get(ref)
+    assert stored[0] == 0.0 and not stored.flags.writeable   # read-only, as Ray's
+    assert rayipy.get(by_value + [small, by_keyword]) == [(0.0, 0.0)] * 5
+    assert rayipy.get(first_and_sum.remote(ref, scale=1)) == (0.0, 0.0)

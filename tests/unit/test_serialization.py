@@ -73,6 +73,25 @@ def test_out_of_band_buffer_is_a_view_not_a_copy():
     assert np.shares_memory(got, array)
 
 
+@pytest.mark.parametrize("size", [10_000, 3 * 2**20])    # from the allocator, from the pool
+def test_a_snapshot_is_a_read_only_copy_fixed_when_made(size):
+    array = np.zeros(size, dtype=np.uint8)
+    payload, _ = dumps({"a": array, "small": np.zeros(3)}, snapshot=True)
+    array[:] = 1
+    got = loads(payload)["a"]
+    assert not got.any() and not np.shares_memory(got, array)
+    assert all(memoryview(b).readonly for b in payload.buffers)
+    assert not got.flags.writeable
+
+
+def test_a_snapshot_of_a_bytearray_is_still_a_bytearray():
+    value = bytearray(range(256)) * 100
+    payload, _ = dumps(value, snapshot=True)
+    value[0] = 9
+    got = loads(payload)
+    assert type(got) is bytearray and got[0] == 0 and got[1:] == value[1:]
+
+
 def test_small_numpy_array_stays_in_band():
     array = np.arange(10, dtype=np.int32)
     got, payload, _ = round_trip(array)
