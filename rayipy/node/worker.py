@@ -475,7 +475,10 @@ class Worker:
         payloads, contains = [], []
         owner = owner_of(spec.task_id)
         for i, v in enumerate(values):
-            payload, refs = serialization.dumps(v, f"return value {i} of {spec.name}")
+            # A snapshot: the value is sent after the next task has started, and that task
+            # may change an array this one returned (a buffer reused from task to task).
+            payload, refs = serialization.dumps(v, f"return value {i} of {spec.name}",
+                                                snapshot=True)
             payloads.append(payload)
             contains.append(tuple(r.id for r in refs))
             for ref in refs:

@@ -7,6 +7,7 @@ value of many megabytes must not move that count by more than a few small messag
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import rayipy
 
@@ -96,3 +97,21 @@ def test_values_are_fixed_when_put_or_passed(cluster):
     assert stored[0] == 0.0 and not stored.flags.writeable   # read-only, as Ray's
     assert rayipy.get(by_value + [small, by_keyword]) == [(0.0, 0.0)] * 5
     assert rayipy.get(first_and_sum.remote(ref, scale=1)) == (0.0, 0.0)
+
+
+@rayipy.remote
+def refill_and_return(step, size):
+    """Returns the same module-level array every time, refilled: a reused buffer."""
+    global reused
+    if globals().get("reused") is None or reused.size != size:
+        reused = np.zeros(size)
+    reused[:] = step
+    return reused
+
+
+@pytest.mark.parametrize("size", [2 * MB // 8, 20_000], ids=["large", "small"])
+def test_a_returned_array_the_next_task_changes_arrives_as_returned(cluster, size):
+    """Results leave after the next task has started; they must not see its changes (nor
+    fail their signature because of them, which lost the result for good)."""
+    refs = [refill_and_return.remote(step, size) for step in range(20)]
+    assert [float(a[0]) for a in rayipy.get(refs, timeout=60)] == [float(s) for s in range(20)]
