@@ -18,8 +18,8 @@ digest (the key derived from the cluster key). HMAC-SHA256 runs at about 1.8 GB/
 our machines and keyed BLAKE3 at 4.5 GB/s; a large value is hashed once by its sender
 and once by its receiver, so over a 100 MB transfer the two MAC passes were most of
 the time. The digest is itself a MAC, under its own key, so the signature still
-stands for every byte. The signature is checked with
-``hmac.compare_digest`` before anything is unpickled, since unpickling runs code.
+stands for every byte. The signature is checked with ``hmac.compare_digest`` before
+anything is unpickled, since unpickling runs code.
 
 A peer is refused when the major version differs (``REFUSED`` with the reason). A frame
 list that is too short, has a bad magic, a bad signature, an unknown kind or a body that
