@@ -400,6 +400,9 @@ class Runtime(DirectCalls, DataPort):
         self.objects.wait([object_id], 1, None)
         ok, value = self.value_or_error(object_id)
         del ref
+        # Give the borrow back now, not at the I/O thread's next turn: until the owner
+        # hears, it keeps the value, and its memory cannot serve the next one.
+        self.waker.wake()
         if not ok:
             raise value
         return value
