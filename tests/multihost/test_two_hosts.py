@@ -190,11 +190,19 @@ def test_direct_paths_work_across_hosts(two_hosts):
         print("big", int(rayipy.get(big.remote()).sum()) == 4999999 * 5000000 // 2)
         mine = rayipy.put(np.ones(1_000_000))
         print("borrowed", rayipy.get(total.remote([mine])))
+        @rayipy.remote(resources={"at_a": 1})
+        def total_of(array):
+            return int(array.sum()), here()
+        by_value = np.ones(2_000_000)                     # 16 MB: held on hostB, fetched
+        calls = [total_of.remote(by_value) for _ in range(3)]
+        by_value[:] = 0                                    # fixed at the call, all the same
+        print("by_value", rayipy.get(calls))
     """)
     assert result.returncode == 0, result.stderr
     lines = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
     assert lines == {"actor": f"(3, '{a.ip}')", "leased": f"(20, '{a.ip}')", "big": "True",
-                     "borrowed": f"(1000000, '{a.ip}')"}, result.stdout
+                     "borrowed": f"(1000000, '{a.ip}')",
+                     "by_value": str([(2000000, a.ip)] * 3)}, result.stdout
 
 
 def test_hosts_sharing_a_home_directory_keep_their_processes_apart(two_hosts):
