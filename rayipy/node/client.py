@@ -115,6 +115,7 @@ class Runtime(DirectCalls, DataPort):
         self.data_port: StreamListener | None = None
         self._data_in: dict[int, StreamConnection] = {}             # fd -> from another process
         self._data_out: dict[str, tuple[StreamConnection, float]] = {}   # address -> ours, last use
+        self._unwritten: dict[StreamConnection, list[tuple]] = {}   # (kind, body) sent on it
         self.on_log: Callable[[list, str], None] = TaskLogPrinter()
         # Hooks for a front end (the Jupyter layer sets them; None in scripts):
         # on_submit(task_id, refs) runs on the submitting thread before the task leaves;
@@ -653,7 +654,7 @@ class Runtime(DirectCalls, DataPort):
                 specs.append(item[1])
                 continue
             if kind == "to":
-                self.data_out(item[1]).send(item[2], item[3])
+                self.send_data(item[1], item[2], item[3])
                 continue
             if specs:
                 endpoint.send(Kind.SUBMIT, (specs,))

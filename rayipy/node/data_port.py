@@ -8,9 +8,13 @@ for this machine) and registers the address with the head. Two kinds arrive ther
   to the task's owner; the head told the worker the owner's address with the task
   (``EXECUTE``). The owner then tells the head (``RESULTS_RECEIVED``), and only then
   does the head count the tasks finished: if the worker dies first, they are retried.
+  If the worker's connection fails before it has written them all (the owner's data
+  port cannot be reached from here: a driver behind NAT or a firewall), they go
+  through the head instead, as small results do (``reroute_unwritten``).
 - ``OBJECT_VALUE``: the answer to a ``GET_OBJECT``. The request goes through the head
   (which knows where every owner is and adds the requester's data address); the owner
-  answers on a connection of its own straight to the requester's data port.
+  answers on a connection of its own straight to the requester's data port (or, if
+  that fails, through the head, as for results).
 
 Small results keep the head's path: one message fewer, and the head learns at once that
 the worker is free. A large message is signed 1 MiB at a time as the socket takes it and
@@ -54,6 +58,31 @@ class DataPort:
         self.outbox.append(("to", address, kind, body))
         self.waker.wake()
 
+    def send_data(self, address: str, kind: Kind, body: tuple) -> None:
+        """Send one message on our connection to a data port, and remember it until
+        the connection has written it (``reroute_unwritten``)."""
+        out = self.data_out(address)
+        self._unwritten.setdefault(out, []).append((kind, body))
+        out.send(kind, body)
+
+    def reroute_unwritten(self) -> None:
+        """Before each poll: forget what a connection has written; send what a
+        connection that failed first had not through the head, which forwards it.
+        Nothing else would: the receiver (and, for results, the head) would wait for
+        it for ever."""
+        for out, messages in list(self._unwritten.items()):
+            if out.closed:
+                del self._unwritten[out]
+                log.warning("could not send %d large value(s) straight to their receiver (%s); "
+                            "sending them through the head", len(messages), out.error)
+                for kind, body in messages:
+                    if kind is Kind.RESULTS:   # (worker, results): the head's TASK_DONE
+                        self.send(Kind.TASK_DONE, (body[1],))
+                    else:                      # OBJECT_VALUE: the head forwards it as it is
+                        self.send(kind, body)
+            elif not out.wants_write():
+                del self._unwritten[out]
+
     def data_out(self, address: str) -> StreamConnection:
         """Our connection to a data port (we only send on it)."""
         entry = self._data_out.get(address)
@@ -71,6 +100,7 @@ class DataPort:
     def watch_data_out(self) -> None:
         """I/O thread, before each poll: watch our outgoing connections that have bytes
         waiting (to write them when the socket has room) or may be closed by the peer."""
+        self.reroute_unwritten()
         for address, (out, _last) in list(self._data_out.items()):
             fd = out.fileno()
             if out.closed:
