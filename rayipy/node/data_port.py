@@ -73,6 +73,8 @@ class DataPort:
         for out, messages in list(self._unwritten.items()):
             if out.closed:
                 del self._unwritten[out]
+                if not out.lost_output:   # all written before it closed: nothing to resend
+                    continue
                 log.warning("could not send %d large value(s) straight to their receiver (%s); "
                             "sending them through the head", len(messages), out.error)
                 for kind, body in messages:

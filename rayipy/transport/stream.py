@@ -257,6 +257,8 @@ class StreamConnection:
         self.connecting = connecting
         self.closed = False
         self.error = ""
+        self.lost_output = False         # closed with bytes it had not written, or given
+                                         # a message after it had closed
         self.dropped: collections.Counter[str] = collections.Counter()
         self._out: collections.deque[tuple] = collections.deque()   # see _write
         self._staging = bytearray(READ_BYTES)
@@ -308,6 +310,7 @@ class StreamConnection:
         prefix, frames = _frames(kind, body)   # pickled outside the lock: others may send
         with self.lock:
             if self.closed:
+                self.lost_output = True
                 return False
             if sum(memoryview(f).nbytes for f in frames) > SIGN_AS_SENT_BYTES:
                 self._queue_signed_as_sent(prefix, frames)
@@ -434,6 +437,7 @@ class StreamConnection:
         if not self.closed:
             self.closed = True
             self.error = why
+            self.lost_output = bool(self._out)
             self._out.clear()
 
     def close(self) -> None:

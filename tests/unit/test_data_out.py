@@ -10,7 +10,7 @@ from rayipy.node.client import Runtime
 from rayipy.node.data_port import DataPort
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.wire import Signer
-from rayipy.transport.stream import StreamListener
+from rayipy.transport.stream import StreamConnection, StreamListener
 
 SIGNER = Signer(b"k" * 32)
 
@@ -90,10 +90,28 @@ def test_what_a_connection_has_written_is_forgotten():
                     out.on_writable()
         port.watch_data_out()
         assert not port._unwritten and port.through_head == []
-        out._fail("the peer went away later")
+        port.send_data(listener.address, Kind.RESULTS, (b"worker", ["another"]))
+        assert not out.wants_write()       # the kernel took it at once
+        out._fail("the peer went away")    # before the next look at what was written
         port.watch_data_out()
-        assert port.through_head == []     # it had all been written
+        assert port.through_head == []     # it had all been written: not sent twice
     finally:
         for out, _ in port._data_out.values():
             out.close()
         listener.close()
+
+
+def test_a_message_given_to_a_connection_already_closed_goes_through_the_head(monkeypatch):
+    from rayipy.node import data_port
+    connect = StreamConnection.connect
+
+    def refused_at_once(address, signer):       # as connect() marks an immediate refusal
+        out = connect(address, signer)
+        out._fail("refused at once")
+        return out
+
+    monkeypatch.setattr(data_port.StreamConnection, "connect", staticmethod(refused_at_once))
+    port = Port()
+    port.send_data(dead_address(), Kind.RESULTS, (b"worker", ["result"]))
+    port.watch_data_out()
+    assert port.through_head == [(Kind.TASK_DONE, (["result"],))]
