@@ -48,6 +48,10 @@ DIRECT_CALLER: contextvars.ContextVar[StreamConnection | None] = contextvars.Con
 
 RESULT_BATCH_SECONDS = 0.005
 LOW_QUEUE = 2
+# Cancels kept for calls not here yet. Most are of calls that ended before the cancel came
+# and never will come; a call still on its way is milliseconds behind its cancel, not
+# thousands of cancels.
+CANCELS_KEPT = 4096
 
 
 class TaskOutput(io.TextIOBase):
@@ -87,7 +91,7 @@ class Worker:
         self.reply_to: dict[bytes, StreamConnection] = {}   # direct call's task id -> its caller
         self.owner_addresses: dict[bytes, str] = {}   # owner -> its data port (from EXECUTE)
         self.deferred: list[TaskSpec] = []      # calls that came before the constructor ran
-        self.cancelled: set[bytes] = set()      # cancelled before they reached us
+        self.cancelled: dict[bytes, None] = {}  # cancelled before they reached us (remember)
         self.host_done: collections.deque[TaskResult] = collections.deque()
         self.functions: dict[bytes, Any] = {}
         self.pickled_functions: dict[bytes, bytes] = {}
@@ -147,7 +151,7 @@ class Worker:
             running = self.current is not None and self.current.task_id == task_id
             if not running:
                 # Not here yet: a direct call may still sit in the inbox. Cancel it on arrival.
-                self.cancelled.add(task_id)
+                remember(self.cancelled, task_id)
                 return
         if force:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -250,7 +254,7 @@ class Worker:
         with self.lock:
             spec = self.queue.popleft() if self.queue else None
             if spec is not None and spec.task_id in self.cancelled:
-                self.cancelled.discard(spec.task_id)
+                del self.cancelled[spec.task_id]
                 self.finish(self.cancelled_result(spec, "cancelled before it started"))
                 spec = None
             # Set under the lock: a cancel must find the task either queued or running.
@@ -487,6 +491,14 @@ class Worker:
                     self.runtime._route_borrow(ref.id, 1, owner)
         return TaskResult(spec.task_id, OK, tuple(payloads), duration, self.where,
                           tuple(contains) if any(contains) else ())
+
+
+def remember(ids: dict, item: bytes, keep: int = CANCELS_KEPT) -> None:
+    """Add ``item`` to ``ids`` (a dict used as an ordered set), forgetting the oldest
+    beyond ``keep``."""
+    ids[item] = None
+    if len(ids) > keep:
+        del ids[next(iter(ids))]
 
 
 def _retryable(error: Exception, retry_on: Any) -> bool:
