@@ -116,36 +116,3 @@ def test_a_returned_array_the_next_task_changes_arrives_as_returned(cluster, siz
     refs = [refill_and_return.remote(step, size) for step in range(20)]
     assert [float(a[0]) for a in rayipy.get(refs, timeout=60)] == [float(s) for s in range(20)]
 
-
-def test_large_results_go_through_the_head_when_the_owner_cannot_be_reached(
-        fresh_cluster, monkeypatch):
-    """A driver behind NAT or a firewall: its data port is not reachable from the workers.
-    Their large results must still arrive (through the head), not be lost."""
-    import socket
-
-    from rayipy.node import client
-    from rayipy.transport.stream import StreamListener
-
-    if rayipy.is_initialized():
-        rayipy.shutdown()
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    nobody = probe.getsockname()[1]
-    probe.close()
-
-    class Unreachable(StreamListener):
-        def __init__(self, ip, signer):
-            super().__init__(ip, signer)
-            self.address = f"tcp://127.0.0.1:{nobody}"    # what the workers are told
-
-    monkeypatch.setattr(client, "StreamListener", Unreachable)
-    fresh_cluster()
-    values = rayipy.get([make.remote(3) for _ in range(3)], timeout=60)
-    assert [float(v.sum()) for v in values] == [7.0 * 3 * MB / 8] * 3
-    (held_by_a_worker,) = rayipy.get(put_in_a_task.remote(3), timeout=60)
-    assert float(rayipy.get(held_by_a_worker, timeout=60).sum()) == 3 * MB / 8
-
-
-@rayipy.remote
-def put_in_a_task(n_mb):
-    return [rayipy.put(np.ones(n_mb * MB // 8))]     # the worker owns it, and answers for it
