@@ -332,7 +332,7 @@ class Runtime(DirectCalls, DataPort):
         self._check_alive()
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed: pass the ref itself instead")
-        payload, contained = serialization.dumps(value, "the value given to put()", snapshot=True)
+        payload, contained = serialization.dumps(value, "the value given to put()")
         return self._put_payload(payload, contained)
 
     def _put_payload(self, payload: Payload, contained: list[ObjectRef]) -> ObjectRef:

@@ -481,8 +481,7 @@ class Worker:
         for i, v in enumerate(values):
             # A snapshot: the value is sent after the next task has started, and that task
             # may change an array this one returned (a buffer reused from task to task).
-            payload, refs = serialization.dumps(v, f"return value {i} of {spec.name}",
-                                                snapshot=True)
+            payload, refs = serialization.dumps(v, f"return value {i} of {spec.name}")
             payloads.append(payload)
             contains.append(tuple(r.id for r in refs))
             for ref in refs:

@@ -1,6 +1,6 @@
 """Landing memory for large received buffers, used again once nothing refers to it.
-(Also where ``serialization.dumps(snapshot=True)`` copies a put value's or an argument's
-large buffers: the same memory, with the same reasons to reuse it.)
+(Also where ``serialization.dumps`` copies the large buffers of a value handed over: the
+same memory, with the same reasons to reuse it.)
 
 A large message's pieces are copied into one buffer per out-of-band pickle buffer
 (``bulk.Assembler``), and the user's value (a numpy array, say) is built on top of that

@@ -3,16 +3,17 @@
 The only module that imports cloudpickle. Functions and classes defined in ``__main__``
 or a notebook cell travel by value; everything importable travels by reference. Buffers
 of 4 KiB or more (numpy arrays, anything that pickles through protocol-5 PickleBuffers)
-stay out of band, so they become ZeroMQ frames of their own and are never copied in Python.
+stay out of band, so they become frames of their own, copied once (below) and never again
+in Python.
 
 ObjectRefs found inside a value are collected while it is pickled, so the caller can
 keep the objects they name alive while the value is in flight.
 
-The value of a ``put`` or of a task's arguments is fixed when the call is made, as in
-Ray: with ``snapshot``, large buffers are copied into memory of their own that nobody
-can write (numpy arrays built on it are read-only), so the caller may reuse or change
-its array at once. Without the copy, a change made while the bytes were being signed
-and sent would also make the message fail its signature.
+A value is fixed when it is handed over (a ``put``, a task's arguments, a return value),
+as in Ray: ``dumps`` copies large buffers into memory of their own that nobody can write
+(numpy arrays built on it are read-only), so the caller may reuse or change its array at
+once. Without the copy, a change made while the bytes were being signed and sent would
+also make the message fail its signature. (``snapshot=False`` keeps views, for tests.)
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ def note_contained_ref(ref: Any) -> None:
         found.append(ref)
 
 
-def dumps(value: Any, what: str = "value", snapshot: bool = False) -> tuple[Payload, list]:
-    """Serialize ``value``; returns the payload and the ObjectRefs it contains.
-    ``snapshot``: large buffers are copies, read-only (see the module's docstring)."""
+def dumps(value: Any, what: str = "value", snapshot: bool = True) -> tuple[Payload, list]:
+    """Serialize ``value``; returns the payload and the ObjectRefs it contains. Large
+    buffers are read-only copies unless ``snapshot`` is False (see the module's docstring)."""
     buffers: list = []
 
     def keep_large_out_of_band(buf: pickle.PickleBuffer) -> bool:
@@ -193,10 +194,9 @@ def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
 
 
 def dumps_arguments(args: tuple, kwargs: dict, function_name: str) -> tuple[Payload, list]:
-    """dumps((args, kwargs)) as a snapshot, with errors that name the argument that would
-    not pickle."""
+    """dumps((args, kwargs)), with errors that name the argument that would not pickle."""
     try:
-        return dumps((args, kwargs), f"the arguments of {function_name}", snapshot=True)
+        return dumps((args, kwargs), f"the arguments of {function_name}")
     except SerializationError as e:
         labelled = [(f"argument {i}", a) for i, a in enumerate(args)]
         labelled += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]

@@ -68,7 +68,7 @@ def test_large_numpy_array_goes_out_of_band():
 
 def test_out_of_band_buffer_is_a_view_not_a_copy():
     array = np.zeros(10_000, dtype=np.uint8)
-    payload, _ = dumps(array)
+    payload, _ = dumps(array, snapshot=False)
     got = loads(payload)
     assert np.shares_memory(got, array)
 
@@ -76,7 +76,7 @@ def test_out_of_band_buffer_is_a_view_not_a_copy():
 @pytest.mark.parametrize("size", [10_000, 3 * 2**20])    # from the allocator, from the pool
 def test_a_snapshot_is_a_read_only_copy_fixed_when_made(size):
     array = np.zeros(size, dtype=np.uint8)
-    payload, _ = dumps({"a": array, "small": np.zeros(3)}, snapshot=True)
+    payload, _ = dumps({"a": array, "small": np.zeros(3)})
     array[:] = 1
     got = loads(payload)["a"]
     assert not got.any() and not np.shares_memory(got, array)
@@ -86,7 +86,7 @@ def test_a_snapshot_is_a_read_only_copy_fixed_when_made(size):
 
 def test_a_snapshot_of_a_bytearray_is_still_a_bytearray():
     value = bytearray(range(256)) * 100
-    payload, _ = dumps(value, snapshot=True)
+    payload, _ = dumps(value)
     value[0] = 9
     got = loads(payload)
     assert type(got) is bytearray and got[0] == 0 and got[1:] == value[1:]
