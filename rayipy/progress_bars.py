@@ -92,7 +92,7 @@ class Tracker:
         """If our cluster went away (shutdown, lost), nothing more will arrive: stop."""
         runtime = self._runtime
         if not self._done.is_set() and runtime is not None and (
-                runtime.lost is not None or runtime._stopping):
+                runtime.stopped):
             self.state.abandon(time.monotonic())
             self._done.set()
 

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import zmq
 
@@ -69,6 +69,28 @@ class TaskLogPrinter:
                 out.flush()
             except Exception:
                 pass
+
+
+class WorkerHooks(Protocol):
+    """What a worker process adds to its runtime (``rayipy.node.worker.Worker``)."""
+
+    def handlers(self) -> dict[Kind, Callable[[Any], None]]:
+        """The message kinds only a worker handles (run on the I/O thread)."""
+
+    def hand_back_queued(self) -> list[bytes]:
+        """Its task blocks in ``get``: the ids of queued tasks it gives back to the head."""
+
+    def while_blocked(self) -> None:
+        """Main thread, every ``BLOCKED_SLICE_SECONDS`` while its task is blocked."""
+
+    def flush_output(self) -> None:
+        """I/O thread, at each turn of its loop: send the task output gathered so far."""
+
+    def borrow_in_reply(self, object_id: bytes, delta: int, borrower: bytes) -> bool:
+        """True if the registration rides with the reply of the direct call running now."""
+
+    def heartbeat_body(self) -> tuple:
+        """I/O thread, once a second: what ran without the head (for the dashboard)."""
 
 
 class Runtime(DirectCalls, DataPort):
@@ -154,6 +176,25 @@ class Runtime(DirectCalls, DataPort):
         self._poll_ms = 100                                 # the I/O thread's poll timeout
         self._thread = threading.Thread(target=self._io_loop, name=f"rayipy-io-{role}", daemon=True)
 
+    def attach_worker(self, worker: WorkerHooks) -> None:
+        """Make this the runtime of a worker process (before ``start``)."""
+        self._handlers.update(worker.handlers())
+        self.on_block = worker.hand_back_queued
+        self.while_blocked = worker.while_blocked
+        self.idle_work = worker.flush_output
+        self.borrow_hook = worker.borrow_in_reply
+        self.heartbeat_body = worker.heartbeat_body
+
+    @property
+    def blocked(self) -> bool:
+        """A thread of this process waits in ``get``/``wait`` (a worker's task blocks)."""
+        return self.blocked_depth > 0
+
+    @property
+    def stopped(self) -> bool:
+        """The cluster is gone or this runtime was closed."""
+        return self.lost is not None or self._stopping
+
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> Welcome:
         # Bound here, then owned by the I/O thread (starting it is the hand-over).
@@ -195,14 +236,14 @@ class Runtime(DirectCalls, DataPort):
         for effect in effects:
             if effect.what == "borrow":
                 oid, delta = effect.arg
-                self._route_borrow(oid, delta, self.process_id)
+                self.route_borrow(oid, delta, self.process_id)
             elif effect.what == "fetch":
                 self.send(Kind.GET_OBJECT, (effect.arg, self.process_id))
             elif effect.what == "actor_gone":
                 # The last handle to an actor we created is gone, everywhere.
                 self.send(Kind.KILL_ACTOR, (effect.arg, "no handle to it is left"))
 
-    def _route_borrow(self, object_id: bytes, delta: int, borrower: bytes) -> None:
+    def route_borrow(self, object_id: bytes, delta: int, borrower: bytes) -> None:
         if self.objects.owns(object_id):
             self._carry_out(self.objects.add_borrower(object_id, borrower, delta))
         elif self.borrow_hook is None or not self.borrow_hook(object_id, delta, borrower):

@@ -191,7 +191,7 @@ class DirectCalls:
         results, borrows = body
         # Registrations first: the results release pins that the borrows must outlive.
         for object_id, delta, borrower in borrows:
-            self._route_borrow(object_id, delta, borrower)
+            self.route_borrow(object_id, delta, borrower)
         for result in results:
             self.actor_routes.finished(result.task_id)
             self._finish(result)

@@ -112,14 +112,14 @@ class Worker:
         self.label = f"pid={os.getpid()}"
         self.where = (f"node {runtime.node_id.hex()[:8]} ({runtime.info.get('ip', '?')}), "
                       f"worker pid {os.getpid()}")
-        runtime._handlers[Kind.EXECUTE] = self.on_execute
-        runtime._handlers[Kind.CANCEL] = self.on_cancel
-        runtime._handlers[Kind.STEAL] = self.on_steal
-        runtime.on_block = self.hand_back_queued
-        runtime.while_blocked = self.return_direct_tasks
-        runtime.idle_work = self.flush_output
-        runtime.borrow_hook = self.borrow_in_reply
-        runtime.heartbeat_body = self.heartbeat_body
+        runtime.attach_worker(self)
+
+    def handlers(self) -> dict:
+        return {Kind.EXECUTE: self.on_execute, Kind.CANCEL: self.on_cancel,
+                Kind.STEAL: self.on_steal}
+
+    def while_blocked(self) -> None:
+        self.return_direct_tasks()
 
     # -- I/O thread side ----------------------------------------------------------------
     def on_execute(self, body: tuple) -> None:
@@ -130,7 +130,7 @@ class Worker:
         if specs and specs[0].actor_id:
             self.serves_actor = True
         with self.lock:
-            if self.runtime.blocked_depth and not self.serves_actor:
+            if self.runtime.blocked and not self.serves_actor:
                 # Sent before the head heard that our task blocks: they would wait behind it.
                 self.runtime.send(Kind.RETURNED, ([s.task_id for s in specs],))
                 return
@@ -243,7 +243,7 @@ class Worker:
             calls = self.inbox.drain()
         else:
             calls = self.inbox.wait(1000)
-        if self.runtime.lost is not None or self.runtime._stopping:
+        if self.runtime.stopped:
             return False
         for caller, (specs, functions) in calls:
             self.pickled_functions.update(functions)
@@ -487,7 +487,7 @@ class Worker:
             for ref in refs:
                 # The receiver will hold this ref inside its value: register it first.
                 if owner_of(ref.id) != owner:
-                    self.runtime._route_borrow(ref.id, 1, owner)
+                    self.runtime.route_borrow(ref.id, 1, owner)
         return TaskResult(spec.task_id, OK, tuple(payloads), duration, self.where,
                           tuple(contains) if any(contains) else ())
 
