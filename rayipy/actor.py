@@ -96,7 +96,6 @@ class ActorClass:
                            "scheduling_strategy")
                           if self._options.get(key) is not None}
         worker_options.update(class_name=self._name, methods=self._methods)
-        runtime.actor_routes.created(actor_id)
         [creation] = runtime.submit(function_id, f"{self._name}.__init__", args, kwargs, 1,
                                     resources, 0, actor_id, "__init__",
                                     tuple(sorted(worker_options.items())))

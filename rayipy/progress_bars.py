@@ -109,7 +109,7 @@ class Tracker:
         running = len(pending & running_ids)
         runtime = self._runtime
         if runtime is not None and len(pending) <= LEASE_CHECK_LIMIT:
-            running += sum(1 for t in pending - running_ids if runtime.leases.worker_of(t))
+            running += sum(1 for t in pending - running_ids if runtime.on_lease(t))
         self.state.set_running(running)
 
 

@@ -9,111 +9,118 @@ of one caller's calls travel one connection in the order they were made.
 When the head says the actor's worker died, the calls in flight fail; if it is
 restarting, later calls wait for the new address; if not, they fail too.
 
-No sockets: ``send(address, spec)`` and ``fail(spec, why)`` are given by the runtime and
-are called with the lock held, so sends leave in FIFO order whatever thread made them.
+Pure and lock-free: every method returns what must happen, in order, as ``Send`` and
+``Failed`` records; ``rayipy.core.owner.OwnerState`` turns them into its commands, and the
+runtime carries those out under one lock, so sends leave in FIFO order whatever thread
+made the call.
 """
 
 from __future__ import annotations
 
 import collections
-import threading
-from typing import Callable
+from typing import NamedTuple, Union
+
+from rayipy.protocol.messages import TaskSpec
 
 
-class _Slot:
-    __slots__ = ("spec",)
+class Send(NamedTuple):
+    """Send this call to the actor's worker now."""
+    address: str
+    spec: TaskSpec
 
-    def __init__(self) -> None:
-        self.spec = None      # filled once the call's arguments are ready
+
+class Failed(NamedTuple):
+    """This call will never reach the actor (it is gone for good)."""
+    task_id: bytes
+    why: str
+
+
+class Locate(NamedTuple):
+    """Ask the head where the actor is."""
+    actor_id: bytes
+
+
+RouteStep = Union[Send, Failed, Locate]
 
 
 class _Route:
-    __slots__ = ("address", "dead", "pending", "asked")
+    __slots__ = ("address", "dead", "pending", "ready", "asked")
 
     def __init__(self) -> None:
         self.address = ""                               # the actor's worker, once known
         self.dead = ""                                  # why the actor is gone for good
-        self.pending: collections.deque[_Slot] = collections.deque()
+        self.pending: collections.deque[bytes] = collections.deque()   # task ids, call order
+        self.ready: dict[bytes, TaskSpec] = {}          # pending calls whose arguments are in
         self.asked = False                              # the head will tell us the address
 
 
 class ActorRoutes:
-    def __init__(self, send: Callable, fail: Callable, locate: Callable) -> None:
-        self._send = send          # send(address, spec)
-        self._fail = fail          # fail(spec, why)
-        self._locate = locate      # locate(actor_id): ask the head
+    def __init__(self) -> None:
         self._routes: dict[bytes, _Route] = {}
-        self._inflight: dict[bytes, bytes] = {}         # task id -> actor id
-        # Re-entrant: failing a call runs its callbacks, which may make calls.
-        self._lock = threading.RLock()
+        self._inflight: dict[bytes, bytes] = {}         # task id -> actor id, sent
 
     def created(self, actor_id: bytes) -> None:
         """We created it: the head tells us where it lands without being asked."""
-        with self._lock:
-            self._routes.setdefault(actor_id, _Route()).asked = True
+        self._routes.setdefault(actor_id, _Route()).asked = True
 
-    def reserve(self, actor_id: bytes) -> _Slot:
-        """A call is made: its place in the actor's FIFO (fill it when it is ready)."""
-        with self._lock:
-            route = self._routes.setdefault(actor_id, _Route())
-            slot = _Slot()
-            route.pending.append(slot)
-            if not route.asked:
-                route.asked = True
-                self._locate(actor_id)
-            return slot
+    def reserve(self, actor_id: bytes, task_id: bytes) -> list[RouteStep]:
+        """A call is made: its place in the actor's FIFO (``fill`` it when it is ready)."""
+        route = self._routes.setdefault(actor_id, _Route())
+        route.pending.append(task_id)
+        if route.asked:
+            return []
+        route.asked = True
+        return [Locate(actor_id)]
 
-    def fill(self, actor_id: bytes, slot: _Slot, spec) -> None:
-        with self._lock:
-            slot.spec = spec
-            self._advance(actor_id, self._routes[actor_id])
+    def fill(self, actor_id: bytes, spec: TaskSpec) -> list[RouteStep]:
+        route = self._routes[actor_id]
+        route.ready[spec.task_id] = spec
+        return self._advance(actor_id, route)
 
-    def located(self, actor_id: bytes, address: str) -> None:
-        with self._lock:
-            route = self._routes.setdefault(actor_id, _Route())
-            route.address = address
-            self._advance(actor_id, route)
+    def drop(self, actor_id: bytes, task_id: bytes) -> list[RouteStep]:
+        """A call that has not left gives up its place (cancelled, or its arguments
+        failed): the calls behind it may go."""
+        route = self._routes.get(actor_id)
+        if route is None or task_id not in route.pending:
+            return []
+        route.pending.remove(task_id)
+        route.ready.pop(task_id, None)
+        return self._advance(actor_id, route)
 
-    def lost(self, actor_id: bytes, why: str, restarting: bool) -> list[bytes]:
-        """The actor's worker died; returns the task ids of calls in flight to it."""
-        with self._lock:
-            route = self._routes.setdefault(actor_id, _Route())
-            route.address = ""
-            inflight = [t for t, a in self._inflight.items() if a == actor_id]
-            for task_id in inflight:
-                del self._inflight[task_id]
-            if not restarting:
-                route.dead = why
-                self._advance(actor_id, route)   # fails what was waiting
-            return inflight
+    def sent(self, task_id: bytes) -> bool:
+        """The call has left for the actor's worker and has not ended."""
+        return task_id in self._inflight
 
-    def cancel(self, task_id: bytes) -> tuple[str, bytes | None]:
-        """Cancel a call: ("local", None) if it had not left yet (it is failed here), or
-        ("sent", actor id) if its worker has it, or ("unknown", None)."""
-        with self._lock:
-            actor_id = self._inflight.get(task_id)
-            if actor_id is not None:
-                return "sent", actor_id
-            for route in self._routes.values():
-                for slot in route.pending:
-                    if slot.spec is not None and slot.spec.task_id == task_id:
-                        route.pending.remove(slot)
-                        self._fail(slot.spec, "")
-                        return "local", None
-            return "unknown", None
+    def located(self, actor_id: bytes, address: str) -> list[RouteStep]:
+        route = self._routes.setdefault(actor_id, _Route())
+        route.address = address
+        return self._advance(actor_id, route)
+
+    def lost(self, actor_id: bytes, why: str, restarting: bool) -> list[RouteStep]:
+        """The actor's worker died: the calls in flight to it fail, and, unless it
+        restarts, so does every later call."""
+        route = self._routes.setdefault(actor_id, _Route())
+        route.address = ""
+        out: list[RouteStep] = []
+        for task_id in [t for t, a in self._inflight.items() if a == actor_id]:
+            del self._inflight[task_id]
+            out.append(Failed(task_id, why))
+        if not restarting:
+            route.dead = why
+            out.extend(self._advance(actor_id, route))   # fails what was waiting
+        return out
 
     def finished(self, task_id: bytes) -> None:
-        with self._lock:
-            self._inflight.pop(task_id, None)
+        self._inflight.pop(task_id, None)
 
-    def _advance(self, actor_id: bytes, route: _Route) -> None:
+    def _advance(self, actor_id: bytes, route: _Route) -> list[RouteStep]:
+        out: list[RouteStep] = []
         pending = route.pending
-        while pending and pending[0].spec is not None:
+        while pending and pending[0] in route.ready and (route.dead or route.address):
+            spec = route.ready.pop(pending.popleft())
             if route.dead:
-                self._fail(pending.popleft().spec, route.dead)
-            elif route.address:
-                spec = pending.popleft().spec
-                self._inflight[spec.task_id] = actor_id
-                self._send(route.address, spec)
+                out.append(Failed(spec.task_id, f"{route.dead} (while calling {spec.name!r})"))
             else:
-                return
+                self._inflight[spec.task_id] = actor_id
+                out.append(Send(route.address, spec))
+        return out

@@ -1,52 +1,67 @@
 """The runtime of a process that submits tasks: the driver, and every worker.
 
-One background I/O thread owns the process's socket to the head. User threads never
-touch it: they append to ``outbox`` (a deque) and wake the I/O thread through a pipe.
-The I/O thread sends what is queued in batches, receives results, output and requests,
-and fills the ObjectTable, so values arrive while the user's thread (a notebook kernel)
-is idle.
+A ``Runtime`` is a thin loop around parts that each own one thing, given to each other
+at construction:
 
-A worker adds its task queue on top (see ``rayipy.node.worker``): its main thread runs
-tasks, and tasks may submit tasks and ``get`` them through this same runtime.
+- ``ObjectTable`` (``core/objects.py``): this process's objects, values and counts;
+- ``OwnerState`` (``core/owner.py``): the tasks it owns, their routes, retries, cancels;
+- ``HeadLink`` (``head_link.py``): the socket to the head, the outbox, requests;
+- ``DataPort`` (``data_port.py``): large values straight between processes;
+- ``DirectCalls`` (``direct_calls.py``): calls straight to workers' inboxes;
+- ``ObjectAccess`` (``object_access.py``): put, get, wait, fetching and answering values.
+
+One background I/O thread owns the sockets. User threads never touch them: they queue
+(``HeadLink.send``) and wake the I/O thread through a pipe; only direct calls are written
+by the thread that makes them (under the connection's lock). The I/O thread sends what
+is queued in batches, receives results, output and requests, and fills the ObjectTable,
+so values arrive while the user's thread (a notebook kernel) is idle.
+
+The owner's decisions are made by ``OwnerState`` under ``_owner_lock``; the commands it
+returns are carried out under the same lock (so sends leave in the order decided), and
+the done-callbacks that completing a task releases run after it is let go.
+
+A worker adds its task queue on top (``rayipy.node.worker``, through ``attach_worker``):
+its main thread runs tasks, and tasks may submit tasks and ``get`` them through this
+same runtime.
 """
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
 import os
 import sys
 import threading
 import time
-from concurrent.futures import Future
 from typing import Any, Callable, Protocol
 
-import zmq
-
 from rayipy import exceptions
-from rayipy.core.actor_routes import ActorRoutes
-from rayipy.core.leases import LeaseBook
-from rayipy.node.data_port import DIRECT_RESULT_BYTES, DataPort, _run_callback
-from rayipy.node import interrupts
-from rayipy.node.direct_calls import DirectCalls
 from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
-from rayipy.core.objects import PENDING, READY, Effect, ObjectTable
+from rayipy.core.objects import PENDING, READY, ObjectTable
+from rayipy.core.owner import (PINNED, AskLease, CancelRemote, Complete, LocateActor,
+                               OwnerCommand, OwnerState, ReturnLease, Route, SendToHead,
+                               SendToWorker)
+from rayipy.node import connection, interrupts
+from rayipy.node.data_port import DIRECT_RESULT_BYTES, DataPort
+from rayipy.node.direct_calls import DirectCalls
+from rayipy.node.head_link import HeadLink
+from rayipy.node.object_access import ObjectAccess, run_callback
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import (ERROR, OK, RETURNED, DepSlot, FetchDep, ObjectValue, Payload,
-                                      Registration, TaskResult, TaskSpec, Welcome)
-from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
-from rayipy.transport.endpoint import Endpoint, Waker
-from rayipy.transport.stream import StreamConnection, StreamListener
+from rayipy.protocol.messages import (DepSlot, FetchDep, Payload, Registration,
+                                      TaskResult, TaskSpec, Welcome)
+from rayipy.protocol.wire import PROTOCOL_VERSION, Message, Signer
+from rayipy.transport.endpoint import Waker
+from rayipy.transport.poll_set import PollSet
+
+__all__ = ["PINNED", "Runtime", "WorkerHooks", "new_process_id"]
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
 HEAD_SILENCE_LIMIT = 10.0       # no word from the head this long: the cluster is gone
-BLOCKED_SLICE_SECONDS = 0.05    # a blocked worker looks for tasks to hand back this often
 INTERRUPT_GRACE_SECONDS = 3.0   # Ctrl-C in get/wait: tasks still running then are killed
-PINNED = ("pinned", True)       # in TaskSpec.options: sent to one named worker, stays there
+BLOCKED_SLICE_SECONDS = 0.05    # a blocked worker looks for tasks to hand back this often
 
 
 def new_process_id(prefix: bytes) -> bytes:
@@ -93,8 +108,8 @@ class WorkerHooks(Protocol):
         """I/O thread, once a second: what ran without the head (for the dashboard)."""
 
 
-class Runtime(DirectCalls, DataPort):
-    """Sockets-owning I/O thread plus the synchronous API the user's threads call."""
+class Runtime:
+    """The sockets-owning I/O thread plus the synchronous API the user's threads call."""
 
     def __init__(self, role: str, head_address: str, key: bytes, node_id: bytes = b"",
                  process_id: bytes | None = None, info: dict | None = None) -> None:
@@ -104,40 +119,41 @@ class Runtime(DirectCalls, DataPort):
         self.node_id = node_id
         self.info = info or {}
         self.signer = Signer(key)
-        self.objects = ObjectTable(self.process_id)
-        self.outbox: collections.deque = collections.deque()
         self.waker = Waker()
-        self.context = zmq.Context()
+        self.objects = ObjectTable(self.process_id)
+        self.owner = OwnerState()
+        self._owner_lock = threading.Lock()
+        self._function_bytes: dict[bytes, bytes] = {}       # ours, by id
         self._seq = itertools.count(1)
-        self._requests: dict[int, Future] = {}
-        self._request_ids = itertools.count(1)
-        self._inflight: dict[bytes, tuple] = {}   # task id -> (pinned ids, return ids)
-        self._outcomes: collections.Counter = collections.Counter()   # our finished tasks by status
-        self._sent_functions: set[bytes] = set()
-        self._handlers: dict[Kind, Callable] = {
+        self.head = HeadLink(head_address, self.signer, self.process_id, self.waker)
+        self.data_port: DataPort | None = None              # bound in start()
+        self.direct = DirectCalls(self.signer, self.waker, self._handle, self._function_bytes)
+        self.access = ObjectAccess(self.objects, self.head, self.waker, self.send_to, self,
+                                   self.next_task_id)
+        self._poll = PollSet()
+        self._carriers: dict[type, Callable[[Any, list], None]] = {
+            SendToHead: self._send_to_head, SendToWorker: self._send_to_worker,
+            Complete: self._complete, AskLease: self._ask_lease, ReturnLease: self._return_lease,
+            LocateActor: self._locate_actor, CancelRemote: self._cancel_remote,
+        }
+        self._handlers: dict[Kind, Callable[[Any], None]] = {
             Kind.WELCOME: self._on_welcome,
             Kind.REFUSED: self._on_refused,
             Kind.AUTH_FAILED: self._on_auth_failed,
             Kind.HEARTBEAT: lambda body: None,
-            Kind.TASK_DONE: self._on_task_done,
-            Kind.GET_OBJECT: self._on_get_object,
-            Kind.OBJECT_VALUE: self._on_object_value,
-            Kind.BORROW: self._on_borrow,
-            Kind.REPLY: self._on_reply,
-            Kind.LOG: self._on_log,
             Kind.SHUTDOWN: self._on_shutdown,
-            Kind.ACTOR_LOCATION: self._on_actor_location,
+            Kind.REPLY: self.head.on_reply,
+            Kind.LOG: self._on_log,
+            Kind.TASK_DONE: self._on_task_done,
             Kind.CALL_DONE: self._on_call_done,
+            Kind.RESULTS: self._on_results,
+            Kind.ACTOR_LOCATION: self._on_actor_location,
             Kind.LEASE: self._on_lease,
             Kind.LEASE_ENDED: self._on_lease_ended,
-            Kind.RESULTS: self._on_results,
+            Kind.GET_OBJECT: self.access.on_get_object,
+            Kind.OBJECT_VALUE: self.access.on_object_value,
+            Kind.BORROW: self.access.on_borrow,
         }
-        self._data_addresses: dict[bytes, str] = {}        # requester -> its data port
-        # The data port (data_port.py): bound in start(), then the I/O thread's
-        self.data_port: StreamListener | None = None
-        self._data_in: dict[int, StreamConnection] = {}             # fd -> from another process
-        self._data_out: dict[str, tuple[StreamConnection, float]] = {}   # address -> ours, last use
-        self._unwritten: dict[StreamConnection, list[tuple]] = {}   # (kind, body) sent on it
         self.on_log: Callable[[list, str], None] = TaskLogPrinter()
         # Hooks for a front end (the Jupyter layer sets them; None in scripts):
         # on_submit(task_id, refs) runs on the submitting thread before the task leaves;
@@ -147,48 +163,25 @@ class Runtime(DirectCalls, DataPort):
         self.on_slow_wait: Callable[[list[ObjectRef]], Callable[[], None] | None] | None = None
         self.slow_wait_seconds = 1.0
         self.interrupt_grace: float | None = INTERRUPT_GRACE_SECONDS
-        self._pinned: dict[bytes, bytes] = {}               # task id -> worker sent to by name
+        self.worker: WorkerHooks | None = None
+        self._blocked_depth = 0                             # threads of a worker in get/wait
         self.welcome: Welcome | None = None
+        self.lost: BaseException | None = None
         self._connected = threading.Event()
         self._connect_error: BaseException | None = None
         self._stopping = False
-        self._closed = threading.Event()
-        self._last_heard = time.monotonic()
-        self.lost: BaseException | None = None
-        self.blocked_depth = 0
-        self.on_block: Callable[[], list] | None = None     # worker: tasks to hand back
-        # worker: borrow registrations made during a direct call go with its reply
-        self.borrow_hook: Callable[[bytes, int, bytes], bool] | None = None
-        self.while_blocked: Callable[[], None] | None = None   # worker: hand back lease tasks
-        self.heartbeat_body: Callable[[], tuple] | None = None  # worker: its direct work
-        self.leases = LeaseBook()
-        self._via_head: set[bytes] = set()                  # our tasks in flight via the head
-        self._function_bytes: dict[bytes, bytes] = {}       # for leased workers
-        self._functions_at: dict[str, set[bytes]] = {}      # address -> function ids sent
-        self._cancelled: set[bytes] = set()
-        self.actor_routes = ActorRoutes(self._queue_call, self._fail_call,
-                                        lambda actor_id: self.send(Kind.LOCATE_ACTOR, (actor_id,)))
-        # Connections to workers' direct inboxes, by address (direct_calls.py)
-        self._direct: dict[str, StreamConnection] = {}
-        self._direct_lock = threading.Lock()
-        self._watched: dict[int, int] = {}                  # I/O thread: plain fd -> poll flags
-        self._sent_on: dict[bytes, StreamConnection] = {}   # direct call in flight -> its connection
-        self._poll_ms = 100                                 # the I/O thread's poll timeout
         self._thread = threading.Thread(target=self._io_loop, name=f"rayipy-io-{role}", daemon=True)
 
     def attach_worker(self, worker: WorkerHooks) -> None:
         """Make this the runtime of a worker process (before ``start``)."""
         self._handlers.update(worker.handlers())
-        self.on_block = worker.hand_back_queued
-        self.while_blocked = worker.while_blocked
-        self.idle_work = worker.flush_output
-        self.borrow_hook = worker.borrow_in_reply
-        self.heartbeat_body = worker.heartbeat_body
+        self.access.borrow_in_reply = worker.borrow_in_reply
+        self.worker = worker
 
     @property
     def blocked(self) -> bool:
         """A thread of this process waits in ``get``/``wait`` (a worker's task blocks)."""
-        return self.blocked_depth > 0
+        return self._blocked_depth > 0
 
     @property
     def stopped(self) -> bool:
@@ -199,12 +192,11 @@ class Runtime(DirectCalls, DataPort):
     def start(self, timeout: float = 30.0) -> Welcome:
         # Bound here, then owned by the I/O thread (starting it is the hand-over).
         ip = self.info.get("ip") or _ip_toward(self.head_address)
-        self.data_port = StreamListener(ip, self.signer)
+        self.data_port = DataPort(ip, self.signer, self.waker, self._handle, self.head.send)
         self.info["data"] = self.data_port.address
         self._thread.start()
-        registration = Registration(self.role, self.process_id, self.node_id, os.getpid(),
-                                    PROTOCOL_VERSION, self.info)
-        self.send(Kind.REGISTER, registration)
+        self.send(Kind.REGISTER, Registration(self.role, self.process_id, self.node_id,
+                                              os.getpid(), PROTOCOL_VERSION, self.info))
         if not self._connected.wait(timeout):
             self.close()
             raise exceptions.RayipySystemError(
@@ -214,6 +206,7 @@ class Runtime(DirectCalls, DataPort):
             self.close()
             raise self._connect_error
         set_runtime(self)
+        assert self.welcome is not None
         return self.welcome
 
     def close(self) -> None:
@@ -227,36 +220,37 @@ class Runtime(DirectCalls, DataPort):
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(5)
 
+    def check_alive(self) -> None:
+        if self.lost is not None:
+            raise exceptions.RayipySystemError(f"the cluster is unreachable: {self.lost}")
+        if self._stopping:
+            raise exceptions.NotInitializedError(
+                "rayipy was shut down; call rayipy.init() to start or connect again")
+
     # -- sending (any thread) -------------------------------------------------------------
     def send(self, kind: Kind, body: Any) -> None:
-        self.outbox.append((kind, body))
-        self.waker.wake()
+        """Queue a message for the head."""
+        self.head.send(kind, body)
 
-    def _carry_out(self, effects: list[Effect]) -> None:
-        for effect in effects:
-            if effect.what == "borrow":
-                oid, delta = effect.arg
-                self.route_borrow(oid, delta, self.process_id)
-            elif effect.what == "fetch":
-                self.send(Kind.GET_OBJECT, (effect.arg, self.process_id))
-            elif effect.what == "actor_gone":
-                # The last handle to an actor we created is gone, everywhere.
-                self.send(Kind.KILL_ACTOR, (effect.arg, "no handle to it is left"))
+    def send_to(self, address: str, kind: Kind, body: Any) -> None:
+        """Queue a message for another process's data port."""
+        assert self.data_port is not None
+        self.data_port.send_to(address, kind, body)
 
-    def route_borrow(self, object_id: bytes, delta: int, borrower: bytes) -> None:
-        if self.objects.owns(object_id):
-            self._carry_out(self.objects.add_borrower(object_id, borrower, delta))
-        elif self.borrow_hook is None or not self.borrow_hook(object_id, delta, borrower):
-            self.send(Kind.BORROW, ([(object_id, delta)], borrower))
+    def request(self, name: str, *args: Any, timeout: float = 30.0) -> Any:
+        """Ask the head ``name(*args)`` (its ``request_*`` methods) and wait for the answer."""
+        self.check_alive()
+        return self.head.request(name, args, timeout)
 
-    # -- ids --------------------------------------------------------------------------------
+    # -- tasks (any thread) -----------------------------------------------------------------
     def next_task_id(self) -> bytes:
         return self.process_id + next(self._seq).to_bytes(8, "big")
 
-    # -- functions and tasks ------------------------------------------------------------------
+    def new_actor_id(self) -> bytes:
+        return self.next_task_id()
+
     def ensure_function(self, function_id: bytes, pickled: bytes) -> None:
-        if function_id not in self._sent_functions:
-            self._sent_functions.add(function_id)
+        if function_id not in self._function_bytes:
             self._function_bytes[function_id] = pickled
             self.send(Kind.FUNCTION, (function_id, pickled))
 
@@ -269,7 +263,7 @@ class Runtime(DirectCalls, DataPort):
         ``worker`` (worker id, direct address) sends the task straight to that worker,
         which runs it there whatever else it does (used to run a cell on every worker).
         """
-        self._check_alive()
+        self.check_alive()
         task_id = self.next_task_id()
         deps: list[ObjectRef] = []
         if any(isinstance(a, ObjectRef) for a in args):
@@ -282,65 +276,31 @@ class Runtime(DirectCalls, DataPort):
             # (``FetchDep``), as Ray puts them in its object store: in the spec they would
             # cross the head, two hops instead of one. Actor calls go straight to their
             # worker anyway, and a restarted actor's constructor needs its arguments again.
-            deps.append(self._put_payload(payload, contained))
+            deps.append(self.access.put_payload(payload, contained))
             payload = Payload(serialization.dumps_inband((DepSlot(len(deps) - 1), None)))
-        return_ids = [task_id + i.to_bytes(2, "big") for i in range(max(num_returns, 1))]
+        return_ids = tuple(task_id + i.to_bytes(2, "big") for i in range(max(num_returns, 1)))
         info = {"task": name}
         refs = []
         for oid in return_ids:
             self.objects.add_pending(oid, info)
             refs.append(ObjectRef(oid, self))
-        dep_ids = [r.id for r in deps]
-        pinned = dep_ids + [r.id for r in contained] + list(keep_alive)
+        pinned = tuple(r.id for r in deps) + tuple(r.id for r in contained) + tuple(keep_alive)
         self.objects.pin(pinned)
-        self._inflight[task_id] = (pinned, return_ids)
-        if worker is not None:
-            options = options + (PINNED,)
         spec = TaskSpec(task_id, function_id, name, payload, (), num_returns, resources, max_retries,
                         0, actor_id, method, options)
-        if worker is not None:
-            self._pinned[task_id] = worker[0]
-            send = lambda ready: self._queue_call(worker[1], ready)  # noqa: E731
-        elif actor_id and method != "__init__":
-            # An actor call: straight to the actor's worker, after this caller's earlier calls.
-            slot = self.actor_routes.reserve(actor_id)
-            send = lambda ready: self.actor_routes.fill(actor_id, slot, ready)  # noqa: E731
-        elif actor_id:  # creating an actor: only the head places actors
-            send = self._queue_to_head
-        else:
-            send = self._queue_spec
         if self.on_submit is not None:
             try:
                 self.on_submit(task_id, refs)
             except Exception:
                 log.exception("the on_submit hook raised")
+        with self._owner_lock:
+            callbacks = self._carry_out(self.owner.submit(spec, return_ids, pinned, not deps, worker))
+        _run_all(callbacks)
         if deps:
-            self._when_ready(deps, spec, send)
-        else:
-            send(spec)
+            self._when_ready(deps, spec)
         return refs
 
-    def _queue_spec(self, spec: TaskSpec) -> None:
-        """A task: to our leased worker when we run tasks one at a time, else to the head."""
-        if spec.options and ("scheduling_strategy", "SPREAD") in spec.options or any(
-                name == "GPU" for name, _ in spec.resources):
-            # Placement matters (nodes to spread over, GPU devices to assign): the head decides.
-            self._queue_to_head(spec)
-            return
-        route = self.leases.route(spec, head_busy=bool(self._via_head))
-        if route.direct:
-            self._queue_call(route.direct, spec)
-            return
-        if route.ask:
-            self.outbox.append((Kind.LEASE_REQUEST, (spec.resources,)))
-        self._queue_to_head(spec)
-
-    def _queue_to_head(self, spec: TaskSpec) -> None:
-        self._via_head.add(spec.task_id)
-        self.outbox.append(("spec", spec))
-        self.waker.wake()
-
-    def _when_ready(self, deps: list[ObjectRef], spec: TaskSpec, send: Callable) -> None:
+    def _when_ready(self, deps: list[ObjectRef], spec: TaskSpec) -> None:
         """Send ``spec`` once every direct ref argument has its value: inlined if small,
         else named for the worker to fetch from its holder (``FetchDep``)."""
         remaining = [len(deps)]
@@ -351,50 +311,32 @@ class Runtime(DirectCalls, DataPort):
                 remaining[0] -= 1
                 if remaining[0]:
                     return
-            values = []
+            values: list = []
             for dep in deps:
                 state, payload = self.objects.value(dep.id)
                 if state != READY:
-                    self._fail_task_locally(spec, payload, dep)
+                    if payload is None:
+                        payload = errors.capture_system_error(exceptions.ObjectLostError(
+                            f"{dep!r}, an argument of {spec.name!r}, was freed or lost"))
+                    self._owner_event(self.owner.arguments_failed, spec.task_id, payload)
                     return
+                assert payload is not None
                 values.append(payload if payload.nbytes <= DIRECT_RESULT_BYTES else FetchDep(dep.id))
-            send(spec._replace(dep_values=tuple(values)))
+            self._owner_event(self.owner.arguments_ready, spec.task_id, tuple(values))
 
         for dep in deps:
             dep.add_done_callback(one_ready)
 
-    def _fail_task_locally(self, spec: TaskSpec, payload: Payload | None, dep: ObjectRef) -> None:
-        if payload is None:
-            payload = errors.capture_system_error(exceptions.ObjectLostError(
-                f"{dep!r}, an argument of {spec.name!r}, was freed or lost"))
-        self._finish(TaskResult(spec.task_id, ERROR, (payload,), 0.0, "", ()))
-
-    def put(self, value: Any) -> ObjectRef:
-        self._check_alive()
-        if isinstance(value, ObjectRef):
-            raise TypeError("put() of an ObjectRef is not allowed: pass the ref itself instead")
-        payload, contained = serialization.dumps(value, "the value given to put()")
-        return self._put_payload(payload, contained)
-
-    def _put_payload(self, payload: Payload, contained: list[ObjectRef]) -> ObjectRef:
-        oid = self.next_task_id() + b"\x00\x00"
-        self._carry_out(self.objects.add_ready(oid, payload, [r.id for r in contained]))
-        return ObjectRef(oid, self)
-
-    def new_actor_id(self) -> bytes:
-        return self.next_task_id()
-
     def cancel(self, ref: ObjectRef, force: bool) -> None:
         self.cancel_task(ref.id[:16], force)
 
-    def cancel_task(self, task_id: bytes, force: bool) -> bytes | None:
-        """Cancel one of our tasks; returns its actor's id if it is an actor call."""
-        self._cancelled.add(task_id)
-        where, actor_id = self.actor_routes.cancel(task_id)
-        if where != "local":  # the head knows the task, or the worker it went to
-            worker = self.leases.worker_of(task_id) or self._pinned.get(task_id)
-            self.send(Kind.CANCEL, (task_id, force, actor_id, worker))
-        return actor_id
+    def cancel_task(self, task_id: bytes, force: bool) -> bool:
+        """Cancel one of our tasks; True if it is an actor call."""
+        with self._owner_lock:
+            route = self.owner.route_of(task_id)
+            callbacks = self._carry_out(self.owner.cancel(task_id, force))
+        _run_all(callbacks)
+        return route is Route.ACTOR
 
     def cancel_waited(self, object_ids: list[bytes]) -> None:
         """Ctrl-C while get/wait waited on these: cancel the tasks of ours that make them.
@@ -406,9 +348,9 @@ class Runtime(DirectCalls, DataPort):
         """
         tasks = list(dict.fromkeys(oid[:16] for oid in object_ids
                                    if self.objects.owns(oid) and self.objects.state(oid) == PENDING))
-        if not tasks or self._stopping or self.lost is not None:
+        if not tasks or self.stopped:
             return
-        plain = [t for t in tasks if self.cancel_task(t, False) is None]
+        plain = [t for t in tasks if not self.cancel_task(t, False)]
         grace = self.interrupt_grace
         if plain and grace is not None:
             timer = threading.Timer(grace, self._force_cancel, (plain,))
@@ -416,49 +358,44 @@ class Runtime(DirectCalls, DataPort):
             timer.start()
 
     def _force_cancel(self, task_ids: list[bytes]) -> None:
-        if self._stopping or self.lost is not None:
+        if self.stopped:
             return
         for task_id in task_ids:
-            if task_id in self._inflight:
-                self.cancel_task(task_id, True)
+            self.cancel_task(task_id, True)   # nothing for a task that has ended
 
-    # -- values -----------------------------------------------------------------------------
-    def on_ref_rebuilt(self, object_id: bytes) -> None:
-        effects = self.objects.on_ref_rebuilt(object_id)
-        if effects:
-            self._carry_out(effects)
+    def on_actor_gone(self, actor_id: bytes, why: str, restarting: bool = False) -> None:
+        """The actor is dead (or restarting): fail the calls that will not reach it."""
+        self._owner_event(self.owner.actor_gone, actor_id, why, restarting)
 
-    def request_values(self, object_ids: list[bytes]) -> None:
-        effects = self.objects.need_fetch(object_ids)
-        if effects:
-            self._carry_out(effects)
+    def on_lease(self, task_id: bytes) -> bool:
+        """The task runs on a worker lent to us (the head does not count it as running)."""
+        with self._owner_lock:
+            return self.owner.on_lease(task_id)
 
-    def fetch_value(self, object_id: bytes) -> Any:
-        """Fetch a value we hold no ref to (a task's large argument) from its owner, as a
-        borrower for as long as it takes; raises its error if it has one."""
-        self.on_ref_rebuilt(object_id)
-        ref = ObjectRef(object_id, self, counted=True)
-        self.request_values([object_id])
-        self.objects.wait([object_id], 1, None)
-        ok, value = self.value_or_error(object_id)
-        del ref
-        # Give the borrow back now, not at the I/O thread's next turn: until the owner
-        # hears, it keeps the value, and its memory cannot serve the next one.
-        self.waker.wake()
-        if not ok:
-            raise value
-        return value
+    def task_counts(self) -> dict[str, int]:
+        """This process's own tasks: in flight, of those on leased workers (the head does
+        not see them), finished (OK) and failed (any other outcome)."""
+        with self._owner_lock:
+            return self.owner.counts()
+
+    # -- objects (any thread; see object_access.py) ------------------------------------------
+    def put(self, value: Any) -> ObjectRef:
+        return self.access.put(value)
 
     def value_or_error(self, object_id: bytes) -> tuple[bool, Any]:
-        state, payload = self.objects.value(object_id)
-        if state == READY:
-            return True, serialization.loads(payload)
-        if state == PENDING:
-            raise exceptions.RayipySystemError("value_or_error() on a pending object")
-        if payload is None:
-            return False, exceptions.ObjectLostError(
-                f"ObjectRef({object_id.hex()}) was freed, or its owner is gone")
-        return False, errors.rebuild_error(payload)
+        return self.access.value_or_error(object_id)
+
+    def request_values(self, object_ids: list[bytes]) -> None:
+        self.access.request_values(object_ids)
+
+    def on_ref_rebuilt(self, object_id: bytes) -> None:
+        self.access.on_ref_rebuilt(object_id)
+
+    def fetch_value(self, object_id: bytes) -> Any:
+        return self.access.fetch_value(object_id)
+
+    def route_borrow(self, object_id: bytes, delta: int, borrower: bytes) -> None:
+        self.access.route_borrow(object_id, delta, borrower)
 
     def wait_refs(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
                   raise_timeout: bool = False) -> tuple[list, list]:
@@ -488,7 +425,7 @@ class Runtime(DirectCalls, DataPort):
         ids = [r.id for r in refs]
         pending = [oid for oid in ids if self.objects.state(oid) == PENDING]
         if pending:
-            self._check_alive()
+            self.check_alive()
             self.request_values(pending)
             deadline = None if timeout is None else time.monotonic() + timeout
             try:
@@ -541,14 +478,15 @@ class Runtime(DirectCalls, DataPort):
         A worker tells the head first, so its CPU can serve other tasks, and while it
         waits keeps handing back tasks that lease holders send it meanwhile.
         """
-        if self.on_block is None:
-            n = self.wait_on_direct(object_ids, need, deadline)
+        worker = self.worker
+        if worker is None:
+            n = self.direct.wait_on(object_ids, need, deadline, self.objects, lambda: self.stopped)
             if n is not None:
                 return n
             return self.objects.wait(object_ids, need, deadline)
-        self.blocked_depth += 1
-        if self.blocked_depth == 1:
-            self.send(Kind.BLOCKED, (self.on_block(),))
+        self._blocked_depth += 1
+        if self._blocked_depth == 1:
+            self.send(Kind.BLOCKED, (worker.hand_back_queued(),))
         on_main_thread = threading.current_thread() is threading.main_thread()
         try:
             while True:
@@ -557,124 +495,107 @@ class Runtime(DirectCalls, DataPort):
                                       slice_end if deadline is None else min(deadline, slice_end))
                 if n >= need or (deadline is not None and time.monotonic() >= deadline):
                     return n
-                if self.while_blocked is not None and on_main_thread:
-                    self.while_blocked()
+                if on_main_thread:
+                    worker.while_blocked()
         finally:
-            self.blocked_depth -= 1
-            if self.blocked_depth == 0:
+            self._blocked_depth -= 1
+            if self._blocked_depth == 0:
                 self.send(Kind.UNBLOCKED, ())
 
-    # -- requests to the head ----------------------------------------------------------------
-    def request(self, name: str, *args: Any, timeout: float = 30.0) -> Any:
-        self._check_alive()
-        request_id = next(self._request_ids)
-        fut: Future = Future()
-        self._requests[request_id] = fut
-        self.send(Kind.REQUEST, (request_id, name, args))
-        try:
-            ok, value = fut.result(timeout)
-        except TimeoutError:
-            raise exceptions.RayipySystemError(
-                f"the head did not answer {name!r} within {timeout:g} s") from None
-        finally:
-            self._requests.pop(request_id, None)
-        if not ok:
-            raise value
-        return value
+    # -- carrying out the owner's commands (the owner lock held) ------------------------------
+    def _owner_event(self, event: Callable[..., list[OwnerCommand]], *args: Any) -> None:
+        with self._owner_lock:
+            callbacks = self._carry_out(event(*args))
+        _run_all(callbacks)
 
-    def task_counts(self) -> dict[str, int]:
-        """This process's own tasks: in flight, of those on leased workers (the head does
-        not see them), finished (OK) and failed (any other outcome)."""
-        outcomes = dict(self._outcomes)   # a copy: the I/O thread adds to it
-        done = outcomes.pop(OK, 0)
-        return {"pending": len(self._inflight), "on_lease": self.leases.inflight_count(),
-                "done": done, "failed": sum(outcomes.values())}
+    def _carry_out(self, commands: list[OwnerCommand]) -> list[Callable[[], None]]:
+        """Carry out the owner's commands in order; returns the done-callbacks to run once
+        the owner lock is let go."""
+        callbacks: list[Callable[[], None]] = []
+        carriers = self._carriers
+        for command in commands:
+            carriers[type(command)](command, callbacks)
+        if commands:
+            self.waker.wake()
+        return callbacks
 
-    def _check_alive(self) -> None:
-        if self.lost is not None:
-            raise exceptions.RayipySystemError(f"the cluster is unreachable: {self.lost}")
-        if self._stopping:
-            raise exceptions.NotInitializedError(
-                "rayipy was shut down; call rayipy.init() to start or connect again")
+    def _send_to_head(self, command: SendToHead, callbacks: list) -> None:
+        self.head.submit(command.spec)
+
+    def _send_to_worker(self, command: SendToWorker, callbacks: list) -> None:
+        self.direct.send_call(command.address, command.spec)
+
+    def _ask_lease(self, command: AskLease, callbacks: list) -> None:
+        self.head.outbox.append((Kind.LEASE_REQUEST, (command.request,)))
+
+    def _return_lease(self, command: ReturnLease, callbacks: list) -> None:
+        self.head.outbox.append((Kind.LEASE_RETURN, (command.worker,)))
+
+    def _locate_actor(self, command: LocateActor, callbacks: list) -> None:
+        self.head.outbox.append((Kind.LOCATE_ACTOR, (command.actor_id,)))
+
+    def _cancel_remote(self, command: CancelRemote, callbacks: list) -> None:
+        self.head.outbox.append((Kind.CANCEL, tuple(command)))
+
+    def _complete(self, command: Complete, callbacks: list) -> None:
+        self.direct.forget(command.result.task_id)
+        callbacks.extend(self.access.store_result(command.result, command.return_ids))
+        self.access.carry_out(self.objects.unpin(command.pinned))
 
     # -- the I/O thread ---------------------------------------------------------------------------
     def _io_loop(self) -> None:
-        endpoint = Endpoint(self.context, zmq.DEALER, self.signer, self.process_id)
-        self.endpoint = endpoint
-        endpoint.connect(self.head_address)
-        poller = self._poller = zmq.Poller()
-        poller.register(endpoint.socket, zmq.POLLIN)
-        poller.register(self.waker.fd, zmq.POLLIN)
-        for fd in self.data_port.filenos():
-            poller.register(fd, zmq.POLLIN)
+        head, data_port, direct, poll = self.head, self.data_port, self.direct, self._poll
+        assert data_port is not None
+        head.open(poll)
+        data_port.open(poll)
+        poll.register(self.waker.fd)
         next_beat = time.monotonic() + HEARTBEAT_SECONDS
         try:
             while not self._stopping:
-                self._flush(endpoint)
-                self.watch_data_out()
-                events = dict(poller.poll(self._poll_ms))
+                head.flush()
+                data_port.before_poll()
+                events = poll.poll(direct.poll_ms)
                 if self.waker.fd in events:
                     self.waker.clear()
-                if endpoint.socket in events:
-                    self._drain(endpoint)
-                self.poll_data(events)
-                self._poll_direct(events)
-                self._carry_out(self.objects.process_releases())
-                self.idle_work()
-                for worker in self.leases.to_return(time.monotonic()):
-                    self.outbox.append((Kind.LEASE_RETURN, (worker,)))
+                if head.socket in events:
+                    head.receive(self._handle)
+                data_port.after_poll(events)
+                direct.after_poll(events, poll)
+                self.access.carry_out(self.objects.process_releases())
+                if self.worker is not None:
+                    self.worker.flush_output()
                 now = time.monotonic()
+                self._owner_event(self.owner.tick, now)
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
-                    self.close_idle_data_out(now)
-                    self.release_idle_memory()
-                    self.outbox.append((Kind.HEARTBEAT, self.heartbeat_body()
-                                        if self.heartbeat_body is not None else ()))
-                    if self._connected.is_set() and now - self._last_heard > HEAD_SILENCE_LIMIT:
-                        self._lose(exceptions.RayipySystemError(
-                            f"no word from the head at {self.head_address} for "
-                            f"{HEAD_SILENCE_LIMIT:g} s"))
+                    if not self._beat(now):
                         break
-            self._flush(endpoint)
+            head.flush()
         except Exception as e:  # never die silently: callers waiting must hear about it
             log.exception("rayipy I/O thread failed")
             self._lose(exceptions.RayipySystemError(f"the I/O thread failed: {e!r}"))
         finally:
-            endpoint.close()
-            self.close_data()
-            for direct in self._direct.values():
-                direct.close()
-            self._direct.clear()
-            self.context.term()
+            head.close()
+            data_port.close()
+            direct.close()
             self.waker.close()
-            self._closed.set()
 
-    def _watch(self, fd: int, flags: int) -> None:
-        """I/O thread: poll a plain socket for ``flags`` from now on (0: not at all)."""
-        if self._watched.get(fd, 0) == flags:
-            return
-        if flags:
-            self._poller.register(fd, flags)
-            self._watched[fd] = flags
-        else:
-            self._poller.unregister(fd)
-            del self._watched[fd]
+    def _beat(self, now: float) -> bool:
+        """Once a second: heartbeat, idle connections; False when the head is gone."""
+        assert self.data_port is not None
+        self.data_port.close_idle(now)
+        body = self.worker.heartbeat_body() if self.worker is not None else ()
+        self.head.outbox.append((Kind.HEARTBEAT, body))
+        silent = now - self.head.last_heard
+        if self._connected.is_set() and silent > HEAD_SILENCE_LIMIT:
+            self._lose(exceptions.RayipySystemError(
+                f"no word from the head at {self.head_address} for {HEAD_SILENCE_LIMIT:g} s"))
+            return False
+        return True
 
-    def idle_work(self) -> None:
-        """Hook for periodic work on the I/O thread (workers flush task output)."""
-
-    def _drain(self, endpoint: Endpoint) -> None:
-        socket = endpoint.socket
-        for _ in range(1000):  # bounded, so sending is never starved
-            if not socket.poll(0, zmq.POLLIN):
-                return
-            _, message = endpoint.recv()
-            if message is None:
-                continue
-            self._last_heard = time.monotonic()
-            self._handle(message, endpoint)
-
-    def _handle(self, message: Any, source: Any) -> None:
+    def _handle(self, message: Message, source: Any) -> None:
+        """Run the handler of one message that came (from the head, a data port or a
+        direct connection); a handler's error is logged and counted, never fatal."""
         handler = self._handlers.get(message.kind)
         if handler is None:
             source.dropped["unexpected kind"] += 1
@@ -685,33 +606,12 @@ class Runtime(DirectCalls, DataPort):
             source.dropped["handler error"] += 1
             log.exception("error handling %s", message.kind.name)
 
-    def _flush(self, endpoint: Endpoint) -> None:
-        outbox = self.outbox
-        specs: list = []
-        while outbox:
-            item = outbox.popleft()
-            kind = item[0]
-            if kind == "spec":
-                specs.append(item[1])
-                continue
-            if kind == "to":
-                self.send_data(item[1], item[2], item[3])
-                continue
-            if specs:
-                endpoint.send(Kind.SUBMIT, (specs,))
-                specs = []
-            endpoint.send(kind, item[1])
-        if specs:
-            endpoint.send(Kind.SUBMIT, (specs,))
-
     def _lose(self, error: BaseException) -> None:
         self.lost = error
         payload = errors.capture_system_error(error)
         for fn in self.objects.fail_all_pending(payload):
-            _run_callback(fn)
-        for fut in list(self._requests.values()):
-            if not fut.done():
-                fut.set_result((False, error))
+            run_callback(fn)
+        self.head.fail_requests(error)
         if not self._connected.is_set():
             self._connect_error = error
             self._connected.set()
@@ -736,59 +636,56 @@ class Runtime(DirectCalls, DataPort):
         self._lose(exceptions.RayipySystemError(f"the cluster shut down ({body[0]})"))
         self._stopping = True
 
-    def _on_task_done(self, body: tuple) -> None:
-        for result in body[0]:
-            self._finish(result)
-
-    def _finish(self, result: TaskResult) -> None:
-        self._sent_on.pop(result.task_id, None)
-        if result.status == RETURNED:
-            # A blocked leased worker handed it back unrun: through the head this time.
-            worker = self.leases.worker_of(result.task_id)
-            spec = self.leases.handed_back(result.task_id)
-            if spec is not None:
-                self.leases.revoke(worker)  # it is blocked: no more tasks for it for now
-                self._via_head.add(spec.task_id)
-                self.send("spec", spec)
-            return
-        self._via_head.discard(result.task_id)
-        self._pinned.pop(result.task_id, None)
-        self.leases.finished(result.task_id, time.monotonic())
-        self._cancelled.discard(result.task_id)
-        entry = self._inflight.pop(result.task_id, None)
-        if entry is None:
-            return
-        self._outcomes[result.status] += 1
-        pinned, return_ids = entry
-        callbacks: list = []
-        info = {"where": result.where, "duration": result.duration}
-        ok = result.status == OK
-        for i, oid in enumerate(return_ids):
-            payload = result.values[i] if ok else result.values[0]
-            contains = result.contains[i] if ok and result.contains else ()
-            cbs, waiting, effects = self.objects.fulfill(oid, ok, payload, contains, True, info)
-            callbacks.extend(cbs)
-            self._carry_out(effects)
-            for requester in waiting:
-                self._send_value(oid, ObjectValue(ok, payload), requester)
-        self._carry_out(self.objects.unpin(pinned))
-        for fn in callbacks:
-            _run_callback(fn)
-
-    def _on_borrow(self, body: tuple) -> None:
-        changes, borrower = body
-        for object_id, delta in changes:
-            self._carry_out(self.objects.add_borrower(object_id, borrower, delta))
-
-    def _on_reply(self, body: tuple) -> None:
-        request_id, ok, value = body
-        fut = self._requests.get(request_id)
-        if fut is not None and not fut.done():
-            fut.set_result((ok, value))
-
     def _on_log(self, body: tuple) -> None:
         _owner, lines, label = body
         self.on_log(lines, label)
+
+    def _on_task_done(self, body: tuple) -> None:
+        self._results(body[0])
+
+    def _on_call_done(self, body: tuple) -> None:
+        results, borrows = body
+        # Registrations first: the results release pins that the borrows must outlive.
+        for object_id, delta, borrower in borrows:
+            self.access.route_borrow(object_id, delta, borrower)
+        self._results(results)
+
+    def _on_results(self, body: tuple) -> None:
+        worker_id, results = body
+        self._results(results)
+        self.send(Kind.RESULTS_RECEIVED,
+                  (worker_id, [(r.task_id, r.duration, r.status) for r in results]))
+
+    def _results(self, results: list[TaskResult]) -> None:
+        now = time.monotonic()
+        with self._owner_lock:
+            callbacks = []
+            for result in results:
+                callbacks.extend(self._carry_out(self.owner.finished(result, now)))
+        _run_all(callbacks)
+
+    def _on_actor_location(self, body: tuple) -> None:
+        actor_id, address, why, restarting = body
+        if address:
+            self._owner_event(self.owner.actor_located, actor_id, address)
+        else:
+            self._owner_event(self.owner.actor_gone, actor_id, why, restarting)
+
+    def _on_lease(self, body: tuple) -> None:
+        request, worker, address = body
+        self._owner_event(self.owner.lease_granted, request, worker, address, time.monotonic())
+
+    def _on_lease_ended(self, body: tuple) -> None:
+        worker, why = body
+        if why:   # it died: retry, as the head would have
+            self._owner_event(self.owner.lease_lost, worker, why)
+        else:     # the head wants it back: we return it once nothing is in flight
+            self._owner_event(self.owner.lease_revoked, worker)
+
+
+def _run_all(callbacks: list[Callable[[], None]]) -> None:
+    for fn in callbacks:
+        run_callback(fn)
 
 
 def _slot(value: Any, deps: list) -> Any:
@@ -800,7 +697,6 @@ def _slot(value: Any, deps: list) -> Any:
 
 def _ip_toward(head_address: str) -> str:
     """Where processes on the head's network reach us: our address on the route to it."""
-    from rayipy.node import connection
     try:
         host, port = connection.parse_address(head_address)
         return "127.0.0.1" if connection.is_loopback(host) else connection.local_ip_toward(host, port)

@@ -1,6 +1,6 @@
 """A driver whose data port the workers cannot reach (behind NAT or a firewall): the large
 results and values it waits for still arrive, through the head, not lost
-(``DataPort.reroute_unwritten``)."""
+(``DataPort._reroute_unwritten``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 import numpy as np
 
 import rayipy
-from rayipy.node import client
+from rayipy.node import data_port
 from rayipy.transport.stream import StreamListener
 
 MB = 2**20
@@ -42,7 +42,7 @@ def test_large_results_and_values_go_through_the_head_when_the_driver_cannot_be_
             super().__init__(ip, signer)
             self.address = f"tcp://127.0.0.1:{nobody}"    # what the workers are told
 
-    monkeypatch.setattr(client, "StreamListener", Unreachable)
+    monkeypatch.setattr(data_port, "StreamListener", Unreachable)
     fresh_cluster()
     values = rayipy.get([make.remote(3) for _ in range(3)], timeout=60)
     assert [float(v.sum()) for v in values] == [7.0 * 3 * MB / 8] * 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from rayipy.core.actor_routes import ActorRoutes
+from rayipy.core.actor_routes import ActorRoutes, Failed, Locate, Send
 
 ACTOR = b"A" * 16
 
@@ -13,69 +13,75 @@ def spec(n: int):
     return SimpleNamespace(task_id=bytes([n]) * 16, name=f"call{n}")
 
 
-def make():
-    sent, failed, located = [], [], []
-    routes = ActorRoutes(lambda address, s: sent.append((address, s.name)),
-                         lambda s, why: failed.append((s.name, why)),
-                         located.append)
-    return routes, sent, failed, located
+def call(routes: ActorRoutes, n: int) -> list:
+    """Make call n and fill it at once (its arguments are ready)."""
+    return routes.reserve(ACTOR, spec(n).task_id) + routes.fill(ACTOR, spec(n))
+
+
+def sent(steps: list) -> list:
+    return [(s.address, s.spec.name) for s in steps if type(s) is Send]
+
+
+def failed(steps: list) -> list:
+    return [(s.task_id, s.why) for s in steps if type(s) is Failed]
 
 
 def test_calls_wait_for_the_address_then_leave_in_order():
-    routes, sent, failed, located = make()
-    for n in range(3):
-        routes.fill(ACTOR, routes.reserve(ACTOR), spec(n))
-    assert sent == [] and located == [ACTOR]  # asked the head once
-    routes.located(ACTOR, "tcp://w:1")
-    assert sent == [("tcp://w:1", "call0"), ("tcp://w:1", "call1"), ("tcp://w:1", "call2")]
-    routes.fill(ACTOR, routes.reserve(ACTOR), spec(3))
-    assert sent[-1] == ("tcp://w:1", "call3") and failed == []
+    routes = ActorRoutes()
+    steps = [step for n in range(3) for step in call(routes, n)]
+    assert steps == [Locate(ACTOR)]  # asked the head once, sent nothing
+    assert sent(routes.located(ACTOR, "tcp://w:1")) == [
+        ("tcp://w:1", "call0"), ("tcp://w:1", "call1"), ("tcp://w:1", "call2")]
+    assert sent(call(routes, 3)) == [("tcp://w:1", "call3")]
 
 
 def test_a_call_waiting_for_its_arguments_holds_back_later_calls():
-    routes, sent, _, _ = make()
+    routes = ActorRoutes()
     routes.created(ACTOR)
     routes.located(ACTOR, "tcp://w:1")
-    first = routes.reserve(ACTOR)
-    routes.fill(ACTOR, routes.reserve(ACTOR), spec(2))
-    assert sent == []  # call 2 is ready, but call 1 is not
-    routes.fill(ACTOR, first, spec(1))
-    assert [name for _, name in sent] == ["call1", "call2"]
+    routes.reserve(ACTOR, spec(1).task_id)
+    assert call(routes, 2) == []  # call 2 is ready, but call 1 is not
+    assert [name for _, name in sent(routes.fill(ACTOR, spec(1)))] == ["call1", "call2"]
 
 
 def test_the_creator_does_not_ask_where_its_actor_is():
-    routes, _, _, located = make()
+    routes = ActorRoutes()
     routes.created(ACTOR)
-    routes.reserve(ACTOR)
-    assert located == []
+    assert routes.reserve(ACTOR, spec(1).task_id) == []
 
 
 def test_death_fails_calls_in_flight_and_waiting():
-    routes, sent, failed, _ = make()
+    routes = ActorRoutes()
     routes.located(ACTOR, "tcp://w:1")
-    routes.fill(ACTOR, routes.reserve(ACTOR), spec(1))
-    waiting = routes.reserve(ACTOR)
-    inflight = routes.lost(ACTOR, "killed", restarting=False)
-    assert inflight == [spec(1).task_id]
-    routes.fill(ACTOR, waiting, spec(2))
-    routes.fill(ACTOR, routes.reserve(ACTOR), spec(3))
-    assert failed == [("call2", "killed"), ("call3", "killed")]
+    call(routes, 1)
+    routes.reserve(ACTOR, spec(2).task_id)
+    assert failed(routes.lost(ACTOR, "killed", restarting=False)) == [(spec(1).task_id, "killed")]
+    later = routes.fill(ACTOR, spec(2)) + call(routes, 3)
+    assert failed(later) == [(spec(2).task_id, "killed (while calling 'call2')"),
+                             (spec(3).task_id, "killed (while calling 'call3')")]
 
 
 def test_restart_fails_only_calls_in_flight_and_later_calls_wait_for_the_new_address():
-    routes, sent, failed, _ = make()
+    routes = ActorRoutes()
     routes.located(ACTOR, "tcp://old:1")
-    routes.fill(ACTOR, routes.reserve(ACTOR), spec(1))
-    assert routes.lost(ACTOR, "crashed", restarting=True) == [spec(1).task_id]
-    routes.fill(ACTOR, routes.reserve(ACTOR), spec(2))
-    assert sent == [("tcp://old:1", "call1")] and failed == []
-    routes.located(ACTOR, "tcp://new:1")
-    assert sent[-1] == ("tcp://new:1", "call2")
+    assert sent(call(routes, 1)) == [("tcp://old:1", "call1")]
+    assert failed(routes.lost(ACTOR, "crashed", restarting=True)) == [(spec(1).task_id, "crashed")]
+    assert call(routes, 2) == []
+    assert sent(routes.located(ACTOR, "tcp://new:1")) == [("tcp://new:1", "call2")]
 
 
 def test_finished_calls_are_not_failed_later():
-    routes, _, _, _ = make()
+    routes = ActorRoutes()
     routes.located(ACTOR, "tcp://w:1")
-    routes.fill(ACTOR, routes.reserve(ACTOR), spec(1))
+    call(routes, 1)
     routes.finished(spec(1).task_id)
     assert routes.lost(ACTOR, "killed", restarting=False) == []
+
+
+def test_a_dropped_call_lets_the_calls_behind_it_go():
+    routes = ActorRoutes()
+    routes.located(ACTOR, "tcp://w:1")
+    routes.reserve(ACTOR, spec(1).task_id)
+    assert call(routes, 2) == []
+    assert sent(routes.drop(ACTOR, spec(1).task_id)) == [("tcp://w:1", "call2")]
+    assert routes.drop(ACTOR, spec(2).task_id) == []      # it had left: nothing to drop

@@ -1,0 +1,170 @@
+"""A process's side of the object protocol: storing values, fetching them from their
+owners, answering other processes' requests for ours, and carrying borrow counts.
+
+``ObjectTable`` (``core/objects.py``) decides (what is ready, who waits, when an object
+is freed) and returns ``Effect``s; this part carries them out on the head link and the
+data port, and stores what results bring. It holds no socket of its own: it is given the
+head link and a way to the data port.
+
+- ``put`` keeps the value here; its ref's id names us as its owner.
+- A borrower asks the owner for a value with ``GET_OBJECT`` (through the head, which adds
+  the borrower's data address); the owner answers ``OBJECT_VALUE`` straight to that data
+  port, or through the head when it has no address.
+- A ref that arrives inside a value registers its holder as a borrower at the owner
+  (``BORROW``), and gives the count back when its last local ref dies.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from rayipy import exceptions
+from rayipy.core.object_ref import ObjectRef
+from rayipy.core.object_ref import Runtime as RefRuntime
+from rayipy.core.objects import PENDING, READY, Effect, ObjectTable
+from rayipy.node.head_link import HeadLink
+from rayipy.protocol import errors, serialization
+from rayipy.protocol.kinds import Kind
+from rayipy.protocol.messages import OK, ObjectValue, Payload, TaskResult
+from rayipy.transport.endpoint import Waker
+
+log = logging.getLogger(__name__)
+
+
+def run_callback(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception:
+        log.exception("an ObjectRef done-callback raised")
+
+
+class ObjectAccess:
+    def __init__(self, objects: ObjectTable, head: HeadLink, waker: Waker,
+                 send_to: Callable[[str, Kind, Any], None], refs_runtime: RefRuntime,
+                 new_id: Callable[[], bytes]) -> None:
+        self.objects = objects
+        self._head = head
+        self._waker = waker
+        self._send_to = send_to                       # a message to a data port
+        self._refs_runtime = refs_runtime             # what the refs made here belong to
+        self._new_id = new_id                         # a fresh id of ours (a task id)
+        self._data_addresses: dict[bytes, str] = {}   # requester -> its data port
+        # A worker's: borrow registrations made during a direct call go with its reply.
+        self.borrow_in_reply: Callable[[bytes, int, bytes], bool] | None = None
+
+    # -- any thread ------------------------------------------------------------------------
+    def put(self, value: Any) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError("put() of an ObjectRef is not allowed: pass the ref itself instead")
+        payload, contained = serialization.dumps(value, "the value given to put()")
+        return self.put_payload(payload, contained)
+
+    def put_payload(self, payload: Payload, contained: list[ObjectRef]) -> ObjectRef:
+        oid = self._new_id() + b"\x00\x00"
+        self.carry_out(self.objects.add_ready(oid, payload, [r.id for r in contained]))
+        return ObjectRef(oid, self._refs_runtime)
+
+    def value_or_error(self, object_id: bytes) -> tuple[bool, Any]:
+        state, payload = self.objects.value(object_id)
+        if state == READY:
+            return True, serialization.loads(payload)
+        if state == PENDING:
+            raise exceptions.RayipySystemError("value_or_error() on a pending object")
+        if payload is None:
+            return False, exceptions.ObjectLostError(
+                f"ObjectRef({object_id.hex()}) was freed, or its owner is gone")
+        return False, errors.rebuild_error(payload)
+
+    def request_values(self, object_ids: list[bytes]) -> None:
+        """Ask the owners of the borrowed ones that are still pending (once each)."""
+        effects = self.objects.need_fetch(object_ids)
+        if effects:
+            self.carry_out(effects)
+
+    def on_ref_rebuilt(self, object_id: bytes) -> None:
+        effects = self.objects.on_ref_rebuilt(object_id)
+        if effects:
+            self.carry_out(effects)
+
+    def fetch_value(self, object_id: bytes) -> Any:
+        """Fetch a value we hold no ref to (a task's large argument) from its owner, as a
+        borrower for as long as it takes; raises its error if it has one."""
+        self.on_ref_rebuilt(object_id)
+        ref = ObjectRef(object_id, self._refs_runtime, counted=True)
+        self.request_values([object_id])
+        self.objects.wait([object_id], 1, None)
+        ok, value = self.value_or_error(object_id)
+        del ref
+        # Give the borrow back now, not at the I/O thread's next turn: until the owner
+        # hears, it keeps the value, and its memory cannot serve the next one.
+        self._waker.wake()
+        if not ok:
+            raise value
+        return value
+
+    def route_borrow(self, object_id: bytes, delta: int, borrower: bytes) -> None:
+        """Register (or give back) ``borrower``'s hold on an object at its owner."""
+        if self.objects.owns(object_id):
+            self.carry_out(self.objects.add_borrower(object_id, borrower, delta))
+        elif self.borrow_in_reply is None or not self.borrow_in_reply(object_id, delta, borrower):
+            self._head.send(Kind.BORROW, ([(object_id, delta)], borrower))
+
+    def carry_out(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if effect.what == "borrow":
+                oid, delta = effect.arg
+                self.route_borrow(oid, delta, self.objects.process_id)
+            elif effect.what == "fetch":
+                self._head.send(Kind.GET_OBJECT, (effect.arg, self.objects.process_id))
+            elif effect.what == "actor_gone":
+                # The last handle to an actor we created is gone, everywhere.
+                self._head.send(Kind.KILL_ACTOR, (effect.arg, "no handle to it is left"))
+
+    def store_result(self, result: TaskResult, return_ids: tuple) -> list[Callable[[], None]]:
+        """A task of ours ended: its values (or its error) into its return objects, and
+        to whoever asked for them meanwhile. Returns the done-callbacks to run."""
+        callbacks: list[Callable[[], None]] = []
+        info = {"where": result.where, "duration": result.duration}
+        ok = result.status == OK
+        for i, oid in enumerate(return_ids):
+            payload = result.values[i] if ok else result.values[0]
+            contains = result.contains[i] if ok and result.contains else ()
+            cbs, waiting, effects = self.objects.fulfill(oid, ok, payload, contains, True, info)
+            callbacks.extend(cbs)
+            self.carry_out(effects)
+            for requester in waiting:
+                self._send_value(oid, ObjectValue(ok, payload), requester)
+        return callbacks
+
+    # -- handlers (I/O thread) -----------------------------------------------------------------
+    def on_get_object(self, body: tuple) -> None:
+        object_id, requester, address = body
+        if address:
+            self._data_addresses[requester] = address
+        state, payload = self.objects.answer_when_ready(object_id, requester)
+        if state == PENDING:
+            return   # sent by store_result when the value comes
+        if payload is None:
+            payload = errors.capture_system_error(exceptions.ObjectLostError(
+                f"ObjectRef({object_id.hex()}) was already freed by its owner"))
+        self._send_value(object_id, ObjectValue(state == READY, payload), requester)
+
+    def on_object_value(self, body: tuple) -> None:
+        object_id, value, _requester = body
+        cbs, _waiting, effects = self.objects.fulfill(object_id, value.ok, value.payload)
+        self.carry_out(effects)
+        for fn in cbs:
+            run_callback(fn)
+
+    def on_borrow(self, body: tuple) -> None:
+        changes, borrower = body
+        for object_id, delta in changes:
+            self.carry_out(self.objects.add_borrower(object_id, borrower, delta))
+
+    def _send_value(self, object_id: bytes, value: ObjectValue, requester: bytes) -> None:
+        address = self._data_addresses.get(requester)
+        if address:
+            self._send_to(address, Kind.OBJECT_VALUE, (object_id, value, requester))
+        else:
+            self._head.send(Kind.OBJECT_VALUE, (object_id, value, requester))
