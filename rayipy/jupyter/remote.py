@@ -25,7 +25,7 @@ from typing import Any
 import cloudpickle
 from IPython.core.error import UsageError
 
-from rayipy import api, exceptions
+from rayipy import api, exceptions, session
 from rayipy.actor import ActorClass
 from rayipy.core import options as option_table
 from rayipy.core.object_ref import ObjectRef
@@ -71,7 +71,7 @@ def define(shell: Any, cell: str, options: dict[str, Any]) -> list[str]:
     # Every name first, then pickling: a function that calls another of the cell's
     # functions then always sees the remote one, whatever the order.
     shell.user_ns.update(made)
-    runtime = api._runtime() if api.is_initialized() else None
+    runtime = session.require_runtime() if session.is_initialized() else None
     for remote in made.values():
         function_id, pickled = remote._shared.get()
         if runtime is not None:
@@ -134,7 +134,7 @@ def _check_picklable(namespace: dict[str, Any], what: str) -> None:
 
 def _submit(function: RemoteFunction, args: tuple, name: str, options: dict[str, Any],
             worker: tuple[bytes, str] | None = None) -> ObjectRef:
-    runtime = api.runtime_for_submit()
+    runtime = session.runtime_for_submit()
     function_id, pickled = function._shared.get()
     runtime.ensure_function(function_id, pickled)
     checked = option_table.validate(options)
@@ -174,7 +174,7 @@ def run_everywhere(shell: Any, cell: str) -> list[dict]:
     filename = f"<cell In[{number}] (every worker)>"
     tree = parse_plain(cell, filename, "%%remote --all")
     namespace = captured_globals(shell, tree)
-    runtime = api.runtime_for_submit()
+    runtime = session.runtime_for_submit()
     targets = _pool_workers(runtime)
     if not targets:
         raise UsageError("the cluster has no workers to run the cell on yet; try again in a moment")
