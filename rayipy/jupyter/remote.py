@@ -31,7 +31,6 @@ from rayipy.core import options as option_table
 from rayipy.core.object_ref import ObjectRef
 from rayipy.jupyter import cell_tasks
 from rayipy.protocol import errors
-from rayipy.protocol.serialization import SerializationError
 from rayipy.remote_function import RemoteFunction
 
 # Names IPython puts in the user namespace: never captured for a remote cell.
@@ -154,7 +153,7 @@ def run(shell: Any, cell: str, options: dict[str, Any], block: bool = True) -> A
     namespace = captured_globals(shell, tree)
     try:
         ref = _submit(_run_cell, (cell, filename, namespace), f"In[{number}]", options)
-    except SerializationError:
+    except exceptions.SerializationError:
         _check_picklable(namespace, what)
         raise
     if not block:
@@ -182,7 +181,7 @@ def run_everywhere(shell: Any, cell: str) -> list[dict]:
         refs = {_submit(_run_setup, (cell, filename, namespace), f"In[{number}]",
                         {"num_cpus": 0, "max_retries": 0},
                         worker=(w["worker_id"], w["address"])): w for w in targets}
-    except SerializationError:
+    except exceptions.SerializationError:
         _check_picklable(namespace, "%%remote --all")
         raise
     reports: list[dict] = []

@@ -26,16 +26,13 @@ from typing import Any, Callable
 
 import cloudpickle
 
+from rayipy.exceptions import SerializationError
 from rayipy.protocol import landing
 from rayipy.protocol.messages import Payload
 
 INBAND_LIMIT = 4096
 DYNAMIC_CODE = "<dynamic-code>"
 _local = threading.local()
-
-
-class SerializationError(TypeError):
-    """A value could not be pickled; the message names it and says why."""
 
 
 def note_contained_ref(ref: Any) -> None:

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from rayipy.core.object_ref import ObjectRef
+from rayipy.exceptions import SerializationError
 from rayipy.protocol import serialization
 from rayipy.protocol.messages import Payload
 from rayipy.protocol.serialization import (
-    DYNAMIC_CODE, INBAND_LIMIT, SerializationError, dumps, dumps_arguments, dumps_function,
-    loads, loads_function)
+    DYNAMIC_CODE, INBAND_LIMIT, dumps, dumps_arguments, dumps_function, loads, loads_function)
 
 
 def round_trip(value):
