@@ -22,7 +22,6 @@ import sys
 import time
 from typing import Any
 
-import cloudpickle
 from IPython.core.error import UsageError
 
 from rayipy import api, exceptions, session
@@ -30,7 +29,7 @@ from rayipy.actor import ActorClass
 from rayipy.core import options as option_table
 from rayipy.core.object_ref import ObjectRef
 from rayipy.jupyter import cell_tasks
-from rayipy.protocol import errors
+from rayipy.protocol import errors, serialization
 from rayipy.remote_function import RemoteFunction
 
 # Names IPython puts in the user namespace: never captured for a remote cell.
@@ -123,9 +122,8 @@ def _is_output_name(name: str) -> bool:
 
 def _check_picklable(namespace: dict[str, Any], what: str) -> None:
     for name, value in namespace.items():
-        try:
-            cloudpickle.dumps(value, protocol=5)
-        except Exception as e:
+        e = serialization.pickling_error(value)
+        if e is not None:
             raise UsageError(f"{what} reads the notebook variable {name!r} ({type(value).__name__}), "
                              f"which cannot be sent to a worker: {type(e).__name__}: {e}. Create it "
                              f"inside the cell instead.") from None
