@@ -31,6 +31,7 @@ from rayipy.protocol import landing
 from rayipy.protocol.messages import Payload
 
 INBAND_LIMIT = 4096
+PICKLER = f"cloudpickle {cloudpickle.__version__}"   # what `rayipy info` reports
 DYNAMIC_CODE = "<dynamic-code>"
 _local = threading.local()
 
