@@ -330,8 +330,8 @@ def progress(refs: Any, *, description: str = "", display: str = "auto",
     """Show a live progress bar for ``refs`` and return at once.
 
     ``display``: "auto" (a widget in a notebook, else a terminal bar), "widget" or
-    "terminal" (see ``set_bar_factory``). The bar counts done, failed, cancelled and running tasks, with the
-    elapsed time and an estimate of the time left.
+    "terminal" (see ``set_bar_factory``). The bar counts done, failed, cancelled and
+    running tasks, with the elapsed time and an estimate of the time left.
     """
     ref_list = _as_refs(refs)
     if display not in DISPLAYS:
