@@ -18,6 +18,10 @@ from rayipy.actor import ActorClass, ActorHandle, get_actor, kill
 from rayipy.core.object_ref import ObjectRef
 from rayipy.progress_bars import progress
 from rayipy.remote_function import RemoteFunction
+# The Jupyter layer (it imports no IPython until %load_ext): loading it registers its
+# progress widget, so rayipy.progress shows one in any notebook kernel; and
+# ``%load_ext rayipy`` finds the extension's entry points here.
+from rayipy.jupyter import load_ipython_extension, unload_ipython_extension
 
 __version__ = "0.1.0"
 
@@ -25,13 +29,3 @@ __all__ = ["ActorClass", "ActorHandle", "get_actor", "kill", "ObjectRef", "Remot
            "cluster_status", "exceptions", "get", "get_dashboard_url", "get_gpu_ids",
            "get_runtime_context", "init", "is_initialized", "method", "nodes", "progress",
            "put", "remote", "shutdown", "wait", "__version__"]
-
-
-def load_ipython_extension(ipython):  # pragma: no cover - the Jupyter layer loads lazily
-    from rayipy.jupyter import load_ipython_extension as load
-    load(ipython)
-
-
-def unload_ipython_extension(ipython):  # pragma: no cover
-    from rayipy.jupyter import unload_ipython_extension as unload
-    unload(ipython)

@@ -13,7 +13,9 @@ import inspect
 from typing import Any
 
 from rayipy.core import options as option_table
-from rayipy.remote_function import _PickledOnce
+from rayipy.protocol.kinds import Kind
+from rayipy.remote_function import PickledOnce
+from rayipy.session import require_runtime, runtime_for_submit
 
 # Ray's defaults: an actor needs no CPU to run unless it asks for one.
 ACTOR_OPTIONS = {**option_table.TASK_OPTIONS,
@@ -45,10 +47,6 @@ def method(**options: Any):
     return decorate
 
 
-def make_actor_class(cls: type, options: dict) -> "ActorClass":
-    return ActorClass(cls, options)
-
-
 class ActorClass:
     """What ``@rayipy.remote`` makes of a class: ``Cls.remote(...)`` creates an actor."""
 
@@ -59,7 +57,7 @@ class ActorClass:
         self._methods = {name: getattr(member, _METHOD_OPTIONS_ATTR, {})
                          for name, member in inspect.getmembers(cls, callable)
                          if not name.startswith("__") or name == "__call__"}
-        self._shared = _PickledOnce(cls, f"actor class {cls.__module__}.{self._name}")
+        self._shared = PickledOnce(cls, f"actor class {cls.__module__}.{self._name}")
         self.__doc__ = cls.__doc__
         self.__name__ = cls.__name__
         self.__qualname__ = self._name
@@ -77,8 +75,7 @@ class ActorClass:
         return copy
 
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
-        from rayipy import api
-        runtime = api.runtime_for_submit()
+        runtime = runtime_for_submit()
         name = self._options.get("name")
         actor_id = runtime.new_actor_id()
         if name is not None:
@@ -160,8 +157,7 @@ class ActorMethod:
         return copy
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        from rayipy import api
-        runtime = api.runtime_for_submit()
+        runtime = runtime_for_submit()
         handle = self._handle
         # A pending call keeps the actor alive even if its handle is dropped meanwhile.
         keep = (handle._lifetime_ref.id,) if handle._lifetime_ref is not None else ()
@@ -173,11 +169,9 @@ class ActorMethod:
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Stop the actor at once; its pending and later calls raise ActorDiedError."""
-    from rayipy import api
-    from rayipy.protocol.kinds import Kind
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
-    runtime = api._runtime()
+    runtime = require_runtime()
     why = "it was killed by rayipy.kill()"
     runtime.send(Kind.KILL_ACTOR, (actor._actor_id, why))
     # Calls made after kill() returns must fail, though they would reach the worker
@@ -187,8 +181,7 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of the live actor created with ``name=``; ValueError if there is none."""
-    from rayipy import api
     if not isinstance(name, str) or not name:
         raise TypeError(f"get_actor() expects an actor name (a non-empty str), got {name!r}")
-    actor_id, class_name, methods = api._runtime().request("get_actor", name)
+    actor_id, class_name, methods = require_runtime().request("get_actor", name)
     return ActorHandle(actor_id, class_name, methods)

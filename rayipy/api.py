@@ -2,251 +2,49 @@
 
 Every call checks its arguments and says precisely what was wrong; a bad call never
 leaves the cluster unusable for the next one.
+
+``init``, ``shutdown`` and the current runtime belong to ``rayipy.session``, below this
+module and below ``remote_function`` and ``actor``, which submit through it too; they are
+re-exported here.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import logging
 import numbers
-import os
-import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from rayipy import exceptions
-from rayipy.core.object_ref import ObjectRef, current_runtime
-from rayipy.dashboard import DEFAULT_PORT as DEFAULT_DASHBOARD_PORT
-from rayipy.node import connection
-from rayipy.node.client import Runtime
+from rayipy import session
+from rayipy.actor import ActorClass
+from rayipy.actor import method as method
+from rayipy.core.object_ref import ObjectRef
+from rayipy.node import gpus
 from rayipy.node.connection import key_from_password as key_from_password  # public before it moved
-from rayipy.node.launch import LocalCluster
 from rayipy.runtime_context import RuntimeContext
 from rayipy.remote_function import RemoteFunction
-
-log = logging.getLogger("rayipy")
-
-_lock = threading.RLock()
-_cluster: LocalCluster | None = None   # the local cluster this driver started, if any
-_context: "ClusterContext | None" = None
-
-# Called with each new driver Runtime before init() returns: how a front end (the
-# Jupyter layer) attaches its hooks (output routing, progress) to every cluster.
-runtime_hooks: list[Callable[[Runtime], None]] = []
-
-# Ray's init() keywords that have no meaning here: accepted, so Ray programs run.
-_IGNORED_INIT_OPTIONS = {"object_store_memory", "local_mode", "configure_logging", "logging_level",
-                         "logging_format", "log_to_driver", "namespace", "runtime_env", "job_config",
-                         "_system_config", "_temp_dir", "_plasma_directory", "_node_ip_address",
-                         "_metrics_export_port", "storage", "_enable_object_reconstruction",
-                         "_memory", "_node_name", "_driver_object_store_memory"}
+from rayipy.session import ClusterContext as ClusterContext
+from rayipy.session import init as init
+from rayipy.session import is_initialized as is_initialized
+from rayipy.session import require_runtime as _runtime
+from rayipy.session import runtime_for_submit
+from rayipy.session import shutdown as shutdown
 
 
-class ClusterContext:
-    """What ``init`` returns (Ray's RayContext): the address, the dashboard's, and a
-    context manager. ``dashboard_url`` is "host:port" as in Ray ("" without a dashboard)."""
-
-    def __init__(self, address: str, started_locally: bool, cluster_id: str,
-                 dashboard_url: str = "") -> None:
-        self.address = address
-        self.started_locally = started_locally
-        self.cluster_id = cluster_id
-        self.dashboard_url = dashboard_url
-        self.address_info = {"address": address, "gcs_address": address, "webui_url": dashboard_url}
-
-    def __getitem__(self, key: str) -> Any:
-        return self.address_info[key]
-
-    def __enter__(self) -> "ClusterContext":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        shutdown()
-
-    def __repr__(self) -> str:
-        where = "local cluster" if self.started_locally else "cluster"
-        dashboard = f", dashboard http://{self.dashboard_url}" if self.dashboard_url else ""
-        return f"ClusterContext({where} at {self.address}{dashboard})"
-
-
-def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
-         resources: dict[str, float] | None = None, password: str | None = None,
-         _redis_password: str | None = None, ignore_reinit_error: bool = False,
-         include_dashboard: bool | None = None, dashboard_host: str | None = None,
-         dashboard_port: int | None = None, **kwargs: Any) -> ClusterContext:
-    """Start a local cluster, or connect to a running one, by Ray's rules.
-
-    ``address``: None connects to ``$RAYIPY_ADDRESS`` or to the cluster ``rayipy start``
-    started on this machine, and otherwise starts a local cluster; ``"auto"`` connects to
-    that cluster or raises ``ClusterNotFoundError``; ``"local"`` always starts a local
-    cluster; ``"host:port"`` connects there, with ``password`` (Ray's ``_redis_password``
-    is accepted too; else ``$RAYIPY_PASSWORD``) unless this machine's connection file has
-    that address.
-
-    ``num_cpus`` (default: this machine's CPUs), ``num_gpus`` and ``resources`` size a new
-    local cluster. It serves a dashboard (``include_dashboard=False``: none) on
-    ``dashboard_port`` (default 8265, or the next free port; 0: any free port) of
-    ``dashboard_host`` (default loopback); the returned context's ``dashboard_url`` says
-    where. When connecting, the dashboard options are ignored: the head was started with
-    its own.
-    """
-    global _cluster, _context
-    unknown = set(kwargs) - _IGNORED_INIT_OPTIONS
-    if unknown:
-        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
-    _check_count("num_cpus", num_cpus)
-    _check_count("num_gpus", num_gpus)
-    _check_dashboard_options(include_dashboard, dashboard_host, dashboard_port)
-    if resources is not None and not (isinstance(resources, dict) and all(
-            isinstance(k, str) and isinstance(v, numbers.Real) and v >= 0 for k, v in resources.items())):
-        raise TypeError(f"resources must be a dict of name -> amount >= 0, got {resources!r}")
-    if password is not None and not isinstance(password, str):
-        raise TypeError(f"password must be a string, got {type(password).__name__}")
-    with _lock:
-        if is_initialized():
-            if ignore_reinit_error:
-                return _context
-            raise RuntimeError("rayipy.init() was already called: call rayipy.shutdown() first, "
-                               "or pass ignore_reinit_error=True")
-        password = password if password is not None else _redis_password
-        target = connection.resolve(address, password)
-        info: dict = {}
-        if target is None:
-            cluster = LocalCluster(num_cpus if num_cpus is not None else (os.cpu_count() or 1),
-                                   _node_resources(num_gpus, resources),
-                                   dashboard_port=(None if include_dashboard is False else
-                                                   DEFAULT_DASHBOARD_PORT if dashboard_port is None
-                                                   else dashboard_port),
-                                   dashboard_host=dashboard_host)
-            head_address = cluster.start()
-            key = cluster.key
-        else:
-            if num_cpus is not None or num_gpus is not None or resources is not None:
-                raise ValueError(
-                    f"init() connects to the running cluster at "
-                    f"{target.head_address.removeprefix('tcp://')} (from {target.found_in}), so "
-                    f"num_cpus, num_gpus and resources, which size a new local cluster, do not "
-                    f"apply: set them on its nodes (rayipy start --num-cpus ...), or pass "
-                    f"address='local' for a separate local cluster")
-            cluster = None
-            head_address, key = target.head_address, target.key
-            host, port = connection.parse_address(head_address)
-            connection.check_reachable(host, port)
-            with contextlib.suppress(OSError):
-                info["ip"] = connection.local_ip_toward(host, port)
-        runtime = Runtime("driver", head_address, key, info=info,
-                          node_id=cluster.node_id if cluster is not None else b"")
-        try:
-            welcome = runtime.start(timeout=30.0 if cluster else 10.0)
-            if cluster is not None:
-                _wait_for_nodes(runtime, 1)
-        except BaseException:
-            if cluster is not None:
-                cluster.stop()
-            raise
-        for hook in list(runtime_hooks):
-            try:
-                hook(runtime)
-            except Exception:
-                log.exception("a runtime hook raised")
-        _cluster = cluster
-        dashboard_url = welcome.info.get("dashboard_url", "")
-        _context = ClusterContext(head_address.removeprefix("tcp://"), cluster is not None,
-                                  welcome.cluster_id, dashboard_url)
-        if dashboard_url:
-            # INFO, as Ray logs it: silent by default (notebooks); the context's repr shows it.
-            log.info("View the dashboard at http://%s", dashboard_url)
-        return _context
+def __getattr__(name: str) -> Any:
+    # The session's state (the local cluster this driver started, the context init
+    # returned) lives in rayipy.session; code that read it here still finds it.
+    if name in ("_cluster", "_context"):
+        return getattr(session, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_dashboard_url() -> str:
     """The dashboard's "host:port", as Ray gives it ("" when the cluster serves none):
     open ``f"http://{rayipy.get_dashboard_url()}"``. Works in tasks too (asks the head)."""
     runtime = _runtime()
-    if _context is not None and runtime.role == "driver":
-        return _context.dashboard_url
+    context = session.context()
+    if context is not None and runtime.role == "driver":
+        return context.dashboard_url
     return runtime.request("dashboard_url")
-
-
-def _check_dashboard_options(include: Any, host: Any, port: Any) -> None:
-    if include is not None and not isinstance(include, bool):
-        raise TypeError(f"include_dashboard must be True, False or None, got {include!r}")
-    if host is not None and not (isinstance(host, str) and host):
-        raise TypeError(f"dashboard_host must be an address string such as '127.0.0.1' "
-                        f"(or '0.0.0.0' for every interface), got {host!r}")
-    if port is not None and (not isinstance(port, int) or isinstance(port, bool)
-                             or not 0 <= port <= 65535):
-        raise TypeError(f"dashboard_port must be an int from 0 to 65535 (0: any free port), "
-                        f"got {port!r}")
-
-
-def _node_resources(num_gpus: int | None, resources: dict | None) -> dict:
-    out = dict(resources or {})
-    if num_gpus:
-        out["GPU"] = float(num_gpus)
-    return out
-
-
-def _wait_for_nodes(runtime: Runtime, count: int, timeout: float = 30.0) -> None:
-    import time
-    deadline = time.monotonic() + timeout
-    while runtime.request("wait_nodes") < count:
-        if time.monotonic() > deadline:
-            raise exceptions.RayipySystemError("the local node agent did not register in time")
-        time.sleep(0.005)
-
-
-def _check_count(name: str, value: Any) -> None:
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        raise TypeError(f"{name} must be an int >= 0, got {value!r}")
-
-
-def is_initialized() -> bool:
-    runtime = current_runtime()
-    return runtime is not None and runtime.role == "driver" and runtime.lost is None
-
-
-def shutdown() -> None:
-    """Disconnect; stop the local cluster if this driver started it."""
-    global _cluster, _context
-    with _lock:
-        runtime = current_runtime()
-        if runtime is not None and runtime.role == "driver":
-            if runtime.lost is None:
-                try:
-                    # Stop the local cluster; leave a shared one (its non-detached actors
-                    # of ours stop now rather than when the head notices our silence).
-                    runtime.request("shutdown" if _cluster is not None else "disconnect",
-                                    timeout=2.0)
-                except Exception:
-                    pass
-            runtime.close()
-        if _cluster is not None:
-            _cluster.stop()
-        _cluster = None
-        _context = None
-
-
-atexit.register(shutdown)
-
-
-def _runtime() -> Runtime:
-    runtime = current_runtime()
-    if runtime is None:
-        raise exceptions.NotInitializedError(
-            "rayipy is not initialized: call rayipy.init() first (or rayipy.init(address=...) "
-            "to connect to a running cluster)")
-    return runtime
-
-
-def runtime_for_submit() -> Runtime:
-    """The runtime to submit to; like Ray, the first remote call starts a local cluster."""
-    runtime = current_runtime()
-    if runtime is None:
-        log.warning("rayipy.init() was not called: starting a local cluster")
-        init()
-        runtime = current_runtime()
-    return runtime
 
 
 def remote(*args: Any, **options: Any) -> Any:
@@ -261,20 +59,14 @@ def remote(*args: Any, **options: Any) -> Any:
 
 def _make_remote(target: Any, options: dict) -> Any:
     if isinstance(target, type):
-        from rayipy import actor
-        return actor.make_actor_class(target, options)
+        return ActorClass(target, options)
     if not callable(target):
         raise TypeError(f"@rayipy.remote expects a function or a class, got {target!r}")
     return RemoteFunction(target, options)
 
 
-def method(**options: Any) -> Callable:
-    """``@rayipy.method(num_returns=2)`` on an actor method."""
-    from rayipy import actor
-    return actor.method(**options)
-
-
 def put(value: Any) -> ObjectRef:
+    """Store ``value`` in the cluster once; pass the ref to many tasks instead of the value."""
     return runtime_for_submit().put(value)
 
 
@@ -340,7 +132,6 @@ def get_runtime_context() -> RuntimeContext:
 def get_gpu_ids() -> list:
     """The GPU devices the calling task or actor may use (also in CUDA_VISIBLE_DEVICES);
     empty outside a task that asked for ``num_gpus``."""
-    from rayipy.node import gpus
     return gpus.assigned()
 
 

@@ -28,6 +28,7 @@ from rayipy import exceptions
 from rayipy.cli_status import format_status
 from rayipy.node import connection, daemon
 from rayipy.node.connection import DEFAULT_PORT, ClusterFile, ProcessRecord
+from rayipy.protocol.serialization import PICKLER
 
 JOIN_TIMEOUT = 30.0     # for a node agent to register with the head
 ANSWER_TIMEOUT = 10.0   # for a head to answer a connection
@@ -38,12 +39,11 @@ class CommandError(Exception):
 
 
 def info() -> str:
-    import cloudpickle
     import zmq
     lines = [
         f"rayipy {rayipy.__version__}",
         f"python {platform.python_version()} ({sys.executable})",
-        f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, cloudpickle {cloudpickle.__version__}",
+        f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, {PICKLER}",
         f"CPUs for a local cluster: {os.cpu_count()}",
         f"platform: {platform.platform()}",
         f"rayipy directory: {connection.machine_dir()} (${connection.HOME_ENV} to change)",

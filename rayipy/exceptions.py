@@ -25,6 +25,11 @@ class NotInitializedError(RayipyError, RuntimeError):
     """An API call that needs a cluster was made before ``rayipy.init()``."""
 
 
+class SerializationError(RayipyError, TypeError):
+    """A value (an argument, a result, a function) could not be pickled; the message names
+    the part that failed and says why. A TypeError, as pickling's own errors are."""
+
+
 class AuthenticationError(RayipyError, ConnectionError):
     """The cluster refused our signature: the password (cluster key) is wrong."""
 

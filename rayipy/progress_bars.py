@@ -14,9 +14,10 @@ thread and only count), and asks the head once a second which of the tasks run n
 One daemon thread (``_Ticker``) redraws every live display, at most ten times a second
 each (``rayipy.core.progress.RedrawClock``), and stops when nothing is left to draw.
 
-The notebook display lives in ``rayipy.jupyter`` (the only package that imports
-ipywidgets); it is imported here only when this process is a running notebook kernel,
-the way ``tqdm.auto`` chooses its bar.
+Which display a bar gets is a registry (``set_bar_factory``): by default the terminal
+bar, and no widget. The notebook display lives in ``rayipy.jupyter`` (the only package
+that imports IPython or ipywidgets), which registers it when it loads, with its own
+choice for "auto" (the widget in a running kernel): this module never looks for IPython.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import logging
 import sys
 import threading
 import time
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from rayipy.core.object_ref import ObjectRef
 from rayipy.core.objects import READY
@@ -42,8 +43,14 @@ LEASE_CHECK_LIMIT = 64      # look for tasks on leased workers when this few are
 
 
 class Frontend(Protocol):
+    """A progress display: drawn by the progress thread, closed after its final state."""
+
     def draw(self, counts: ProgressCounts) -> None: ...
     def close(self) -> None: ...
+
+
+# (total, description) -> a display, made on the thread that calls ``progress``.
+BarFactory = Callable[[int, str], Frontend]
 
 
 class Tracker:
@@ -291,13 +298,31 @@ def _as_refs(refs: Any) -> list[ObjectRef]:
     return list(dict.fromkeys(out))  # a ref given twice is one task
 
 
-def in_notebook() -> bool:
-    """True in a running Jupyter kernel (not a terminal IPython): widgets can show."""
-    ipython = sys.modules.get("IPython")
-    if ipython is None or "ipykernel" not in sys.modules:
-        return False
-    shell = ipython.get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+DISPLAYS = ("auto", "widget", "terminal")
+_factories: dict[str, BarFactory | None] = {"auto": TerminalBar, "widget": None,
+                                            "terminal": TerminalBar}
+
+
+def set_bar_factory(display: str, factory: BarFactory | None) -> None:
+    """What ``progress(display=...)`` draws with, for ``"auto"`` or ``"widget"``.
+
+    A front end registers its displays when it loads: the Jupyter layer gives its widget
+    for both, "auto" choosing it only in a running kernel. ``None`` puts the default back
+    (the terminal bar for "auto"; no widget).
+    """
+    if display not in ("auto", "widget"):
+        raise ValueError(f'a bar factory is set for "auto" or "widget", got {display!r}')
+    if factory is not None and not callable(factory):
+        raise TypeError(f"a bar factory is a callable (total, description) -> display, "
+                        f"got {factory!r}")
+    if factory is None and display == "auto":
+        factory = TerminalBar
+    _factories[display] = factory
+
+
+def bar_factory(display: str) -> BarFactory | None:
+    """The factory ``progress(display=...)`` uses now (None: no widget was registered)."""
+    return _factories[display]
 
 
 def progress(refs: Any, *, description: str = "", display: str = "auto",
@@ -305,20 +330,20 @@ def progress(refs: Any, *, description: str = "", display: str = "auto",
     """Show a live progress bar for ``refs`` and return at once.
 
     ``display``: "auto" (a widget in a notebook, else a terminal bar), "widget" or
-    "terminal". The bar counts done, failed, cancelled and running tasks, with the
-    elapsed time and an estimate of the time left.
+    "terminal" (see ``set_bar_factory``). The bar counts done, failed, cancelled and
+    running tasks, with the elapsed time and an estimate of the time left.
     """
     ref_list = _as_refs(refs)
-    if display not in ("auto", "widget", "terminal"):
+    if display not in DISPLAYS:
         raise ValueError(f'display must be "auto", "widget" or "terminal", got {display!r}')
     if not isinstance(description, str):
         raise TypeError(f"description must be a str, got {type(description).__name__}")
+    factory = _factories[display]
+    if factory is None:
+        raise RuntimeError('display="widget" needs the Jupyter layer\'s widget, and none is '
+                           'registered (rayipy.jupyter registers it when it loads)')
     tracker = Tracker(ref_list, _started)
-    if display == "widget" or (display == "auto" and in_notebook()):
-        from rayipy.jupyter.progress import NotebookBar
-        frontend: Frontend = NotebookBar(len(ref_list), description)
-    else:
-        frontend = TerminalBar(len(ref_list), description)
+    frontend = factory(len(ref_list), description)
     handle = Progress(tracker, frontend)
     handle.tick(time.monotonic())  # draw the first state now, in the caller's cell
     if not handle._clock.final_drawn:

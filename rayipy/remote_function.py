@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from rayipy.core import options as option_table
 from rayipy.protocol import serialization
+from rayipy.session import runtime_for_submit
 
 
 class RemoteFunction:
@@ -18,7 +19,7 @@ class RemoteFunction:
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "task"))
         self._module = getattr(function, "__module__", "__main__")
         self._set_options(options)
-        self._shared = _PickledOnce(function, f"remote function {self._module}.{self._name}")
+        self._shared = PickledOnce(function, f"remote function {self._module}.{self._name}")
         self.__doc__ = function.__doc__
         self.__name__ = getattr(function, "__name__", "task")
         self.__qualname__ = self._name
@@ -30,8 +31,7 @@ class RemoteFunction:
                         f"'{self._module}.{self._name}()', try '{self._module}.{self._name}.remote()'.")
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        from rayipy import api
-        runtime = api.runtime_for_submit()
+        runtime = runtime_for_submit()
         function_id, pickled = self._shared.get()
         runtime.ensure_function(function_id, pickled)
         refs = runtime.submit(function_id, self._name, args, kwargs, self._num_returns,
@@ -74,7 +74,7 @@ def _spec_options(options: dict[str, Any]) -> tuple:
     return tuple(sorted(out))
 
 
-class _PickledOnce:
+class PickledOnce:
     """The function's pickled bytes and content id, made on first use and then reused."""
 
     def __init__(self, function: Callable, what: str) -> None:

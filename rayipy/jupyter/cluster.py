@@ -13,7 +13,7 @@ from typing import Any
 
 from IPython.core.error import StdinNotImplementedError, UsageError
 
-from rayipy import api, exceptions
+from rayipy import api, exceptions, session
 from rayipy.core.object_ref import current_runtime
 from rayipy.jupyter import reprs
 
@@ -34,11 +34,11 @@ class Shown:
         return self.text
 
 
-def context() -> api.ClusterContext | None:
-    return api._context if api.is_initialized() else None
+def context() -> session.ClusterContext | None:
+    return session.context() if session.is_initialized() else None
 
 
-def start(num_cpus: int | None, num_gpus: int | None) -> api.ClusterContext:
+def start(num_cpus: int | None, num_gpus: int | None) -> session.ClusterContext:
     """A local cluster of ``num_cpus`` workers; if one runs already, say so and show it."""
     running = context()
     if running is not None:
@@ -46,12 +46,12 @@ def start(num_cpus: int | None, num_gpus: int | None) -> api.ClusterContext:
               f"use %cluster stop first to start another.")
         return running
     try:
-        return api.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus)
+        return session.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus)
     except (TypeError, ValueError, exceptions.RayipyError) as e:
         raise UsageError(f"could not start a local cluster: {e}") from None
 
 
-def connect(address: str, password: str | None) -> api.ClusterContext:
+def connect(address: str, password: str | None) -> session.ClusterContext:
     running = context()
     if running is not None:
         if not running.started_locally and running.address == address.removeprefix("tcp://"):
@@ -62,7 +62,7 @@ def connect(address: str, password: str | None) -> api.ClusterContext:
     if password is None:
         password = os.environ.get(PASSWORD_ENV) or _ask_password(address)
     try:
-        return api.init(address=address, password=password)
+        return session.init(address=address, password=password)
     except (TypeError, ValueError, exceptions.RayipyError) as e:
         raise UsageError(f"could not connect to {address}: {e}") from None
 
@@ -79,20 +79,20 @@ def _ask_password(address: str) -> str:
 def stop() -> str:
     running = context()
     if running is None:
-        api.shutdown()  # a cluster that was lost still has processes to stop
+        session.shutdown()  # a cluster that was lost still has processes to stop
         return "No rayipy cluster is running."
     where = _where(running)
-    api.shutdown()
+    session.shutdown()
     return f"Stopped the {where}." if running.started_locally else f"Disconnected from the {where}."
 
 
-def _where(ctx: api.ClusterContext) -> str:
+def _where(ctx: session.ClusterContext) -> str:
     return f"local cluster at {ctx.address}" if ctx.started_locally else f"cluster at {ctx.address}"
 
 
 def _need_cluster() -> Any:
     runtime = current_runtime()
-    if runtime is None or not api.is_initialized():
+    if runtime is None or not session.is_initialized():
         raise UsageError("no rayipy cluster is running: %cluster start [-n N] starts one, "
                          "%cluster connect ADDRESS --password PW joins one")
     return runtime
@@ -144,9 +144,9 @@ def dashboard() -> Shown:
                  f"rayipy dashboard: {url}")
 
 
-def context_html(ctx: api.ClusterContext) -> str:
+def context_html(ctx: session.ClusterContext) -> str:
     """The HTML form of what ``rayipy.init`` / ``%cluster start`` return."""
-    live = api._context is ctx and api.is_initialized()
+    live = session.context() is ctx and session.is_initialized()
     nodes = resources = None
     if live:
         try:

@@ -1,7 +1,7 @@
 """Loading and unloading the extension: magics, runtime hooks, HTML formatters.
 
 ``%load_ext rayipy`` makes one ``NotebookSession`` for the shell. It attaches its hooks to
-every driver runtime of this process (``rayipy.api.runtime_hooks``): the current one if
+every driver runtime of this process (``rayipy.session.runtime_hooks``): the current one if
 ``rayipy.init`` ran already, and each one ``init`` makes later (``%cluster start`` or a
 plain ``rayipy.init()`` in a cell):
 
@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rayipy import api
-from rayipy.api import ClusterContext
+from rayipy import session
 from rayipy.core.object_ref import ObjectRef, current_runtime
 from rayipy.jupyter import cluster, reprs
 from rayipy.jupyter.magics import RayipyMagics
@@ -41,9 +40,9 @@ class NotebookSession:
         self.shell.register_magics(self.magics)
         html = self.shell.display_formatter.formatters["text/html"]
         html.for_type(ObjectRef, reprs.object_ref_html)
-        html.for_type(ClusterContext, cluster.context_html)
-        self._formatters = [ObjectRef, ClusterContext]
-        api.runtime_hooks.append(self.attach)
+        html.for_type(session.ClusterContext, cluster.context_html)
+        self._formatters = [ObjectRef, session.ClusterContext]
+        session.runtime_hooks.append(self.attach)
         self.reattach()
 
     def reattach(self) -> None:
@@ -61,8 +60,8 @@ class NotebookSession:
         runtime.interrupt_grace = self.magics.interrupt_grace
 
     def unload(self) -> None:
-        if self.attach in api.runtime_hooks:
-            api.runtime_hooks.remove(self.attach)
+        if self.attach in session.runtime_hooks:
+            session.runtime_hooks.remove(self.attach)
         runtime = current_runtime()
         if isinstance(runtime, Runtime) and runtime.on_submit == self.router.on_submit:
             runtime.on_submit = None
@@ -83,14 +82,14 @@ class NotebookSession:
 def load(shell: Any) -> None:
     if id(shell) in _sessions:
         return
-    session = _sessions[id(shell)] = NotebookSession(shell)
-    session.load()
+    notebook = _sessions[id(shell)] = NotebookSession(shell)
+    notebook.load()
 
 
 def unload(shell: Any) -> None:
-    session = _sessions.pop(id(shell), None)
-    if session is not None:
-        session.unload()
+    notebook = _sessions.pop(id(shell), None)
+    if notebook is not None:
+        notebook.unload()
 
 
 def session_of(shell: Any) -> NotebookSession | None:

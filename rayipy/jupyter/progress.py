@@ -1,8 +1,8 @@
 """The notebook progress display: an ipywidgets bar that moves while the kernel is idle.
 
 ``rayipy.progress(refs)`` (``rayipy.progress_bars``) creates a ``NotebookBar`` in the
-cell that called it; from then on the progress thread redraws it at most ten times a
-second. A redraw is one comm message per widget (``hold_sync``). Widget messages are
+cell that called it (the factory is registered by ``rayipy.jupyter.displays``); from
+then on the progress thread redraws it at most ten times a second. A redraw is one comm message per widget (``hold_sync``). Widget messages are
 routed by the frontend by comm id, so they reach the bar whichever cell runs meanwhile;
 they keep the kernel's default parent (the cell running now), which is also what lets
 nbclient record them when a later cell waits.
@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable
 
 import ipywidgets
+from IPython import get_ipython
 from IPython.display import display
 from traitlets import Bool, Float, Int, Unicode
 
@@ -83,7 +84,6 @@ def _label_html(counts: ProgressCounts, text: str) -> str:
 
 
 def _current_cell() -> str | None:
-    from IPython import get_ipython
     shell = get_ipython()
     parent = getattr(shell, "parent_header", None) or {}
     return (parent.get("header") or {}).get("msg_id")

@@ -22,16 +22,14 @@ import sys
 import time
 from typing import Any
 
-import cloudpickle
 from IPython.core.error import UsageError
 
-from rayipy import api, exceptions
+from rayipy import api, exceptions, session
 from rayipy.actor import ActorClass
 from rayipy.core import options as option_table
 from rayipy.core.object_ref import ObjectRef
 from rayipy.jupyter import cell_tasks
-from rayipy.protocol import errors
-from rayipy.protocol.serialization import SerializationError
+from rayipy.protocol import errors, serialization
 from rayipy.remote_function import RemoteFunction
 
 # Names IPython puts in the user namespace: never captured for a remote cell.
@@ -71,7 +69,7 @@ def define(shell: Any, cell: str, options: dict[str, Any]) -> list[str]:
     # Every name first, then pickling: a function that calls another of the cell's
     # functions then always sees the remote one, whatever the order.
     shell.user_ns.update(made)
-    runtime = api._runtime() if api.is_initialized() else None
+    runtime = session.require_runtime() if session.is_initialized() else None
     for remote in made.values():
         function_id, pickled = remote._shared.get()
         if runtime is not None:
@@ -124,9 +122,8 @@ def _is_output_name(name: str) -> bool:
 
 def _check_picklable(namespace: dict[str, Any], what: str) -> None:
     for name, value in namespace.items():
-        try:
-            cloudpickle.dumps(value, protocol=5)
-        except Exception as e:
+        e = serialization.pickling_error(value)
+        if e is not None:
             raise UsageError(f"{what} reads the notebook variable {name!r} ({type(value).__name__}), "
                              f"which cannot be sent to a worker: {type(e).__name__}: {e}. Create it "
                              f"inside the cell instead.") from None
@@ -134,7 +131,7 @@ def _check_picklable(namespace: dict[str, Any], what: str) -> None:
 
 def _submit(function: RemoteFunction, args: tuple, name: str, options: dict[str, Any],
             worker: tuple[bytes, str] | None = None) -> ObjectRef:
-    runtime = api.runtime_for_submit()
+    runtime = session.runtime_for_submit()
     function_id, pickled = function._shared.get()
     runtime.ensure_function(function_id, pickled)
     checked = option_table.validate(options)
@@ -154,7 +151,7 @@ def run(shell: Any, cell: str, options: dict[str, Any], block: bool = True) -> A
     namespace = captured_globals(shell, tree)
     try:
         ref = _submit(_run_cell, (cell, filename, namespace), f"In[{number}]", options)
-    except SerializationError:
+    except exceptions.SerializationError:
         _check_picklable(namespace, what)
         raise
     if not block:
@@ -174,7 +171,7 @@ def run_everywhere(shell: Any, cell: str) -> list[dict]:
     filename = f"<cell In[{number}] (every worker)>"
     tree = parse_plain(cell, filename, "%%remote --all")
     namespace = captured_globals(shell, tree)
-    runtime = api.runtime_for_submit()
+    runtime = session.runtime_for_submit()
     targets = _pool_workers(runtime)
     if not targets:
         raise UsageError("the cluster has no workers to run the cell on yet; try again in a moment")
@@ -182,7 +179,7 @@ def run_everywhere(shell: Any, cell: str) -> list[dict]:
         refs = {_submit(_run_setup, (cell, filename, namespace), f"In[{number}]",
                         {"num_cpus": 0, "max_retries": 0},
                         worker=(w["worker_id"], w["address"])): w for w in targets}
-    except SerializationError:
+    except exceptions.SerializationError:
         _check_picklable(namespace, "%%remote --all")
         raise
     reports: list[dict] = []

@@ -26,16 +26,14 @@ from typing import Any, Callable
 
 import cloudpickle
 
+from rayipy.exceptions import SerializationError
 from rayipy.protocol import landing
 from rayipy.protocol.messages import Payload
 
 INBAND_LIMIT = 4096
+PICKLER = f"cloudpickle {cloudpickle.__version__}"   # what `rayipy info` reports
 DYNAMIC_CODE = "<dynamic-code>"
 _local = threading.local()
-
-
-class SerializationError(TypeError):
-    """A value could not be pickled; the message names it and says why."""
 
 
 def note_contained_ref(ref: Any) -> None:
@@ -97,6 +95,16 @@ def _is_plain(value: Any, depth: int) -> bool:
         return len(value) <= 16 and all(type(k) is str and _is_plain(v, depth - 1)
                                         for k, v in value.items())
     return False
+
+
+def pickling_error(value: Any) -> Exception | None:
+    """The error pickling ``value`` alone raises, or None if it would travel: to name
+    the part of a larger value that made ``dumps`` fail."""
+    try:
+        cloudpickle.dumps(value, protocol=5)
+    except Exception as e:
+        return e
+    return None
 
 
 def dumps_inband(value: Any) -> bytes:
@@ -201,9 +209,8 @@ def dumps_arguments(args: tuple, kwargs: dict, function_name: str) -> tuple[Payl
         labelled = [(f"argument {i}", a) for i, a in enumerate(args)]
         labelled += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
         for label, value in labelled:
-            try:
-                cloudpickle.dumps(value, protocol=5)
-            except Exception as inner:
+            inner = pickling_error(value)
+            if inner is not None:
                 culprit = _find_unpicklable(value, depth=3)
                 detail = f" ({culprit})" if culprit else ""
                 raise SerializationError(
@@ -230,9 +237,7 @@ def _find_unpicklable(value: Any, depth: int, path: str = "") -> str:
     elif isinstance(value, (list, tuple)):
         items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
     for label, item in items:
-        try:
-            cloudpickle.dumps(item, protocol=5)
-        except Exception:
+        if pickling_error(item) is not None:
             if depth > 0:
                 inner = _find_unpicklable(item, depth - 1, label)
                 if inner:

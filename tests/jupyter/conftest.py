@@ -41,13 +41,15 @@ def shell():
 
 @pytest.fixture
 def kernel():
-    """A fresh kernel of its own (with the extension loaded), always shut down."""
+    """A fresh kernel of its own (with the extension loaded, unless ``load_ext=False``),
+    always shut down."""
     started: list[Kernel] = []
 
-    def start(env: dict[str, str] | None = None) -> Kernel:
+    def start(env: dict[str, str] | None = None, load_ext: bool = True) -> Kernel:
         k = Kernel(env)
         started.append(k)
-        k.run("%load_ext rayipy")
+        if load_ext:
+            k.run("%load_ext rayipy")
         return k
     try:
         yield start

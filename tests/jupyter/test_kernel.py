@@ -90,6 +90,26 @@ def test_the_widget_keeps_updating_while_the_kernel_is_idle(kernel):
     assert finished_at > idle_at
 
 
+def test_a_kernel_without_the_extension_shows_the_widget_too(kernel):
+    # No %load_ext: importing rayipy registers the Jupyter layer's widget by itself.
+    k = kernel(load_ext=False)
+    k.run("import rayipy\nrayipy.init(num_cpus=2)")
+    k.run(DEFINE)
+    cell = k.execute("refs = [sleepy.remote(0.1) for _ in range(6)]\nbar = rayipy.progress(refs)")
+    messages = k.read_until_idle(cell)
+    opens = [m for m in messages if m["msg_type"] == "comm_open"
+             and m["content"]["data"]["state"].get("_model_name") == "HBoxModel"]
+    assert len(opens) == 1, "one progress widget, in the cell that asked for it"
+    assert opens[0]["content"]["data"]["state"]["total"] == 6
+    comm_id = opens[0]["content"]["comm_id"]
+    final = k.read_until(lambda m: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
+                         and m["content"]["data"].get("state", {}).get("complete") is True,
+                         timeout=30)
+    assert final["content"]["data"]["state"]["done"] == 6
+    magics = k.run("print('cluster' in get_ipython().magics_manager.magics['line'])")
+    assert stream_text(magics).strip() == "False", "the extension stayed unloaded"
+
+
 def test_a_slow_get_shows_the_widget_in_its_cell(kernel):
     k = kernel()
     k.run("%cluster start -n 2")

@@ -177,10 +177,10 @@ def test_cluster_dashboard_links_the_dashboard_or_says_there_is_none(shell, monk
     assert url
     shown = shell.run_line_magic("cluster", "dashboard")
     assert f'href="http://{url}"' in shown._repr_html_() and f"http://{url}" in repr(shown)
-    context_html = shell.display_formatter.format(rayipy.api._context)[0]["text/html"]
+    context_html = shell.display_formatter.format(rayipy.session.context())[0]["text/html"]
     assert f'href="http://{url}"' in context_html
     # A cluster started without one (rayipy start --no-dashboard, include_dashboard=False):
-    monkeypatch.setattr(rayipy.api._context, "dashboard_url", "")
+    monkeypatch.setattr(rayipy.session.context(), "dashboard_url", "")
     monkeypatch.setattr(rayipy.api, "get_dashboard_url", lambda: "")
     assert "No dashboard is running" in repr(shell.run_line_magic("cluster", "dashboard"))
 
@@ -233,7 +233,7 @@ def test_unload_takes_everything_back_and_reload_restores_it(shell):
         assert "cluster" not in shell.magics_manager.magics["line"]
         assert "remote" not in shell.magics_manager.magics["cell"]
         assert runtime.on_submit is None and runtime.on_slow_wait is None
-        assert not rayipy.api.runtime_hooks
+        assert not rayipy.session.runtime_hooks
         assert "text/html" not in shell.display_formatter.format(rayipy.put(1))[0]
         assert rayipy.is_initialized()  # the cluster keeps running
     finally:

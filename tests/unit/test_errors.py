@@ -240,6 +240,9 @@ def test_exception_hierarchy_and_ray_aliases():
     assert issubclass(exceptions.NotInitializedError, RuntimeError)
     assert issubclass(exceptions.OwnerDiedError, exceptions.ObjectLostError)
     assert issubclass(exceptions.RaySystemError, exceptions.RayipySystemError)
+    # Every error rayipy raises is in this module; serialization's is a TypeError too.
+    assert issubclass(exceptions.SerializationError, exceptions.RayipyError)
+    assert issubclass(exceptions.SerializationError, TypeError)
 
 
 @pytest.mark.parametrize("cause", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])

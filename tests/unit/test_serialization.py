@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from rayipy.core.object_ref import ObjectRef
+from rayipy.exceptions import SerializationError
 from rayipy.protocol import serialization
 from rayipy.protocol.messages import Payload
 from rayipy.protocol.serialization import (
-    DYNAMIC_CODE, INBAND_LIMIT, SerializationError, dumps, dumps_arguments, dumps_function,
-    loads, loads_function)
+    DYNAMIC_CODE, INBAND_LIMIT, dumps, dumps_arguments, dumps_function, loads, loads_function,
+    pickling_error)
 
 
 def round_trip(value):
@@ -343,6 +344,12 @@ def test_dumps_names_the_culprit_inside_a_dict():
         dumps({"a": 1, "b": [0, threading.Lock()]}, "the value")
     assert "could not serialize the value (item ['b'][1]" in str(info.value)
     assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_pickling_error_says_why_a_value_would_not_travel():
+    assert pickling_error({"a": [1, 2], "f": lambda x: x}) is None   # cloudpickle: by value
+    error = pickling_error([threading.Lock()])
+    assert isinstance(error, TypeError) and "_thread.lock" in str(error)
 
 
 def test_long_reprs_are_shortened():
