@@ -11,6 +11,9 @@ original exception class, so ``except ValueError`` keeps working around ``get``.
 from __future__ import annotations
 
 import threading
+from typing import Any, Callable, TypeVar, cast
+
+_E = TypeVar("_E", bound=BaseException)
 
 
 class RayipyError(Exception):
@@ -55,7 +58,7 @@ class TaskCancelledError(RayipyError):
         msg = f"Task {task_name!r} was cancelled" if task_name else "Task was cancelled"
         super().__init__(msg + (f": {detail}" if detail else "."))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., TaskCancelledError], tuple[Any, ...]]:
         return (_rebuild_plain, (type(self), self.args, self.__dict__))
 
 
@@ -83,7 +86,7 @@ class RaySystemError(RayipySystemError):
 RayError = RayipyError
 
 
-def _rebuild_plain(cls, args, state):
+def _rebuild_plain(cls: type[_E], args: tuple[Any, ...], state: dict[str, Any]) -> _E:
     err = cls.__new__(cls)
     err.args = args
     err.__dict__.update(state)
@@ -110,21 +113,22 @@ class TaskError(RayipyError):
         return [f"\x1b[31m{type(self.cause).__name__}\x1b[0m raised in remote task "
                 f"{self.function_name!r} ({self.where}):", self.remote_traceback.rstrip()]
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., TaskError], tuple[Any, ...]]:
         return (as_task_error, (self.cause, self.remote_traceback, self.function_name, self.where))
 
 
 RayTaskError = TaskError
 
-_subclass_cache: dict[type, type] = {}
+_subclass_cache: dict[type[BaseException], type[TaskError]] = {}
 _subclass_lock = threading.Lock()
 
 
 def format_task_error(function_name: str, where: str, remote_traceback: str) -> str:
+    """A TaskError's message."""
     return f"task {function_name!r} failed on {where}, remote {remote_traceback.rstrip()}"
 
 
-def _task_error_class(cause_cls: type) -> type:
+def _task_error_class(cause_cls: type[BaseException]) -> type[TaskError]:
     if not issubclass(cause_cls, Exception):
         # SystemExit, KeyboardInterrupt...: raised on the caller they would stop it (a
         # remote SystemExit would end the driver silently), not report the task's failure.
@@ -133,8 +137,10 @@ def _task_error_class(cause_cls: type) -> type:
         cls = _subclass_cache.get(cause_cls)
         if cls is None:
             try:
-                cls = type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls),
-                           {"__module__": "rayipy.exceptions"})
+                # type() makes a subclass of TaskError, which mypy cannot see.
+                cls = cast("type[TaskError]",
+                           type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls),
+                                {"__module__": "rayipy.exceptions"}))
             except TypeError:
                 # A class that refuses subclassing (layout conflicts): plain TaskError.
                 cls = TaskError

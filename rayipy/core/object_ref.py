@@ -9,20 +9,38 @@ runtime of the process it lives in, so it is cheap to create and to pickle.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Generator, Protocol
 
-from rayipy.core.objects import PENDING
+from rayipy.core.objects import PENDING, ObjectTable
 from rayipy.protocol import serialization
 
 
 class Runtime(Protocol):
-    """What an ObjectRef needs from its process (the driver or worker client)."""
-    objects: Any
+    """All that an ObjectRef uses of the process it lives in: the driver's or a worker's
+    ``rayipy.node.client.Runtime`` (``tests/unit/test_types.py`` checks that it fits)."""
 
-    def get_values(self, refs: list, timeout: float | None) -> list: ...
-    def value_or_error(self, object_id: bytes) -> tuple[bool, Any]: ...
-    def request_values(self, object_ids: list[bytes]) -> None: ...
-    def wait_refs(self, refs: list, num_returns: int, timeout: float | None) -> tuple: ...
+    @property
+    def objects(self) -> ObjectTable:
+        """The process's objects: their states, callbacks and released refs."""
+
+    def get_values(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        """The refs' values in order, waiting at most ``timeout`` seconds (None: for
+        ever); raises a ref's error, or GetTimeoutError."""
+
+    def value_or_error(self, object_id: bytes) -> tuple[bool, Any]:
+        """``(True, value)`` or ``(False, exception)`` of an object that is not pending."""
+
+    def request_values(self, object_ids: list[bytes]) -> None:
+        """Ask the owners of those objects we borrow and wait for to send their values."""
+
+    def wait_refs(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
+                  raise_timeout: bool = False) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        """``(ready, not ready)`` once ``num_returns`` refs are ready or ``timeout`` has
+        passed; with ``raise_timeout``, GetTimeoutError rather than too few ready."""
+
+    def on_ref_rebuilt(self, object_id: bytes) -> None:
+        """A ref to the object was unpickled in this process: count it (and borrow the
+        object from its owner, the first time)."""
 
 
 _current_runtime: Runtime | None = None
@@ -35,10 +53,11 @@ def set_runtime(runtime: Runtime | None) -> None:
 
 
 def current_runtime() -> Runtime | None:
+    """The runtime set by ``set_runtime``, or None outside a cluster."""
     return _current_runtime
 
 
-def _rebuild_ref(object_id: bytes) -> "ObjectRef":
+def _rebuild_ref(object_id: bytes) -> ObjectRef:
     runtime = _current_runtime
     if runtime is None:
         # Unpickled outside a cluster (e.g. a stored value loaded later): an inert ref.
@@ -58,17 +77,19 @@ class ObjectRef:
         self._counted = counted
 
     def __del__(self) -> None:
-        if self._counted:
+        runtime = self._runtime
+        if self._counted and runtime is not None:
             try:
-                self._runtime.objects.queue_release(self.id)
+                runtime.objects.queue_release(self.id)
             except Exception:
                 pass  # interpreter shutdown
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[bytes], ObjectRef], tuple[bytes]]:
         serialization.note_contained_ref(self)
         return (_rebuild_ref, (self.id,))
 
     def hex(self) -> str:
+        """The object id in hexadecimal."""
         return self.id.hex()
 
     def __repr__(self) -> str:
@@ -88,6 +109,7 @@ class ObjectRef:
         return self._runtime
 
     def done(self) -> bool:
+        """Whether the value (or its error) is here; never waits."""
         runtime = self._need_runtime()
         state = runtime.objects.state(self.id)
         if state == PENDING:
@@ -96,15 +118,20 @@ class ObjectRef:
         return True
 
     def result(self, timeout: float | None = None) -> Any:
+        """The value, waiting at most ``timeout`` seconds; raises the task's error."""
         return self._need_runtime().get_values([self], timeout)[0]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's error, or None if it succeeded, waiting at most ``timeout`` seconds."""
         runtime = self._need_runtime()
         runtime.wait_refs([self], 1, timeout, raise_timeout=True)
         ok, value = runtime.value_or_error(self.id)
-        return None if ok else value
+        if ok:
+            return None
+        error: BaseException = value
+        return error
 
-    def add_done_callback(self, fn: Callable[["ObjectRef"], Any]) -> None:
+    def add_done_callback(self, fn: Callable[[ObjectRef], object]) -> None:
         """Call ``fn(ref)`` once the value is ready (at once if it already is).
 
         Callbacks run on the process's I/O thread: keep them short and never block.
@@ -115,8 +142,9 @@ class ObjectRef:
         else:
             fn(self)
 
-    def future(self) -> concurrent.futures.Future:
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+    def future(self) -> concurrent.futures.Future[Any]:
+        """A ``concurrent.futures.Future`` that settles with this ref."""
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         fut.set_running_or_notify_cancel()
 
         def settle(ref: ObjectRef) -> None:
@@ -129,13 +157,15 @@ class ObjectRef:
         self.add_done_callback(settle)
         return fut
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Any]:
         import asyncio
         return asyncio.wrap_future(self.future()).__await__()
 
     # -- Ray compatibility ----------------------------------------------------------------
     def task_id(self) -> bytes:
+        """The id of the task that produces the object."""
         return self.id[:16]
 
     def binary(self) -> bytes:
+        """The object id (Ray's name)."""
         return self.id

@@ -19,27 +19,32 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, Literal, NamedTuple
 
 from rayipy.protocol.messages import Payload
 
 PENDING, READY, FAILED = 0, 1, 2
 OWNER_ID_BYTES = 8
 
+#: Run (on the I/O thread) once an object is no longer pending.
+Callback = Callable[[], object]
+
 
 def owner_of(object_id: bytes) -> bytes:
+    """The process id of the object's owner (the first bytes of its id)."""
     return object_id[:OWNER_ID_BYTES]
 
 
 class Effect(NamedTuple):
     """A message the I/O thread must send: ("borrow", owner, (oid, delta)), ("fetch", owner,
     oid), or ("actor_gone", us, actor id) when the creation object of an actor is freed."""
-    what: str
+    what: Literal["borrow", "fetch", "actor_gone"]
     owner: bytes
     arg: Any
 
 
 class Entry:
+    """What one process knows of one object."""
     __slots__ = ("state", "payload", "local_refs", "pins", "borrowers", "registered",
                  "contains", "callbacks", "fetch_sent", "waiting_fetch", "info")
 
@@ -50,14 +55,17 @@ class Entry:
         self.pins = 0                 # our pending tasks that need this object
         self.borrowers: dict[bytes, int] = {}   # owner side: process -> registrations
         self.registered = 0           # borrower side: registrations we hold at the owner
-        self.contains: tuple = ()     # object ids this object's value contains (held)
-        self.callbacks: list[Callable] | None = None
+        self.contains: tuple[bytes, ...] = ()   # ids of the refs its value contains (held)
+        self.callbacks: list[Callback] | None = None
         self.fetch_sent = False       # borrower side: GET_OBJECT already asked
         self.waiting_fetch: list[bytes] | None = None   # owner side: processes to answer
-        self.info: dict | None = None  # task name, where it ran (for reprs)
+        self.info: dict[str, Any] | None = None  # task name, where it ran (for reprs)
 
 
 class ObjectTable:
+    """Every object one process knows: its own and those it borrows (see the module's
+    docstring)."""
+
     def __init__(self, process_id: bytes) -> None:
         self.process_id = process_id
         self._entries: dict[bytes, Entry] = {}
@@ -68,9 +76,10 @@ class ObjectTable:
 
     # -- creation -------------------------------------------------------------------
     def owns(self, object_id: bytes) -> bool:
+        """Whether this process is the object's owner."""
         return object_id[:OWNER_ID_BYTES] == self.process_id
 
-    def add_pending(self, object_id: bytes, info: dict | None = None) -> None:
+    def add_pending(self, object_id: bytes, info: dict[str, Any] | None = None) -> None:
         """A new object we own whose value a task will produce; one ObjectRef exists."""
         e = Entry()
         e.local_refs = 1
@@ -137,6 +146,7 @@ class ObjectTable:
         self._released.append(object_id)
 
     def process_releases(self) -> list[Effect]:
+        """Count the releases ``queue_release`` queued (on the I/O thread)."""
         effects: list[Effect] = []
         if not self._released:
             return effects
@@ -150,6 +160,7 @@ class ObjectTable:
         return effects
 
     def pin(self, object_ids: Iterable[bytes]) -> None:
+        """A pending task of ours needs these objects: keep them until ``unpin``."""
         with self._lock:
             for oid in object_ids:
                 e = self._entries.get(oid)
@@ -157,6 +168,7 @@ class ObjectTable:
                     e.pins += 1
 
     def unpin(self, object_ids: Iterable[bytes]) -> list[Effect]:
+        """The task that needed these objects is over."""
         effects: list[Effect] = []
         with self._lock:
             for oid in object_ids:
@@ -212,8 +224,8 @@ class ObjectTable:
 
     # -- values ----------------------------------------------------------------------
     def fulfill(self, object_id: bytes, ok: bool, payload: Payload, contains: Iterable[bytes] = (),
-                registered_for_us: bool = True, info: dict | None = None
-                ) -> tuple[list[Callable], list[bytes], list[Effect]]:
+                registered_for_us: bool = True, info: dict[str, Any] | None = None
+                ) -> tuple[list[Callback], list[bytes], list[Effect]]:
         """A value arrived. Returns (callbacks to run, processes waiting for it, effects)."""
         with self._lock:
             e = self._entries.get(object_id)
@@ -233,14 +245,17 @@ class ObjectTable:
         return callbacks, waiting, effects
 
     def state(self, object_id: bytes) -> int | None:
+        """PENDING, READY or FAILED; None for an object this process does not know."""
         e = self._entries.get(object_id)
         return None if e is None else e.state
 
-    def info(self, object_id: bytes) -> dict:
+    def info(self, object_id: bytes) -> dict[str, Any]:
+        """What is known of the task that makes the object (a copy; empty if nothing)."""
         e = self._entries.get(object_id)
         return dict(e.info or {}) if e is not None else {}
 
     def value(self, object_id: bytes) -> tuple[int, Payload | None]:
+        """(state, payload): the value or the error stored; (FAILED, None) once freed."""
         with self._lock:
             e = self._entries.get(object_id)
             if e is None:
@@ -270,7 +285,7 @@ class ObjectTable:
                 e.waiting_fetch.append(requester)
             return e.state, e.payload
 
-    def add_callback(self, object_id: bytes, fn: Callable) -> bool:
+    def add_callback(self, object_id: bytes, fn: Callback) -> bool:
         """Run ``fn`` when the object is ready; False if it already is (caller runs it)."""
         with self._lock:
             e = self._entries.get(object_id)
@@ -306,9 +321,9 @@ class ObjectTable:
                         return n
                     self._ready.wait(left)
 
-    def fail_all_pending(self, payload: Payload, owner: bytes | None = None) -> list[Callable]:
+    def fail_all_pending(self, payload: Payload, owner: bytes | None = None) -> list[Callback]:
         """Fail pending objects (of one owner, or all): their producer is gone."""
-        callbacks: list[Callable] = []
+        callbacks: list[Callback] = []
         with self._lock:
             for oid, e in self._entries.items():
                 if e.state == PENDING and (owner is None or owner_of(oid) == owner):
@@ -322,7 +337,8 @@ class ObjectTable:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, int]:
+        """Counts of objects by state, and of those freed so far."""
         with self._lock:
             states = collections.Counter(e.state for e in self._entries.values())
         return {"objects": len(self._entries), "pending": states[PENDING], "ready": states[READY],

@@ -12,7 +12,8 @@ from typing import Any, Callable, NamedTuple
 
 
 class Option(NamedTuple):
-    types: tuple
+    """One option: the types it accepts, its check, the check in words, its default."""
+    types: tuple[type, ...]
     check: Callable[[Any], bool]
     requirement: str
     default: Any
@@ -72,7 +73,7 @@ def validate(options: dict[str, Any], table: dict[str, Option] = TASK_OPTIONS,
     return dict(options)
 
 
-def resource_request(options: dict[str, Any]) -> tuple:
+def resource_request(options: dict[str, Any]) -> tuple[tuple[str, float], ...]:
     """The scheduler's form: a sorted tuple of (name, amount), zero amounts left out."""
     amounts: dict[str, float] = {
         "CPU": float(options.get("num_cpus", TASK_OPTIONS["num_cpus"].default)),

@@ -35,22 +35,24 @@ What a transfer costs, besides the two SHA-256 passes, and how it is kept down:
 from __future__ import annotations
 
 import pickle
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn, Sequence
 
 from rayipy.protocol import landing
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.wire import HEADER, MAGIC, PROTOCOL_VERSION, BadMessage, Message, Signer
+from rayipy.protocol.wire import (HEADER, MAGIC, PROTOCOL_VERSION, BadMessage, Frame, Message,
+                                  Signer)
 
 BULK_BYTES = 8 * 2**20      # messages with more buffer bytes than this go in pieces
 CHUNK_BYTES = 1 * 2**20
 
 
-def buffer_bytes(buffers: list) -> int:
+def buffer_bytes(buffers: Sequence[Frame]) -> int:
+    """The bytes of out-of-band buffers, in all."""
     return sum(memoryview(b).nbytes for b in buffers)
 
 
-def chunked(signer: Signer, kind: Kind, data: bytes, buffers: list, transfer: int
-            ) -> Iterator[list]:
+def chunked(signer: Signer, kind: Kind, data: bytes, buffers: Sequence[Frame], transfer: int
+            ) -> Iterator[list[Frame]]:
     """The frame lists of one large message, to send in order. A generator: each piece is
     signed only when the one before has been handed to the socket."""
     views = [memoryview(b).cast("B") for b in buffers]
@@ -62,9 +64,10 @@ def chunked(signer: Signer, kind: Kind, data: bytes, buffers: list, transfer: in
     yield _signed(signer, (transfer, -1, 0, sizes, (int(kind), data)), None)
 
 
-def _signed(signer: Signer, body: tuple, piece: memoryview | None) -> list:
-    frames = [HEADER.pack(MAGIC, PROTOCOL_VERSION, Kind.CHUNK, 0 if piece is None else 1),
-              pickle.dumps(body, protocol=5)]
+def _signed(signer: Signer, body: tuple[Any, ...], piece: memoryview | None) -> list[Frame]:
+    frames: list[Frame] = [
+        HEADER.pack(MAGIC, PROTOCOL_VERSION, Kind.CHUNK, 0 if piece is None else 1),
+        pickle.dumps(body, protocol=5)]
     if piece is not None:
         frames.append(piece)
     return [signer.sign(frames), *frames]
@@ -73,10 +76,10 @@ def _signed(signer: Signer, body: tuple, piece: memoryview | None) -> list:
 class _Transfer:
     __slots__ = ("number", "sizes", "buffers", "index", "offset")
 
-    def __init__(self, number: int, sizes: tuple) -> None:
+    def __init__(self, number: int, sizes: tuple[int, ...]) -> None:
         self.number = number
         self.sizes = sizes
-        self.buffers: list[bytearray] = []
+        self.buffers: list[memoryview] = []
         self.index = 0          # the buffer and offset the next piece must fill
         self.offset = 0
 
@@ -85,7 +88,7 @@ def _skip_empty(transfer: _Transfer) -> None:
     """Empty buffers have no pieces: take them as they come."""
     sizes = transfer.sizes
     while transfer.index < len(sizes) and sizes[transfer.index] == 0:
-        transfer.buffers.append(bytearray(0))
+        transfer.buffers.append(memoryview(bytearray(0)))
         transfer.index += 1
 
 
@@ -93,9 +96,9 @@ class Assembler:
     """Puts one receiving socket's pieces back together, per sender."""
 
     def __init__(self) -> None:
-        self._under_way: dict[Any, _Transfer] = {}
+        self._under_way: dict[bytes | None, _Transfer] = {}
 
-    def add(self, sender: Any, body: Any, frames: list) -> Message | None:
+    def add(self, sender: bytes | None, body: Any, frames: Sequence[Frame]) -> Message | None:
         """One checked CHUNK message; returns the whole message once it is complete."""
         try:
             number, index, offset, sizes, inner = body
@@ -108,14 +111,14 @@ class Assembler:
             transfer = self._under_way[sender] = _Transfer(number, sizes)
             _skip_empty(transfer)
         if sizes != transfer.sizes:
-            return self._broken(sender, "chunk sizes changed within a transfer")
+            self._broken(sender, "chunk sizes changed within a transfer")
         if index == -1:
             return self._finish(sender, transfer, inner)
         if (index, offset) != (transfer.index, transfer.offset) or len(frames) != 4:
-            return self._broken(sender, "chunk out of order")
+            self._broken(sender, "chunk out of order")
         piece = memoryview(frames[3]).cast("B")
         if offset + piece.nbytes > sizes[index]:
-            return self._broken(sender, "chunk past the end of its buffer")
+            self._broken(sender, "chunk past the end of its buffer")
         if offset == 0:
             transfer.buffers.append(landing.buffer(sizes[index]))
         transfer.buffers[index][offset:offset + piece.nbytes] = piece
@@ -126,7 +129,7 @@ class Assembler:
             _skip_empty(transfer)
         return None
 
-    def _finish(self, sender: Any, transfer: _Transfer, inner: Any) -> Message:
+    def _finish(self, sender: bytes | None, transfer: _Transfer, inner: Any) -> Message:
         del self._under_way[sender]
         if transfer.index != len(transfer.sizes):
             raise BadMessage("a transfer ended before all its pieces came", Kind.CHUNK)
@@ -138,9 +141,10 @@ class Assembler:
             raise BadMessage(f"chunked body does not unpickle: {e!r}", Kind.CHUNK) from None
         return Message(kind, body, PROTOCOL_VERSION)
 
-    def _broken(self, sender: Any, why: str) -> None:
+    def _broken(self, sender: bytes | None, why: str) -> NoReturn:
         self._under_way.pop(sender, None)
         raise BadMessage(why, Kind.CHUNK)
 
-    def forget(self, sender: Any) -> None:
+    def forget(self, sender: bytes | None) -> None:
+        """The sender is gone: drop its transfer under way."""
         self._under_way.pop(sender, None)

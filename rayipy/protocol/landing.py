@@ -30,7 +30,7 @@ import mmap
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
 POOLED_BYTES = 2**20          # smaller buffers come from the allocator as before
 SIZE_CLASS = 2 * 2**20        # sizes round up to this (a huge page): untouched tails cost
@@ -96,19 +96,19 @@ class LandingPool:
             self._sweep(self._clock())
 
     def _sweep(self, now: float) -> None:
-        unused: list[_Mapping] = []
-        for size, mappings in list(self._mappings.items()):
+        unused: list[tuple[float, _Mapping]] = []   # (unused since, mapping)
+        for mappings in self._mappings.values():
             for mapping in mappings:
                 if _references(mapping) != _UNUSED_REFERENCES:
                     mapping.unused_since = None
                     continue
                 if mapping.unused_since is None:
                     mapping.unused_since = now
-                unused.append(mapping)
-        unused.sort(key=lambda m: m.unused_since, reverse=True)   # the newest kept first
+                unused.append((mapping.unused_since, mapping))
+        unused.sort(key=lambda pair: pair[0], reverse=True)   # the newest kept first
         kept = 0
-        for mapping in unused:
-            if now - mapping.unused_since < self.keep_seconds and kept + mapping.size <= self.keep_bytes:
+        for since, mapping in unused:
+            if now - since < self.keep_seconds and kept + mapping.size <= self.keep_bytes:
                 kept += mapping.size
             else:
                 self._release(mapping)
@@ -136,19 +136,20 @@ class LandingPool:
 POOL = LandingPool()
 
 
-def buffer(nbytes: int) -> Any:
-    """A writable buffer for received bytes to land in, contents undefined: from
-    ``POOL`` when large, else fresh memory that is not zeroed first."""
+def buffer(nbytes: int) -> memoryview:
+    """A writable buffer of ``nbytes`` bytes (format "B") for received bytes to land in,
+    contents undefined: from ``POOL`` when large, else fresh memory that is not zeroed
+    first."""
     if nbytes >= POOLED_BYTES:
         return POOL.take(nbytes)
     return _uninitialized(nbytes)
 
 
-def _uninitialized(nbytes: int) -> Any:
+def _uninitialized(nbytes: int) -> memoryview:
     """numpy's ``empty``, which unlike ``bytearray(n)`` does not write n zeros first;
     without numpy (it is there whenever large arrays travel), a bytearray."""
     try:
         import numpy
     except ImportError:
-        return bytearray(nbytes)
-    return numpy.empty(nbytes, dtype=numpy.uint8)
+        return memoryview(bytearray(nbytes))
+    return numpy.empty(nbytes, dtype=numpy.uint8).data

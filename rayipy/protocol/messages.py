@@ -10,6 +10,8 @@ from __future__ import annotations
 import pickle
 from typing import Any, NamedTuple
 
+from rayipy.protocol.wire import Frame
+
 # TaskResult.status values
 OK = 0
 ERROR = 1          # the task raised: values[0] is a serialized TaskError
@@ -21,45 +23,49 @@ RETURNED = 4       # a blocked leased worker gave the task back, not run: send i
 class Payload(NamedTuple):
     """A serialized value: the pickle stream and its out-of-band buffers."""
     data: bytes
-    buffers: tuple = ()
+    buffers: tuple[Frame, ...] = ()
 
     @property
     def nbytes(self) -> int:
         return len(self.data) + sum(memoryview(b).nbytes for b in self.buffers)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Payload], tuple[bytes, tuple[pickle.PickleBuffer, ...]]]:
         # Wrapping each buffer in a PickleBuffer sends it out of band when the message
         # body is pickled with a buffer_callback: a frame of its own, never copied.
         return (Payload, (self.data, tuple(pickle.PickleBuffer(b) for b in self.buffers)))
 
 
 class TaskSpec(NamedTuple):
+    """One call of a function or an actor method, as its owner submits it."""
     task_id: bytes                     # owner process id (8 bytes) + sequence (8 bytes)
     function_id: bytes
     name: str                          # for errors, progress and the dashboard
     args: Payload                      # (args, kwargs) with direct ref args as DepSlot(i)
-    dep_values: tuple                  # Payload per DepSlot, in slot order
+    dep_values: tuple[Payload | FetchDep, ...]   # per DepSlot, in slot order
     num_returns: int
-    resources: tuple                   # sorted ((name, amount), ...)
+    resources: tuple[tuple[str, float], ...]     # sorted ((name, amount), ...)
     max_retries: int
     attempt: int = 0
     actor_id: bytes = b""              # set for actor creation and actor method calls
     method: str = ""                   # "__init__" creates the actor; else the method called
-    options: tuple = ()                # sorted (name, value) extras: actor creation options
+    options: tuple[tuple[str, Any], ...] = ()   # sorted (name, value): actor creation options
 
 
 class TaskResult(NamedTuple):
+    """How one task ended, as its worker reports it."""
     task_id: bytes
     status: int                        # OK, ERROR, CANCELLED or CRASHED
-    values: tuple                      # OK: one Payload per return; else one error Payload
+    values: tuple[Payload, ...]        # OK: one Payload per return; else one error Payload
     duration: float                    # seconds the function ran
     where: str                         # "node 1a2b, worker pid 123"
-    contains: tuple = ()               # per return: object ids of refs inside the value
+    contains: tuple[tuple[bytes, ...], ...] = ()   # per return: ids of refs inside the value
 
 
 class DepSlot(NamedTuple):
     """Stands in the task's arguments for the value of its i-th direct ref argument."""
-    index: int
+    # The name shadows tuple.index (hence the ignore); renaming it is left for when
+    # node/worker.py and node/client.py, which read it, are not being rewritten.
+    index: int  # type: ignore[assignment]
 
 
 class FetchDep(NamedTuple):
@@ -69,15 +75,17 @@ class FetchDep(NamedTuple):
 
 
 class Registration(NamedTuple):
+    """The first message of every process to the head."""
     role: str                          # "driver", "worker" or "agent"
     process_id: bytes                  # also the process's ZeroMQ identity
     node_id: bytes
     pid: int
     protocol_version: int
-    info: dict                         # role-specific: resources of an agent, hostname...
+    info: dict[str, Any]               # role-specific: resources of an agent, hostname...
 
 
 class Welcome(NamedTuple):
+    """The head's answer to a registration it accepts."""
     cluster_id: str
     head_version: int
     info: dict[str, Any]

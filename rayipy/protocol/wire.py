@@ -42,11 +42,18 @@ import hashlib
 import hmac
 import pickle
 import struct
-from typing import Any, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence, TypeAlias
 
 import blake3
 
 from rayipy.protocol.kinds import Kind
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+#: One frame of a message: bytes, or any object that exports the buffer protocol (a
+#: memoryview, a received zmq.Frame, a numpy array's memory). For annotations only.
+Frame: TypeAlias = "ReadableBuffer"
 
 PROTOCOL_VERSION = 3
 MAGIC = b"RYPY"
@@ -67,6 +74,7 @@ class BadMessage(Exception):
 
 
 class Message(NamedTuple):
+    """One checked message: its kind, its body (plain data) and the sender's version."""
     kind: Kind
     body: Any
     version: int
@@ -81,7 +89,7 @@ class Signer:
         self._base = hmac.new(bytes(key), digestmod=hashlib.sha256)
         self._digest_key = hmac.new(bytes(key), b"rayipy frame digest", hashlib.sha256).digest()
 
-    def sign(self, frames: Sequence) -> bytes:
+    def sign(self, frames: Sequence[Frame]) -> bytes:
         h = self._base.copy()
         for frame in frames:
             view = memoryview(frame)
@@ -89,17 +97,17 @@ class Signer:
             h.update(self.signed_form(view))
         return h.digest()
 
-    def start(self) -> Any:
+    def start(self) -> hmac.HMAC:
         """A fresh HMAC-SHA256 with the cluster key, to feed piece by piece: for
         signing and checking data as it streams (``transport/stream.py``)."""
         return self._base.copy()
 
-    def frame_hasher(self) -> Any:
+    def frame_hasher(self) -> blake3.blake3:
         """A fresh keyed BLAKE3, to feed a large frame piece by piece; its ``digest()``
         is the frame's signed form."""
         return blake3.blake3(key=self._digest_key)
 
-    def signed_form(self, frame: Any) -> Any:
+    def signed_form(self, frame: Frame) -> memoryview | bytes:
         """What of ``frame`` enters the MAC: itself, or its digest when it is large."""
         view = memoryview(frame)
         if view.nbytes <= DIGESTED_FRAME_BYTES:
@@ -108,33 +116,37 @@ class Signer:
         hasher.update(view)
         return hasher.digest()
 
-    def check(self, signature, frames: Sequence) -> bool:
+    def check(self, signature: Frame, frames: Sequence[Frame]) -> bool:
         return hmac.compare_digest(bytes(signature), self.sign(frames))
 
 
-def encode(signer: Signer, kind: Kind, body: Any) -> list:
+def encode(signer: Signer, kind: Kind, body: Any) -> list[Frame]:
     """Frames for one message; large buffers inside ``body`` become their own frames."""
     data, buffers = pickle_body(body)
     return sign_frames(signer, kind, data, buffers)
 
 
-def pickle_body(body: Any) -> tuple[bytes, list]:
+def pickle_body(body: Any) -> tuple[bytes, list[memoryview]]:
     """The body's pickle stream and its out-of-band buffers (raw memoryviews)."""
-    buffers: list = []
+    buffers: list[pickle.PickleBuffer] = []
     data = pickle.dumps(body, protocol=5, buffer_callback=buffers.append)
     return data, [b.raw() for b in buffers]
 
 
-def sign_frames(signer: Signer, kind: Kind, data: bytes, buffers: list) -> list:
-    frames = [HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers)), data, *buffers]
+def sign_frames(signer: Signer, kind: Kind, data: bytes, buffers: Sequence[Frame]
+                ) -> list[Frame]:
+    """The frames of one message whose body is pickled already (``pickle_body``)."""
+    header = HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers))
+    frames: list[Frame] = [header, data, *buffers]
     return [signer.sign(frames), *frames]
 
 
-def encode_auth_failed() -> list:
+def encode_auth_failed() -> list[Frame]:
+    """The unsigned answer to a registration whose signature did not check."""
     return [b"", HEADER.pack(MAGIC, PROTOCOL_VERSION, Kind.AUTH_FAILED, 0), b""]
 
 
-def peek_kind(frames: Sequence) -> Kind | None:
+def peek_kind(frames: Sequence[Frame]) -> Kind | None:
     """The kind named in the header, read without trusting or unpickling anything."""
     if len(frames) < 3:
         return None
@@ -145,7 +157,7 @@ def peek_kind(frames: Sequence) -> Kind | None:
     return _KINDS.get(kind) if magic == MAGIC else None
 
 
-def decode(signer: Signer, frames: Sequence, signature_checked: bool = False) -> Message:
+def decode(signer: Signer, frames: Sequence[Frame], signature_checked: bool = False) -> Message:
     """Check and unpack one message; raises BadMessage for anything not valid.
 
     ``signature_checked``: the caller has already compared frame 0 with a MAC it

@@ -10,14 +10,14 @@ import collections
 import logging
 import os
 import socket
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
 from rayipy.protocol import bulk
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.wire import (BadMessage, Message, Signer, decode, encode_auth_failed,
-                                  pickle_body, sign_frames)
+from rayipy.protocol.wire import (BadMessage, Frame, Message, Signer, decode,
+                                  encode_auth_failed, pickle_body, sign_frames)
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class Endpoint:
     """A ROUTER (head) or DEALER (everyone else) socket that signs and checks every frame."""
 
-    def __init__(self, context: zmq.Context, socket_type: int, signer: Signer,
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], socket_type: int, signer: Signer,
                  identity: bytes | None = None, count_bytes: bool = False) -> None:
         self.socket = context.socket(socket_type)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -46,10 +46,12 @@ class Endpoint:
         self.bytes_received = 0
 
     def bind(self, address: str) -> str:
+        """Bind to ``address`` (a port of 0 or ``*`` picks one); returns the address bound."""
         self.socket.bind(address)
-        return self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        return self.socket.get_string(zmq.LAST_ENDPOINT)
 
     def connect(self, address: str) -> None:
+        """Connect to ``address`` (ZeroMQ connects in the background, and reconnects)."""
         self.socket.connect(address)
 
     def send(self, kind: Kind, body: Any, to: bytes | None = None) -> bool:
@@ -63,7 +65,8 @@ class Endpoint:
             return True
         return self.send_frames(sign_frames(self.signer, kind, data, buffers), to)
 
-    def send_frames(self, frames: list, to: bytes | None = None) -> bool:
+    def send_frames(self, frames: list[Frame], to: bytes | None = None) -> bool:
+        """Send frames made already (signed, or forwarded unchanged); False if the peer is gone."""
         if to is not None:
             frames = [to, *frames]
         try:
@@ -80,19 +83,21 @@ class Endpoint:
         sender, message, _frames = self.recv_raw()
         return sender, message
 
-    def recv_raw(self) -> tuple[bytes | None, Message | None, list | None]:
+    def recv_raw(self) -> tuple[bytes | None, Message | None, list[Frame] | None]:
         """Like recv, plus the message's own frames (for forwarding them unchanged), or None
         for a message that came in pieces (forward it with ``send``).
 
         A piece of a large message returns (sender, None, frames) until the last one.
         """
-        frames = self.socket.recv_multipart(copy=False)
+        received = self.socket.recv_multipart(copy=False)
         if self.count_bytes:
-            self.bytes_received += sum(len(f) for f in frames)
+            self.bytes_received += sum(len(f) for f in received)
         sender = None
         if self.is_router:
-            sender = frames[0].bytes
-            frames = frames[1:]
+            sender = received[0].bytes
+            received = received[1:]
+        # A zmq.Frame exports the buffer protocol, which pyzmq's type hints do not say.
+        frames = cast("list[Frame]", received)
         try:
             message = decode(self.signer, frames)
             if message.kind is Kind.CHUNK:
@@ -107,6 +112,7 @@ class Endpoint:
             return sender, None, frames
 
     def close(self) -> None:
+        """Close the socket at once, dropping what it has not sent."""
         self.socket.close(linger=0)
 
 
@@ -124,6 +130,7 @@ class Waker:
         return self._read
 
     def wake(self) -> None:
+        """Wake the owner thread (from any thread); cheap when it is awake already."""
         # One byte in flight is enough; skipping the write saves a syscall per task.
         if not self._pending:
             self._pending = True
@@ -150,6 +157,7 @@ class Waker:
         self._pending = False
 
     def close(self) -> None:
+        """Close both ends of the pipe."""
         for fd in (self._read, self._write):
             try:
                 os.close(fd)
@@ -161,4 +169,5 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (the caller retries if it is taken meanwhile)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port

@@ -45,12 +45,12 @@ import logging
 import socket
 import struct
 import threading
-from typing import Any
+from typing import Any, Protocol, Sequence, Union
 
 from rayipy.protocol import landing
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.wire import (DIGESTED_FRAME_BYTES, HEADER, MAGIC, PROTOCOL_VERSION,
-                                  SIGNATURE_BYTES, BadMessage, Message, Signer, decode,
+                                  SIGNATURE_BYTES, BadMessage, Frame, Message, Signer, decode,
                                   pickle_body)
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,19 @@ _LENGTHS = [struct.Struct(f"!{n}Q") for n in range(16)]
 _IOV_MAX = 512                     # buffers per sendmsg (the kernel allows 1024)
 
 
+class _Hasher(Protocol):
+    """A MAC or digest fed piece by piece: ``Signer.start()`` or ``Signer.frame_hasher()``."""
+    def update(self, data: Frame, /) -> object: ...
+    def digest(self) -> bytes: ...
+
+
+#: What waits to be written (see StreamConnection._write): bytes ready to go, or bytes
+#: to sign first, as (piece, the hasher to feed it to, the MAC to feed that hasher's
+#: digest to after a large frame's last piece), or (None, MAC, None): the MAC's digest,
+#: which is the message's signature.
+_Outgoing = Union[memoryview, tuple[Union[memoryview, None], _Hasher, Union[_Hasher, None]]]
+
+
 class StreamReader:
     """Cuts a byte stream into messages and checks their signatures. Pure: bytes in,
     messages' frames out.
@@ -84,14 +97,15 @@ class StreamReader:
         self._signer = signer
         self._buffer = bytearray()           # bytes not parsed yet
         self._lengths: tuple[int, ...] | None = None
-        self._frames: list = []
-        self._mac: Any = None                # over this message so far
-        self._big: Any = None                # the large frame being filled in place
-        self._big_hasher: Any = None         # its digest so far
+        self._frames: list[Frame] = []
+        self._mac = signer.start()           # over this message so far
+        self._big: memoryview | None = None   # the large frame being filled in place
+        self._big_hasher = signer.frame_hasher()   # its digest so far
         self._big_filled = 0
-        self._done: list[tuple[list, bool]] = []   # ([signature, *frames], signature good)
+        self._done: list[tuple[list[Frame], bool]] = []   # ([signature, *frames], signature good)
 
-    def feed(self, data: Any) -> None:
+    def feed(self, data: memoryview | bytes) -> None:
+        """Bytes read from the stream, in order."""
         if not self._buffer and self._lengths is None:
             data = data[self._whole_messages(data):]   # the common case: no copying
             if not data:
@@ -100,28 +114,33 @@ class StreamReader:
         self._parse()
 
     def direct_target(self) -> memoryview | None:
+        """Where the next read should go: the rest of a large frame, or None (anywhere)."""
         if self._big is None:
             return None
         return memoryview(self._big).cast("B")[self._big_filled:]
 
     def filled(self, nbytes: int) -> None:
+        """The last read put ``nbytes`` into ``direct_target()``."""
+        big = self._big
+        if big is None:
+            raise ValueError("filled() without a direct_target()")
         if nbytes:
-            view = memoryview(self._big).cast("B")
+            view = memoryview(big).cast("B")
             self._big_hasher.update(view[self._big_filled:self._big_filled + nbytes])
         self._big_filled += nbytes
-        if self._big_filled == len(self._big):
+        if self._big_filled == len(big):
             self._mac.update(self._big_hasher.digest())
-            self._frames.append(self._big)
+            self._frames.append(big)
             self._big = None
             self._parse()
 
-    def take(self) -> list[tuple[list, bool]]:
+    def take(self) -> list[tuple[list[Frame], bool]]:
         """The messages completed so far, as ``([signature, header, body, *buffers],
         whether the signature is right)``."""
         done, self._done = self._done, []
         return done
 
-    def _whole_messages(self, data: memoryview) -> int:
+    def _whole_messages(self, data: memoryview | bytes) -> int:
         """Take the complete small messages at the start of ``data`` in one piece each
         (one copy, one MAC update); returns how many bytes they used."""
         used = 0
@@ -138,7 +157,8 @@ class StreamReader:
             mac.update(message)
             signature = bytes(data[frames_end:frames_end + SIGNATURE_BYTES])
             view = memoryview(message)
-            frames, at = [signature], body_start - used
+            frames: list[Frame] = [signature]
+            at = body_start - used
             for size in lengths:
                 frames.append(view[at:at + size])
                 at += size
@@ -189,7 +209,7 @@ class StreamReader:
                 self._frames = []
 
 
-def _lengths(data: Any, at: int) -> tuple[int, ...] | None:
+def _lengths(data: memoryview | bytes | bytearray, at: int) -> tuple[int, ...] | None:
     """The frame lengths of the message starting at ``at``, or None until they are all
     there; BadMessage for a count or size no honest sender would use."""
     if len(data) - at < _COUNT.size:
@@ -206,13 +226,13 @@ def _lengths(data: Any, at: int) -> tuple[int, ...] | None:
     return lengths
 
 
-def pack_message(signer: Signer, kind: Kind, body: Any) -> list:
+def pack_message(signer: Signer, kind: Kind, body: Any) -> list[Frame]:
     """The buffers to write for one message, in order (large buffers are not copied).
     A message without out-of-band buffers is one contiguous piece."""
     return _signed(signer, *_frames(kind, body))
 
 
-def _signed(signer: Signer, prefix: bytes, frames: list) -> list:
+def _signed(signer: Signer, prefix: bytes, frames: Sequence[bytes | memoryview]) -> list[Frame]:
     mac = signer.start()
     if len(frames) == 2 and len(frames[1]) <= SMALL_FRAME_BYTES:
         message = prefix + frames[0] + frames[1]
@@ -224,12 +244,12 @@ def _signed(signer: Signer, prefix: bytes, frames: list) -> list:
     return [prefix, *frames, mac.digest()]
 
 
-def _frames(kind: Kind, body: Any) -> tuple[bytes, list]:
+def _frames(kind: Kind, body: Any) -> tuple[bytes, list[bytes | memoryview]]:
     data, buffers = pickle_body(body)
     header = HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers))
     if not buffers:
         return _COUNT.pack(2) + _LENGTHS[2].pack(len(header), len(data)), [header, data]
-    frames = [header, data, *(memoryview(b).cast("B") for b in buffers)]
+    frames: list[bytes | memoryview] = [header, data, *(b.cast("B") for b in buffers)]
     count = len(frames)
     lengths = [memoryview(f).nbytes for f in frames]
     prefix = _COUNT.pack(count) + (_LENGTHS[count].pack(*lengths) if count < len(_LENGTHS)
@@ -260,7 +280,7 @@ class StreamConnection:
         self.lost_output = False         # closed with bytes it had not written, or given
                                          # a message after it had closed
         self.dropped: collections.Counter[str] = collections.Counter()
-        self._out: collections.deque[tuple] = collections.deque()   # see _write
+        self._out: collections.deque[_Outgoing] = collections.deque()   # see _write
         self._staging = bytearray(READ_BYTES)
         if not connecting:
             self._ready()
@@ -315,13 +335,13 @@ class StreamConnection:
             if sum(memoryview(f).nbytes for f in frames) > SIGN_AS_SENT_BYTES:
                 self._queue_signed_as_sent(prefix, frames)
             else:
-                self._out.extend((memoryview(p).cast("B"), None, None)
+                self._out.extend(memoryview(p).cast("B")
                                  for p in _signed(self.signer, prefix, frames))
             if not self.connecting:
                 self._write(block)
             return not self.closed
 
-    def _queue_signed_as_sent(self, prefix: bytes, frames: list) -> None:
+    def _queue_signed_as_sent(self, prefix: bytes, frames: Sequence[bytes | memoryview]) -> None:
         """Queue a large message in pieces that are signed only as each is written
         (``_write``), so that neither the sender (it returns at once) nor the receiver
         (it checks one piece while the next is signed) waits for a pass over all of it;
@@ -329,7 +349,7 @@ class StreamConnection:
         mac = self.signer.start()
         mac.update(prefix)
         out = self._out
-        out.append((memoryview(prefix), None, None))
+        out.append(memoryview(prefix))
         for frame in frames:
             view = memoryview(frame).cast("B")
             if view.nbytes <= SMALL_FRAME_BYTES:
@@ -355,28 +375,29 @@ class StreamConnection:
             self._write(False)
 
     def _write(self, block: bool) -> None:
-        """Write what waits, in order. ``_out`` holds (bytes, None, None) ready to go;
-        (piece, into, then) to add to ``into`` first (the MAC, or a large frame's
-        hasher), and after a large frame's last piece its digest to ``then``, the MAC;
-        or (None, mac, None) for the MAC's digest. One such is taken into each write,
-        at its start, so signing keeps pace with writing."""
+        """Write what waits, in order. ``_out`` holds bytes ready to go; (piece, into,
+        then) to add to ``into`` first (the MAC, or a large frame's hasher), and after a
+        large frame's last piece its digest to ``then``, the MAC; or (None, mac, None)
+        for the MAC's digest. One such is taken into each write, at its start, so
+        signing keeps pace with writing."""
         out = self._out
         flags = 0 if block else socket.MSG_DONTWAIT
         while out:
-            batch = []
+            batch: list[memoryview] = []
             for index in range(min(len(out), _IOV_MAX)):
-                view, into, then = out[index]
-                if into is not None:
+                entry = out[index]
+                if not isinstance(entry, memoryview):
                     if batch:
                         break
+                    view, into, then = entry
                     if view is None:
                         view = memoryview(into.digest())
                     else:
                         into.update(view)
                         if then is not None:
                             then.update(into.digest())
-                    out[index] = (view, None, None)
-                batch.append(view)
+                    out[index] = entry = view
+                batch.append(entry)
             try:
                 sent = self.sock.sendmsg(batch, (), flags)
             except BlockingIOError:
@@ -386,13 +407,12 @@ class StreamConnection:
             except OSError as e:
                 self._fail(f"send failed: {e}")
                 return
-            for _ in range(len(batch)):
-                view = out[0][0]
+            for view in batch:   # the first len(batch) entries of out, in order
                 if sent >= view.nbytes:
                     sent -= view.nbytes
                     out.popleft()
                 else:
-                    out[0] = (view[sent:], None, None)
+                    out[0] = view[sent:]
                     break
 
     # -- receiving (the owner) ------------------------------------------------------------
@@ -501,7 +521,7 @@ class StreamListener:
         return list(self.socks)
 
     def accept(self, fd: int) -> list[StreamConnection]:
-        accepted = []
+        accepted: list[StreamConnection] = []
         while True:
             try:
                 sock, _ = self.socks[fd].accept()
