@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from rayipy.protocol.messages import TaskSpec
+from rayipy.protocol.messages import ResourceRequest, TaskSpec
 
 DIRECT_DEPTH = 1   # only tasks run one at a time: nothing ever waits behind another
 IDLE_SECONDS = 0.5
@@ -33,7 +33,7 @@ class Lease:
 
     __slots__ = ("request", "worker", "address", "inflight", "idle_since", "returning")
 
-    def __init__(self, request: tuple, worker: bytes, address: str, now: float) -> None:
+    def __init__(self, request: ResourceRequest, worker: bytes, address: str, now: float) -> None:
         self.request = request
         self.worker = worker
         self.address = address
@@ -52,8 +52,8 @@ class LeaseBook:
     """The leases one process holds, and which of its tasks run on them."""
 
     def __init__(self) -> None:
-        self._leases: dict[tuple, Lease] = {}        # resource request -> lease held
-        self._asking: set[tuple] = set()
+        self._leases: dict[ResourceRequest, Lease] = {}        # resource request -> lease held
+        self._asking: set[ResourceRequest] = set()
         self._by_task: dict[bytes, Lease] = {}
 
     def route(self, spec: TaskSpec, head_busy: bool) -> LeaseRoute:
@@ -71,7 +71,7 @@ class LeaseBook:
         self._asking.add(spec.resources)
         return LeaseRoute(ask=True)
 
-    def granted(self, request: tuple, worker: bytes, address: str, now: float) -> bool:
+    def granted(self, request: ResourceRequest, worker: bytes, address: str, now: float) -> bool:
         """The head leased us a worker; False if we no longer want it (give it back)."""
         self._asking.discard(request)
         if request in self._leases:
@@ -79,7 +79,7 @@ class LeaseBook:
         self._leases[request] = Lease(request, worker, address, now)
         return True
 
-    def denied(self, request: tuple) -> None:
+    def denied(self, request: ResourceRequest) -> None:
         self._asking.discard(request)
 
     def finished(self, task_id: bytes, now: float) -> None:

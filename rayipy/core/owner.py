@@ -31,8 +31,8 @@ from rayipy import exceptions
 from rayipy.core.actor_routes import ActorRoutes, Failed, Locate, RouteStep, Send
 from rayipy.core.leases import LeaseBook
 from rayipy.protocol import errors
-from rayipy.protocol.messages import (CANCELLED, CRASHED, ERROR, OK, RETURNED, Payload,
-                                      TaskResult, TaskSpec)
+from rayipy.protocol.messages import (CANCELLED, CRASHED, ERROR, OK, RETURNED, FetchDep, Payload,
+                                      ResourceRequest, TaskResult, TaskSpec)
 
 PINNED = ("pinned", True)       # in TaskSpec.options: sent to one named worker, stays there
 
@@ -51,7 +51,7 @@ class SendToWorker(NamedTuple):
 
 class AskLease(NamedTuple):
     """Ask the head to lend us a worker for this resource request (``LEASE_REQUEST``)."""
-    request: tuple
+    request: ResourceRequest
 
 
 class ReturnLease(NamedTuple):
@@ -78,8 +78,8 @@ class Complete(NamedTuple):
     """The task has ended: store its result in its return objects and unpin what its
     arguments held."""
     result: TaskResult
-    return_ids: tuple
-    pinned: tuple
+    return_ids: tuple[bytes, ...]
+    pinned: tuple[bytes, ...]
 
 
 OwnerCommand = Union[SendToHead, SendToWorker, AskLease, ReturnLease, LocateActor,
@@ -100,7 +100,7 @@ class Task:
     __slots__ = ("spec", "return_ids", "pinned", "route", "worker", "address", "sent",
                  "cancelled")
 
-    def __init__(self, spec: TaskSpec, return_ids: tuple, pinned: tuple, route: Route,
+    def __init__(self, spec: TaskSpec, return_ids: tuple[bytes, ...], pinned: tuple[bytes, ...], route: Route,
                  worker: bytes, address: str) -> None:
         self.spec = spec
         self.return_ids = return_ids
@@ -129,7 +129,7 @@ class OwnerState:
         self.outcomes: collections.Counter[int] = collections.Counter()   # ended, by status
 
     # -- events ------------------------------------------------------------------------
-    def submit(self, spec: TaskSpec, return_ids: tuple, pinned: tuple, ready: bool,
+    def submit(self, spec: TaskSpec, return_ids: tuple[bytes, ...], pinned: tuple[bytes, ...], ready: bool,
                worker: tuple[bytes, str] | None = None) -> list[OwnerCommand]:
         """A new task. ``ready``: its ref arguments have their values (else wait for
         ``arguments_ready``). ``worker`` (id, direct address): send it to that worker and
@@ -153,7 +153,7 @@ class OwnerState:
             out.extend(self._send(task))
         return out
 
-    def arguments_ready(self, task_id: bytes, dep_values: tuple) -> list[OwnerCommand]:
+    def arguments_ready(self, task_id: bytes, dep_values: tuple[Payload | FetchDep, ...]) -> list[OwnerCommand]:
         """Every ref argument of a waiting task has its value (or the name to fetch it by)."""
         task = self._tasks.get(task_id)
         if task is None or task.sent:   # cancelled meanwhile
@@ -204,7 +204,7 @@ class OwnerState:
         actor_id = spec.actor_id if task.route is Route.ACTOR else b""
         return [CancelRemote(task_id, force, actor_id, worker)]
 
-    def lease_granted(self, request: tuple, worker: bytes, address: str,
+    def lease_granted(self, request: ResourceRequest, worker: bytes, address: str,
                       now: float) -> list[OwnerCommand]:
         if not worker:
             self.leases.denied(request)

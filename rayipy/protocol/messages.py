@@ -13,6 +13,9 @@ from typing import Any, NamedTuple
 from rayipy.protocol.wire import Frame
 
 # TaskResult.status values
+# A resource request, as every spec and lease carries it: sorted ((name, amount), ...).
+ResourceRequest = tuple[tuple[str, float], ...]
+
 OK = 0
 ERROR = 1          # the task raised: values[0] is a serialized TaskError
 CANCELLED = 2      # values[0] is a serialized TaskCancelledError
@@ -43,7 +46,7 @@ class TaskSpec(NamedTuple):
     args: Payload                      # (args, kwargs) with direct ref args as DepSlot(i)
     dep_values: tuple[Payload | FetchDep, ...]   # per DepSlot, in slot order
     num_returns: int
-    resources: tuple[tuple[str, float], ...]     # sorted ((name, amount), ...)
+    resources: ResourceRequest                   # sorted ((name, amount), ...)
     max_retries: int
     attempt: int = 0
     actor_id: bytes = b""              # set for actor creation and actor method calls

@@ -38,10 +38,10 @@ class PollSet:
     def watching(self, fd: int) -> bool:
         return fd in self._watched
 
-    def events_for(self, fd: int, events: dict) -> int:
+    def events_for(self, fd: int, events: dict[Any, int]) -> int:
         """The flags the last poll gave ``fd`` (0 if it is not watched: a number the
         kernel gave to a new socket after the old one was closed is not ours)."""
         return events.get(fd, 0) if fd in self._watched else 0
 
-    def poll(self, timeout_ms: int) -> dict:
+    def poll(self, timeout_ms: int) -> dict[Any, int]:
         return dict(self.poller.poll(timeout_ms))
