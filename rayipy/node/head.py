@@ -7,11 +7,13 @@ their owners, object requests to owners and values back, task output). A result 
 for a single owner is forwarded as the worker's own signed frames, never re-pickled.
 
 The loop decides nothing about tasks, workers or actors: it turns messages into the
-scheduler's events and carries out the instructions it returns. What stays here is I/O:
-the peers table (who is connected, their addresses), forwarding, heartbeats, requests
-and the dashboard.
+scheduler's events and carries out the instructions it returns, through ``carriers``,
+a table with one entry per instruction type. What stays here is I/O: the peers table
+(who is connected, their addresses), forwarding, heartbeats, requests and the dashboard.
 
-Nothing a peer sends can stop this loop: bad messages are dropped and counted.
+Nothing a peer sends can stop this loop: a message of an unknown kind is counted and
+logged (at most once per interval), a handler that raises is counted and logged with its
+traceback (``core.message_faults``), and the loop serves on.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from rayipy import exceptions
 from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, ForgetPeer,
                                       Instruction, KillWorker, LeaseAnswer, LeaseEnded, Retire,
                                       Spawn, Steal)
+from rayipy.core.message_faults import MessageFaults
 from rayipy.core.objects import owner_of
 from rayipy.core.scheduler import Scheduler
 from rayipy.core.state import LostNode, Node
@@ -97,6 +100,7 @@ class Head:
             except OSError as e:
                 self.dashboard_problem = str(e)
                 log.warning("the dashboard did not start: %s", e)
+        self.faults = MessageFaults(log, self.endpoint.dropped)
         self.handlers: dict[Kind, Handler] = {
             Kind.REGISTER: self.on_register,
             Kind.HEARTBEAT: self.on_heartbeat,
@@ -120,6 +124,20 @@ class Head:
             Kind.REQUEST: self.on_request,
             Kind.LOG: self.on_log,
             Kind.SHUTDOWN: self.on_shutdown,
+        }
+        # One carrier per instruction type (tests check the table is complete).
+        self.carriers: dict[type, Callable[[Any], None]] = {
+            Execute: self.carry_execute,
+            Fail: self.fail_task,
+            CancelRunning: self.carry_cancel_running,
+            Spawn: self.carry_spawn,
+            Steal: self.carry_steal,
+            KillWorker: self.carry_kill_worker,
+            Retire: self.carry_retire,
+            LeaseAnswer: self.carry_lease_answer,
+            LeaseEnded: self.carry_lease_ended,
+            ActorLocation: self.carry_actor_location,
+            ForgetPeer: self.carry_forget_peer,
         }
 
     # -- loop ------------------------------------------------------------------------------
@@ -161,13 +179,14 @@ class Head:
         elif message.kind is not Kind.REGISTER:
             self.endpoint.dropped["unregistered sender"] += 1
             return
+        handler = self.handlers.get(message.kind)
+        if handler is None:
+            self.faults.unexpected(message.kind, sender, time.monotonic())
+            return
         try:
-            self.handlers[message.kind](sender, message.body, frames)
-        except KeyError:
-            self.endpoint.dropped["unexpected kind"] += 1
+            handler(sender, message.body, frames)
         except Exception:
-            self.endpoint.dropped["handler error"] += 1
-            log.exception("error handling %s from %r", message.kind.name, sender)
+            self.faults.handler_failed(message.kind, sender)
 
     def send(self, to: bytes, kind: Kind, body: Any) -> None:
         self.endpoint.send(kind, body, to)
@@ -179,39 +198,50 @@ class Head:
         else:
             self.endpoint.send_frames(list(frames), to)
 
+    # -- carrying out the scheduler's instructions ---------------------------------------
     def carry_out(self, instructions: list[Instruction]) -> None:
+        carriers = self.carriers
         for ins in instructions:
-            if isinstance(ins, Execute):
-                self.send(ins.worker, Kind.EXECUTE, (ins.specs, ins.functions,
-                                                     self.data_addresses(ins.specs)))
-                if self.history is not None:
-                    self.history.started(ins.worker, self.scheduler.workers, time.time())
-            elif isinstance(ins, Fail):
-                self.fail_task(ins)
-            elif isinstance(ins, CancelRunning):
-                self.send(ins.worker, Kind.CANCEL, (ins.task_id, ins.force))
-            elif isinstance(ins, Spawn):
-                self.send(ins.agent, Kind.SPAWN_WORKER, (ins.number,))
-            elif isinstance(ins, Steal):
-                self.send(ins.worker, Kind.STEAL, (ins.number,))
-            elif isinstance(ins, KillWorker):
-                self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, True))
-            elif isinstance(ins, Retire):
-                self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, False))
-            elif isinstance(ins, LeaseAnswer):
-                self.send(ins.owner, Kind.LEASE, (ins.request, ins.worker, ins.address))
-            elif isinstance(ins, LeaseEnded):
-                if ins.owner in self.peers:
-                    self.send(ins.owner, Kind.LEASE_ENDED, (ins.worker, ins.why))
-            elif isinstance(ins, ActorLocation):
-                for caller in ins.to:
-                    if caller in self.peers:
-                        self.send(caller, Kind.ACTOR_LOCATION,
-                                  (ins.actor_id, ins.address, ins.why, ins.restarting))
-            elif isinstance(ins, ForgetPeer):
-                # Its messages are dropped from now on, and it hears no heartbeat: if it
-                # still runs (its node was cut off), it stops on its own.
-                self.peers.pop(ins.process_id, None)
+            carriers[type(ins)](ins)
+
+    def carry_execute(self, ins: Execute) -> None:
+        self.send(ins.worker, Kind.EXECUTE, (ins.specs, ins.functions,
+                                             self.data_addresses(ins.specs)))
+        if self.history is not None:
+            self.history.started(ins.worker, self.scheduler.workers, time.time())
+
+    def carry_cancel_running(self, ins: CancelRunning) -> None:
+        self.send(ins.worker, Kind.CANCEL, (ins.task_id, ins.force))
+
+    def carry_spawn(self, ins: Spawn) -> None:
+        self.send(ins.agent, Kind.SPAWN_WORKER, (ins.number,))
+
+    def carry_steal(self, ins: Steal) -> None:
+        self.send(ins.worker, Kind.STEAL, (ins.number,))
+
+    def carry_kill_worker(self, ins: KillWorker) -> None:
+        self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, True))
+
+    def carry_retire(self, ins: Retire) -> None:
+        self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, False))
+
+    def carry_lease_answer(self, ins: LeaseAnswer) -> None:
+        self.send(ins.owner, Kind.LEASE, (ins.request, ins.worker, ins.address))
+
+    def carry_lease_ended(self, ins: LeaseEnded) -> None:
+        if ins.owner in self.peers:
+            self.send(ins.owner, Kind.LEASE_ENDED, (ins.worker, ins.why))
+
+    def carry_actor_location(self, ins: ActorLocation) -> None:
+        for caller in ins.to:
+            if caller in self.peers:
+                self.send(caller, Kind.ACTOR_LOCATION,
+                          (ins.actor_id, ins.address, ins.why, ins.restarting))
+
+    def carry_forget_peer(self, ins: ForgetPeer) -> None:
+        # Its messages are dropped from now on, and it hears no heartbeat: if it still
+        # runs (its node was cut off), it stops on its own.
+        self.peers.pop(ins.process_id, None)
 
     def data_addresses(self, specs: list[TaskSpec]) -> dict[bytes, str]:
         """Where the specs' owners take large results straight from the worker (the
