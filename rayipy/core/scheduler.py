@@ -62,7 +62,8 @@ class Scheduler(ActorScheduling, LeaseScheduling):
 
     def __init__(self) -> None:
         super().__init__()
-        self.early_workers: dict[bytes, list[tuple[bytes, int, str]]] = {}   # node id -> workers seen first
+        # node id -> (worker id, pid, address) of workers that registered before it
+        self.early_workers: dict[bytes, list[tuple[bytes, int, str]]] = {}
 
     # -- membership -------------------------------------------------------------------
     def add_node(self, node_id: bytes, agent: bytes, resources: dict[str, float],
@@ -251,7 +252,9 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         if actor_id:
             return self.cancel_actor_call(actor_id, task_id, force)
         if leased_worker:
-            return [CancelRunning(leased_worker, task_id, force)] if leased_worker in self.workers else []
+            if leased_worker not in self.workers:
+                return []
+            return [CancelRunning(leased_worker, task_id, force)]
         return self.cancel(task_id, force, CANCELLED,
                            TaskCancelledError(detail="cancelled before it started"))
 

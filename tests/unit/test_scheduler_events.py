@@ -154,7 +154,8 @@ def test_an_actor_is_found_by_name_while_alive():
     assert s.actor_by_name("counter") == (creation.actor_id, "Counter", {"inc": {}})
     out = s.kill_actor(creation.actor_id, "killed")
     assert of(out, KillWorker)
-    with pytest.raises(ValueError, match=r"^no live actor is named 'counter'; named actors now: none$"):
+    with pytest.raises(ValueError,
+                       match=r"^no live actor is named 'counter'; named actors now: none$"):
         s.actor_by_name("counter")
 
 
@@ -165,7 +166,8 @@ def test_an_unknown_name_lists_the_live_names():
         s.register_actor_name(name, creation.actor_id)
         s.submit([creation])
     s.register_actor_name("c", b"not created yet")   # named before its creation arrives
-    with pytest.raises(ValueError, match=r"no live actor is named 'x'; named actors now: 'a', 'b'$"):
+    with pytest.raises(ValueError,
+                       match=r"no live actor is named 'x'; named actors now: 'a', 'b'$"):
         s.actor_by_name("x")
     with pytest.raises(ValueError, match="no live actor is named 'c'"):
         s.actor_by_name("c")
