@@ -3,13 +3,19 @@
 An actor gets an idle pool worker of its own; its calls do not pass through here (they
 go straight from callers to that worker), so this part only places actors, answers
 ``LOCATE_ACTOR``, keeps names, restarts actors within ``max_restarts`` and announces
-their deaths. A mixin of ``Scheduler``: it uses the scheduler's nodes, workers and tasks.
+their deaths. It reads the shared records and steps of ``SchedulerState`` and defines
+the actor records below; ``Scheduler`` builds on it.
 """
 
 from __future__ import annotations
 
-from rayipy.core.instructions import ActorLocation, CancelRunning, KillWorker, Spawn
-from rayipy.core.state import TaskRecord, Worker
+import collections
+from typing import Any
+
+from rayipy.core.instructions import ActorLocation, CancelRunning, Instruction, KillWorker, Spawn
+from rayipy.core.scheduler_state import SchedulerState
+from rayipy.core.state import TaskRecord, Worker, WorkerState
+from rayipy.exceptions import ActorDiedError
 from rayipy.protocol.messages import CRASHED, TaskSpec
 
 
@@ -23,25 +29,33 @@ class Actor:
         self.dead: str = ""                 # why it died, once it has
         self.subscribers: set[bytes] = {creation.task_id[:8]}   # told where it is
         restarts = options.get("max_restarts", 0)
-        self.restarts_left = 2**31 if restarts == -1 else restarts
+        self.restarts_left: int = 2**31 if restarts == -1 else restarts
         self.detached = options.get("lifetime") == "detached"
-        self.name = options.get("name")
+        self.name: str | None = options.get("name")
 
 
 def actor_died_error(spec: TaskSpec, why: str) -> BaseException:
-    from rayipy.exceptions import ActorDiedError
+    """The error a call (or the creation) of a dead actor fails with."""
     what = "creating the actor" if spec.method == "__init__" else f"calling {spec.name!r}"
     return ActorDiedError(f"the actor is dead: {why} (while {what})")
 
 
-class ActorScheduling:
-    def _actor_worker_died(self, worker: "Worker", error: BaseException) -> list:
-        actor = self.actors.get(worker.actor)
-        why = actor.dead if actor is not None and actor.dead else str(error)
-        out = []
-        queue = [t for t in worker.queue if t in self.tasks]   # only its creation, if any
+class ActorScheduling(SchedulerState):
+    """Actors: creation, placement, location, names, restarts and deaths."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.actors: dict[bytes, Actor] = {}
+        self.actor_names: dict[str, bytes] = {}
+        self.early_locates: dict[bytes, set[bytes]] = {}   # actor id -> callers, before creation
+        self.creating: collections.deque[bytes] = collections.deque()   # actor ids to place
+
+    def _actor_worker_died(self, worker: Worker, error: BaseException) -> list[Instruction]:
+        actor = self.actors.get(worker.actor) if worker.actor is not None else None
         if actor is None:
-            return out
+            return []
+        why = actor.dead or str(error)
+        queue = [t for t in worker.queue if t in self.tasks]   # only its creation, if any
         if not actor.dead and actor.restarts_left > 0:
             # Restart: rerun the constructor on a new worker. Calls in flight fail at their
             # callers (they may have half-run); later calls wait there for the new address.
@@ -51,6 +65,7 @@ class ActorScheduling:
             self.creating.append(actor.creation.actor_id)
             return [ActorLocation(actor.creation.actor_id, tuple(actor.subscribers), "",
                                   why + "; the actor is restarting", True)]
+        out: list[Instruction] = []
         if not actor.dead:
             actor.dead = why
             self._forget_name(actor)
@@ -59,7 +74,7 @@ class ActorScheduling:
             out.append(self._fail(task_id, CRASHED, actor_died_error(self.tasks[task_id].spec, why)))
         return out
 
-    def _forget_name(self, actor: "Actor") -> None:
+    def _forget_name(self, actor: Actor) -> None:
         if actor.name and self.actor_names.get(actor.name) == actor.creation.actor_id:
             del self.actor_names[actor.name]
 
@@ -71,9 +86,24 @@ class ActorScheduling:
         self.actor_names[name] = actor_id
         return None
 
-    def drop_owner_actors(self, owner: bytes) -> list:
+    def actor_by_name(self, name: str) -> tuple[bytes, str, Any]:
+        """The live actor named ``name``: (actor id, class name, methods).
+
+        Raises ValueError naming the live actors when there is none of that name.
+        """
+        actor_id = self.actor_names.get(name)
+        actor = self.actors.get(actor_id) if actor_id else None
+        if actor_id is None or actor is None or actor.dead:
+            known = sorted(n for n, a in self.actor_names.items()
+                           if a in self.actors and not self.actors[a].dead)
+            raise ValueError(f"no live actor is named {name!r}; named actors now: "
+                             f"{', '.join(map(repr, known)) or 'none'}")
+        options = dict(actor.creation.options)
+        return actor_id, options["class_name"], options["methods"]
+
+    def drop_owner_actors(self, owner: bytes) -> list[Instruction]:
         """A driver is gone: its actors go too, unless detached."""
-        out: list = []
+        out: list[Instruction] = []
         for actor_id, actor in list(self.actors.items()):
             if actor_id[:8] == owner and not actor.detached and not actor.dead:
                 out.extend(self.kill_actor(actor_id, "the driver that created it exited"))
@@ -82,12 +112,12 @@ class ActorScheduling:
                                      "the process that created it has exited"))
         return out
 
-    def _submit_actor_spec(self, spec: TaskSpec) -> list:
+    def _submit_actor_spec(self, spec: TaskSpec) -> list[Instruction]:
         self.tasks[spec.task_id] = TaskRecord(spec)
         if spec.method == "__init__":
             actor = self.actors[spec.actor_id] = Actor(spec)
             actor.subscribers |= self.early_locates.pop(spec.actor_id, set())
-            if self.nodes and not any(n.could_ever_fit(spec.resources) for n in self.nodes.values()):
+            if self._fits_nowhere(spec):
                 self.tasks.pop(spec.task_id)
                 message = self.impossible_message(spec)
                 actor.dead = f"it cannot be created: {message}"
@@ -100,7 +130,7 @@ class ActorScheduling:
         return [self._fail(spec.task_id, CRASHED, actor_died_error(
             spec, "actor calls must be sent to the actor's worker, not the head"))]
 
-    def locate_actor(self, actor_id: bytes, requester: bytes) -> list:
+    def locate_actor(self, actor_id: bytes, requester: bytes) -> list[Instruction]:
         """A caller asks where an actor is: now if placed, else once it is."""
         actor = self.actors.get(actor_id)
         if actor is None:
@@ -117,9 +147,9 @@ class ActorScheduling:
             return [ActorLocation(actor_id, (requester,), self.workers[actor.worker].address)]
         return []
 
-    def _place_actors(self) -> list:
+    def _place_actors(self) -> list[Instruction]:
         """Give each actor waiting for creation an idle worker, which serves it alone."""
-        out: list = []
+        out: list[Instruction] = []
         while self.creating:
             actor = self.actors.get(self.creating[0])
             if actor is None or actor.dead:
@@ -132,9 +162,11 @@ class ActorScheduling:
             # worker first; otherwise any idle worker, on the least loaded node.
             node = min(fitting, key=lambda n: (n.spread_count if spread else 0, n.load()),
                        default=None)
+            worker: Worker | None
             if spread:
                 worker = next((self.workers[w] for w in node.workers
-                               if self._idle(self.workers[w])), None) if node else None
+                               if self.workers[w].state is WorkerState.IDLE),
+                              None) if node else None
             else:
                 worker = self._pick_worker(request, 0)
             if worker is None:
@@ -146,7 +178,7 @@ class ActorScheduling:
             self.creating.popleft()
             node = self.nodes[worker.node_id]
             worker.actor = actor.creation.actor_id
-            self._hold(worker, request)
+            self._allocate(worker, request, WorkerState.ACTOR)
             if spread:
                 node.spread_count += 1
             actor.worker = worker.worker_id
@@ -158,13 +190,14 @@ class ActorScheduling:
                                      worker.address))
         return out
 
-    def kill_actor(self, actor_id: bytes, why: str) -> list:
+    def kill_actor(self, actor_id: bytes, why: str) -> list[Instruction]:
+        """Kill an actor (``kill``, or its driver left): callers hear why; its worker goes."""
         actor = self.actors.get(actor_id)
         if actor is None or actor.dead:
             return []
         actor.dead = why
         self._forget_name(actor)
-        out: list = [ActorLocation(actor_id, tuple(actor.subscribers), "", why)]
+        out: list[Instruction] = [ActorLocation(actor_id, tuple(actor.subscribers), "", why)]
         if actor.worker is not None and actor.worker in self.workers:
             worker = self.workers[actor.worker]
             out.append(KillWorker(self.nodes[worker.node_id].agent, worker.worker_id))
@@ -173,7 +206,8 @@ class ActorScheduling:
                                   actor_died_error(actor.creation, why)))
         return out
 
-    def cancel_actor_call(self, actor_id: bytes, task_id: bytes, force: bool) -> list:
+    def cancel_actor_call(self, actor_id: bytes, task_id: bytes, force: bool) -> list[Instruction]:
+        """Cancel a call sent straight to an actor's worker: tell that worker."""
         actor = self.actors.get(actor_id)
         if actor is None or actor.dead or actor.worker is None:
             return []

@@ -1,44 +1,53 @@
 """What the scheduler tells the head to do: plain records, one per kind of action.
 
-The scheduler returns lists of these; the head carries each out (``Head.carry_out``).
+The scheduler returns lists of these; the head carries each out through a table keyed
+by type (``Head.carriers``), which has an entry for every type in ``INSTRUCTION_TYPES``.
+The set is closed: a new instruction needs a carrier, and a test checks that it has one.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Union, get_args
 
+from rayipy.core.state import Request
 from rayipy.protocol.messages import TaskSpec
 
 
 class Execute(NamedTuple):
+    """Send tasks to a worker (it queues them behind what it runs)."""
     worker: bytes
-    specs: list
-    functions: list          # [(function_id, bytes)] the worker has not seen yet
+    specs: list[TaskSpec]
+    functions: list[tuple[bytes, bytes]]   # (function_id, bytes) the worker has not seen yet
 
 
 class Fail(NamedTuple):
+    """Tell a task's owner that it failed, with the error it gets from ``get``."""
     task: TaskSpec
     status: int              # messages.CANCELLED / CRASHED / ERROR
     error: BaseException
 
 
 class CancelRunning(NamedTuple):
+    """Ask a worker to cancel a task it has (running or queued)."""
     worker: bytes
     task_id: bytes
     force: bool
 
 
 class Spawn(NamedTuple):
+    """Ask a node agent to start ``number`` more workers."""
     agent: bytes
-    count: int
+    number: int
 
 
 class Steal(NamedTuple):
+    """Ask a worker to give back up to ``number`` tasks queued behind its running one."""
     worker: bytes
-    count: int
+    number: int
 
 
 class KillWorker(NamedTuple):
+    """Kill a worker at once (its actor was killed)."""
     agent: bytes
     worker: bytes
 
@@ -52,7 +61,7 @@ class Retire(NamedTuple):
 class LeaseAnswer(NamedTuple):
     """To a driver that asked for a worker lease: the worker (address ""  = none free)."""
     owner: bytes
-    request: tuple
+    request: Request
     worker: bytes
     address: str
 
@@ -67,7 +76,18 @@ class LeaseEnded(NamedTuple):
 class ActorLocation(NamedTuple):
     """Tell callers where an actor is (address), or that it is gone (why)."""
     actor_id: bytes
-    to: tuple
+    to: tuple[bytes, ...]
     address: str
     why: str = ""
     restarting: bool = False
+
+
+class ForgetPeer(NamedTuple):
+    """A process is gone with its node: stop talking to it (and drop what it sends)."""
+    process_id: bytes
+
+
+Instruction = Union[Execute, Fail, CancelRunning, Spawn, Steal, KillWorker, Retire,
+                    LeaseAnswer, LeaseEnded, ActorLocation, ForgetPeer]
+
+INSTRUCTION_TYPES: tuple[type, ...] = get_args(Instruction)

@@ -5,55 +5,52 @@ died...) and returns the instructions the head must carry out. No sockets, no cl
 read except where a timestamp is passed in; tested with plain asserts.
 
 Resources. A node has totals (CPU, GPU, memory, custom) and what is left. A worker
-holds a *lease*: the resources of the task it runs, taken from its node when the worker
-starts its first task and given back when its queue empties. Tasks with exactly the
-same resource request may queue behind the running one on the same worker (pipelining),
-so a worker never sits idle waiting for the head between short tasks; how many depends
-on how long the function's tasks take (about ``PIPELINE_SECONDS`` of work queued).
+holds an *allocation*: the resources of the task it runs, taken from its node when the
+worker starts its first task and given back when its queue empties. Tasks with exactly
+the same resource request may queue behind the running one on the same worker
+(pipelining), so a worker never sits idle waiting for the head between short tasks; how
+many depends on how long the function's tasks take (about ``PIPELINE_SECONDS`` of work
+queued). A *lease* is something else: a worker lent to a driver (``lease_scheduling``).
 
-Nested tasks. A worker whose task blocks in ``get`` gives back its lease and the tasks
-queued behind the blocked one; the node's freed CPU then lets the head start another
-worker if tasks are waiting, so a task waiting on its children never starves them.
+Nested tasks. A worker whose task blocks in ``get`` gives back its allocation (all but
+its GPUs) and the tasks queued behind the blocked one; the node's freed CPU then lets
+the head start another worker if tasks are waiting, so a task waiting on its children
+never starves them.
 
-Around this module: ``state`` holds the records (nodes, workers, tasks), ``instructions``
-the actions returned, and two mixins of Scheduler hold the actor part
-(``actor_scheduling``) and the worker-lease part (``lease_scheduling``).
+Around this module: ``state`` holds the records (nodes, workers and their
+``WorkerState``, tasks), ``instructions`` the actions returned, ``scheduler_state`` the
+shared records and steps, and ``actor_scheduling`` and ``lease_scheduling`` the actor
+and lease parts this class builds on (the layers are drawn in ``scheduler_state``).
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Iterable
+from typing import Any, Iterable
 
 from rayipy.core.actor_scheduling import Actor, ActorScheduling, actor_died_error
-from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, KillWorker,
-                                      LeaseAnswer, LeaseEnded, Retire, Spawn, Steal)
+from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, ForgetPeer,
+                                      Instruction, KillWorker, LeaseAnswer, LeaseEnded, Retire,
+                                      Spawn, Steal)
 from rayipy.core.lease_scheduling import LeaseScheduling
-from rayipy.core.state import Node, TaskRecord, Worker
-from rayipy.protocol.messages import TaskSpec
+from rayipy.core.objects import owner_of
+from rayipy.core.scheduler_state import describe_request, gpu_amount, without_gpus
+from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerState
+from rayipy.exceptions import TaskCancelledError, WorkerCrashedError
+from rayipy.protocol.messages import CANCELLED, CRASHED, TaskSpec
 
-__all__ = ["Actor", "ActorLocation", "CancelRunning", "Execute", "Fail", "KillWorker",
-           "LeaseAnswer", "LeaseEnded", "Retire", "Scheduler", "Spawn", "Steal",
-           "actor_died_error"]
+__all__ = ["Actor", "ActorLocation", "CancelRunning", "Execute", "Fail", "ForgetPeer",
+           "Instruction", "KillWorker", "LeaseAnswer", "LeaseEnded", "Retire", "Scheduler",
+           "Spawn", "Steal", "actor_died_error", "describe_request", "gpu_amount",
+           "without_gpus"]
 
 PIPELINE_SECONDS = 0.02     # queue about this much work per worker
 MAX_PIPELINE = 64
 UNKNOWN_DURATION_DEPTH = 2  # one running, one waiting, until durations are known
 IDLE_RETIRE_SECONDS = 10.0  # an extra worker idle this long is stopped
 
-
-def describe_request(request: tuple) -> str:
-    return ", ".join(f"{name}={amount:g}" for name, amount in request) or "nothing"
-
-
-def gpu_amount(request: tuple) -> float:
-    return dict(request).get("GPU", 0.0)
-
-
-def without_gpus(request: tuple) -> tuple:
-    """What a worker blocked in ``get`` gives back: its CPUs and the rest, not its GPUs
-    (their device ids stay its own, as in Ray)."""
-    return tuple(item for item in request if item[0] != "GPU")
+IDLE, RUNNING, BLOCKED = WorkerState.IDLE, WorkerState.RUNNING, WorkerState.BLOCKED
+ACTOR, LEASED = WorkerState.ACTOR, WorkerState.LEASED
 
 
 def is_spread(spec: TaskSpec) -> bool:
@@ -61,29 +58,23 @@ def is_spread(spec: TaskSpec) -> bool:
 
 
 class Scheduler(ActorScheduling, LeaseScheduling):
+    """Events in, instructions out: the head's whole scheduling state."""
+
     def __init__(self) -> None:
-        self.nodes: dict[bytes, Node] = {}
-        self.workers: dict[bytes, Worker] = {}
-        self.tasks: dict[bytes, TaskRecord] = {}
-        self.ready: dict[tuple, collections.deque[bytes]] = {}   # resource request -> task ids
-        self.early_workers: dict[bytes, list] = {}               # node id -> workers seen first
-        self.actors: dict[bytes, Actor] = {}
-        self.actor_names: dict[str, bytes] = {}
-        self.early_locates: dict[bytes, set[bytes]] = {}   # actor id -> callers, before creation
-        self.live_owners: set[bytes] = set()               # drivers and workers connected
-        self.creating: collections.deque[bytes] = collections.deque()   # actor ids to place
-        self.functions: dict[bytes, bytes] = {}
-        self.durations: dict[bytes, float] = {}                 # function id -> EWMA seconds
-        self.counts = collections.Counter()                     # submitted, finished, failed...
+        super().__init__()
+        # node id -> (worker id, pid, address) of workers that registered before it
+        self.early_workers: dict[bytes, list[tuple[bytes, int, str]]] = {}
 
     # -- membership -------------------------------------------------------------------
-    def add_node(self, node_id: bytes, agent: bytes, resources: dict[str, float], info: dict) -> list:
+    def add_node(self, node_id: bytes, agent: bytes, resources: dict[str, float],
+                 info: dict[str, Any]) -> list[Instruction]:
         self.nodes[node_id] = Node(node_id, agent, resources, info)
         for worker_id, pid, address in self.early_workers.pop(node_id, []):
             self._attach_worker(worker_id, node_id, pid, address)
         return self.dispatch()
 
-    def add_worker(self, worker_id: bytes, node_id: bytes, pid: int, address: str = "") -> list:
+    def add_worker(self, worker_id: bytes, node_id: bytes, pid: int,
+                   address: str = "") -> list[Instruction]:
         node = self.nodes.get(node_id)
         if node is None:
             # Its registration overtook its agent's (separate connections): wait for the node.
@@ -99,19 +90,50 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         worker = self.workers[worker_id] = Worker(worker_id, node_id, pid)
         worker.address = address
 
+    def owner_joined(self, process_id: bytes, driver: bool) -> None:
+        """A driver or a worker connected: it may own tasks, objects and actors."""
+        self.live_owners.add(process_id)
+        if driver:
+            self.drivers.add(process_id)
+
+    def owner_left(self, process_id: bytes) -> list[Instruction]:
+        """A driver or worker is gone. A driver's queued tasks, leases and (not detached)
+        actors go with it, and the workers that frees take what waits."""
+        self.live_owners.discard(process_id)
+        if process_id not in self.drivers:
+            return []
+        self.drivers.discard(process_id)
+        self.drop_owner(process_id)
+        return self.drop_owner_actors(process_id) + self.dispatch()
+
+    def worker_died(self, worker_id: bytes, why: str) -> list[Instruction]:
+        """A worker process died (its agent saw it exit, or its node is gone)."""
+        self.live_owners.discard(worker_id)
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            for waiting in self.early_workers.values():   # died before its node registered
+                waiting[:] = [w for w in waiting if w[0] != worker_id]
+            return []
+        crash = WorkerCrashedError(f"the worker process (pid {worker.pid}) died: {why}")
+        return self.remove_worker(worker_id, crash, CRASHED, CANCELLED)
+
     def remove_worker(self, worker_id: bytes, error: BaseException, crashed_status: int,
-                      cancelled_status: int) -> list:
-        """A worker process died: retry what it ran (within max_retries), requeue the rest."""
+                      cancelled_status: int) -> list[Instruction]:
+        """A worker process died: retry what it ran (within max_retries), requeue the rest.
+
+        Its running task fails with ``error`` and ``crashed_status`` once out of retries;
+        its cancelled tasks fail as cancelled (``cancelled_status``).
+        """
         worker = self.workers.pop(worker_id, None)
         if worker is None:
             return []
         node = self.nodes.get(worker.node_id)
         if node is not None:
             node.workers.discard(worker_id)
-            self._give_back(worker)
+            self._free_allocation(worker)
             if node.leaving and not node.workers:
                 del self.nodes[node.node_id]
-        out: list = []
+        out: list[Instruction] = []
         if worker.leased_to:
             out.append(LeaseEnded(worker.leased_to, worker_id, str(error)))
         if worker.actor is not None:
@@ -124,7 +146,8 @@ class Scheduler(ActorScheduling, LeaseScheduling):
             record.worker = None
             spec = record.spec
             if record.cancelled:
-                out.append(self._fail(task_id, cancelled_status, error))
+                out.append(self._fail(task_id, cancelled_status, TaskCancelledError(
+                    detail="its worker was killed (force=True)")))
                 continue
             if position == 0:  # it was running
                 if spec.attempt >= spec.max_retries:
@@ -139,7 +162,7 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         """Forget a node; returns its workers, which the caller removes one by one.
 
         The node stays in the table until its last worker is removed, so that removing
-        them can still give back leases; it takes no new work meanwhile.
+        them can still free their allocations; it takes no new work meanwhile.
         """
         node = self.nodes.get(node_id)
         if node is None:
@@ -151,12 +174,28 @@ class Scheduler(ActorScheduling, LeaseScheduling):
             del self.nodes[node_id]
         return list(node.workers)
 
+    def node_lost(self, node_id: bytes, why: str) -> list[Instruction]:
+        """A node is gone (its agent left, or fell silent): its workers die with it.
+
+        ``nodes()`` keeps listing it, dead, in ``lost_nodes``. A node already leaving is
+        left alone (its agent's goodbye and its silence may both arrive).
+        """
+        node = self.nodes.get(node_id)
+        if node is None or node.leaving:
+            return []
+        self.lost_nodes.append(LostNode(node_id, dict(node.total), node.info, why))
+        out: list[Instruction] = []
+        for worker_id in self.remove_node(node_id):
+            out.append(ForgetPeer(worker_id))
+            out.extend(self.worker_died(worker_id, why))
+        return out
+
     # -- tasks --------------------------------------------------------------------------
     def add_function(self, function_id: bytes, data: bytes) -> None:
         self.functions[function_id] = data
 
-    def submit(self, specs: Iterable[TaskSpec]) -> list:
-        out: list = []
+    def submit(self, specs: Iterable[TaskSpec]) -> list[Instruction]:
+        out: list[Instruction] = []
         for spec in specs:
             self.counts["submitted"] += 1
             if spec.actor_id:
@@ -169,36 +208,8 @@ class Scheduler(ActorScheduling, LeaseScheduling):
             self.ready.setdefault(spec.resources, collections.deque()).append(spec.task_id)
         return out + self.dispatch()
 
-    def _assign(self, worker: "Worker", task_ids: list) -> "Execute":
-        specs = []
-        for task_id in task_ids:
-            record = self.tasks[task_id]
-            record.worker = worker.worker_id
-            worker.queue.append(task_id)
-            specs.append(self._spec_for(worker, record.spec))
-        return Execute(worker.worker_id, specs, self._new_functions(worker, specs))
-
-    def _new_functions(self, worker: "Worker", specs: list) -> list:
-        new_functions = []
-        for spec in specs:
-            fid = spec.function_id
-            if fid and fid not in worker.functions:
-                worker.functions.add(fid)
-                new_functions.append((fid, self.functions.get(fid, b"")))
-        return new_functions
-
-    def impossible_message(self, spec: TaskSpec) -> str:
-        missing = []
-        for name, amount in spec.resources:
-            best = max((n.total.get(name, 0.0) for n in self.nodes.values()), default=0.0)
-            if best < amount:
-                missing.append(f"{name}={amount:g} (the largest node has {best:g})")
-        what = f"actor {spec.name[:-9]!r}" if spec.method == "__init__" else f"task {spec.name!r}"
-        return (f"{what} asks for {describe_request(spec.resources)}, but no node "
-                f"in the cluster has {' and '.join(missing)}. Lower the request or add a node "
-                f"that has these resources.")
-
-    def finished(self, worker_id: bytes, task_ids: Iterable[bytes], durations: Iterable[float]) -> list:
+    def finished(self, worker_id: bytes, task_ids: Iterable[bytes],
+                 durations: Iterable[float]) -> list[Instruction]:
         worker = self.workers.get(worker_id)
         for task_id, duration in zip(task_ids, durations):
             record = self.tasks.pop(task_id, None)
@@ -212,11 +223,13 @@ class Scheduler(ActorScheduling, LeaseScheduling):
                     worker.queue.remove(task_id)
                 except ValueError:
                     pass
-        if worker is not None and not worker.queue and worker.actor is None and not worker.leased_to:
-            self._release_lease(worker)
+        if worker is not None and not worker.queue:
+            self._free_allocation_if_done(worker)
         return self.dispatch()
 
-    def cancel(self, task_id: bytes, force: bool, cancelled_status: int, error: BaseException) -> list:
+    def cancel(self, task_id: bytes, force: bool, cancelled_status: int,
+               error: BaseException) -> list[Instruction]:
+        """Cancel a task sent through the head: fail it if it waits here, else ask its worker."""
         record = self.tasks.get(task_id)
         if record is None:
             return []
@@ -232,39 +245,57 @@ class Scheduler(ActorScheduling, LeaseScheduling):
             return [self._fail(task_id, cancelled_status, error)]
         return [CancelRunning(record.worker, task_id, force)]
 
-    def blocked(self, worker_id: bytes, returned: Iterable[bytes]) -> list:
+    def cancel_requested(self, task_id: bytes, force: bool, actor_id: bytes,
+                         leased_worker: bytes) -> list[Instruction]:
+        """An owner cancels a task, wherever it sent it: to an actor's worker, to a worker
+        leased to it, or through the head."""
+        if actor_id:
+            return self.cancel_actor_call(actor_id, task_id, force)
+        if leased_worker:
+            if leased_worker not in self.workers:
+                return []
+            return [CancelRunning(leased_worker, task_id, force)]
+        return self.cancel(task_id, force, CANCELLED,
+                           TaskCancelledError(detail="cancelled before it started"))
+
+    def blocked(self, worker_id: bytes, returned: list[bytes]) -> list[Instruction]:
+        """A worker's task waits in ``get``: it gives back its allocation (not its GPUs)
+        and the tasks queued behind it (``returned``)."""
         worker = self.workers.get(worker_id)
-        if worker is None or worker.blocked or worker.actor is not None:
+        if worker is None or worker.state is BLOCKED or worker.state is ACTOR:
             return []  # an actor's calls stay with it, in order
-        worker.blocked = True
+        worker.state = BLOCKED
         self._take_back(worker, returned)
-        if worker.lease is not None:
-            self.nodes[worker.node_id].take(without_gpus(worker.lease), -1)
+        if worker.allocation is not None:
+            self.nodes[worker.node_id].take(without_gpus(worker.allocation), -1)
         return self.dispatch()
 
-    def unblocked(self, worker_id: bytes) -> list:
+    def unblocked(self, worker_id: bytes) -> list[Instruction]:
+        """A blocked worker's task resumes: it takes its allocation back, if it has work."""
         worker = self.workers.get(worker_id)
-        if worker is None or not worker.blocked:
+        if worker is None or worker.state is not BLOCKED:
             return []
-        if worker.lease is not None:
-            if worker.queue or worker.leased_to:
-                self.nodes[worker.node_id].take(without_gpus(worker.lease))
-            else:
-                self._give_back(worker)
-                worker.lease = None
-        worker.blocked = False
+        if worker.allocation is not None and (worker.queue or worker.leased_to):
+            self.nodes[worker.node_id].take(without_gpus(worker.allocation))
+        else:
+            self._free_allocation(worker)   # still BLOCKED: its GPUs only
+        if worker.leased_to:
+            worker.state = LEASED
+        elif worker.allocation is not None:
+            worker.state = RUNNING
+        else:
+            self._become_idle(worker)
         return []
 
-    def returned(self, worker_id: bytes, task_ids: Iterable[bytes]) -> list:
+    def returned(self, worker_id: bytes, task_ids: list[bytes]) -> list[Instruction]:
+        """A worker gave back unstarted tasks (asked to by a Steal, or sent while blocked)."""
         worker = self.workers.get(worker_id)
         if worker is None:
             return []
-        worker.stealing = False
+        worker.steal_pending = False
         self._take_back(worker, task_ids)
-        if worker.blocked:
-            return self.dispatch()
-        if not worker.queue:
-            self._release_lease(worker)
+        if worker.state is not BLOCKED:
+            self._free_allocation_if_done(worker)
         return self.dispatch()
 
     def drop_owner(self, owner: bytes) -> None:
@@ -274,25 +305,22 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         it would never be acknowledged (``RESULTS_RECEIVED``) and hold the worker.
         """
         for worker in self.workers.values():
-            if worker.actor is None and any(t[:8] == owner for t in worker.queue):
+            if worker.state is not ACTOR and any(t[:8] == owner for t in worker.queue):
                 for task_id in [t for t in worker.queue if t[:8] == owner]:
                     worker.queue.remove(task_id)
                     self.tasks.pop(task_id, None)
-                if not worker.queue and not worker.leased_to:
-                    self._release_lease(worker)
+                self._free_allocation_if_done(worker)
             if worker.leased_to == owner:
-                worker.leased_to = None
-                if not worker.queue:
-                    self._release_lease(worker)
+                self._end_lease(worker)
         for queue in self.ready.values():
             for task_id in [t for t in queue if t[:8] == owner]:
                 queue.remove(task_id)
                 self.tasks.pop(task_id, None)
 
     # -- placement ------------------------------------------------------------------------
-    def dispatch(self) -> list:
-        assigned: dict[bytes, list] = {}
-        out: list = self._place_actors() if self.creating else []
+    def dispatch(self) -> list[Instruction]:
+        assigned: dict[bytes, list[TaskSpec]] = {}
+        out: list[Instruction] = self._place_actors() if self.creating else []
         for request, queue in self.ready.items():
             if not queue:
                 continue
@@ -304,8 +332,8 @@ class Scheduler(ActorScheduling, LeaseScheduling):
                 if worker is None:
                     break
                 task_id = queue.popleft()
-                if worker.lease is None:
-                    self._hold(worker, request)
+                if worker.state is IDLE:
+                    self._allocate(worker, request, RUNNING)
                 if spread:
                     self.nodes[worker.node_id].spread_count += 1
                 worker.queue.append(task_id)
@@ -313,96 +341,35 @@ class Scheduler(ActorScheduling, LeaseScheduling):
                 assigned.setdefault(worker.worker_id, []).append(self._spec_for(worker, record.spec))
             if queue:
                 out.extend(self._grow_or_steal(request, queue))
-                out.extend(self._revoke_leases())
+                out.extend(self._recall_leases())
         for worker_id, specs in assigned.items():
             out.append(Execute(worker_id, specs, self._new_functions(self.workers[worker_id], specs)))
         return out + self._steal_for_idle()
 
-    def _steal_for_idle(self) -> list:
+    def _steal_for_idle(self) -> list[Instruction]:
         """Idle workers, nothing left to hand out: take back tasks queued behind others.
 
         Pipelining guesses how long tasks take; when it guessed wrong (a long task with
         short ones queued behind it), the short ones move to a worker that is free.
         """
-        idle = [w for w in self.workers.values() if w.lease is None and not w.blocked
-                and w.actor is None and not w.leased_to and not self.nodes[w.node_id].leaving]
+        idle = [w for w in self.workers.values()
+                if w.state is IDLE and not self.nodes[w.node_id].leaving]
         if not idle:
             return []
-        victims = sorted((w for w in self.workers.values() if len(w.queue) >= 2 and not w.stealing
-                          and not w.blocked and w.actor is None), key=lambda w: -len(w.queue))
-        out: list = []
+        victims = sorted((w for w in self.workers.values() if w.state is RUNNING
+                          and len(w.queue) >= 2 and not w.steal_pending),
+                         key=lambda w: -len(w.queue))
+        out: list[Instruction] = []
         for victim in victims:
-            thief = next((w for w in idle if self.nodes[w.node_id].fits(victim.lease)), None)
+            allocation = victim.allocation
+            assert allocation is not None   # RUNNING holds one
+            thief = next((w for w in idle if self.nodes[w.node_id].fits(allocation)), None)
             if thief is None:
                 continue
             idle.remove(thief)
-            victim.stealing = True
+            victim.steal_pending = True
             out.append(Steal(victim.worker_id, max(1, (len(victim.queue) - 1 + 1) // 2)))
         return out
-
-    def _pick_worker(self, request: tuple, depth: int, spread: bool = False) -> Worker | None:
-        """An idle worker if one fits, on the least loaded node; else the worker with the
-        shortest queue of the same request, if shorter than ``depth``. With ``spread``, the
-        node that got the fewest SPREAD tasks comes first, idle worker or not."""
-        idle = None
-        idle_rank: tuple = ()
-        best = None
-        best_rank: tuple = ()
-        for worker in self.workers.values():
-            if worker.blocked or worker.stealing or worker.actor is not None or worker.leased_to:
-                continue
-            node = self.nodes[worker.node_id]
-            if node.leaving:
-                continue
-            if worker.lease is None:
-                if node.fits(request):
-                    rank = (node.spread_count, 0, node.load()) if spread else (node.load(),)
-                    if idle is None or rank < idle_rank:
-                        idle, idle_rank = worker, rank
-                continue
-            n = len(worker.queue)
-            if worker.lease == request and n < depth:
-                rank = (node.spread_count, 1, n) if spread else (n, node.load())
-                if best is None or rank < best_rank:
-                    best, best_rank = worker, rank
-        if spread and best is not None and (idle is None or best_rank < idle_rank):
-            return best
-        return idle or best  # an idle worker wins over queueing
-
-    @staticmethod
-    def _idle(worker: Worker) -> bool:
-        return (worker.lease is None and not worker.blocked and not worker.stealing
-                and worker.actor is None and not worker.leased_to)
-
-    def _hold(self, worker: Worker, request: tuple) -> None:
-        """The worker takes ``request`` from its node, with GPU devices of its own."""
-        node = self.nodes[worker.node_id]
-        worker.lease = request
-        node.take(request)
-        gpus = gpu_amount(request)
-        if gpus and node.gpu_free:
-            worker.gpu_ids = node.assign_gpus(gpus)
-
-    def _give_back(self, worker: Worker) -> None:
-        """Return the worker's lease to its node (a blocked worker gave back all but its
-        GPUs already). The caller clears ``worker.lease``."""
-        node = self.nodes.get(worker.node_id)
-        lease = worker.lease
-        if node is not None and lease is not None:
-            if worker.blocked:
-                node.take(tuple(item for item in lease if item[0] == "GPU"), -1)
-            else:
-                node.take(lease, -1)
-            if worker.gpu_ids:
-                node.release_gpus(worker.gpu_ids, gpu_amount(lease))
-        worker.gpu_ids = ()
-
-    @staticmethod
-    def _spec_for(worker: Worker, spec: TaskSpec) -> TaskSpec:
-        """The spec as the worker gets it: with the GPU devices it may use."""
-        if not worker.gpu_ids:
-            return spec
-        return spec._replace(options=spec.options + (("gpu_ids", worker.gpu_ids),))
 
     def _depth(self, task_id: bytes) -> int:
         duration = self.durations.get(self.tasks[task_id].spec.function_id)
@@ -410,23 +377,22 @@ class Scheduler(ActorScheduling, LeaseScheduling):
             return UNKNOWN_DURATION_DEPTH
         return max(1, min(MAX_PIPELINE, int(PIPELINE_SECONDS / max(duration, 1e-6))))
 
-    def _grow_or_steal(self, request: tuple, queue: collections.deque) -> list:
+    def _grow_or_steal(self, request: Request, queue: collections.deque[bytes]) -> list[Instruction]:
         """Tasks wait: start workers where resources are free but no worker is idle.
 
         This is how a node keeps its CPUs busy while some of its workers are blocked in
         ``get`` (they gave their CPU back): as many new workers as free slots, minus the
         workers already idle or starting.
         """
-        out: list = []
+        out: list[Instruction] = []
         cpus = dict(request).get("CPU", 0.0)
         for node in self.nodes.values():
             if not node.fits(request):
                 continue
             free_slots = int(node.available.get("CPU", 0.0) / cpus + 1e-9) if cpus else 1
-            idle = sum(1 for w in node.workers if self.workers[w].lease is None
-                       and not self.workers[w].blocked and self.workers[w].actor is None
-                       and not self.workers[w].leased_to)
-            actors = sum(1 for w in node.workers if self.workers[w].actor is not None)
+            states = [self.workers[w].state for w in node.workers]
+            idle = states.count(IDLE)
+            actors = states.count(ACTOR)
             extra_allowed = int(node.total.get("CPU", 0)) + node.max_extra_workers + actors - (
                 len(node.workers) + node.spawning)
             count = min(len(queue), free_slots, extra_allowed) - idle - node.spawning
@@ -435,42 +401,14 @@ class Scheduler(ActorScheduling, LeaseScheduling):
                 out.append(Spawn(node.agent, count))
         return out
 
-    def _release_lease(self, worker: Worker) -> None:
-        if worker.lease is not None:
-            self._give_back(worker)
-            worker.lease = None
-
-    def _take_back(self, worker: Worker, task_ids: Iterable[bytes]) -> None:
-        back = [t for t in task_ids if t in worker.queue]
-        for task_id in reversed(back):
-            worker.queue.remove(task_id)
-            record = self.tasks.get(task_id)
-            if record is not None:
-                record.worker = None
-                self._enqueue_front(task_id)
-
-    def _enqueue_front(self, task_id: bytes) -> None:
-        record = self.tasks[task_id]
-        self.ready.setdefault(record.spec.resources, collections.deque()).appendleft(task_id)
-
-    def _fail(self, task_id: bytes, status: int, error: BaseException) -> Fail:
-        record = self.tasks.pop(task_id)
-        self.counts["failed"] += 1
-        return Fail(record.spec, status, error)
-
-    def _fail_new(self, spec: TaskSpec, error: BaseException) -> Fail:
-        from rayipy.protocol.messages import ERROR
-        self.counts["failed"] += 1
-        return Fail(spec, ERROR, error)
-
-    def tick(self, now: float) -> list:
+    def tick(self, now: float) -> list[Instruction]:
         """Called about once a second: retire extra workers idle for a while."""
-        out: list = []
+        out: list[Instruction] = []
         for node in self.nodes.values():
-            pool = [self.workers[w] for w in node.workers if self.workers[w].actor is None]
+            pool = [self.workers[w] for w in node.workers if self.workers[w].state is not ACTOR]
             surplus = len(pool) - int(node.total.get("CPU", 0))
             for worker in pool:
-                if worker.lease is not None or worker.blocked or worker.queue or worker.leased_to:
+                if worker.state is not IDLE:
                     worker.idle_since = None
                     continue
                 if worker.idle_since is None:
@@ -483,14 +421,42 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         return out
 
     # -- reporting --------------------------------------------------------------------------
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, int]:
         running = sum(1 for w in self.workers.values() if w.queue)
         return {
             "queued": sum(len(q) for q in self.ready.values()),
             "running": running,
             "assigned": sum(len(w.queue) for w in self.workers.values()),
             "workers": len(self.workers),
-            "blocked_workers": sum(1 for w in self.workers.values() if w.blocked),
+            "blocked_workers": sum(1 for w in self.workers.values() if w.state is BLOCKED),
             "leased_workers": sum(1 for w in self.workers.values() if w.leased_to),
             **self.counts,
         }
+
+    def describe_workers(self) -> list[dict[str, Any]]:
+        """Every worker: id, node, pid, direct address, and what it is doing."""
+        return [{"worker_id": w.worker_id, "node_id": w.node_id.hex(), "pid": w.pid,
+                 "address": w.address, "actor": w.state is ACTOR, "blocked": w.state is BLOCKED,
+                 "tasks": len(w.queue), "leased": bool(w.leased_to)}
+                for w in self.workers.values()]
+
+    def running_tasks(self, owner: bytes) -> list[bytes]:
+        """The ids of ``owner``'s tasks running now (first in some worker's queue)."""
+        return [w.queue[0] for w in self.workers.values()
+                if w.queue and owner_of(w.queue[0]) == owner]
+
+    def total_resources(self) -> dict[str, float]:
+        """The cluster's resources: every node's totals, summed."""
+        total: dict[str, float] = {}
+        for node in self.nodes.values():
+            for name, amount in node.total.items():
+                total[name] = total.get(name, 0.0) + amount
+        return total
+
+    def available_resources(self) -> dict[str, float]:
+        """What is free now, summed over nodes (only names with something free)."""
+        total: dict[str, float] = {}
+        for node in self.nodes.values():
+            for name, amount in node.available.items():
+                total[name] = total.get(name, 0.0) + max(0.0, amount)
+        return {k: v for k, v in total.items() if v > 0}

@@ -1,8 +1,19 @@
-"""The scheduler's records of nodes, workers and tasks (state only, no decisions)."""
+"""The scheduler's records of nodes, workers and tasks (state only, no decisions).
+
+Two words with one meaning each:
+
+- an *allocation* is what a worker holds from its node: the resources of the task it
+  runs (or of its actor, or of the lease below), taken when it starts and given back
+  when it has nothing left to run;
+- a *lease* is a worker lent to a driver, which sends it tasks directly
+  (``Worker.leased_to``; the driver's side is ``rayipy.core.leases``).
+"""
 
 from __future__ import annotations
 
 import collections
+import enum
+from typing import Any, NamedTuple
 
 from rayipy.protocol.messages import TaskSpec
 
@@ -11,9 +22,15 @@ from rayipy.protocol.messages import TaskSpec
 MIN_EXTRA_WORKERS = 32
 MEMORY_PER_EXTRA_WORKER = 100 * 2**20
 
+Request = tuple[tuple[str, float], ...]
+"""A resource request, sorted by name: (("CPU", 1.0), ("GPU", 0.5))."""
+
 
 class Node:
-    def __init__(self, node_id: bytes, agent: bytes, total: dict[str, float], info: dict) -> None:
+    """A host's resources (totals and what is left), its workers, and its GPU devices."""
+
+    def __init__(self, node_id: bytes, agent: bytes, total: dict[str, float],
+                 info: dict[str, Any]) -> None:
         self.node_id = node_id
         self.agent = agent
         self.total = dict(total)
@@ -30,7 +47,8 @@ class Node:
         self.gpu_free: dict[str, float] = {str(i): 1.0 for i in ids}
         self.spread_count = 0               # tasks and actors placed here with SPREAD
 
-    def fits(self, request: tuple) -> bool:
+    def fits(self, request: Request) -> bool:
+        """Whether what is left here covers ``request`` (GPUs: by device, too)."""
         avail = self.available
         for name, amount in request:
             if avail.get(name, 0.0) < amount - 1e-9:
@@ -56,6 +74,7 @@ class Node:
         return sorted(shared, key=lambda i: self.gpu_free[i])[:1]
 
     def assign_gpus(self, amount: float) -> tuple[str, ...]:
+        """Take devices for ``amount`` GPUs; returns their ids."""
         ids = self._gpu_choice(amount)
         share = 1.0 if amount >= 1 else amount
         for i in ids:
@@ -63,39 +82,79 @@ class Node:
         return tuple(ids)
 
     def release_gpus(self, ids: tuple[str, ...], amount: float) -> None:
+        """Give back devices taken by ``assign_gpus(amount)``."""
         share = 1.0 if amount >= 1 else amount
         for i in ids:
             if i in self.gpu_free:
                 self.gpu_free[i] = min(1.0, self.gpu_free[i] + share)
 
-    def could_ever_fit(self, request: tuple) -> bool:
+    def could_ever_fit(self, request: Request) -> bool:
+        """Whether this node's totals cover ``request`` (when nothing else runs)."""
         total = self.total
         return all(total.get(name, 0.0) >= amount - 1e-9 for name, amount in request)
 
-    def take(self, request: tuple, sign: int = 1) -> None:
+    def take(self, request: Request, sign: int = 1) -> None:
+        """Subtract ``request`` from what is left (``sign=-1``: add it back)."""
         for name, amount in request:
             self.available[name] = self.available.get(name, 0.0) - sign * amount
 
 
+class LostNode(NamedTuple):
+    """A node that is gone, as ``nodes()`` still lists it (Ray lists dead nodes too)."""
+    node_id: bytes
+    total: dict[str, float]
+    info: dict[str, Any]
+    why: str
+
+
+class WorkerState(enum.Enum):
+    """What a worker does now: the one answer to "may it take this task?".
+
+    ``IDLE`` is the only state that may take a task, an actor or a lease. The dashboard
+    shows these names (a blocked worker that is leased shows as ``LEASED``).
+    """
+    IDLE = "idle"          # in the pool, no allocation, nothing queued
+    RUNNING = "running"    # in the pool, holds an allocation, runs the head of its queue
+    BLOCKED = "blocked"    # its task waits in ``get``: gave back its allocation but the GPUs
+    ACTOR = "actor"        # serves one actor (``actor``) for the rest of its life
+    LEASED = "leased"      # lent to a driver (``leased_to``), which sends it tasks directly
+
+
 class Worker:
+    """One worker process as the scheduler sees it.
+
+    ``state`` says what it does; the other fields are data that state refers to. A
+    blocked worker keeps ``leased_to``: blocking does not end its lease, and it goes back
+    to ``LEASED`` when its task resumes. Two requests may be in flight to or about a
+    worker; they are not states, since the worker may block before the answer comes:
+    ``steal_pending`` (the head asked it to give back queued tasks, no ``RETURNED`` yet)
+    and ``recall_pending`` (the head asked its lease holder to give it back).
+    """
+
+    __slots__ = ("worker_id", "node_id", "pid", "state", "queue", "allocation", "gpu_ids",
+                 "functions", "actor", "address", "idle_since", "leased_to", "steal_pending",
+                 "recall_pending")
+
     def __init__(self, worker_id: bytes, node_id: bytes, pid: int) -> None:
         self.worker_id = worker_id
         self.node_id = node_id
         self.pid = pid
+        self.state = WorkerState.IDLE
         self.queue: collections.deque[bytes] = collections.deque()   # task ids, running first
-        self.lease: tuple | None = None
-        self.blocked = False
-        self.functions: set[bytes] = set()
-        self.stealing = False
-        self.actor: bytes | None = None     # a worker given to an actor serves only it
+        self.allocation: Request | None = None    # what it holds from its node
+        self.gpu_ids: tuple[str, ...] = ()        # the devices its allocation holds
+        self.functions: set[bytes] = set()        # function ids it has been sent
+        self.actor: bytes | None = None           # the actor it serves (state ACTOR)
         self.address = ""                   # where callers reach it directly (actor calls)
         self.idle_since: float | None = None
-        self.leased_to: bytes | None = None # a driver sending tasks to it directly
-        self.revoking = False
-        self.gpu_ids: tuple[str, ...] = ()   # the devices its lease holds
+        self.leased_to: bytes | None = None       # the driver it is lent to
+        self.steal_pending = False
+        self.recall_pending = False
 
 
 class TaskRecord:
+    """A task the head placed or will place: its spec, its worker, whether it was cancelled."""
+
     __slots__ = ("spec", "worker", "cancelled", "force")
 
     def __init__(self, spec: TaskSpec) -> None:

@@ -128,7 +128,7 @@ def _worker_view(scheduler: Any, history: TaskHistory, worker: Any, node_address
             "worker_pid": worker.pid,
             "started_at": started,
             "running_s": None if started is None else max(0.0, now - started),
-            "blocked": worker.blocked,
+            "blocked": worker.state.name == "BLOCKED",
             "via": via,
         }
     actor = None
@@ -137,16 +137,9 @@ def _worker_view(scheduler: Any, history: TaskHistory, worker: Any, node_address
         options = dict(record.creation.options) if record is not None else {}
         actor = {"actor_id": worker.actor.hex(), "class_name": options.get("class_name", "?"),
                  "name": options.get("name") or ""}
-    if worker.actor is not None:
-        state = "ACTOR"
-    elif worker.leased_to:
-        state = "LEASED"
-    elif worker.blocked:
-        state = "BLOCKED"
-    elif worker.queue:
-        state = "RUNNING"
-    else:
-        state = "IDLE"
+    # The scheduler's WorkerState by name (IDLE, RUNNING, BLOCKED, ACTOR, LEASED), read
+    # without importing core: a leased worker shows as LEASED even while blocked.
+    state = "LEASED" if worker.leased_to else worker.state.name
     return {
         "worker_id": worker.worker_id.hex(),
         "pid": worker.pid,

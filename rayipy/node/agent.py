@@ -4,6 +4,11 @@ It starts ``num_cpus`` workers at once, more when the head asks (tasks blocked o
 tasks), and learns of a worker's death the moment it happens: each worker's pidfd sits
 in the same poller as the socket, so a dead worker is an event, not a timeout. It tells
 the head, which retries or fails the worker's tasks, and starts a replacement.
+
+Messages from the head are dispatched through a table ``{Kind: handler}``: a kind it
+does not know is counted and dropped, and a handler that raises (a malformed body, even
+a correctly signed one) is logged with its traceback and counted; the agent serves on
+(``core.message_faults``).
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any, Callable
 
 import zmq
 
+from rayipy.core.message_faults import MessageFaults
 from rayipy.node import lifetime
 from rayipy.node.client import HEARTBEAT_SECONDS, HEAD_SILENCE_LIMIT, new_process_id
 from rayipy.protocol.kinds import Kind
@@ -37,7 +44,7 @@ def physical_memory() -> int:
         return 0
 
 
-def gpu_ids(resources: dict) -> list[str]:
+def gpu_ids(resources: dict[str, float]) -> list[str]:
     """This host's GPU device ids: those CUDA_VISIBLE_DEVICES names if it names as many as
     the node has GPUs (the node was given some of the host's GPUs), else 0..N-1."""
     count = int(resources.get("GPU", 0))
@@ -57,14 +64,18 @@ def describe_exit(code: int) -> str:
 
 
 class WorkerProcess:
-    def __init__(self, worker_id: bytes, popen: subprocess.Popen) -> None:
+    """A worker this agent started: its process and, where the OS has them, its pidfd."""
+
+    def __init__(self, worker_id: bytes, popen: subprocess.Popen[bytes]) -> None:
         self.worker_id = worker_id
         self.popen = popen
         self.pidfd = os.pidfd_open(popen.pid) if hasattr(os, "pidfd_open") else None
 
 
 class Agent:
-    def __init__(self, head_address: str, key: bytes, num_cpus: int, resources: dict,
+    """The node agent's state and loop (``serve``); one thread owns all of it."""
+
+    def __init__(self, head_address: str, key: bytes, num_cpus: int, resources: dict[str, float],
                  node_id: bytes, ip: str, watch_parent: int | None) -> None:
         self.head_address = head_address
         self.key = key
@@ -83,8 +94,19 @@ class Agent:
         self.poller.register(self.endpoint.socket, zmq.POLLIN)
         self.running = True
         self.last_heard = time.monotonic()
+        self.faults = MessageFaults(log, self.endpoint.dropped)
+        self.handlers: dict[Kind, Callable[[Any], None]] = {
+            Kind.SPAWN_WORKER: self.on_spawn_worker,
+            Kind.RETIRE_WORKER: self.on_retire_worker,
+            Kind.SHUTDOWN: self.on_shutdown,
+            Kind.AUTH_FAILED: self.on_auth_failed,
+            Kind.REFUSED: self.on_refused,
+            Kind.WELCOME: self.on_nothing,
+            Kind.HEARTBEAT: self.on_nothing,   # being heard from is all it says
+        }
 
     def spawn(self) -> None:
+        """Start one worker process and watch it."""
         worker_id = new_process_id(b"W")
         env = dict(os.environ, RAYIPY_CLUSTER_KEY=self.key.hex())
         cmd = [sys.executable, "-m", "rayipy.node.worker", "--head", self.head_address,
@@ -96,6 +118,7 @@ class Agent:
             self.poller.register(worker.pidfd, zmq.POLLIN)
 
     def reap(self, worker: WorkerProcess) -> None:
+        """A worker exited: tell the head, and replace it while we are below num_cpus."""
         code = worker.popen.wait()
         if worker.pidfd is not None:
             self.poller.unregister(worker.pidfd)
@@ -107,6 +130,7 @@ class Agent:
                 self.spawn()
 
     def serve(self) -> None:
+        """Register, start the workers, then serve until told to stop or the head is gone."""
         info = {"resources": self.resources, "gpu_ids": gpu_ids(self.resources),
                 "hostname": socket.gethostname(), "ip": self.ip, "pid": os.getpid()}
         self.endpoint.send(Kind.REGISTER, Registration("agent", self.process_id, self.node_id,
@@ -143,25 +167,49 @@ class Agent:
             self.endpoint.close()
             self.context.term()
 
-    def handle(self, kind: Kind, body) -> None:
-        if kind is Kind.SPAWN_WORKER:
-            for _ in range(body[0]):
-                self.spawn()
-        elif kind is Kind.RETIRE_WORKER:
-            worker_id, kill = body
-            worker = self.workers.get(worker_id)
-            if worker is not None:
-                worker.popen.kill() if kill else worker.popen.terminate()
-        elif kind is Kind.SHUTDOWN:
-            self.running = False
-        elif kind is Kind.AUTH_FAILED:
-            print("rayipy agent: the head rejected our password (cluster key)", file=sys.stderr)
-            self.running = False
-        elif kind is Kind.REFUSED:
-            print(f"rayipy agent: refused by the head: {body[0]}", file=sys.stderr)
-            self.running = False
+    def handle(self, kind: Kind, body: Any) -> None:
+        """Run the handler for one message from the head; nothing in it stops the agent."""
+        handler = self.handlers.get(kind)
+        if handler is None:
+            self.faults.unexpected(kind, None, time.monotonic())
+            return
+        try:
+            handler(body)
+        except Exception:
+            self.faults.handler_failed(kind, None)
+
+    def on_spawn_worker(self, body: Any) -> None:
+        (count,) = body
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ValueError(f"SPAWN_WORKER wants a count of workers, got {count!r}")
+        for _ in range(count):
+            self.spawn()
+
+    def on_retire_worker(self, body: Any) -> None:
+        worker_id, kill = body
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            if kill:
+                worker.popen.kill()
+            else:
+                worker.popen.terminate()
+
+    def on_shutdown(self, body: Any) -> None:
+        self.running = False
+
+    def on_auth_failed(self, body: Any) -> None:
+        print("rayipy agent: the head rejected our password (cluster key)", file=sys.stderr)
+        self.running = False
+
+    def on_refused(self, body: Any) -> None:
+        print(f"rayipy agent: refused by the head: {body[0]}", file=sys.stderr)
+        self.running = False
+
+    def on_nothing(self, body: Any) -> None:
+        pass
 
     def stop_workers(self) -> None:
+        """Stop every worker: SIGTERM, then SIGKILL after a grace period."""
         for worker in self.workers.values():
             if worker.popen.poll() is None:
                 worker.popen.terminate()

@@ -6,7 +6,14 @@ out the instructions it returns, and forwards messages between processes (result
 their owners, object requests to owners and values back, task output). A result batch
 for a single owner is forwarded as the worker's own signed frames, never re-pickled.
 
-Nothing a peer sends can stop this loop: bad messages are dropped and counted.
+The loop decides nothing about tasks, workers or actors: it turns messages into the
+scheduler's events and carries out the instructions it returns, through ``carriers``,
+a table with one entry per instruction type. What stays here is I/O: the peers table
+(who is connected, their addresses), forwarding, heartbeats, requests and the dashboard.
+
+Nothing a peer sends can stop this loop: a message of an unknown kind is counted and
+logged (at most once per interval), a handler that raises is counted and logged with its
+traceback (``core.message_faults``), and the loop serves on.
 """
 
 from __future__ import annotations
@@ -18,14 +25,18 @@ import socket
 import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
 from rayipy import exceptions
+from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, ForgetPeer,
+                                      Instruction, KillWorker, LeaseAnswer, LeaseEnded, Retire,
+                                      Spawn, Steal)
+from rayipy.core.message_faults import MessageFaults
 from rayipy.core.objects import owner_of
-from rayipy.core.scheduler import (ActorLocation, CancelRunning, Execute, Fail, KillWorker,
-                                   LeaseAnswer, LeaseEnded, Retire, Scheduler, Spawn, Steal)
+from rayipy.core.scheduler import Scheduler
+from rayipy.core.state import LostNode, Node
 from rayipy.dashboard.history import TaskHistory
 from rayipy.dashboard.server import DashboardServer
 from rayipy.dashboard.snapshot import HeadFacts, Snapshot, build_snapshot
@@ -33,7 +44,7 @@ from rayipy.node import lifetime
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import (CANCELLED, CRASHED, ObjectValue, Registration, TaskResult,
-                                      Welcome)
+                                      TaskSpec, Welcome)
 from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
 from rayipy.transport.endpoint import Endpoint
 
@@ -44,10 +55,15 @@ DRIVER_SILENCE_LIMIT = 10.0
 # A node whose agent is silent this long is gone (host down, network cut): its tasks are
 # retried elsewhere. Agents beat every second and do nothing else that could stall them.
 AGENT_SILENCE_LIMIT = 4.0
-DEAD_NODES_KEPT = 100       # nodes() lists this many gone nodes, with Alive False, as Ray
+
+Body = tuple[Any, ...]            # a message's fields (protocol/kinds.py lists them per kind)
+Frames = list[Any] | None         # its own signed frames, None if it came in pieces
+Handler = Callable[[bytes, Any, Frames], None]   # (sender, body, frames)
 
 
 class Peer:
+    """A connected process, as it registered, and when it was last heard from."""
+
     __slots__ = ("process_id", "role", "node_id", "pid", "info", "last_heard")
 
     def __init__(self, reg: Registration) -> None:
@@ -60,6 +76,8 @@ class Peer:
 
 
 class Head:
+    """The head process's state and loop (``serve``); one thread owns all of it."""
+
     def __init__(self, key: bytes, host: str, port: int, watch_parent: int | None = None,
                  dashboard_port: int | None = None, dashboard_host: str | None = None) -> None:
         self.cluster_id = uuid.uuid4().hex[:12]
@@ -68,7 +86,6 @@ class Head:
         self.address = self.endpoint.bind(f"tcp://{host}:{port}")
         self.scheduler = Scheduler()
         self.peers: dict[bytes, Peer] = {}
-        self.dead_nodes: list[dict] = []
         self.watch_parent = watch_parent
         self.started = time.time()
         self.running = True
@@ -83,7 +100,8 @@ class Head:
             except OSError as e:
                 self.dashboard_problem = str(e)
                 log.warning("the dashboard did not start: %s", e)
-        self.handlers = {
+        self.faults = MessageFaults(log, self.endpoint.dropped)
+        self.handlers: dict[Kind, Handler] = {
             Kind.REGISTER: self.on_register,
             Kind.HEARTBEAT: self.on_heartbeat,
             Kind.FUNCTION: self.on_function,
@@ -107,6 +125,20 @@ class Head:
             Kind.LOG: self.on_log,
             Kind.SHUTDOWN: self.on_shutdown,
         }
+        # One carrier per instruction type (tests check the table is complete).
+        self.carriers: dict[type, Callable[[Any], None]] = {
+            Execute: self.carry_execute,
+            Fail: self.fail_task,
+            CancelRunning: self.carry_cancel_running,
+            Spawn: self.carry_spawn,
+            Steal: self.carry_steal,
+            KillWorker: self.carry_kill_worker,
+            Retire: self.carry_retire,
+            LeaseAnswer: self.carry_lease_answer,
+            LeaseEnded: self.carry_lease_ended,
+            ActorLocation: self.carry_actor_location,
+            ForgetPeer: self.carry_forget_peer,
+        }
 
     # -- loop ------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -127,14 +159,19 @@ class Head:
                     self.dashboard.box.refresh(self.dashboard_snapshot)
         finally:
             self.stop_everyone("the head stopped")
-            if self.dashboard is not None:
-                self.dashboard.close()
-            self.endpoint.close()
-            self.context.term()
+            self.close()
+
+    def close(self) -> None:
+        """Release the sockets and the dashboard (``serve`` does this when it ends)."""
+        if self.dashboard is not None:
+            self.dashboard.close()
+        self.endpoint.close()
+        self.context.term()
 
     def receive_one(self) -> None:
+        """Receive one message and run its handler; nothing it holds can stop the loop."""
         sender, message, frames = self.endpoint.recv_raw()
-        if message is None:
+        if message is None or sender is None:
             return
         peer = self.peers.get(sender)
         if peer is not None:
@@ -142,57 +179,74 @@ class Head:
         elif message.kind is not Kind.REGISTER:
             self.endpoint.dropped["unregistered sender"] += 1
             return
+        handler = self.handlers.get(message.kind)
+        if handler is None:
+            self.faults.unexpected(message.kind, sender, time.monotonic())
+            return
         try:
-            self.handlers[message.kind](sender, message.body, frames)
-        except KeyError:
-            self.endpoint.dropped["unexpected kind"] += 1
+            handler(sender, message.body, frames)
         except Exception:
-            self.endpoint.dropped["handler error"] += 1
-            log.exception("error handling %s from %r", message.kind.name, sender)
+            self.faults.handler_failed(message.kind, sender)
 
     def send(self, to: bytes, kind: Kind, body: Any) -> None:
         self.endpoint.send(kind, body, to)
 
-    def forward(self, to: bytes, kind: Kind, body: Any, frames: list | None) -> None:
+    def forward(self, to: bytes, kind: Kind, body: Any, frames: Frames) -> None:
         """Pass a message on: its own signed frames, or (if it came in pieces) anew."""
         if frames is None:
             self.send(to, kind, body)
         else:
             self.endpoint.send_frames(list(frames), to)
 
-    def carry_out(self, instructions: list) -> None:
+    # -- carrying out the scheduler's instructions ---------------------------------------
+    def carry_out(self, instructions: list[Instruction]) -> None:
+        carriers = self.carriers
         for ins in instructions:
-            if isinstance(ins, Execute):
-                self.send(ins.worker, Kind.EXECUTE, (ins.specs, ins.functions,
-                                                     self.data_addresses(ins.specs)))
-                if self.history is not None:
-                    self.history.started(ins.worker, self.scheduler.workers, time.time())
-            elif isinstance(ins, Fail):
-                self.fail_task(ins)
-            elif isinstance(ins, CancelRunning):
-                self.send(ins.worker, Kind.CANCEL, (ins.task_id, ins.force))
-            elif isinstance(ins, Spawn):
-                self.send(ins.agent, Kind.SPAWN_WORKER, (ins.count,))
-            elif isinstance(ins, Steal):
-                self.send(ins.worker, Kind.STEAL, (ins.count,))
-            elif isinstance(ins, KillWorker):
-                self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, True))
-            elif isinstance(ins, Retire):
-                self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, False))
-            elif isinstance(ins, LeaseAnswer):
-                self.send(ins.owner, Kind.LEASE, (ins.request, ins.worker, ins.address))
-            elif isinstance(ins, LeaseEnded):
-                if ins.owner in self.peers:
-                    self.send(ins.owner, Kind.LEASE_ENDED, (ins.worker, ins.why))
-            elif isinstance(ins, ActorLocation):
-                for caller in ins.to:
-                    if caller in self.peers:
-                        self.send(caller, Kind.ACTOR_LOCATION,
-                                  (ins.actor_id, ins.address, ins.why, ins.restarting))
+            carriers[type(ins)](ins)
 
-    def data_addresses(self, specs: list) -> dict[bytes, str]:
-        """Where the specs' owners take large results straight from the worker."""
-        out = {}
+    def carry_execute(self, ins: Execute) -> None:
+        self.send(ins.worker, Kind.EXECUTE, (ins.specs, ins.functions,
+                                             self.data_addresses(ins.specs)))
+        if self.history is not None:
+            self.history.started(ins.worker, self.scheduler.workers, time.time())
+
+    def carry_cancel_running(self, ins: CancelRunning) -> None:
+        self.send(ins.worker, Kind.CANCEL, (ins.task_id, ins.force))
+
+    def carry_spawn(self, ins: Spawn) -> None:
+        self.send(ins.agent, Kind.SPAWN_WORKER, (ins.number,))
+
+    def carry_steal(self, ins: Steal) -> None:
+        self.send(ins.worker, Kind.STEAL, (ins.number,))
+
+    def carry_kill_worker(self, ins: KillWorker) -> None:
+        self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, True))
+
+    def carry_retire(self, ins: Retire) -> None:
+        self.send(ins.agent, Kind.RETIRE_WORKER, (ins.worker, False))
+
+    def carry_lease_answer(self, ins: LeaseAnswer) -> None:
+        self.send(ins.owner, Kind.LEASE, (ins.request, ins.worker, ins.address))
+
+    def carry_lease_ended(self, ins: LeaseEnded) -> None:
+        if ins.owner in self.peers:
+            self.send(ins.owner, Kind.LEASE_ENDED, (ins.worker, ins.why))
+
+    def carry_actor_location(self, ins: ActorLocation) -> None:
+        for caller in ins.to:
+            if caller in self.peers:
+                self.send(caller, Kind.ACTOR_LOCATION,
+                          (ins.actor_id, ins.address, ins.why, ins.restarting))
+
+    def carry_forget_peer(self, ins: ForgetPeer) -> None:
+        # Its messages are dropped from now on, and it hears no heartbeat: if it still
+        # runs (its node was cut off), it stops on its own.
+        self.peers.pop(ins.process_id, None)
+
+    def data_addresses(self, specs: list[TaskSpec]) -> dict[bytes, str]:
+        """Where the specs' owners take large results straight from the worker (the
+        peers' data ports: an address book the head keeps, not a scheduling choice)."""
+        out: dict[bytes, str] = {}
         for spec in specs:
             owner = spec.task_id[:8]
             if owner not in out:
@@ -211,6 +265,7 @@ class Head:
             self.history.failed_at_head(fail.task.task_id, fail.task.name, fail.status, time.time())
 
     def heartbeat(self, now: float) -> None:
+        """About once a second: the scheduler's tick, silent peers dropped, our beat sent."""
         if self.watch_parent is not None and not lifetime.parent_alive(self.watch_parent):
             log.warning("the process that started this cluster exited; stopping")
             self.running = False
@@ -230,40 +285,26 @@ class Head:
             self.send(pid, Kind.HEARTBEAT, ())
 
     def remove_node(self, node_id: bytes, why: str) -> None:
-        node = self.scheduler.nodes.get(node_id)
-        if node is None or node.leaving:
-            return
-        self.dead_nodes.append({**self.describe_node(node), "Alive": False, "alive": False,
-                                "DeathReason": why})
-        del self.dead_nodes[:-DEAD_NODES_KEPT]
-        for worker_id in self.scheduler.remove_node(node_id):
-            self.remove_worker(worker_id, why)
+        """A node is gone: the scheduler removes it and its workers (and forgets them)."""
+        self.carry_out(self.scheduler.node_lost(node_id, why))
 
     def remove_worker(self, worker_id: bytes, why: str) -> None:
-        self.scheduler.live_owners.discard(worker_id)
-        peer = self.peers.pop(worker_id, None)
-        pid = peer.pid if peer else "?"
-        crash = exceptions.WorkerCrashedError(f"the worker process (pid {pid}) died: {why}")
-        cancelled = exceptions.TaskCancelledError(detail="its worker was killed (force=True)")
-        out = self.scheduler.remove_worker(worker_id, crash, CRASHED, CANCELLED)
-        for ins in out:
-            if isinstance(ins, Fail) and ins.status == CANCELLED:
-                ins = ins._replace(error=cancelled)
-            self.carry_out([ins])
+        """A worker process died."""
+        self.peers.pop(worker_id, None)
+        self.carry_out(self.scheduler.worker_died(worker_id, why))
 
     def forget(self, process_id: bytes) -> None:
-        self.scheduler.live_owners.discard(process_id)
-        peer = self.peers.pop(process_id, None)
-        if peer is not None and peer.role == "driver":
-            self.scheduler.drop_owner(process_id)
-            self.carry_out(self.scheduler.drop_owner_actors(process_id))
+        """A driver or worker left (or fell silent): drop it, and what the scheduler drops."""
+        self.peers.pop(process_id, None)
+        self.carry_out(self.scheduler.owner_left(process_id))
 
     def stop_everyone(self, reason: str) -> None:
+        """Tell every connected process to stop (the head is stopping)."""
         for pid in list(self.peers):
             self.send(pid, Kind.SHUTDOWN, (reason,))
 
     # -- handlers -----------------------------------------------------------------------------
-    def on_register(self, sender: bytes, reg: Registration, frames: list) -> None:
+    def on_register(self, sender: bytes, reg: Registration, frames: Frames) -> None:
         if reg.protocol_version != PROTOCOL_VERSION:
             self.send(sender, Kind.REFUSED, (
                 f"protocol version mismatch: this head speaks {PROTOCOL_VERSION}, the "
@@ -272,7 +313,7 @@ class Head:
             return
         self.peers[sender] = Peer(reg)
         if reg.role in ("driver", "worker"):
-            self.scheduler.live_owners.add(sender)
+            self.scheduler.owner_joined(sender, driver=reg.role == "driver")
         if reg.role == "agent":
             self.carry_out(self.scheduler.add_node(reg.node_id, sender, reg.info["resources"], reg.info))
         elif reg.role == "worker":
@@ -282,18 +323,18 @@ class Head:
                                                 {"address": self.address,
                                                  "dashboard_url": self.dashboard_url}))
 
-    def on_heartbeat(self, sender: bytes, body: Any, frames: list) -> None:
+    def on_heartbeat(self, sender: bytes, body: Any, frames: Frames) -> None:
         if body and self.history is not None:  # a worker's direct work, for the dashboard
             self.history.direct(sender, self.scheduler.workers, body)
 
-    def on_function(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_function(self, sender: bytes, body: Body, frames: Frames) -> None:
         function_id, data = body
         self.scheduler.add_function(function_id, data)
 
-    def on_submit(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_submit(self, sender: bytes, body: Body, frames: Frames) -> None:
         self.carry_out(self.scheduler.submit(body[0]))
 
-    def on_task_done(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_task_done(self, sender: bytes, body: Body, frames: Frames) -> None:
         results = body[0]
         owners = {owner_of(r.task_id) for r in results}
         if len(owners) == 1:
@@ -311,7 +352,7 @@ class Head:
         if history is not None:  # its next pipelined task starts now
             history.started(sender, self.scheduler.workers, now)
 
-    def on_results_received(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_results_received(self, sender: bytes, body: Body, frames: Frames) -> None:
         worker_id, done = body
         if self.history is not None:
             now = time.time()
@@ -323,41 +364,33 @@ class Head:
         if self.history is not None:
             self.history.started(worker_id, self.scheduler.workers, now)
 
-    def on_cancel(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_cancel(self, sender: bytes, body: Body, frames: Frames) -> None:
         task_id, force, actor_id, leased_worker = body
-        error = exceptions.TaskCancelledError(detail="cancelled before it started")
-        if actor_id:  # a call sent straight to its actor's worker: tell that worker
-            self.carry_out(self.scheduler.cancel_actor_call(actor_id, task_id, force))
-            return
-        if leased_worker:  # a task sent straight to a leased worker
-            if leased_worker in self.scheduler.workers:
-                self.carry_out([CancelRunning(leased_worker, task_id, force)])
-            return
-        self.carry_out(self.scheduler.cancel(task_id, force, CANCELLED, error))
+        self.carry_out(self.scheduler.cancel_requested(task_id, force, actor_id, leased_worker))
 
-    def on_blocked(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_blocked(self, sender: bytes, body: Body, frames: Frames) -> None:
         self.carry_out(self.scheduler.blocked(sender, body[0]))
 
-    def on_unblocked(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_unblocked(self, sender: bytes, body: Body, frames: Frames) -> None:
         self.carry_out(self.scheduler.unblocked(sender))
 
-    def on_returned(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_returned(self, sender: bytes, body: Body, frames: Frames) -> None:
         self.carry_out(self.scheduler.returned(sender, body[0]))
 
-    def on_kill_actor(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_kill_actor(self, sender: bytes, body: Body, frames: Frames) -> None:
         actor_id, why = body
         self.carry_out(self.scheduler.kill_actor(actor_id, why))
 
-    def on_lease_request(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_lease_request(self, sender: bytes, body: Body, frames: Frames) -> None:
         self.carry_out(self.scheduler.lease(sender, body[0]))
 
-    def on_lease_return(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_lease_return(self, sender: bytes, body: Body, frames: Frames) -> None:
         self.carry_out(self.scheduler.return_lease(sender, body[0]))
 
-    def on_locate_actor(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_locate_actor(self, sender: bytes, body: Body, frames: Frames) -> None:
         self.carry_out(self.scheduler.locate_actor(body[0], sender))
 
-    def on_get_object(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_get_object(self, sender: bytes, body: Body, frames: Frames) -> None:
         object_id, requester = body
         owner = owner_of(object_id)
         if owner in self.peers:
@@ -371,33 +404,33 @@ class Head:
         self.send(requester, Kind.OBJECT_VALUE,
                   (object_id, ObjectValue(False, errors.capture_system_error(error)), requester))
 
-    def on_object_value(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_object_value(self, sender: bytes, body: Body, frames: Frames) -> None:
         self.forward(body[2], Kind.OBJECT_VALUE, body, frames)
 
-    def on_borrow(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_borrow(self, sender: bytes, body: Body, frames: Frames) -> None:
         changes, borrower = body
         owners = {owner_of(oid) for oid, _ in changes}
         for owner in owners:
             if owner in self.peers:
                 self.send(owner, Kind.BORROW, ([c for c in changes if owner_of(c[0]) == owner], borrower))
 
-    def on_worker_died(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_worker_died(self, sender: bytes, body: Body, frames: Frames) -> None:
         worker_id, code, reason = body
         self.remove_worker(worker_id, reason)
 
-    def on_log(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_log(self, sender: bytes, body: Body, frames: Frames) -> None:
         if body[0] in self.peers:
             self.forward(body[0], Kind.LOG, body, frames)
 
-    def on_node_leaving(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_node_leaving(self, sender: bytes, body: Body, frames: Frames) -> None:
         peer = self.peers.pop(sender)
         self.remove_node(peer.node_id, body[0])
 
-    def on_shutdown(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_shutdown(self, sender: bytes, body: Body, frames: Frames) -> None:
         self.running = False
 
     # -- requests --------------------------------------------------------------------------------
-    def on_request(self, sender: bytes, body: tuple, frames: list) -> None:
+    def on_request(self, sender: bytes, body: Body, frames: Frames) -> None:
         request_id, name, args = body
         handler = getattr(self, f"request_{name}", None)
         if handler is None:
@@ -411,50 +444,43 @@ class Head:
         self.send(sender, Kind.REPLY, (request_id, True, value))
 
     @staticmethod
-    def describe_node(node) -> dict:
-        """A node as Ray's ``nodes()`` shows it (Ray's field names)."""
+    def describe_node(node: Node | LostNode) -> dict[str, Any]:
+        """A node as Ray's ``nodes()`` shows it (Ray's field names); a lost one with
+        Alive False and why it died."""
         info = node.info
-        return {
+        alive = isinstance(node, Node) and not node.leaving
+        described = {
             "NodeID": node.node_id.hex(),
-            "Alive": not node.leaving,
+            "Alive": alive,
             "NodeManagerAddress": info.get("ip", "127.0.0.1"),
             "NodeManagerHostname": info.get("hostname", ""),
             "NodeName": info.get("ip", "127.0.0.1"),
             "Resources": dict(node.total),
-            "alive": not node.leaving,
+            "alive": alive,
         }
+        if isinstance(node, LostNode):
+            described["DeathReason"] = node.why
+        return described
 
-    def request_nodes(self, sender: bytes) -> list[dict]:
+    def request_nodes(self, sender: bytes) -> list[dict[str, Any]]:
         live = [self.describe_node(n) for n in self.scheduler.nodes.values() if not n.leaving]
-        return live + self.dead_nodes
+        return live + [self.describe_node(n) for n in self.scheduler.lost_nodes]
 
     def request_cluster_resources(self, sender: bytes) -> dict[str, float]:
-        total: dict[str, float] = {}
-        for node in self.scheduler.nodes.values():
-            for name, amount in node.total.items():
-                total[name] = total.get(name, 0.0) + amount
-        return total
+        return self.scheduler.total_resources()
 
     def request_available_resources(self, sender: bytes) -> dict[str, float]:
-        total: dict[str, float] = {}
-        for node in self.scheduler.nodes.values():
-            for name, amount in node.available.items():
-                total[name] = total.get(name, 0.0) + max(0.0, amount)
-        return {k: v for k, v in total.items() if v > 0}
+        return self.scheduler.available_resources()
 
     def request_running_tasks(self, sender: bytes) -> list[bytes]:
         """The ids of the sender's tasks running now (first in some worker's queue)."""
-        return [w.queue[0] for w in self.scheduler.workers.values()
-                if w.queue and owner_of(w.queue[0]) == sender]
+        return self.scheduler.running_tasks(sender)
 
-    def request_workers(self, sender: bytes) -> list[dict]:
+    def request_workers(self, sender: bytes) -> list[dict[str, Any]]:
         """Every worker: id, node, pid, direct address, and what it is doing."""
-        return [{"worker_id": w.worker_id, "node_id": w.node_id.hex(), "pid": w.pid,
-                 "address": w.address, "actor": w.actor is not None, "blocked": w.blocked,
-                 "tasks": len(w.queue), "leased": bool(w.leased_to)}
-                for w in self.scheduler.workers.values()]
+        return self.scheduler.describe_workers()
 
-    def request_status(self, sender: bytes) -> dict:
+    def request_status(self, sender: bytes) -> dict[str, Any]:
         return {"cluster_id": self.cluster_id, "address": self.address,
                 "uptime": time.time() - self.started,
                 "nodes": self.request_nodes(sender),
@@ -470,16 +496,8 @@ class Head:
     def request_register_actor_name(self, sender: bytes, name: str, actor_id: bytes) -> bytes | None:
         return self.scheduler.register_actor_name(name, actor_id)
 
-    def request_get_actor(self, sender: bytes, name: str) -> tuple:
-        actor_id = self.scheduler.actor_names.get(name)
-        actor = self.scheduler.actors.get(actor_id) if actor_id else None
-        if actor is None or actor.dead:
-            known = sorted(n for n, a in self.scheduler.actor_names.items()
-                           if not self.scheduler.actors[a].dead)
-            raise ValueError(f"no live actor is named {name!r}; named actors now: "
-                             f"{', '.join(map(repr, known)) or 'none'}")
-        options = dict(actor.creation.options)
-        return actor_id, options["class_name"], options["methods"]
+    def request_get_actor(self, sender: bytes, name: str) -> tuple[bytes, str, Any]:
+        return self.scheduler.actor_by_name(name)
 
     def request_disconnect(self, sender: bytes) -> bool:
         """A driver leaves (shutdown): its non-detached actors stop now, not after a timeout."""
@@ -499,6 +517,7 @@ class Head:
 
     def dashboard_snapshot(self) -> Snapshot:
         """The dashboard's picture of the cluster: built on this thread, which owns the state."""
+        assert self.history is not None   # kept whenever the dashboard runs
         facts = HeadFacts(self.cluster_id, self.address, self.dashboard_url, self.started,
                           rayipy_version(),
                           {role: sum(1 for p in self.peers.values() if p.role == role)

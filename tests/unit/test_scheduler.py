@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rayipy.core.scheduler import (
     UNKNOWN_DURATION_DEPTH, CancelRunning, Execute, Fail, Scheduler, Spawn)
+from rayipy.core.state import WorkerState
 from rayipy.protocol.messages import CANCELLED, CRASHED, ERROR, Payload, TaskSpec
 
 OWNER = b"O" * 8
@@ -131,9 +132,9 @@ def test_lease_is_released_when_the_queue_empties():
     s = make()
     s.submit([spec(1), spec(2), spec(3)])
     s.finished(W1, [tid(1)], [0.5])
-    assert cpu_left(s) == 0.0 and s.workers[W1].lease == CPU1   # task 3 still queued on W1
+    assert cpu_left(s) == 0.0 and s.workers[W1].allocation == CPU1   # task 3 still queued on W1
     s.finished(W1, [tid(3)], [0.5])
-    assert s.workers[W1].lease is None and cpu_left(s) == 1.0
+    assert s.workers[W1].allocation is None and cpu_left(s) == 1.0
     s.finished(W2, [tid(2)], [0.5])
     assert s.nodes[NODE].available == s.nodes[NODE].total
     assert s.summary()["finished"] == 3 and s.tasks == {}
@@ -234,9 +235,9 @@ def test_unblocked_takes_the_lease_back():
     s = make()
     s.submit([spec(1), spec(2)])
     s.blocked(W1, [])
-    assert cpu_left(s) == 1.0 and s.workers[W1].blocked
+    assert cpu_left(s) == 1.0 and s.workers[W1].state is WorkerState.BLOCKED
     assert s.unblocked(W1) == []
-    assert cpu_left(s) == 0.0 and not s.workers[W1].blocked
+    assert cpu_left(s) == 0.0 and s.workers[W1].state is not WorkerState.BLOCKED
     assert s.unblocked(W1) == []                # not blocked any more
     finish_all(s)
     assert s.nodes[NODE].available == s.nodes[NODE].total
@@ -247,7 +248,7 @@ def test_blocked_worker_whose_queue_empties_has_no_lease_after_unblocking():
     s.submit([spec(1)])
     s.blocked(W1, [])
     s.finished(W1, [tid(1)], [0.5])
-    assert s.workers[W1].lease is None and cpu_left(s) == 2.0
+    assert s.workers[W1].allocation is None and cpu_left(s) == 2.0
     s.unblocked(W1)
     assert cpu_left(s) == 2.0
 
@@ -386,7 +387,7 @@ def test_drop_owner_removes_only_that_owners_tasks():
     # Assigned ones too: their results may go straight to the gone owner, and nobody
     # would say they arrived. The worker is free for others' tasks.
     assert not {tid(1), tid(2), tid(3)} & set(s.tasks)
-    assert not s.workers[W1].queue and s.workers[W1].lease is None
+    assert not s.workers[W1].queue and s.workers[W1].allocation is None
     assert placed(s.dispatch()) == {W1: [4]}
 
 
@@ -401,7 +402,7 @@ def test_an_idle_worker_steals_tasks_queued_behind_a_long_one():
     assert of(s.finished(W2, [], []), Steal) == []  # one steal at a time per victim
     out = s.returned(W1, [tid(3)])
     assert placed(out) == {W2: [3]}
-    assert not s.workers[W1].stealing
+    assert not s.workers[W1].steal_pending
 
 
 def test_extra_workers_idle_for_a_while_are_retired():

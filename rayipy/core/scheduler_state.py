@@ -1,0 +1,212 @@
+"""The scheduler's shared state, and the steps every part of the scheduler takes on it.
+
+``Scheduler`` is built in layers; each class defines every attribute it reads or
+inherits it from the class below, so no part reads state it does not declare:
+
+    SchedulerState      the records (nodes, workers, tasks, queues, owners) and the shared
+          |             steps: a worker's allocation, picking a worker, failing a task
+    ActorScheduling     actors: placing them, where they are, names, restarts, deaths
+    LeaseScheduling     workers lent to drivers
+          \\  /
+    Scheduler           the events the head reports; tasks: dispatch, pipelining, stealing
+
+A worker's ``state`` (``WorkerState``) changes only here and in those parts:
+IDLE -> RUNNING (a task), ACTOR (an actor) or LEASED (a driver's lease), via
+``_allocate``; RUNNING -> IDLE when its queue empties, via ``_free_allocation``;
+RUNNING or LEASED -> BLOCKED while its task waits in ``get``, and back (or to IDLE
+if nothing is left) when it resumes.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+
+from rayipy.core.instructions import Execute, Fail, Instruction
+from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerState
+from rayipy.protocol.messages import ERROR, TaskSpec
+
+IDLE, RUNNING, BLOCKED = WorkerState.IDLE, WorkerState.RUNNING, WorkerState.BLOCKED
+
+LOST_NODES_KEPT = 100       # nodes() lists this many gone nodes, with Alive False, as Ray
+
+
+def describe_request(request: Request) -> str:
+    """"CPU=1, GPU=0.5" (or "nothing"), for error messages."""
+    return ", ".join(f"{name}={amount:g}" for name, amount in request) or "nothing"
+
+
+def gpu_amount(request: Request) -> float:
+    """How many GPUs ``request`` asks for."""
+    return dict(request).get("GPU", 0.0)
+
+
+def without_gpus(request: Request) -> Request:
+    """What a worker blocked in ``get`` gives back: its CPUs and the rest, not its GPUs
+    (their device ids stay its own, as in Ray)."""
+    return tuple(item for item in request if item[0] != "GPU")
+
+
+class SchedulerState(abc.ABC):
+    """The records every part of the scheduler reads, and the steps they share."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[bytes, Node] = {}
+        self.workers: dict[bytes, Worker] = {}
+        self.tasks: dict[bytes, TaskRecord] = {}
+        self.ready: dict[Request, collections.deque[bytes]] = {}   # request -> task ids
+        self.functions: dict[bytes, bytes] = {}
+        self.durations: dict[bytes, float] = {}                 # function id -> EWMA seconds
+        self.counts: collections.Counter[str] = collections.Counter()   # submitted, failed...
+        self.live_owners: set[bytes] = set()    # drivers and workers connected (may own work)
+        self.drivers: set[bytes] = set()        # the drivers among them
+        self.lost_nodes: collections.deque[LostNode] = collections.deque(maxlen=LOST_NODES_KEPT)
+
+    @abc.abstractmethod
+    def dispatch(self) -> list[Instruction]:
+        """Place what waits on the workers free for it (``Scheduler`` defines it)."""
+
+    # -- a worker's allocation ----------------------------------------------------------------
+    def _allocate(self, worker: Worker, request: Request, state: WorkerState) -> None:
+        """An idle worker takes ``request`` from its node, with GPU devices of its own,
+        and enters ``state`` (RUNNING, ACTOR or LEASED)."""
+        node = self.nodes[worker.node_id]
+        worker.allocation = request
+        worker.state = state
+        node.take(request)
+        gpus = gpu_amount(request)
+        if gpus and node.gpu_free:
+            worker.gpu_ids = node.assign_gpus(gpus)
+
+    def _free_allocation(self, worker: Worker) -> None:
+        """Give the worker's allocation back to its node; a running worker becomes idle.
+
+        A blocked worker gave back all but its GPUs already, so it returns only those, and
+        stays blocked until its task resumes.
+        """
+        node = self.nodes.get(worker.node_id)
+        allocation = worker.allocation
+        if node is not None and allocation is not None:
+            if worker.state is BLOCKED:
+                node.take(tuple(item for item in allocation if item[0] == "GPU"), -1)
+            else:
+                node.take(allocation, -1)
+            if worker.gpu_ids:
+                node.release_gpus(worker.gpu_ids, gpu_amount(allocation))
+        worker.allocation = None
+        worker.gpu_ids = ()
+        if worker.state is RUNNING:
+            self._become_idle(worker)
+
+    @staticmethod
+    def _become_idle(worker: Worker) -> None:
+        # A steal asked of it is moot: it has nothing queued (its answer, if any, is empty).
+        worker.state = IDLE
+        worker.steal_pending = False
+
+    def _free_allocation_if_done(self, worker: Worker) -> None:
+        """A pool worker with nothing queued gives back its allocation (actors and leased
+        workers keep theirs: they run what comes straight to them)."""
+        if not worker.queue and worker.state is not WorkerState.ACTOR and not worker.leased_to:
+            self._free_allocation(worker)
+
+    # -- placement ------------------------------------------------------------------------
+    def _pick_worker(self, request: Request, depth: int, spread: bool = False) -> Worker | None:
+        """An idle worker if one fits, on the least loaded node; else the running worker
+        with the shortest queue of the same request, if shorter than ``depth``. With
+        ``spread``, the node that got the fewest SPREAD tasks comes first, idle or not."""
+        idle = None
+        idle_rank: tuple[float, ...] = ()
+        best = None
+        best_rank: tuple[float, ...] = ()
+        rank: tuple[float, ...]
+        for worker in self.workers.values():
+            state = worker.state
+            if state is IDLE:
+                node = self.nodes[worker.node_id]
+                if not node.leaving and node.fits(request):
+                    rank = (node.spread_count, 0, node.load()) if spread else (node.load(),)
+                    if idle is None or rank < idle_rank:
+                        idle, idle_rank = worker, rank
+            elif state is RUNNING and not worker.steal_pending:
+                n = len(worker.queue)
+                if worker.allocation == request and n < depth:
+                    node = self.nodes[worker.node_id]
+                    if node.leaving:
+                        continue
+                    rank = (node.spread_count, 1, n) if spread else (n, node.load())
+                    if best is None or rank < best_rank:
+                        best, best_rank = worker, rank
+        if spread and best is not None and (idle is None or best_rank < idle_rank):
+            return best
+        return idle or best  # an idle worker wins over queueing
+
+    def _assign(self, worker: Worker, task_ids: list[bytes]) -> Execute:
+        """Queue ``task_ids`` on ``worker``; the Execute that sends them."""
+        specs = []
+        for task_id in task_ids:
+            record = self.tasks[task_id]
+            record.worker = worker.worker_id
+            worker.queue.append(task_id)
+            specs.append(self._spec_for(worker, record.spec))
+        return Execute(worker.worker_id, specs, self._new_functions(worker, specs))
+
+    def _new_functions(self, worker: Worker, specs: list[TaskSpec]) -> list[tuple[bytes, bytes]]:
+        """The (id, bytes) of the specs' functions this worker has not been sent yet."""
+        new_functions = []
+        for spec in specs:
+            fid = spec.function_id
+            if fid and fid not in worker.functions:
+                worker.functions.add(fid)
+                new_functions.append((fid, self.functions.get(fid, b"")))
+        return new_functions
+
+    @staticmethod
+    def _spec_for(worker: Worker, spec: TaskSpec) -> TaskSpec:
+        """The spec as the worker gets it: with the GPU devices it may use."""
+        if not worker.gpu_ids:
+            return spec
+        return spec._replace(options=spec.options + (("gpu_ids", worker.gpu_ids),))
+
+    def _take_back(self, worker: Worker, task_ids: list[bytes]) -> None:
+        """Tasks a worker gave back, unstarted: to the front of the ready queue, in order."""
+        back = [t for t in task_ids if t in worker.queue]
+        for task_id in reversed(back):
+            worker.queue.remove(task_id)
+            record = self.tasks.get(task_id)
+            if record is not None:
+                record.worker = None
+                self._enqueue_front(task_id)
+
+    def _enqueue_front(self, task_id: bytes) -> None:
+        record = self.tasks[task_id]
+        self.ready.setdefault(record.spec.resources, collections.deque()).appendleft(task_id)
+
+    # -- failing tasks ----------------------------------------------------------------------
+    def impossible_message(self, spec: TaskSpec) -> str:
+        """Why no node could ever run ``spec``, and what to do about it."""
+        missing = []
+        for name, amount in spec.resources:
+            best = max((n.total.get(name, 0.0) for n in self.nodes.values()), default=0.0)
+            if best < amount:
+                missing.append(f"{name}={amount:g} (the largest node has {best:g})")
+        what = f"actor {spec.name[:-9]!r}" if spec.method == "__init__" else f"task {spec.name!r}"
+        return (f"{what} asks for {describe_request(spec.resources)}, but no node "
+                f"in the cluster has {' and '.join(missing)}. Lower the request or add a node "
+                f"that has these resources.")
+
+    def _fits_nowhere(self, spec: TaskSpec) -> bool:
+        """No node could ever run ``spec`` (without nodes yet, it waits: not "nowhere")."""
+        return bool(self.nodes) and not any(n.could_ever_fit(spec.resources)
+                                            for n in self.nodes.values())
+
+    def _fail(self, task_id: bytes, status: int, error: BaseException) -> Fail:
+        """Forget a known task; the Fail that tells its owner."""
+        record = self.tasks.pop(task_id)
+        self.counts["failed"] += 1
+        return Fail(record.spec, status, error)
+
+    def _fail_new(self, spec: TaskSpec, error: BaseException) -> Fail:
+        """Refuse a task as it arrives (it was never recorded)."""
+        self.counts["failed"] += 1
+        return Fail(spec, ERROR, error)
