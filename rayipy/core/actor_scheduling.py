@@ -14,7 +14,7 @@ from typing import Any
 
 from rayipy.core.instructions import ActorLocation, CancelRunning, Instruction, KillWorker, Spawn
 from rayipy.core.scheduler_state import SchedulerState
-from rayipy.core.state import TaskRecord, Worker, WorkerState
+from rayipy.core.state import TaskRecord, Worker, WorkerStatus
 from rayipy.exceptions import ActorDiedError
 from rayipy.protocol.messages import CRASHED, TaskSpec
 
@@ -165,7 +165,7 @@ class ActorScheduling(SchedulerState):
             worker: Worker | None
             if spread:
                 worker = next((self.workers[w] for w in node.workers
-                               if self.workers[w].state is WorkerState.IDLE),
+                               if self.workers[w].state is WorkerStatus.IDLE),
                               None) if node else None
             else:
                 worker = self._pick_worker(request, 0)
@@ -178,7 +178,7 @@ class ActorScheduling(SchedulerState):
             self.creating.popleft()
             node = self.nodes[worker.node_id]
             worker.actor = actor.creation.actor_id
-            self._allocate(worker, request, WorkerState.ACTOR)
+            self._allocate(worker, request, WorkerStatus.ACTOR)
             if spread:
                 node.spread_count += 1
             actor.worker = worker.worker_id

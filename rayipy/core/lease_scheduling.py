@@ -1,6 +1,6 @@
 """The scheduler's lease part: lending idle workers to drivers that run tasks one at a time.
 
-The driver's side is ``rayipy.core.leases``. A leased worker (``WorkerState.LEASED``)
+The driver's side is ``rayipy.core.leases``. A leased worker (``WorkerStatus.LEASED``)
 is left out of dispatch and holds the lease's resources as its allocation until the
 driver gives it back; when tasks wait at the head, lease holders are asked for their
 workers back. It reads the shared records and steps of ``SchedulerState``;
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from rayipy.core.instructions import Instruction, LeaseAnswer, LeaseEnded
 from rayipy.core.scheduler_state import SchedulerState
-from rayipy.core.state import Request, Worker, WorkerState
+from rayipy.core.state import Request, Worker, WorkerStatus
 
 
 class LeaseScheduling(SchedulerState):
@@ -21,12 +21,12 @@ class LeaseScheduling(SchedulerState):
         """A driver asks for a worker of its own for tasks it runs one at a time."""
         if not any(q for q in self.ready.values()):
             for worker in self.workers.values():
-                if worker.state is not WorkerState.IDLE or not worker.address:
+                if worker.state is not WorkerStatus.IDLE or not worker.address:
                     continue
                 node = self.nodes[worker.node_id]
                 if not node.leaving and node.fits(request):
                     worker.leased_to = owner
-                    self._allocate(worker, request, WorkerState.LEASED)
+                    self._allocate(worker, request, WorkerStatus.LEASED)
                     return [LeaseAnswer(owner, request, worker.worker_id, worker.address)]
         return [LeaseAnswer(owner, request, b"", "")]
 
@@ -42,8 +42,8 @@ class LeaseScheduling(SchedulerState):
         """The worker is nobody's any more: back to the pool, its allocation freed."""
         worker.leased_to = None
         worker.recall_pending = False
-        if worker.state is WorkerState.LEASED:
-            worker.state = WorkerState.RUNNING   # holds its allocation until released below
+        if worker.state is WorkerStatus.LEASED:
+            worker.state = WorkerStatus.RUNNING   # holds its allocation until released below
         self._free_allocation_if_done(worker)
 
     def _recall_leases(self) -> list[Instruction]:

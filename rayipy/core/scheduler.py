@@ -18,7 +18,7 @@ the head start another worker if tasks are waiting, so a task waiting on its chi
 never starves them.
 
 Around this module: ``state`` holds the records (nodes, workers and their
-``WorkerState``, tasks), ``instructions`` the actions returned, ``scheduler_state`` the
+``WorkerStatus``, tasks), ``instructions`` the actions returned, ``scheduler_state`` the
 shared records and steps, and ``actor_scheduling`` and ``lease_scheduling`` the actor
 and lease parts this class builds on (the layers are drawn in ``scheduler_state``).
 """
@@ -35,7 +35,7 @@ from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fai
 from rayipy.core.lease_scheduling import LeaseScheduling
 from rayipy.core.objects import owner_of
 from rayipy.core.scheduler_state import describe_request, gpu_amount, without_gpus
-from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerState
+from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerStatus
 from rayipy.exceptions import TaskCancelledError, WorkerCrashedError
 from rayipy.protocol.messages import CANCELLED, CRASHED, TaskSpec
 
@@ -49,8 +49,8 @@ MAX_PIPELINE = 64
 UNKNOWN_DURATION_DEPTH = 2  # one running, one waiting, until durations are known
 IDLE_RETIRE_SECONDS = 10.0  # an extra worker idle this long is stopped
 
-IDLE, RUNNING, BLOCKED = WorkerState.IDLE, WorkerState.RUNNING, WorkerState.BLOCKED
-ACTOR, LEASED = WorkerState.ACTOR, WorkerState.LEASED
+IDLE, RUNNING, BLOCKED = WorkerStatus.IDLE, WorkerStatus.RUNNING, WorkerStatus.BLOCKED
+ACTOR, LEASED = WorkerStatus.ACTOR, WorkerStatus.LEASED
 
 
 def is_spread(spec: TaskSpec) -> bool:

@@ -10,7 +10,7 @@ inherits it from the class below, so no part reads state it does not declare:
           \\  /
     Scheduler           the events the head reports; tasks: dispatch, pipelining, stealing
 
-A worker's ``state`` (``WorkerState``) changes only here and in those parts:
+A worker's ``state`` (``WorkerStatus``) changes only here and in those parts:
 IDLE -> RUNNING (a task), ACTOR (an actor) or LEASED (a driver's lease), via
 ``_allocate``; RUNNING -> IDLE when its queue empties, via ``_free_allocation``;
 RUNNING or LEASED -> BLOCKED while its task waits in ``get``, and back (or to IDLE
@@ -23,10 +23,10 @@ import abc
 import collections
 
 from rayipy.core.instructions import Execute, Fail, Instruction
-from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerState
+from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerStatus
 from rayipy.protocol.messages import ERROR, TaskSpec
 
-IDLE, RUNNING, BLOCKED = WorkerState.IDLE, WorkerState.RUNNING, WorkerState.BLOCKED
+IDLE, RUNNING, BLOCKED = WorkerStatus.IDLE, WorkerStatus.RUNNING, WorkerStatus.BLOCKED
 
 LOST_NODES_KEPT = 100       # nodes() lists this many gone nodes, with Alive False, as Ray
 
@@ -67,7 +67,7 @@ class SchedulerState(abc.ABC):
         """Place what waits on the workers free for it (``Scheduler`` defines it)."""
 
     # -- a worker's allocation ----------------------------------------------------------------
-    def _allocate(self, worker: Worker, request: Request, state: WorkerState) -> None:
+    def _allocate(self, worker: Worker, request: Request, state: WorkerStatus) -> None:
         """An idle worker takes ``request`` from its node, with GPU devices of its own,
         and enters ``state`` (RUNNING, ACTOR or LEASED)."""
         node = self.nodes[worker.node_id]
@@ -107,7 +107,7 @@ class SchedulerState(abc.ABC):
     def _free_allocation_if_done(self, worker: Worker) -> None:
         """A pool worker with nothing queued gives back its allocation (actors and leased
         workers keep theirs: they run what comes straight to them)."""
-        if not worker.queue and worker.state is not WorkerState.ACTOR and not worker.leased_to:
+        if not worker.queue and worker.state is not WorkerStatus.ACTOR and not worker.leased_to:
             self._free_allocation(worker)
 
     # -- placement ------------------------------------------------------------------------

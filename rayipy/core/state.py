@@ -107,7 +107,7 @@ class LostNode(NamedTuple):
     why: str
 
 
-class WorkerState(enum.Enum):
+class WorkerStatus(enum.Enum):
     """What a worker does now: the one answer to "may it take this task?".
 
     ``IDLE`` is the only state that may take a task, an actor or a lease. The dashboard
@@ -139,7 +139,7 @@ class Worker:
         self.worker_id = worker_id
         self.node_id = node_id
         self.pid = pid
-        self.state = WorkerState.IDLE
+        self.state = WorkerStatus.IDLE
         self.queue: collections.deque[bytes] = collections.deque()   # task ids, running first
         self.allocation: Request | None = None    # what it holds from its node
         self.gpu_ids: tuple[str, ...] = ()        # the devices its allocation holds

@@ -137,7 +137,7 @@ def _worker_view(scheduler: Any, history: TaskHistory, worker: Any, node_address
         options = dict(record.creation.options) if record is not None else {}
         actor = {"actor_id": worker.actor.hex(), "class_name": options.get("class_name", "?"),
                  "name": options.get("name") or ""}
-    # The scheduler's WorkerState by name (IDLE, RUNNING, BLOCKED, ACTOR, LEASED), read
+    # The scheduler's WorkerStatus by name (IDLE, RUNNING, BLOCKED, ACTOR, LEASED), read
     # without importing core: a leased worker shows as LEASED even while blocked.
     state = "LEASED" if worker.leased_to else worker.state.name
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rayipy.core.scheduler import (
     UNKNOWN_DURATION_DEPTH, CancelRunning, Execute, Fail, Scheduler, Spawn)
-from rayipy.core.state import WorkerState
+from rayipy.core.state import WorkerStatus
 from rayipy.protocol.messages import CANCELLED, CRASHED, ERROR, Payload, TaskSpec
 
 OWNER = b"O" * 8
@@ -235,9 +235,9 @@ def test_unblocked_takes_the_lease_back():
     s = make()
     s.submit([spec(1), spec(2)])
     s.blocked(W1, [])
-    assert cpu_left(s) == 1.0 and s.workers[W1].state is WorkerState.BLOCKED
+    assert cpu_left(s) == 1.0 and s.workers[W1].state is WorkerStatus.BLOCKED
     assert s.unblocked(W1) == []
-    assert cpu_left(s) == 0.0 and s.workers[W1].state is not WorkerState.BLOCKED
+    assert cpu_left(s) == 0.0 and s.workers[W1].state is not WorkerStatus.BLOCKED
     assert s.unblocked(W1) == []                # not blocked any more
     finish_all(s)
     assert s.nodes[NODE].available == s.nodes[NODE].total

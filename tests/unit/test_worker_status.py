@@ -1,4 +1,4 @@
-"""A worker's one state (WorkerState), one meaning of "idle", and the two words
+"""A worker's one status in the scheduler (WorkerStatus), one meaning of "idle", and the two words
 "allocation" (resources a worker holds) and "lease" (a worker lent to a driver).
 
 The last part drives a scheduler with random events and checks after each one that
@@ -15,11 +15,11 @@ from rayipy.core.actor_scheduling import ActorScheduling
 from rayipy.core.instructions import Execute, LeaseEnded, Steal
 from rayipy.core.lease_scheduling import LeaseScheduling
 from rayipy.core.scheduler import IDLE_RETIRE_SECONDS, Scheduler
-from rayipy.core.state import Node, Worker, WorkerState
+from rayipy.core.state import Node, Worker, WorkerStatus
 from rayipy.protocol.messages import CANCELLED, CRASHED, Payload, TaskSpec
 
-IDLE, RUNNING, BLOCKED = WorkerState.IDLE, WorkerState.RUNNING, WorkerState.BLOCKED
-ACTOR, LEASED = WorkerState.ACTOR, WorkerState.LEASED
+IDLE, RUNNING, BLOCKED = WorkerStatus.IDLE, WorkerStatus.RUNNING, WorkerStatus.BLOCKED
+ACTOR, LEASED = WorkerStatus.ACTOR, WorkerStatus.LEASED
 OWNER, OTHER = b"O" * 8, b"P" * 8
 NODE, AGENT = b"node-1", b"agent-1"
 W1, W2, W3 = b"worker-1", b"worker-2", b"worker-3"
@@ -43,7 +43,7 @@ def make(workers: tuple[bytes, ...] = (W1, W2), cpu: float = 2.0, **extra: float
     return s
 
 
-def states(s: Scheduler) -> dict[bytes, WorkerState]:
+def states(s: Scheduler) -> dict[bytes, WorkerStatus]:
     return {w.worker_id: w.state for w in s.workers.values()}
 
 
