@@ -33,6 +33,7 @@ from rayipy.node.data_port import is_large
 from rayipy.node.direct import DirectInbox
 from rayipy.transport.stream import StreamConnection
 from rayipy.core.objects import owner_of
+from rayipy.core.task_context import CURRENT_TASK
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import (CANCELLED, ERROR, OK, RETURNED, DepSlot, FetchDep, TaskResult,
@@ -40,8 +41,6 @@ from rayipy.protocol.messages import (CANCELLED, ERROR, OK, RETURNED, DepSlot, F
 
 log = logging.getLogger("rayipy.worker")
 
-# The task a thread (or asyncio task) is running, for output of concurrent actor calls.
-CURRENT_TASK: contextvars.ContextVar[TaskSpec] = contextvars.ContextVar("rayipy_task")
 # The caller of the direct call the main thread is running, if it is one.
 DIRECT_CALLER: contextvars.ContextVar[StreamConnection | None] = contextvars.ContextVar(
     "rayipy_caller")
@@ -558,4 +557,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m rayipy.node.worker` runs this file as the module `__main__`. Run main()
+    # of the module imported under its own name instead, so nothing here exists twice
+    # (a second copy is how get_runtime_context() once read an empty task context).
+    from rayipy.node import worker as _worker
+    sys.exit(_worker.main())
