@@ -59,26 +59,27 @@ def test_tasks_from_the_head_run_in_order_and_their_results_go_to_the_head():
     s = WorkerState(WHERE)
     assert s.tasks_from_head([spec(1), spec(2)], blocked=False) == [WAKE]
     first = run_next(s, now=5.0)
-    assert first == Run(spec(1), None)
+    assert first == Run(spec(1), None)                     # None: its result to the head
     assert s.current == spec(1) and s.current_since == 5.0
-    assert s.finished(ok(1)) == ReportToHead(ok(1))
+    s.code_done(tid(1))
     assert s.current is None
-    assert run_next(s).spec == spec(2)
-    assert s.finished(ok(2)) == ReportToHead(ok(2))
+    assert run_next(s) == Run(spec(2), None)
+    s.code_done(tid(2))
     assert s.next_task(3.0) is None
 
 
-def test_a_direct_calls_result_goes_back_to_its_caller_and_only_once():
+def test_a_direct_calls_result_goes_back_to_its_caller_which_is_then_forgotten():
     s = WorkerState(WHERE)
     assert s.calls_from_caller(CALLER, [spec(1)]) == []
     assert s.calls_from_caller(OTHER, [spec(2)]) == []
     assert run_next(s) == Run(spec(1), CALLER)
-    assert s.finished(ok(1)) == ReplyToCaller(CALLER, ok(1))
+    s.code_done(tid(1))
     assert run_next(s) == Run(spec(2), OTHER)
-    assert s.finished(ok(2)) == ReplyToCaller(OTHER, ok(2))
+    s.code_done(tid(2))
     assert s.reply_to == {}
     # The same id again (a retry through the head): the head's this time.
-    assert s.finished(ok(2)) == ReportToHead(ok(2))
+    s.tasks_from_head([spec(2)], blocked=False)
+    assert run_next(s) == Run(spec(2), None)
 
 
 def test_code_done_ends_running_before_the_result_is_packed():
@@ -91,7 +92,6 @@ def test_code_done_ends_running_before_the_result_is_packed():
     assert s.current is None
     # A cancel now is of a task that has finished: remembered, never an interrupt.
     assert s.cancel(tid(1), force=True) == []
-    assert s.finished(ok(1)) == ReportToHead(ok(1))
 
 
 # -- cancels --------------------------------------------------------------------------------
@@ -233,8 +233,10 @@ def test_leased_tasks_that_come_while_blocked_go_back_to_their_caller():
                                                                   WHERE, ()))]
     assert queued(s) == [3]
     assert s.return_direct() == []
-    # The blocked task itself still answers its own caller.
-    assert s.finished(ok(1)) == ReplyToCaller(CALLER, ok(1))
+    # The blocked task itself still answers its own caller (Run said so); then it is
+    # forgotten.
+    s.code_done(tid(1))
+    assert s.reply_to == {tid(3): OTHER}
 
 
 def test_tasks_from_the_head_while_blocked_go_back_at_once():
@@ -247,7 +249,7 @@ def test_an_actors_calls_stay_while_one_blocks():
     s = WorkerState(WHERE)
     s.tasks_from_head([constructor()], blocked=False)
     run_next(s)
-    s.finished(ok(0))
+    s.code_done(tid(0))
     s.constructor_done(concurrent=False)
     s.calls_from_caller(CALLER, [spec(1, actor=True)])
     run_next(s)                                            # call 1 blocks in get
@@ -266,8 +268,8 @@ def test_calls_before_the_constructor_wait_and_then_run_first_in_order():
     s.calls_from_caller(OTHER, [spec(3, actor=True)])
     assert queued(s) == [] and s.next_task(1.0) is None
     s.tasks_from_head([constructor()], blocked=False)
-    assert run_next(s).spec == constructor()
-    assert s.finished(ok(0)) == ReportToHead(ok(0))
+    assert run_next(s) == Run(constructor(), None)
+    s.code_done(tid(0))
     s.constructor_done(concurrent=False)
     assert queued(s) == [1, 2, 3] and s.deferred == []
     assert run_next(s) == Run(spec(1, actor=True), CALLER)
@@ -280,7 +282,7 @@ def test_a_concurrent_actors_calls_go_to_its_host_and_are_counted():
     s.calls_from_caller(CALLER, [spec(1, actor=True)])
     s.tasks_from_head([constructor()], blocked=False)
     run_next(s)
-    s.finished(ok(0))
+    s.code_done(tid(0))
     s.constructor_done(concurrent=True)
     s.calls_from_caller(CALLER, [spec(2, actor=True)])
     assert s.next_task(1.0) == RunOnHost(spec(1, actor=True))
