@@ -167,9 +167,16 @@ class TaskRunner:
                           self.where, ())
 
     def pack_returns(self, spec: TaskSpec, value: Any, duration: float) -> TaskResult:
-        values: tuple[Any, ...]
+        """The task's result: its return value(s) pickled. Refs inside them are registered
+        for the owner first (it will hold them inside the value)."""
+        # Pickled now, a snapshot: the value is sent after the next task has started, and
+        # that task may change an array this one returned (a buffer reused task to task).
         if spec.num_returns == 1:
-            values = (value,)
+            # Most tasks: one value, with no ref inside. Kept short, it runs per task.
+            payload, refs = serialization.dumps(value, f"return value 0 of {spec.name}")
+            if not refs:
+                return TaskResult(spec.task_id, OK, (payload,), duration, self.where, ())
+            payloads, inside = [payload], [refs]
         else:
             try:
                 values = tuple(value)
@@ -178,20 +185,19 @@ class TaskRunner:
             if len(values) != spec.num_returns:
                 raise ValueError(f"task {spec.name!r} declared num_returns={spec.num_returns} "
                                  f"but returned {_count(value)}")
-        payloads, contains = [], []
+            payloads, inside = [], []
+            for i, v in enumerate(values):
+                payload, refs = serialization.dumps(v, f"return value {i} of {spec.name}")
+                payloads.append(payload)
+                inside.append(refs)
         owner = owner_of(spec.task_id)
-        for i, v in enumerate(values):
-            # A snapshot: the value is sent after the next task has started, and that task
-            # may change an array this one returned (a buffer reused from task to task).
-            payload, refs = serialization.dumps(v, f"return value {i} of {spec.name}")
-            payloads.append(payload)
-            contains.append(tuple(r.id for r in refs))
+        for refs in inside:
             for ref in refs:
-                # The receiver will hold this ref inside its value: register it first.
                 if owner_of(ref.id) != owner:
                     self.runtime.route_borrow(ref.id, 1, owner)
+        contains = tuple(tuple(r.id for r in refs) for refs in inside)
         return TaskResult(spec.task_id, OK, tuple(payloads), duration, self.where,
-                          tuple(contains) if any(contains) else ())
+                          contains if any(contains) else ())
 
 
 def _retryable(error: Exception, retry_on: Any) -> bool:
