@@ -124,9 +124,7 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
 
 def get_runtime_context() -> RuntimeContext:
     """Where the calling code runs: ``.get_node_id()``, ``.get_task_id()``, ``.get_actor_id()``."""
-    from rayipy.node.worker import CURRENT_TASK
-    runtime = _runtime()
-    return RuntimeContext(runtime.node_id, CURRENT_TASK.get(None))
+    return RuntimeContext.here(_runtime().node_id)
 
 
 def get_gpu_ids() -> list:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from rayipy.core.task_context import current_task
 from rayipy.node import gpus
+from rayipy.protocol.messages import TaskSpec
 
 
 class RuntimeContext:
-    def __init__(self, node_id: bytes, task=None) -> None:
+    """The node, task and actor some code runs in, as they were when it was made."""
+
+    def __init__(self, node_id: bytes, task: TaskSpec | None = None) -> None:
         self._node_id = node_id
         self._task = task          # the TaskSpec being run, in a worker
+
+    @classmethod
+    def here(cls, node_id: bytes) -> "RuntimeContext":
+        """The context of the calling code, in a process on node ``node_id``: the task
+        running in this thread (or asyncio task), if any."""
+        return cls(node_id, current_task())
 
     def get_node_id(self) -> str:
         """The id of the node this process runs on (hex, as in ``nodes()``)."""
