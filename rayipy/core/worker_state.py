@@ -86,7 +86,7 @@ class ReportToHead(NamedTuple):
 
 class ReturnToHead(NamedTuple):
     """Give these tasks back to the head unrun (``RETURNED``; when blocking, ``BLOCKED``)."""
-    task_ids: list
+    task_ids: list[bytes]
 
 
 class InterruptRunning(NamedTuple):
@@ -309,7 +309,7 @@ class WorkerState:
         return taken
 
 
-def remember(ids: dict, item: bytes, keep: int = CANCELS_KEPT) -> None:
+def remember(ids: dict[bytes, None], item: bytes, keep: int = CANCELS_KEPT) -> None:
     """Add ``item`` to ``ids`` (a dict used as an ordered set), forgetting the oldest
     beyond ``keep``."""
     ids[item] = None

@@ -43,7 +43,8 @@ def unpickled_or_none(pickled: bytes | None) -> BaseException | None:
     if pickled is None:
         return None
     try:
-        return pickle.loads(pickled)
+        error: BaseException = pickle.loads(pickled)
+        return error
     except Exception:
         return None
 
@@ -63,7 +64,8 @@ def rebuild_error(payload: Payload) -> BaseException:
 def error_class_name(payload: Payload) -> str:
     """The class name of a captured error, without rebuilding the exception."""
     try:
-        return pickle.loads(payload.data)[1]
+        name: str = pickle.loads(payload.data)[1]
+        return name
     except Exception:
         return ""
 

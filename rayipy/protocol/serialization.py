@@ -43,10 +43,10 @@ def note_contained_ref(ref: Any) -> None:
         found.append(ref)
 
 
-def dumps(value: Any, what: str = "value", snapshot: bool = True) -> tuple[Payload, list]:
+def dumps(value: Any, what: str = "value", snapshot: bool = True) -> tuple[Payload, list[Any]]:
     """Serialize ``value``; returns the payload and the ObjectRefs it contains. Large
     buffers are read-only copies unless ``snapshot`` is False (see the module's docstring)."""
-    buffers: list = []
+    buffers: list[Any] = []
 
     def keep_large_out_of_band(buf: pickle.PickleBuffer) -> bool:
         raw = buf.raw()
@@ -109,7 +109,8 @@ def pickling_error(value: Any) -> Exception | None:
 
 def dumps_inband(value: Any) -> bytes:
     """One self-contained pickle (no out-of-band buffers), for small records like errors."""
-    return cloudpickle.dumps(value, protocol=5)
+    data: bytes = cloudpickle.dumps(value, protocol=5)
+    return data
 
 
 def loads_inband(data: bytes) -> Any:
@@ -120,7 +121,7 @@ def loads(payload: Payload) -> Any:
     return pickle.loads(payload.data, buffers=payload.buffers)
 
 
-def dumps_function(fn: Callable, what: str) -> bytes:
+def dumps_function(fn: Callable[..., Any], what: str) -> bytes:
     """Pickle a function or class once, with what its tracebacks need on the other side.
 
     cloudpickle replaces the file name of code it pickles by value with "<dynamic-code>",
@@ -140,9 +141,9 @@ def dumps_function(fn: Callable, what: str) -> bytes:
     return pickle.dumps((pickled, filename, lines), protocol=5)
 
 
-def loads_function(data: bytes) -> Callable:
+def loads_function(data: bytes) -> Callable[..., Any]:
     pickled, filename, lines = pickle.loads(data)
-    fn = pickle.loads(pickled)
+    fn: Callable[..., Any] = pickle.loads(pickled)
     if filename:
         if lines and filename not in linecache.cache:
             linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
@@ -150,10 +151,10 @@ def loads_function(data: bytes) -> Callable:
     return fn
 
 
-def _functions_of(fn: Any) -> list:
+def _functions_of(fn: Any) -> list[types.FunctionType]:
     """The plain functions whose code ``fn`` carries: itself, or a class's methods."""
     members = vars(fn).values() if isinstance(fn, type) else [fn]
-    found = []
+    found: list[types.FunctionType] = []
     for member in members:
         target = getattr(member, "__func__", member)   # staticmethod / classmethod
         if isinstance(target, types.FunctionType):
@@ -201,7 +202,8 @@ def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
     return code.replace(co_filename=filename, co_consts=consts)
 
 
-def dumps_arguments(args: tuple, kwargs: dict, function_name: str) -> tuple[Payload, list]:
+def dumps_arguments(args: tuple[Any, ...], kwargs: dict[str, Any],
+                    function_name: str) -> tuple[Payload, list[Any]]:
     """dumps((args, kwargs)), with errors that name the argument that would not pickle."""
     try:
         return dumps((args, kwargs), f"the arguments of {function_name}")
