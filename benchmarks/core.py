@@ -67,7 +67,8 @@ It writes core-results.json (all raw samples) and core-results.md into --out-dir
 (default /tmp/rayipy-core-<UTC date>) and prints the markdown.
 
 The systems here run one after another, so a ratio to the pool still carries the drift of
-the machine's load between two children.
+the machine's load between two children. For the hot-path figures, benchmarks/ab.py
+alternates two sides (two rayipy commits, or `pool` and a commit) round by round.
 """
 
 import argparse
