@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
-"""core.py -- rayipy's own performance figures, each measured for rayipy AND Ray in one run.
+"""core.py -- rayipy's own performance figures, each measured for rayipy, Ray and a
+multiprocessing.Pool(2) in one run.
 
 shared/bench/peers.py gives the cross-system anchors (with task functions pickled by
 reference from an importable module). This script adds the figures that the project's
 goals are stated in and that peers.py does not give, always for rayipy and Ray in the
-same run, so that the ratio rayipy/Ray means something on a noisy 2-core machine:
+same run, so that the ratio rayipy/Ray means something on a noisy 2-core machine.
+Two baselines always run in the same run too: the raw zmq round trip, and
+multiprocessing.Pool(2), the same-machine limit (pipes, with no scheduler and no
+ownership; issue 11's goals are ratios to it). The pool runs figures a, b, c (and d,
+its start to first result); it has no actors and no head, so no e or f:
 
   zmq  raw pyzmq round trip between two processes, same machine, same run:
        DEALER -> ROUTER echo over tcp://127.0.0.1, p50/p99 of 2000 sequential pings
        after 200 warm-up pings; plus a 3-process relay (client DEALER -> ROUTER relay ->
        worker DEALER and back), the shape of a head-centred task round trip (info only)
   a.   sequential no-op task round trip p50/p99 (2000 calls after 200 warm-up), and
-       its p50 divided by the raw zmq DEALER/ROUTER p50
+       its p50 divided by the raw zmq DEALER/ROUTER p50. The pool: pool.apply(f)
   b.   10,000 no-op tasks submitted one by one, then gathered with one get(list):
        tasks/s. The task function is defined in __main__ of this script, so both
-       systems pickle it by value (cloudpickle), as for a notebook
+       systems pickle it by value (cloudpickle), as for a notebook. The pool:
+       apply_async one by one, then .get() of each (it forks, so it pickles the
+       function by reference); also (info) pool.map over 10,000 items, which batches
   c.   10,000 tasks of time.sleep(0.001) (also a __main__ function) on 2 workers:
        wall seconds (ideal 5.0), on the cluster that just ran a and b; and (info) the
        same on a freshly started cluster
@@ -31,10 +38,13 @@ same run, so that the ratio rayipy/Ray means something on a noisy 2-core machine
        without waiting on one actor, then gathered with one get(list): calls/s
 
 Every system uses 2 workers: rayipy.init(num_cpus=2), ray.init(num_cpus=2,
-include_dashboard=False), with RAY_USAGE_STATS_ENABLED=0. Each figure is repeated --reps
+include_dashboard=False), with RAY_USAGE_STATS_ENABLED=0, multiprocessing.Pool(2) with
+the platform's default start method (fork on Linux). Each figure is repeated --reps
 times (default 3; the memory figure once) and the median is reported.
 
-Each system runs in its own child process, one after another, never concurrently. The
+Each system runs in its own child process, one after another (zmq, pool, rayipy, ray:
+the pool right before rayipy, so that the ratio rayipy/pool spans the shortest time),
+never concurrently. The
 parent makes itself a child subreaper, records every process that a child starts, bounds
 each child's run time (--timeout), and afterwards kills leftovers by PID only. A figure
 that fails or hangs is recorded with its error text (SIGALRM bounds each figure), and the
@@ -42,7 +52,7 @@ next figure runs on a freshly started cluster.
 
 Run it with the venv that has ray and rayipy installed (see benchmarks/README.md):
 
-    /work/peers-venv/bin/python benchmarks/core.py                      # rayipy,ray, full
+    /work/peers-venv/bin/python benchmarks/core.py                      # rayipy,ray (+zmq,pool), full
     /work/peers-venv/bin/python benchmarks/core.py --quick              # smoke run
     /work/peers-venv/bin/python benchmarks/core.py --systems rayipy --reps 5
     /work/peers-venv/bin/python benchmarks/core.py --rayipy-rev HEAD     # a frozen commit
@@ -55,6 +65,10 @@ it, the working tree is measured, and the report says so (with its uncommitted c
 
 It writes core-results.json (all raw samples) and core-results.md into --out-dir
 (default /tmp/rayipy-core-<UTC date>) and prints the markdown.
+
+The systems here run one after another, so a ratio to the pool still carries the drift of
+the machine's load between two children. For the hot-path figures, benchmarks/ab.py
+alternates two sides (two rayipy commits, or `pool` and a commit) round by round.
 """
 
 import argparse
@@ -76,7 +90,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.abspath(__file__)
 N_WORKERS = 2
 MiB = 1024 * 1024
-SYSTEM_ORDER = ["zmq", "rayipy", "ray"]
+SYSTEM_ORDER = ["zmq", "pool", "rayipy", "ray"]
+BASELINES = ["zmq", "pool"]   # always measured, in every run
 
 # ----------------------------------------------------------------------------------
 # Task functions and the actor class: defined in __main__ on purpose (the child runs
@@ -96,6 +111,11 @@ def main_sleep_ms():
     time.sleep(0.001)
 
 
+def main_noop_item(_):
+    """pool.map's form of main_noop (one argument per item)."""
+    return None
+
+
 class MainCounter:
     def __init__(self):
         self.n = 0
@@ -113,6 +133,8 @@ class MainCounter:
 class RayipySystem:
     name = "rayipy"
     label = "rayipy.init(num_cpus=2)"
+    has_actors = True
+    has_head = True
 
     def import_lib(self):
         import rayipy
@@ -127,6 +149,10 @@ class RayipySystem:
 
     def get(self, refs):
         return self.lib.get(refs)
+
+    def call(self, f):
+        """One task, waited for: the round trip of figure a."""
+        return self.lib.get(f.remote())
 
     def shutdown(self):
         self.lib.shutdown()
@@ -151,6 +177,8 @@ class RayipySystem:
 class RaySystem:
     name = "ray"
     label = "ray.init(num_cpus=2, include_dashboard=False)"
+    has_actors = True
+    has_head = True
 
     def import_lib(self):
         import ray
@@ -165,6 +193,9 @@ class RaySystem:
 
     def get(self, refs):
         return self.lib.get(refs)
+
+    def call(self, f):
+        return self.lib.get(f.remote())
 
     def shutdown(self):
         self.lib.shutdown()
@@ -186,7 +217,54 @@ class RaySystem:
         return out
 
 
-SYSTEMS = {"rayipy": RayipySystem, "ray": RaySystem}
+class _PoolFunction:
+    """What PoolSystem.remote returns: ``.remote()`` is one ``apply_async``."""
+
+    def __init__(self, pool, fn):
+        self.pool = pool
+        self.fn = fn
+
+    def remote(self):
+        return self.pool.apply_async(self.fn)
+
+
+class PoolSystem:
+    """multiprocessing.Pool(2): the same-machine limit (pipes, no scheduler, no ownership).
+
+    Its workers fork from the driver, so a __main__ function is pickled by reference.
+    It has no actors and no head process: figures e and f are not run for it.
+    """
+    name = "pool"
+    label = "multiprocessing.Pool(2)"
+    has_actors = False
+    has_head = False
+
+    def import_lib(self):
+        import multiprocessing
+        self.lib = multiprocessing
+        self.version = "Python " + platform.python_version()
+        self.label = f"multiprocessing.Pool(2), start method {multiprocessing.get_start_method()}"
+
+    def start(self):
+        self.pool = self.lib.Pool(N_WORKERS)
+
+    def remote(self, fn):
+        return _PoolFunction(self.pool, fn)
+
+    def get(self, refs):
+        if isinstance(refs, list):
+            return [r.get() for r in refs]
+        return refs.get()
+
+    def call(self, f):
+        return self.pool.apply(f.fn)
+
+    def shutdown(self):
+        self.pool.close()
+        self.pool.join()
+
+
+SYSTEMS = {"pool": PoolSystem, "rayipy": RayipySystem, "ray": RaySystem}
 
 # ----------------------------------------------------------------------------------
 # Small helpers
@@ -530,13 +608,13 @@ def run_system(rec, system, reps, n_lat, n_tasks, mem_total, batch, cold_reps):
     def latency():
         f = S.remote(main_noop)
         for _ in range(200):
-            S.get(f.remote())
+            S.call(f)
         p50, p99, mean = [], [], []
         for r in range(reps):
             s = []
             progress["rtt"] = (r, s, pc())
             for _ in range(n_lat):
-                t0 = pc(); S.get(f.remote()); s.append(pc() - t0)
+                t0 = pc(); S.call(f); s.append(pc() - t0)
             p50.append(pct(s, 50) * 1e6); p99.append(pct(s, 99) * 1e6); mean.append(statistics.fmean(s) * 1e6)
         rec.fig("rtt_p50_us", "us", p50)
         rec.fig("rtt_p99_us", "us", p99)
@@ -561,6 +639,15 @@ def run_system(rec, system, reps, n_lat, n_tasks, mem_total, batch, cold_reps):
         rec.fig("main_throughput_tps", "tasks/s", tps)
         rec.fig("main_submit_rate_tps", "tasks/s", sub)
         rec.fig("main_throughput_wall_s", "s", wall)
+        if system == "pool":
+            # (info) the pool's own batching form: map cuts the items into chunks
+            rates = []
+            for _ in range(reps):
+                t0 = pc()
+                out = S.pool.map(main_noop_item, range(n_tasks))
+                rates.append(n_tasks / (pc() - t0))
+                assert len(out) == n_tasks
+            rec.fig("pool_map_tps", "tasks/s", rates)
     figure("throughput", throughput, 600)
 
     # c. n_tasks x sleep(1 ms), __main__ function
@@ -609,7 +696,8 @@ def run_system(rec, system, reps, n_lat, n_tasks, mem_total, batch, cold_reps):
             del refs, out
         rec.fig("actor_pipelined_cps", "calls/s", rates)
         del h
-    figure("actor", actor, 300)
+    if S.has_actors:
+        figure("actor", actor, 300)
 
     rec.guarded("shutdown", down, 120)
     time.sleep(1.0)
@@ -620,7 +708,7 @@ def run_system(rec, system, reps, n_lat, n_tasks, mem_total, batch, cold_reps):
     rec.guarded("shutdown2", down, 120)
     time.sleep(1.0)
 
-    # e. memory, on a fresh cluster
+    # e. memory, on a fresh cluster (where there is a head process to watch)
     def memory():
         up()
         f = S.remote(main_noop)
@@ -684,8 +772,8 @@ def run_system(rec, system, reps, n_lat, n_tasks, mem_total, batch, cold_reps):
                     [sum(end["workers"][p] - base["workers"][p] for p in common) / MiB],
                     n_workers_compared=len(common))
         rec.fig("mem_batched_tps", "tasks/s", [n_batches * batch / wall])
-    if not rec.guarded("memory", memory, 900):
-        pass
+    if S.has_head:
+        rec.guarded("memory", memory, 900)
     rec.guarded("final_shutdown", down, 120)
 
 
@@ -839,10 +927,10 @@ def parent_main(args):
         sys.exit("psutil is needed: run with the venv python (see benchmarks/README.md)")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     for s in systems:
-        if s != "zmq" and s not in SYSTEMS:
-            sys.exit(f"unknown system {s!r}; known: zmq, {', '.join(SYSTEMS)}")
-    if "zmq" not in systems:
-        systems = ["zmq"] + systems   # the raw zmq baseline is always measured in the same run
+        if s not in SYSTEM_ORDER:
+            sys.exit(f"unknown system {s!r}; known: {', '.join(SYSTEM_ORDER)}")
+    # the baselines are always measured in the same run; the pool runs right before rayipy
+    systems = [s for s in SYSTEM_ORDER if s in systems or s in BASELINES]
     out_dir = os.path.abspath(args.out_dir or os.path.join(
         tempfile.gettempdir(), "rayipy-core-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")))
     log_dir = os.path.join(out_dir, "logs")
@@ -939,9 +1027,17 @@ def _f(v, unit):
     if unit == "MiB":
         return f"{v:+.1f}"
     if unit == "x":
-        return f"{v:.2f}"
+        return f"{v:.3f}"   # three places: the 1.03 goal needs them
     return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
 
+
+# Issue 11's goals, stated as ratios of rayipy's figure to the pool's in the same run:
+# key -> (goal text, check on the ratio rayipy / pool)
+POOL_GOALS = {
+    "rtt_p50_us": ("≤ 1.00 (no worse)", lambda r: r <= 1.0),
+    "main_throughput_tps": ("≥ 0.80", lambda r: r >= 0.8),
+    "sleep1ms_wall_s": ("≤ 1.03", lambda r: r <= 1.03),
+}
 
 # (key, label, unit, goal text, goal check (value -> bool) or None)
 ROWS = [
@@ -953,6 +1049,8 @@ ROWS = [
     ("main_throughput_tps", "b. 10k no-op tasks (__main__ fn), tasks/s (higher is better)", "tasks/s",
      "≥ 15,000", lambda v: v >= 15000),
     ("main_submit_rate_tps", "   10k submit rate, tasks/s (info)", "tasks/s", "", None),
+    ("pool_map_tps", "   pool.map over 10k items (batched in chunks), tasks/s (info, pool only)", "tasks/s",
+     "", None),
     ("sleep1ms_wall_s", "c. 10k × sleep(1 ms), wall s (ideal 5.0), after a–b on the same cluster", "s",
      "≤ 5.75", lambda v: v <= 5.75),
     ("sleep1ms_fresh_wall_s", "   same on a fresh cluster, wall s (info)", "s", "", None),
@@ -980,13 +1078,13 @@ def render_md(results):
         return None if f is None else f.get(field)
 
     zmq_p50 = g("zmq", "zmq_rtt_p50_us")
-    for s in ("rayipy", "ray"):
+    for s in ("pool", "rayipy", "ray"):
         if s in sysres:
             v = g(s, "rtt_p50_us")
             if v is not None and zmq_p50:
                 sysres[s].setdefault("figures", {})["rtt_over_zmq"] = {"median": v / zmq_p50, "unit": "x"}
 
-    L = ["# rayipy core figures: rayipy vs Ray, same run\n"]
+    L = ["# rayipy core figures: rayipy vs multiprocessing.Pool(2) and Ray, same run\n"]
     L.append(f"Date (UTC): {meta['date_utc']}  ")
     L.append(f"Machine: nproc={m['nproc']}, {m['cpu_model']}, Python {m['python']}  ")
     L.append("Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + "  ")
@@ -1016,22 +1114,34 @@ def render_md(results):
                        ("zmq_relay_rtt_p99_us", "same, p99")):
         L.append(f"| {label} | {_f(g('zmq', key), 'us')} |")
 
-    L.append("\n## rayipy vs Ray\n")
-    L.append("| figure | rayipy | Ray | rayipy / Ray | goal (rayipy) | rayipy meets goal |")
-    L.append("|---|---|---|---|---|---|")
+    L.append("\n## rayipy vs multiprocessing.Pool(2) and Ray\n")
+    L.append("The pool is the same-machine limit (pipes, no scheduler, no ownership); issue 11 states "
+             "its goals as rayipy ÷ pool, measured in one run. For tasks/s a ratio above 1 is better "
+             "for rayipy; for times and µs, below 1.\n")
+    L.append("| figure | rayipy | pool | Ray | rayipy ÷ pool | rayipy ÷ Ray | goal (rayipy) "
+             "| meets | goal (rayipy ÷ pool) | meets |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+
+    def ratio(a, b, unit):
+        # growths (MiB) and figures that are ratios already give no meaningful ratio
+        return a / b if a is not None and b not in (None, 0) and unit not in ("MiB", "x") else None
+
+    def verdict(value, check, key):
+        if value is None:
+            err = _error_for(sysres.get("rayipy", {}), key) or _error_for(sysres.get("pool", {}), key)
+            return "not measured" + (f" ({err})" if err else "")
+        return "yes" if check(value) else "**NO**"
+
     for key, label, unit, goal, check in ROWS:
-        a, b = g("rayipy", key), g("ray", key)
-        ratio = "n/a"
-        if a is not None and b not in (None, 0) and unit != "MiB":
-            ratio = f"{a / b:.2f}"
-        meets = ""
-        if check is not None:
-            if a is None:
-                err = _error_for(sysres.get("rayipy", {}), key)
-                meets = "not measured" + (f" ({err})" if err else "")
-            else:
-                meets = "yes" if check(a) else "**NO**"
-        L.append(f"| {label} | {_f(a, unit)} | {_f(b, unit)} | {ratio} | {goal} | {meets} |")
+        a, p, b = g("rayipy", key), g("pool", key), g("ray", key)
+        r_pool, r_ray = ratio(a, p, unit), ratio(a, b, unit)
+        meets = verdict(a, check, key) if check is not None else ""
+        pool_goal, pool_meets = "", ""
+        if key in POOL_GOALS:
+            pool_goal, pool_check = POOL_GOALS[key]
+            pool_meets = verdict(r_pool, pool_check, key)
+        L.append(f"| {label} | {_f(a, unit)} | {_f(p, unit)} | {_f(b, unit)} | {_f(r_pool, 'x')} "
+                 f"| {_f(r_ray, 'x')} | {goal} | {meets} | {pool_goal} | {pool_meets} |")
 
     for s in ("rayipy", "ray"):
         md = sysres.get(s, {}).get("memory_detail")
@@ -1085,7 +1195,7 @@ def _error_for(r, key):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--systems", default="rayipy,ray", help="comma list of rayipy,ray (default both); "
-                                                            "the raw zmq baseline always runs")
+                                                            "the baselines zmq and pool always run")
     ap.add_argument("--reps", type=int, default=0, help="repetitions per figure (default 3; --quick: 1)")
     ap.add_argument("--quick", action="store_true", help="smaller counts, for a smoke test")
     ap.add_argument("--timeout", type=float, default=1800.0, help="per-system wall limit, seconds")
