@@ -202,8 +202,6 @@ class WorkerState:
         if self.concurrent and spec.method != "__init__":
             self.host_in_flight += 1
             return RunOnHost(spec)
-        # Since first, then current: the heartbeat reads them under the same lock anyway,
-        # but a reader without it never pairs a new task with the previous one's start.
         self.current_since = now
         self.current = spec
         return _make(Run, (spec, self.reply_to.get(spec.task_id)))
@@ -215,8 +213,8 @@ class WorkerState:
         current = self.current
         if current is not None and current.task_id == task_id:
             self.current = None
-        if self.reply_to:
             self.reply_to.pop(task_id, None)
+        # Otherwise a call of a threaded actor's host: host_finished routes its result.
 
     def host_finished(self, result: TaskResult) -> ReplyToCaller | ReportToHead:
         """A call run on the concurrent actor's host is done: where its result goes."""

@@ -87,7 +87,7 @@ class Worker:
         with self.lock:
             commands = self.state.blocked()
         returned = self.carry_out_blocked(commands)
-        if on_main_thread:
+        if on_main_thread and self.results:
             # Results of earlier tasks still in the batch: the blocked task may be waiting
             # for one of them.
             self.send_results()

@@ -289,6 +289,8 @@ def test_a_concurrent_actors_calls_go_to_its_host_and_are_counted():
     assert s.next_task(1.0) == RunOnHost(spec(2, actor=True))
     assert s.host_in_flight == 2 and s.current is None
     assert s.caller_of(tid(2)) == CALLER
+    s.code_done(tid(2))              # its code returned on a host thread: the caller stays
+    assert s.caller_of(tid(2)) == CALLER
     assert s.host_finished(ok(2)) == ReplyToCaller(CALLER, ok(2))
     assert s.host_finished(ok(1)) == ReplyToCaller(CALLER, ok(1))
     assert s.host_in_flight == 0
