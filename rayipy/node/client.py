@@ -131,7 +131,7 @@ class Runtime:
         self.access = ObjectAccess(self.objects, self.head, self.waker, self.send_to, self,
                                    self.next_task_id)
         self._poll = PollSet()
-        self._carriers: dict[type, Callable[[Any, list], None]] = {
+        self._carriers: dict[type, Callable[[Any, list], bool]] = {
             SendToHead: self._send_to_head, SendToWorker: self._send_to_worker,
             Complete: self._complete, AskLease: self._ask_lease, ReturnLease: self._return_lease,
             LocateActor: self._locate_actor, CancelRemote: self._cancel_remote,
@@ -513,34 +513,45 @@ class Runtime:
         the owner lock is let go."""
         callbacks: list[Callable[[], None]] = []
         carriers = self._carriers
+        for_head = False
         for command in commands:
-            carriers[type(command)](command, callbacks)
-        if commands:
+            for_head |= carriers[type(command)](command, callbacks)
+        if for_head:
+            # Once per batch, and only for the head's outbox: a direct call is written by
+            # this thread, and a result handled here needs no turn of the I/O loop.
             self.waker.wake()
         return callbacks
 
-    def _send_to_head(self, command: SendToHead, callbacks: list) -> None:
+    # Each carrier returns True when it queued something for the head.
+    def _send_to_head(self, command: SendToHead, callbacks: list) -> bool:
         self.head.submit(command.spec)
+        return True
 
-    def _send_to_worker(self, command: SendToWorker, callbacks: list) -> None:
+    def _send_to_worker(self, command: SendToWorker, callbacks: list) -> bool:
         self.direct.send_call(command.address, command.spec)
+        return False
 
-    def _ask_lease(self, command: AskLease, callbacks: list) -> None:
+    def _ask_lease(self, command: AskLease, callbacks: list) -> bool:
         self.head.outbox.append((Kind.LEASE_REQUEST, (command.request,)))
+        return True
 
-    def _return_lease(self, command: ReturnLease, callbacks: list) -> None:
+    def _return_lease(self, command: ReturnLease, callbacks: list) -> bool:
         self.head.outbox.append((Kind.LEASE_RETURN, (command.worker,)))
+        return True
 
-    def _locate_actor(self, command: LocateActor, callbacks: list) -> None:
+    def _locate_actor(self, command: LocateActor, callbacks: list) -> bool:
         self.head.outbox.append((Kind.LOCATE_ACTOR, (command.actor_id,)))
+        return True
 
-    def _cancel_remote(self, command: CancelRemote, callbacks: list) -> None:
+    def _cancel_remote(self, command: CancelRemote, callbacks: list) -> bool:
         self.head.outbox.append((Kind.CANCEL, tuple(command)))
+        return True
 
-    def _complete(self, command: Complete, callbacks: list) -> None:
+    def _complete(self, command: Complete, callbacks: list) -> bool:
         self.direct.forget(command.result.task_id)
         callbacks.extend(self.access.store_result(command.result, command.return_ids))
-        self.access.carry_out(self.objects.unpin(command.pinned))
+        self.access.carry_out(self.objects.unpin(command.pinned))   # wakes if it sends
+        return False
 
     # -- the I/O thread ---------------------------------------------------------------------------
     def _io_loop(self) -> None:
