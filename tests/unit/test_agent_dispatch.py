@@ -44,16 +44,23 @@ class FakeHead:
         self.context.term()
 
 
-def make_agent(address: str) -> Agent:
-    return Agent(address, KEY, 0, {}, b"node-001", "127.0.0.1", None)
+class CountingAgent(Agent):
+    """An agent whose ``spawn`` counts instead of starting a worker process."""
+
+    def __init__(self, head_address: str) -> None:
+        super().__init__(head_address, KEY, 0, {}, b"node-001", "127.0.0.1", None)
+        self.spawned = 0
+        self.spawned_one = threading.Event()
+
+    def spawn(self) -> None:
+        self.spawned += 1
+        self.spawned_one.set()
 
 
 @pytest.fixture
-def agent() -> Iterator[Agent]:
+def agent() -> Iterator[CountingAgent]:
     """An agent that is not serving (its socket connects to nothing)."""
-    a = make_agent("tcp://127.0.0.1:9")
-    a.spawned = 0
-    a.spawn = lambda: setattr(a, "spawned", a.spawned + 1)   # type: ignore[method-assign]
+    a = CountingAgent("tcp://127.0.0.1:9")
     yield a
     a.endpoint.close()
     a.context.term()
@@ -99,9 +106,7 @@ def test_what_the_head_sends_every_agent_is_handled(agent):
 
 def test_the_serving_agent_survives_a_signed_malformed_message_and_still_spawns():
     head = FakeHead()
-    agent = make_agent(head.address)
-    spawned = threading.Event()
-    agent.spawn = spawned.set                     # type: ignore[method-assign]
+    agent = CountingAgent(head.address)
     loop = threading.Thread(target=agent.serve, daemon=True)
     loop.start()
     try:
@@ -110,11 +115,11 @@ def test_the_serving_agent_survives_a_signed_malformed_message_and_still_spawns(
         head.endpoint.send(Kind.SPAWN_WORKER, "x", sender)            # signed, malformed
         head.endpoint.send(Kind.RETIRE_WORKER, (b"w",), sender)
         head.endpoint.send(Kind.SPAWN_WORKER, (1,), sender)
-        assert spawned.wait(5), "the agent stopped serving"
+        assert agent.spawned_one.wait(5), "the agent stopped serving"
         head.endpoint.send(Kind.SHUTDOWN, ("the test is over",), sender)
         loop.join(5)
         assert not loop.is_alive()
-        assert agent.endpoint.dropped["handler error"] == 2
+        assert agent.endpoint.dropped["handler error"] == 2 and agent.spawned == 1
     finally:
         if loop.is_alive():
             agent.running = False

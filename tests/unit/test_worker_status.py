@@ -126,6 +126,8 @@ def test_only_an_idle_worker_takes_a_task_a_lease_or_an_actor(busy):
         s.lease(OTHER, CPU1)
     assert s.lease(OWNER, CPU1)[0].worker == b""
     assert not any(isinstance(x, Execute) for x in s.submit([spec(2)]))
+    creation = spec(3)._replace(actor_id=b"A" * 16, method="__init__", resources=())
+    assert not any(isinstance(x, Execute) for x in s.submit([creation]))
     assert s.tick(0.0) == [] and s.workers[W1].idle_since is None
 
 
