@@ -44,9 +44,9 @@ times (default 3; the memory figure once) and the median is reported.
 
 Each system runs in its own child process, one after another (zmq, pool, rayipy, ray:
 the pool right before rayipy, so that the ratio rayipy/pool spans the shortest time),
-never concurrently. The
-parent makes itself a child subreaper, records every process that a child starts, bounds
-each child's run time (--timeout), and afterwards kills leftovers by PID only. A figure
+never concurrently. The parent makes itself a child subreaper, records every process
+that a child starts, bounds each child's run time (--timeout), and afterwards kills
+leftovers by PID only. A figure
 that fails or hangs is recorded with its error text (SIGALRM bounds each figure), and the
 next figure runs on a freshly started cluster.
 
