@@ -306,6 +306,61 @@ def test_wait_wakes_when_a_value_arrives():
     assert result == [1]
 
 
+def wait_in_thread(table: ObjectTable, ids: list, need: int) -> tuple[threading.Thread, list]:
+    result: list = []
+    thread = threading.Thread(
+        target=lambda: result.append(table.wait(ids, need, deadline=time.monotonic() + 30)))
+    thread.start()
+    return thread, result
+
+
+def test_wait_wakes_once_enough_have_settled_whatever_settles_them():
+    table = ObjectTable(ME)
+    a, b, c, d = (oid(ME, n) for n in range(1, 5))
+    for x in (a, b, c, d):
+        table.add_pending(x)
+    thread, result = wait_in_thread(table, [a, b, c, d], 3)
+    table.fulfill(a, True, VALUE)                    # a value
+    table.queue_release(b)                           # b freed while its task runs
+    table.process_releases()
+    assert not result and thread.is_alive()          # two of three: still waiting
+    table.fail_all_pending(ERROR)                    # c and d fail
+    thread.join(timeout=30)
+    assert result == [4]
+    assert table.wait([c], 1, deadline=None) == 1    # no waiter left behind
+
+
+def test_wait_counts_an_id_given_twice_twice():
+    table = ObjectTable(ME)
+    a, b = oid(ME, 1), oid(ME, 2)
+    table.add_pending(a)
+    table.add_pending(b)
+    thread, result = wait_in_thread(table, [a, a, b], 2)
+    table.fulfill(a, True, VALUE)
+    thread.join(timeout=30)
+    assert result == [2]
+
+
+def test_two_threads_wait_for_one_object():
+    table = ObjectTable(ME)
+    a = oid(ME, 1)
+    table.add_pending(a)
+    waits = [wait_in_thread(table, [a], 1) for _ in range(2)]
+    table.fulfill(a, True, VALUE)
+    for thread, result in waits:
+        thread.join(timeout=30)
+        assert result == [1]
+
+
+def test_a_wait_that_times_out_leaves_no_countdown_behind():
+    table = ObjectTable(ME)
+    a = oid(ME, 1)
+    table.add_pending(a)
+    assert table.wait([a], 1, deadline=time.monotonic() + 0.01) == 0
+    table.fulfill(a, True, VALUE)                    # nobody to wake: must not fail
+    assert table.wait([a], 1, deadline=None) == 1
+
+
 def test_fail_all_pending_of_one_owner():
     table = ObjectTable(ME)
     mine, theirs, ready = oid(ME, 1), oid(OTHER, 1), oid(ME, 2)
