@@ -205,6 +205,8 @@ def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
 def dumps_arguments(args: tuple[Any, ...], kwargs: dict[str, Any],
                     function_name: str) -> tuple[Payload, list[Any]]:
     """dumps((args, kwargs)), with errors that name the argument that would not pickle."""
+    if not args and not kwargs:
+        return NO_ARGUMENTS, []   # the same bytes every time: made once
     try:
         return dumps((args, kwargs), f"the arguments of {function_name}")
     except SerializationError as e:
@@ -221,6 +223,9 @@ def dumps_arguments(args: tuple[Any, ...], kwargs: dict[str, Any],
                     f"remote calls (create locks, sockets, open files and the like inside the "
                     f"task).") from None
         raise e
+
+
+NO_ARGUMENTS = Payload(pickle.dumps(((), {}), protocol=5))
 
 
 def _describe_failure(value: Any, what: str, error: Exception) -> str:
