@@ -114,8 +114,17 @@ class Task:
 
 def needs_head_placement(spec: TaskSpec) -> bool:
     """Nodes to spread over, or GPU devices to assign: only the head can decide."""
-    return (("scheduling_strategy", "SPREAD") in spec.options
-            or any(name == "GPU" for name, _ in spec.resources))
+    if spec.options and ("scheduling_strategy", "SPREAD") in spec.options:
+        return True
+    asks_gpu = _ASKS_GPU.get(spec.resources)
+    if asks_gpu is None:   # a request seen for the first time (a program has a handful)
+        if len(_ASKS_GPU) > 1024:
+            _ASKS_GPU.clear()
+        asks_gpu = _ASKS_GPU[spec.resources] = any(name == "GPU" for name, _ in spec.resources)
+    return asks_gpu
+
+
+_ASKS_GPU: dict[ResourceRequest, bool] = {}
 
 
 class OwnerState:

@@ -266,26 +266,33 @@ class Runtime:
         self.check_alive()
         task_id = self.next_task_id()
         deps: list[ObjectRef] = []
-        if any(isinstance(a, ObjectRef) for a in args):
+        if args and any(isinstance(a, ObjectRef) for a in args):
             args = tuple(_slot(a, deps) for a in args)
         if kwargs and any(isinstance(v, ObjectRef) for v in kwargs.values()):
             kwargs = {k: _slot(v, deps) for k, v in kwargs.items()}
         payload, contained = serialization.dumps_arguments(args, kwargs, name)
-        if payload.nbytes > DIRECT_RESULT_BYTES and not actor_id and worker is None:
+        if (payload.buffers or len(payload.data) > DIRECT_RESULT_BYTES) and \
+                payload.nbytes > DIRECT_RESULT_BYTES and not actor_id and worker is None:
             # Large arguments stay here, and the worker fetches them from our data port
             # (``FetchDep``), as Ray puts them in its object store: in the spec they would
             # cross the head, two hops instead of one. Actor calls go straight to their
             # worker anyway, and a restarted actor's constructor needs its arguments again.
             deps.append(self.access.put_payload(payload, contained))
             payload = Payload(serialization.dumps_inband((DepSlot(len(deps) - 1), None)))
-        return_ids = tuple(task_id + i.to_bytes(2, "big") for i in range(max(num_returns, 1)))
+        if num_returns == 1:
+            return_ids: tuple[bytes, ...] = (task_id + b"\x00\x00",)
+        else:
+            return_ids = tuple(task_id + i.to_bytes(2, "big") for i in range(max(num_returns, 1)))
         info = {"task": name}
         refs = []
         for oid in return_ids:
             self.objects.add_pending(oid, info)
             refs.append(ObjectRef(oid, self))
-        pinned = tuple(r.id for r in deps) + tuple(r.id for r in contained) + tuple(keep_alive)
-        self.objects.pin(pinned)
+        if deps or contained or keep_alive:
+            pinned = tuple(r.id for r in deps) + tuple(r.id for r in contained) + tuple(keep_alive)
+            self.objects.pin(pinned)
+        else:
+            pinned = ()
         spec = TaskSpec(task_id, function_id, name, payload, (), num_returns, resources, max_retries,
                         0, actor_id, method, options)
         if self.on_submit is not None:
@@ -550,7 +557,8 @@ class Runtime:
     def _complete(self, command: Complete, callbacks: list) -> bool:
         self.direct.forget(command.result.task_id)
         callbacks.extend(self.access.store_result(command.result, command.return_ids))
-        self.access.carry_out(self.objects.unpin(command.pinned))   # wakes if it sends
+        if command.pinned:
+            self.access.carry_out(self.objects.unpin(command.pinned))   # wakes if it sends
         return False
 
     # -- the I/O thread ---------------------------------------------------------------------------
