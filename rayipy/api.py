@@ -29,14 +29,6 @@ from rayipy.session import runtime_for_submit
 from rayipy.session import shutdown as shutdown
 
 
-def __getattr__(name: str) -> Any:
-    # The session's state (the local cluster this driver started, the context init
-    # returned) lives in rayipy.session; code that read it here still finds it.
-    if name in ("_cluster", "_context"):
-        return getattr(session, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def get_dashboard_url() -> str:
     """The dashboard's "host:port", as Ray gives it ("" when the cluster serves none):
     open ``f"http://{rayipy.get_dashboard_url()}"``. Works in tasks too (asks the head)."""

@@ -201,7 +201,7 @@ def test_a_taken_port_moves_the_dashboard_to_the_next_one(fresh_cluster):
 def test_without_the_dashboard_nothing_else_listens(fresh_cluster):
     fresh_cluster(num_cpus=1, include_dashboard=False)
     assert rayipy.get_dashboard_url() == ""
-    head_port = int(rayipy.api._context.address.rsplit(":", 1)[1])
+    head_port = int(rayipy.session._context.address.rsplit(":", 1)[1])
     assert listening_ports(head_process()) == {("127.0.0.1", head_port)}
 
 

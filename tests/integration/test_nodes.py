@@ -19,14 +19,14 @@ import psutil
 import pytest
 
 import rayipy
-from rayipy import api
+from rayipy import session
 from rayipy.exceptions import ActorDiedError
 from helpers import stop_cluster, wait_until
 
 
 def start_node(num_cpus: int, resources: dict) -> subprocess.Popen:
     """Join one more node agent to the driver's local cluster."""
-    cluster = api._cluster
+    cluster = session._cluster
     env = dict(os.environ, RAYIPY_CLUSTER_KEY=cluster.key.hex())
     return subprocess.Popen(
         [sys.executable, "-m", "rayipy.node.agent", "--head", cluster.address,

@@ -8,7 +8,7 @@ import pytest
 import zmq
 
 import rayipy
-from rayipy import api
+from rayipy import session
 from rayipy.core.object_ref import current_runtime
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import ObjectValue, Payload, Registration
@@ -29,7 +29,7 @@ def raw_socket(cluster):
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.IDENTITY, b"X" + os.urandom(7))
-    sock.connect("tcp://" + api._context.address)
+    sock.connect("tcp://" + session._context.address)
     try:
         yield sock
     finally:
@@ -46,7 +46,7 @@ def registration(version: int = PROTOCOL_VERSION) -> Registration:
 
 
 def test_bad_frames_are_dropped_and_counted(raw_socket):
-    key = api._cluster.key
+    key = session._cluster.key
     before = dropped()
     good = encode(Signer(key), Kind.HEARTBEAT, ())
     raw_socket.send_multipart([b"garbage"])                               # too short
@@ -63,7 +63,7 @@ def test_bad_frames_are_dropped_and_counted(raw_socket):
 
 
 def test_tampered_buffer_frame_is_rejected(raw_socket):
-    key = api._cluster.key
+    key = session._cluster.key
     before = dropped()
     value = Payload(b"", (bytearray(b"z" * 100_000),))
     frames = encode(Signer(key), Kind.OBJECT_VALUE, (b"o" * 18, ObjectValue(True, value), b"X" * 8))
@@ -82,7 +82,7 @@ def test_wrong_key_registration_is_answered_at_once(raw_socket):
 
 
 def test_other_protocol_version_is_refused(raw_socket):
-    key = api._cluster.key
+    key = session._cluster.key
     raw_socket.send_multipart(encode(Signer(key), Kind.REGISTER, registration(version=999)))
     assert raw_socket.poll(5000)
     answer = decode(Signer(key), raw_socket.recv_multipart())
@@ -91,7 +91,7 @@ def test_other_protocol_version_is_refused(raw_socket):
 
 
 def test_unregistered_sender_is_ignored(raw_socket):
-    key = api._cluster.key
+    key = session._cluster.key
     before = dropped()
     raw_socket.send_multipart(encode(Signer(key), Kind.SUBMIT, ([],)))
     wait_until(lambda: dropped() >= before + 1, timeout=10)
