@@ -26,12 +26,13 @@ as the bytes arrive, while they are in the cache, and the sender signs each 1 Mi
 just before it is written (by the sending thread, or by the owner's thread when the
 socket was full).
 
-Most messages (calls, their answers) are a body of at most 64 KiB without buffers, and
-have a fast path on both sides, with the same bytes as the general one: ``pack_small``
-pickles, signs with one MAC call (``Signer.mac``) and the connection writes it with one
-call; ``take_small`` reads the count, lengths and header with one ``struct`` unpack,
-checks the signature with one MAC call and unpickles. Anything else (buffers, a frame
-signed by its digest, a message cut between reads) goes through ``StreamReader``.
+Most messages (calls, their answers) are small: at most 64 KiB of pickle and buffers.
+They have a fast path, with the same bytes as the general one. ``pack_small`` lays one
+out in one piece, signs it with one MAC call (``Signer.mac``), and the connection writes
+it with one call. ``take_small`` reads one without buffers (the commonest): the count,
+lengths and header with one ``struct`` unpack, the signature checked with one MAC call,
+then the body unpickled. Anything else (buffers, a frame signed by its digest, a message
+cut between reads) goes through ``StreamReader``.
 
 A stream cannot skip a bad message and find the next one: a connection that sends a
 bad one (a bad signature, absurd lengths) is closed. Memory is claimed only as bytes
@@ -246,13 +247,28 @@ def pack_message(signer: Signer, kind: Kind, body: Any) -> list[Frame]:
     return _signed(signer, *_frames(kind, data, buffers))
 
 
-def pack_small(signer: Signer, kind: Kind, data: bytes) -> bytes:
-    """The bytes of one message whose body pickled to ``data`` (at most
-    SMALL_FRAME_BYTES) without out-of-band buffers: the fast path of ``pack_message``,
-    which gives the same bytes."""
-    if len(data) > SMALL_FRAME_BYTES:
-        raise ValueError(f"a body of {len(data)} bytes is signed by its digest: not small")
-    message = _SMALL_HEAD.pack(2, HEADER.size, len(data), MAGIC, PROTOCOL_VERSION, kind, 0) + data
+def pack_small(signer: Signer, kind: Kind, data: bytes,
+               buffers: Sequence[pickle.PickleBuffer] = ()) -> bytes | None:
+    """The bytes of one message whose body pickled to ``data`` and ``buffers``, in one
+    piece signed with one MAC call, when it is small: the pickle and the buffers
+    together at most SMALL_FRAME_BYTES (none of them signed by its digest), and at
+    most 13 buffers. None when it is not. The fast path of ``pack_message``, which
+    gives the same bytes."""
+    if not buffers:
+        if len(data) > SMALL_FRAME_BYTES:
+            return None
+        message = _SMALL_HEAD.pack(2, HEADER.size, len(data), MAGIC, PROTOCOL_VERSION, kind,
+                                   0) + data
+        return message + signer.mac(message)
+    count = 2 + len(buffers)
+    if count >= len(_LENGTHS):
+        return None
+    views = [b.raw() for b in buffers]
+    sizes = [v.nbytes for v in views]
+    if len(data) + sum(sizes) > SMALL_FRAME_BYTES:
+        return None
+    message = b"".join([_COUNT.pack(count), _LENGTHS[count].pack(HEADER.size, len(data), *sizes),
+                        HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers)), data, *views])
     return message + signer.mac(message)
 
 
@@ -389,9 +405,9 @@ class StreamConnection:
         """Queue one message and write what the kernel takes now (everything, with
         ``block``). False when the connection is closed."""
         data, buffers = _pickled(body)   # pickled and signed outside the lock: others may send
-        if buffers or len(data) > SMALL_FRAME_BYTES:
+        wire = pack_small(self.signer, kind, data, buffers)
+        if wire is None:
             return self._send_frames(*_frames(kind, data, buffers), block)
-        wire = pack_small(self.signer, kind, data)
         with self.lock:
             if self.closed:
                 self.lost_output = True
@@ -419,7 +435,7 @@ class StreamConnection:
 
     def _send_frames(self, prefix: bytes, frames: Sequence[bytes | memoryview], block: bool
                      ) -> bool:
-        """``send`` by the general path: buffers, or a body signed by its digest."""
+        """``send`` by the general path: a message that is not small (``pack_small``)."""
         with self.lock:
             if self.closed:
                 self.lost_output = True
