@@ -99,12 +99,15 @@ class Signer:
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def sign(self, frames: Sequence[Frame]) -> bytes:
-        h = self._base.copy()
+        """The signature of a ZeroMQ message's frames (the layout in the docstring)."""
+        inner = self._inner.copy()   # HMAC as in mac(), without the Python HMAC class
         for frame in frames:
             view = memoryview(frame)
-            h.update(_LEN.pack(view.nbytes))
-            h.update(self.signed_form(view))
-        return h.digest()
+            inner.update(_LEN.pack(view.nbytes))
+            inner.update(view if view.nbytes <= DIGESTED_FRAME_BYTES else self.signed_form(view))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
     def mac(self, data: Frame) -> bytes:
         """HMAC-SHA256 of ``data`` with the cluster key, in one go: the same bytes as

@@ -313,6 +313,22 @@ def test_mac_in_one_go_is_hmac_sha256_with_the_cluster_key(key):
     assert a.mac(b"x") != Signer(b"other key 16 byt").mac(b"x")
 
 
+def test_a_signature_is_the_hmac_of_the_documented_bytes():
+    """Written from the module docstring, independently of Signer."""
+    import hashlib
+    import hmac
+    import struct
+
+    import blake3
+
+    frames = [b"h" * 12, b"d" * 300, b"", bytes(range(256)) * 1000]   # the last one digested
+    digest_key = hmac.new(KEY, b"rayipy frame digest", hashlib.sha256).digest()
+    signed = b"".join(struct.pack("!Q", len(f)) + (f if len(f) <= BIG else
+                                                   blake3.blake3(f, key=digest_key).digest())
+                      for f in frames)
+    assert signer().sign(frames) == hmac.new(KEY, signed, hashlib.sha256).digest()
+
+
 def test_waker_never_loses_a_wake_that_races_with_clear(monkeypatch):
     import os
     import select
