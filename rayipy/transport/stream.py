@@ -281,7 +281,7 @@ def take_small(signer: Signer, data: memoryview, end: int, into: list[Message]) 
     BadMessage, before anything is unpickled."""
     at = 0
     while end - at >= _SMALL_HEAD.size + SIGNATURE_BYTES:
-        count, header_bytes, body_bytes, magic, version, kind_no, buffers = \
+        count, header_bytes, body_bytes, magic, version, kind_no, nbuf = \
             _SMALL_HEAD.unpack_from(data, at)
         body_end = at + _SMALL_HEAD.size + body_bytes
         if (count != 2 or header_bytes != HEADER.size or body_bytes > SMALL_FRAME_BYTES
@@ -291,7 +291,7 @@ def take_small(signer: Signer, data: memoryview, end: int, into: list[Message]) 
                                    data[body_end:body_end + SIGNATURE_BYTES]):
             raise BadMessage("bad signature")
         kind = KINDS.get(kind_no)
-        if magic != MAGIC or buffers or kind is None or kind is Kind.AUTH_FAILED:
+        if magic != MAGIC or nbuf or kind is None or kind is Kind.AUTH_FAILED:
             return at   # signed but odd: the general path says what it is
         try:
             body = pickle.loads(data[at + _SMALL_HEAD.size:body_end])
