@@ -6,10 +6,14 @@ pair, no cluster.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import pickle
 import select
 import socket
 import struct
 
+import blake3
 import numpy as np
 import pytest
 
@@ -289,12 +293,6 @@ def test_a_frame_too_large_to_hold_is_a_bad_message_not_a_crash(monkeypatch):
 def reference_bytes(kind, body, key=KEY) -> bytes:
     """One message laid out as the module docstring says, written independently of the
     module: what a peer of any version expects."""
-    import hashlib
-    import hmac
-    import pickle
-
-    import blake3
-
     buffers = []
     data = pickle.dumps(body, protocol=5, buffer_callback=buffers.append)
     frames = [struct.pack("!4sHHI", b"RYPY", 3, int(kind), len(buffers)), data,
@@ -309,8 +307,6 @@ def reference_bytes(kind, body, key=KEY) -> bytes:
 
 def body_pickled_to(size: int) -> bytes:
     """A bytes body whose pickle is exactly ``size`` bytes."""
-    import pickle
-
     for n in range(size, size - 64, -1):   # the overhead depends on the size
         if len(pickle.dumps(b"x" * n, protocol=5)) == size:
             return b"x" * n
@@ -339,8 +335,6 @@ def test_the_fast_path_writes_the_bytes_of_the_old_code():
         "00000002000000000000000c0000000000000017525950590003003e000000008005950c000000"
         "000000008c0470696e67944b0186942e6df5abf713b7ec5904eea9efc36a619e21486b430a84a9"
         "b44c2fc3d643bd4737")
-    import pickle
-
     data = pickle.dumps(("ping", 1), protocol=5)
     assert stream.pack_small(SIGNER, Kind.CALL, data) == golden == wire_bytes(Kind.CALL, ("ping", 1))
     assert reference_bytes(Kind.CALL, ("ping", 1)) == golden
@@ -348,8 +342,6 @@ def test_the_fast_path_writes_the_bytes_of_the_old_code():
 
 @pytest.mark.parametrize("name", SMALL_BODIES)
 def test_the_fast_path_writes_the_bytes_of_the_general_path(name):
-    import pickle
-
     body = SMALL_BODIES[name]
     buffers: list = []
     data = pickle.dumps(body, protocol=5, buffer_callback=buffers.append)
@@ -361,8 +353,6 @@ def test_the_fast_path_writes_the_bytes_of_the_general_path(name):
 
 @pytest.mark.parametrize("name", ["one over", "14 buffers", "buffers over"])
 def test_the_fast_path_leaves_what_is_not_small_to_the_general_path(name):
-    import pickle
-
     buffers: list = []
     data = pickle.dumps(LARGE_BODIES[name], protocol=5, buffer_callback=buffers.append)
     assert stream.pack_small(SIGNER, Kind.CALL, data, buffers) is None
@@ -464,8 +454,6 @@ class Boom:
 
 
 def test_the_fast_path_checks_the_signature_before_unpickling(pair):
-    import pickle
-
     a, b = pair
     forged = stream.pack_small(Signer(b"w" * 32), Kind.CALL, pickle.dumps(Boom(), protocol=5))
     with pytest.raises(BadMessage, match="bad signature"):
