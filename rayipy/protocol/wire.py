@@ -61,7 +61,8 @@ HEADER = struct.Struct("!4sHHI")
 SIGNATURE_BYTES = 32
 DIGESTED_FRAME_BYTES = 64 * 1024   # longer frames enter the MAC as their digest
 _LEN = struct.Struct("!Q")
-_KINDS = {int(k): k for k in Kind}
+_SHA256_BLOCK = 64                 # bytes: an HMAC-SHA256 key is padded or hashed to this
+KINDS: dict[int, Kind] = {int(k): k for k in Kind}   #: a header's kind number -> Kind
 
 
 class BadMessage(Exception):
@@ -88,14 +89,34 @@ class Signer:
             raise ValueError("the cluster key must be at least 16 bytes")
         self._base = hmac.new(bytes(key), digestmod=hashlib.sha256)
         self._digest_key = hmac.new(bytes(key), b"rayipy frame digest", hashlib.sha256).digest()
+        # HMAC as RFC 2104 writes it, with the two keyed SHA-256 states made once: a MAC
+        # in one go is then six C calls. hmac.digest() would set the key up on each
+        # call (1.5 us a message here) and a copied hmac.HMAC goes through its Python
+        # methods (1.1 us); this takes 0.6 us.
+        block = bytes(key) if len(key) <= _SHA256_BLOCK else hashlib.sha256(key).digest()
+        block = block.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def sign(self, frames: Sequence[Frame]) -> bytes:
-        h = self._base.copy()
+        """The signature of a ZeroMQ message's frames (the layout in the docstring)."""
+        inner = self._inner.copy()   # HMAC as in mac(), without the Python HMAC class
         for frame in frames:
             view = memoryview(frame)
-            h.update(_LEN.pack(view.nbytes))
-            h.update(self.signed_form(view))
-        return h.digest()
+            inner.update(_LEN.pack(view.nbytes))
+            inner.update(view if view.nbytes <= DIGESTED_FRAME_BYTES else self.signed_form(view))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def mac(self, data: Frame) -> bytes:
+        """HMAC-SHA256 of ``data`` with the cluster key, in one go: the same bytes as
+        feeding ``data`` to ``start()`` and taking its digest."""
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
     def start(self) -> hmac.HMAC:
         """A fresh HMAC-SHA256 with the cluster key, to feed piece by piece: for
@@ -154,7 +175,7 @@ def peek_kind(frames: Sequence[Frame]) -> Kind | None:
     if header.nbytes != HEADER.size:
         return None
     magic, _version, kind, _nbuf = HEADER.unpack(header)
-    return _KINDS.get(kind) if magic == MAGIC else None
+    return KINDS.get(kind) if magic == MAGIC else None
 
 
 def decode(signer: Signer, frames: Sequence[Frame], signature_checked: bool = False) -> Message:
@@ -170,7 +191,7 @@ def decode(signer: Signer, frames: Sequence[Frame], signature_checked: bool = Fa
     magic, version, kind_no, nbuf = HEADER.unpack(header)
     if magic != MAGIC:
         raise BadMessage("bad magic")
-    kind = _KINDS.get(kind_no)
+    kind = KINDS.get(kind_no)
     if kind is Kind.AUTH_FAILED:
         return Message(kind, None, version)
     if len(frames) != 3 + nbuf:

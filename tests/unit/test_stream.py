@@ -6,10 +6,14 @@ pair, no cluster.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import pickle
 import select
 import socket
 import struct
 
+import blake3
 import numpy as np
 import pytest
 
@@ -283,3 +287,243 @@ def test_a_frame_too_large_to_hold_is_a_bad_message_not_a_crash(monkeypatch):
     reader = StreamReader(SIGNER)
     with pytest.raises(BadMessage, match="no memory"):
         reader.feed(struct.pack("!I2Q", 2, 12, 1 << 39) + b"h" * 12)
+
+
+# -- the fast path for small messages: the same bytes as the general path -----------------
+def reference_bytes(kind, body, key=KEY) -> bytes:
+    """One message laid out as the module docstring says, written independently of the
+    module: what a peer of any version expects."""
+    buffers = []
+    data = pickle.dumps(body, protocol=5, buffer_callback=buffers.append)
+    frames = [struct.pack("!4sHHI", b"RYPY", 3, int(kind), len(buffers)), data,
+              *(bytes(b.raw()) for b in buffers)]
+    prefix = struct.pack(f"!I{len(frames)}Q", len(frames), *map(len, frames))
+    mac = hmac.new(key, prefix, hashlib.sha256)
+    digest_key = hmac.new(key, b"rayipy frame digest", hashlib.sha256).digest()
+    for frame in frames:
+        mac.update(frame if len(frame) <= 64 * 1024 else blake3.blake3(frame, key=digest_key).digest())
+    return prefix + b"".join(frames) + mac.digest()
+
+
+def body_pickled_to(size: int) -> bytes:
+    """A bytes body whose pickle is exactly ``size`` bytes."""
+    for n in range(size, size - 64, -1):   # the overhead depends on the size
+        if len(pickle.dumps(b"x" * n, protocol=5)) == size:
+            return b"x" * n
+    raise AssertionError(f"no bytes body pickles to {size} bytes")
+
+
+SMALL_BODIES = {
+    "tuple": ("ping", 1),
+    "call": ([stream.Kind.CALL], [(b"f" * 16, b"function bytes")]),
+    "at the limit": body_pickled_to(stream.SMALL_FRAME_BYTES),
+    "small buffer": (b"o", np.arange(10)),
+    "small buffers": tuple(np.arange(i) for i in range(13)),
+}
+LARGE_BODIES = {   # each takes the general path: a frame signed by its digest, or buffers
+    "one over": body_pickled_to(stream.SMALL_FRAME_BYTES + 1),
+    "14 buffers": tuple(np.arange(i) for i in range(14)),
+    "buffers over": (np.arange(4096), np.arange(4096)),   # 64 KiB of buffers and a pickle
+    "large buffer": (b"o", np.arange(100_000)),
+    "signed as sent": (b"o", np.arange(1_000_000)),   # 8 MB: over SIGN_AS_SENT_BYTES
+}
+
+
+def test_the_fast_path_writes_the_bytes_of_the_old_code():
+    """Bytes computed at dd15ac8 (before the fast path), by pack_message."""
+    golden = bytes.fromhex(
+        "00000002000000000000000c0000000000000017525950590003003e000000008005950c000000"
+        "000000008c0470696e67944b0186942e6df5abf713b7ec5904eea9efc36a619e21486b430a84a9"
+        "b44c2fc3d643bd4737")
+    data = pickle.dumps(("ping", 1), protocol=5)
+    assert stream.pack_small(SIGNER, Kind.CALL, data) == golden == wire_bytes(Kind.CALL, ("ping", 1))
+    assert reference_bytes(Kind.CALL, ("ping", 1)) == golden
+
+
+@pytest.mark.parametrize("name", SMALL_BODIES)
+def test_the_fast_path_writes_the_bytes_of_the_general_path(name):
+    body = SMALL_BODIES[name]
+    buffers: list = []
+    data = pickle.dumps(body, protocol=5, buffer_callback=buffers.append)
+    fast = stream.pack_small(SIGNER, Kind.CALL, data, buffers)
+    assert fast == wire_bytes(Kind.CALL, body) == reference_bytes(Kind.CALL, body)
+    (message,) = read_all(StreamReader(SIGNER), fast, 4096)
+    assert equal(message.body, body)
+
+
+@pytest.mark.parametrize("name", ["one over", "14 buffers", "buffers over"])
+def test_the_fast_path_leaves_what_is_not_small_to_the_general_path(name):
+    buffers: list = []
+    data = pickle.dumps(LARGE_BODIES[name], protocol=5, buffer_callback=buffers.append)
+    assert stream.pack_small(SIGNER, Kind.CALL, data, buffers) is None
+
+
+def test_the_fast_reader_reads_the_general_paths_small_messages_and_leaves_the_rest():
+    bodies = [SMALL_BODIES[name] for name in ("tuple", "call", "at the limit")]
+    small = [wire_bytes(Kind.CALL, body) for body in bodies]
+    with_buffer = reference_bytes(Kind.CALL, SMALL_BODIES["small buffer"])
+    data = bytearray(b"".join(small) + with_buffer + small[0])
+    messages: list = []
+    used = stream.take_small(SIGNER, memoryview(data), len(data), messages)
+    assert used == sum(map(len, small))
+    assert [(m.kind, m.body) for m in messages] == [(Kind.CALL, b) for b in bodies]
+    assert messages[0].version == stream.PROTOCOL_VERSION
+    # A message cut short is left whole for the reader, whatever the cut.
+    for cut in (1, 31, 32, 33, len(small[0]) - 1):
+        assert stream.take_small(SIGNER, memoryview(small[0]), cut, []) == 0
+
+
+def raw_pair():
+    left, right = socket.socketpair()
+    left.settimeout(30)
+    right.settimeout(30)
+    return left, right
+
+
+@pytest.mark.parametrize("name", [*SMALL_BODIES, *LARGE_BODIES])
+def test_a_new_sender_writes_what_an_old_reader_expects(name):
+    """The connection's bytes (fast path or general) are the documented ones, and the
+    general reader reads them."""
+    import threading
+
+    body = {**SMALL_BODIES, **LARGE_BODIES}[name]
+    expected = reference_bytes(Kind.CALL, body)
+    left, right = raw_pair()
+    sender = StreamConnection(left, SIGNER)
+    thread = threading.Thread(target=sender.send, args=(Kind.CALL, body), kwargs={"block": True})
+    thread.start()
+    try:
+        received = bytearray()
+        while len(received) < len(expected):
+            received += right.recv(1 << 20)
+    finally:
+        thread.join(30)
+        sender.close()
+        right.close()
+    assert received == expected
+    (message,) = read_all(StreamReader(SIGNER), bytes(received), stream.READ_BYTES)
+    assert equal(message.body, body)
+
+
+@pytest.mark.parametrize("name", [*SMALL_BODIES, *LARGE_BODIES])
+def test_a_new_receiver_reads_what_an_old_sender_writes(name):
+    import threading
+
+    body = {**SMALL_BODIES, **LARGE_BODIES}[name]
+    data = reference_bytes(Kind.CALL, body) + reference_bytes(Kind.CALL, ("after",))
+    left, right = raw_pair()
+    receiver = StreamConnection(right, SIGNER)
+    thread = threading.Thread(target=left.sendall, args=(data,))
+    thread.start()
+    try:
+        messages = receive_until(receiver, 2)
+    finally:
+        thread.join(30)
+        left.close()
+        receiver.close()
+    assert len(messages) == 2 and equal(messages[0].body, body)
+    assert messages[1].body == ("after",)
+
+
+def equal(a, b) -> bool:
+    if isinstance(a, tuple):
+        return isinstance(b, tuple) and len(a) == len(b) and all(map(equal, a, b))
+    if isinstance(a, np.ndarray):
+        return np.array_equal(a, b)
+    return a == b
+
+
+def test_small_messages_cut_anywhere_between_reads_arrive_whole_and_in_order(pair):
+    """The fast path takes whole messages; a cut one goes to the reader, and after it
+    the fast path goes on."""
+    a, b = pair
+    data = b"".join(wire_bytes(Kind.CALL, (i, "x" * (i * 37 % 300))) for i in range(40))
+    received = []
+    for start in range(0, len(data), 1000):    # cuts in headers, bodies and signatures
+        a.sock.sendall(data[start:start + 1000])
+        select.select([b.fileno()], [], [], 5)
+        received += b.receive()
+    received += receive_until(b, 40 - len(received)) if len(received) < 40 else []
+    assert [m.body[0] for m in received] == list(range(40))
+    assert not b.closed
+
+
+class Boom:
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('unpickled!')",))
+
+
+def test_the_fast_path_checks_the_signature_before_unpickling(pair):
+    a, b = pair
+    forged = stream.pack_small(Signer(b"w" * 32), Kind.CALL, pickle.dumps(Boom(), protocol=5))
+    with pytest.raises(BadMessage, match="bad signature"):
+        stream.take_small(SIGNER, memoryview(forged), len(forged), [])
+    a.sock.sendall(wire_bytes(Kind.CALL, ("before",)) + forged + wire_bytes(Kind.CALL, ("after",)))
+    assert [m.body for m in receive_until(b, 2)] == [("before",)]
+    assert b.closed and "bad signature" in b.error
+    assert b.dropped["bad signature"] == 1
+
+
+@pytest.mark.parametrize("header, reason", [
+    (struct.pack("!4sHHI", b"RYPY", 3, 9999, 0), "unknown kind 9999"),
+    (struct.pack("!4sHHI", b"NOPE", 3, int(Kind.CALL), 0), "bad magic"),
+    (struct.pack("!4sHHI", b"RYPY", 3, int(Kind.CALL), 1), "header announces 1 buffers"),
+])
+def test_a_signed_message_of_an_odd_shape_gets_the_general_paths_verdict(pair, header, reason):
+    a, b = pair
+    message = struct.pack("!I2Q", 2, len(header), 5) + header + b"\x80\x05N.."
+    a.sock.sendall(message + SIGNER.mac(message))
+    assert receive_until(b, 1) == []
+    assert b.closed and reason in b.error
+
+
+def test_a_signed_body_that_does_not_unpickle_closes_the_connection(pair):
+    a, b = pair
+    a.sock.sendall(stream.pack_small(SIGNER, Kind.CALL, b"not a pickle"))
+    assert receive_until(b, 1) == []
+    assert b.closed and "body does not unpickle" in b.error
+
+
+class Trickle:
+    """A socket that takes at most 7 bytes per write: every send is partial."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def send(self, data, flags=0):
+        return self._sock.send(memoryview(data)[:7], flags)
+
+    def sendmsg(self, buffers, ancdata=(), flags=0):
+        return self._sock.send(memoryview(buffers[0])[:7], flags)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+@pytest.mark.parametrize("block", [True, False])
+def test_small_messages_the_kernel_takes_in_part_leave_whole_and_in_order(block):
+    left, right = socket.socketpair()
+    a, b = StreamConnection(Trickle(left), SIGNER), StreamConnection(right, SIGNER)
+    try:
+        for i in range(3):
+            assert a.send(Kind.CALL, (i,), block=block)
+        assert [m.body for m in receive_until(b, 3, writer=a)] == [(0,), (1,), (2,)]
+        assert not a.wants_write()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_small_sends_the_kernel_cannot_take_wait_and_leave_in_order(pair):
+    a, b = pair
+    sent = 0
+    while not a.wants_write():    # until the socket's buffer is full
+        assert a.send(Kind.CALL, (sent, b"x" * 1000))
+        sent += 1
+        assert sent < 100_000, "the socket never filled"
+    for _ in range(3):             # these wait behind it
+        assert a.send(Kind.CALL, (sent, b"y"))
+        sent += 1
+    messages = receive_until(b, sent, writer=a)
+    assert [m.body[0] for m in messages] == list(range(sent))
+    assert not a.wants_write()

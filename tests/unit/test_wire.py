@@ -294,6 +294,41 @@ def test_signer_accepts_16_bytes_and_bytearray():
     assert not a.check(a.sign(frames), [b"one", b"tw", b"o"])
 
 
+@pytest.mark.parametrize("key", [b"k" * 16, b"k" * 32, bytes(range(64)), bytes(range(65)),
+                                 bytearray(b"long key " * 30)],
+                         ids=["16", "32", "64", "65: hashed first", "270, bytearray"])
+def test_mac_in_one_go_is_hmac_sha256_with_the_cluster_key(key):
+    """Signer.mac is HMAC built from two SHA-256 states; it must be the library's HMAC
+    exactly, and the same as the streamed MAC (Signer.start), or peers disagree."""
+    import hashlib
+    import hmac
+
+    a = Signer(key)
+    for data in (b"", b"x", bytes(range(256)) * 3, b"y" * 64 * 1024):
+        expected = hmac.new(bytes(key), data, hashlib.sha256).digest()
+        streamed = a.start()
+        streamed.update(data)
+        assert a.mac(data) == expected == streamed.digest()
+        assert a.mac(memoryview(data)) == expected
+    assert a.mac(b"x") != Signer(b"other key 16 byt").mac(b"x")
+
+
+def test_a_signature_is_the_hmac_of_the_documented_bytes():
+    """Written from the module docstring, independently of Signer."""
+    import hashlib
+    import hmac
+    import struct
+
+    import blake3
+
+    frames = [b"h" * 12, b"d" * 300, b"", bytes(range(256)) * 1000]   # the last one digested
+    digest_key = hmac.new(KEY, b"rayipy frame digest", hashlib.sha256).digest()
+    signed = b"".join(struct.pack("!Q", len(f)) + (f if len(f) <= BIG else
+                                                   blake3.blake3(f, key=digest_key).digest())
+                      for f in frames)
+    assert signer().sign(frames) == hmac.new(KEY, signed, hashlib.sha256).digest()
+
+
 def test_waker_never_loses_a_wake_that_races_with_clear(monkeypatch):
     import os
     import select
