@@ -35,7 +35,7 @@ from rayipy.dashboard.direct_work import DirectWork
 from rayipy.node import lifetime
 from rayipy.node.actor_host import make_host
 from rayipy.node.client import Runtime
-from rayipy.node.data_port import is_large
+from rayipy.node.data_port import DIRECT_RESULT_BYTES, is_large
 from rayipy.node.direct import DirectInbox
 from rayipy.node.task_output import OutputBuffer, TaskOutput
 from rayipy.node.task_runner import DIRECT_CALLER, TaskRunner
@@ -254,10 +254,14 @@ class Worker:
 
     def send_results(self) -> None:
         results, self.results = self.results, []
-        self.flush_output(final=True)
+        if self.output.parts:   # most batches: nothing printed
+            self.flush_output(final=True)
         via_head = []
         for result in results:
             # Large values go straight to their owner, not through the head (data_port.py).
+            if _surely_small(result):
+                via_head.append(result)
+                continue
             address = self.owner_addresses.get(owner_of(result.task_id))
             if address and is_large(result):
                 self.runtime.send_to(address, Kind.RESULTS, (self.runtime.process_id, [result]))
@@ -299,6 +303,17 @@ class Worker:
                 sys.__stderr__.write(text)
             return
         self.output.add(spec, stream, text)
+
+
+def _surely_small(result: TaskResult) -> bool:
+    """True for what ``is_large`` would say no to and can be told at a glance: one value of
+    in-band bytes only (most results), whose size is its bytes'. Otherwise ask ``is_large``,
+    which sums the buffers."""
+    values = result.values
+    if len(values) != 1:
+        return False
+    payload = values[0]
+    return not payload.buffers and len(payload.data) <= DIRECT_RESULT_BYTES
 
 
 def main(argv: list[str] | None = None) -> int:
