@@ -30,7 +30,8 @@ from typing import Any
 from rayipy.core.objects import owner_of
 from rayipy.core.task_context import CURRENT_TASK
 from rayipy.core.worker_state import (Command, InterruptRunning, KillProcess, ReplyToCaller,
-                                      ReportToHead, ReturnToHead, Run, WakeMain, WorkerState)
+                                      ReportToHead, ReturnToHead, Run, WakeMain, WorkerState,
+                                      quick_repeat, repeatable)
 from rayipy.dashboard.direct_work import DirectWork
 from rayipy.node import lifetime
 from rayipy.node.actor_host import make_host
@@ -71,6 +72,8 @@ class Worker:
         self.direct_work = DirectWork()         # calls that bypass the head, for the dashboard
         self.results: list[TaskResult] = []     # for the head, not sent yet (main thread)
         self.batch_started = 0.0
+        self.last_run: TaskSpec | None = None   # the last task run here, if repeatable
+        self.last_duration = 0.0                # and how long it took (main thread)
         runtime.attach_worker(self)
 
     # -- hooks of the runtime (WorkerHooks) -------------------------------------------------
@@ -199,16 +202,31 @@ class Worker:
             self.host.submit(command.spec)  # a concurrent actor: its host hands back results
         # Send at once when our queue runs low (latency, and the head refills it on each
         # result); otherwise in batches, which saves a wake-up and a message per task.
+        # The last one queued, a quick repeat of the task just run, is waited for: a
+        # batch sent before it would get its refill at most that task's time earlier,
+        # and split the next batches in two (10k no-op tasks: three times the messages).
+        queue = state.queue
         if (self.results or inbox.has_replies()) and (
-                len(state.queue) < LOW_QUEUE or not more_waiting
+                not more_waiting or not queue
+                or (len(queue) < LOW_QUEUE and not self.last_is_repeated())
                 or time.perf_counter() - self.batch_started > RESULT_BATCH_SECONDS):
             self.send_results()
         return True
+
+    def last_is_repeated(self) -> bool:
+        """The task queued next repeats the one just run, which was quick (``quick_repeat``)."""
+        try:
+            spec = self.state.queue[0]
+        except IndexError:   # taken meanwhile (a steal, on the I/O thread)
+            return False
+        return quick_repeat(spec, self.last_run, self.last_duration)
 
     def run_here(self, command: Run) -> None:
         """Run a task on this (the main) thread; its result to its caller or the head."""
         spec, caller = command
         result = self.runner.run(spec, caller)   # calls code_done when its code returns
+        self.last_run = spec if repeatable(spec) else None
+        self.last_duration = result.duration
         if caller is None:
             self.results.append(result)
         else:
