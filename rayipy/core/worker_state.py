@@ -58,6 +58,14 @@ CANCELS_KEPT = 4096
 # Who a direct call's result goes back to (the worker's connection to it): opaque here.
 Caller = Any
 
+# A task run here in less than this is "quick": the head's refill (results to the head,
+# tasks back) takes a few hundred µs, so sending results before a repeat of it, to get
+# that refill early, would save at most its own time, for one more message each way.
+REFILL_SECONDS = 0.0005
+# Only a task with arguments this small, in band and without refs, is kept to compare the
+# next with (``repeatable``): a kept spec holds its arguments alive until the next task.
+REPEAT_ARGS_BYTES = 1024
+
 
 # -- commands ---------------------------------------------------------------------------
 class Run(NamedTuple):
@@ -305,6 +313,24 @@ class WorkerState:
                 taken.append(spec.task_id)
         queue.extend(reversed(kept))
         return taken
+
+
+def repeatable(spec: TaskSpec) -> bool:
+    """Whether to keep ``spec``, just run, to tell a repeat of it (``quick_repeat``):
+    only if its arguments are small (``REPEAT_ARGS_BYTES``) and in the spec."""
+    args = spec.args
+    return not spec.dep_values and not args.buffers and len(args.data) <= REPEAT_ARGS_BYTES
+
+
+def quick_repeat(spec: TaskSpec, last: TaskSpec | None, last_seconds: float) -> bool:
+    """True if ``spec`` calls the same function or method with the same arguments as
+    ``last``, the task that just ran here (kept if ``repeatable``), which took
+    ``last_seconds``, under ``REFILL_SECONDS``: it will most likely be as quick, so
+    results finished before it may wait for it and leave in one batch. Any other task
+    may be long, and the results should not wait for it."""
+    return (last is not None and last_seconds < REFILL_SECONDS
+            and spec.function_id == last.function_id and spec.method == last.method
+            and spec.args == last.args and not spec.dep_values)
 
 
 def remember(ids: dict[bytes, None], item: bytes, keep: int = CANCELS_KEPT) -> None:

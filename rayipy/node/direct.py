@@ -30,7 +30,8 @@ class DirectInbox:
         self.waker = Waker()
         # Plain file descriptors only: the kernel's poll, without ZeroMQ's wrapper.
         self.poller = select.poll()
-        for fd in self.listener.filenos():
+        self.listener_fds = frozenset(self.listener.filenos())
+        for fd in self.listener_fds:
             self.poller.register(fd, select.POLLIN)
         self.poller.register(self.waker.fd, select.POLLIN)
         self.callers: dict[int, StreamConnection] = {}          # fd -> connection
@@ -40,24 +41,30 @@ class DirectInbox:
 
     def wait(self, timeout_ms: int) -> list[tuple[StreamConnection, tuple]]:
         """Block until a call or a wake-up arrives; returns the calls as (caller, body)."""
-        events = dict(self.poller.poll(timeout_ms))
-        if self.waker.fd in events:
-            self.waker.clear()
-        return self._read(events)
+        return self._read(self.poller.poll(timeout_ms), clear_waker=True)
 
     def drain(self) -> list[tuple[StreamConnection, tuple]]:
-        """The calls that have arrived, without waiting."""
-        return self._read(dict(self.poller.poll(0)))
+        """The calls that have arrived, without waiting. A wake-up stays pending: while the
+        main thread is busy, more wakes then cost no write."""
+        return self._read(self.poller.poll(0), clear_waker=False)
 
-    def _read(self, events: dict) -> list[tuple[StreamConnection, tuple]]:
-        calls = []
-        for fd in self.listener.filenos():
-            if fd in events:
-                for caller in self.listener.accept(fd):
-                    self.callers[caller.fileno()] = caller
-                    self.poller.register(caller.fileno(), select.POLLIN)
-        for fd in [fd for fd in events if fd in self.callers]:
-            caller = self.callers[fd]
+    def _read(self, events: list[tuple[int, int]],
+              clear_waker: bool) -> list[tuple[StreamConnection, tuple]]:
+        calls: list[tuple[StreamConnection, tuple]] = []
+        callers = self.callers
+        # One pass over what poll returned: most often nothing, or the wake-up pipe alone
+        # (between queued tasks), or one caller (a direct call).
+        for fd, _ in events:
+            caller = callers.get(fd)
+            if caller is None:
+                if fd == self.waker.fd:
+                    if clear_waker:
+                        self.waker.clear()
+                elif fd in self.listener_fds:
+                    for accepted in self.listener.accept(fd):
+                        callers[accepted.fileno()] = accepted
+                        self.poller.register(accepted.fileno(), select.POLLIN)
+                continue
             for message in caller.receive():
                 if message.kind is Kind.CALL:
                     calls.append((caller, message.body))
@@ -66,7 +73,7 @@ class DirectInbox:
             if caller.closed:
                 self.dropped.update(caller.dropped)
                 self.poller.unregister(fd)
-                del self.callers[fd]
+                del callers[fd]
                 caller.close()
         return calls
 

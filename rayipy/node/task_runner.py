@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import pickle
 import time
 from typing import Any, Callable
 
@@ -30,6 +31,15 @@ from rayipy.protocol.messages import CANCELLED, ERROR, OK, DepSlot, FetchDep, Ta
 # while it runs travel with its reply (``Worker.borrow_in_reply``).
 DIRECT_CALLER: contextvars.ContextVar[Any] = contextvars.ContextVar("rayipy_caller",
                                                                    default=None)
+
+# The arguments of a call without any, as every caller pickles them (plain data goes
+# through pickle's protocol 5 in ``serialization.dumps``): compared, not unpickled, so a
+# no-argument call skips ``pickle.loads`` and the tuple and dict it would build.
+NO_ARGUMENTS = pickle.dumps(((), {}), protocol=5)
+# The payload of ``None``, the most common return value, made once: a Payload is immutable.
+NONE_PAYLOAD = serialization.dumps(None)[0]
+# Builds a TaskResult without the NamedTuple's own ``__new__`` (Python code): per task only.
+_make = tuple.__new__
 
 
 class TaskRunner:
@@ -73,7 +83,10 @@ class TaskRunner:
 
     def prepare(self, spec: TaskSpec) -> tuple:
         fn = self.callable_for(spec)
-        args, kwargs = serialization.loads(spec.args)
+        payload = spec.args
+        if payload.data == NO_ARGUMENTS and not payload.buffers:
+            return fn, (), {}   # a fresh dict each call: the function may keep or change it
+        args, kwargs = serialization.loads(payload)
         if spec.dep_values:
             values = [self.runtime.fetch_value(p.object_id) if type(p) is FetchDep
                       else serialization.loads(p) for p in spec.dep_values]
@@ -173,9 +186,12 @@ class TaskRunner:
         # that task may change an array this one returned (a buffer reused task to task).
         if spec.num_returns == 1:
             # Most tasks: one value, with no ref inside. Kept short, it runs per task.
+            if value is None:
+                return _make(TaskResult, (spec.task_id, OK, (NONE_PAYLOAD,), duration,
+                                          self.where, ()))
             payload, refs = serialization.dumps(value, f"return value 0 of {spec.name}")
             if not refs:
-                return TaskResult(spec.task_id, OK, (payload,), duration, self.where, ())
+                return _make(TaskResult, (spec.task_id, OK, (payload,), duration, self.where, ()))
             payloads, inside = [payload], [refs]
         else:
             try:

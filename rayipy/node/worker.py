@@ -30,12 +30,13 @@ from typing import Any
 from rayipy.core.objects import owner_of
 from rayipy.core.task_context import CURRENT_TASK
 from rayipy.core.worker_state import (Command, InterruptRunning, KillProcess, ReplyToCaller,
-                                      ReportToHead, ReturnToHead, Run, WakeMain, WorkerState)
+                                      ReportToHead, ReturnToHead, Run, WakeMain, WorkerState,
+                                      quick_repeat, repeatable)
 from rayipy.dashboard.direct_work import DirectWork
 from rayipy.node import lifetime
 from rayipy.node.actor_host import make_host
 from rayipy.node.client import Runtime
-from rayipy.node.data_port import is_large
+from rayipy.node.data_port import DIRECT_RESULT_BYTES, is_large
 from rayipy.node.direct import DirectInbox
 from rayipy.node.task_output import OutputBuffer, TaskOutput
 from rayipy.node.task_runner import DIRECT_CALLER, TaskRunner
@@ -71,6 +72,8 @@ class Worker:
         self.direct_work = DirectWork()         # calls that bypass the head, for the dashboard
         self.results: list[TaskResult] = []     # for the head, not sent yet (main thread)
         self.batch_started = 0.0
+        self.last_run: TaskSpec | None = None   # the last task run here, if repeatable
+        self.last_duration = 0.0                # and how long it took (main thread)
         runtime.attach_worker(self)
 
     # -- hooks of the runtime (WorkerHooks) -------------------------------------------------
@@ -199,16 +202,31 @@ class Worker:
             self.host.submit(command.spec)  # a concurrent actor: its host hands back results
         # Send at once when our queue runs low (latency, and the head refills it on each
         # result); otherwise in batches, which saves a wake-up and a message per task.
+        # The last one queued, a quick repeat of the task just run, is waited for: a
+        # batch sent before it would get its refill at most that task's time earlier,
+        # and split the next batches in two (10k no-op tasks: three times the messages).
+        queue = state.queue
         if (self.results or inbox.has_replies()) and (
-                len(state.queue) < LOW_QUEUE or not more_waiting
+                not more_waiting or not queue
+                or (len(queue) < LOW_QUEUE and not self.last_is_repeated())
                 or time.perf_counter() - self.batch_started > RESULT_BATCH_SECONDS):
             self.send_results()
         return True
+
+    def last_is_repeated(self) -> bool:
+        """The task queued next repeats the one just run, which was quick (``quick_repeat``)."""
+        try:
+            spec = self.state.queue[0]
+        except IndexError:   # taken meanwhile (a steal, on the I/O thread)
+            return False
+        return quick_repeat(spec, self.last_run, self.last_duration)
 
     def run_here(self, command: Run) -> None:
         """Run a task on this (the main) thread; its result to its caller or the head."""
         spec, caller = command
         result = self.runner.run(spec, caller)   # calls code_done when its code returns
+        self.last_run = spec if repeatable(spec) else None
+        self.last_duration = result.duration
         if caller is None:
             self.results.append(result)
         else:
@@ -254,10 +272,14 @@ class Worker:
 
     def send_results(self) -> None:
         results, self.results = self.results, []
-        self.flush_output(final=True)
+        if self.output.parts:   # most batches: nothing printed
+            self.flush_output(final=True)
         via_head = []
         for result in results:
             # Large values go straight to their owner, not through the head (data_port.py).
+            if _surely_small(result):
+                via_head.append(result)
+                continue
             address = self.owner_addresses.get(owner_of(result.task_id))
             if address and is_large(result):
                 self.runtime.send_to(address, Kind.RESULTS, (self.runtime.process_id, [result]))
@@ -299,6 +321,17 @@ class Worker:
                 sys.__stderr__.write(text)
             return
         self.output.add(spec, stream, text)
+
+
+def _surely_small(result: TaskResult) -> bool:
+    """True for what ``is_large`` would say no to and can be told at a glance: one value of
+    in-band bytes only (most results), whose size is its bytes'. Otherwise ask ``is_large``,
+    which sums the buffers."""
+    values = result.values
+    if len(values) != 1:
+        return False
+    payload = values[0]
+    return not payload.buffers and len(payload.data) <= DIRECT_RESULT_BYTES
 
 
 def main(argv: list[str] | None = None) -> int:

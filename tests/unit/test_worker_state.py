@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pickle
 
-from rayipy.core.worker_state import (CANCELS_KEPT, KILL, PINNED, WAKE, InterruptRunning,
-                                      ReplyToCaller, ReportToHead, ReturnToHead, Run, RunOnHost,
-                                      WorkerState, remember)
+from rayipy.core.worker_state import (CANCELS_KEPT, KILL, PINNED, REFILL_SECONDS,
+                                      REPEAT_ARGS_BYTES, WAKE, InterruptRunning, ReplyToCaller,
+                                      ReportToHead, ReturnToHead, Run, RunOnHost, WorkerState,
+                                      quick_repeat, remember, repeatable)
 from rayipy.node import client
 from rayipy.protocol.messages import CANCELLED, OK, RETURNED, Payload, TaskResult, TaskSpec
 
@@ -298,3 +299,29 @@ def test_a_concurrent_actors_calls_go_to_its_host_and_are_counted():
 
 def test_pinned_marker_is_the_one_the_runtime_sets():
     assert PINNED == client.PINNED
+
+
+# -- when results may wait for the next task (quick_repeat) ------------------------------
+def test_a_quick_repeat_is_the_same_call_with_the_same_arguments_that_was_quick():
+    quick = REFILL_SECONDS / 10
+    assert quick_repeat(spec(2), spec(1), quick)
+    assert quick_repeat(spec(2, actor=True), spec(1, actor=True), quick)
+
+
+def test_anything_else_may_be_long_and_results_do_not_wait_for_it():
+    quick = REFILL_SECONDS / 10
+    assert not quick_repeat(spec(2), None, quick)                   # nothing kept
+    assert not quick_repeat(spec(2), spec(1), REFILL_SECONDS)       # the last was not quick
+    assert not quick_repeat(spec(2), spec(1, actor=True), quick)    # another function
+    assert not quick_repeat(spec(2, actor=True, method="other"), spec(1, actor=True), quick)
+    other_args = spec(2)._replace(args=Payload(b"other args"))      # sleep(5) after sleep(0)
+    assert not quick_repeat(other_args, spec(1), quick)
+    with_dep = spec(2)._replace(dep_values=(Payload(b"v"),))
+    assert not quick_repeat(with_dep, spec(1), quick)
+
+
+def test_only_specs_with_small_inband_arguments_are_kept_to_compare_with():
+    assert repeatable(spec(1))
+    assert not repeatable(spec(1)._replace(args=Payload(b"x" * (REPEAT_ARGS_BYTES + 1))))
+    assert not repeatable(spec(1)._replace(args=Payload(b"", (b"buffer",))))
+    assert not repeatable(spec(1)._replace(dep_values=(Payload(b"v"),)))
