@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-import pickle
 import time
 from typing import Any, Callable
 
@@ -32,10 +31,10 @@ from rayipy.protocol.messages import CANCELLED, ERROR, OK, DepSlot, FetchDep, Ta
 DIRECT_CALLER: contextvars.ContextVar[Any] = contextvars.ContextVar("rayipy_caller",
                                                                    default=None)
 
-# The arguments of a call without any, as every caller pickles them (plain data goes
-# through pickle's protocol 5 in ``serialization.dumps``): compared, not unpickled, so a
-# no-argument call skips ``pickle.loads`` and the tuple and dict it would build.
-NO_ARGUMENTS = pickle.dumps(((), {}), protocol=5)
+# The arguments of a call without any, as every caller pickles them
+# (``serialization.NO_ARGUMENTS``): compared, not unpickled, so a no-argument call skips
+# ``pickle.loads`` and the tuple and dict it would build.
+NO_ARGUMENTS = serialization.NO_ARGUMENTS.data
 # The payload of ``None``, the most common return value, made once: a Payload is immutable.
 NONE_PAYLOAD = serialization.dumps(None)[0]
 # Builds a TaskResult without the NamedTuple's own ``__new__`` (Python code): per task only.
