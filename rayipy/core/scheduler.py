@@ -34,7 +34,7 @@ from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fai
                                       Spawn, Steal)
 from rayipy.core.lease_scheduling import LeaseScheduling
 from rayipy.core.objects import owner_of
-from rayipy.core.scheduler_state import describe_request, gpu_amount, without_gpus
+from rayipy.core.scheduler_state import WorkerPicker, describe_request, gpu_amount, without_gpus
 from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerStatus
 from rayipy.exceptions import TaskCancelledError, WorkerCrashedError
 from rayipy.protocol.messages import CANCELLED, CRASHED, TaskSpec
@@ -69,6 +69,7 @@ class Scheduler(ActorScheduling, LeaseScheduling):
     def add_node(self, node_id: bytes, agent: bytes, resources: dict[str, float],
                  info: dict[str, Any]) -> list[Instruction]:
         self.nodes[node_id] = Node(node_id, agent, resources, info)
+        self._nodes_changed()
         for worker_id, pid, address in self.early_workers.pop(node_id, []):
             self._attach_worker(worker_id, node_id, pid, address)
         return self.dispatch()
@@ -133,6 +134,7 @@ class Scheduler(ActorScheduling, LeaseScheduling):
             self._free_allocation(worker)
             if node.leaving and not node.workers:
                 del self.nodes[node.node_id]
+                self._nodes_changed()
         out: list[Instruction] = []
         if worker.leased_to:
             out.append(LeaseEnded(worker.leased_to, worker_id, str(error)))
@@ -172,6 +174,7 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         node.leaving = True
         if not node.workers:
             del self.nodes[node_id]
+        self._nodes_changed()
         return list(node.workers)
 
     def node_lost(self, node_id: bytes, why: str) -> list[Instruction]:
@@ -196,33 +199,60 @@ class Scheduler(ActorScheduling, LeaseScheduling):
 
     def submit(self, specs: Iterable[TaskSpec]) -> list[Instruction]:
         out: list[Instruction] = []
+        tasks, ready = self.tasks, self.ready
+        submitted = 0
+        # A batch mostly asks for one request: its checks and its queue, looked up once a run.
+        request: Request | None = None
+        queue: collections.deque[bytes] | None = None
         for spec in specs:
-            self.counts["submitted"] += 1
+            submitted += 1
             if spec.actor_id:
                 out.extend(self._submit_actor_spec(spec))
                 continue
-            if not any(n.could_ever_fit(spec.resources) for n in self.nodes.values()) and self.nodes:
-                out.append(self._fail_new(spec, ValueError(self.impossible_message(spec))))
-                continue
-            self.tasks[spec.task_id] = TaskRecord(spec)
-            self.ready.setdefault(spec.resources, collections.deque()).append(spec.task_id)
+            if spec.resources != request or queue is None:
+                if self._fits_nowhere(spec):
+                    out.append(self._fail_new(spec, ValueError(self.impossible_message(spec))))
+                    continue
+                request = spec.resources
+                queue = ready.get(request)
+                if queue is None:
+                    queue = ready[request] = collections.deque()
+            tasks[spec.task_id] = TaskRecord(spec)
+            queue.append(spec.task_id)
+        self.counts["submitted"] += submitted
         return out + self.dispatch()
 
     def finished(self, worker_id: bytes, task_ids: Iterable[bytes],
                  durations: Iterable[float]) -> list[Instruction]:
         worker = self.workers.get(worker_id)
+        queue = worker.queue if worker is not None else None
+        pop, means = self.tasks.pop, self.durations
+        count = 0
+        # The mean of a run of same-function results is kept here and stored once, the
+        # same value as storing it after each (the same float operations, in order).
+        run: bytes | None = None
+        mean: float | None = None
         for task_id, duration in zip(task_ids, durations):
-            record = self.tasks.pop(task_id, None)
-            self.counts["finished"] += 1
+            count += 1
+            record = pop(task_id, None)
             if record is not None:
                 fid = record.spec.function_id
-                old = self.durations.get(fid)
-                self.durations[fid] = duration if old is None else 0.8 * old + 0.2 * duration
-            if worker is not None:
-                try:
-                    worker.queue.remove(task_id)
-                except ValueError:
-                    pass
+                if fid != run:
+                    if run is not None and mean is not None:
+                        means[run] = mean
+                    run, mean = fid, means.get(fid)
+                mean = duration if mean is None else 0.8 * mean + 0.2 * duration
+            if queue is not None:
+                if queue and queue[0] == task_id:   # results come in queue order
+                    queue.popleft()
+                else:
+                    try:
+                        queue.remove(task_id)
+                    except ValueError:
+                        pass
+        if run is not None and mean is not None:
+            means[run] = mean
+        self.counts["finished"] += count
         if worker is not None and not worker.queue:
             self._free_allocation_if_done(worker)
         return self.dispatch()
@@ -324,27 +354,52 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         for request, queue in self.ready.items():
             if not queue:
                 continue
-            depth = self._depth(queue[0])
-            while queue:
-                record = self.tasks[queue[0]]
-                spread = is_spread(record.spec)
-                worker = self._pick_worker(request, depth, spread)
-                if worker is None:
-                    break
-                task_id = queue.popleft()
-                if worker.state is IDLE:
-                    self._allocate(worker, request, RUNNING)
-                if spread:
-                    self.nodes[worker.node_id].spread_count += 1
-                worker.queue.append(task_id)
-                record.worker = worker.worker_id
-                assigned.setdefault(worker.worker_id, []).append(self._spec_for(worker, record.spec))
+            self._place(request, queue, assigned)
             if queue:
                 out.extend(self._grow_or_steal(request, queue))
                 out.extend(self._recall_leases())
         for worker_id, specs in assigned.items():
             out.append(Execute(worker_id, specs, self._new_functions(self.workers[worker_id], specs)))
         return out + self._steal_for_idle()
+
+    def _place(self, request: Request, queue: collections.deque[bytes],
+               assigned: dict[bytes, list[TaskSpec]]) -> None:
+        """Hand the tasks of ``queue`` (all asking for ``request``) to workers, in order,
+        until none has room; each worker's specs go into ``assigned``.
+
+        Each task goes where ``_pick_worker`` would send it. A run of tasks without
+        SPREAD asks a ``WorkerPicker``, which scans the workers once for the run; a SPREAD
+        task asks ``_pick_worker`` itself, and the run after it gets a fresh picker.
+        """
+        tasks = self.tasks
+        depth = self._depth(queue[0])
+        picker: WorkerPicker | None = None
+        while queue:
+            task_id = queue[0]
+            record = tasks[task_id]
+            spec = record.spec
+            spread = bool(spec.options) and is_spread(spec)
+            worker: Worker | None
+            if spread:
+                worker = self._pick_worker(request, depth, True)
+                picker = None   # it may have taken an idle worker: the picker's view is stale
+            else:
+                if picker is None:
+                    picker = self._picker(request, depth)
+                worker = picker.pick()
+            if worker is None:
+                break
+            queue.popleft()
+            if worker.state is IDLE:
+                self._allocate(worker, request, RUNNING)
+            if spread:
+                self.nodes[worker.node_id].spread_count += 1
+            worker.queue.append(task_id)
+            record.worker = worker_id = worker.worker_id
+            specs = assigned.get(worker_id)
+            if specs is None:
+                specs = assigned[worker_id] = []
+            specs.append(self._spec_for(worker, spec) if worker.gpu_ids else spec)
 
     def _steal_for_idle(self) -> list[Instruction]:
         """Idle workers, nothing left to hand out: take back tasks queued behind others.
