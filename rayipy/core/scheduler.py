@@ -335,17 +335,25 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         it would never be acknowledged (``RESULTS_RECEIVED``) and hold the worker.
         """
         for worker in self.workers.values():
-            if worker.state is not ACTOR and any(t[:8] == owner for t in worker.queue):
-                for task_id in [t for t in worker.queue if t[:8] == owner]:
-                    worker.queue.remove(task_id)
-                    self.tasks.pop(task_id, None)
+            if worker.state is not ACTOR and self._drop_from(worker.queue, owner):
                 self._free_allocation_if_done(worker)
             if worker.leased_to == owner:
                 self._end_lease(worker)
         for queue in self.ready.values():
-            for task_id in [t for t in queue if t[:8] == owner]:
-                queue.remove(task_id)
+            self._drop_from(queue, owner)
+
+    def _drop_from(self, queue: collections.deque[bytes], owner: bytes) -> bool:
+        """Forget ``owner``'s tasks in ``queue`` (kept in one pass, not one removal each:
+        queues may hold thousands); whether it had any."""
+        kept = [t for t in queue if t[:8] != owner]
+        if len(kept) == len(queue):
+            return False
+        for task_id in queue:
+            if task_id[:8] == owner:
                 self.tasks.pop(task_id, None)
+        queue.clear()
+        queue.extend(kept)
+        return True
 
     # -- placement ------------------------------------------------------------------------
     def dispatch(self) -> list[Instruction]:

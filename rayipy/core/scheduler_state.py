@@ -184,17 +184,27 @@ class SchedulerState(abc.ABC):
 
     def _take_back(self, worker: Worker, task_ids: list[bytes]) -> None:
         """Tasks a worker gave back, unstarted: to the front of the ready queue, in order."""
-        back = [t for t in task_ids if t in worker.queue]
+        # Sets, not deque searches: a deep pipeline gives back hundreds at once.
+        queued = set(worker.queue)
+        back = list(dict.fromkeys(t for t in task_ids if t in queued))
+        if not back:
+            return
+        gone = set(back)
+        kept = [t for t in worker.queue if t not in gone]
+        worker.queue.clear()
+        worker.queue.extend(kept)
         for task_id in reversed(back):
-            worker.queue.remove(task_id)
             record = self.tasks.get(task_id)
             if record is not None:
                 record.worker = None
                 self._enqueue_front(task_id)
 
     def _enqueue_front(self, task_id: bytes) -> None:
-        record = self.tasks[task_id]
-        self.ready.setdefault(record.spec.resources, collections.deque()).appendleft(task_id)
+        request = self.tasks[task_id].spec.resources
+        queue = self.ready.get(request)
+        if queue is None:
+            queue = self.ready[request] = collections.deque()
+        queue.appendleft(task_id)
 
     # -- failing tasks ----------------------------------------------------------------------
     def impossible_message(self, spec: TaskSpec) -> str:
