@@ -10,7 +10,10 @@ worker starts its first task and given back when its queue empties. Tasks with e
 the same resource request may queue behind the running one on the same worker
 (pipelining), so a worker never sits idle waiting for the head between short tasks; how
 many depends on how long the function's tasks take (about ``PIPELINE_SECONDS`` of work
-queued). A *lease* is something else: a worker lent to a driver (``lease_scheduling``).
+queued, at most ``MAX_PIPELINE`` tasks, or ``DEEP_PIPELINE`` when their arguments are
+small). Tiny tasks need the deep queue: a worker batches its results for up to 5 ms, and
+with less work than that queued its queue runs low first, so it reports, and the head
+refills, one task per message. A *lease* is something else: a worker lent to a driver (``lease_scheduling``).
 
 Nested tasks. A worker whose task blocks in ``get`` gives back its allocation (all but
 its GPUs) and the tasks queued behind the blocked one; the node's freed CPU then lets
@@ -37,7 +40,7 @@ from rayipy.core.objects import owner_of
 from rayipy.core.scheduler_state import WorkerPicker, describe_request, gpu_amount, without_gpus
 from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerStatus
 from rayipy.exceptions import TaskCancelledError, WorkerCrashedError
-from rayipy.protocol.messages import CANCELLED, CRASHED, TaskSpec
+from rayipy.protocol.messages import CANCELLED, CRASHED, Payload, TaskSpec
 
 __all__ = ["Actor", "ActorLocation", "CancelRunning", "Execute", "Fail", "ForgetPeer",
            "Instruction", "KillWorker", "LeaseAnswer", "LeaseEnded", "Retire", "Scheduler",
@@ -45,7 +48,9 @@ __all__ = ["Actor", "ActorLocation", "CancelRunning", "Execute", "Fail", "Forget
            "without_gpus"]
 
 PIPELINE_SECONDS = 0.02     # queue about this much work per worker
-MAX_PIPELINE = 64
+MAX_PIPELINE = 64           # tasks queued per worker at most...
+DEEP_PIPELINE = 1024        # ...or this many when their arguments are small:
+SMALL_ARGS_BYTES = 64 * 1024   # no more bytes queued (64 MiB) than 64 tasks of 1 MiB
 UNKNOWN_DURATION_DEPTH = 2  # one running, one waiting, until durations are known
 IDLE_RETIRE_SECONDS = 10.0  # an extra worker idle this long is stopped
 
@@ -55,6 +60,11 @@ ACTOR, LEASED = WorkerStatus.ACTOR, WorkerStatus.LEASED
 
 def is_spread(spec: TaskSpec) -> bool:
     return ("scheduling_strategy", "SPREAD") in spec.options
+
+
+def args_bytes(spec: TaskSpec) -> int:
+    """The bytes of a spec's arguments, its inline dependency values included."""
+    return spec.args.nbytes + sum(d.nbytes for d in spec.dep_values if isinstance(d, Payload))
 
 
 class Scheduler(ActorScheduling, LeaseScheduling):
@@ -438,7 +448,9 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         duration = self.durations.get(self.tasks[task_id].spec.function_id)
         if duration is None:
             return UNKNOWN_DURATION_DEPTH
-        return max(1, min(MAX_PIPELINE, int(PIPELINE_SECONDS / max(duration, 1e-6))))
+        spec = self.tasks[task_id].spec
+        limit = DEEP_PIPELINE if args_bytes(spec) <= SMALL_ARGS_BYTES else MAX_PIPELINE
+        return max(1, min(limit, int(PIPELINE_SECONDS / max(duration, 1e-6))))
 
     def _grow_or_steal(self, request: Request, queue: collections.deque[bytes]) -> list[Instruction]:
         """Tasks wait: start workers where resources are free but no worker is idle.
