@@ -13,7 +13,8 @@ many depends on how long the function's tasks take (about ``PIPELINE_SECONDS`` o
 queued, at most ``MAX_PIPELINE`` tasks, or ``DEEP_PIPELINE`` when their arguments are
 small). Tiny tasks need the deep queue: a worker batches its results for up to 5 ms, and
 with less work than that queued its queue runs low first, so it reports, and the head
-refills, one task per message. A *lease* is something else: a worker lent to a driver (``lease_scheduling``).
+refills, one task per message. A *lease* is something else: a worker lent to a driver
+(``lease_scheduling``).
 
 Nested tasks. A worker whose task blocks in ``get`` gives back its allocation (all but
 its GPUs) and the tasks queued behind the blocked one; the node's freed CPU then lets
@@ -445,10 +446,10 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         return out
 
     def _depth(self, task_id: bytes) -> int:
-        duration = self.durations.get(self.tasks[task_id].spec.function_id)
+        spec = self.tasks[task_id].spec
+        duration = self.durations.get(spec.function_id)
         if duration is None:
             return UNKNOWN_DURATION_DEPTH
-        spec = self.tasks[task_id].spec
         limit = DEEP_PIPELINE if args_bytes(spec) <= SMALL_ARGS_BYTES else MAX_PIPELINE
         return max(1, min(limit, int(PIPELINE_SECONDS / max(duration, 1e-6))))
 
