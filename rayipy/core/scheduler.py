@@ -10,7 +10,11 @@ worker starts its first task and given back when its queue empties. Tasks with e
 the same resource request may queue behind the running one on the same worker
 (pipelining), so a worker never sits idle waiting for the head between short tasks; how
 many depends on how long the function's tasks take (about ``PIPELINE_SECONDS`` of work
-queued). A *lease* is something else: a worker lent to a driver (``lease_scheduling``).
+queued, at most ``MAX_PIPELINE`` tasks, or ``DEEP_PIPELINE`` when their arguments are
+small). Tiny tasks need the deep queue: a worker batches its results for up to 5 ms, and
+with less work than that queued its queue runs low first, so it reports, and the head
+refills, one task per message. A *lease* is something else: a worker lent to a driver
+(``lease_scheduling``).
 
 Nested tasks. A worker whose task blocks in ``get`` gives back its allocation (all but
 its GPUs) and the tasks queued behind the blocked one; the node's freed CPU then lets
@@ -34,10 +38,10 @@ from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fai
                                       Spawn, Steal)
 from rayipy.core.lease_scheduling import LeaseScheduling
 from rayipy.core.objects import owner_of
-from rayipy.core.scheduler_state import describe_request, gpu_amount, without_gpus
+from rayipy.core.scheduler_state import WorkerPicker, describe_request, gpu_amount, without_gpus
 from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerStatus
 from rayipy.exceptions import TaskCancelledError, WorkerCrashedError
-from rayipy.protocol.messages import CANCELLED, CRASHED, TaskSpec
+from rayipy.protocol.messages import CANCELLED, CRASHED, Payload, TaskSpec
 
 __all__ = ["Actor", "ActorLocation", "CancelRunning", "Execute", "Fail", "ForgetPeer",
            "Instruction", "KillWorker", "LeaseAnswer", "LeaseEnded", "Retire", "Scheduler",
@@ -45,7 +49,9 @@ __all__ = ["Actor", "ActorLocation", "CancelRunning", "Execute", "Fail", "Forget
            "without_gpus"]
 
 PIPELINE_SECONDS = 0.02     # queue about this much work per worker
-MAX_PIPELINE = 64
+MAX_PIPELINE = 64           # tasks queued per worker at most...
+DEEP_PIPELINE = 1024        # ...or this many when their arguments are small:
+SMALL_ARGS_BYTES = 64 * 1024   # no more bytes queued (64 MiB) than 64 tasks of 1 MiB
 UNKNOWN_DURATION_DEPTH = 2  # one running, one waiting, until durations are known
 IDLE_RETIRE_SECONDS = 10.0  # an extra worker idle this long is stopped
 
@@ -55,6 +61,11 @@ ACTOR, LEASED = WorkerStatus.ACTOR, WorkerStatus.LEASED
 
 def is_spread(spec: TaskSpec) -> bool:
     return ("scheduling_strategy", "SPREAD") in spec.options
+
+
+def args_bytes(spec: TaskSpec) -> int:
+    """The bytes of a spec's arguments, its inline dependency values included."""
+    return spec.args.nbytes + sum(d.nbytes for d in spec.dep_values if isinstance(d, Payload))
 
 
 class Scheduler(ActorScheduling, LeaseScheduling):
@@ -69,6 +80,7 @@ class Scheduler(ActorScheduling, LeaseScheduling):
     def add_node(self, node_id: bytes, agent: bytes, resources: dict[str, float],
                  info: dict[str, Any]) -> list[Instruction]:
         self.nodes[node_id] = Node(node_id, agent, resources, info)
+        self._nodes_changed()
         for worker_id, pid, address in self.early_workers.pop(node_id, []):
             self._attach_worker(worker_id, node_id, pid, address)
         return self.dispatch()
@@ -133,6 +145,7 @@ class Scheduler(ActorScheduling, LeaseScheduling):
             self._free_allocation(worker)
             if node.leaving and not node.workers:
                 del self.nodes[node.node_id]
+                self._nodes_changed()
         out: list[Instruction] = []
         if worker.leased_to:
             out.append(LeaseEnded(worker.leased_to, worker_id, str(error)))
@@ -172,6 +185,7 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         node.leaving = True
         if not node.workers:
             del self.nodes[node_id]
+        self._nodes_changed()
         return list(node.workers)
 
     def node_lost(self, node_id: bytes, why: str) -> list[Instruction]:
@@ -196,33 +210,60 @@ class Scheduler(ActorScheduling, LeaseScheduling):
 
     def submit(self, specs: Iterable[TaskSpec]) -> list[Instruction]:
         out: list[Instruction] = []
+        tasks, ready = self.tasks, self.ready
+        submitted = 0
+        # A batch mostly asks for one request: its checks and its queue, looked up once a run.
+        request: Request | None = None
+        queue: collections.deque[bytes] | None = None
         for spec in specs:
-            self.counts["submitted"] += 1
+            submitted += 1
             if spec.actor_id:
                 out.extend(self._submit_actor_spec(spec))
                 continue
-            if not any(n.could_ever_fit(spec.resources) for n in self.nodes.values()) and self.nodes:
-                out.append(self._fail_new(spec, ValueError(self.impossible_message(spec))))
-                continue
-            self.tasks[spec.task_id] = TaskRecord(spec)
-            self.ready.setdefault(spec.resources, collections.deque()).append(spec.task_id)
+            if spec.resources != request or queue is None:
+                if self._fits_nowhere(spec):
+                    out.append(self._fail_new(spec, ValueError(self.impossible_message(spec))))
+                    continue
+                request = spec.resources
+                queue = ready.get(request)
+                if queue is None:
+                    queue = ready[request] = collections.deque()
+            tasks[spec.task_id] = TaskRecord(spec)
+            queue.append(spec.task_id)
+        self.counts["submitted"] += submitted
         return out + self.dispatch()
 
     def finished(self, worker_id: bytes, task_ids: Iterable[bytes],
                  durations: Iterable[float]) -> list[Instruction]:
         worker = self.workers.get(worker_id)
+        queue = worker.queue if worker is not None else None
+        pop, means = self.tasks.pop, self.durations
+        count = 0
+        # The mean of a run of same-function results is kept here and stored once, the
+        # same value as storing it after each (the same float operations, in order).
+        run: bytes | None = None
+        mean: float | None = None
         for task_id, duration in zip(task_ids, durations):
-            record = self.tasks.pop(task_id, None)
-            self.counts["finished"] += 1
+            count += 1
+            record = pop(task_id, None)
             if record is not None:
                 fid = record.spec.function_id
-                old = self.durations.get(fid)
-                self.durations[fid] = duration if old is None else 0.8 * old + 0.2 * duration
-            if worker is not None:
-                try:
-                    worker.queue.remove(task_id)
-                except ValueError:
-                    pass
+                if fid != run:
+                    if run is not None and mean is not None:
+                        means[run] = mean
+                    run, mean = fid, means.get(fid)
+                mean = duration if mean is None else 0.8 * mean + 0.2 * duration
+            if queue is not None:
+                if queue and queue[0] == task_id:   # results come in queue order
+                    queue.popleft()
+                else:
+                    try:
+                        queue.remove(task_id)
+                    except ValueError:
+                        pass
+        if run is not None and mean is not None:
+            means[run] = mean
+        self.counts["finished"] += count
         if worker is not None and not worker.queue:
             self._free_allocation_if_done(worker)
         return self.dispatch()
@@ -305,17 +346,25 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         it would never be acknowledged (``RESULTS_RECEIVED``) and hold the worker.
         """
         for worker in self.workers.values():
-            if worker.state is not ACTOR and any(t[:8] == owner for t in worker.queue):
-                for task_id in [t for t in worker.queue if t[:8] == owner]:
-                    worker.queue.remove(task_id)
-                    self.tasks.pop(task_id, None)
+            if worker.state is not ACTOR and self._drop_from(worker.queue, owner):
                 self._free_allocation_if_done(worker)
             if worker.leased_to == owner:
                 self._end_lease(worker)
         for queue in self.ready.values():
-            for task_id in [t for t in queue if t[:8] == owner]:
-                queue.remove(task_id)
+            self._drop_from(queue, owner)
+
+    def _drop_from(self, queue: collections.deque[bytes], owner: bytes) -> bool:
+        """Forget ``owner``'s tasks in ``queue`` (kept in one pass, not one removal each:
+        queues may hold thousands); whether it had any."""
+        kept = [t for t in queue if t[:8] != owner]
+        if len(kept) == len(queue):
+            return False
+        for task_id in queue:
+            if task_id[:8] == owner:
                 self.tasks.pop(task_id, None)
+        queue.clear()
+        queue.extend(kept)
+        return True
 
     # -- placement ------------------------------------------------------------------------
     def dispatch(self) -> list[Instruction]:
@@ -324,27 +373,52 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         for request, queue in self.ready.items():
             if not queue:
                 continue
-            depth = self._depth(queue[0])
-            while queue:
-                record = self.tasks[queue[0]]
-                spread = is_spread(record.spec)
-                worker = self._pick_worker(request, depth, spread)
-                if worker is None:
-                    break
-                task_id = queue.popleft()
-                if worker.state is IDLE:
-                    self._allocate(worker, request, RUNNING)
-                if spread:
-                    self.nodes[worker.node_id].spread_count += 1
-                worker.queue.append(task_id)
-                record.worker = worker.worker_id
-                assigned.setdefault(worker.worker_id, []).append(self._spec_for(worker, record.spec))
+            self._place(request, queue, assigned)
             if queue:
                 out.extend(self._grow_or_steal(request, queue))
                 out.extend(self._recall_leases())
         for worker_id, specs in assigned.items():
             out.append(Execute(worker_id, specs, self._new_functions(self.workers[worker_id], specs)))
         return out + self._steal_for_idle()
+
+    def _place(self, request: Request, queue: collections.deque[bytes],
+               assigned: dict[bytes, list[TaskSpec]]) -> None:
+        """Hand the tasks of ``queue`` (all asking for ``request``) to workers, in order,
+        until none has room; each worker's specs go into ``assigned``.
+
+        Each task goes where ``_pick_worker`` would send it. A run of tasks without
+        SPREAD asks a ``WorkerPicker``, which scans the workers once for the run; a SPREAD
+        task asks ``_pick_worker`` itself, and the run after it gets a fresh picker.
+        """
+        tasks = self.tasks
+        depth = self._depth(queue[0])
+        picker: WorkerPicker | None = None
+        while queue:
+            task_id = queue[0]
+            record = tasks[task_id]
+            spec = record.spec
+            spread = bool(spec.options) and is_spread(spec)
+            worker: Worker | None
+            if spread:
+                worker = self._pick_worker(request, depth, True)
+                picker = None   # it may have taken an idle worker: the picker's view is stale
+            else:
+                if picker is None:
+                    picker = self._picker(request, depth)
+                worker = picker.pick()
+            if worker is None:
+                break
+            queue.popleft()
+            if worker.state is IDLE:
+                self._allocate(worker, request, RUNNING)
+            if spread:
+                self.nodes[worker.node_id].spread_count += 1
+            worker.queue.append(task_id)
+            record.worker = worker_id = worker.worker_id
+            specs = assigned.get(worker_id)
+            if specs is None:
+                specs = assigned[worker_id] = []
+            specs.append(self._spec_for(worker, spec) if worker.gpu_ids else spec)
 
     def _steal_for_idle(self) -> list[Instruction]:
         """Idle workers, nothing left to hand out: take back tasks queued behind others.
@@ -372,10 +446,12 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         return out
 
     def _depth(self, task_id: bytes) -> int:
-        duration = self.durations.get(self.tasks[task_id].spec.function_id)
+        spec = self.tasks[task_id].spec
+        duration = self.durations.get(spec.function_id)
         if duration is None:
             return UNKNOWN_DURATION_DEPTH
-        return max(1, min(MAX_PIPELINE, int(PIPELINE_SECONDS / max(duration, 1e-6))))
+        limit = DEEP_PIPELINE if args_bytes(spec) <= SMALL_ARGS_BYTES else MAX_PIPELINE
+        return max(1, min(limit, int(PIPELINE_SECONDS / max(duration, 1e-6))))
 
     def _grow_or_steal(self, request: Request, queue: collections.deque[bytes]) -> list[Instruction]:
         """Tasks wait: start workers where resources are free but no worker is idle.

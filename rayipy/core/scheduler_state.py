@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import abc
 import collections
+import heapq
+import operator
 
 from rayipy.core.instructions import Execute, Fail, Instruction
 from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerStatus
@@ -29,6 +31,8 @@ from rayipy.protocol.messages import ERROR, TaskSpec
 IDLE, RUNNING, BLOCKED = WorkerStatus.IDLE, WorkerStatus.RUNNING, WorkerStatus.BLOCKED
 
 LOST_NODES_KEPT = 100       # nodes() lists this many gone nodes, with Alive False, as Ray
+
+_function_id = operator.attrgetter("function_id")
 
 
 def describe_request(request: Request) -> str:
@@ -61,6 +65,11 @@ class SchedulerState(abc.ABC):
         self.live_owners: set[bytes] = set()    # drivers and workers connected (may own work)
         self.drivers: set[bytes] = set()        # the drivers among them
         self.lost_nodes: collections.deque[LostNode] = collections.deque(maxlen=LOST_NODES_KEPT)
+        # request -> whether no node could ever run it, for as long as the nodes stay the
+        # same (``_nodes_changed`` forgets it; so does a change in their number, for
+        # callers that fill ``nodes`` themselves).
+        self._nowhere: dict[Request, bool] = {}
+        self._nowhere_nodes = 0
 
     @abc.abstractmethod
     def dispatch(self) -> list[Instruction]:
@@ -141,6 +150,10 @@ class SchedulerState(abc.ABC):
             return best
         return idle or best  # an idle worker wins over queueing
 
+    def _picker(self, request: Request, depth: int) -> WorkerPicker:
+        """A ``WorkerPicker`` for a run of non-SPREAD tasks asking for ``request``."""
+        return WorkerPicker(self.workers, self.nodes, request, depth)
+
     def _assign(self, worker: Worker, task_ids: list[bytes]) -> Execute:
         """Queue ``task_ids`` on ``worker``; the Execute that sends them."""
         specs = []
@@ -154,10 +167,11 @@ class SchedulerState(abc.ABC):
     def _new_functions(self, worker: Worker, specs: list[TaskSpec]) -> list[tuple[bytes, bytes]]:
         """The (id, bytes) of the specs' functions this worker has not been sent yet."""
         new_functions = []
-        for spec in specs:
-            fid = spec.function_id
-            if fid and fid not in worker.functions:
-                worker.functions.add(fid)
+        sent = worker.functions
+        # Each distinct id once, in the specs' order (a batch is mostly one function).
+        for fid in dict.fromkeys(map(_function_id, specs)):
+            if fid and fid not in sent:
+                sent.add(fid)
                 new_functions.append((fid, self.functions.get(fid, b"")))
         return new_functions
 
@@ -170,17 +184,27 @@ class SchedulerState(abc.ABC):
 
     def _take_back(self, worker: Worker, task_ids: list[bytes]) -> None:
         """Tasks a worker gave back, unstarted: to the front of the ready queue, in order."""
-        back = [t for t in task_ids if t in worker.queue]
+        # Sets, not deque searches: a deep pipeline gives back hundreds at once.
+        queued = set(worker.queue)
+        back = list(dict.fromkeys(t for t in task_ids if t in queued))
+        if not back:
+            return
+        gone = set(back)
+        kept = [t for t in worker.queue if t not in gone]
+        worker.queue.clear()
+        worker.queue.extend(kept)
         for task_id in reversed(back):
-            worker.queue.remove(task_id)
             record = self.tasks.get(task_id)
             if record is not None:
                 record.worker = None
                 self._enqueue_front(task_id)
 
     def _enqueue_front(self, task_id: bytes) -> None:
-        record = self.tasks[task_id]
-        self.ready.setdefault(record.spec.resources, collections.deque()).appendleft(task_id)
+        request = self.tasks[task_id].spec.resources
+        queue = self.ready.get(request)
+        if queue is None:
+            queue = self.ready[request] = collections.deque()
+        queue.appendleft(task_id)
 
     # -- failing tasks ----------------------------------------------------------------------
     def impossible_message(self, spec: TaskSpec) -> str:
@@ -196,9 +220,24 @@ class SchedulerState(abc.ABC):
                 f"that has these resources.")
 
     def _fits_nowhere(self, spec: TaskSpec) -> bool:
-        """No node could ever run ``spec`` (without nodes yet, it waits: not "nowhere")."""
-        return bool(self.nodes) and not any(n.could_ever_fit(spec.resources)
-                                            for n in self.nodes.values())
+        """No node could ever run ``spec`` (without nodes yet, it waits: not "nowhere").
+
+        Asked for every task submitted, so the answer is kept per request until a node
+        joins or leaves (``_nodes_changed``)."""
+        nodes = self.nodes
+        if self._nowhere_nodes != len(nodes):
+            self._nodes_changed()
+        request = spec.resources
+        answer = self._nowhere.get(request)
+        if answer is None:
+            answer = self._nowhere[request] = bool(nodes) and not any(
+                n.could_ever_fit(request) for n in nodes.values())
+        return answer
+
+    def _nodes_changed(self) -> None:
+        """A node joined or left (or lost its resources): forget what could fit where."""
+        self._nowhere.clear()
+        self._nowhere_nodes = len(self.nodes)
 
     def _fail(self, task_id: bytes, status: int, error: BaseException) -> Fail:
         """Forget a known task; the Fail that tells its owner."""
@@ -210,3 +249,73 @@ class SchedulerState(abc.ABC):
         """Refuse a task as it arrives (it was never recorded)."""
         self.counts["failed"] += 1
         return Fail(spec, ERROR, error)
+
+
+class WorkerPicker:
+    """Where ``SchedulerState._pick_worker`` would send each of a run of tasks, for one
+    request and without SPREAD, with the workers scanned once per run, not once per task.
+
+    Its answers are the same, task after task, provided the caller gives each picked
+    worker the task (allocating it if it was idle) and changes nothing else meanwhile:
+
+    - first the idle workers that fit, least loaded node first (ties: the order of
+      ``workers``). Placing a task only takes resources, so once no idle worker fits,
+      none will for the rest of the run;
+    - then the running workers with this request and room (queue shorter than
+      ``depth``), shortest queue first, then least loaded node, then the order of
+      ``workers``. No allocation happens in this phase, so node loads stay fixed and a
+      heap of (queue length, load, position) gives each answer.
+    """
+
+    __slots__ = ("workers", "nodes", "request", "depth", "idle", "heap")
+
+    def __init__(self, workers: dict[bytes, Worker], nodes: dict[bytes, Node], request: Request,
+                 depth: int) -> None:
+        self.workers = workers
+        self.nodes = nodes
+        self.request = request
+        self.depth = depth
+        self.idle: list[Worker] | None = [
+            w for w in workers.values() if w.state is IDLE and not nodes[w.node_id].leaving]
+        self.heap: list[tuple[int, float, int, Worker]] | None = None
+
+    def pick(self) -> Worker | None:
+        """The worker for the next task (which the caller then gives it), or None."""
+        idle = self.idle
+        if idle:
+            best = None
+            best_load = 0.0
+            request = self.request
+            for worker in idle:
+                node = self.nodes[worker.node_id]
+                if node.fits(request):
+                    load = node.load()
+                    if best is None or load < best_load:
+                        best, best_load = worker, load
+            if best is not None:
+                idle.remove(best)
+                return best
+        self.idle = None
+        heap = self.heap
+        if heap is None:
+            heap = self.heap = self._running()
+        if not heap:
+            return None
+        n, load, position, worker = heap[0]
+        if n + 1 < self.depth:
+            heapq.heapreplace(heap, (n + 1, load, position, worker))
+        else:
+            heapq.heappop(heap)
+        return worker
+
+    def _running(self) -> list[tuple[int, float, int, Worker]]:
+        heap = []
+        request, depth, nodes = self.request, self.depth, self.nodes
+        for position, worker in enumerate(self.workers.values()):
+            if (worker.state is RUNNING and not worker.steal_pending
+                    and worker.allocation == request and len(worker.queue) < depth):
+                node = nodes[worker.node_id]
+                if not node.leaving:
+                    heap.append((len(worker.queue), node.load(), position, worker))
+        heapq.heapify(heap)
+        return heap

@@ -91,7 +91,10 @@ class Node:
     def could_ever_fit(self, request: Request) -> bool:
         """Whether this node's totals cover ``request`` (when nothing else runs)."""
         total = self.total
-        return all(total.get(name, 0.0) >= amount - 1e-9 for name, amount in request)
+        for name, amount in request:   # a loop, not all(genexpr): no generator per call
+            if total.get(name, 0.0) < amount - 1e-9:
+                return False
+        return True
 
     def take(self, request: Request, sign: int = 1) -> None:
         """Subtract ``request`` from what is left (``sign=-1``: add it back)."""

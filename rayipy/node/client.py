@@ -698,6 +698,10 @@ class Runtime:
         worker, why = body
         if why:   # it died: retry, as the head would have
             self._owner_event(self.owner.lease_lost, worker, why)
+            # A dead worker borrows nothing. Counts it registered in the reply of a call
+            # it never finished are lost, while its releases (sent through the head,
+            # which forwards them before it tells us) arrived: forget what it left.
+            self.access.carry_out(self.objects.drop_borrower_everywhere(worker))
         else:     # the head wants it back: we return it once nothing is in flight
             self._owner_event(self.owner.lease_revoked, worker)
 

@@ -34,7 +34,7 @@ from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fai
                                       Instruction, KillWorker, LeaseAnswer, LeaseEnded, Retire,
                                       Spawn, Steal)
 from rayipy.core.message_faults import MessageFaults
-from rayipy.core.objects import owner_of
+from rayipy.core.objects import OWNER_ID_BYTES, owner_of
 from rayipy.core.scheduler import Scheduler
 from rayipy.core.state import LostNode, Node
 from rayipy.dashboard.history import TaskHistory
@@ -247,12 +247,11 @@ class Head:
         """Where the specs' owners take large results straight from the worker (the
         peers' data ports: an address book the head keeps, not a scheduling choice)."""
         out: dict[bytes, str] = {}
-        for spec in specs:
-            owner = spec.task_id[:8]
-            if owner not in out:
-                peer = self.peers.get(owner)
-                if peer is not None and peer.info.get("data"):
-                    out[owner] = peer.info["data"]
+        # Each owner once, in the specs' order (a batch mostly has one owner).
+        for owner in dict.fromkeys([spec.task_id[:OWNER_ID_BYTES] for spec in specs]):
+            peer = self.peers.get(owner)
+            if peer is not None and peer.info.get("data"):
+                out[owner] = peer.info["data"]
         return out
 
     def fail_task(self, fail: Fail) -> None:
@@ -336,7 +335,8 @@ class Head:
 
     def on_task_done(self, sender: bytes, body: Body, frames: Frames) -> None:
         results = body[0]
-        owners = {owner_of(r.task_id) for r in results}
+        task_ids = [r.task_id for r in results]
+        owners = {t[:OWNER_ID_BYTES] for t in task_ids}
         if len(owners) == 1:
             self.forward(owners.pop(), Kind.TASK_DONE, body, frames)
         else:
@@ -347,8 +347,7 @@ class Head:
             now = time.time()
             worker = self.scheduler.workers.get(sender)
             history.results(worker, results, self.scheduler.tasks, now)
-        self.carry_out(self.scheduler.finished(sender, [r.task_id for r in results],
-                                               [r.duration for r in results]))
+        self.carry_out(self.scheduler.finished(sender, task_ids, [r.duration for r in results]))
         if history is not None:  # its next pipelined task starts now
             history.started(sender, self.scheduler.workers, now)
 

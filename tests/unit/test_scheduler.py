@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 from rayipy.core.scheduler import (
-    UNKNOWN_DURATION_DEPTH, CancelRunning, Execute, Fail, Scheduler, Spawn)
+    DEEP_PIPELINE, MAX_PIPELINE, SMALL_ARGS_BYTES, UNKNOWN_DURATION_DEPTH, CancelRunning, Execute,
+    Fail, Scheduler, Spawn)
 from rayipy.core.state import WorkerStatus
 from rayipy.protocol.messages import CANCELLED, CRASHED, ERROR, Payload, TaskSpec
 
@@ -109,6 +110,25 @@ def test_short_durations_deepen_the_pipeline():
     assert sum(len(v) for v in got.values()) == 20
     assert queued(s) == []
     assert max(len(v) for v in got.values()) > UNKNOWN_DURATION_DEPTH
+
+
+def test_tiny_tasks_with_small_arguments_pipeline_deep():
+    """A worker batches results for 5 ms: tiny tasks need more than 64 queued, or its
+    queue runs low first and every result (and every refill) travels alone."""
+    s = make(cpu=1.0, workers=(W1,))
+    s.submit([spec(1)])
+    s.finished(W1, [tid(1)], [1e-6])
+    out = s.submit([spec(i) for i in range(10, 10 + DEEP_PIPELINE + 5)])
+    assert len(placed(out)[W1]) == DEEP_PIPELINE and len(queued(s)) == 5
+
+
+def test_tiny_tasks_with_large_arguments_pipeline_as_before():
+    s = make(cpu=1.0, workers=(W1,))
+    s.submit([spec(1)])
+    s.finished(W1, [tid(1)], [1e-6])
+    big = Payload(b"x" * (SMALL_ARGS_BYTES + 1))
+    out = s.submit([spec(i)._replace(args=big) for i in range(10, 10 + MAX_PIPELINE + 5)])
+    assert len(placed(out)[W1]) == MAX_PIPELINE and len(queued(s)) == 5
 
 
 def test_long_durations_do_not_pipeline():
