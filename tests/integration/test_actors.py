@@ -225,8 +225,14 @@ def test_actor_stops_when_its_last_handle_is_gone(cluster):
     call = log.append.remote("pending")  # a pending call keeps it alive
     del log
     assert rayipy.get(call, timeout=60) == 1
-    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-               timeout=20, message="the actor outlived its last handle")
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:   # exited (between a check and a look, too)
+            return True
+
+    wait_until(gone, timeout=20, message="the actor outlived its last handle")
 
 
 def test_actor_holding_a_cpu_takes_it_from_the_pool(cluster):
