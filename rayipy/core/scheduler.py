@@ -19,7 +19,9 @@ refills, one task per message. A *lease* is something else: a worker lent to a d
 Nested tasks. A worker whose task blocks in ``get`` gives back its allocation (all but
 its GPUs) and the tasks queued behind the blocked one; the node's freed CPU then lets
 the head start another worker if tasks are waiting, so a task waiting on its children
-never starves them.
+never starves them. Its function is remembered as blocking (``blocking``), and from then
+on no task is queued behind one of that function's tasks: the task queued behind could
+be the one it waits for, and each such wait costs a new worker process.
 
 Around this module: ``state`` holds the records (nodes, workers and their
 ``WorkerStatus``, tasks), ``instructions`` the actions returned, ``scheduler_state`` the
@@ -307,6 +309,10 @@ class Scheduler(ActorScheduling, LeaseScheduling):
             return []  # an actor's calls stay with it, in order
         worker.state = BLOCKED
         self._take_back(worker, returned)
+        if worker.queue:   # what remains: the blocked task (and tasks sent to it by name)
+            record = self.tasks.get(worker.queue[0])
+            if record is not None:
+                self.blocking.add(record.spec.function_id)
         if worker.allocation is not None:
             self.nodes[worker.node_id].take(without_gpus(worker.allocation), -1)
         return self.dispatch()
@@ -414,6 +420,8 @@ class Scheduler(ActorScheduling, LeaseScheduling):
             if spread:
                 self.nodes[worker.node_id].spread_count += 1
             worker.queue.append(task_id)
+            if picker is not None and self.blocking and spec.function_id in self.blocking:
+                picker.close(worker)
             record.worker = worker_id = worker.worker_id
             specs = assigned.get(worker_id)
             if specs is None:

@@ -23,6 +23,7 @@ import abc
 import collections
 import heapq
 import operator
+from typing import Callable
 
 from rayipy.core.instructions import Execute, Fail, Instruction
 from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerStatus
@@ -61,6 +62,9 @@ class SchedulerState(abc.ABC):
         self.ready: dict[Request, collections.deque[bytes]] = {}   # request -> task ids
         self.functions: dict[bytes, bytes] = {}
         self.durations: dict[bytes, float] = {}                 # function id -> EWMA seconds
+        # Functions whose tasks were seen to block in get or wait: nothing queues behind
+        # one (it may wait for a task that would then wait behind it).
+        self.blocking: set[bytes] = set()
         self.counts: collections.Counter[str] = collections.Counter()   # submitted, failed...
         self.live_owners: set[bytes] = set()    # drivers and workers connected (may own work)
         self.drivers: set[bytes] = set()        # the drivers among them
@@ -139,7 +143,7 @@ class SchedulerState(abc.ABC):
                         idle, idle_rank = worker, rank
             elif state is RUNNING and not worker.steal_pending:
                 n = len(worker.queue)
-                if worker.allocation == request and n < depth:
+                if worker.allocation == request and n < depth and not self._ends_blocking(worker):
                     node = self.nodes[worker.node_id]
                     if node.leaving:
                         continue
@@ -152,7 +156,17 @@ class SchedulerState(abc.ABC):
 
     def _picker(self, request: Request, depth: int) -> WorkerPicker:
         """A ``WorkerPicker`` for a run of non-SPREAD tasks asking for ``request``."""
-        return WorkerPicker(self.workers, self.nodes, request, depth)
+        return WorkerPicker(self.workers, self.nodes, request, depth,
+                            self._ends_blocking if self.blocking else None)
+
+    def _ends_blocking(self, worker: Worker) -> bool:
+        """The last task queued on ``worker`` is of a function known to block: a task
+        queued behind it could be the one it waits for (and new workers would be started,
+        one per blocked task, until that one ran)."""
+        if not self.blocking or not worker.queue:
+            return False
+        record = self.tasks.get(worker.queue[-1])
+        return record is not None and record.spec.function_id in self.blocking
 
     def _assign(self, worker: Worker, task_ids: list[bytes]) -> Execute:
         """Queue ``task_ids`` on ``worker``; the Execute that sends them."""
@@ -262,22 +276,29 @@ class WorkerPicker:
       ``workers``). Placing a task only takes resources, so once no idle worker fits,
       none will for the rest of the run;
     - then the running workers with this request and room (queue shorter than
-      ``depth``), shortest queue first, then least loaded node, then the order of
-      ``workers``. No allocation happens in this phase, so node loads stay fixed and a
-      heap of (queue length, load, position) gives each answer.
+      ``depth``, and its last task not of a blocking function: ``ends_blocking``),
+      shortest queue first, then least loaded node, then the order of ``workers``. No
+      allocation happens in this phase, so node loads stay fixed and a heap of (queue
+      length, load, position) gives each answer.
+
+    A task of a blocking function closes its worker's queue: the caller says so with
+    ``close``.
     """
 
-    __slots__ = ("workers", "nodes", "request", "depth", "idle", "heap")
+    __slots__ = ("workers", "nodes", "request", "depth", "ends_blocking", "idle", "heap",
+                 "closed")
 
     def __init__(self, workers: dict[bytes, Worker], nodes: dict[bytes, Node], request: Request,
-                 depth: int) -> None:
+                 depth: int, ends_blocking: Callable[[Worker], bool] | None = None) -> None:
         self.workers = workers
         self.nodes = nodes
         self.request = request
         self.depth = depth
+        self.ends_blocking = ends_blocking
         self.idle: list[Worker] | None = [
             w for w in workers.values() if w.state is IDLE and not nodes[w.node_id].leaving]
         self.heap: list[tuple[int, float, int, Worker]] | None = None
+        self.closed: set[bytes] = set()   # worker ids given a blocking task during the run
 
     def pick(self) -> Worker | None:
         """The worker for the next task (which the caller then gives it), or None."""
@@ -299,6 +320,9 @@ class WorkerPicker:
         heap = self.heap
         if heap is None:
             heap = self.heap = self._running()
+        closed = self.closed
+        while heap and closed and heap[0][3].worker_id in closed:
+            heapq.heappop(heap)
         if not heap:
             return None
         n, load, position, worker = heap[0]
@@ -308,12 +332,19 @@ class WorkerPicker:
             heapq.heappop(heap)
         return worker
 
+    def close(self, worker: Worker) -> None:
+        """``worker`` was just given a task of a blocking function: nothing goes behind it."""
+        self.closed.add(worker.worker_id)
+
     def _running(self) -> list[tuple[int, float, int, Worker]]:
         heap = []
         request, depth, nodes = self.request, self.depth, self.nodes
+        ends_blocking, closed = self.ends_blocking, self.closed
         for position, worker in enumerate(self.workers.values()):
             if (worker.state is RUNNING and not worker.steal_pending
                     and worker.allocation == request and len(worker.queue) < depth):
+                if worker.worker_id in closed or (ends_blocking and ends_blocking(worker)):
+                    continue
                 node = nodes[worker.node_id]
                 if not node.leaving:
                     heap.append((len(worker.queue), node.load(), position, worker))

@@ -227,7 +227,35 @@ def test_blocked_worker_gives_back_cpu_and_queued_tasks_and_a_worker_is_spawned(
     assert s.blocked(W1, []) == []              # already blocked
     assert s.nodes[NODE].spawning == 1
     out = s.add_worker(W3, NODE, 3)
-    assert out == [Execute(W3, [spec(3), spec(5)], [(b"f", b"code of f")])]
+    # f blocked: nothing queues behind task 3, which may block too
+    assert out == [Execute(W3, [spec(3)], [(b"f", b"code of f")])]
+    assert queued(s) == [5]
+
+
+def test_no_task_queues_behind_a_task_of_a_function_that_blocked():
+    # g(x) waits for f(x), submitted just before it. Queued behind g on the same worker,
+    # the next f would wait for g to end: a new worker per blocked g, and a stall while
+    # each starts.
+    s = make()
+    s.submit([spec(1), spec(2, fid=b"g")])
+    finish_all(s, duration=0.0001)                # both known quick: deep pipelines
+    s.submit([spec(3, fid=b"g")])
+    s.blocked(W1, [])                             # g blocks
+    assert s.blocking == {b"g"}
+    finish_all(s, duration=0.0001)
+    s.unblocked(W1)
+    out = s.submit([spec(n, fid=b"g" if n % 2 else b"f") for n in range(4, 12)])
+    # idle workers first (4, 5), then the shortest open queue; each queue ends at its g
+    assert placed(out) == {W1: [4, 6, 7], W2: [5]}
+    assert queued(s) == [8, 9, 10, 11]
+    out = s.finished(W1, [tid(4), tid(6), tid(7)], [0.0001] * 3)
+    assert placed(out) == {W1: [8, 9]}
+    assert queued(s) == [10, 11]
+    # Tasks of other functions still queue deep behind each other.
+    finish_all(s, duration=0.0001)
+    finish_all(s, duration=0.0001)
+    out = s.submit([spec(n) for n in range(12, 20)])
+    assert placed(out) == {W1: [12, 14, 16, 18], W2: [13, 15, 17, 19]}
 
 
 def test_spawns_match_free_slots_and_are_not_repeated():

@@ -13,16 +13,25 @@ import random
 import pytest
 
 from rayipy.core.scheduler import Scheduler
-from rayipy.core.state import WorkerStatus
+from rayipy.core.state import TaskRecord, WorkerStatus
+from rayipy.protocol.messages import Payload, TaskSpec
 
 IDLE, RUNNING, BLOCKED = WorkerStatus.IDLE, WorkerStatus.RUNNING, WorkerStatus.BLOCKED
 CPU1 = (("CPU", 1.0),)
 CPU2 = (("CPU", 2.0),)
 GPU1 = (("CPU", 1.0), ("GPU", 1.0))
+BLOCKS = b"blocks"   # a function seen to block in get: nothing queues behind its tasks
+
+
+def blocking_task(s: Scheduler, task_id: bytes) -> bytes:
+    """Record ``task_id`` as a task of the blocking function."""
+    s.tasks[task_id] = TaskRecord(TaskSpec(task_id, BLOCKS, "b", Payload(b""), (), 1, CPU1, 0))
+    return task_id
 
 
 def random_cluster(rng: random.Random) -> Scheduler:
     s = Scheduler()
+    s.blocking.add(BLOCKS)
     for n in range(rng.randint(1, 4)):
         node_id = b"node-%d" % n
         s.add_node(node_id, b"agent-%d" % n, {"CPU": float(rng.randint(1, 8)),
@@ -36,6 +45,8 @@ def random_cluster(rng: random.Random) -> Scheduler:
         if roll < 0.5 and node.fits(request):
             s._allocate(worker, request, RUNNING)
             worker.queue.extend(b"q%d" % i for i in range(rng.randint(1, 6)))
+            if rng.random() < 0.3:
+                worker.queue[-1] = blocking_task(s, worker.worker_id + b"-last")
             worker.steal_pending = rng.random() < 0.2
         elif roll < 0.6:
             worker.state = BLOCKED
@@ -59,6 +70,10 @@ def test_picker_answers_as_pick_worker_task_after_task(seed):
             break
         if got.state is IDLE:
             s._allocate(got, request, RUNNING)
-        got.queue.append(b"t%d" % n)
+        if rng.random() < 0.3:
+            got.queue.append(blocking_task(s, b"t%d" % n))
+            picker.close(got)
+        else:
+            got.queue.append(b"t%d" % n)
     else:
         pytest.fail("60 tasks always found room: the cluster is too large for the test")
