@@ -95,7 +95,8 @@ class Arena:
     @classmethod
     def create(cls, size: int, directory: str | None = None) -> Arena:
         """A new arena of ``size`` bytes in ``directory`` (default ``choose_directory``),
-        locked by this process until ``close`` or its death."""
+        locked by this process until ``close`` or its death. (A child forked without
+        exec shares the lock: the arena then counts as alive until that child exits.)"""
         if size <= 0:
             raise ValueError(f"an arena needs a positive size, not {size} bytes")
         where = choose_directory(size) if directory is None else directory
@@ -144,16 +145,17 @@ class Arena:
         - commit(): 7 ms the first time (tmpfs takes the pages but zeroes them only at
           first touch), 1.2 ms once they are in use (nothing to do);
         - a writer's first write into a sparse region: 50 ms (allocate, zero and map,
-          one fault per 4 KiB page); into a committed one: 36 ms; into pages in use
-          before but not yet mapped by this process: 35 ms; a rewrite of pages it has
-          mapped: 13.5 ms (the copy alone). The faults are the writer's own page tables,
-          so zeroing the pages in the owner at commit time (20 ms more there) leaves
-          the writer's first write at 35 ms: not done.
+          one fault per 4 KiB page); into a committed one: 36-43 ms; into pages in use
+          before but not yet mapped by this process: 35-37 ms; a rewrite of pages it has
+          mapped: 13.5-14 ms (the copy alone). The faults are the writer's own page
+          tables, so zeroing the pages in the owner at commit time (20 ms more there)
+          leaves the writer's first write at 35 ms: not done.
         - ``writable`` therefore maps its pages first with MADV_POPULATE_WRITE: first
-          writes take 43 ms (sparse), 33 ms (committed), 19.5 ms (in use before), and
-          a rewrite of mapped pages 17.5 ms (the page-table walk). 128 KiB: 20 us first
+          writes take 43 ms (sparse), 33-35 ms (committed), 19 ms (in use before), and
+          a rewrite of mapped pages 18 ms (the page-table walk). 128 KiB: 20 us first
           (43 without), 18 again (13). MAP_POPULATE is of no use: on a shared mapping it
-          allocates every page it maps (the whole arena at every map).
+          allocates every page it maps (40-260 ms per 100 MiB of a sparse region here),
+          so the whole arena at every map.
         """
         self._check_range(start, end - start)
         if not self._owner:
