@@ -74,6 +74,11 @@ class ObjectLostError(RayipyError):
     """The object's owner is gone, so its value can no longer be fetched."""
 
 
+class ObjectStoreFullError(RayipyError, MemoryError):
+    """A value could not be stored: larger than the node's object store, or no room left
+    after evicting and spilling what could be (the text says what holds the store)."""
+
+
 class OwnerDiedError(ObjectLostError):
     """The process that created the object (its owner) exited."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import numbers
 import os
@@ -39,9 +40,9 @@ _context: "ClusterContext | None" = None
 runtime_hooks: list[Callable[[Runtime], None]] = []
 
 # Ray's init() keywords that have no meaning here: accepted, so Ray programs run.
-_IGNORED_INIT_OPTIONS = {"object_store_memory", "local_mode", "configure_logging", "logging_level",
+_IGNORED_INIT_OPTIONS = {"local_mode", "configure_logging", "logging_level",
                          "logging_format", "log_to_driver", "namespace", "runtime_env", "job_config",
-                         "_system_config", "_temp_dir", "_plasma_directory", "_node_ip_address",
+                         "_temp_dir", "_plasma_directory", "_node_ip_address",
                          "_metrics_export_port", "storage", "_enable_object_reconstruction",
                          "_memory", "_node_name", "_driver_object_store_memory"}
 
@@ -77,7 +78,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
          resources: dict[str, float] | None = None, password: str | None = None,
          _redis_password: str | None = None, ignore_reinit_error: bool = False,
          include_dashboard: bool | None = None, dashboard_host: str | None = None,
-         dashboard_port: int | None = None, **kwargs: Any) -> ClusterContext:
+         dashboard_port: int | None = None, object_store_memory: int | None = None,
+         _system_config: dict[str, Any] | None = None, **kwargs: Any) -> ClusterContext:
     """Start a local cluster, or connect to a running one, by Ray's rules.
 
     ``address``: None connects to ``$RAYIPY_ADDRESS`` or to the cluster ``rayipy start``
@@ -93,6 +95,11 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     ``dashboard_host`` (default loopback); the returned context's ``dashboard_url`` says
     where. When connecting, the dashboard options are ignored: the head was started with
     its own.
+
+    ``object_store_memory``: bytes of the new local node's object store (default: 30% of
+    the machine's memory). Objects that do not fit spill to disk, under the temporary
+    directory, or where Ray's ``_system_config={"object_spilling_config": json.dumps(
+    {"type": "filesystem", "params": {"directory_path": "/some/dir"}})}`` says.
     """
     global _cluster, _context
     unknown = set(kwargs) - _IGNORED_INIT_OPTIONS
@@ -101,6 +108,12 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     _check_count("num_cpus", num_cpus)
     _check_count("num_gpus", num_gpus)
     _check_dashboard_options(include_dashboard, dashboard_host, dashboard_port)
+    if object_store_memory is not None and (not isinstance(object_store_memory, int)
+                                            or isinstance(object_store_memory, bool)
+                                            or object_store_memory < 2**20):
+        raise ValueError(f"object_store_memory must be a number of bytes, at least 1 MiB "
+                         f"(e.g. 2 * 1024**3 for 2 GiB), got {object_store_memory!r}")
+    spill_directory = _spill_directory(_system_config)
     if resources is not None and not (isinstance(resources, dict) and all(
             isinstance(k, str) and isinstance(v, numbers.Real) and v >= 0 for k, v in resources.items())):
         raise TypeError(f"resources must be a dict of name -> amount >= 0, got {resources!r}")
@@ -118,6 +131,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         if target is None:
             cluster = LocalCluster(num_cpus if num_cpus is not None else (os.cpu_count() or 1),
                                    _node_resources(num_gpus, resources),
+                                   object_store_memory=object_store_memory,
+                                   spill_directory=spill_directory,
                                    dashboard_port=(None if include_dashboard is False else
                                                    DEFAULT_DASHBOARD_PORT if dashboard_port is None
                                                    else dashboard_port),
@@ -125,12 +140,14 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             head_address = cluster.start()
             key = cluster.key
         else:
-            if num_cpus is not None or num_gpus is not None or resources is not None:
+            if num_cpus is not None or num_gpus is not None or resources is not None or \
+                    object_store_memory is not None or spill_directory:
                 raise ValueError(
                     f"init() connects to the running cluster at "
                     f"{target.head_address.removeprefix('tcp://')} (from {target.found_in}), so "
-                    f"num_cpus, num_gpus and resources, which size a new local cluster, do not "
-                    f"apply: set them on its nodes (rayipy start --num-cpus ...), or pass "
+                    f"num_cpus, num_gpus, resources, object_store_memory and the spilling "
+                    f"directory, which size a new local cluster, do not apply: set them on its "
+                    f"nodes (rayipy start --num-cpus ... --object-store-memory ...), or pass "
                     f"address='local' for a separate local cluster")
             cluster = None
             head_address, key = target.head_address, target.key
@@ -161,6 +178,37 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             # INFO, as Ray logs it: silent by default (notebooks); the context's repr shows it.
             log.info("View the dashboard at http://%s", dashboard_url)
         return _context
+
+
+def _spill_directory(system_config: Any) -> str:
+    """The spilling directory from Ray's ``_system_config`` (its only key rayipy knows)."""
+    if system_config is None:
+        return ""
+    if not isinstance(system_config, dict):
+        raise TypeError(f"_system_config must be a dict, got {type(system_config).__name__}")
+    unknown = set(system_config) - {"object_spilling_config"}
+    if unknown:
+        raise ValueError(f"_system_config key(s) {', '.join(sorted(unknown))} are not supported "
+                         f"by rayipy; the only one is 'object_spilling_config'")
+    raw = system_config.get("object_spilling_config")
+    if raw is None:
+        return ""
+    try:
+        spec = json.loads(raw) if isinstance(raw, str) else raw
+        directory = spec["params"]["directory_path"]
+        kind = spec.get("type", "filesystem")
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(
+            'object_spilling_config must be JSON like {"type": "filesystem", "params": '
+            f'{{"directory_path": "/tmp/spill"}}}}, got {raw!r}') from None
+    if kind != "filesystem":
+        raise ValueError(f"rayipy spills to a local directory only (type 'filesystem'), "
+                         f"not {kind!r}")
+    if isinstance(directory, list):
+        directory = directory[0] if directory else ""
+    if not isinstance(directory, str) or not directory:
+        raise ValueError(f"object_spilling_config needs a directory_path, got {directory!r}")
+    return directory
 
 
 def _check_dashboard_options(include: Any, host: Any, port: Any) -> None:

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Literal, NamedTuple
 
-from rayipy.protocol.messages import Payload
+from rayipy.protocol.messages import Payload, Stored
 
 PENDING, READY, FAILED = 0, 1, 2
 OWNER_ID_BYTES = 8
@@ -37,8 +37,10 @@ def owner_of(object_id: bytes) -> bytes:
 
 class Effect(NamedTuple):
     """A message the I/O thread must send: ("borrow", owner, (oid, delta)), ("fetch", owner,
-    oid), or ("actor_gone", us, actor id) when the creation object of an actor is freed."""
-    what: Literal["borrow", "fetch", "actor_gone"]
+    oid), ("actor_gone", us, actor id) when the creation object of an actor is freed, or
+    ("store_free", us, oid) when an object of ours whose value lives in the nodes' object
+    stores is freed (every copy goes)."""
+    what: Literal["borrow", "fetch", "actor_gone", "store_free"]
     owner: bytes
     arg: Any
 
@@ -50,7 +52,7 @@ class Entry:
 
     def __init__(self) -> None:
         self.state = PENDING
-        self.payload: Payload | None = None
+        self.payload: Payload | Stored | None = None
         self.local_refs = 0           # live ObjectRef instances in this process (and holds)
         self.pins = 0                 # our pending tasks that need this object
         self.borrowers: dict[bytes, int] = {}   # owner side: process -> registrations
@@ -110,7 +112,8 @@ class ObjectTable:
         with self._lock:
             self._entries[object_id] = e
 
-    def add_ready(self, object_id: bytes, payload: Payload, contains: Iterable[bytes] = ()) -> list[Effect]:
+    def add_ready(self, object_id: bytes, payload: Payload | Stored,
+                  contains: Iterable[bytes] = ()) -> list[Effect]:
         """A new object we own with its value (put); one ObjectRef exists."""
         e = Entry()
         e.local_refs = 1
@@ -237,6 +240,8 @@ class ObjectTable:
         self.freed += 1
         if e.info and e.info.get("actor") and self.owns(oid):
             effects.append(Effect("actor_gone", self.process_id, e.info["actor"]))
+        if type(e.payload) is Stored and self.owns(oid):
+            effects.append(Effect("store_free", self.process_id, oid))
         if e.registered and not self.owns(oid):
             effects.append(Effect("borrow", owner_of(oid), (oid, -e.registered)))
         for inner in e.contains:
@@ -246,7 +251,8 @@ class ObjectTable:
                 self._maybe_free(inner, ie, effects)
 
     # -- values ----------------------------------------------------------------------
-    def fulfill(self, object_id: bytes, ok: bool, payload: Payload, contains: Iterable[bytes] = (),
+    def fulfill(self, object_id: bytes, ok: bool, payload: Payload | Stored,
+                contains: Iterable[bytes] = (),
                 registered_for_us: bool = True, info: dict[str, Any] | None = None
                 ) -> tuple[list[Callback], list[bytes], list[Effect]]:
         """A value arrived. Returns (callbacks to run, processes waiting for it, effects)."""
@@ -256,6 +262,8 @@ class ObjectTable:
                 # Nobody wants it any more; hand back counts registered for us meanwhile.
                 effects = [Effect("borrow", owner_of(oid), (oid, -1)) for oid in contains
                            if registered_for_us and not self.owns(oid)]
+                if type(payload) is Stored and self.owns(object_id) and e is None:
+                    effects.append(Effect("store_free", self.process_id, object_id))
                 return [], [], effects
             e.state = READY if ok else FAILED
             e.payload = payload
@@ -277,7 +285,7 @@ class ObjectTable:
         e = self._entries.get(object_id)
         return dict(e.info or {}) if e is not None else {}
 
-    def value(self, object_id: bytes) -> tuple[int, Payload | None]:
+    def value(self, object_id: bytes) -> tuple[int, Payload | Stored | None]:
         """(state, payload): the value or the error stored; (FAILED, None) once freed."""
         with self._lock:
             e = self._entries.get(object_id)
@@ -296,7 +304,8 @@ class ObjectTable:
                     effects.append(Effect("fetch", owner_of(oid), oid))
         return effects
 
-    def answer_when_ready(self, object_id: bytes, requester: bytes) -> tuple[int, Payload | None]:
+    def answer_when_ready(self, object_id: bytes, requester: bytes
+                          ) -> tuple[int, Payload | Stored | None]:
         """Owner side of GET_OBJECT: the value now, or remember to send it later."""
         with self._lock:
             e = self._entries.get(object_id)

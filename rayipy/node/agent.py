@@ -1,4 +1,5 @@
-"""The node agent: one per host. Reports the host's resources, starts and watches workers.
+"""The node agent: one per host. Reports the host's resources, starts and watches workers,
+and runs the node's object store (``store_server.py``, a thread of its own).
 
 It starts ``num_cpus`` workers at once, more when the head asks (tasks blocked on nested
 tasks), and learns of a worker's death the moment it happens: each worker's pidfd sits
@@ -29,6 +30,7 @@ import zmq
 from rayipy.core.message_faults import MessageFaults
 from rayipy.node import lifetime
 from rayipy.node.client import HEARTBEAT_SECONDS, HEAD_SILENCE_LIMIT, new_process_id
+from rayipy.node.store_server import StoreServer, default_capacity
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import Registration
 from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
@@ -76,7 +78,8 @@ class Agent:
     """The node agent's state and loop (``serve``); one thread owns all of it."""
 
     def __init__(self, head_address: str, key: bytes, num_cpus: int, resources: dict[str, float],
-                 node_id: bytes, ip: str, watch_parent: int | None) -> None:
+                 node_id: bytes, ip: str, watch_parent: int | None,
+                 object_store_memory: int | None = None, spill_directory: str = "") -> None:
         self.head_address = head_address
         self.key = key
         self.num_cpus = num_cpus
@@ -95,7 +98,11 @@ class Agent:
         self.running = True
         self.last_heard = time.monotonic()
         self.faults = MessageFaults(log, self.endpoint.dropped)
+        capacity = object_store_memory or default_capacity(physical_memory())
+        self.store = StoreServer(node_id, ip, Signer(key), capacity, spill_directory)
         self.handlers: dict[Kind, Callable[[Any], None]] = {
+            Kind.FREE_OBJECTS: lambda body: self.store.post(Kind.FREE_OBJECTS, body),
+            Kind.OWNER_GONE: lambda body: self.store.post(Kind.OWNER_GONE, body),
             Kind.SPAWN_WORKER: self.on_spawn_worker,
             Kind.RETIRE_WORKER: self.on_retire_worker,
             Kind.SHUTDOWN: self.on_shutdown,
@@ -110,7 +117,8 @@ class Agent:
         worker_id = new_process_id(b"W")
         env = dict(os.environ, RAYIPY_CLUSTER_KEY=self.key.hex())
         cmd = [sys.executable, "-m", "rayipy.node.worker", "--head", self.head_address,
-               "--node-id", self.node_id.hex(), "--worker-id", worker_id.hex(), "--ip", self.ip]
+               "--node-id", self.node_id.hex(), "--worker-id", worker_id.hex(), "--ip", self.ip,
+               "--store", self.store.address]
         popen = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         worker = WorkerProcess(worker_id, popen)
         self.workers[worker_id] = worker
@@ -132,7 +140,9 @@ class Agent:
     def serve(self) -> None:
         """Register, start the workers, then serve until told to stop or the head is gone."""
         info = {"resources": self.resources, "gpu_ids": gpu_ids(self.resources),
-                "hostname": socket.gethostname(), "ip": self.ip, "pid": os.getpid()}
+                "hostname": socket.gethostname(), "ip": self.ip, "pid": os.getpid(),
+                "store": self.store.address, "store_capacity": self.store.state.alloc.capacity}
+        self.store.start()
         self.endpoint.send(Kind.REGISTER, Registration("agent", self.process_id, self.node_id,
                                                        os.getpid(), PROTOCOL_VERSION, info))
         for _ in range(self.num_cpus):
@@ -153,7 +163,7 @@ class Agent:
                 now = time.monotonic()
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
-                    self.endpoint.send(Kind.HEARTBEAT, ())
+                    self.endpoint.send(Kind.HEARTBEAT, (self.store.summary(),))
                     if self.watch_parent is not None and not lifetime.parent_alive(self.watch_parent):
                         break
                     if now - self.last_heard > HEAD_SILENCE_LIMIT:
@@ -164,6 +174,7 @@ class Agent:
                 self.endpoint.send(Kind.NODE_LEAVING, ("its node agent stopped",))
             self.running = False
             self.stop_workers()
+            self.store.stop()
             self.endpoint.close()
             self.context.term()
 
@@ -233,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-id", required=True)
     parser.add_argument("--ip", default="127.0.0.1")
     parser.add_argument("--watch-parent", action="store_true")
+    parser.add_argument("--object-store-memory", type=int, default=None,
+                        help="bytes of the node's object store (default: 30%% of memory)")
+    parser.add_argument("--spill-dir", default="", help="where the store spills objects")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("RAYIPY_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s agent %(levelname)s %(message)s")
@@ -242,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         lifetime.die_with_parent()
     lifetime.exit_on_sigterm()
     agent = Agent(args.head, key, args.num_cpus, json.loads(args.resources),
-                  bytes.fromhex(args.node_id), args.ip, watch)
+                  bytes.fromhex(args.node_id), args.ip, watch, args.object_store_memory,
+                  args.spill_dir)
     try:
         agent.serve()
     except (KeyboardInterrupt, SystemExit):

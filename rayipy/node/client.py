@@ -46,9 +46,10 @@ from rayipy.node.data_port import DIRECT_RESULT_BYTES, DataPort
 from rayipy.node.direct_calls import DirectCalls
 from rayipy.node.head_link import HeadLink
 from rayipy.node.object_access import ObjectAccess, run_callback
+from rayipy.node.store_client import STORE_MIN_BYTES
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import (DepSlot, FetchDep, Payload, Registration,
+from rayipy.protocol.messages import (DepSlot, FetchDep, Payload, Registration, Stored,
                                       TaskResult, TaskSpec, Welcome)
 from rayipy.protocol.wire import PROTOCOL_VERSION, Message, Signer
 from rayipy.transport.endpoint import Waker
@@ -112,7 +113,8 @@ class Runtime:
     """The sockets-owning I/O thread plus the synchronous API the user's threads call."""
 
     def __init__(self, role: str, head_address: str, key: bytes, node_id: bytes = b"",
-                 process_id: bytes | None = None, info: dict | None = None) -> None:
+                 process_id: bytes | None = None, info: dict | None = None,
+                 store_address: str = "") -> None:
         self.role = role
         self.head_address = head_address
         self.process_id = process_id or new_process_id(b"D" if role == "driver" else b"W")
@@ -129,7 +131,7 @@ class Runtime:
         self.data_port: DataPort | None = None              # bound in start()
         self.direct = DirectCalls(self.signer, self.waker, self._handle, self._function_bytes)
         self.access = ObjectAccess(self.objects, self.head, self.waker, self.send_to, self,
-                                   self.next_task_id)
+                                   self.next_task_id, self.signer, store_address)
         self._poll = PollSet()
         self._carriers: dict[type, Callable[[Any, list], bool]] = {
             SendToHead: self._send_to_head, SendToWorker: self._send_to_worker,
@@ -171,6 +173,7 @@ class Runtime:
         self._connect_error: BaseException | None = None
         self._stopping = False
         self._thread = threading.Thread(target=self._io_loop, name=f"rayipy-io-{role}", daemon=True)
+        self.access.io_thread = self._thread
 
     def attach_worker(self, worker: WorkerHooks) -> None:
         """Make this the runtime of a worker process (before ``start``)."""
@@ -270,15 +273,18 @@ class Runtime:
             args = tuple(_slot(a, deps) for a in args)
         if kwargs and any(isinstance(v, ObjectRef) for v in kwargs.values()):
             kwargs = {k: _slot(v, deps) for k, v in kwargs.items()}
-        payload, contained = serialization.dumps_arguments(args, kwargs, name)
-        if (payload.buffers or len(payload.data) > DIRECT_RESULT_BYTES) and \
-                payload.nbytes > DIRECT_RESULT_BYTES and not actor_id and worker is None:
-            # Large arguments stay here, and the worker fetches them from our data port
-            # (``FetchDep``), as Ray puts them in its object store: in the spec they would
-            # cross the head, two hops instead of one. Actor calls go straight to their
-            # worker anyway, and a restarted actor's constructor needs its arguments again.
+        payload, contained = serialization.dumps_arguments(args, kwargs, name, snapshot=False)
+        if (payload.buffers or len(payload.data) > STORE_MIN_BYTES) and not actor_id \
+                and worker is None and payload.nbytes > self._implicit_put_bytes():
+            # Large arguments are put, as Ray does: into the node's object store, where
+            # the worker maps them, or else kept here for the worker to fetch from our data
+            # port (``FetchDep``); in the spec they would cross the head, two hops instead
+            # of one. Actor calls go straight to their worker anyway, and a restarted
+            # actor's constructor needs its arguments again.
             deps.append(self.access.put_payload(payload, contained))
             payload = Payload(serialization.dumps_inband((DepSlot(len(deps) - 1), None)))
+        else:
+            payload = serialization.freeze(payload)
         if num_returns == 1:
             return_ids: tuple[bytes, ...] = (task_id + b"\x00\x00",)
         else:
@@ -307,6 +313,11 @@ class Runtime:
             self._when_ready(deps, spec)
         return refs
 
+    def _implicit_put_bytes(self) -> int:
+        """Arguments larger than this are put (``submit``): with a store on our node, as
+        small as a stored value may be; otherwise only those too large for the head's path."""
+        return STORE_MIN_BYTES if self.access.store() is not None else DIRECT_RESULT_BYTES
+
     def _when_ready(self, deps: list[ObjectRef], spec: TaskSpec) -> None:
         """Send ``spec`` once every direct ref argument has its value: inlined if small,
         else named for the worker to fetch from its holder (``FetchDep``)."""
@@ -328,7 +339,10 @@ class Runtime:
                     self._owner_event(self.owner.arguments_failed, spec.task_id, payload)
                     return
                 assert payload is not None
-                values.append(payload if payload.nbytes <= DIRECT_RESULT_BYTES else FetchDep(dep.id))
+                if type(payload) is Stored or payload.nbytes <= DIRECT_RESULT_BYTES:
+                    values.append(payload)   # the bytes, or where they are stored
+                else:
+                    values.append(FetchDep(dep.id))
             self._owner_event(self.owner.arguments_ready, spec.task_id, tuple(values))
 
         for dep in deps:
@@ -448,7 +462,8 @@ class Runtime:
         for oid in ids:
             state, payload = self.objects.value(oid)
             if state == READY:
-                values.append(serialization.loads(payload))
+                assert payload is not None
+                values.append(self.access.load(payload))
                 continue
             if state == PENDING:  # lost the race with a shutdown
                 raise exceptions.RayipySystemError("the cluster went away while waiting")
@@ -581,6 +596,7 @@ class Runtime:
                 data_port.after_poll(events)
                 direct.after_poll(events, poll)
                 self.access.carry_out(self.objects.process_releases())
+                self.access.flush_store_releases()
                 if self.worker is not None:
                     self.worker.flush_output()
                 now = time.monotonic()
@@ -597,6 +613,7 @@ class Runtime:
             head.close()
             data_port.close()
             direct.close()
+            self.access.close()
             self.waker.close()
 
     def _beat(self, now: float) -> bool:

@@ -121,6 +121,7 @@ class Head:
             Kind.WORKER_DIED: self.on_worker_died,
             Kind.NODE_LEAVING: self.on_node_leaving,
             Kind.RESULTS_RECEIVED: self.on_results_received,
+            Kind.FREE_OBJECTS: self.on_free_objects,
             Kind.REQUEST: self.on_request,
             Kind.LOG: self.on_log,
             Kind.SHUTDOWN: self.on_shutdown,
@@ -288,13 +289,15 @@ class Head:
         self.carry_out(self.scheduler.node_lost(node_id, why))
 
     def remove_worker(self, worker_id: bytes, why: str) -> None:
-        """A worker process died."""
+        """A worker process died: the objects it owned can no longer be named."""
         self.peers.pop(worker_id, None)
+        self.tell_stores(Kind.OWNER_GONE, (worker_id,))
         self.carry_out(self.scheduler.worker_died(worker_id, why))
 
     def forget(self, process_id: bytes) -> None:
         """A driver or worker left (or fell silent): drop it, and what the scheduler drops."""
         self.peers.pop(process_id, None)
+        self.tell_stores(Kind.OWNER_GONE, (process_id,))
         self.carry_out(self.scheduler.owner_left(process_id))
 
     def stop_everyone(self, reason: str) -> None:
@@ -323,8 +326,24 @@ class Head:
                                                  "dashboard_url": self.dashboard_url}))
 
     def on_heartbeat(self, sender: bytes, body: Any, frames: Frames) -> None:
-        if body and self.history is not None:  # a worker's direct work, for the dashboard
+        if not body:
+            return
+        peer = self.peers[sender]
+        if peer.role == "agent":    # its object store's figures
+            node = self.scheduler.nodes.get(peer.node_id)
+            if node is not None and isinstance(body[0], dict):
+                node.info["store_summary"] = body[0]
+        elif self.history is not None:  # a worker's direct work, for the dashboard
             self.history.direct(sender, self.scheduler.workers, body)
+
+    def on_free_objects(self, sender: bytes, body: Body, frames: Frames) -> None:
+        """An owner freed objects stored in the nodes' stores: every store drops its copy."""
+        self.tell_stores(Kind.FREE_OBJECTS, body, frames)
+
+    def tell_stores(self, kind: Kind, body: Any, frames: Frames = None) -> None:
+        """A message for every node's object store (through its agent)."""
+        for node in self.scheduler.nodes.values():
+            self.forward(node.agent, kind, body, frames)
 
     def on_function(self, sender: bytes, body: Body, frames: Frames) -> None:
         function_id, data = body
@@ -464,6 +483,11 @@ class Head:
     def request_nodes(self, sender: bytes) -> list[dict[str, Any]]:
         live = [self.describe_node(n) for n in self.scheduler.nodes.values() if not n.leaving]
         return live + [self.describe_node(n) for n in self.scheduler.lost_nodes]
+
+    def request_stores(self, sender: bytes) -> list[str]:
+        """The address of every node's object store (a driver looks for its own)."""
+        return [n.info["store"] for n in self.scheduler.nodes.values()
+                if not n.leaving and n.info.get("store")]
 
     def request_cluster_resources(self, sender: bytes) -> dict[str, float]:
         return self.scheduler.total_resources()

@@ -19,7 +19,8 @@ from rayipy.transport.endpoint import free_tcp_port
 
 class LocalCluster:
     def __init__(self, num_cpus: int, resources: dict, host: str = "127.0.0.1",
-                 dashboard_port: int | None = None, dashboard_host: str | None = None) -> None:
+                 dashboard_port: int | None = None, dashboard_host: str | None = None,
+                 object_store_memory: int | None = None, spill_directory: str = "") -> None:
         self.key = os.urandom(32)
         self.num_cpus = num_cpus
         self.resources = resources
@@ -28,6 +29,8 @@ class LocalCluster:
                           ["--dashboard-port", str(dashboard_port)]
                           + (["--dashboard-host", dashboard_host] if dashboard_host else []))
         self.node_id = os.urandom(8)
+        self.store = ((["--object-store-memory", str(object_store_memory)] if object_store_memory
+                       else []) + (["--spill-dir", spill_directory] if spill_directory else []))
         self.processes: list[subprocess.Popen] = []
         self.address = ""
 
@@ -39,7 +42,7 @@ class LocalCluster:
                                *self.dashboard, stdout=subprocess.PIPE)
             agent = self._spawn("agent", "--head", self.address, "--num-cpus", str(self.num_cpus),
                                 "--resources", _json(self.resources), "--node-id", self.node_id.hex(),
-                                "--ip", self.host, "--watch-parent")
+                                "--ip", self.host, "--watch-parent", *self.store)
             self.processes = [head, agent]
             if self._wait_listening(head, timeout):
                 return self.address

@@ -12,11 +12,19 @@ head link and a way to the data port.
   port, or through the head when it has no address.
 - A ref that arrives inside a value registers its holder as a borrower at the owner
   (``BORROW``), and gives the count back when its last local ref dies.
+- Values of ``STORE_MIN_BYTES`` or more live in the node's object store
+  (``store_client.py``) when this process has one on its node: ``keep`` writes them
+  there, and the table holds a ``Stored`` (where it is) in place of the bytes. ``load``
+  reads either kind. When the owner frees such an object, it tells the head
+  (``FREE_OBJECTS``), which tells every node's store.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import threading
+import time
 from typing import Any, Callable
 
 from rayipy import exceptions
@@ -24,12 +32,16 @@ from rayipy.core.object_ref import ObjectRef
 from rayipy.core.object_ref import Runtime as RefRuntime
 from rayipy.core.objects import PENDING, READY, Effect, ObjectTable
 from rayipy.node.head_link import HeadLink
+from rayipy.node.store_client import STORE_MIN_BYTES, StoreClient, StoreError, read_remote
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import OK, ObjectValue, Payload, TaskResult
+from rayipy.protocol.messages import OK, ObjectValue, Payload, Stored, TaskResult
+from rayipy.protocol.wire import Signer
 from rayipy.transport.endpoint import Waker
 
 log = logging.getLogger(__name__)
+
+STORE_LOOKUP_SECONDS = 2.0   # a process with no store on its node looks again this often
 
 
 def run_callback(fn: Callable[[], None]) -> None:
@@ -42,7 +54,7 @@ def run_callback(fn: Callable[[], None]) -> None:
 class ObjectAccess:
     def __init__(self, objects: ObjectTable, head: HeadLink, waker: Waker,
                  send_to: Callable[[str, Kind, Any], None], refs_runtime: RefRuntime,
-                 new_id: Callable[[], bytes]) -> None:
+                 new_id: Callable[[], bytes], signer: Signer, store_address: str = "") -> None:
         self.objects = objects
         self._head = head
         self._waker = waker
@@ -52,23 +64,94 @@ class ObjectAccess:
         self._data_addresses: dict[bytes, str] = {}   # requester -> its data port
         # A worker's: borrow registrations made during a direct call go with its reply.
         self.borrow_in_reply: Callable[[bytes, int, bytes], bool] | None = None
+        self._signer = signer
+        # Our node's store: a worker is told its address; a driver asks the head (``store``).
+        self._store_address = store_address
+        self._store: StoreClient | None = None
+        self._store_looked = -STORE_LOOKUP_SECONDS
+        self.io_thread: threading.Thread | None = None   # must not wait for the head's answer
+
+    # -- the node's object store --------------------------------------------------------
+    def store(self) -> StoreClient | None:
+        """The store on this process's node, if there is one (looked for on first use)."""
+        if self._store is not None:
+            return self._store
+        if not self._store_address and threading.current_thread() is self.io_thread:
+            return None   # asking the head means waiting for this thread: read remotely
+        now = time.monotonic()
+        if now - self._store_looked < STORE_LOOKUP_SECONDS:
+            return None
+        self._store_looked = now
+        try:
+            if self._store_address:
+                self._store = StoreClient(self._store_address, self._signer,
+                                          self.objects.process_id)
+            else:
+                for address in self._head.request("stores", (), 10.0):
+                    self._store = StoreClient.local(address, self._signer,
+                                                    self.objects.process_id)
+                    if self._store is not None:
+                        break
+        except (OSError, ConnectionError, TimeoutError, exceptions.RayipyError) as e:
+            log.warning("cannot use this node's object store (%s): large values go "
+                        "process to process instead", e)
+        return self._store
+
+    def keep(self, object_id: bytes, payload: Payload, site: str) -> Payload | Stored:
+        """Where a new value of ours lives: large, in the node's store (one copy from the
+        caller's buffers); else here, its buffers copied so the caller may change them.
+        ``payload`` comes from ``dumps(snapshot=False)``."""
+        if payload.buffers and payload.nbytes >= STORE_MIN_BYTES:
+            store = self.store()
+            if store is not None:
+                return store.put(object_id, payload, site)
+        return serialization.freeze(payload)
+
+    def load(self, value: Payload | Stored) -> Any:
+        """The value a payload stands for; a stored one read from the node's store (pulled
+        there first if it lives on another node)."""
+        if type(value) is not Stored:
+            return serialization.loads(value)
+        store = self.store()
+        try:
+            if store is not None:
+                payload = store.get(value)
+            else:
+                payload = read_remote(value, self._signer)
+        except (StoreError, OSError, ConnectionError, TimeoutError) as e:
+            raise exceptions.ObjectLostError(
+                f"ObjectRef({value.object_id.hex()}) is lost: {e} (its value was stored on "
+                f"node {value.node_id.hex()}, at {value.address})") from None
+        return serialization.loads(payload)
+
+    def flush_store_releases(self) -> None:
+        """I/O thread, each turn: tell the store which views of its objects are gone."""
+        if self._store is not None:
+            self._store.flush_releases()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
     # -- any thread ------------------------------------------------------------------------
     def put(self, value: Any) -> ObjectRef:
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed: pass the ref itself instead")
-        payload, contained = serialization.dumps(value, "the value given to put()")
+        payload, contained = serialization.dumps(value, "the value given to put()", snapshot=False)
         return self.put_payload(payload, contained)
 
     def put_payload(self, payload: Payload, contained: list[ObjectRef]) -> ObjectRef:
+        """A new object of ours with this value (from ``dumps(snapshot=False)``)."""
         oid = self._new_id() + b"\x00\x00"
-        self.carry_out(self.objects.add_ready(oid, payload, [r.id for r in contained]))
+        kept = self.keep(oid, payload, _call_site())
+        self.carry_out(self.objects.add_ready(oid, kept, [r.id for r in contained]))
         return ObjectRef(oid, self._refs_runtime)
 
     def value_or_error(self, object_id: bytes) -> tuple[bool, Any]:
         state, payload = self.objects.value(object_id)
         if state == READY:
-            return True, serialization.loads(payload)
+            assert payload is not None
+            return True, self.load(payload)
         if state == PENDING:
             raise exceptions.RayipySystemError("value_or_error() on a pending object")
         if payload is None:
@@ -111,6 +194,7 @@ class ObjectAccess:
             self._head.send(Kind.BORROW, ([(object_id, delta)], borrower))
 
     def carry_out(self, effects: list[Effect]) -> None:
+        freed = []
         for effect in effects:
             if effect.what == "borrow":
                 oid, delta = effect.arg
@@ -120,6 +204,10 @@ class ObjectAccess:
             elif effect.what == "actor_gone":
                 # The last handle to an actor we created is gone, everywhere.
                 self._head.send(Kind.KILL_ACTOR, (effect.arg, "no handle to it is left"))
+            elif effect.what == "store_free":
+                freed.append(effect.arg)
+        if freed:
+            self._head.send(Kind.FREE_OBJECTS, (freed,))
 
     def store_result(self, result: TaskResult, return_ids: tuple) -> list[Callable[[], None]]:
         """A task of ours ended: its values (or its error) into its return objects, and
@@ -163,8 +251,20 @@ class ObjectAccess:
             self.carry_out(self.objects.add_borrower(object_id, borrower, delta))
 
     def _send_value(self, object_id: bytes, value: ObjectValue, requester: bytes) -> None:
+        # A stored value is only its place (small): it may go the head's way too.
         address = self._data_addresses.get(requester)
         if address:
             self._send_to(address, Kind.OBJECT_VALUE, (object_id, value, requester))
         else:
             self._head.send(Kind.OBJECT_VALUE, (object_id, value, requester))
+
+
+def _call_site() -> str:
+    """Where the user's code made this object (the first frame outside rayipy), for
+    ``memory_summary``."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("rayipy"):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return ""
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"

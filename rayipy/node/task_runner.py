@@ -36,6 +36,7 @@ DIRECT_CALLER: contextvars.ContextVar[Any] = contextvars.ContextVar("rayipy_call
 # ``pickle.loads`` and the tuple and dict it would build.
 NO_ARGUMENTS = serialization.NO_ARGUMENTS.data
 # The payload of ``None``, the most common return value, made once: a Payload is immutable.
+# (Return ids are the task id and a 2-byte index, as ``Runtime.submit`` makes them.)
 NONE_PAYLOAD = serialization.dumps(None)[0]
 # Builds a TaskResult without the NamedTuple's own ``__new__`` (Python code): per task only.
 _make = tuple.__new__
@@ -87,8 +88,9 @@ class TaskRunner:
             return fn, (), {}   # a fresh dict each call: the function may keep or change it
         args, kwargs = serialization.loads(payload)
         if spec.dep_values:
+            load = self.runtime.access.load
             values = [self.runtime.fetch_value(p.object_id) if type(p) is FetchDep
-                      else serialization.loads(p) for p in spec.dep_values]
+                      else load(p) for p in spec.dep_values]
             if type(args) is DepSlot:   # large arguments, held by the caller (client.submit)
                 args, kwargs = values[args.index]
             args = [values[a.index] if type(a) is DepSlot else a for a in args]
@@ -183,15 +185,20 @@ class TaskRunner:
         for the owner first (it will hold them inside the value)."""
         # Pickled now, a snapshot: the value is sent after the next task has started, and
         # that task may change an array this one returned (a buffer reused task to task).
+        # A large one goes into the node's object store (``keep``: one copy), else its
+        # buffers are copied here.
         if spec.num_returns == 1:
             # Most tasks: one value, with no ref inside. Kept short, it runs per task.
             if value is None:
                 return _make(TaskResult, (spec.task_id, OK, (NONE_PAYLOAD,), duration,
                                           self.where, ()))
-            payload, refs = serialization.dumps(value, f"return value 0 of {spec.name}")
+            payload, refs = serialization.dumps(value, f"return value 0 of {spec.name}",
+                                                snapshot=False)
+            kept = self.runtime.access.keep(spec.task_id + b"\x00\x00", payload, spec.name) \
+                if payload.buffers else payload
             if not refs:
-                return _make(TaskResult, (spec.task_id, OK, (payload,), duration, self.where, ()))
-            payloads, inside = [payload], [refs]
+                return _make(TaskResult, (spec.task_id, OK, (kept,), duration, self.where, ()))
+            payloads, inside = [kept], [refs]
         else:
             try:
                 values = tuple(value)
@@ -201,9 +208,11 @@ class TaskRunner:
                 raise ValueError(f"task {spec.name!r} declared num_returns={spec.num_returns} "
                                  f"but returned {_count(value)}")
             payloads, inside = [], []
+            keep = self.runtime.access.keep
             for i, v in enumerate(values):
-                payload, refs = serialization.dumps(v, f"return value {i} of {spec.name}")
-                payloads.append(payload)
+                payload, refs = serialization.dumps(v, f"return value {i} of {spec.name}",
+                                                    snapshot=False)
+                payloads.append(keep(spec.task_id + i.to_bytes(2, "big"), payload, spec.name))
                 inside.append(refs)
         owner = owner_of(spec.task_id)
         for refs in inside:

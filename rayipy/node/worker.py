@@ -41,7 +41,7 @@ from rayipy.node.direct import DirectInbox
 from rayipy.node.task_output import OutputBuffer, TaskOutput
 from rayipy.node.task_runner import DIRECT_CALLER, TaskRunner
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import TaskResult, TaskSpec
+from rayipy.protocol.messages import Payload, TaskResult, TaskSpec
 
 log = logging.getLogger("rayipy.worker")
 
@@ -331,6 +331,8 @@ def _surely_small(result: TaskResult) -> bool:
     if len(values) != 1:
         return False
     payload = values[0]
+    if type(payload) is not Payload:   # Stored: where the value is, a few bytes
+        return True
     return not payload.buffers and len(payload.data) <= DIRECT_RESULT_BYTES
 
 
@@ -340,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-id", required=True)
     parser.add_argument("--worker-id", required=True)
     parser.add_argument("--ip", default="127.0.0.1")
+    parser.add_argument("--store", default="", help="the node's object store address")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("RAYIPY_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s worker %(levelname)s %(message)s")
@@ -348,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     lifetime.precise_timers()
     key = bytes.fromhex(os.environ.pop("RAYIPY_CLUSTER_KEY"))
     runtime = Runtime("worker", args.head, key, node_id=bytes.fromhex(args.node_id),
-                      process_id=bytes.fromhex(args.worker_id), info={"ip": args.ip})
+                      process_id=bytes.fromhex(args.worker_id), info={"ip": args.ip},
+                      store_address=args.store)
     worker = Worker(runtime, args.ip)
     signal.signal(signal.SIGINT, worker.runner.interrupt)
     sys.stdout = TaskOutput(worker.add_output, "stdout")

@@ -74,3 +74,21 @@ class Kind(IntEnum):
     RESULTS_RECEIVED = 69 # owner -> head: (worker_id, [(task_id, duration, status)])  owner has
                           #   them: the head counts them finished only now, so a worker that
                           #   dies before they arrive has its tasks retried
+
+    # the node's object store (rayipy/node/store_server.py), on its stream connections
+    STORE_OPEN = 70       # client -> store: (request_id, process_id)  reply: (arena path,
+                          #   arena size, node_id)
+    STORE_CREATE = 71     # client -> store: (request_id, object_id, size, site)  reply:
+                          #   (offset, size); offset None: it is there already
+    STORE_SEAL = 72       # client -> store: (object_id,)  written: readers may map it
+    STORE_ABORT = 73      # client -> store: (object_id,)  the writer gave up
+    STORE_GET = 74        # client -> store: (request_id, object_id, source store address or
+                          #   "", size)  reply: (offset, size), pinned for the client
+    STORE_RELEASE = 75    # client -> store: (list[object_id],)  one view each is gone
+    STORE_REPLY = 76      # store -> client: (request_id, ok, value, lost)
+    STORE_READ = 77       # reader -> another node's store: (request_id, object_id)  answered
+                          #   by STORE_DATA pieces, then STORE_REPLY (ok, size)
+    STORE_DATA = 78       # store -> reader: (request_id, offset, bytes)
+    STORE_LIST = 79       # any -> store: (request_id,)  reply: (summary, listing)
+    FREE_OBJECTS = 80     # owner -> head -> every agent: (list[object_id],)  freed by their owner
+    OWNER_GONE = 81       # head -> every agent: (process_id,)  its objects are unreachable

@@ -44,7 +44,7 @@ class TaskSpec(NamedTuple):
     function_id: bytes
     name: str                          # for errors, progress and the dashboard
     args: Payload                      # (args, kwargs) with direct ref args as DepSlot(i)
-    dep_values: tuple[Payload | FetchDep, ...]   # per DepSlot, in slot order
+    dep_values: tuple[Payload | Stored | FetchDep, ...]   # per DepSlot, in slot order
     num_returns: int
     resources: ResourceRequest                   # sorted ((name, amount), ...)
     max_retries: int
@@ -58,7 +58,7 @@ class TaskResult(NamedTuple):
     """How one task ended, as its worker reports it."""
     task_id: bytes
     status: int                        # OK, ERROR, CANCELLED or CRASHED
-    values: tuple[Payload, ...]        # OK: one Payload per return; else one error Payload
+    values: tuple[Payload | Stored, ...]   # OK: one per return; else one error Payload
     duration: float                    # seconds the function ran
     where: str                         # "node 1a2b, worker pid 123"
     contains: tuple[tuple[bytes, ...], ...] = ()   # per return: ids of refs inside the value
@@ -69,6 +69,16 @@ class DepSlot(NamedTuple):
     # The name shadows tuple.index (hence the ignore); renaming it is left for when
     # node/worker.py and node/client.py, which read it, are not being rewritten.
     index: int  # type: ignore[assignment]
+
+
+class Stored(NamedTuple):
+    """A value in a node's object store (``rayipy/node/store_server.py``), in place of its
+    bytes: readers on that node map it, readers elsewhere have it pulled to their own
+    node's store (or, with no store, read from that one)."""
+    object_id: bytes
+    size: int                          # bytes of its region (``store_layout``)
+    node_id: bytes                     # the node that holds the primary copy
+    address: str                       # that node's store, for pulls
 
 
 class FetchDep(NamedTuple):
@@ -97,4 +107,4 @@ class Welcome(NamedTuple):
 class ObjectValue(NamedTuple):
     """An owner's answer to GET_OBJECT: the value, or the error stored for it."""
     ok: bool
-    payload: Payload
+    payload: Payload | Stored

@@ -70,6 +70,15 @@ def dumps(value: Any, what: str = "value", snapshot: bool = True) -> tuple[Paylo
     return Payload(data, tuple(buffers)), refs
 
 
+def freeze(payload: Payload) -> Payload:
+    """``payload`` with its buffers copied where nobody can change them (what ``dumps``
+    does by default), for a payload made with ``snapshot=False`` that stays in memory."""
+    if not payload.buffers:
+        return payload
+    # dumps keeps its buffers as ``PickleBuffer.raw()`` views: flat and contiguous.
+    return Payload(payload.data, tuple(_frozen(memoryview(b)) for b in payload.buffers))
+
+
 def _frozen(raw: memoryview) -> memoryview:
     """``raw``'s bytes as they are now, where nobody can change them."""
     if raw.readonly and type(raw.obj) is bytes:
@@ -203,12 +212,12 @@ def _with_filename(code: types.CodeType, filename: str) -> types.CodeType:
 
 
 def dumps_arguments(args: tuple[Any, ...], kwargs: dict[str, Any],
-                    function_name: str) -> tuple[Payload, list[Any]]:
+                    function_name: str, snapshot: bool = True) -> tuple[Payload, list[Any]]:
     """dumps((args, kwargs)), with errors that name the argument that would not pickle."""
     if not args and not kwargs:
         return NO_ARGUMENTS, []   # the same bytes every time: made once
     try:
-        return dumps((args, kwargs), f"the arguments of {function_name}")
+        return dumps((args, kwargs), f"the arguments of {function_name}", snapshot)
     except SerializationError as e:
         labelled = [(f"argument {i}", a) for i, a in enumerate(args)]
         labelled += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 #: memoryview, a received zmq.Frame, a numpy array's memory). For annotations only.
 Frame: TypeAlias = "ReadableBuffer"
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 MAGIC = b"RYPY"
 HEADER = struct.Struct("!4sHHI")
 SIGNATURE_BYTES = 32
