@@ -74,7 +74,7 @@ class ObjectLostError(RayipyError):
     """The object's owner is gone, so its value can no longer be fetched."""
 
 
-class ObjectStoreFullError(RayipyError, MemoryError):
+class ObjectStoreFullError(RayipyError):
     """A value could not be stored: larger than the node's object store, or no room left
     after evicting and spilling what could be (the text says what holds the store)."""
 

@@ -118,7 +118,14 @@ class ObjectAccess:
                 payload = store.get(value)
             else:
                 payload = read_remote(value, self._signer)
-        except (StoreError, OSError, ConnectionError, TimeoutError) as e:
+        except StoreError as e:
+            if not e.lost:   # there, but no room to bring it back into memory
+                raise exceptions.ObjectStoreFullError(
+                    f"cannot read ObjectRef({value.object_id.hex()}): {e}") from None
+            raise exceptions.ObjectLostError(
+                f"ObjectRef({value.object_id.hex()}) is lost: {e} (its value was stored on "
+                f"node {value.node_id.hex()}, at {value.address})") from None
+        except (OSError, ConnectionError, TimeoutError) as e:
             raise exceptions.ObjectLostError(
                 f"ObjectRef({value.object_id.hex()}) is lost: {e} (its value was stored on "
                 f"node {value.node_id.hex()}, at {value.address})") from None

@@ -124,6 +124,7 @@ class StoreClient:
         raises ``ObjectStoreFullError`` when it cannot fit."""
         size = store_layout.layout_size(payload)
         channel = self._channel()
+        self.flush_releases(channel)   # views gone by now may make the room we ask for
         ok, value, _lost = channel.ask(Kind.STORE_CREATE, (next(self._ids), object_id, size, site))
         if not ok:
             raise exceptions.ObjectStoreFullError(str(value))
@@ -142,7 +143,9 @@ class StoreClient:
         ``StoreError`` (``lost``: the object is gone for good)."""
         source = "" if stored.node_id == self.node_id else stored.address
         object_id = stored.object_id
-        ok, value, lost = self._channel().ask(
+        channel = self._channel()
+        self.flush_releases(channel)
+        ok, value, lost = channel.ask(
             Kind.STORE_GET, (next(self._ids), object_id, source, stored.size))
         if not ok:
             raise StoreError(str(value), lost)
@@ -151,15 +154,16 @@ class StoreClient:
         view = self.arena.pinned(offset, size, lambda: released.append(object_id))
         return store_layout.read_payload(view)
 
-    def flush_releases(self) -> None:
-        """Tell the store which views are gone (the I/O thread calls this each turn)."""
+    def flush_releases(self, channel: _Channel | None = None) -> None:
+        """Tell the store which views are gone: before each request, and from the I/O
+        thread at each turn of its loop."""
         if not self._released:
             return
         gone = []
         while self._released:
             gone.append(self._released.popleft())
         try:
-            self._channel().send(Kind.STORE_RELEASE, (gone,))
+            (channel or self._channel()).send(Kind.STORE_RELEASE, (gone,))
         except ConnectionError:
             pass   # the store is gone: so are the pins
 

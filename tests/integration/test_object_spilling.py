@@ -1,0 +1,89 @@
+"""The object store's budget: objects spill to disk and come back, and a value that
+cannot fit is refused with the reason (``rayipy/core/store_state.py``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import rayipy
+from rayipy.core.object_ref import current_runtime
+from rayipy.exceptions import ObjectStoreFullError
+
+MB = 2**20
+
+
+def store():
+    client = current_runtime().access.store()
+    assert client is not None, "the driver found no store on its node"
+    return client
+
+
+def wait_until(condition, timeout=10.0, message="condition not met"):
+    import time
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.02)
+
+
+@rayipy.remote
+def make(n_mb, value=7.0):
+    return np.full(n_mb * MB // 8, value)
+
+
+@rayipy.remote
+def total(array):
+    return float(array.sum())
+
+
+def test_over_the_budget_objects_spill_and_come_back(fresh_cluster, tmp_path):
+    spill = tmp_path / "spill"
+    config = {"object_spilling_config": json.dumps(
+        {"type": "filesystem", "params": {"directory_path": str(spill)}})}
+    fresh_cluster(object_store_memory=50 * MB, _system_config=config)
+    refs = [rayipy.put(np.full(10 * MB // 8, float(i))) for i in range(12)]   # 120 MB
+    summary, _ = store().listing()
+    assert summary["used"] <= 50 * MB and summary["spilled_objects"] >= 7
+    spilled_files = list(spill.rglob("*"))
+    assert sum(1 for p in spilled_files if p.is_file()) == summary["spilled_objects"]
+    for i, ref in enumerate(refs):
+        assert float(rayipy.get(ref)[0]) == float(i)
+    assert rayipy.get([total.remote(r) for r in refs[:3]]) == [
+        float(i * (10 * MB // 8)) for i in range(3)]
+    del refs
+    wait_until(lambda: not [p for p in spill.rglob("*") if p.is_file()],
+               message="spill files stayed after their objects were freed")
+
+
+def test_a_put_larger_than_the_store_says_so_and_loses_nothing(fresh_cluster):
+    fresh_cluster(object_store_memory=20 * MB)
+    kept = rayipy.put(np.ones(4 * MB // 8))
+    with pytest.raises(ObjectStoreFullError, match=r"30\.0 MiB.*object_store_memory"):
+        rayipy.put(np.ones(30 * MB // 8))
+    with pytest.raises(ObjectStoreFullError):
+        rayipy.get(make.remote(30))
+    assert float(rayipy.get(kept).sum()) == float(4 * MB // 8)
+    assert rayipy.get(total.remote(kept)) == float(4 * MB // 8)
+
+
+def test_a_full_store_whose_objects_are_all_read_says_what_holds_it(fresh_cluster):
+    fresh_cluster(object_store_memory=20 * MB)
+    ref = rayipy.put(np.ones(12 * MB // 8))
+    view = rayipy.get(ref)      # read: it cannot spill
+    with pytest.raises(ObjectStoreFullError, match="being read"):
+        rayipy.put(np.ones(12 * MB // 8))
+    del view
+
+
+def test_object_store_memory_must_be_a_size(fresh_cluster):
+    with pytest.raises(ValueError, match="object_store_memory"):
+        rayipy.init(num_cpus=1, object_store_memory="1GB")
+    with pytest.raises(ValueError, match="not supported"):
+        rayipy.init(num_cpus=1, _system_config={"max_io_workers": 4})
+    assert not rayipy.is_initialized()
+
+

@@ -1,0 +1,92 @@
+"""The object store across hosts: an object is pulled once into each node's store that
+needs it, and an object whose only copy was on a host that died is reported lost."""
+
+from __future__ import annotations
+
+import json
+
+PASSWORD = "5241590000000000"
+
+
+def start(a, b):
+    started = a.rayipy("start", "--head", "--node-ip-address", a.ip, "--num-cpus", "2",
+                       "--resources", '{"at_a": 4}', "--password", PASSWORD)
+    assert started.returncode == 0, started.stderr
+    joined = b.rayipy("start", f"--address={a.ip}:6379", "--password", PASSWORD,
+                      "--num-cpus", "2", "--resources", '{"at_b": 4}')
+    assert joined.returncode == 0, joined.stderr
+
+
+def test_an_object_read_by_many_tasks_on_another_host_is_pulled_once(two_hosts):
+    a, b = two_hosts
+    start(a, b)
+    result = a.python("""
+        import json
+        import numpy as np
+        import rayipy
+        from rayipy.core.object_ref import current_runtime
+        from rayipy.node.store_client import _Channel
+        from rayipy.protocol.kinds import Kind
+        rayipy.init(address="auto")
+
+        @rayipy.remote(resources={"at_b": 1})
+        def read(array):
+            store = current_runtime().access.store()
+            return store.arena.contains_address(array.ctypes.data), float(array.sum())
+
+        array = np.arange(40 * 2**20 // 8, dtype=np.float64)
+        ref = rayipy.put(array)
+        results = rayipy.get([read.remote(ref) for _ in range(10)])
+        runtime = current_runtime()
+        stores = {}
+        for address in runtime.request("stores"):
+            channel = _Channel(address, runtime.signer)
+            ok, (summary, listing), _ = channel.ask(Kind.STORE_LIST, (1,))
+            channel.close()
+            stores["local" if address == runtime.access.store().address else "other"] = (
+                summary["pulled"], [(o["primary"], o["size"] > 40 * 2**20)
+                                    for o in listing if o["object_id"] == ref.hex()])
+        print(json.dumps({"results": results, "stores": stores,
+                          "expected": float(array.sum())}))
+    """, timeout=180)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["results"] == [[True, out["expected"]]] * 10
+    assert out["stores"]["local"] == [0, [[True, True]]]     # the put: the primary copy
+    assert out["stores"]["other"] == [1, [[False, True]]]    # pulled once, for 10 readers
+
+
+def test_an_object_whose_holder_host_died_is_reported_lost(two_hosts):
+    a, b = two_hosts
+    start(a, b)
+    driver = a.popen_python("""
+        import sys
+        import numpy as np
+        import rayipy
+        rayipy.init(address="auto")
+
+        @rayipy.remote(resources={"at_b": 1}, max_retries=0)
+        def make():
+            return np.ones(20 * 2**20 // 8)
+
+        ref = make.remote()
+        rayipy.wait([ref])
+        print("made", flush=True)
+        sys.stdin.readline()          # hostB dies meanwhile
+        try:
+            rayipy.get(ref, timeout=60)
+            print("got it")
+        except rayipy.exceptions.ObjectLostError as e:
+            print("lost", e)
+        rayipy.shutdown()
+    """)
+    try:
+        assert driver.stdout.readline().strip() == "made"
+        b.kill_everything()
+        out, err = driver.communicate("go\n", timeout=120)
+        assert out.startswith("lost ObjectRef("), out + err
+        assert "stored on node" in out
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
