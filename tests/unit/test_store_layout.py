@@ -188,3 +188,16 @@ def test_read_payload_refuses_a_damaged_header(offset, fmt, value, message):
 def test_read_payload_refuses_a_region_shorter_than_a_header():
     with pytest.raises(ValueError, match="shorter than the 20-byte header"):
         store_layout.read_payload(memoryview(b"RYOB"))
+
+
+def test_a_large_buffer_is_copied_in_pieces_at_once_and_whole(monkeypatch):
+    calls = []
+    real = store_layout._copy_in_parallel
+    monkeypatch.setattr(store_layout, "_copy_in_parallel",
+                        lambda target, source: calls.append(source.nbytes) or real(target, source))
+    value = np.random.default_rng(1).integers(0, 2**62, 3_000_001, dtype=np.int64)  # 24 MB, odd
+    payload = serialization.dumps(value, snapshot=False)[0]
+    region = memoryview(bytearray(store_layout.layout_size(payload)))
+    store_layout.write_payload(region, payload)
+    assert calls == [value.nbytes]
+    assert np.array_equal(serialization.loads(store_layout.read_payload(region)), value)
