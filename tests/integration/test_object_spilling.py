@@ -4,6 +4,7 @@ cannot fit is refused with the reason (``rayipy/core/store_state.py``)."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -87,3 +88,10 @@ def test_object_store_memory_must_be_a_size(fresh_cluster):
     assert not rayipy.is_initialized()
 
 
+def test_shutdown_removes_the_arena(fresh_cluster):
+    fresh_cluster(num_cpus=1)
+    rayipy.put(np.ones(1_000_000))
+    path = store().arena.path
+    assert os.path.exists(path)
+    rayipy.shutdown()
+    assert not os.path.exists(path)

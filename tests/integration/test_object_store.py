@@ -75,6 +75,20 @@ def test_a_put_array_comes_back_as_a_read_only_view_of_the_store(cluster):
     assert rayipy.get(ref)[0] == 0.0
 
 
+def test_dataframes_and_arrow_tables_come_back_without_copies(cluster):
+    pd = pytest.importorskip("pandas")
+    pa = pytest.importorskip("pyarrow")
+    arena = store().arena
+    frame = pd.DataFrame({"a": np.arange(500_000, dtype=np.float64), "b": np.arange(500_000)})
+    got = rayipy.get(rayipy.put(frame))
+    assert got.equals(frame)
+    assert all(arena.contains_address(got[c].to_numpy().ctypes.data) for c in got.columns)
+    table = pa.table({"x": np.arange(500_000, dtype=np.int64)})
+    got_table = rayipy.get(rayipy.put(table))
+    assert got_table.equals(table)
+    assert arena.contains_address(got_table.column(0).chunk(0).buffers()[1].address)
+
+
 def test_readers_share_one_copy_and_gets_do_not_grow_memory(cluster):
     ref = rayipy.put(np.ones(64 * MB // 8))
     rayipy.get(total.remote(ref))
@@ -139,6 +153,7 @@ def test_values_stored_in_unusual_layouts_come_back_equal(cluster):
 
 
 # -- lifetime ---------------------------------------------------------------------------------
+
 DRIVER = textwrap.dedent("""
     import sys, numpy as np, rayipy
     from rayipy.core.object_ref import current_runtime

@@ -7,6 +7,7 @@ the driver on hostA, as written but for the import and the address and password.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -85,24 +86,44 @@ def test_stopping_the_head_stops_the_other_hosts_too(two_hosts):
     assert not (b.home / b.name / "cluster.json").exists()
 
 
+def arenas(*hosts) -> set[str]:
+    """The object stores' shared-memory files the hosts' processes hold open."""
+    found = set()
+    for host in hosts:
+        for pid in host.pids():
+            try:
+                for fd in Path(f"/proc/{pid}/fd").iterdir():
+                    target = os.readlink(fd)
+                    if "rayipy-arena-" in target:
+                        found.add(target)
+            except OSError:
+                continue   # gone meanwhile
+    return found
+
+
 def test_stop_leaves_nothing_behind_on_either_host(two_hosts):
     a, b = two_hosts
     address = start_cluster(a, b, cpus="2")
     used = a.python(f"""
+        import numpy as np
         import rayipy
         rayipy.init(address={address!r}, password={PASSWORD!r})
         @rayipy.remote
         def f(x):
             return x
         print(sum(rayipy.get([f.remote(i) for i in range(200)])))
+        kept = rayipy.put(np.ones(1_000_000))     # an object in hostA's store
     """)
     assert used.stdout.strip() == str(sum(range(200))), used.stderr
+    stores = arenas(a, b)
+    assert len(stores) == 2 and all(os.path.exists(p) for p in stores)   # one per host
     assert len(a.pids()) == 4 and len(b.pids()) == 3   # head, agents, 2 workers each
     for host in (b, a):
         stopped = host.rayipy("stop")
         assert stopped.returncode == 0 and "Stopped" in stopped.stdout, stopped.stderr
         assert not host.pids(), f"left on {host.name}: {host.pids()}"
         assert not (host.home / host.name / "cluster.json").exists()
+    assert not [p for p in stores if os.path.exists(p)], "a store's file stayed in /dev/shm"
 
 
 @pytest.mark.timeout(240)
