@@ -105,7 +105,7 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.1f} {unit}"
 
 
-def _object_store(store: dict) -> str:
+def _object_store(store: dict[str, Any]) -> str:
     """A node's object store: used (the arena handed out) / capacity, and what is spilled."""
     if "capacity" not in store:
         return ""

@@ -106,7 +106,7 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
     return Snapshot(now, status, tuple(history.recent), history.capacity, node_addresses)
 
 
-def store_figures(info: dict) -> dict:
+def store_figures(info: dict[str, Any]) -> dict[str, Any]:
     """A node's object store figures (``StoreState.summary()``: ``used`` is the bytes of
     arena handed out, ``capacity``, spilled...) as its agent's last heartbeat gave them;
     before the first, only the capacity it registered with; {} for a node without a

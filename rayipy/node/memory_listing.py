@@ -6,7 +6,7 @@ The text is ``core/memory_report.py``'s.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rayipy.core.memory_report import LocalRefs, MemoryData, NodeMemory, Owner
 from rayipy.node.store_client import list_store
@@ -24,7 +24,9 @@ def collect(runtime: Runtime, own_objects: bool = True) -> MemoryData:
     answer = runtime.request("memory")
     nodes = []
     for node in answer["nodes"]:
-        summary, objects, problem = dict(node["summary"]), [], ""
+        summary: dict[str, Any] = dict(node["summary"])
+        objects: list[dict[str, Any]] = []
+        problem = ""
         if not node["store"]:
             problem = "its node agent runs no object store"
         else:
