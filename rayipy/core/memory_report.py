@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-#: The figures a store's summary has (``StoreState.summary``); a missing one counts as 0.
+#: The event counts of a store's summary (``StoreState.counts``); a missing one counts as 0.
 COUNTS = ("evicted", "spilled", "restored", "pulled")
 
 
@@ -124,8 +124,7 @@ def _node_figures(node: NodeMemory) -> list[str]:
                f"secondary copies {human_bytes(s.get('secondary_bytes', 0))}")
     out.append(f"  spilled to disk: {s.get('spilled_objects', 0)} object(s), "
                f"{human_bytes(s.get('spilled_bytes', 0))}")
-    out.append("  since start: " + ", ".join(f"{s.get(name, 0)} {name}" for name in
-                                             ("evicted", "spilled", "restored", "pulled")))
+    out.append("  since start: " + ", ".join(f"{s.get(name, 0)} {name}" for name in COUNTS))
     return out
 
 
