@@ -156,9 +156,9 @@ def object_store_options(args: argparse.Namespace) -> list[str]:
         directory = os.path.abspath(os.path.expanduser(args.object_spilling_directory))
         try:
             os.makedirs(directory, exist_ok=True)
-        except OSError as e:
-            raise CommandError(f"--object-spilling-directory {directory}: cannot make it: "
-                               f"{e.strerror or e}") from None
+        except (OSError, ValueError) as e:   # ValueError: a NUL in the name
+            raise CommandError(f"--object-spilling-directory {directory!r}: cannot make it: "
+                               f"{getattr(e, 'strerror', None) or e}") from None
         if not os.access(directory, os.W_OK | os.X_OK):
             raise CommandError(f"--object-spilling-directory {directory}: not writable by "
                                f"this user")

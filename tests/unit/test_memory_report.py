@@ -187,3 +187,26 @@ def test_store_figures_from_a_nodes_info():
     assert store_figures({"store_summary": SUMMARY, "store_capacity": 1}) == SUMMARY
     assert store_figures({"store_capacity": 5}) == {"capacity": 5}
     assert store_figures({}) == {}
+
+
+# -- rayipy start --object-store-memory / --object-spilling-directory --------------------
+def store_args(memory=None, directory=None):
+    import argparse
+    return argparse.Namespace(object_store_memory=memory, object_spilling_directory=directory)
+
+
+def test_start_passes_checked_store_options_to_the_agent(tmp_path):
+    from rayipy.cli import CommandError, object_store_options
+    assert object_store_options(store_args()) == []
+    target = tmp_path / "a" / "spill"
+    assert object_store_options(store_args("200_000_000", str(target))) == \
+        ["--object-store-memory", "200000000", "--spill-dir", str(target)]
+    assert target.is_dir()
+    for memory, directory, says in [("2GB", None, "is a number of bytes"),
+                                    ("-5", None, "is a number of bytes"),
+                                    ("1000", None, "at least 1048576"),
+                                    (None, " ", "must name a directory"),
+                                    (None, str(tmp_path / "x\0y"), "cannot make it"),
+                                    (None, "/proc/no/such", "cannot make it")]:
+        with pytest.raises(CommandError, match=says):
+            object_store_options(store_args(memory, directory))
