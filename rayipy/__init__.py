@@ -13,7 +13,8 @@
 from rayipy import exceptions
 from rayipy.api import (available_resources, cancel, cluster_resources, cluster_status, get,
                         get_dashboard_url, get_gpu_ids, get_runtime_context, init,
-                        is_initialized, method, nodes, put, remote, shutdown, wait)
+                        is_initialized, memory_summary, method, nodes, put, remote,
+                        shutdown, wait)
 from rayipy.actor import ActorClass, ActorHandle, get_actor, kill
 from rayipy.core.object_ref import ObjectRef
 from rayipy.progress_bars import progress
@@ -27,5 +28,5 @@ __version__ = "0.1.0"
 
 __all__ = ["ActorClass", "ActorHandle", "get_actor", "kill", "ObjectRef", "RemoteFunction", "available_resources", "cancel", "cluster_resources",
            "cluster_status", "exceptions", "get", "get_dashboard_url", "get_gpu_ids",
-           "get_runtime_context", "init", "is_initialized", "method", "nodes", "progress",
+           "get_runtime_context", "init", "is_initialized", "memory_summary", "method", "nodes", "progress",
            "put", "remote", "shutdown", "wait", "__version__"]

@@ -16,8 +16,9 @@ from typing import Any, Sequence
 from rayipy import session
 from rayipy.actor import ActorClass
 from rayipy.actor import method as method
+from rayipy.core.memory_report import format_memory
 from rayipy.core.object_ref import ObjectRef
-from rayipy.node import gpus
+from rayipy.node import gpus, memory_listing
 from rayipy.node.connection import key_from_password as key_from_password  # public before it moved
 from rayipy.runtime_context import RuntimeContext
 from rayipy.remote_function import RemoteFunction
@@ -140,6 +141,22 @@ def available_resources() -> dict[str, float]:
 def cluster_status() -> dict:
     """The head's view: nodes, task counts, dropped messages (what `rayipy status` prints)."""
     return _runtime().request("status")
+
+
+def memory_summary(stats_only: bool = False) -> str:
+    """What holds memory in the nodes' object stores (Ray's name), as text to print.
+
+    Per node: the store's use (used / capacity, primary and secondary copies, what is
+    spilled to disk, and how many objects were evicted, spilled, restored and pulled so
+    far); then, unless ``stats_only``, each object, largest first: its size, whether it is
+    in memory or spilled (and where), primary or secondary copy, how many processes read
+    it now, its owner, where it was made (the file and line of the ``put``, or the task's
+    name), and for objects this process owns how many refs to it are alive here, so that
+    you know what to ``del``.
+    """
+    if not isinstance(stats_only, bool):
+        raise TypeError(f"stats_only must be True or False, got {stats_only!r}")
+    return format_memory(memory_listing.collect(_runtime()), stats_only)
 
 
 def _short(value: Any) -> str:

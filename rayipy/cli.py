@@ -3,11 +3,12 @@
     rayipy start --head [--node-ip-address IP] [--port 6379]   # head + this machine's node
     rayipy start --address=IP:6379 --password=PW                # join from another machine
     rayipy status                                               # nodes, resources, tasks
+    rayipy memory [--stats-only]                                # what fills the object stores
     rayipy stop                                                 # this machine's processes
 
 ``start`` leaves its processes running in the background (``daemon.py``) and records them
 with the cluster's address and key in the connection file (``connection.py``), which
-``stop``, ``status`` and ``rayipy.init(address="auto")`` read. ``rayipy info`` prints
+``stop``, ``status``, ``memory`` and ``rayipy.init(address="auto")`` read. ``rayipy info`` prints
 versions, for bug reports.
 """
 
@@ -89,7 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "on (default: the head's; 0.0.0.0: every interface)")
     start.add_argument("--include-dashboard", type=_boolean, default=True, metavar="BOOL",
                        help="serve the dashboard (with --head; default true)")
-    for ignored in ("--object-store-memory", "--temp-dir", "--dashboard-agent-listen-port"):
+    start.add_argument("--object-store-memory", metavar="BYTES", help="bytes of this node's "
+                       "shared-memory object store, e.g. 2000000000 (default: 30%% of this "
+                       "machine's memory, no more than /dev/shm holds)")
+    start.add_argument("--object-spilling-directory", metavar="DIR", help="where this node's "
+                       "object store spills objects that do not fit in memory (default: the "
+                       "temporary directory)")
+    for ignored in ("--temp-dir", "--dashboard-agent-listen-port"):
         start.add_argument(ignored, help=argparse.SUPPRESS)   # Ray's; nothing to set here
     start.add_argument("--disable-usage-stats", action="store_true", help=argparse.SUPPRESS)
 
@@ -103,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--address", metavar="HOST:PORT", help="a head elsewhere (default: the "
                         "cluster this machine runs or joined)")
     status.add_argument("--password", "--redis-password", dest="password", metavar="PW")
+
+    memory = commands.add_parser(
+        "memory", help="what holds memory in the nodes' object stores, largest first",
+        description="Per node, the object store's use; then each object in it, largest first: "
+        "size, in memory or spilled, primary or secondary copy, readers, owner, and where it "
+        "was made (the same text as rayipy.memory_summary()).")
+    memory.add_argument("--stats-only", action="store_true", help="only the figures of each "
+                        "node's store, not its objects")
+    memory.add_argument("--address", metavar="HOST:PORT", help="a head elsewhere (default: the "
+                        "cluster this machine runs or joined)")
+    memory.add_argument("--password", "--redis-password", dest="password", metavar="PW")
     return parser
 
 
@@ -113,6 +131,39 @@ def _boolean(text: str) -> bool:
     if lowered in ("false", "0", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+MIN_OBJECT_STORE_MEMORY = 2**20   # as init() checks it
+
+
+def object_store_options(args: argparse.Namespace) -> list[str]:
+    """The node agent's arguments for --object-store-memory and
+    --object-spilling-directory, checked (the directory is made if need be)."""
+    options: list[str] = []
+    if args.object_store_memory is not None:
+        text = args.object_store_memory.strip().replace("_", "")
+        if not text.isdigit():
+            raise CommandError(f"--object-store-memory is a number of bytes, e.g. 2000000000 "
+                               f"for 2 GB, got {args.object_store_memory!r}")
+        size = int(text)
+        if size < MIN_OBJECT_STORE_MEMORY:
+            raise CommandError(f"--object-store-memory must be at least {MIN_OBJECT_STORE_MEMORY} "
+                               f"bytes (1 MiB), got {size}")
+        options += ["--object-store-memory", str(size)]
+    if args.object_spilling_directory is not None:
+        if not args.object_spilling_directory.strip():
+            raise CommandError("--object-spilling-directory must name a directory")
+        directory = os.path.abspath(os.path.expanduser(args.object_spilling_directory))
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except (OSError, ValueError) as e:   # ValueError: a NUL in the name
+            raise CommandError(f"--object-spilling-directory {directory!r}: cannot make it: "
+                               f"{getattr(e, 'strerror', None) or e}") from None
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise CommandError(f"--object-spilling-directory {directory}: not writable by "
+                               f"this user")
+        options += ["--spill-dir", directory]
+    return options
 
 
 def node_resources(args: argparse.Namespace) -> dict[str, float]:
@@ -154,6 +205,7 @@ def start(args: argparse.Namespace) -> int:
         raise CommandError("--port is the head's port, for --head; to join, give it in "
                            "--address=HOST:PORT")
     resources = node_resources(args)
+    store_options = object_store_options(args)
     if args.password is None:   # keeps the password off the command line (and out of `ps`)
         args.password = os.environ.get(connection.PASSWORD_ENV) or None
     num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
@@ -168,9 +220,9 @@ def start(args: argparse.Namespace) -> int:
         started: list[tuple[subprocess.Popen, ProcessRecord]] = []
         try:
             if args.head:
-                cluster = _start_head(args, home, num_cpus, resources, started)
+                cluster = _start_head(args, home, num_cpus, resources, store_options, started)
             else:
-                cluster = _join(args, home, num_cpus, resources, started)
+                cluster = _join(args, home, num_cpus, resources, store_options, started)
         except BaseException:
             daemon.stop([record for _, record in started], grace=5.0)
             for popen, _ in started:
@@ -191,7 +243,7 @@ def start(args: argparse.Namespace) -> int:
 
 
 def _start_head(args: argparse.Namespace, home: Path, num_cpus: int, resources: dict,
-                started: list) -> ClusterFile:
+                store_options: list[str], started: list) -> ClusterFile:
     ip = connection.resolve_host(args.node_ip_address) if args.node_ip_address else \
         connection.default_node_ip()
     port = DEFAULT_PORT if args.port is None else args.port
@@ -212,7 +264,7 @@ def _start_head(args: argparse.Namespace, home: Path, num_cpus: int, resources: 
     started.append((head, daemon.record("head", head, logs / "head.log")))
     address = daemon.wait_listening(head, logs / "head.log").removeprefix("tcp://")
     cluster = ClusterFile(address, key.hex(), password, True, ip, os.urandom(8).hex())
-    _start_agent(cluster, home, num_cpus, resources, started)
+    _start_agent(cluster, home, num_cpus, resources, store_options, started)
     if args.include_dashboard:
         cluster.dashboard_url = _query(f"tcp://{address}", key, "dashboard_url")
         connection.write_cluster_file(cluster, home)
@@ -220,7 +272,7 @@ def _start_head(args: argparse.Namespace, home: Path, num_cpus: int, resources: 
 
 
 def _join(args: argparse.Namespace, home: Path, num_cpus: int, resources: dict,
-          started: list) -> ClusterFile:
+          store_options: list[str], started: list) -> ClusterFile:
     try:
         host, port = connection.parse_address(args.address)
     except ValueError as e:
@@ -238,17 +290,18 @@ def _join(args: argparse.Namespace, home: Path, num_cpus: int, resources: dict,
     # Check the password before starting anything, so that a wrong one fails at once.
     _query(f"tcp://{host}:{port}", key, "wait_nodes")
     cluster = ClusterFile(f"{host}:{port}", key.hex(), args.password, False, ip, os.urandom(8).hex())
-    _start_agent(cluster, home, num_cpus, resources, started)
+    _start_agent(cluster, home, num_cpus, resources, store_options, started)
     return cluster
 
 
 def _start_agent(cluster: ClusterFile, home: Path, num_cpus: int, resources: dict,
-                 started: list) -> None:
+                 store_options: list[str], started: list) -> None:
     """Start this machine's node agent, record it, and wait until the head lists its node."""
     log = daemon.log_dir(home) / "agent.log"
     agent = daemon.spawn("agent", ["--head", f"tcp://{cluster.address}", "--num-cpus", str(num_cpus),
                                    "--resources", json.dumps(resources), "--node-id", cluster.node_id,
-                                   "--ip", cluster.node_ip], cluster.key_bytes(), log, home)
+                                   "--ip", cluster.node_ip, *store_options],
+                         cluster.key_bytes(), log, home)
     started.append((agent, daemon.record("agent", agent, log)))
     cluster.processes = [record for _, record in started]
     connection.write_cluster_file(cluster, home)   # from now on, `rayipy stop` finds them
@@ -264,9 +317,10 @@ def _start_agent(cluster: ClusterFile, home: Path, num_cpus: int, resources: dic
 
 
 def _query(head_address: str, key: bytes, request: str | tuple[str, ...] = "", until=None,
-           timeout: float = 0.0, waiting_for: str = ""):
+           timeout: float = 0.0, waiting_for: str = "", then=None):
     """Connect to the head as a short-lived driver: the answer to ``request`` (a tuple of
-    names: their answers, in a list), or wait until ``until(runtime)`` is true."""
+    names: their answers, in a list), or wait until ``until(runtime)`` is true, or what
+    ``then(runtime)`` returns."""
     from rayipy.node.client import Runtime
     runtime = Runtime("driver", head_address, key)
     try:
@@ -277,6 +331,8 @@ def _query(head_address: str, key: bytes, request: str | tuple[str, ...] = "", u
     except exceptions.RayipyError as e:
         raise CommandError(str(e)) from None
     try:
+        if then is not None:
+            return then(runtime)
         if until is None:
             if isinstance(request, tuple):
                 return [runtime.request(name, timeout=ANSWER_TIMEOUT) for name in request]
@@ -386,7 +442,9 @@ def _stop_recorded(grace: float, force: bool, quiet: bool = False) -> int:
     return 0
 
 
-def status(args: argparse.Namespace) -> int:
+def _head_of(args: argparse.Namespace) -> tuple[str, bytes]:
+    """The head's ``tcp://`` address and the cluster key for ``status`` and ``memory``:
+    --address and --password, or this machine's connection file."""
     if args.password is None:
         args.password = os.environ.get(connection.PASSWORD_ENV) or None
     if args.address:
@@ -399,7 +457,8 @@ def status(args: argparse.Namespace) -> int:
         else:
             found = connection.read_cluster_file()
             if found is None or not connection.same_address(found.address, host, port):
-                raise CommandError(f"the status of {args.address} needs its password: --password=...")
+                raise CommandError(f"the {args.command} of {args.address} needs its password: "
+                                   f"--password=...")
             key = found.key_bytes()
     else:
         found = connection.read_cluster_file()
@@ -413,10 +472,25 @@ def status(args: argparse.Namespace) -> int:
         connection.check_reachable(host, port)
     except ConnectionError as e:
         raise CommandError(f"the cluster is not running, or not reachable: {e}") from None
-    result, dashboard_url = _query(f"tcp://{host}:{port}", key, ("status", "dashboard_url"))
+    return f"tcp://{host}:{port}", key
+
+
+def status(args: argparse.Namespace) -> int:
+    head_address, key = _head_of(args)
+    result, dashboard_url = _query(head_address, key, ("status", "dashboard_url"))
     if "peers" in result and "driver" in result["peers"]:
         result["peers"]["driver"] -= 1   # not counting ourselves
     print(format_status(result, dashboard_url=dashboard_url))
+    return 0
+
+
+def memory(args: argparse.Namespace) -> int:
+    from rayipy.core.memory_report import format_memory
+    from rayipy.node import memory_listing
+    head_address, key = _head_of(args)
+    data = _query(head_address, key, then=lambda runtime: memory_listing.collect(
+        runtime, own_objects=False))
+    print(format_memory(data, stats_only=args.stats_only))
     return 0
 
 
@@ -433,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             return _stop_recorded(args.grace_period, args.force)
         if args.command == "status":
             return status(args)
+        if args.command == "memory":
+            return memory(args)
     except CommandError as e:
         print(f"rayipy {args.command}: {e}", file=sys.stderr)
         return 1

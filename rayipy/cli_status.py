@@ -1,12 +1,15 @@
 """What ``rayipy status`` prints, from the head's ``status`` answer (pure formatting).
 
-Laid out like ``ray status``: the nodes, the resources in use out of the total, then the
-tasks. Kept apart from the command so that it is tested without a cluster.
+Laid out like ``ray status``: the nodes (each with its object store's use), the resources
+in use out of the total, then the tasks. Kept apart from the command so that it is tested
+without a cluster.
 """
 
 from __future__ import annotations
 
 import datetime
+
+from rayipy.core.memory_report import store_usage
 
 # The order resources are listed in; custom resources follow, by name.
 _FIRST = ("CPU", "GPU", "memory")
@@ -60,13 +63,15 @@ def _where(node: dict) -> str:
 
 def format_status(status: dict, now: datetime.datetime | None = None,
                   dashboard_url: str = "") -> str:
-    """The text of ``rayipy status``: nodes, resources used / total, tasks."""
+    """The text of ``rayipy status``: nodes and their object stores, resources used /
+    total, tasks."""
     now = now or datetime.datetime.now()
     address = status["address"].removeprefix("tcp://")
     head_ip = address.rpartition(":")[0]
     nodes = [n for n in status["nodes"] if n.get("Alive", True)]
     dead = [n for n in status["nodes"] if not n.get("Alive", True)]
     available = status.get("available", {})
+    stores = status.get("object_stores", {})
     lines = [f"======== rayipy cluster {status['cluster_id']} at {address}: "
              f"{now:%Y-%m-%d %H:%M:%S} (up {format_duration(status['uptime'])}) ========",
              ""]
@@ -89,6 +94,9 @@ def format_status(status: dict, now: datetime.datetime | None = None,
         usage = ", ".join(f"{used} {name}" for name, used in _usage(node_total, node_free)
                           if name != "memory")
         lines.append(f"  node {node['NodeID'][:8]}  {where}{tag}  {usage}")
+        store = store_usage(stores.get(node["NodeID"]) or {})
+        if store:
+            lines.append(f"      {store}")
     if not nodes:
         lines.append("  (no nodes: the head has no node agent)")
     if dead:

@@ -383,6 +383,21 @@ class ObjectTable:
                     _settled(e)
         return callbacks
 
+    def reference_counts(self) -> dict[bytes, tuple[int, int, int]]:
+        """For each object this process owns: (live ObjectRefs here, pending tasks of
+        ours that need it, processes that borrow it), for ``memory_summary``."""
+        with self._lock:
+            return {oid: (e.local_refs, e.pins, sum(1 for n in e.borrowers.values() if n > 0))
+                    for oid, e in self._entries.items() if self.owns(oid)}
+
+    def inline_usage(self) -> tuple[int, int]:
+        """(count, bytes) of the values of ours kept in this process's own memory, not in
+        a node's store."""
+        with self._lock:
+            sizes = [e.payload.nbytes for oid, e in self._entries.items()
+                     if e.state == READY and isinstance(e.payload, Payload) and self.owns(oid)]
+        return len(sizes), sum(sizes)
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -94,6 +94,31 @@ def _resources(resources: dict) -> str:
     return "".join(parts) or '<span class="empty">none</span>'
 
 
+def fmt_bytes(n: float) -> str:
+    """Binary units, one decimal (as ``rayipy status`` and ``memory_summary`` write them)."""
+    if abs(n) < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if abs(n) < 1024 or unit == "TiB":
+            break
+    return f"{n:.1f} {unit}"
+
+
+def _object_store(store: dict[str, Any]) -> str:
+    """A node's object store: used (the arena handed out) / capacity, and what is spilled."""
+    if "capacity" not in store:
+        return ""
+    if "used" not in store:
+        return (f'<div class="res">object store {esc(fmt_bytes(store["capacity"]))} '
+                f'<span class="muted">(no figures yet)</span></div>')
+    spilled = store.get("spilled_objects", 0)
+    extra = (f', {spilled:,} spilled ({esc(fmt_bytes(store.get("spilled_bytes", 0)))})'
+             if spilled else "")
+    return (f'<div class="res">object store {_bar(store["used"], store["capacity"])} '
+            f'{esc(fmt_bytes(store["used"]))} / {esc(fmt_bytes(store["capacity"]))}{extra}</div>')
+
+
 def _state(state: str) -> str:
     return f'<span class="state s-{esc(state.lower())}">{esc(state)}</span>'
 
@@ -136,7 +161,8 @@ def _nodes(status: dict) -> str:
                  f'<span class="id">{esc(short(node["node_id"]))}</span> {_state(node["state"])}')
         blocks.append(
             f'<div class="node"><h3>{title}</h3>'
-            f'<div class="resources">{_resources(node["resources"])}</div>'
+            f'<div class="resources">{_resources(node["resources"])}'
+            f'{_object_store(node.get("object_store") or {})}</div>'
             f'<p class="muted">{len(node["workers"])} workers{starting}, '
             f'{node["tasks_done"]:,} tasks done here</p>'
             + _table(["worker pid", "state", "task", "running for", "queued behind"], rows,

@@ -70,6 +70,7 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
             "alive": True,
             "state": "LEAVING" if node.leaving else "ALIVE",
             "resources": {"total": dict(node.total), "available": dict(node.available)},
+            "object_store": store_figures(node.info),
             "workers": node_workers,
             "workers_starting": node.spawning,
             "tasks_done": history.by_node.get(node_id, 0),
@@ -103,6 +104,18 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
         "dropped_messages": dict(facts.dropped),
     }
     return Snapshot(now, status, tuple(history.recent), history.capacity, node_addresses)
+
+
+def store_figures(info: dict[str, Any]) -> dict[str, Any]:
+    """A node's object store figures (``StoreState.summary()``: ``used`` is the bytes of
+    arena handed out, ``capacity``, spilled...) as its agent's last heartbeat gave them;
+    before the first, only the capacity it registered with; {} for a node without a
+    store. The head's ``status`` answer uses this too."""
+    summary = info.get("store_summary")
+    if isinstance(summary, dict):
+        return dict(summary)
+    capacity = info.get("store_capacity")
+    return {"capacity": capacity} if isinstance(capacity, int) else {}
 
 
 def _worker_view(scheduler: Any, history: TaskHistory, worker: Any, node_addresses: dict,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from rayipy.core.memory_report import store_figure, store_usage
 from rayipy.core.objects import FAILED, PENDING, READY
 from rayipy.core.progress import format_seconds
 from rayipy.protocol.errors import error_class_name
@@ -84,12 +85,14 @@ def context_html(address: str, local: bool, cluster_id: str, nodes: list[dict] |
 
 def status_html(status: dict, workers: list[dict], available: dict[str, float],
                 local_counts: dict[str, int], dashboard_url: str) -> str:
-    """``%cluster status``: nodes with their resources and workers, then task counts."""
+    """``%cluster status``: nodes with their resources, object stores and workers, then
+    task counts."""
     by_node: dict[str, list[dict]] = {}
     for w in workers:
         by_node.setdefault(w["node_id"], []).append(w)
-    head = ("<tr><th>node</th><th>address</th><th>resources</th><th>workers</th>"
-            "<th>busy</th><th>actors</th></tr>")
+    stores = status.get("object_stores", {})
+    head = ("<tr><th>node</th><th>address</th><th>resources</th><th>object store</th>"
+            "<th>workers</th><th>busy</th><th>actors</th></tr>")
     body = []
     for node in status.get("nodes", []):
         mine = by_node.get(node["NodeID"], [])
@@ -97,6 +100,7 @@ def status_html(status: dict, workers: list[dict], available: dict[str, float],
             f"<tr><td><code>{escape(node['NodeID'][:8])}</code></td>"
             f"<td>{escape(node.get('NodeManagerAddress', ''))}</td>"
             f"<td>{escape(_resources(node.get('Resources', {})))}</td>"
+            f"<td>{escape(store_figure(stores.get(node['NodeID']) or {}) or '-')}</td>"
             f"<td>{len(mine)}</td><td>{sum(1 for w in mine if w['tasks'] or w['leased'])}</td>"
             f"<td>{sum(1 for w in mine if w['actor'])}</td></tr>")
     tasks = status.get("tasks", {})
@@ -125,8 +129,12 @@ def status_html(status: dict, workers: list[dict], available: dict[str, float],
 
 def status_text(status: dict, workers: list[dict], local_counts: dict[str, int]) -> str:
     tasks = status.get("tasks", {})
+    stores = "".join(f"; node {node_id[:8]} {usage}" for node_id, summary in
+                     sorted(status.get("object_stores", {}).items())
+                     if (usage := store_usage(summary)))
     return (f"rayipy cluster {status.get('address', '')}: {len(status.get('nodes', []))} node(s), "
             f"{len(workers)} worker(s); cluster tasks queued {tasks.get('queued', 0)}, running "
             f"{tasks.get('running', 0)}, finished {tasks.get('finished', 0)}; this notebook: "
             f"submitted {local_counts.get('submitted', 0)}, done {local_counts.get('done', 0)}, "
-            f"failed {local_counts.get('failed', 0)}, cancelled {local_counts.get('cancelled', 0)}")
+            f"failed {local_counts.get('failed', 0)}, cancelled {local_counts.get('cancelled', 0)}"
+            f"{stores}")

@@ -141,7 +141,10 @@ class Agent:
         """Register, start the workers, then serve until told to stop or the head is gone."""
         info = {"resources": self.resources, "gpu_ids": gpu_ids(self.resources),
                 "hostname": socket.gethostname(), "ip": self.ip, "pid": os.getpid(),
-                "store": self.store.address, "store_capacity": self.store.state.alloc.capacity}
+                "store": self.store.address, "store_capacity": self.store.state.alloc.capacity,
+                # its figures from the start (then each heartbeat's), so that `rayipy
+                # status` never shows a node's store without them
+                "store_summary": self.store.summary()}
         self.store.start()
         self.endpoint.send(Kind.REGISTER, Registration("agent", self.process_id, self.node_id,
                                                        os.getpid(), PROTOCOL_VERSION, info))

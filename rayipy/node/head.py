@@ -39,7 +39,7 @@ from rayipy.core.scheduler import Scheduler
 from rayipy.core.state import LostNode, Node
 from rayipy.dashboard.history import TaskHistory
 from rayipy.dashboard.server import DashboardServer
-from rayipy.dashboard.snapshot import HeadFacts, Snapshot, build_snapshot
+from rayipy.dashboard.snapshot import HeadFacts, Snapshot, build_snapshot, store_figures
 from rayipy.node import lifetime
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
@@ -489,6 +489,17 @@ class Head:
         return [n.info["store"] for n in self.scheduler.nodes.values()
                 if not n.leaving and n.info.get("store")]
 
+    def request_memory(self, sender: bytes) -> dict[str, Any]:
+        """For ``memory_summary``: each live node's store (address, and its figures as of
+        the agent's last heartbeat), and who each connected owner process is."""
+        nodes = [{"node_id": n.node_id.hex(), "address": n.info.get("ip", ""),
+                  "hostname": n.info.get("hostname", ""), "store": n.info.get("store", ""),
+                  "summary": store_figures(n.info)}
+                 for n in self.scheduler.nodes.values() if not n.leaving]
+        processes = {p.process_id.hex(): {"role": p.role, "pid": p.pid, "node_id": p.node_id.hex()}
+                     for p in self.peers.values() if p.role in ("driver", "worker")}
+        return {"nodes": nodes, "processes": processes}
+
     def request_cluster_resources(self, sender: bytes) -> dict[str, float]:
         return self.scheduler.total_resources()
 
@@ -510,6 +521,9 @@ class Head:
                 # per node, what is not in use (`rayipy status` shows used / total)
                 "available": {node.node_id.hex(): {k: max(0.0, v) for k, v in node.available.items()}
                               for node in self.scheduler.nodes.values()},
+                # per node, its object store's figures (`rayipy status` shows its use)
+                "object_stores": {node.node_id.hex(): store_figures(node.info)
+                                  for node in self.scheduler.nodes.values()},
                 "tasks": self.scheduler.summary(),
                 "dropped_messages": dict(self.endpoint.dropped),
                 "bytes_received": self.endpoint.bytes_received,

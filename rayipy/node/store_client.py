@@ -65,11 +65,12 @@ class _Channel:
         if connection.closed:
             raise ConnectionError(f"the object store connection failed: {connection.error}")
 
-    def ask(self, kind: Kind, body: Any, on_data: Any = None) -> tuple[bool, Any, bool]:
+    def ask(self, kind: Kind, body: Any, on_data: Any = None,
+            timeout: float = REQUEST_TIMEOUT_SECONDS) -> tuple[bool, Any, bool]:
         """Send a request whose first field is its id; wait for its STORE_REPLY."""
         request_id = body[0]
         self.send(kind, body)
-        deadline = time.monotonic() + REQUEST_TIMEOUT_SECONDS
+        deadline = time.monotonic() + timeout
         connection = self.connection
         while True:
             for message in connection.receive():
@@ -82,7 +83,7 @@ class _Channel:
                 raise ConnectionError(f"the object store connection failed: {connection.error}")
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"the object store did not answer in {REQUEST_TIMEOUT_SECONDS:g} s")
+                raise TimeoutError(f"the object store did not answer in {timeout:g} s")
             select.select([connection.fileno()], [], [], min(left, 1.0))
 
     def close(self) -> None:
@@ -188,6 +189,23 @@ class StoreClient:
             with self._lock:
                 self._channels.append(channel)
         return channel
+
+
+def list_store(address: str, signer: Signer, timeout: float = 10.0
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The figures (``StoreState.summary()`` and ``node_id``) and the objects
+    (``StoreState.listing()``) of the store at ``address``, on a connection of its own,
+    from any process that holds the cluster's key. Raises ``ConnectionError`` or
+    ``TimeoutError`` when the store cannot be asked."""
+    channel = _Channel(address, signer)
+    try:
+        ok, value, _lost = channel.ask(Kind.STORE_LIST, (1,), timeout=timeout)
+    finally:
+        channel.close()
+    if not ok:
+        raise ConnectionError(f"the object store at {address} would not list its objects: {value}")
+    summary, listing = value
+    return dict(summary), list(listing)
 
 
 def read_remote(stored: Stored, signer: Signer) -> Payload:

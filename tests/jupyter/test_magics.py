@@ -169,6 +169,9 @@ def test_cluster_status_lists_nodes_and_counts_this_notebooks_tasks(shell):
     counts = shell.magics_manager.registry["RayipyMagics"].local_counts()
     assert counts["submitted"] >= 5 and counts["done"] >= 5
     assert "node(s)" in repr(status)
+    # each node's object store: used / capacity, from the head's status answer
+    assert "<th>object store</th>" in html and re.search(r"<td>[\d.]+ \w?B / [\d.]+ \wiB</td>", html)
+    assert re.search(r"node \w{8} object store [\d.]+ \w?B / ", repr(status))
 
 
 @pytest.mark.usefixtures("live")
