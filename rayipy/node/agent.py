@@ -148,10 +148,10 @@ class Agent:
         self.store.start()
         self.endpoint.send(Kind.REGISTER, Registration("agent", self.process_id, self.node_id,
                                                        os.getpid(), PROTOCOL_VERSION, info))
-        for _ in range(self.num_cpus):
-            self.spawn()
         next_beat = time.monotonic() + HEARTBEAT_SECONDS
         try:
+            for _ in range(self.num_cpus):   # inside: a SIGTERM meanwhile still cleans up
+                self.spawn()
             while self.running:
                 events = dict(self.poller.poll(250))
                 if self.endpoint.socket in events:
@@ -173,6 +173,9 @@ class Agent:
                         log.warning("no word from the head for %.0f s; stopping", now - self.last_heard)
                         break
         finally:
+            # The store's file first: nothing that follows may keep it in /dev/shm (the
+            # mappings of workers still running stay valid).
+            self.store.arena.unlink()
             if self.running:  # we leave on our own: say so, rather than fall silent
                 self.endpoint.send(Kind.NODE_LEAVING, ("its node agent stopped",))
             self.running = False
@@ -258,13 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.watch_parent:
         lifetime.die_with_parent()
     lifetime.exit_on_sigterm()
-    agent = Agent(args.head, key, args.num_cpus, json.loads(args.resources),
-                  bytes.fromhex(args.node_id), args.ip, watch, args.object_store_memory,
-                  args.spill_dir)
+    agent = None
     try:
+        agent = Agent(args.head, key, args.num_cpus, json.loads(args.resources),
+                      bytes.fromhex(args.node_id), args.ip, watch, args.object_store_memory,
+                      args.spill_dir)
         agent.serve()
     except (KeyboardInterrupt, SystemExit):
         pass
+    finally:
+        if agent is not None:   # stopped before serve's own cleanup could run
+            agent.store.arena.unlink()
     lifetime.ignore_sigterm()  # cleaned up already: a late SIGTERM must not interrupt exit
     return 0
 
