@@ -275,6 +275,16 @@ class ObjectTable:
             _settled(e)
         return callbacks, waiting, effects
 
+    def reset_pending(self, object_ids: Iterable[bytes]) -> None:
+        """Our objects whose value was lost are being made again: pending once more
+        (their refs, pins and borrowers stay)."""
+        with self._lock:
+            for object_id in object_ids:
+                e = self._entries.get(object_id)
+                if e is not None and self.owns(object_id):
+                    e.state = PENDING
+                    e.payload = None
+
     def state(self, object_id: bytes) -> int | None:
         """PENDING, READY or FAILED; None for an object this process does not know."""
         e = self._entries.get(object_id)

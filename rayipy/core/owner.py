@@ -76,10 +76,12 @@ class CancelRemote(NamedTuple):
 
 class Complete(NamedTuple):
     """The task has ended: store its result in its return objects and unpin what its
-    arguments held."""
+    arguments held (or keep it as lineage, ``core/lineage.py``)."""
     result: TaskResult
     return_ids: tuple[bytes, ...]
     pinned: tuple[bytes, ...]
+    spec: TaskSpec | None = None       # for lineage: how to run it again
+    named_worker: bool = False         # it was sent to one named worker (never rerun)
 
 
 OwnerCommand = Union[SendToHead, SendToWorker, AskLease, ReturnLease, LocateActor,
@@ -332,5 +334,6 @@ class OwnerState:
         elif task.route is Route.ACTOR:
             self.actors.finished(task.spec.task_id)
         self.outcomes[result.status] += 1
-        return [Complete(result, task.return_ids, task.pinned)]
+        return [Complete(result, task.return_ids, task.pinned, task.spec,
+                         task.route is Route.WORKER)]
 

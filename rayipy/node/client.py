@@ -37,6 +37,7 @@ from typing import Any, Callable, Protocol
 
 from rayipy import exceptions
 from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
+from rayipy.core.lineage import Lineage, Remake
 from rayipy.core.objects import PENDING, READY, ObjectTable
 from rayipy.core.owner import (PINNED, AskLease, CancelRemote, Complete, LocateActor,
                                OwnerCommand, OwnerState, ReturnLease, Route, SendToHead,
@@ -49,7 +50,7 @@ from rayipy.node.object_access import ObjectAccess, run_callback
 from rayipy.node.store_client import STORE_MIN_BYTES
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.messages import (DepSlot, FetchDep, Payload, Registration, Stored,
+from rayipy.protocol.messages import (OK, DepSlot, FetchDep, Payload, Registration, Stored,
                                       TaskResult, TaskSpec, Welcome)
 from rayipy.protocol.wire import PROTOCOL_VERSION, Message, Signer
 from rayipy.transport.endpoint import Waker
@@ -132,6 +133,9 @@ class Runtime:
         self.direct = DirectCalls(self.signer, self.waker, self._handle, self._function_bytes)
         self.access = ObjectAccess(self.objects, self.head, self.waker, self.send_to, self,
                                    self.next_task_id, self.signer, store_address)
+        self.lineage = Lineage()             # finished tasks that may remake lost values
+        self._lineage_lock = threading.Lock()
+        self.access.on_stored_freed = self._stored_freed
         self._poll = PollSet()
         self._carriers: dict[type, Callable[[Any, list], bool]] = {
             SendToHead: self._send_to_head, SendToWorker: self._send_to_worker,
@@ -463,7 +467,12 @@ class Runtime:
             state, payload = self.objects.value(oid)
             if state == READY:
                 assert payload is not None
-                values.append(self.access.load(payload))
+                try:
+                    values.append(self.access.load(payload))
+                except exceptions.ObjectLostError:
+                    if not self._remake(oid):
+                        raise
+                    return self.get_values(refs, timeout)   # wait for the new values
                 continue
             if state == PENDING:  # lost the race with a shutdown
                 raise exceptions.RayipySystemError("the cluster went away while waiting")
@@ -570,11 +579,46 @@ class Runtime:
         return True
 
     def _complete(self, command: Complete, callbacks: list) -> bool:
-        self.direct.forget(command.result.task_id)
-        callbacks.extend(self.access.store_result(command.result, command.return_ids))
-        if command.pinned:
+        result, spec = command.result, command.spec
+        self.direct.forget(result.task_id)
+        stored = [oid for oid, value in zip(command.return_ids, result.values)
+                  if type(value) is Stored] if result.status == OK else []
+        # Recorded before the values are stored: a value nobody wants is freed at once,
+        # and its lineage then lets the arguments go.
+        keep = bool(stored) and spec is not None and self.lineage.keeps(spec, command.named_worker)
+        if keep:
+            assert spec is not None
+            with self._lineage_lock:
+                self.lineage.record(Remake(spec, command.return_ids, command.pinned), stored)
+        callbacks.extend(self.access.store_result(result, command.return_ids))
+        if command.pinned and not keep:
             self.access.carry_out(self.objects.unpin(command.pinned))   # wakes if it sends
         return False
+
+    def _stored_freed(self, object_ids: list[bytes]) -> None:
+        """Stored values of ours were freed: the lineage of their tasks may go."""
+        with self._lineage_lock:
+            release = self.lineage.freed(object_ids)
+        if release:
+            self.access.carry_out(self.objects.unpin(release))
+
+    def _remake(self, object_id: bytes) -> bool:
+        """A stored value of ours was lost with its node: run its task again, if its
+        lineage is kept and its retries allow (Ray's object reconstruction)."""
+        if not self.objects.owns(object_id):
+            return False
+        with self._lineage_lock:
+            remake, release = self.lineage.take(object_id)
+        if release:
+            self.access.carry_out(self.objects.unpin(release))
+        if remake is None:
+            return False
+        log.warning("ObjectRef(%s) was lost with the node that held it: running %r again "
+                    "(attempt %d of %d) to make it again", object_id.hex(), remake.spec.name,
+                    remake.spec.attempt + 1, remake.spec.max_retries + 1)
+        self.objects.reset_pending(remake.return_ids)
+        self._owner_event(self.owner.submit, remake.spec, remake.return_ids, remake.pinned, True)
+        return True
 
     # -- the I/O thread ---------------------------------------------------------------------------
     def _io_loop(self) -> None:

@@ -70,6 +70,8 @@ class ObjectAccess:
         self._store: StoreClient | None = None
         self._store_looked = -STORE_LOOKUP_SECONDS
         self.io_thread: threading.Thread | None = None   # must not wait for the head's answer
+        # Told the ids of our stored objects as they are freed (the lineage lets go).
+        self.on_stored_freed: Callable[[list[bytes]], None] | None = None
 
     # -- the node's object store --------------------------------------------------------
     def store(self) -> StoreClient | None:
@@ -215,6 +217,8 @@ class ObjectAccess:
                 freed.append(effect.arg)
         if freed:
             self._head.send(Kind.FREE_OBJECTS, (freed,))
+            if self.on_stored_freed is not None:
+                self.on_stored_freed(freed)
 
     def store_result(self, result: TaskResult, return_ids: tuple) -> list[Callable[[], None]]:
         """A task of ours ended: its values (or its error) into its return objects, and

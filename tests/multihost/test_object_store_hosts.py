@@ -90,3 +90,49 @@ def test_an_object_whose_holder_host_died_is_reported_lost(two_hosts):
         if driver.poll() is None:
             driver.kill()
             driver.wait()
+
+
+def test_a_value_lost_with_its_host_is_made_again_from_its_task(two_hosts):
+    a, b = two_hosts
+    started = a.rayipy("start", "--head", "--node-ip-address", a.ip, "--num-cpus", "1",
+                       "--resources", '{"at_a": 1}', "--password", PASSWORD)
+    assert started.returncode == 0, started.stderr
+    joined = b.rayipy("start", f"--address={a.ip}:6379", "--password", PASSWORD,
+                      "--num-cpus", "1")
+    assert joined.returncode == 0, joined.stderr
+    driver = a.popen_python("""
+        import socket, sys
+        import numpy as np
+        import rayipy
+        rayipy.init(address="auto")
+
+        @rayipy.remote(num_cpus=1, resources={"at_a": 1})
+        class Holder:           # keeps hostA's CPU, so the first run lands on hostB
+            def ready(self):
+                return True
+
+        @rayipy.remote(max_retries=2, num_returns=2)
+        def make(seed):
+            host = socket.gethostbyname(socket.gethostname())
+            return host, np.full(20 * 2**20 // 8, float(seed))
+
+        holder = Holder.remote()
+        rayipy.get(holder.ready.remote())
+        host_ref, array_ref = make.remote(7)
+        print("first", rayipy.get(host_ref), flush=True)   # the array stays on hostB only
+        rayipy.kill(holder)
+        sys.stdin.readline()          # hostB dies meanwhile
+        array = rayipy.get(array_ref, timeout=60)
+        print("again", rayipy.get(host_ref), float(array[0]), array.size, flush=True)
+        rayipy.shutdown()
+    """)
+    try:
+        assert driver.stdout.readline().split() == ["first", b.ip]
+        b.kill_everything()
+        out, err = driver.communicate("go\n", timeout=120)
+        assert out.split() == ["again", a.ip, "7.0", str(20 * 2**20 // 8)], out + err
+        assert "running 'make' again" in err
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()

@@ -56,7 +56,7 @@ def test_tasks_one_at_a_time_go_to_the_leased_worker():
     assert owner.on_lease(spec(2).task_id) and owner.counts()["on_lease"] == 1
     assert submit(owner, spec(3)) == [SendToHead(spec(3))]   # never behind another
     [done] = owner.finished(ok(spec(2)), now=1.0)
-    assert done == Complete(ok(spec(2)), (spec(2).task_id + b"\0\0",), (b"pin",))
+    assert done == Complete(ok(spec(2)), (spec(2).task_id + b"\0\0",), (b"pin",), spec(2))
 
 
 def test_a_second_lease_for_the_same_request_is_given_back():
