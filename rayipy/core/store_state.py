@@ -16,7 +16,9 @@ Terms:
 - the *primary* copy is the one written here by a ``put`` or a task's return; a
   *secondary* copy was pulled from another node for readers here. Secondary copies go
   first when room is needed (they can be pulled again), then primary copies nobody reads
-  are spilled to disk, least recently used first, and read back on the next ``get``.
+  are spilled to disk, least recently used first, and read back on the next ``get``. A
+  copy read back keeps its file until the object is freed, so room is made from it
+  again without a write.
 """
 
 from __future__ import annotations
@@ -346,13 +348,12 @@ class StoreState:
             return out
         self.counts["restored"] += 1
         self.spilled_bytes -= obj.size
-        out = [RemoveFile(obj.spill_path)]
-        obj.spill_path = ""
+        # Its file stays: if memory is needed again, this copy goes without a write.
         obj.state = State.SEALED
         obj.last_used = now
         if obj.freed:
-            return out + self._drop(obj, "it was freed by its owner", lost=True)
-        return out + self._answer_waiting(obj)
+            return self._drop(obj, "it was freed by its owner", lost=True)
+        return self._answer_waiting(obj)
 
     # -- questions --------------------------------------------------------------------
     def summary(self) -> dict[str, int]:
@@ -391,12 +392,24 @@ class StoreState:
             offset = self.alloc.allocate(size)
             if offset is not None:
                 return offset, []
+        # Primaries read back from disk are there still: their memory goes, no write.
+        for obj in idle:
+            if obj.primary and obj.spill_path and obj.object_id in self.objects:
+                assert obj.offset is not None
+                self.alloc.free(obj.offset)
+                obj.offset = None
+                obj.state = State.SPILLED
+                self.spilled_bytes += obj.size
+                self.counts["spilled"] += 1
+                offset = self.alloc.allocate(size)
+                if offset is not None:
+                    return offset, []
         # Spill primaries nobody reads until the free bytes would cover the object (it
         # may still not fit for fragmentation: then the caller asks again and we spill more).
         needed = self.alloc.rounded(size) - (self.alloc.capacity - self.alloc.used)
         spills: list[Spill] = []
         for obj in idle:
-            if not obj.primary or obj.object_id not in self.objects:
+            if not obj.primary or obj.object_id not in self.objects or obj.offset is None:
                 continue
             assert obj.offset is not None
             spills.append(Spill(obj.object_id, obj.offset, obj.size))
@@ -421,8 +434,9 @@ class StoreState:
                                     object_id=obj.object_id) for c, r in obj.waiting]
         if obj.offset is not None:
             self.alloc.free(obj.offset)
-        if obj.spill_path:
+        elif obj.spill_path:          # on disk only
             self.spilled_bytes -= obj.size
+        if obj.spill_path:
             out.append(RemoveFile(obj.spill_path))
         return out
 

@@ -180,8 +180,16 @@ def test_primaries_nobody_reads_spill_oldest_first_and_come_back_on_get():
     s.spilled(oid(2), "/spill/2", True, "")
     [restore] = s.get(5, 4, oid(1), "", 0, 5.0)
     assert isinstance(restore, Restore) and restore.path == "/spill/1"
-    out = s.restored(oid(1), True, "", 6.0)
-    assert out[0] == RemoveFile("/spill/1") and out[1].ok and out[1].client == 5
+    [reply] = s.restored(oid(1), True, "", 6.0)
+    assert reply.ok and reply.client == 5
+    assert s.summary()["spilled_bytes"] == 4 * MB            # 2 is on disk only now
+    # 1 keeps its file: room is made from it again without writing it.
+    s.release(5, [oid(1)])
+    out = s.create(1, 6, oid(6), 4 * MB, OWNER, "", 7.0)
+    assert out[0].ok and s.objects[oid(1)].state is State.SPILLED
+    assert s.summary()["spilled_bytes"] == 8 * MB
+    assert s.free([oid(1)]) == [RemoveFile("/spill/1")]
+    assert s.summary()["spilled_bytes"] == 4 * MB
 
 
 def test_a_full_store_says_what_holds_it():
