@@ -185,6 +185,12 @@ class Arena:
         self._populate(offset, size)
         return memoryview(self._mmap)[offset:offset + size]
 
+    def readable(self, offset: int, size: int) -> memoryview:
+        """A read-only byte view of [offset, offset + size), not pinned: for the store
+        itself, which knows the object stays put while it reads (a spill, a transfer)."""
+        self._check_range(offset, size)
+        return memoryview(self._mmap)[offset:offset + size].toreadonly()
+
     def _populate(self, offset: int, size: int) -> None:
         global _populate_write_works
         if size == 0 or not _populate_write_works:

@@ -326,7 +326,7 @@ class StoreServer:
         object_id = reply.object_id
         try:
             for start in range(0, size, PIECE_BYTES):
-                view = self.arena.writable(offset + start, min(PIECE_BYTES, size - start))
+                view = self.arena.readable(offset + start, min(PIECE_BYTES, size - start))
                 if not connection.send(Kind.STORE_DATA, (reply.request_id, start,
                                                          pickle.PickleBuffer(view)), block=True):
                     break
@@ -356,7 +356,7 @@ class StoreServer:
         path = os.path.join(self.spill_directory, spill.object_id.hex())
         try:
             with open(path, "wb") as f:
-                f.write(self.arena.writable(spill.offset, spill.size))
+                f.write(self.arena.readable(spill.offset, spill.size))
         except OSError as e:
             try:
                 os.unlink(path)

@@ -10,6 +10,7 @@ import ctypes
 import fcntl
 import gc
 import logging
+import mmap
 import os
 import pickle
 import re
@@ -390,3 +391,17 @@ def test_sweep_by_default_looks_in_shm_the_temp_dir_and_the_store_dir(monkeypatc
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
     monkeypatch.setenv("RAYIPY_STORE_DIR", str(tmp_path / "store"))
     assert shm.sweep_stale() == found
+
+
+def test_the_stores_own_reads_are_read_only_views_of_the_mapping(tmp_path):
+    arena = Arena.create(2 * mmap.PAGESIZE, str(tmp_path))
+    try:
+        arena.writable(0, 5)[:] = b"hello"
+        view = arena.readable(0, 5)
+        assert bytes(view) == b"hello" and view.readonly
+        with pytest.raises(TypeError):
+            view[0] = 0
+        del view
+    finally:
+        arena.close()
+        arena.unlink()
