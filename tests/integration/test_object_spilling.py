@@ -95,3 +95,46 @@ def test_shutdown_removes_the_arena(fresh_cluster):
     assert os.path.exists(path)
     rayipy.shutdown()
     assert not os.path.exists(path)
+
+
+def test_a_reader_that_dies_holding_a_view_leaves_nothing_pinned(fresh_cluster):
+    import signal
+    fresh_cluster(num_cpus=1)
+
+    @rayipy.remote(max_retries=0)
+    def read_then_die(array):
+        import os
+        keep = array           # a view of the store, held as the process dies
+        os.kill(os.getpid(), signal.SIGKILL)
+        return keep
+
+    ref = rayipy.put(np.ones(4 * MB // 8))
+    key = ref.hex()
+    with pytest.raises(rayipy.exceptions.WorkerCrashedError):
+        rayipy.get(read_then_die.remote(ref))
+    del ref
+
+    def gone():
+        _summary, objects = store().listing()
+        return all(o["object_id"] != key for o in objects)
+    wait_until(gone, message="the dead reader's pin kept the freed object in the store")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs to fill the disk")
+def test_a_full_spill_disk_is_a_clear_error_and_the_objects_stay(fresh_cluster, tmp_path):
+    import subprocess
+    disk = tmp_path / "small"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    try:
+        config = {"object_spilling_config": json.dumps(
+            {"type": "filesystem", "params": {"directory_path": str(disk)}})}
+        fresh_cluster(num_cpus=1, object_store_memory=20 * MB, _system_config=config)
+        first = rayipy.put(np.full(8 * MB // 8, 1.0))
+        second = rayipy.put(np.full(8 * MB // 8, 2.0))
+        with pytest.raises(ObjectStoreFullError, match="spilling to .* failed"):
+            rayipy.put(np.full(8 * MB // 8, 3.0))       # room only by spilling 8 MB
+        assert float(rayipy.get(first)[0]) == 1.0 and float(rayipy.get(second)[-1]) == 2.0
+        rayipy.shutdown()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
