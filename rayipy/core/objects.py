@@ -25,6 +25,7 @@ from rayipy.protocol.messages import Payload, Stored
 
 PENDING, READY, FAILED = 0, 1, 2
 OWNER_ID_BYTES = 8
+COPIES_KEPT = 8      # stores named to readers as holding a copy, besides the first
 
 #: Run (on the I/O thread) once an object is no longer pending.
 Callback = Callable[[], object]
@@ -274,6 +275,19 @@ class ObjectTable:
             waiting, e.waiting_fetch = e.waiting_fetch or [], None
             _settled(e)
         return callbacks, waiting, effects
+
+    def add_copy(self, object_id: bytes, address: str) -> None:
+        """Owner side: the store at ``address`` has a copy of a stored object of ours;
+        readers are told of the last ``COPIES_KEPT`` (a copy may since have been dropped:
+        a reader then tries the next)."""
+        with self._lock:
+            e = self._entries.get(object_id)
+            stored = e.payload if e is not None else None
+            if type(stored) is not Stored or address == stored.address \
+                    or address in stored.copies:
+                return
+            assert e is not None
+            e.payload = stored._replace(copies=(*stored.copies, address)[-COPIES_KEPT:])
 
     def reset_pending(self, object_ids: Iterable[bytes]) -> None:
         """Our objects whose value was lost are being made again: pending once more

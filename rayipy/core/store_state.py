@@ -122,8 +122,9 @@ class StoredObject:
 
 # -- commands ------------------------------------------------------------------------------
 class Reply(NamedTuple):
-    """Answer a client's request: ``value`` is (offset, size) when ``ok``, else the error
-    text (and ``lost``: the object is gone for good, not only out of room)."""
+    """Answer a client's request: ``value`` is (offset, size) for a create, (offset, size,
+    pulled) for a get when ``ok``, else the error text (and ``lost``: the object is gone
+    for good, not only out of room)."""
     client: int
     request_id: int
     ok: bool
@@ -133,9 +134,10 @@ class Reply(NamedTuple):
 
 
 class Pull(NamedTuple):
-    """Copy the object from the store at ``source`` into [offset, offset + size)."""
+    """Copy the object into [offset, offset + size) from one of the stores at
+    ``sources`` (each holds a copy; the shell tries them in turn, in a random order)."""
     object_id: bytes
-    source: str
+    sources: tuple[str, ...]
     offset: int
     size: int
 
@@ -213,17 +215,18 @@ class StoreState:
         return self._drop(obj, "its writer gave up before it was complete")
 
     # -- reading ----------------------------------------------------------------------
-    def get(self, client: int, request_id: int, object_id: bytes, source: str, size: int,
-            now: float) -> list[Command]:
-        """A client wants to read an object: (offset, size) now, pinned for it, or once
-        it is pulled from ``source`` (another node's store), read back from disk, or
-        sealed by its writer."""
+    def get(self, client: int, request_id: int, object_id: bytes, sources: tuple[str, ...],
+            size: int, now: float) -> list[Command]:
+        """A client wants to read an object: (offset, size, pulled) now, pinned for it,
+        or once it is pulled from one of ``sources`` (other nodes' stores that hold it),
+        read back from disk, or sealed by its writer. ``pulled``: this get made the copy
+        here (its owner may tell others to pull from us)."""
         obj = self.objects.get(object_id)
         if obj is not None and obj.freed:
             return [Reply(client, request_id, False, "it was freed by its owner", lost=True,
                           object_id=object_id)]
         if obj is None:
-            if not source:
+            if not sources:
                 return [Reply(client, request_id, False, "it is not in this node's store",
                               lost=True, object_id=object_id)]
             offset, spills = self._room(size)
@@ -232,14 +235,15 @@ class StoreState:
                     return list(spills)
                 return [Reply(client, request_id, False, self._full(size), object_id=object_id)]
             obj = StoredObject(object_id, size, offset, State.PULLING, False, object_id[:8],
-                               "pulled from " + source, now, -1)
+                               "pulled from another node", now, -1)
             obj.waiting.append((client, request_id))
             self.objects[object_id] = obj
-            return [Pull(object_id, source, offset, size)]
+            return [Pull(object_id, tuple(sources), offset, size)]
         obj.last_used = now
         if obj.state is State.SEALED:
             obj.pins[client] = obj.pins.get(client, 0) + 1
-            return [Reply(client, request_id, True, (obj.offset, obj.size), object_id=object_id)]
+            return [Reply(client, request_id, True, (obj.offset, obj.size, False),
+                          object_id=object_id)]
         if obj.state is State.SPILLED:
             offset, spills = self._room(obj.size, keep=object_id)
             if offset is None:
@@ -312,7 +316,7 @@ class StoreState:
         obj.last_used = now
         if obj.freed:
             return self._drop(obj, "it was freed by its owner", lost=True)
-        return self._answer_waiting(obj)
+        return self._answer_waiting(obj, pulled=True)
 
     def spilled(self, object_id: bytes, path: str, ok: bool, error: str) -> list[Command]:
         """A spill ended: its memory is free now (or, failing, it stays in memory)."""
@@ -418,11 +422,11 @@ class StoreState:
                 break
         return None, spills
 
-    def _answer_waiting(self, obj: StoredObject) -> list[Command]:
+    def _answer_waiting(self, obj: StoredObject, pulled: bool = False) -> list[Command]:
         out: list[Command] = []
         for client, request_id in obj.waiting:
             obj.pins[client] = obj.pins.get(client, 0) + 1
-            out.append(Reply(client, request_id, True, (obj.offset, obj.size),
+            out.append(Reply(client, request_id, True, (obj.offset, obj.size, pulled),
                              object_id=obj.object_id))
         obj.waiting = []
         return out

@@ -159,6 +159,7 @@ class Runtime:
             Kind.GET_OBJECT: self.access.on_get_object,
             Kind.OBJECT_VALUE: self.access.on_object_value,
             Kind.BORROW: self.access.on_borrow,
+            Kind.OBJECT_COPY: self.access.on_object_copy,
         }
         self.on_log: Callable[[list, str], None] = TaskLogPrinter()
         # Hooks for a front end (the Jupyter layer sets them; None in scripts):

@@ -122,6 +122,7 @@ class Head:
             Kind.NODE_LEAVING: self.on_node_leaving,
             Kind.RESULTS_RECEIVED: self.on_results_received,
             Kind.FREE_OBJECTS: self.on_free_objects,
+            Kind.OBJECT_COPY: self.on_object_copy,
             Kind.REQUEST: self.on_request,
             Kind.LOG: self.on_log,
             Kind.SHUTDOWN: self.on_shutdown,
@@ -431,6 +432,12 @@ class Head:
         for owner in owners:
             if owner in self.peers:
                 self.send(owner, Kind.BORROW, ([c for c in changes if owner_of(c[0]) == owner], borrower))
+
+    def on_object_copy(self, sender: bytes, body: Body, frames: Frames) -> None:
+        """A store pulled a copy of a stored object: its owner names it to later readers."""
+        owner = owner_of(body[0])
+        if owner in self.peers:
+            self.forward(owner, Kind.OBJECT_COPY, body, frames)
 
     def on_worker_died(self, sender: bytes, body: Body, frames: Frames) -> None:
         worker_id, code, reason = body

@@ -117,7 +117,8 @@ class ObjectAccess:
         store = self.store()
         try:
             if store is not None:
-                payload = store.get(value)
+                payload = store.get(value, lambda: self._head.send(
+                    Kind.OBJECT_COPY, (value.object_id, store.address)))   # type: ignore[union-attr]
             else:
                 payload = read_remote(value, self._signer)
         except StoreError as e:
@@ -255,6 +256,12 @@ class ObjectAccess:
         self.carry_out(effects)
         for fn in cbs:
             run_callback(fn)
+
+    def on_object_copy(self, body: tuple) -> None:
+        """Another node's store pulled a copy of a stored object of ours: name it to
+        later readers, who may pull from it instead."""
+        object_id, address = body
+        self.objects.add_copy(object_id, str(address))
 
     def on_borrow(self, body: tuple) -> None:
         changes, borrower = body

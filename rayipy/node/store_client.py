@@ -22,7 +22,7 @@ import itertools
 import select
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from rayipy import exceptions
 from rayipy.node import shm
@@ -139,18 +139,24 @@ class StoreClient:
             channel.send(Kind.STORE_SEAL, (object_id,))
         return Stored(object_id, size, self.node_id, self.address)
 
-    def get(self, stored: Stored) -> Payload:
-        """The value as views of the shared mapping, pinned until they are gone. Raises
-        ``StoreError`` (``lost``: the object is gone for good)."""
-        source = "" if stored.node_id == self.node_id else stored.address
+    def get(self, stored: Stored, on_pulled: Callable[[], None] | None = None) -> Payload:
+        """The value as views of the shared mapping, pinned until they are gone; from
+        another node's store first (any that has a copy) if it lives elsewhere, and then
+        ``on_pulled`` is called. Raises ``StoreError`` (``lost``: gone for good)."""
+        if stored.node_id == self.node_id:
+            sources: tuple[str, ...] = ()
+        else:
+            sources = tuple(a for a in (stored.address, *stored.copies) if a != self.address)
         object_id = stored.object_id
         channel = self._channel()
         self.flush_releases(channel)
         ok, value, lost = channel.ask(
-            Kind.STORE_GET, (next(self._ids), object_id, source, stored.size))
+            Kind.STORE_GET, (next(self._ids), object_id, sources, stored.size))
         if not ok:
             raise StoreError(str(value), lost)
-        offset, size = value
+        offset, size, pulled = value
+        if pulled and on_pulled is not None:
+            on_pulled()
         released = self._released
         view = self.arena.pinned(offset, size, lambda: released.append(object_id))
         return store_layout.read_payload(view)
@@ -209,9 +215,20 @@ def list_store(address: str, signer: Signer, timeout: float = 10.0
 
 
 def read_remote(stored: Stored, signer: Signer) -> Payload:
-    """The value of an object in another machine's store, copied here (for a process
-    with no store on its node). Raises ``StoreError``."""
-    channel = _Channel(stored.address, signer)
+    """The value of an object in another machine's store (the first of those with a copy
+    that answers), copied here: for a process with no store on its node. Raises
+    ``StoreError``."""
+    errors = []
+    for address in (stored.address, *stored.copies):
+        try:
+            return _read_from(address, stored, signer)
+        except (StoreError, OSError, ConnectionError, TimeoutError) as e:
+            errors.append(f"{address}: {e}")
+    raise StoreError("no store that held it could send it (" + "; ".join(errors) + ")", True)
+
+
+def _read_from(address: str, stored: Stored, signer: Signer) -> Payload:
+    channel = _Channel(address, signer)
     target = memoryview(landing.buffer(stored.size)).cast("B")
     received = 0
 

@@ -25,6 +25,7 @@ import itertools
 import logging
 import os
 import pickle
+import random
 import shutil
 import tempfile
 import threading
@@ -71,17 +72,20 @@ class _Client:
 
 
 class _Pulling:
-    """An object coming from another node's store into ours."""
+    """An object coming from another node's store into ours; ``others``: the stores
+    with a copy to try next if this one fails."""
 
-    __slots__ = ("object_id", "connection", "offset", "size", "received")
+    __slots__ = ("object_id", "connection", "offset", "size", "received", "others", "errors")
 
     def __init__(self, object_id: bytes, connection: StreamConnection, offset: int,
-                 size: int) -> None:
+                 size: int, others: list[str], errors: list[str]) -> None:
         self.object_id = object_id
         self.connection = connection
         self.offset = offset
         self.size = size
         self.received = 0
+        self.others = others
+        self.errors = errors
 
 
 class StoreServer:
@@ -223,10 +227,11 @@ class StoreServer:
             elif kind is Kind.STORE_ABORT:
                 self._carry_out(self.state.abort(bytes(body[0])))
             elif kind is Kind.STORE_GET:
-                request_id, object_id, source, size = body
+                request_id, object_id, sources, size = body
+                sources = tuple(str(a) for a in sources)
                 self._remember(client, request_id)
                 self._until_room(lambda: self.state.get(
-                    client.client_id, request_id, bytes(object_id), str(source), int(size),
+                    client.client_id, request_id, bytes(object_id), sources, int(size),
                     time.time()), client.client_id, request_id)
             elif kind is Kind.STORE_RELEASE:
                 self._carry_out(self.state.release(client.client_id, [bytes(o) for o in body[0]]))
@@ -235,7 +240,7 @@ class StoreServer:
                 self._remember(client, request_id)
                 self.reads.add((client.client_id, request_id))
                 self._until_room(lambda: self.state.get(
-                    client.client_id, request_id, bytes(object_id), "", 0, time.time()),
+                    client.client_id, request_id, bytes(object_id), (), 0, time.time()),
                     client.client_id, request_id)
             elif kind is Kind.STORE_LIST:
                 (request_id,) = body
@@ -302,7 +307,7 @@ class StoreServer:
         reading = key in self.reads
         self.reads.discard(key)
         if reply.ok and isinstance(reply.value, tuple) and reply.value[0] is not None:
-            offset, size = reply.value
+            offset, size = reply.value[:2]
             error = self._commit(offset + size)
             if error:
                 obj = self.state.objects.get(reply.object_id)
@@ -322,7 +327,7 @@ class StoreServer:
     def _stream_back(self, connection: StreamConnection, reply: Reply) -> None:
         """Another node (or a process with no store) reads an object: its bytes in
         pieces, each signed, then the end; the pin is let go once it is all queued."""
-        offset, size = reply.value  # type: ignore[misc]
+        offset, size, _pulled = reply.value  # type: ignore[misc]
         object_id = reply.object_id
         try:
             for start in range(0, size, PIECE_BYTES):
@@ -386,17 +391,27 @@ class StoreServer:
         if error:
             self._carry_out(self.state.pulled(pull.object_id, False, error, time.time()))
             return
-        connection = StreamConnection.connect(pull.source, self.signer)
-        request_id = next(self.pull_requests)
-        connection.send(Kind.STORE_READ, (request_id, pull.object_id))
-        if connection.closed:
-            self._carry_out(self.state.pulled(pull.object_id, False,
-                                              f"cannot reach the store that holds it "
-                                              f"({connection.error})", time.time()))
+        # Any store with a copy will do: a random one first, so that many nodes pulling
+        # one object share the work between the copies already made.
+        sources = random.sample(pull.sources, len(pull.sources))
+        self._pull_from(pull.object_id, pull.offset, pull.size, sources, [])
+
+    def _pull_from(self, object_id: bytes, offset: int, size: int, sources: list[str],
+                   errors: list[str]) -> None:
+        """Ask the first of ``sources`` that can be reached; when none can, the pull failed."""
+        while sources:
+            source = sources.pop(0)
+            connection = StreamConnection.connect(source, self.signer)
+            connection.send(Kind.STORE_READ, (next(self.pull_requests), object_id))
+            if not connection.closed:
+                self.pulls[connection.fileno()] = _Pulling(object_id, connection, offset,
+                                                           size, sources, errors)
+                return
+            errors.append(f"{source}: {connection.error}")
             connection.close()
-            return
-        self.pulls[connection.fileno()] = _Pulling(pull.object_id, connection, pull.offset,
-                                                   pull.size)
+        self._carry_out(self.state.pulled(
+            object_id, False, "no store that held it could send it (" + "; ".join(errors)
+            + "): its node is gone", time.time()))
 
     def _on_pull_message(self, fd: int, pull: _Pulling, message: Message) -> None:
         if message.kind is Kind.STORE_DATA:
@@ -419,4 +434,10 @@ class StoreServer:
         self.poll.watch(fd, 0)
         del self.pulls[fd]
         pull.connection.close()
+        if not ok and pull.others:   # another copy may still be there
+            pull.errors.append(error)
+            self._pull_from(pull.object_id, pull.offset, pull.size, pull.others, pull.errors)
+            return
+        if not ok and pull.errors:
+            error = "; ".join([*pull.errors, error])
         self._carry_out(self.state.pulled(pull.object_id, ok, error, time.time()))

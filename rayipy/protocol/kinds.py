@@ -92,3 +92,5 @@ class Kind(IntEnum):
     STORE_LIST = 79       # any -> store: (request_id,)  reply: (summary, listing)
     FREE_OBJECTS = 80     # owner -> head -> every agent: (list[object_id],)  freed by their owner
     OWNER_GONE = 81       # head -> every agent: (process_id,)  its objects are unreachable
+    OBJECT_COPY = 82      # reader -> head -> owner: (object_id, store address)  that store
+                          #   pulled a copy: later readers may pull from it

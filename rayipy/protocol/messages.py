@@ -79,6 +79,7 @@ class Stored(NamedTuple):
     size: int                          # bytes of its region (``store_layout``)
     node_id: bytes                     # the node that holds the primary copy
     address: str                       # that node's store, for pulls
+    copies: tuple[str, ...] = ()       # other stores known to have pulled a copy
 
 
 class FetchDep(NamedTuple):

@@ -125,3 +125,45 @@ def two_hosts(tmp_path):
             finally:
                 _ip("netns", "del", host.netns, check=False)   # takes its veth end along
                 shutil.rmtree(Path("/etc/netns") / host.netns, ignore_errors=True)
+
+
+@pytest.fixture
+def three_hosts(tmp_path):
+    """Hosts ``hostA``, ``hostB``, ``hostC`` (10.213.0.1-3) on one switch: a bridge in a
+    namespace of its own (no address anywhere outside the hosts' namespaces)."""
+    why = namespaces_unavailable()
+    if why:
+        pytest.skip(f"multi-host tests need network namespaces: {why}")
+    tag = uuid.uuid4().hex[:6]
+    switch = f"ry{tag}s"
+    hosts = [Host(name, f"ry{tag}{letter}", f"{SUBNET}.{i + 1}", tmp_path / name)
+             for i, (name, letter) in enumerate((("hostA", "a"), ("hostB", "b"), ("hostC", "c")))]
+    hosts_file = "127.0.0.1 localhost\n" + "".join(f"{h.ip} {h.name}\n" for h in hosts)
+    try:
+        _ip("netns", "add", switch)
+        _ip("-n", switch, "link", "add", "br0", "type", "bridge")
+        _ip("-n", switch, "link", "set", "br0", "up")
+        for host in hosts:
+            _ip("netns", "add", host.netns)
+            etc = Path("/etc/netns") / host.netns
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "hosts").write_text(hosts_file)
+            inside, port = f"{host.netns}h", f"{host.netns}p"   # veth ends, <= 15 chars
+            _ip("link", "add", inside, "type", "veth", "peer", "name", port)
+            _ip("link", "set", inside, "netns", host.netns)
+            _ip("link", "set", port, "netns", switch)
+            _ip("-n", switch, "link", "set", port, "master", "br0")
+            _ip("-n", switch, "link", "set", port, "up")
+            _ip("-n", host.netns, "addr", "add", f"{host.ip}/24", "dev", inside)
+            _ip("-n", host.netns, "link", "set", inside, "up")
+            _ip("-n", host.netns, "link", "set", "lo", "up")
+        yield hosts
+    finally:
+        for host in hosts:
+            try:
+                kill_pids(host.pids())
+                wait_until(lambda: not host.pids(), timeout=10)
+            finally:
+                _ip("netns", "del", host.netns, check=False)
+                shutil.rmtree(Path("/etc/netns") / host.netns, ignore_errors=True)
+        _ip("netns", "del", switch, check=False)

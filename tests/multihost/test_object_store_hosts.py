@@ -136,3 +136,51 @@ def test_a_value_lost_with_its_host_is_made_again_from_its_task(two_hosts):
         if driver.poll() is None:
             driver.kill()
             driver.wait()
+
+
+def test_a_copy_on_a_third_host_serves_when_the_first_holder_died(three_hosts):
+    a, b, c = three_hosts
+    started = a.rayipy("start", "--head", "--node-ip-address", a.ip, "--num-cpus", "1",
+                       "--password", PASSWORD)
+    assert started.returncode == 0, started.stderr
+    for host, tag in ((b, "at_b"), (c, "at_c")):
+        joined = host.rayipy("start", f"--address={a.ip}:6379", "--password", PASSWORD,
+                             "--num-cpus", "1", "--resources", json.dumps({tag: 1}))
+        assert joined.returncode == 0, joined.stderr
+    driver = a.popen_python("""
+        import sys, time
+        import numpy as np
+        import rayipy
+        from rayipy.core.object_ref import current_runtime
+        rayipy.init(address="auto")
+
+        @rayipy.remote(resources={"at_b": 1}, max_retries=0)
+        def make():
+            return np.full(20 * 2**20 // 8, 5.0)
+
+        @rayipy.remote(resources={"at_c": 1})
+        def total(array):
+            return float(array.sum())
+
+        ref = make.remote()                          # stored on hostB only, not remakable
+        print("sum", rayipy.get(total.remote(ref)), flush=True)   # hostC pulls a copy
+        deadline = time.monotonic() + 20
+        while not current_runtime().objects.value(ref.id)[1].copies:
+            assert time.monotonic() < deadline, "the owner never heard of hostC's copy"
+            time.sleep(0.02)
+        print("copies", *current_runtime().objects.value(ref.id)[1].copies, flush=True)
+        sys.stdin.readline()                         # hostB dies meanwhile
+        print("got", float(rayipy.get(ref, timeout=60)[0]), flush=True)
+        rayipy.shutdown()
+    """)
+    try:
+        assert driver.stdout.readline().split() == ["sum", str(5.0 * 20 * 2**20 // 8)]
+        copies = driver.stdout.readline().split()
+        assert copies[0] == "copies" and copies[1].startswith(f"tcp://{c.ip}:"), copies
+        b.kill_everything()
+        out, err = driver.communicate("go\n", timeout=120)
+        assert out.split() == ["got", "5.0"], out + err
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()

@@ -401,3 +401,19 @@ def test_stats():
     table.add_ready(oid(ME, 4), VALUE)
     release(table, oid(ME, 4))
     assert table.stats() == {"objects": 3, "pending": 1, "ready": 1, "failed": 1, "freed": 1}
+
+
+def test_the_owner_names_the_stores_that_pulled_a_copy_of_a_stored_object():
+    from rayipy.core.objects import COPIES_KEPT
+    from rayipy.protocol.messages import Stored
+    t = ObjectTable(b"O" * 8)
+    oid = b"O" * 8 + b"\x01" * 10
+    t.add_ready(oid, Stored(oid, 100, b"n" * 8, "tcp://a:1"))
+    t.add_copy(oid, "tcp://b:1")
+    t.add_copy(oid, "tcp://b:1")          # once
+    t.add_copy(oid, "tcp://a:1")          # the primary is not a copy
+    assert t.value(oid)[1].copies == ("tcp://b:1",)
+    for n in range(COPIES_KEPT + 2):
+        t.add_copy(oid, f"tcp://c{n}:1")
+    copies = t.value(oid)[1].copies
+    assert len(copies) == COPIES_KEPT and copies[-1] == f"tcp://c{COPIES_KEPT + 1}:1"

@@ -71,16 +71,16 @@ def test_create_seal_get_pins_and_a_freed_object_goes_when_its_last_reader_relea
     s = StoreState(64 * MB)
     [reply] = s.create(1, 10, oid(1), 5 * MB, OWNER, "x.py:3", 0.0)
     assert reply.ok and reply.value == (0, 5 * MB)
-    assert s.get(2, 11, oid(1), "", 0, 1.0) == []          # not sealed: waits
-    assert s.seal(oid(1), 1.0) == [Reply(2, 11, True, (0, 5 * MB), object_id=oid(1))]
-    assert s.get(3, 12, oid(1), "", 0, 2.0) == [Reply(3, 12, True, (0, 5 * MB), object_id=oid(1))]
+    assert s.get(2, 11, oid(1), (), 0, 1.0) == []          # not sealed: waits
+    assert s.seal(oid(1), 1.0) == [Reply(2, 11, True, (0, 5 * MB, False), object_id=oid(1))]
+    assert s.get(3, 12, oid(1), (), 0, 2.0) == [Reply(3, 12, True, (0, 5 * MB, False), object_id=oid(1))]
     assert s.free([oid(1)]) == []                          # read by 2 and 3: stays
     assert s.alloc.used > 0
     s.release(2, [oid(1)])
     assert oid(1) in s.objects
     s.release(3, [oid(1)])
     assert oid(1) not in s.objects and s.alloc.used == 0
-    [gone] = s.get(3, 13, oid(1), "", 0, 3.0)
+    [gone] = s.get(3, 13, oid(1), (), 0, 3.0)
     assert not gone.ok and gone.lost
 
 
@@ -101,7 +101,7 @@ def test_an_object_larger_than_the_store_is_refused_with_the_sizes():
 def test_a_writer_that_goes_away_leaves_nothing_and_its_waiters_hear_why():
     s = StoreState(64 * MB)
     s.create(1, 1, oid(1), MB, OWNER, "", 0.0)
-    s.get(2, 7, oid(1), "", 0, 0.0)
+    s.get(2, 7, oid(1), (), 0, 0.0)
     [reply] = s.client_gone(1)
     assert reply.client == 2 and not reply.ok and "writer went away" in reply.value
     assert s.objects == {} and s.alloc.used == 0
@@ -110,7 +110,7 @@ def test_a_writer_that_goes_away_leaves_nothing_and_its_waiters_hear_why():
 def test_a_reader_that_dies_leaves_no_pin():
     s = StoreState(64 * MB)
     put(s, 1, MB)
-    s.get(2, 1, oid(1), "", 0, 0.0)
+    s.get(2, 1, oid(1), (), 0, 0.0)
     s.free([oid(1)])
     assert oid(1) in s.objects
     s.client_gone(2)
@@ -130,32 +130,34 @@ def test_owner_gone_frees_its_objects_only():
 # -- pulls from other nodes ------------------------------------------------------------------
 def test_concurrent_gets_of_a_remote_object_make_one_pull():
     s = StoreState(64 * MB)
-    [pull] = s.get(1, 1, oid(1), "tcp://10.0.0.2:5000", 3 * MB, 0.0)
-    assert pull == Pull(oid(1), "tcp://10.0.0.2:5000", 0, 3 * MB)
-    assert s.get(2, 2, oid(1), "tcp://10.0.0.2:5000", 3 * MB, 0.0) == []
-    assert s.get(3, 3, oid(1), "tcp://10.0.0.2:5000", 3 * MB, 0.0) == []
+    [pull] = s.get(1, 1, oid(1), ("tcp://10.0.0.2:5000",), 3 * MB, 0.0)
+    assert pull == Pull(oid(1), ("tcp://10.0.0.2:5000",), 0, 3 * MB)
+    assert s.get(2, 2, oid(1), ("tcp://10.0.0.2:5000",), 3 * MB, 0.0) == []
+    assert s.get(3, 3, oid(1), ("tcp://10.0.0.2:5000",), 3 * MB, 0.0) == []
     replies = s.pulled(oid(1), True, "", 1.0)
-    assert [(r.client, r.ok) for r in replies] == [(1, True), (2, True), (3, True)]
+    assert [(r.client, r.ok, r.value[2]) for r in replies] == [(1, True, True), (2, True, True),
+                                                                (3, True, True)]
     assert s.objects[oid(1)].primary is False
-    assert s.get(4, 4, oid(1), "tcp://10.0.0.2:5000", 3 * MB, 2.0)[0].ok   # no new pull
+    [again] = s.get(4, 4, oid(1), ("tcp://10.0.0.2:5000",), 3 * MB, 2.0)   # no new pull
+    assert again.ok and again.value[2] is False
 
 
 def test_a_failed_pull_tells_every_waiter_and_can_be_tried_again():
     s = StoreState(64 * MB)
-    s.get(1, 1, oid(1), "tcp://h:1", MB, 0.0)
-    s.get(2, 2, oid(1), "tcp://h:1", MB, 0.0)
+    s.get(1, 1, oid(1), ("tcp://h:1",), MB, 0.0)
+    s.get(2, 2, oid(1), ("tcp://h:1",), MB, 0.0)
     replies = s.pulled(oid(1), False, "node h is gone", 1.0)
     assert [(r.client, r.ok, r.value, r.lost) for r in replies] == [
         (1, False, "node h is gone", True), (2, False, "node h is gone", True)]
     assert s.alloc.used == 0
-    assert isinstance(s.get(1, 3, oid(1), "tcp://h2:1", MB, 2.0)[0], Pull)
+    assert isinstance(s.get(1, 3, oid(1), ("tcp://h2:1", "tcp://h3:1"), MB, 2.0)[0], Pull)
 
 
 # -- the budget ------------------------------------------------------------------------------
 def test_secondary_copies_are_evicted_before_anything_spills():
     s = StoreState(10 * MB)
     put(s, 1, 4 * MB)                                     # primary
-    [pull] = s.get(1, 1, oid(2), "tcp://h:1", 4 * MB, 1.0)
+    [pull] = s.get(1, 1, oid(2), ("tcp://h:1",), 4 * MB, 1.0)
     s.pulled(oid(2), True, "", 1.0)
     s.release(1, [oid(2)])                                # secondary, unread
     out = s.create(1, 3, oid(3), 4 * MB, OWNER, "", 2.0)
@@ -167,7 +169,7 @@ def test_primaries_nobody_reads_spill_oldest_first_and_come_back_on_get():
     s = StoreState(10 * MB)
     put(s, 1, 4 * MB, now=1.0)
     put(s, 2, 4 * MB, now=2.0)
-    s.get(9, 1, oid(2), "", 0, 3.0)                       # 2 is being read
+    s.get(9, 1, oid(2), (), 0, 3.0)                       # 2 is being read
     out = s.create(1, 3, oid(3), 4 * MB, OWNER, "", 4.0)
     assert out == [Spill(oid(1), 0, 4 * MB)]
     s.spilled(oid(1), "/spill/1", True, "")
@@ -175,10 +177,10 @@ def test_primaries_nobody_reads_spill_oldest_first_and_come_back_on_get():
     assert reply.ok and s.summary()["spilled_bytes"] == 4 * MB
     s.seal(oid(3), 4.0)
     s.release(9, [oid(2)])
-    out = s.get(5, 4, oid(1), "", 0, 5.0)                 # back from disk: 2 spills first
+    out = s.get(5, 4, oid(1), (), 0, 5.0)                 # back from disk: 2 spills first
     assert out == [Spill(oid(2), 4 * MB, 4 * MB)]
     s.spilled(oid(2), "/spill/2", True, "")
-    [restore] = s.get(5, 4, oid(1), "", 0, 5.0)
+    [restore] = s.get(5, 4, oid(1), (), 0, 5.0)
     assert isinstance(restore, Restore) and restore.path == "/spill/1"
     [reply] = s.restored(oid(1), True, "", 6.0)
     assert reply.ok and reply.client == 5
@@ -195,7 +197,7 @@ def test_primaries_nobody_reads_spill_oldest_first_and_come_back_on_get():
 def test_a_full_store_says_what_holds_it():
     s = StoreState(10 * MB)
     put(s, 1, 8 * MB)
-    s.get(2, 1, oid(1), "", 0, 0.0)                       # read: cannot spill
+    s.get(2, 1, oid(1), (), 0, 0.0)                       # read: cannot spill
     [reply] = s.create(1, 2, oid(2), 4 * MB, OWNER, "", 1.0)
     assert not reply.ok and "being read" in reply.value and "8.0 MiB" in reply.value
 
