@@ -591,9 +591,11 @@ class Runtime:
             assert spec is not None
             with self._lineage_lock:
                 self.lineage.record(Remake(spec, command.return_ids, command.pinned), stored)
-        callbacks.extend(self.access.store_result(result, command.return_ids))
-        if command.pinned and not keep:
+        elif command.pinned:
+            # Before the result wakes the caller: the arguments' stored copies are freed
+            # first, so the caller's next put finds their room (warm pages).
             self.access.carry_out(self.objects.unpin(command.pinned))   # wakes if it sends
+        callbacks.extend(self.access.store_result(result, command.return_ids))
         return False
 
     def _stored_freed(self, object_ids: list[bytes]) -> None:

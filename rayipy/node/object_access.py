@@ -217,6 +217,8 @@ class ObjectAccess:
             elif effect.what == "store_free":
                 freed.append(effect.arg)
         if freed:
+            if self._store is not None:   # ours first: the next put may want the room
+                self._store.free(freed)
             self._head.send(Kind.FREE_OBJECTS, (freed,))
             if self.on_stored_freed is not None:
                 self.on_stored_freed(freed)

@@ -174,6 +174,16 @@ class StoreClient:
         except ConnectionError:
             pass   # the store is gone: so are the pins
 
+    def free(self, object_ids: list[bytes]) -> None:
+        """Our objects were freed: the store here drops them now (the head tells every
+        store too, later). Views gone meanwhile go first, so the memory is free at once."""
+        try:
+            channel = self._channel()
+            self.flush_releases(channel)
+            channel.send(Kind.STORE_FREE, (object_ids,))
+        except ConnectionError:
+            pass   # the store is gone: so are its objects
+
     def listing(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         ok, value, _lost = self._channel().ask(Kind.STORE_LIST, (next(self._ids),))
         return value  # type: ignore[no-any-return]

@@ -233,6 +233,8 @@ class StoreServer:
                 self._until_room(lambda: self.state.get(
                     client.client_id, request_id, bytes(object_id), sources, int(size),
                     time.time()), client.client_id, request_id)
+            elif kind is Kind.STORE_FREE:
+                self._carry_out(self.state.free([bytes(o) for o in body[0]]))
             elif kind is Kind.STORE_RELEASE:
                 self._carry_out(self.state.release(client.client_id, [bytes(o) for o in body[0]]))
             elif kind is Kind.STORE_READ:

@@ -94,3 +94,5 @@ class Kind(IntEnum):
     OWNER_GONE = 81       # head -> every agent: (process_id,)  its objects are unreachable
     OBJECT_COPY = 82      # reader -> head -> owner: (object_id, store address)  that store
                           #   pulled a copy: later readers may pull from it
+    STORE_FREE = 83       # owner -> its node's store: (list[object_id],)  freed (the same as
+                          #   FREE_OBJECTS, sooner: its memory serves the owner's next put)
