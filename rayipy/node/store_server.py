@@ -45,6 +45,7 @@ from rayipy.transport.stream import StreamConnection, StreamListener
 
 log = logging.getLogger("rayipy.store")
 
+_FREEING = frozenset({Kind.STORE_FREE, Kind.STORE_RELEASE})
 COMMIT_STEP = 64 * 2**20      # pages made to exist ahead of the highest object, at a time
 PIECE_BYTES = 4 * 2**20       # a transfer between nodes moves in signed pieces of this size
 
@@ -177,13 +178,19 @@ class StoreServer:
             if fd in events:
                 for connection in self.listener.accept(fd):
                     self.clients[connection.fileno()] = _Client(connection, -next(self._ids))
+        received: list[tuple[_Client, Message]] = []
         for fd, client in list(self.clients.items()):
             flags = self.poll.events_for(fd, events)
             if flags & zmq.POLLOUT:
                 client.connection.on_writable()
             if flags & (zmq.POLLIN | zmq.POLLERR):
-                for message in client.connection.receive():
-                    self._handle(client, message)
+                received.extend((client, m) for m in client.connection.receive())
+        # What frees memory first: a put that came at the same time (on another of the
+        # client's connections) then reuses that room, whose pages are warm.
+        received.sort(key=lambda item: item[1].kind not in _FREEING)
+        for client, message in received:
+            self._handle(client, message)
+        for fd, client in list(self.clients.items()):
             if client.connection.closed:
                 self._client_closed(fd, client)
         for fd, pull in list(self.pulls.items()):
