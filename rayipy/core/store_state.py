@@ -363,6 +363,7 @@ class StoreState:
     def summary(self) -> dict[str, int]:
         in_memory = [o for o in self.objects.values() if o.offset is not None]
         return {"capacity": self.alloc.capacity, "used": self.alloc.used,
+                "high_water": self.alloc.high_water,
                 "objects": len(self.objects), "in_memory": len(in_memory),
                 "spilled_objects": sum(1 for o in self.objects.values()
                                        if o.state is State.SPILLED),

@@ -593,7 +593,9 @@ class Runtime:
                 self.lineage.record(Remake(spec, command.return_ids, command.pinned), stored)
         elif command.pinned:
             # Before the result wakes the caller: the arguments' stored copies are freed
-            # first, so the caller's next put finds their room (warm pages).
+            # first (refs dropped since count: an implicit put's died with the submit), so
+            # the caller's next put finds their room, whose pages are warm.
+            self.access.carry_out(self.objects.process_releases())
             self.access.carry_out(self.objects.unpin(command.pinned))   # wakes if it sends
         callbacks.extend(self.access.store_result(result, command.return_ids))
         return False

@@ -135,7 +135,8 @@ class ObjectAccess:
         return serialization.loads(payload)
 
     def flush_store_releases(self) -> None:
-        """I/O thread, each turn: tell the store which views of its objects are gone."""
+        """Tell the store which views of its objects are gone: the I/O thread at each
+        turn, a worker's main thread after each task."""
         if self._store is not None:
             self._store.flush_releases()
 

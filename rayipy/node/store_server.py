@@ -220,6 +220,9 @@ class StoreServer:
     # -- requests -----------------------------------------------------------------------
     def _handle(self, client: _Client, message: Message) -> None:
         kind, body = message.kind, message.body
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("client %d: %s %s (used %d)", client.client_id, kind.name,
+                      repr(body)[:80], self.state.alloc.used)
         try:
             if kind is Kind.STORE_OPEN:
                 self._on_open(client, body)

@@ -225,6 +225,9 @@ class Worker:
         """Run a task on this (the main) thread; its result to its caller or the head."""
         spec, caller = command
         result = self.runner.run(spec, caller)   # calls code_done when its code returns
+        # The task's views of stored arguments are gone now: say so before its result
+        # goes, so that when its caller frees them their memory is free at once.
+        self.runtime.access.flush_store_releases()
         self.last_run = spec if repeatable(spec) else None
         self.last_duration = result.duration
         if caller is None:
