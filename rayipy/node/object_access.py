@@ -69,6 +69,7 @@ class ObjectAccess:
         self._store_address = store_address
         self._store: StoreClient | None = None
         self._store_looked = -STORE_LOOKUP_SECONDS
+        self._store_lock = threading.Lock()
         self.io_thread: threading.Thread | None = None   # must not wait for the head's answer
         # Told the ids of our stored objects as they are freed (the lineage lets go).
         self.on_stored_freed: Callable[[list[bytes]], None] | None = None
@@ -80,9 +81,15 @@ class ObjectAccess:
             return self._store
         if not self._store_address and threading.current_thread() is self.io_thread:
             return None   # asking the head means waiting for this thread: read remotely
+        with self._store_lock:   # one client, however many threads look at once
+            if self._store is None:
+                self._look_for_store()
+        return self._store
+
+    def _look_for_store(self) -> None:
         now = time.monotonic()
         if now - self._store_looked < STORE_LOOKUP_SECONDS:
-            return None
+            return
         self._store_looked = now
         try:
             if self._store_address:
@@ -97,7 +104,6 @@ class ObjectAccess:
         except (OSError, ConnectionError, TimeoutError, exceptions.RayipyError) as e:
             log.warning("cannot use this node's object store (%s): large values go "
                         "process to process instead", e)
-        return self._store
 
     def keep(self, object_id: bytes, payload: Payload, site: str) -> Payload | Stored:
         """Where a new value of ours lives: large, in the node's store (one copy from the
@@ -117,8 +123,8 @@ class ObjectAccess:
         store = self.store()
         try:
             if store is not None:
-                payload = store.get(value, lambda: self._head.send(
-                    Kind.OBJECT_COPY, (value.object_id, store.address)))   # type: ignore[union-attr]
+                copy = (value.object_id, store.address)   # if this get makes a copy here
+                payload = store.get(value, lambda: self._head.send(Kind.OBJECT_COPY, copy))
             else:
                 payload = read_remote(value, self._signer)
         except StoreError as e:
