@@ -94,7 +94,10 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
 
 def wait(object_refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | None = None,
          fetch_local: bool = True) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    """(ready, not_ready): returns once ``num_returns`` are ready or ``timeout`` passes."""
+    """(ready, not_ready): returns once ``num_returns`` are ready or ``timeout`` passes.
+    ``fetch_local`` (as in Ray): a ready value stored on another node is pulled into this
+    node's object store before ``wait`` returns, so a ``get`` after it copies nothing over
+    the network; False returns as soon as values exist anywhere."""
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expects a list of ObjectRefs; wrap a single ref: wait([ref])")
     refs, _ = _as_ref_list(object_refs, "wait")
@@ -105,7 +108,9 @@ def wait(object_refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: flo
         raise ValueError(f"num_returns ({num_returns}) is larger than the number of refs ({len(refs)})")
     if len(set(refs)) != len(refs):
         raise ValueError("wait() got the same ObjectRef more than once")
-    return _runtime().wait_refs(refs, num_returns, timeout)
+    if not isinstance(fetch_local, bool):
+        raise TypeError(f"fetch_local must be True or False, got {fetch_local!r}")
+    return _runtime().wait_refs(refs, num_returns, timeout, fetch_local=fetch_local)
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable
 
 from rayipy import exceptions
+from rayipy.core import options
 from rayipy.core.object_ref import current_runtime
 from rayipy.dashboard import DEFAULT_PORT as DEFAULT_DASHBOARD_PORT
 from rayipy.node import connection
@@ -40,8 +41,8 @@ _context: "ClusterContext | None" = None
 runtime_hooks: list[Callable[[Runtime], None]] = []
 
 # Ray's init() keywords that have no meaning here: accepted, so Ray programs run.
-_IGNORED_INIT_OPTIONS = {"local_mode", "configure_logging", "logging_level",
-                         "logging_format", "log_to_driver", "namespace", "runtime_env", "job_config",
+_IGNORED_INIT_OPTIONS = {"configure_logging", "logging_level",
+                         "logging_format", "log_to_driver", "namespace", "job_config",
                          "_temp_dir", "_plasma_directory", "_node_ip_address",
                          "_metrics_export_port", "storage", "_enable_object_reconstruction",
                          "_memory", "_node_name", "_driver_object_store_memory"}
@@ -79,7 +80,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
          _redis_password: str | None = None, ignore_reinit_error: bool = False,
          include_dashboard: bool | None = None, dashboard_host: str | None = None,
          dashboard_port: int | None = None, object_store_memory: int | None = None,
-         _system_config: dict[str, Any] | None = None, **kwargs: Any) -> ClusterContext:
+         _system_config: dict[str, Any] | None = None, local_mode: bool = False,
+         runtime_env: dict[str, Any] | None = None, **kwargs: Any) -> ClusterContext:
     """Start a local cluster, or connect to a running one, by Ray's rules.
 
     ``address``: None connects to ``$RAYIPY_ADDRESS`` or to the cluster ``rayipy start``
@@ -114,6 +116,12 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         raise ValueError(f"object_store_memory must be a number of bytes, at least 1 MiB "
                          f"(e.g. 2 * 1024**3 for 2 GiB), got {object_store_memory!r}")
     spill_directory = _spill_directory(_system_config)
+    if local_mode:
+        raise ValueError("local_mode=True is not supported: Ray deprecated it, and rayipy runs "
+                         "tasks in worker processes only. To debug a task, call its function "
+                         "directly, or use rayipy.init(num_cpus=1) to run one task at a time")
+    if runtime_env:
+        raise ValueError(options.RUNTIME_ENV_UNSUPPORTED)
     if resources is not None and not (isinstance(resources, dict) and all(
             isinstance(k, str) and isinstance(v, numbers.Real) and v >= 0 for k, v in resources.items())):
         raise TypeError(f"resources must be a dict of name -> amount >= 0, got {resources!r}")

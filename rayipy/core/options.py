@@ -47,10 +47,19 @@ TASK_OPTIONS: dict[str, Option] = {
     "name": Option((str,), lambda v: isinstance(v, str), "a string", None),
     "scheduling_strategy": Option((str,), lambda v: v in ("DEFAULT", "SPREAD"), '"DEFAULT" or "SPREAD"',
                                   "DEFAULT"),
+    # Accepted only empty, so that a program that passes one is told, not silently run
+    # without it (``validate``).
     "runtime_env": Option((dict,), lambda v: v is None or isinstance(v, dict), "a dict", None),
     "max_calls": Option((int,), lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                         "an int >= 0", 0),
 }
+
+
+RUNTIME_ENV_UNSUPPORTED = (
+    "runtime_env is not supported by rayipy yet, and is refused rather than ignored: install "
+    "the packages on every node, make your modules importable there (PYTHONPATH, or define "
+    "the functions in __main__ or a notebook cell, which travel by value), and set "
+    "environment variables inside the task (os.environ)")
 
 
 def validate(options: dict[str, Any], table: dict[str, Option] = TASK_OPTIONS,
@@ -70,6 +79,8 @@ def validate(options: dict[str, Any], table: dict[str, Option] = TASK_OPTIONS,
             raise TypeError(f"option {name!r} of {'an' if what[0] in 'aeiou' else 'a'} {what} must be "
                             f"{option.requirement}, "
                             f"got {value!r}")
+        if name == "runtime_env" and value:
+            raise ValueError(RUNTIME_ENV_UNSUPPORTED)
     return dict(options)
 
 

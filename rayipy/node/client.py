@@ -424,7 +424,7 @@ class Runtime:
         self.access.route_borrow(object_id, delta, borrower)
 
     def wait_refs(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
-                  raise_timeout: bool = False) -> tuple[list, list]:
+                  raise_timeout: bool = False, fetch_local: bool = False) -> tuple[list, list]:
         ids = [r.id for r in refs]
         pending = [oid for oid in ids if self.objects.state(oid) == PENDING]
         if pending:
@@ -445,6 +445,11 @@ class Runtime:
         if raise_timeout and len(ready) < num_returns:
             raise exceptions.GetTimeoutError(f"{num_returns - len(ready)} object(s) not ready "
                                              f"after {timeout:g} s")
+        if fetch_local:
+            for ref in ready:
+                state, payload = self.objects.value(ref.id)
+                if state == READY and type(payload) is Stored:
+                    self.access.fetch_to_node(payload)
         return ready, not_ready
 
     def get_values(self, refs: list[ObjectRef], timeout: float | None) -> list:

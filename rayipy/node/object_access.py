@@ -140,6 +140,19 @@ class ObjectAccess:
                 f"node {value.node_id.hex()}, at {value.address})") from None
         return serialization.loads(payload)
 
+    def fetch_to_node(self, value: Stored) -> None:
+        """Make sure a stored value has a copy in this node's store (``wait(fetch_local=
+        True)``); a value that cannot be fetched is left for ``get`` to report."""
+        store = self.store()
+        if store is None or value.node_id == store.node_id:
+            return
+        try:
+            copy = (value.object_id, store.address)
+            view = store.get(value, lambda: self._head.send(Kind.OBJECT_COPY, copy))
+        except (StoreError, OSError, ConnectionError, TimeoutError):
+            return
+        del view   # the copy stays in the store; only our pin goes
+
     def flush_store_releases(self) -> None:
         """Tell the store which views of its objects are gone: the I/O thread at each
         turn, a worker's main thread after each task."""

@@ -184,3 +184,32 @@ def test_a_copy_on_a_third_host_serves_when_the_first_holder_died(three_hosts):
         if driver.poll() is None:
             driver.kill()
             driver.wait()
+
+
+def test_wait_fetches_values_to_this_node_unless_told_not_to(two_hosts):
+    a, b = two_hosts
+    start(a, b)
+    result = a.python("""
+        import json
+        import numpy as np
+        import rayipy
+        from rayipy.core.object_ref import current_runtime
+        rayipy.init(address="auto")
+
+        @rayipy.remote(resources={"at_b": 1})
+        def make(i):
+            return np.full(20 * 2**20 // 8, float(i))
+
+        def here(ref):
+            _summary, listing = current_runtime().access.store().listing()
+            return any(o["object_id"] == ref.hex() for o in listing)
+
+        lazy, eager = make.remote(1), make.remote(2)
+        rayipy.wait([lazy], fetch_local=False)
+        rayipy.wait([eager])                       # fetch_local=True, as in Ray
+        print(json.dumps({"lazy": here(lazy), "eager": here(eager),
+                          "value": float(rayipy.get(eager)[0])}))
+    """, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "lazy": False, "eager": True, "value": 2.0}

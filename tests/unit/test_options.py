@@ -15,7 +15,7 @@ from rayipy.core.options import TASK_OPTIONS, resource_request, validate
     {"num_returns": 3}, {"max_retries": 0}, {"max_retries": -1},
     {"retry_exceptions": True}, {"retry_exceptions": [ValueError]},
     {"name": "train"}, {"name": None},
-    {"scheduling_strategy": "SPREAD"}, {"runtime_env": {"env_vars": {}}}, {"runtime_env": None},
+    {"scheduling_strategy": "SPREAD"}, {"runtime_env": {}}, {"runtime_env": None},
     {"max_calls": 0}, {"max_calls": 10},
     {"num_cpus": 1, "num_gpus": 0, "num_returns": 2, "max_retries": 5, "name": "x"},
 ])
@@ -125,3 +125,8 @@ def test_max_calls_rejects_bool():
 def test_misspelt_scheduling_strategy_is_rejected():
     with pytest.raises(TypeError, match="'scheduling_strategy'"):
         validate({"scheduling_strategy": "SPRAED"})
+
+
+def test_a_runtime_env_is_refused_with_what_to_do_instead():
+    with pytest.raises(ValueError, match="runtime_env is not supported.*PYTHONPATH"):
+        validate({"runtime_env": {"env_vars": {"A": "1"}}})
