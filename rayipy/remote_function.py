@@ -34,7 +34,7 @@ class RemoteFunction:
         runtime = runtime_for_submit()
         function_id, pickled = self._shared.get()
         runtime.ensure_function(function_id, pickled)
-        refs = runtime.submit(function_id, self._name, args, kwargs, self._num_returns,
+        refs = runtime.submit(function_id, self._task_name, args, kwargs, self._num_returns,
                               self._resources, self._max_retries, options=self._spec_options)
         return refs[0] if self._num_returns == 1 else refs
 
@@ -46,6 +46,9 @@ class RemoteFunction:
         retries = self._options.get("max_retries", option_table.TASK_OPTIONS["max_retries"].default)
         self._max_retries = 2**31 if retries == -1 else retries
         self._spec_options = _spec_options(self._options)
+        # ``.options(name=...)``: the tasks' name wherever one is shown (progress bars,
+        # the dashboard, `rayipy status`, errors), as in Ray.
+        self._task_name = self._options.get("name") or self._name
 
     def options(self, **options: Any) -> "RemoteFunction":
         """A copy with some options changed; the function is pickled only once for all."""

@@ -210,3 +210,17 @@ def test_short_tasks_do_not_wait_behind_a_long_one(cluster):
     ready, _ = rayipy.wait(short, num_returns=3, timeout=10)
     assert ready == short, "short tasks waited behind a long one while a worker was idle"
     rayipy.cancel(long)
+
+
+def test_a_task_name_given_in_options_names_its_tasks(cluster):
+    @rayipy.remote
+    def fails():
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom") as info:
+        rayipy.get(fails.options(name="load-shard-7").remote())
+    assert "load-shard-7" in str(info.value)
+    ref = fails.remote()
+    with pytest.raises(ValueError) as plain:
+        rayipy.get(ref)
+    assert "load-shard-7" not in str(plain.value) and "fails" in str(plain.value)
