@@ -70,7 +70,7 @@ def test_an_object_whose_holder_host_died_is_reported_lost(two_hosts):
             return np.ones(20 * 2**20 // 8)
 
         ref = make.remote()
-        rayipy.wait([ref])
+        rayipy.wait([ref], fetch_local=False)     # made on hostB, not copied here
         print("made", flush=True)
         sys.stdin.readline()          # hostB dies meanwhile
         try:
