@@ -98,11 +98,14 @@ class Agent:
         self.running = True
         self.last_heard = time.monotonic()
         self.faults = MessageFaults(log, self.endpoint.dropped)
-        capacity = object_store_memory or default_capacity(physical_memory())
-        self.store = StoreServer(node_id, ip, Signer(key), capacity, spill_directory)
+        self.store_capacity = object_store_memory or default_capacity(physical_memory())
+        self.spill_directory = spill_directory
+        # Made by ``serve``, whose end removes its file: an agent that never serves (a
+        # test's) leaves nothing in /dev/shm.
+        self.store: StoreServer | None = None
         self.handlers: dict[Kind, Callable[[Any], None]] = {
-            Kind.FREE_OBJECTS: lambda body: self.store.post(Kind.FREE_OBJECTS, body),
-            Kind.OWNER_GONE: lambda body: self.store.post(Kind.OWNER_GONE, body),
+            Kind.FREE_OBJECTS: self.to_store(Kind.FREE_OBJECTS),
+            Kind.OWNER_GONE: self.to_store(Kind.OWNER_GONE),
             Kind.SPAWN_WORKER: self.on_spawn_worker,
             Kind.RETIRE_WORKER: self.on_retire_worker,
             Kind.SHUTDOWN: self.on_shutdown,
@@ -112,13 +115,20 @@ class Agent:
             Kind.HEARTBEAT: self.on_nothing,   # being heard from is all it says
         }
 
+    def to_store(self, kind: Kind) -> Callable[[Any], None]:
+        """A handler that hands the message to the store's thread."""
+        def handler(body: Any) -> None:
+            if self.store is not None:
+                self.store.post(kind, body)
+        return handler
+
     def spawn(self) -> None:
         """Start one worker process and watch it."""
         worker_id = new_process_id(b"W")
         env = dict(os.environ, RAYIPY_CLUSTER_KEY=self.key.hex())
         cmd = [sys.executable, "-m", "rayipy.node.worker", "--head", self.head_address,
                "--node-id", self.node_id.hex(), "--worker-id", worker_id.hex(), "--ip", self.ip,
-               "--store", self.store.address]
+               "--store", self.store.address if self.store is not None else ""]
         popen = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         worker = WorkerProcess(worker_id, popen)
         self.workers[worker_id] = worker
@@ -138,18 +148,21 @@ class Agent:
                 self.spawn()
 
     def serve(self) -> None:
-        """Register, start the workers, then serve until told to stop or the head is gone."""
-        info = {"resources": self.resources, "gpu_ids": gpu_ids(self.resources),
-                "hostname": socket.gethostname(), "ip": self.ip, "pid": os.getpid(),
-                "store": self.store.address, "store_capacity": self.store.state.alloc.capacity,
-                # its figures from the start (then each heartbeat's), so that `rayipy
-                # status` never shows a node's store without them
-                "store_summary": self.store.summary()}
-        self.store.start()
-        self.endpoint.send(Kind.REGISTER, Registration("agent", self.process_id, self.node_id,
-                                                       os.getpid(), PROTOCOL_VERSION, info))
+        """Start the node's object store, register, start the workers, then serve until
+        told to stop or the head is gone."""
+        store = self.store = StoreServer(self.node_id, self.ip, Signer(self.key),
+                                         self.store_capacity, self.spill_directory)
         next_beat = time.monotonic() + HEARTBEAT_SECONDS
         try:
+            info = {"resources": self.resources, "gpu_ids": gpu_ids(self.resources),
+                    "hostname": socket.gethostname(), "ip": self.ip, "pid": os.getpid(),
+                    "store": store.address, "store_capacity": store.state.alloc.capacity,
+                    # its figures from the start (then each heartbeat's), so that `rayipy
+                    # status` never shows a node's store without them
+                    "store_summary": store.summary()}
+            store.start()
+            self.endpoint.send(Kind.REGISTER, Registration("agent", self.process_id, self.node_id,
+                                                           os.getpid(), PROTOCOL_VERSION, info))
             for _ in range(self.num_cpus):   # inside: a SIGTERM meanwhile still cleans up
                 self.spawn()
             while self.running:
@@ -166,7 +179,7 @@ class Agent:
                 now = time.monotonic()
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
-                    self.endpoint.send(Kind.HEARTBEAT, (self.store.summary(),))
+                    self.endpoint.send(Kind.HEARTBEAT, (store.summary(),))
                     if self.watch_parent is not None and not lifetime.parent_alive(self.watch_parent):
                         break
                     if now - self.last_heard > HEAD_SILENCE_LIMIT:
@@ -175,12 +188,12 @@ class Agent:
         finally:
             # The store's file first: nothing that follows may keep it in /dev/shm (the
             # mappings of workers still running stay valid).
-            self.store.arena.unlink()
+            store.arena.unlink()
             if self.running:  # we leave on our own: say so, rather than fall silent
                 self.endpoint.send(Kind.NODE_LEAVING, ("its node agent stopped",))
             self.running = False
             self.stop_workers()
-            self.store.stop()
+            store.stop()
             self.endpoint.close()
             self.context.term()
 
@@ -270,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        if agent is not None:   # stopped before serve's own cleanup could run
-            agent.store.arena.unlink()
+        if agent is not None and agent.store is not None:   # stopped before serve's own
+            agent.store.arena.unlink()                       # cleanup could run
     lifetime.ignore_sigterm()  # cleaned up already: a late SIGTERM must not interrupt exit
     return 0
 

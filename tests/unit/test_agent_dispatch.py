@@ -8,6 +8,7 @@ stands in for the head; ``spawn`` is replaced by a recorder, so no process is st
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any, Iterator
 
@@ -120,8 +121,16 @@ def test_the_serving_agent_survives_a_signed_malformed_message_and_still_spawns(
         loop.join(5)
         assert not loop.is_alive()
         assert agent.endpoint.dropped["handler error"] == 2 and agent.spawned == 1
+        assert agent.store is not None and not os.path.exists(agent.store.arena.path)
     finally:
         if loop.is_alive():
             agent.running = False
             loop.join(5)
         head.close()
+
+
+def test_an_agent_that_does_not_serve_makes_no_object_store(agent):
+    # Its store (a file in /dev/shm, sockets, a thread) comes with serve, which removes it.
+    assert agent.store is None
+    agent.handle(Kind.FREE_OBJECTS, ([b"x" * 18],))     # nothing to tell: dropped quietly
+    assert dict(agent.endpoint.dropped) == {}
