@@ -27,7 +27,7 @@ from pathlib import Path
 import rayipy
 from rayipy import exceptions
 from rayipy.cli_status import format_status
-from rayipy.node import connection, daemon
+from rayipy.node import connection, daemon, shm
 from rayipy.node.connection import DEFAULT_PORT, ClusterFile, ProcessRecord
 from rayipy.protocol.serialization import PICKLER
 
@@ -433,6 +433,9 @@ def _stop_recorded(grace: float, force: bool, quiet: bool = False) -> int:
             print(f"rayipy stop: these processes did not stop: {report.left}", file=sys.stderr)
             return 1
         connection.remove_cluster_file(home)
+        # An agent killed (--force, or after the grace period) could not remove its
+        # object store's file: remove the files whose owner is gone.
+        shm.sweep_stale()
     if not quiet:
         if report.stopped:
             killed = f" ({len(report.killed)} killed after the grace period)" if report.killed and not force else ""

@@ -11,12 +11,16 @@ import pytest
 
 import rayipy
 from helpers import stop_cluster
+from rayipy.node import shm
 
 # Tests never see the developer's own cluster (~/.rayipy, $RAYIPY_ADDRESS): init() with no
 # address would connect to it, as Ray's does.
 os.environ["RAYIPY_HOME"] = tempfile.mkdtemp(prefix="rayipy-test-home-")
 os.environ.pop("RAYIPY_ADDRESS", None)
 atexit.register(shutil.rmtree, os.environ["RAYIPY_HOME"], True)
+# Tests that SIGKILL whole hosts (tests/multihost) kill agents that cannot remove their
+# object store's file; a new store sweeps such files, and so does the suite when it ends.
+atexit.register(shm.sweep_stale)
 
 
 @pytest.fixture(scope="module")

@@ -311,3 +311,21 @@ def test_init_auto_without_a_cluster_and_init_local_beside_one(machines, monkeyp
         print(ctx.started_locally, rayipy.cluster_resources()["CPU"])
     """)
     assert ok(local).split() == ["True", "2.0"]
+
+
+def test_stop_force_leaves_no_object_store_file(machines):
+    a = machines()
+    a.start_head("--num-cpus", "1")
+    agent = a.cluster_file()["processes"][1]
+    assert agent["role"] == "agent"
+
+    def arenas() -> set[str]:
+        try:
+            return {os.readlink(fd) for fd in Path(f"/proc/{agent['pid']}/fd").iterdir()
+                    if "rayipy-arena-" in os.readlink(fd)}
+        except OSError:
+            return set()
+    wait_until(lambda: arenas(), message="the agent never opened its object store")
+    [arena] = arenas()
+    ok(a.rayipy("stop", "--force"))          # SIGKILL: the agent cannot clean up itself
+    assert not os.path.exists(arena)
