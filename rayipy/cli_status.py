@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 
+from rayipy import units
 from rayipy.core.memory_report import store_usage
 
 # The order resources are listed in; custom resources follow, by name.
@@ -16,11 +17,8 @@ _FIRST = ("CPU", "GPU", "memory")
 
 
 def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"  # pragma: no cover
+    """A resource's bytes (the ``memory`` resource): two decimals, as this table always had."""
+    return units.format_bytes(n, decimals=2)
 
 
 def format_amount(name: str, amount: float) -> str:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from rayipy.units import format_bytes
+
 #: The event counts of a store's summary (``StoreState.counts``); a missing one counts as 0.
 COUNTS = ("evicted", "spilled", "restored", "pulled")
 
@@ -57,28 +59,17 @@ class MemoryData(NamedTuple):
     inline_bytes: int = 0
 
 
-def human_bytes(n: float) -> str:
-    """``512 B``, ``1.5 KiB``, ``190.7 MiB``, ``7.0 GiB``: binary units, one decimal."""
-    if abs(n) < 1024:
-        return f"{n:.0f} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        n /= 1024
-        if abs(n) < 1024 or unit == "TiB":
-            break
-    return f"{n:.1f} {unit}"
-
-
 def store_figure(summary: dict[str, Any]) -> str:
     """A store's use: ``310.0 MiB / 7.0 GiB, 2 spilled (200.0 MiB)``; ``""`` when there
     are no figures at all (an agent without a store)."""
     if not summary or "capacity" not in summary:
         return ""
     if "used" not in summary:
-        return f"{human_bytes(summary['capacity'])} (no figures yet)"
-    text = f"{human_bytes(summary['used'])} / {human_bytes(summary['capacity'])}"
+        return f"{format_bytes(summary['capacity'])} (no figures yet)"
+    text = f"{format_bytes(summary['used'])} / {format_bytes(summary['capacity'])}"
     spilled = summary.get("spilled_objects", 0)
     if spilled:
-        text += f", {spilled} spilled ({human_bytes(summary.get('spilled_bytes', 0))})"
+        text += f", {spilled} spilled ({format_bytes(summary.get('spilled_bytes', 0))})"
     return text
 
 
@@ -119,11 +110,11 @@ def _node_figures(node: NodeMemory) -> list[str]:
         return out
     capacity = s.get("capacity", 0)
     share = f" ({s['used'] / capacity:.1%})" if capacity else ""
-    out.append(f"  used {human_bytes(s['used'])} of {human_bytes(capacity)}{share}: "
-               f"primary copies {human_bytes(s.get('primary_bytes', 0))}, "
-               f"secondary copies {human_bytes(s.get('secondary_bytes', 0))}")
+    out.append(f"  used {format_bytes(s['used'])} of {format_bytes(capacity)}{share}: "
+               f"primary copies {format_bytes(s.get('primary_bytes', 0))}, "
+               f"secondary copies {format_bytes(s.get('secondary_bytes', 0))}")
     out.append(f"  spilled to disk: {s.get('spilled_objects', 0)} object(s), "
-               f"{human_bytes(s.get('spilled_bytes', 0))}")
+               f"{format_bytes(s.get('spilled_bytes', 0))}")
     out.append("  since start: " + ", ".join(f"{s.get(name, 0)} {name}" for name in COUNTS))
     return out
 
@@ -160,7 +151,7 @@ def _object_row(o: dict[str, Any], data: MemoryData) -> tuple[str, ...]:
     else:
         where = state          # creating, pulling, restoring: on its way
     copy = "primary" if o.get("primary") else "secondary"
-    return (object_id, human_bytes(int(o.get("size", 0))), where, copy,
+    return (object_id, format_bytes(int(o.get("size", 0))), where, copy,
             str(o.get("readers", 0)), _owner(str(o.get("owner", "")), data),
             _refs(data.local.get(object_id)), str(o.get("site", "")) or "?")
 
@@ -195,5 +186,5 @@ def _local_note(data: MemoryData) -> list[str]:
                f"other process borrows it."]
     if data.inline_objects:
         out.append(f"It also keeps {data.inline_objects} small object(s) in its own memory "
-                   f"({human_bytes(data.inline_bytes)}), outside the stores.")
+                   f"({format_bytes(data.inline_bytes)}), outside the stores.")
     return out

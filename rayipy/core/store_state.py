@@ -27,6 +27,8 @@ import bisect
 import enum
 from typing import NamedTuple, Union
 
+from rayipy.units import format_bytes
+
 PAGE = 4096
 
 
@@ -446,21 +448,18 @@ class StoreState:
         return out
 
     def _too_large(self, size: int) -> str:
-        return (f"an object of {_mb(size)} is larger than this node's whole object store "
-                f"({_mb(self.alloc.capacity)}); start the cluster with a larger "
+        return (f"an object of {format_bytes(size)} is larger than this node's whole object store "
+                f"({format_bytes(self.alloc.capacity)}); start the cluster with a larger "
                 f"object_store_memory, or split the value")
 
     def _full(self, size: int) -> str:
         pinned = [o for o in self.objects.values() if o.offset is not None and o.pins]
         busy = [o for o in self.objects.values()
                 if o.state in (State.CREATING, State.PULLING, State.RESTORING)]
-        return (f"the object store has no room for {_mb(size)}: "
-                f"{_mb(self.alloc.used)} of {_mb(self.alloc.capacity)} in use, "
-                f"{len(pinned)} object(s) ({_mb(sum(o.size for o in pinned))}) being read "
+        return (f"the object store has no room for {format_bytes(size)}: "
+                f"{format_bytes(self.alloc.used)} of {format_bytes(self.alloc.capacity)} in use, "
+                f"{len(pinned)} object(s) ({format_bytes(sum(o.size for o in pinned))}) being read "
                 f"and {len(busy)} being written, which cannot be spilled now. Release the "
                 f"arrays you got from get() (del them), free refs you no longer need, or "
                 f"start the cluster with a larger object_store_memory")
 
-
-def _mb(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"

@@ -17,6 +17,7 @@ import time
 from typing import Any, Iterable
 
 from rayipy.dashboard.snapshot import Snapshot, tasks_view
+from rayipy.units import format_bytes
 
 RECENT_SHOWN = 30      # recent tasks on the page (the API gives up to the buffer's size)
 STALE_SECONDS = 3.0    # older data is flagged: the head's loop did not answer in time
@@ -94,29 +95,18 @@ def _resources(resources: dict) -> str:
     return "".join(parts) or '<span class="empty">none</span>'
 
 
-def fmt_bytes(n: float) -> str:
-    """Binary units, one decimal (as ``rayipy status`` and ``memory_summary`` write them)."""
-    if abs(n) < 1024:
-        return f"{n:.0f} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        n /= 1024
-        if abs(n) < 1024 or unit == "TiB":
-            break
-    return f"{n:.1f} {unit}"
-
-
 def _object_store(store: dict[str, Any]) -> str:
     """A node's object store: used (the arena handed out) / capacity, and what is spilled."""
     if "capacity" not in store:
         return ""
     if "used" not in store:
-        return (f'<div class="res">object store {esc(fmt_bytes(store["capacity"]))} '
+        return (f'<div class="res">object store {esc(format_bytes(store["capacity"]))} '
                 f'<span class="muted">(no figures yet)</span></div>')
     spilled = store.get("spilled_objects", 0)
-    extra = (f', {spilled:,} spilled ({esc(fmt_bytes(store.get("spilled_bytes", 0)))})'
+    extra = (f', {spilled:,} spilled ({esc(format_bytes(store.get("spilled_bytes", 0)))})'
              if spilled else "")
     return (f'<div class="res">object store {_bar(store["used"], store["capacity"])} '
-            f'{esc(fmt_bytes(store["used"]))} / {esc(fmt_bytes(store["capacity"]))}{extra}</div>')
+            f'{esc(format_bytes(store["used"]))} / {esc(format_bytes(store["capacity"]))}{extra}</div>')
 
 
 def _state(state: str) -> str:

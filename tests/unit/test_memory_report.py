@@ -10,7 +10,7 @@ import pytest
 
 from rayipy.cli_status import format_status
 from rayipy.core.memory_report import (LocalRefs, MemoryData, NodeMemory, Owner, format_memory,
-                                       human_bytes, store_figure, store_usage)
+                                       store_figure, store_usage)
 from rayipy.core.objects import ObjectTable
 from rayipy.core.scheduler import Scheduler
 from rayipy.dashboard.history import TaskHistory
@@ -18,6 +18,7 @@ from rayipy.dashboard.page import render_body
 from rayipy.dashboard.snapshot import HeadFacts, build_snapshot, store_figures
 from rayipy.jupyter.reprs import status_html, status_text
 from rayipy.protocol.messages import Payload, Stored
+from rayipy.units import format_bytes
 
 MIB = 2**20
 ME, WORKER, GONE = "d1" * 8, "e2" * 8, "f3" * 8
@@ -52,8 +53,8 @@ def data(**kw) -> MemoryData:
 
 @pytest.mark.parametrize("n, text", [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"),
                                      (200_000_000 - 512, "190.7 MiB"), (7 * 2**30, "7.0 GiB")])
-def test_human_bytes(n, text):
-    assert human_bytes(n) == text
+def test_format_bytes(n, text):
+    assert format_bytes(n) == text
 
 
 def test_store_figure_is_used_over_capacity_and_what_is_spilled():
