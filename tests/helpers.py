@@ -76,3 +76,11 @@ def kill_pids(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def local_store():
+    """This driver's node's object store client (the tests run on a local cluster)."""
+    from rayipy.core.object_ref import current_runtime
+    client = current_runtime().access.store()
+    assert client is not None, "the driver found no store on its node"
+    return client

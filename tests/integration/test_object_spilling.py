@@ -10,25 +10,12 @@ import numpy as np
 import pytest
 
 import rayipy
-from rayipy.core.object_ref import current_runtime
+from helpers import local_store, wait_until
 from rayipy.exceptions import ObjectStoreFullError
 
 MB = 2**20
 
 
-def store():
-    client = current_runtime().access.store()
-    assert client is not None, "the driver found no store on its node"
-    return client
-
-
-def wait_until(condition, timeout=10.0, message="condition not met"):
-    import time
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.02)
 
 
 @rayipy.remote
@@ -47,7 +34,7 @@ def test_over_the_budget_objects_spill_and_come_back(fresh_cluster, tmp_path):
         {"type": "filesystem", "params": {"directory_path": str(spill)}})}
     fresh_cluster(object_store_memory=50 * MB, _system_config=config)
     refs = [rayipy.put(np.full(10 * MB // 8, float(i))) for i in range(12)]   # 120 MB
-    summary, _ = store().listing()
+    summary, _ = local_store().listing()
     assert summary["used"] <= 50 * MB and summary["spilled_objects"] >= 7
     spilled_files = list(spill.rglob("*"))
     assert sum(1 for p in spilled_files if p.is_file()) == summary["spilled_objects"]
@@ -102,7 +89,7 @@ def test_init_refuses_local_mode_and_runtime_env_saying_what_to_do(fresh_cluster
 def test_shutdown_removes_the_arena(fresh_cluster):
     fresh_cluster(num_cpus=1)
     rayipy.put(np.ones(1_000_000))
-    path = store().arena.path
+    path = local_store().arena.path
     assert os.path.exists(path)
     rayipy.shutdown()
     assert not os.path.exists(path)
@@ -126,7 +113,7 @@ def test_a_reader_that_dies_holding_a_view_leaves_nothing_pinned(fresh_cluster):
     del ref
 
     def gone():
-        _summary, objects = store().listing()
+        _summary, objects = local_store().listing()
         return all(o["object_id"] != key for o in objects)
     wait_until(gone, message="the dead reader's pin kept the freed object in the store")
 

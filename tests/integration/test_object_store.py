@@ -8,36 +8,24 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import psutil
 import pytest
 
 import rayipy
+from helpers import local_store, wait_until
 from rayipy.core.object_ref import current_runtime
 
 MB = 2**20
 
 
-def store():
-    client = current_runtime().access.store()
-    assert client is not None, "the driver found no store on its node"
-    return client
-
 
 def listing() -> dict[str, dict]:
     """The driver's node's store: object id (hex) -> its entry."""
-    _summary, objects = store().listing()
+    _summary, objects = local_store().listing()
     return {o["object_id"]: o for o in objects}
 
-
-def wait_until(condition, timeout=10.0, message="condition not met"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.02)
 
 
 def head_bytes() -> int:
@@ -66,7 +54,7 @@ def test_a_put_array_comes_back_as_a_read_only_view_of_the_store(cluster):
     ref = rayipy.put(array)
     assert listing()[ref.hex()]["size"] > array.nbytes
     got = rayipy.get(ref)
-    assert store().arena.contains_address(got.ctypes.data)
+    assert local_store().arena.contains_address(got.ctypes.data)
     assert not got.flags.writeable
     with pytest.raises(ValueError):
         got[0] = 1.0
@@ -78,7 +66,7 @@ def test_a_put_array_comes_back_as_a_read_only_view_of_the_store(cluster):
 def test_dataframes_and_arrow_tables_come_back_without_copies(cluster):
     pd = pytest.importorskip("pandas")
     pa = pytest.importorskip("pyarrow")
-    arena = store().arena
+    arena = local_store().arena
     frame = pd.DataFrame({"a": np.arange(500_000, dtype=np.float64), "b": np.arange(500_000)})
     got = rayipy.get(rayipy.put(frame))
     assert got.equals(frame)
@@ -110,7 +98,7 @@ def test_a_large_return_is_written_to_the_store_not_sent(cluster):
     ref = make.remote(24)
     value = rayipy.get(ref)
     assert value[-1] == 7.0 and value.shape == (24 * MB // 8,)
-    assert store().arena.contains_address(value.ctypes.data)
+    assert local_store().arena.contains_address(value.ctypes.data)
     assert listing()[ref.hex()]["primary"]
     assert head_bytes() - before < MB
 
