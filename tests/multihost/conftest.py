@@ -118,13 +118,7 @@ def two_hosts(tmp_path):
             _ip("-n", host.netns, "link", "set", "lo", "up")
         yield hosts
     finally:
-        for host in hosts:
-            try:
-                kill_pids(host.pids())
-                wait_until(lambda: not host.pids(), timeout=10)
-            finally:
-                _ip("netns", "del", host.netns, check=False)   # takes its veth end along
-                shutil.rmtree(Path("/etc/netns") / host.netns, ignore_errors=True)
+        _remove(hosts)
 
 
 @pytest.fixture
@@ -159,11 +153,17 @@ def three_hosts(tmp_path):
             _ip("-n", host.netns, "link", "set", "lo", "up")
         yield hosts
     finally:
-        for host in hosts:
-            try:
-                kill_pids(host.pids())
-                wait_until(lambda: not host.pids(), timeout=10)
-            finally:
-                _ip("netns", "del", host.netns, check=False)
-                shutil.rmtree(Path("/etc/netns") / host.netns, ignore_errors=True)
+        _remove(hosts)
         _ip("netns", "del", switch, check=False)
+
+
+def _remove(hosts: list[Host]) -> None:
+    """Kill every process left on the hosts, then remove their namespaces (each takes
+    its veth end along) and host files."""
+    for host in hosts:
+        try:
+            kill_pids(host.pids())
+            wait_until(lambda: not host.pids(), timeout=10)
+        finally:
+            _ip("netns", "del", host.netns, check=False)
+            shutil.rmtree(Path("/etc/netns") / host.netns, ignore_errors=True)
