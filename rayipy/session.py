@@ -212,7 +212,10 @@ def _spill_directory(system_config: Any) -> str:
     if kind != "filesystem":
         raise ValueError(f"rayipy spills to a local directory only (type 'filesystem'), "
                          f"not {kind!r}")
-    if isinstance(directory, list):
+    if isinstance(directory, list):   # Ray takes several: spilling over them is not built
+        if len(directory) > 1:
+            raise ValueError(f"rayipy spills to one directory, got {len(directory)}: "
+                             f"{directory!r}; give one directory_path")
         directory = directory[0] if directory else ""
     if not isinstance(directory, str) or not directory:
         raise ValueError(f"object_spilling_config needs a directory_path, got {directory!r}")

@@ -72,6 +72,9 @@ def test_object_store_memory_must_be_a_size(fresh_cluster):
         rayipy.init(num_cpus=1, object_store_memory="1GB")
     with pytest.raises(ValueError, match="not supported"):
         rayipy.init(num_cpus=1, _system_config={"max_io_workers": 4})
+    with pytest.raises(ValueError, match="one directory"):
+        rayipy.init(num_cpus=1, _system_config={"object_spilling_config": json.dumps(
+            {"type": "filesystem", "params": {"directory_path": ["/tmp/a", "/tmp/b"]}})})
     assert not rayipy.is_initialized()
 
 
