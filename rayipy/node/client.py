@@ -288,7 +288,7 @@ class Runtime:
             # actor's constructor needs its arguments again.
             deps.append(self.access.put_payload(payload, contained))
             payload = Payload(serialization.dumps_inband((DepSlot(len(deps) - 1), None)))
-        else:
+        elif payload.buffers:
             payload = serialization.freeze(payload)
         if num_returns == 1:
             return_ids: tuple[bytes, ...] = (task_id + b"\x00\x00",)
@@ -587,11 +587,14 @@ class Runtime:
     def _complete(self, command: Complete, callbacks: list) -> bool:
         result, spec = command.result, command.spec
         self.direct.forget(result.task_id)
-        stored = [oid for oid, value in zip(command.return_ids, result.values)
-                  if type(value) is Stored] if result.status == OK else []
-        # Recorded before the values are stored: a value nobody wants is freed at once,
-        # and its lineage then lets the arguments go.
-        keep = bool(stored) and spec is not None and self.lineage.keeps(spec, command.named_worker)
+        keep, stored = False, []
+        # Per task: most values are not stored, and the check is a C-level scan.
+        if result.status == OK and Stored in map(type, result.values) and spec is not None:
+            stored = [oid for oid, value in zip(command.return_ids, result.values)
+                      if type(value) is Stored]
+            # Recorded before the values are stored: a value nobody wants is freed at
+            # once, and its lineage then lets the arguments go.
+            keep = self.lineage.keeps(spec, command.named_worker)
         if keep:
             assert spec is not None
             with self._lineage_lock:

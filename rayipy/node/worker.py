@@ -65,6 +65,7 @@ class Worker:
         self.state = WorkerState(self.where)
         self.lock = threading.Lock()            # guards self.state, and only it
         self.runner = TaskRunner(runtime, self.where, self.code_done, self.became_actor)
+        self.access = runtime.access            # the node's object store, for releases
         self.output = OutputBuffer()
         self.owner_addresses: dict[bytes, str] = {}   # owner -> its data port (from EXECUTE)
         self.host: Any = None                   # runs a concurrent actor's calls (actor_host)
@@ -227,7 +228,7 @@ class Worker:
         result = self.runner.run(spec, caller)   # calls code_done when its code returns
         # The task's views of stored arguments are gone now: say so before its result
         # goes, so that when its caller frees them their memory is free at once.
-        self.runtime.access.flush_store_releases()
+        self.access.flush_store_releases()
         self.last_run = spec if repeatable(spec) else None
         self.last_duration = result.duration
         if caller is None:
