@@ -211,4 +211,4 @@ class ActorScheduling(SchedulerState):
         actor = self.actors.get(actor_id)
         if actor is None or actor.dead or actor.worker is None:
             return []
-        return [CancelRunning(actor.worker, task_id, force)]
+        return [CancelRunning(actor.worker, task_id, force, True)]

@@ -28,10 +28,12 @@ class Fail(NamedTuple):
 
 
 class CancelRunning(NamedTuple):
-    """Ask a worker to cancel a task it has (running or queued)."""
+    """Ask a worker to cancel a task it has (running or queued). ``direct``: its caller
+    sent it straight to the worker (an actor call, a leased task), not through us."""
     worker: bytes
     task_id: bytes
     force: bool
+    direct: bool = False
 
 
 class Spawn(NamedTuple):

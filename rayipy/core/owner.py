@@ -195,6 +195,11 @@ class OwnerState:
         if task is None:
             return []   # ended already (cancelled here, or a duplicate)
         self.leases.finished(task_id, now)
+        if result.status == CANCELLED and not result.values:
+            # Answered by its worker at the cancel, before the call came (which it drops):
+            # the worker had not seen its name.
+            error = exceptions.TaskCancelledError(task.spec.name, "cancelled before it started")
+            result = result._replace(values=(errors.capture_system_error(error, task.spec.name),))
         return self._end(task, result)
 
     def cancel(self, task_id: bytes, force: bool) -> list[OwnerCommand]:

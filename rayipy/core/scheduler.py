@@ -297,7 +297,7 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         if leased_worker:
             if leased_worker not in self.workers:
                 return []
-            return [CancelRunning(leased_worker, task_id, force)]
+            return [CancelRunning(leased_worker, task_id, force, True)]
         return self.cancel(task_id, force, CANCELLED,
                            TaskCancelledError(detail="cancelled before it started"))
 

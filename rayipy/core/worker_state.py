@@ -26,10 +26,17 @@ What it keeps:
   a task sent to this worker by name), which the result goes back to. The caller is an
   opaque token: the worker's connection to it, never looked into here. A task not in it
   came from the head, and its result goes there;
-- ``cancelled``: cancels of tasks not here yet (a direct call still on its way, or one
-  that has ended and never will come), the last ``CANCELS_KEPT``;
+- ``cancelled``: cancels of tasks not here yet (a call still on its way, or one that has
+  ended and never will come), the last ``CANCELS_KEPT``, each marked if it was answered
+  already. A direct call's cancel is answered at once (through the head): its call may
+  sit unread in the caller's connection, which only the main thread reads, between tasks,
+  and answering when it comes would wait for the task running now. It is dropped
+  unanswered when it comes. A head's task comes on the I/O thread, and is answered then;
+- ``done_direct``: the last ``CANCELS_KEPT`` direct calls run here, so that a cancel that
+  crossed one's result is not answered as well;
 - whether this worker serves an actor, whether the actor's constructor has run, whether
-  its calls run on a host of threads or an event loop (``concurrent``), and how many do.
+  its calls run on a host of threads or an event loop (``concurrent``), and which do
+  (``on_host``).
 
 The per-task path is two calls, ``next_task`` and ``code_done``, a few dict and deque
 operations and one command built: a worker runs ten thousand no-op tasks a second. So
@@ -124,15 +131,17 @@ Command = Union[Run, RunOnHost, ReplyToCaller, ReportToHead, ReturnToHead, Inter
 class WorkerState:
     """The queue, deferred calls, cancels and the current call of one worker process."""
 
-    __slots__ = ("where", "queue", "deferred", "cancelled", "cancels_kept", "current",
-                 "current_since", "reply_to", "serves_actor", "constructed", "concurrent",
-                 "host_in_flight")
+    __slots__ = ("where", "queue", "deferred", "cancelled", "done_direct", "cancels_kept",
+                 "current", "current_since", "reply_to", "serves_actor", "constructed",
+                 "concurrent", "on_host")
 
     def __init__(self, where: str, cancels_kept: int = CANCELS_KEPT) -> None:
         self.where = where                      # "node 1a2b (ip), worker pid 7", in results
         self.queue: collections.deque[TaskSpec] = collections.deque()
         self.deferred: list[TaskSpec] = []
-        self.cancelled: dict[bytes, None] = {}  # an ordered set, oldest first
+        # Ordered, oldest first; the value: answered already (a direct call's, at its cancel).
+        self.cancelled: dict[bytes, bool] = {}
+        self.done_direct: dict[bytes, None] = {}  # an ordered set, oldest first
         self.cancels_kept = cancels_kept
         self.current: TaskSpec | None = None
         self.current_since = 0.0                # when ``current`` started (epoch seconds)
@@ -140,7 +149,7 @@ class WorkerState:
         self.serves_actor = False               # set by the first actor spec that comes
         self.constructed = False                # the actor's constructor has run (or failed)
         self.concurrent = False                 # its calls run on a host, not the main thread
-        self.host_in_flight = 0                 # calls handed to that host, not finished
+        self.on_host: set[bytes] = set()        # calls handed to that host, not finished
 
     # -- I/O thread events ----------------------------------------------------------------
     def tasks_from_head(self, specs: list[TaskSpec], blocked: bool) -> list[Command]:
@@ -160,10 +169,11 @@ class WorkerState:
         out.append(WAKE)
         return out
 
-    def cancel(self, task_id: bytes, force: bool) -> list[Command]:
+    def cancel(self, task_id: bytes, force: bool, direct: bool = False) -> list[Command]:
         """Cancel a task: queued or deferred, it is answered as cancelled (through the head:
         this runs on the I/O thread); running, its code is interrupted (``force``: the
-        process is killed); not here yet, it is remembered and cancelled when it comes."""
+        process is killed); not here yet, it is cancelled when it comes, and if its caller
+        sent it straight here (``direct``) it is answered now (see ``cancelled``)."""
         for waiting in (self.queue, self.deferred):
             for spec in waiting:
                 if spec.task_id == task_id:
@@ -171,10 +181,17 @@ class WorkerState:
                     self.reply_to.pop(task_id, None)
                     return [ReportToHead(self.cancelled_result(spec))]
         current = self.current
-        if current is None or current.task_id != task_id:
-            remember(self.cancelled, task_id, self.cancels_kept)
+        if current is not None and current.task_id == task_id:
+            return [KILL] if force else [InterruptRunning(task_id)]
+        if task_id in self.on_host or task_id in self.done_direct:
+            # Running on a concurrent actor's host, whose threads cannot be interrupted,
+            # or its result is on its way already.
             return []
-        return [KILL] if force else [InterruptRunning(task_id)]
+        remember(self.cancelled, task_id, self.cancels_kept, direct)
+        if not direct:
+            return []
+        # The owner makes the error, with the task's name, which we have not seen.
+        return [ReportToHead(TaskResult(task_id, CANCELLED, (), 0.0, self.where, ()))]
 
     def steal(self, count: int) -> list[Command]:
         """The head takes back up to ``count`` tasks from the end of the queue, for an idle
@@ -208,7 +225,7 @@ class WorkerState:
             return None
         spec = self.queue.popleft()
         if self.concurrent and spec.method != "__init__":
-            self.host_in_flight += 1
+            self.on_host.add(spec.task_id)
             return RunOnHost(spec)
         self.current_since = now
         self.current = spec
@@ -221,15 +238,17 @@ class WorkerState:
         current = self.current
         if current is not None and current.task_id == task_id:
             self.current = None
-            self.reply_to.pop(task_id, None)
+            if self.reply_to.pop(task_id, None) is not None:
+                remember(self.done_direct, task_id, self.cancels_kept)
         # Otherwise a call of a threaded actor's host: host_finished routes its result.
 
     def host_finished(self, result: TaskResult) -> ReplyToCaller | ReportToHead:
         """A call run on the concurrent actor's host is done: where its result goes."""
-        self.host_in_flight -= 1
+        self.on_host.discard(result.task_id)
         caller = self.reply_to.pop(result.task_id, None)
         if caller is None:
             return ReportToHead(result)
+        remember(self.done_direct, result.task_id, self.cancels_kept)
         return ReplyToCaller(caller, result)
 
     def caller_of(self, task_id: bytes) -> Caller | None:
@@ -284,11 +303,15 @@ class WorkerState:
 
     def _drop_cancelled(self, specs: list[TaskSpec], caller: Caller | None,
                         out: list[Any]) -> list[TaskSpec]:
-        """Answer specs whose cancel came first, as cancelled; the others, to queue."""
+        """Answer specs whose cancel came first, as cancelled (drop them if answered at the
+        cancel); the others, to queue."""
         kept = []
+        cancelled = self.cancelled
         for spec in specs:
-            if spec.task_id in self.cancelled:
-                del self.cancelled[spec.task_id]
+            answered = cancelled.pop(spec.task_id, None)
+            if answered:
+                self.reply_to.pop(spec.task_id, None)
+            elif answered is not None:
                 result = self.cancelled_result(spec)
                 if caller is None:
                     out.append(ReportToHead(result))
@@ -333,9 +356,10 @@ def quick_repeat(spec: TaskSpec, last: TaskSpec | None, last_seconds: float) -> 
             and spec.args == last.args and not spec.dep_values)
 
 
-def remember(ids: dict[bytes, None], item: bytes, keep: int = CANCELS_KEPT) -> None:
-    """Add ``item`` to ``ids`` (a dict used as an ordered set), forgetting the oldest
-    beyond ``keep``."""
-    ids[item] = None
+def remember(ids: dict[bytes, Any], item: bytes, keep: int = CANCELS_KEPT,
+             value: Any = None) -> None:
+    """Add ``item`` to ``ids`` (a dict used as an ordered set, or with ``value``),
+    forgetting the oldest beyond ``keep``."""
+    ids[item] = value
     if len(ids) > keep:
         del ids[next(iter(ids))]

@@ -213,7 +213,7 @@ class Head:
             self.history.started(ins.worker, self.scheduler.workers, time.time())
 
     def carry_cancel_running(self, ins: CancelRunning) -> None:
-        self.send(ins.worker, Kind.CANCEL, (ins.task_id, ins.force))
+        self.send(ins.worker, Kind.CANCEL, (ins.task_id, ins.force, ins.direct))
 
     def carry_spawn(self, ins: Spawn) -> None:
         self.send(ins.agent, Kind.SPAWN_WORKER, (ins.number,))

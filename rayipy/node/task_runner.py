@@ -121,6 +121,9 @@ class TaskRunner:
             try:
                 self.interruptible = spec.task_id
                 try:
+                    if self.cancel_requested == spec.task_id:
+                        # Its SIGINT came before it could be interrupted, and was dropped.
+                        raise KeyboardInterrupt
                     value = self.call_with_retries(spec)
                 finally:
                     self.interruptible = None

@@ -121,7 +121,7 @@ class Worker:
         """I/O thread: what ran here without the head seeing it (for the dashboard)."""
         with self.lock:
             state = self.state
-            current, since, in_flight = state.current, state.current_since, state.host_in_flight
+            current, since, in_flight = state.current, state.current_since, len(state.on_host)
         return self.direct_work.heartbeat(current, since, in_flight)
 
     # -- I/O thread: messages from the head --------------------------------------------------
@@ -136,9 +136,9 @@ class Worker:
         self.carry_out_io(commands)
 
     def on_cancel(self, body: tuple) -> None:
-        task_id, force = body
+        task_id, force, direct = body
         with self.lock:
-            commands = self.state.cancel(task_id, force)
+            commands = self.state.cancel(task_id, force, direct)
         self.carry_out_io(commands)
 
     def on_steal(self, body: tuple) -> None:

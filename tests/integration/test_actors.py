@@ -280,6 +280,35 @@ def test_cancel_actor_calls(cluster):
     assert rayipy.get(actor.sleep.remote(0), timeout=60) == "slept"
 
 
+def test_cancel_of_a_call_behind_a_running_one_is_answered_at_once(cluster, tmp_path):
+    # The queued call sits unread in the actor's connection while the running one holds
+    # its main thread: the cancel must not wait for that call to end.
+    from rayipy.exceptions import TaskCancelledError
+
+    @rayipy.remote
+    class Sleeper:
+        def sleep(self, seconds, started=""):
+            import pathlib
+            import time
+            if started:
+                pathlib.Path(started).write_text("yes")
+            time.sleep(seconds)
+            return "slept"
+
+    actor = Sleeper.remote()
+    started = tmp_path / "started"
+    running = actor.sleep.remote(60, str(started))
+    wait_until(started.exists, timeout=60, message="the first call never started")
+    queued = actor.sleep.remote(0)
+    rayipy.cancel(queued)
+    with pytest.raises(TaskCancelledError, match="Sleeper.sleep' was cancelled"):
+        rayipy.get(queued, timeout=15)
+    rayipy.cancel(running)
+    with pytest.raises(TaskCancelledError):
+        rayipy.get(running, timeout=20)
+    assert rayipy.get(actor.sleep.remote(0), timeout=60) == "slept"
+
+
 def test_actor_asking_for_too_much_fails_with_the_reason(cluster):
     big = Log.options(num_cpus=3).remote()
     with pytest.raises(ActorDiedError, match="CPU=3"):

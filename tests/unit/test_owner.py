@@ -161,6 +161,16 @@ def test_cancel_of_a_task_that_ended_does_nothing():
     assert owner.finished(ok(spec(1)), now=0.0) == []          # a duplicate result: ignored
 
 
+def test_a_cancel_answered_by_the_worker_before_the_call_came_names_the_task():
+    owner = OwnerState()
+    owner.actor_located(ACTOR, "tcp://a")
+    submit(owner, call(2))
+    owner.cancel(call(2).task_id, False)
+    [done] = owner.finished(TaskResult(call(2).task_id, CANCELLED, (), 0.0, "w", ()), now=0.0)
+    assert "'t2' was cancelled: cancelled before it started" in error_text(done)
+    assert owner.finished(ok(call(2)), now=0.0) == []       # a result crossing it: ignored
+
+
 # -- leases lost and handed back ------------------------------------------------------------
 def test_a_dead_leased_worker_has_its_task_retried_through_the_head():
     owner = OwnerState()

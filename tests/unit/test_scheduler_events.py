@@ -132,7 +132,7 @@ def test_cancel_of_a_task_on_a_leased_worker_goes_to_that_worker():
     [answer] = s.lease(DRIVER, CPU1)
     task = spec(9).task_id
     assert s.cancel_requested(task, True, b"", answer.worker) == [
-        CancelRunning(answer.worker, task, True)]
+        CancelRunning(answer.worker, task, True, direct=True)]
     assert s.cancel_requested(task, True, b"", b"nobody") == []
 
 
@@ -142,7 +142,7 @@ def test_cancel_of_an_actor_call_goes_to_the_actors_worker():
     s.submit([creation])
     worker = s.actors[creation.actor_id].worker
     assert s.cancel_requested(b"call", False, creation.actor_id, b"") == [
-        CancelRunning(worker, b"call", False)]
+        CancelRunning(worker, b"call", False, direct=True)]
 
 
 # -- actor names -------------------------------------------------------------------------

@@ -149,6 +149,45 @@ def test_cancel_of_a_call_not_here_yet_cancels_it_when_it_comes():
     assert s.cancelled == {}             # each cancel used once
 
 
+def test_cancel_of_a_direct_call_not_here_yet_is_answered_at_once_and_dropped_when_it_comes():
+    # Its call may sit unread behind the running task (only the main thread reads callers'
+    # connections, between tasks): answered now, not when that task ends.
+    s = WorkerState(WHERE)
+    s.calls_from_caller(CALLER, [spec(1, actor=True)])
+    s.tasks_from_head([constructor()], blocked=False)
+    run_next(s)
+    s.code_done(tid(0))
+    s.constructor_done(concurrent=False)
+    run_next(s)                                       # call 1 runs
+    [report] = s.cancel(tid(2), force=False, direct=True)
+    assert type(report) is ReportToHead
+    assert report.result.task_id == tid(2) and report.result.status == CANCELLED
+    assert report.result.values == ()                 # its owner names it
+    assert s.calls_from_caller(CALLER, [spec(2, actor=True), spec(3, actor=True)]) == []
+    assert queued(s) == [3] and tid(2) not in s.reply_to and s.cancelled == {}
+
+
+def test_a_cancel_that_crosses_a_direct_calls_result_is_not_answered_twice():
+    s = WorkerState(WHERE)
+    s.calls_from_caller(CALLER, [spec(1)])
+    run_next(s)
+    s.code_done(tid(1))                               # its result is on its way
+    assert s.cancel(tid(1), force=False, direct=True) == []
+
+
+def test_a_call_running_on_a_concurrent_actors_host_is_not_answered_as_cancelled():
+    s = WorkerState(WHERE)
+    s.tasks_from_head([constructor()], blocked=False)
+    run_next(s)
+    s.code_done(tid(0))
+    s.constructor_done(concurrent=True)
+    s.calls_from_caller(CALLER, [spec(1, actor=True)])
+    assert s.next_task(1.0) == RunOnHost(spec(1, actor=True))
+    assert s.cancel(tid(1), force=False, direct=True) == []   # its thread runs on
+    assert s.host_finished(ok(1)) == ReplyToCaller(CALLER, ok(1))
+    assert s.cancel(tid(1), force=False, direct=True) == []   # and it has ended
+
+
 def test_a_cancelled_task_that_comes_while_blocked_is_cancelled_not_returned():
     s = WorkerState(WHERE)
     s.cancel(tid(1), force=False)
@@ -288,13 +327,13 @@ def test_a_concurrent_actors_calls_go_to_its_host_and_are_counted():
     s.calls_from_caller(CALLER, [spec(2, actor=True)])
     assert s.next_task(1.0) == RunOnHost(spec(1, actor=True))
     assert s.next_task(1.0) == RunOnHost(spec(2, actor=True))
-    assert s.host_in_flight == 2 and s.current is None
+    assert s.on_host == {tid(1), tid(2)} and s.current is None
     assert s.caller_of(tid(2)) == CALLER
     s.code_done(tid(2))              # its code returned on a host thread: the caller stays
     assert s.caller_of(tid(2)) == CALLER
     assert s.host_finished(ok(2)) == ReplyToCaller(CALLER, ok(2))
     assert s.host_finished(ok(1)) == ReplyToCaller(CALLER, ok(1))
-    assert s.host_in_flight == 0
+    assert s.on_host == set()
 
 
 def test_pinned_marker_is_the_one_the_runtime_sets():
