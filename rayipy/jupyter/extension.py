@@ -22,7 +22,8 @@ from rayipy.jupyter import cluster, reprs
 from rayipy.jupyter.magics import RayipyMagics
 from rayipy.jupyter.output import OutputRouter
 from rayipy.jupyter.progress import slow_get_hook
-from rayipy.node.client import Runtime, TaskLogPrinter
+from rayipy.node.client import Runtime
+from rayipy.node.task_logs import TaskLogPrinter
 
 _sessions: dict[int, "NotebookSession"] = {}
 
@@ -54,7 +55,7 @@ class NotebookSession:
 
     def attach(self, runtime: Runtime) -> None:
         runtime.on_submit = self.router.on_submit
-        runtime.on_log = self.router.on_log
+        runtime.task_logs.printer = self.router.on_log
         runtime.on_slow_wait = self._slow_get if self.magics.auto_progress else None
         runtime.slow_wait_seconds = self.magics.progress_threshold
         runtime.interrupt_grace = self.magics.interrupt_grace
@@ -65,7 +66,7 @@ class NotebookSession:
         runtime = current_runtime()
         if isinstance(runtime, Runtime) and runtime.on_submit == self.router.on_submit:
             runtime.on_submit = None
-            runtime.on_log = TaskLogPrinter()
+            runtime.task_logs.printer = TaskLogPrinter()
             runtime.on_slow_wait = None
         html = self.shell.display_formatter.formatters["text/html"]
         for cls in self._formatters:

@@ -48,6 +48,7 @@ from rayipy.node.direct_calls import DirectCalls
 from rayipy.node.head_link import HeadLink
 from rayipy.node.object_access import ObjectAccess, run_callback
 from rayipy.node.store_client import STORE_MIN_BYTES
+from rayipy.node.task_logs import TaskLogs
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import (OK, DepSlot, FetchDep, Payload, Registration, Stored,
@@ -69,23 +70,6 @@ BLOCKED_SLICE_SECONDS = 0.05    # a blocked worker looks for tasks to hand back 
 def new_process_id(prefix: bytes) -> bytes:
     # 8 bytes; a ZeroMQ identity must not start with a zero byte.
     return prefix[:1] + os.urandom(7)
-
-
-class TaskLogPrinter:
-    """Prints output streamed from tasks on this process's own stdout/stderr, labelled."""
-
-    def __call__(self, lines: list, label: str) -> None:
-        for stream, text, task, *_ in lines:
-            out = sys.stderr if stream == "stderr" else sys.stdout
-            prefix = f"({task} {label}) "
-            body = "".join(prefix + line for line in text.splitlines(keepends=True))
-            if not body.endswith("\n"):
-                body += "\n"
-            try:
-                out.write(body)
-                out.flush()
-            except Exception:
-                pass
 
 
 class WorkerHooks(Protocol):
@@ -161,7 +145,7 @@ class Runtime:
             Kind.BORROW: self.access.on_borrow,
             Kind.OBJECT_COPY: self.access.on_object_copy,
         }
-        self.on_log: Callable[[list, str], None] = TaskLogPrinter()
+        self.task_logs = TaskLogs(self.info.get("ip", ""))   # task output reaching us
         # Hooks for a front end (the Jupyter layer sets them; None in scripts):
         # on_submit(task_id, refs) runs on the submitting thread before the task leaves;
         # on_slow_wait(refs) runs when a get has blocked slow_wait_seconds, and may return
@@ -200,6 +184,7 @@ class Runtime:
     def start(self, timeout: float = 30.0) -> Welcome:
         # Bound here, then owned by the I/O thread (starting it is the hand-over).
         ip = self.info.get("ip") or _ip_toward(self.head_address)
+        self.task_logs.own_ip = ip
         self.data_port = DataPort(ip, self.signer, self.waker, self._handle, self.head.send)
         self.info["data"] = self.data_port.address
         self._thread.start()
@@ -658,11 +643,13 @@ class Runtime:
                     self.worker.flush_output()
                 now = time.monotonic()
                 self._owner_event(self.owner.tick, now)
+                self.task_logs.tick(now)
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
                     if not self._beat(now):
                         break
             head.flush()
+            self.task_logs.close()
         except Exception as e:  # never die silently: callers waiting must hear about it
             log.exception("rayipy I/O thread failed")
             self._lose(exceptions.RayipySystemError(f"the I/O thread failed: {e!r}"))
@@ -731,7 +718,7 @@ class Runtime:
 
     def _on_log(self, body: tuple) -> None:
         _owner, lines, label = body
-        self.on_log(lines, label)
+        self.task_logs.received(lines, label, time.monotonic())
 
     def _on_task_done(self, body: tuple) -> None:
         self._results(body[0])

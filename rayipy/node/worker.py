@@ -61,7 +61,7 @@ class Worker:
         runtime.info["direct"] = self.inbox.address
         self.where = (f"node {runtime.node_id.hex()[:8]} ({runtime.info.get('ip', '?')}), "
                       f"worker pid {os.getpid()}")
-        self.label = f"pid={os.getpid()}"
+        self.label = f"pid={os.getpid()}, ip={runtime.info.get('ip', '?')}"   # as Ray labels output
         self.state = WorkerState(self.where)
         self.lock = threading.Lock()            # guards self.state, and only it
         self.runner = TaskRunner(runtime, self.where, self.code_done, self.became_actor)
