@@ -13,6 +13,7 @@ import inspect
 from typing import Any
 
 from rayipy.core import options as option_table
+from rayipy.core.strategies import apply_strategy
 from rayipy.protocol.kinds import Kind
 from rayipy.remote_function import PickledOnce
 from rayipy.session import require_runtime, runtime_for_submit
@@ -93,6 +94,10 @@ class ActorClass:
                            "scheduling_strategy")
                           if self._options.get(key) is not None}
         worker_options.update(class_name=self._name, methods=self._methods)
+        strategy = worker_options.get("scheduling_strategy")
+        if not isinstance(strategy, str):   # an object: it is in ``resources`` already
+            worker_options.pop("scheduling_strategy", None)
+            worker_options.update(apply_strategy(strategy, {})[1])   # a soft node affinity
         [creation] = runtime.submit(function_id, f"{self._name}.__init__", args, kwargs, 1,
                                     resources, 0, actor_id, "__init__",
                                     tuple(sorted(worker_options.items())))

@@ -7,6 +7,7 @@ import threading
 from typing import Any, Callable
 
 from rayipy.core import options as option_table
+from rayipy.core.strategies import apply_strategy
 from rayipy.protocol import serialization
 from rayipy.session import runtime_for_submit
 
@@ -72,8 +73,10 @@ def _spec_options(options: dict[str, Any]) -> tuple:
         out.append(("retry_exceptions", True))
     elif retry:  # exception classes, pickled once here (they may live in __main__)
         out.append(("retry_exceptions", serialization.dumps_inband(tuple(retry))))
-    if options.get("scheduling_strategy") == "SPREAD":
+    strategy = options.get("scheduling_strategy")
+    if strategy == "SPREAD":
         out.append(("scheduling_strategy", "SPREAD"))
+    out.extend(apply_strategy(strategy, {})[1])   # a node affinity's soft flag
     return tuple(sorted(out))
 
 

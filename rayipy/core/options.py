@@ -10,6 +10,8 @@ import difflib
 import numbers
 from typing import Any, Callable, NamedTuple
 
+from rayipy.core.strategies import STRATEGY_TYPES, apply_strategy, is_strategy
+
 
 class Option(NamedTuple):
     """One option: the types it accepts, its check, the check in words, its default."""
@@ -45,8 +47,9 @@ TASK_OPTIONS: dict[str, Option] = {
                                              for t in v)),
         "a bool or a list of exception types", False),
     "name": Option((str,), lambda v: isinstance(v, str), "a string", None),
-    "scheduling_strategy": Option((str,), lambda v: v in ("DEFAULT", "SPREAD"), '"DEFAULT" or "SPREAD"',
-                                  "DEFAULT"),
+    "scheduling_strategy": Option((str, *STRATEGY_TYPES), is_strategy,
+                                  '"DEFAULT", "SPREAD", a NodeAffinitySchedulingStrategy or a '
+                                  'PlacementGroupSchedulingStrategy', "DEFAULT"),
     # Accepted only empty, so that a program that passes one is told, not silently run
     # without it (``validate``).
     "runtime_env": Option((dict,), lambda v: v is None or isinstance(v, dict), "a dict", None),
@@ -93,4 +96,5 @@ def resource_request(options: dict[str, Any]) -> tuple[tuple[str, float], ...]:
     }
     for name, amount in (options.get("resources") or {}).items():
         amounts[name] = float(amount)
+    amounts, _ = apply_strategy(options.get("scheduling_strategy"), amounts)
     return tuple(sorted((k, v) for k, v in amounts.items() if v > 0))

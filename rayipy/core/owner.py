@@ -115,18 +115,22 @@ class Task:
 
 
 def needs_head_placement(spec: TaskSpec) -> bool:
-    """Nodes to spread over, or GPU devices to assign: only the head can decide."""
+    """Nodes to spread over, GPU devices to assign, a placement group bundle or a node to
+    pin to: only the head can decide."""
     if spec.options and ("scheduling_strategy", "SPREAD") in spec.options:
         return True
-    asks_gpu = _ASKS_GPU.get(spec.resources)
-    if asks_gpu is None:   # a request seen for the first time (a program has a handful)
-        if len(_ASKS_GPU) > 1024:
-            _ASKS_GPU.clear()
-        asks_gpu = _ASKS_GPU[spec.resources] = any(name == "GPU" for name, _ in spec.resources)
-    return asks_gpu
+    head_only = _HEAD_PLACED.get(spec.resources)
+    if head_only is None:   # a request seen for the first time (a program has a handful)
+        if len(_HEAD_PLACED) > 1024:
+            _HEAD_PLACED.clear()
+        # GPUs, a placement group's bundle or a node: resources only the head can place.
+        head_only = _HEAD_PLACED[spec.resources] = any(
+            name == "GPU" or "_group_" in name or name.startswith("node:")
+            for name, _ in spec.resources)
+    return head_only
 
 
-_ASKS_GPU: dict[ResourceRequest, bool] = {}
+_HEAD_PLACED: dict[ResourceRequest, bool] = {}
 
 
 class OwnerState:

@@ -41,7 +41,10 @@ from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fai
 from rayipy.core.lease_scheduling import LeaseScheduling
 from rayipy.core.objects import owner_of
 from rayipy.core.scheduler_state import WorkerPicker, describe_request, gpu_amount, without_gpus
-from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerStatus
+from rayipy.core.placement_scheduling import PlacementScheduling
+from rayipy.core.strategies import SOFT_AFFINITY
+from rayipy.core.state import (AFFINITY_PREFIX, LostNode, Node, Request, TaskRecord, Worker,
+                               WorkerStatus, affinity_resource, shown_resources)
 from rayipy.exceptions import TaskCancelledError, WorkerCrashedError
 from rayipy.protocol.messages import CANCELLED, CRASHED, Payload, TaskSpec
 
@@ -70,7 +73,7 @@ def args_bytes(spec: TaskSpec) -> int:
     return spec.args.nbytes + sum(d.nbytes for d in spec.dep_values if isinstance(d, Payload))
 
 
-class Scheduler(ActorScheduling, LeaseScheduling):
+class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
     """Events in, instructions out: the head's whole scheduling state."""
 
     def __init__(self) -> None:
@@ -81,7 +84,8 @@ class Scheduler(ActorScheduling, LeaseScheduling):
     # -- membership -------------------------------------------------------------------
     def add_node(self, node_id: bytes, agent: bytes, resources: dict[str, float],
                  info: dict[str, Any]) -> list[Instruction]:
-        self.nodes[node_id] = Node(node_id, agent, resources, info)
+        self.nodes[node_id] = Node(node_id, agent, {**resources, affinity_resource(node_id): 1.0},
+                                   info)
         self._nodes_changed()
         for worker_id, pid, address in self.early_workers.pop(node_id, []):
             self._attach_worker(worker_id, node_id, pid, address)
@@ -118,7 +122,8 @@ class Scheduler(ActorScheduling, LeaseScheduling):
             return []
         self.drivers.discard(process_id)
         self.drop_owner(process_id)
-        return self.drop_owner_actors(process_id) + self.dispatch()
+        return (self.drop_owner_actors(process_id) + self.owner_groups_gone(process_id)
+                + self.dispatch())
 
     def worker_died(self, worker_id: bytes, why: str) -> list[Instruction]:
         """A worker process died (its agent saw it exit, or its node is gone)."""
@@ -199,7 +204,8 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         node = self.nodes.get(node_id)
         if node is None or node.leaving:
             return []
-        self.lost_nodes.append(LostNode(node_id, dict(node.total), node.info, why))
+        self.lost_nodes.append(LostNode(node_id, shown_resources(node.total), node.info, why))
+        self.groups_lost_node(node_id)
         out: list[Instruction] = []
         for worker_id in self.remove_node(node_id):
             out.append(ForgetPeer(worker_id))
@@ -219,6 +225,8 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         queue: collections.deque[bytes] | None = None
         for spec in specs:
             submitted += 1
+            if spec.options and SOFT_AFFINITY in spec.options:
+                spec = self._soft_affinity(spec)
             if spec.actor_id:
                 out.extend(self._submit_actor_spec(spec))
                 continue
@@ -373,7 +381,20 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         return True
 
     # -- placement ------------------------------------------------------------------------
+    def _soft_affinity(self, spec: TaskSpec) -> TaskSpec:
+        """A task pinned to a node with ``soft=True`` runs elsewhere if that node is gone
+        or could never run it, as in Ray."""
+        pinned = next(name for name, _ in spec.resources if name.startswith(AFFINITY_PREFIX))
+        others = tuple(item for item in spec.resources if item[0] != pinned)
+        node = next((n for n in self.nodes.values()
+                     if not n.leaving and affinity_resource(n.node_id) == pinned), None)
+        if node is not None and node.could_ever_fit(others):
+            return spec
+        return spec._replace(resources=others)
+
     def dispatch(self) -> list[Instruction]:
+        if self.groups_waiting:
+            self._place_groups()
         assigned: dict[bytes, list[TaskSpec]] = {}
         out: list[Instruction] = self._place_actors() if self.creating else []
         for request, queue in self.ready.items():
@@ -535,7 +556,7 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         for node in self.nodes.values():
             for name, amount in node.total.items():
                 total[name] = total.get(name, 0.0) + amount
-        return total
+        return shown_resources(total)
 
     def available_resources(self) -> dict[str, float]:
         """What is free now, summed over nodes (only names with something free)."""
@@ -543,4 +564,4 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         for node in self.nodes.values():
             for name, amount in node.available.items():
                 total[name] = total.get(name, 0.0) + max(0.0, amount)
-        return {k: v for k, v in total.items() if v > 0}
+        return {k: v for k, v in shown_resources(total).items() if v > 0}

@@ -25,6 +25,22 @@ MEMORY_PER_EXTRA_WORKER = 100 * 2**20
 Request = tuple[tuple[str, float], ...]
 """A resource request, sorted by name: (("CPU", 1.0), ("GPU", 0.5))."""
 
+# Each node has 1 of a resource named after it, which a task pinned to the node asks a
+# thousandth of (``NodeAffinitySchedulingStrategy``), as Ray's ``node:<ip>``. It is the
+# scheduler's device, not something the user has: never shown (``shown_resources``).
+AFFINITY_PREFIX = "node:"
+AFFINITY_SHARE = 0.001
+
+
+def affinity_resource(node_id: bytes) -> str:
+    return AFFINITY_PREFIX + node_id.hex()
+
+
+def shown_resources(resources: dict[str, float]) -> dict[str, float]:
+    """Resources as users see them: without the nodes' own (``affinity_resource``)."""
+    return {name: amount for name, amount in resources.items()
+            if not name.startswith(AFFINITY_PREFIX)}
+
 
 class Node:
     """A host's resources (totals and what is left), its workers, and its GPU devices."""
@@ -97,9 +113,17 @@ class Node:
         return True
 
     def take(self, request: Request, sign: int = 1) -> None:
-        """Subtract ``request`` from what is left (``sign=-1``: add it back)."""
+        """Subtract ``request`` from what is left (``sign=-1``: add it back, but not a
+        resource the node no longer has: a removed placement group's)."""
+        available = self.available
+        if sign > 0:
+            for name, amount in request:
+                available[name] = available.get(name, 0.0) - amount
+            return
+        total = self.total
         for name, amount in request:
-            self.available[name] = self.available.get(name, 0.0) - sign * amount
+            if name in total:
+                available[name] = available.get(name, 0.0) + amount
 
 
 class LostNode(NamedTuple):

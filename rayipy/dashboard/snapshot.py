@@ -16,6 +16,7 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any
 
+from rayipy.core.state import shown_resources
 from rayipy.dashboard.history import Finished, TaskHistory, failure_of, state_of
 
 MAX_ACTORS = 500          # actors listed (every actor is counted)
@@ -69,7 +70,8 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
             "hostname": node.info.get("hostname", ""),
             "alive": True,
             "state": "LEAVING" if node.leaving else "ALIVE",
-            "resources": {"total": dict(node.total), "available": dict(node.available)},
+            "resources": {"total": shown_resources(node.total),
+                          "available": shown_resources(node.available)},
             "object_store": store_figures(node.info),
             "workers": node_workers,
             "workers_starting": node.spawning,
@@ -173,7 +175,7 @@ def _cluster_resources(nodes: Any) -> dict:
             total[name] = total.get(name, 0.0) + amount
         for name, amount in node.available.items():
             available[name] = available.get(name, 0.0) + max(0.0, amount)
-    return {"total": total, "available": available}
+    return {"total": shown_resources(total), "available": shown_resources(available)}
 
 
 def actor_state(actor: Any, tasks: dict) -> str:

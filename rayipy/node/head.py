@@ -36,7 +36,7 @@ from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fai
 from rayipy.core.message_faults import MessageFaults
 from rayipy.core.objects import OWNER_ID_BYTES, owner_of
 from rayipy.core.scheduler import Scheduler
-from rayipy.core.state import LostNode, Node
+from rayipy.core.state import LostNode, Node, shown_resources
 from rayipy.dashboard.history import TaskHistory
 from rayipy.dashboard.server import DashboardServer
 from rayipy.dashboard.snapshot import HeadFacts, Snapshot, build_snapshot, store_figures
@@ -480,7 +480,7 @@ class Head:
             "NodeManagerAddress": info.get("ip", "127.0.0.1"),
             "NodeManagerHostname": info.get("hostname", ""),
             "NodeName": info.get("ip", "127.0.0.1"),
-            "Resources": dict(node.total),
+            "Resources": shown_resources(node.total),
             "alive": alive,
         }
         if isinstance(node, LostNode):
@@ -526,7 +526,8 @@ class Head:
                 "uptime": time.time() - self.started,
                 "nodes": self.request_nodes(sender),
                 # per node, what is not in use (`rayipy status` shows used / total)
-                "available": {node.node_id.hex(): {k: max(0.0, v) for k, v in node.available.items()}
+                "available": {node.node_id.hex(): {k: max(0.0, v) for k, v in
+                                                   shown_resources(node.available).items()}
                               for node in self.scheduler.nodes.values()},
                 # per node, its object store's figures (`rayipy status` shows its use)
                 "object_stores": {node.node_id.hex(): store_figures(node.info)
@@ -542,6 +543,18 @@ class Head:
 
     def request_get_actor(self, sender: bytes, name: str) -> tuple[bytes, str, Any]:
         return self.scheduler.actor_by_name(name)
+
+    # -- placement groups (rayipy.util.placement_group) ------------------------------------
+    def request_create_placement_group(self, sender: bytes, group_id: bytes, bundles: list,
+                                       strategy: str, name: str, detached: bool) -> None:
+        self.carry_out(self.scheduler.create_group(group_id, bundles, strategy, name, sender,
+                                                   detached))
+
+    def request_remove_placement_group(self, sender: bytes, group_id: bytes) -> None:
+        self.carry_out(self.scheduler.remove_group(group_id))
+
+    def request_placement_groups(self, sender: bytes) -> list[dict[str, Any]]:
+        return self.scheduler.describe_groups()
 
     def request_disconnect(self, sender: bytes) -> bool:
         """A driver leaves (shutdown): its non-detached actors stop now, not after a timeout."""

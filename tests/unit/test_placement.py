@@ -1,102 +1,85 @@
-"""Unit tests of placement over nodes: load balance, SPREAD, GPU devices, leaving nodes."""
+"""Placement groups' pure part (rayipy.core.placement): where bundles go under each
+strategy, and the resource names that stand for a placed bundle."""
 
 from __future__ import annotations
 
-from rayipy.core.scheduler import Execute, Scheduler
-from rayipy.core.state import Node
-from rayipy.protocol.messages import Payload, TaskSpec
+import pytest
 
-OWNER = b"O" * 8
-A, B = b"node-a", b"node-b"
+from rayipy.core.placement import (check_bundles, group_of, group_resources, is_group_resource,
+                                   place, task_request)
 
-
-def spec(n: int, resources=(("CPU", 1.0),), spread: bool = False) -> TaskSpec:
-    options = (("scheduling_strategy", "SPREAD"),) if spread else ()
-    return TaskSpec(OWNER + n.to_bytes(8, "big"), b"f", f"t{n}", Payload(b""), (), 1,
-                    resources, 3, options=options)
+A, B, C = b"a", b"b", b"c"
 
 
-def cluster(nodes: dict) -> Scheduler:
-    """nodes: node id -> (resources, worker count)."""
-    s = Scheduler()
-    s.add_function(b"f", b"code")
-    for node_id, (resources, count) in nodes.items():
-        s.add_node(node_id, b"agent-" + node_id, resources, {})
-        for i in range(count):
-            s.add_worker(node_id + b"-w%d" % i, node_id, 100 + i)
-    return s
+def nodes(**cpus: float) -> dict[bytes, dict[str, float]]:
+    return {name.encode(): {"CPU": float(n), "memory": 1e9} for name, n in cpus.items()}
 
 
-def where(out: list, s: Scheduler) -> list[bytes]:
-    """The node of each placed task, in placement order."""
-    return [s.workers[x.worker].node_id for x in out if isinstance(x, Execute) for _ in x.specs]
+def test_pack_puts_every_bundle_on_one_node_when_one_holds_them():
+    assert place([{"CPU": 1}, {"CPU": 1}], "PACK", nodes(a=4, b=2)) == [B, B]   # the fuller fit
+    assert place([{"CPU": 2}, {"CPU": 2}], "PACK", nodes(a=4, b=2)) == [A, A]
 
 
-def gpus_of(out: list) -> list:
-    return [dict(sp.options).get("gpu_ids") for x in out if isinstance(x, Execute) for sp in x.specs]
+def test_pack_spills_over_to_other_nodes_but_strict_pack_waits():
+    free = nodes(a=2, b=2)
+    assert sorted(place([{"CPU": 2}, {"CPU": 2}], "PACK", free)) == [A, B]
+    assert place([{"CPU": 2}, {"CPU": 2}], "STRICT_PACK", free) is None
+    assert place([{"CPU": 1}, {"CPU": 1}], "STRICT_PACK", free) in ([A, A], [B, B])
 
 
-def test_idle_workers_on_the_least_loaded_node_go_first():
-    s = cluster({A: ({"CPU": 2.0}, 2), B: ({"CPU": 2.0}, 2)})
-    nodes = []
-    for n in range(4):   # one at a time: each goes where the fewest CPUs are in use
-        nodes += where(s.submit([spec(n)]), s)
-    assert sorted(nodes[:2]) == [A, B] and sorted(nodes[2:]) == [A, B]
+def test_spread_uses_different_nodes_where_it_can_and_strict_spread_waits():
+    assert sorted(place([{"CPU": 1}] * 2, "SPREAD", nodes(a=4, b=4))) == [A, B]
+    assert place([{"CPU": 1}] * 3, "SPREAD", nodes(a=4, b=4)).count(A) in (1, 2)
+    assert place([{"CPU": 1}] * 3, "STRICT_SPREAD", nodes(a=4, b=4)) is None
+    assert sorted(place([{"CPU": 1}] * 3, "STRICT_SPREAD", nodes(a=4, b=4, c=1))) == [A, B, C]
 
 
-def test_spread_alternates_between_nodes_even_when_one_is_bigger():
-    s = cluster({A: ({"CPU": 4.0}, 4), B: ({"CPU": 1.0}, 1)})
-    out = s.submit([spec(n, resources=(), spread=True) for n in range(4)])
-    nodes = where(out, s)
-    assert nodes.count(A) == 2 and nodes.count(B) == 2
+def test_strict_spread_finds_a_matching_a_greedy_choice_would_miss():
+    # The big bundle must take the only big node, even though it comes second.
+    free = nodes(a=4, b=1)
+    assert place([{"CPU": 1}, {"CPU": 4}], "STRICT_SPREAD", free) == [B, A]
 
 
-def test_gpu_tasks_get_distinct_devices_and_give_them_back():
-    s = cluster({A: ({"CPU": 4.0, "GPU": 2.0}, 3)})
-    gpu1 = (("CPU", 1.0), ("GPU", 1.0))
-    out = s.submit([spec(1, gpu1), spec(2, gpu1), spec(3, gpu1)])
-    # Two run at once on two devices; the third queues behind one of them, on its device.
-    assert sorted(gpus_of(out)) == [("0",), ("0",), ("1",)]
-    idle = next(w for w in s.workers.values() if not w.queue)
-    assert idle.gpu_ids == () and s.nodes[A].available["GPU"] == 0.0
-    for worker in list(s.workers.values()):
-        if worker.queue:
-            s.finished(worker.worker_id, list(worker.queue), [0.1] * len(worker.queue))
-    assert s.nodes[A].gpu_free == {"0": 1.0, "1": 1.0}
-    assert all(w.gpu_ids == () for w in s.workers.values())
+def test_nothing_placed_when_resources_are_short_or_there_are_no_nodes():
+    assert place([{"CPU": 8}], "PACK", nodes(a=4, b=4)) is None
+    assert place([{"CPU": 1}], "SPREAD", {}) is None
+    assert place([{"custom": 1}], "PACK", nodes(a=4)) is None
 
 
-def test_fractional_gpus_share_one_device_before_taking_another():
-    node = Node(A, b"agent", {"GPU": 2.0}, {})
-    assert node.assign_gpus(0.5) == ("0",)
-    assert node.assign_gpus(0.5) == ("0",)
-    assert node.assign_gpus(0.5) == ("1",)
-    assert not node._gpu_choice(1.0)          # device 1 is half used
-    node.release_gpus(("0",), 0.5)
-    node.release_gpus(("0",), 0.5)
-    assert node.assign_gpus(1.0) == ("0",)
+def test_a_placed_bundle_is_named_for_its_tasks_and_a_task_asks_for_those_names():
+    added = group_resources("ff00", 1, {"CPU": 2.0})
+    assert added == {"CPU_group_1_ff00": 2.0, "CPU_group_ff00": 2.0,
+                     "bundle_group_1_ff00": 1000.0, "bundle_group_ff00": 1000.0}
+    assert task_request({"CPU": 1.0}, "ff00", 1) == {"CPU_group_1_ff00": 1.0,
+                                                     "bundle_group_1_ff00": 0.001}
+    assert task_request({"CPU": 0.0}, "ff00", -1) == {"bundle_group_ff00": 0.001}
+    assert all(is_group_resource(n) and group_of(n) == "ff00" for n in added)
+    assert not is_group_resource("CPU")
 
 
-def test_gpu_ids_come_from_the_agent_when_it_names_them():
-    node = Node(A, b"agent", {"GPU": 2.0}, {"gpu_ids": ["3", "5"]})
-    assert node.assign_gpus(2.0) == ("3", "5")
+def test_bad_bundles_and_strategies_are_refused_with_the_reason():
+    assert check_bundles([{"CPU": 1, "memory": 0}], "PACK") == [{"CPU": 1.0}]
+    with pytest.raises(ValueError, match="one of PACK, SPREAD"):
+        check_bundles([{"CPU": 1}], "pack")
+    with pytest.raises(ValueError, match="non-empty list"):
+        check_bundles([], "PACK")
+    with pytest.raises(ValueError, match="bundle 1 must be a non-empty dict"):
+        check_bundles([{"CPU": 1}, {}], "PACK")
+    with pytest.raises(ValueError, match="must ask for some resource"):
+        check_bundles([{"CPU": 0}], "PACK")
+    with pytest.raises(ValueError, match="CPU must be a number >= 0"):
+        check_bundles([{"CPU": -1}], "PACK")
+    with pytest.raises(ValueError, match="NodeAffinitySchedulingStrategy"):
+        check_bundles([{"GPU": 1}], "PACK")
 
 
-def test_blocked_task_gives_back_cpus_but_keeps_its_gpus():
-    s = cluster({A: ({"CPU": 1.0, "GPU": 1.0}, 1)})
-    out = s.submit([spec(1, (("CPU", 1.0), ("GPU", 1.0)))])
-    worker = s.workers[where(out, s) and A + b"-w0"]
-    s.blocked(worker.worker_id, [])
-    assert s.nodes[A].available == {"CPU": 1.0, "GPU": 0.0}
-    assert worker.gpu_ids == ("0",)
-    s.unblocked(worker.worker_id)
-    s.finished(worker.worker_id, list(worker.queue), [0.1])
-    assert s.nodes[A].available == {"CPU": 1.0, "GPU": 1.0}
-    assert s.nodes[A].gpu_free == {"0": 1.0}
-
-
-def test_a_leaving_node_gets_no_work():
-    s = cluster({A: ({"CPU": 1.0}, 1), B: ({"CPU": 1.0}, 1)})
-    s.remove_node(B)
-    out = s.submit([spec(1), spec(2)])
-    assert set(where(out, s)) == {A}
+def test_bundles_lost_with_a_node_are_placed_again_under_the_strategy():
+    free = nodes(a=4, b=4, c=4)
+    # STRICT_SPREAD: the lost bundle goes to a node the others do not use.
+    assert place([{"CPU": 1}] * 2, "STRICT_SPREAD", free, fixed=[A, None]) in ([A, B], [A, C])
+    assert place([{"CPU": 1}] * 2, "STRICT_SPREAD", nodes(a=4), fixed=[A, None]) is None
+    # STRICT_PACK: with the node of the others, or not at all.
+    assert place([{"CPU": 1}] * 2, "STRICT_PACK", free, fixed=[B, None]) == [B, B]
+    assert place([{"CPU": 8}] * 2, "STRICT_PACK", free, fixed=[B, None]) is None
+    # Nothing to place: the nodes as they are.
+    assert place([{"CPU": 1}], "PACK", free, fixed=[C]) == [C]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rayipy.core.scheduler import (
     DEEP_PIPELINE, MAX_PIPELINE, SMALL_ARGS_BYTES, UNKNOWN_DURATION_DEPTH, CancelRunning, Execute,
     Fail, Scheduler, Spawn)
-from rayipy.core.state import WorkerStatus
+from rayipy.core.state import WorkerStatus, shown_resources
 from rayipy.protocol.messages import CANCELLED, CRASHED, ERROR, Payload, TaskSpec
 
 OWNER = b"O" * 8
@@ -195,9 +195,9 @@ def test_custom_resources_are_leased_and_returned():
     req = (("CPU", 1.0), ("TPU", 1.0))
     out = s.submit([spec(1, resources=req), spec(2, resources=req)])
     assert placed(out) == {W1: [1, 2]}         # pipelined: the second TPU task cannot start
-    assert s.nodes[NODE].available == {"CPU": 1.0, "TPU": 0.0}
+    assert shown_resources(s.nodes[NODE].available) == {"CPU": 1.0, "TPU": 0.0}
     finish_all(s)
-    assert s.nodes[NODE].available == {"CPU": 2.0, "TPU": 1.0}
+    assert shown_resources(s.nodes[NODE].available) == {"CPU": 2.0, "TPU": 1.0}
 
 
 def test_a_new_nodes_own_workers_count_as_starting():
