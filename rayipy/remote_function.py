@@ -74,6 +74,8 @@ def _spec_options(options: dict[str, Any]) -> tuple:
         out.append(("retry_exceptions", serialization.dumps_inband(tuple(retry))))
     if options.get("scheduling_strategy") == "SPREAD":
         out.append(("scheduling_strategy", "SPREAD"))
+    if options.get("max_calls"):   # the head counts them per worker (core/scheduler.py)
+        out.append(("max_calls", options["max_calls"]))
     return tuple(sorted(out))
 
 

@@ -115,8 +115,10 @@ class Task:
 
 
 def needs_head_placement(spec: TaskSpec) -> bool:
-    """Nodes to spread over, or GPU devices to assign: only the head can decide."""
-    if spec.options and ("scheduling_strategy", "SPREAD") in spec.options:
+    """Nodes to spread over, GPU devices to assign, or calls to count for ``max_calls``
+    (the head retires the worker after them): only the head can decide."""
+    if spec.options and (("scheduling_strategy", "SPREAD") in spec.options
+                         or any(name == "max_calls" for name, _ in spec.options)):
         return True
     asks_gpu = _ASKS_GPU.get(spec.resources)
     if asks_gpu is None:   # a request seen for the first time (a program has a handful)
