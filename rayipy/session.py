@@ -164,7 +164,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             with contextlib.suppress(OSError):
                 info["ip"] = connection.local_ip_toward(host, port)
         runtime = Runtime("driver", head_address, key, info=info,
-                          node_id=cluster.node_id if cluster is not None else b"")
+                          node_id=cluster.node_id if cluster is not None else target.node_id)
         try:
             welcome = runtime.start(timeout=30.0 if cluster else 10.0)
             if cluster is not None:
