@@ -334,7 +334,7 @@ class Scheduler(ActorScheduling, LeaseScheduling):
         return [Retire(node.agent, worker.worker_id)]
 
     def cancel(self, task_id: bytes, force: bool, cancelled_status: int,
-               error: BaseException) -> list[Instruction]:
+               error: BaseException, recursive: bool = True) -> list[Instruction]:
         """Cancel a task sent through the head: fail it if it waits here, else ask its worker."""
         record = self.tasks.get(task_id)
         if record is None:
@@ -349,20 +349,21 @@ class Scheduler(ActorScheduling, LeaseScheduling):
                 except ValueError:
                     pass
             return [self._fail(task_id, cancelled_status, error)]
-        return [CancelRunning(record.worker, task_id, force)]
+        return [CancelRunning(record.worker, task_id, force, False, recursive)]
 
     def cancel_requested(self, task_id: bytes, force: bool, actor_id: bytes,
-                         leased_worker: bytes) -> list[Instruction]:
+                         leased_worker: bytes, recursive: bool = True) -> list[Instruction]:
         """An owner cancels a task, wherever it sent it: to an actor's worker, to a worker
-        leased to it, or through the head."""
+        leased to it, or through the head. ``recursive``: its worker cancels the tasks
+        the task submitted too."""
         if actor_id:
             return self.cancel_actor_call(actor_id, task_id, force)
         if leased_worker:
             if leased_worker not in self.workers:
                 return []
-            return [CancelRunning(leased_worker, task_id, force, True)]
+            return [CancelRunning(leased_worker, task_id, force, True, recursive)]
         return self.cancel(task_id, force, CANCELLED,
-                           TaskCancelledError(detail="cancelled before it started"))
+                           TaskCancelledError(detail="cancelled before it started"), recursive)
 
     def blocked(self, worker_id: bytes, returned: list[bytes]) -> list[Instruction]:
         """A worker's task waits in ``get``: it gives back its allocation (not its GPUs)

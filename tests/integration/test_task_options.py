@@ -64,3 +64,66 @@ def test_short_tasks_never_wait_behind_a_long_one(cluster):
                         timeout=60)
     assert max(starts[1:5]) < 2.0, starts
     assert starts[0] < 2.0 and starts[5] < 2.0, starts
+
+
+@rayipy.remote
+def child_writes(path, seconds):
+    with open(path + ".started", "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)
+    with open(path, "w") as f:
+        f.write("done")
+    return "done"
+
+
+@rayipy.remote
+def parent_waits(path, seconds):
+    return rayipy.get(child_writes.remote(path, seconds))
+
+
+@rayipy.remote
+def parent_sleeps(path, seconds):
+    child = child_writes.remote(path, seconds)   # not waited on: only a recursive cancel
+    time.sleep(60)                               # reaches it
+    return child
+
+
+@pytest.mark.parametrize("parent", [parent_waits, parent_sleeps])
+@pytest.mark.parametrize("recursive", [True, False])
+def test_cancel_of_a_parent_cancels_its_children_unless_not_recursive(cluster, tmp_path,
+                                                                      recursive, parent):
+    path = str(tmp_path / "child")
+    ref = parent.remote(path, 3)
+    wait_until(lambda: os.path.exists(path + ".started"), timeout=30)
+    rayipy.cancel(ref, recursive=recursive)
+    with pytest.raises(rayipy.exceptions.TaskCancelledError):
+        rayipy.get(ref, timeout=30)
+    if recursive:
+        # The child was interrupted: it never writes, though it had 3 s to go.
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            assert not os.path.exists(path), "the child ran on after a recursive cancel"
+            time.sleep(0.1)
+    else:
+        wait_until(lambda: os.path.exists(path), timeout=30,
+                   message="the child did not complete after cancel(recursive=False)")
+
+
+def test_forced_recursive_cancel_kills_the_parent_and_cancels_the_child(cluster, tmp_path):
+    path = str(tmp_path / "child")
+    ref = parent_waits.remote(path, 3)
+    wait_until(lambda: os.path.exists(path + ".started"), timeout=30)
+    rayipy.cancel(ref, force=True)
+    with pytest.raises(rayipy.exceptions.TaskCancelledError):
+        rayipy.get(ref, timeout=30)
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        assert not os.path.exists(path), "the child ran on after a forced recursive cancel"
+        time.sleep(0.1)
+
+
+def test_cancel_checks_its_flags(cluster):
+    ref = pid.remote()
+    with pytest.raises(TypeError, match="recursive"):
+        rayipy.cancel(ref, recursive="yes")
+    rayipy.get(ref)
