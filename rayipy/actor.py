@@ -19,7 +19,8 @@ from rayipy.remote_function import PickledOnce
 from rayipy.session import require_runtime, runtime_for_submit
 
 # Ray's defaults: an actor needs no CPU to run unless it asks for one.
-ACTOR_OPTIONS = {**option_table.TASK_OPTIONS,
+ACTOR_OPTIONS = {**{k: v for k, v in option_table.TASK_OPTIONS.items()
+                    if k not in option_table.TASK_ONLY_OPTIONS},
                  "max_restarts": option_table.Option((int,), lambda v: isinstance(v, int) and v >= -1,
                                                      "an int >= 0, or -1 for unlimited", 0),
                  "max_task_retries": option_table.Option((int,), lambda v: isinstance(v, int) and v >= -1,
@@ -53,7 +54,8 @@ class ActorClass:
 
     def __init__(self, cls: type, options: dict[str, Any]) -> None:
         self._cls = cls
-        self._options = option_table.validate(options, ACTOR_OPTIONS, "actor class")
+        self._options = option_table.validate(options, ACTOR_OPTIONS, "actor class",
+                                              option_table.TASK_ONLY_OPTIONS)
         self._name = cls.__qualname__
         self._methods = {name: getattr(member, _METHOD_OPTIONS_ATTR, {})
                          for name, member in inspect.getmembers(cls, callable)
@@ -72,7 +74,7 @@ class ActorClass:
         copy = ActorClass.__new__(ActorClass)
         copy.__dict__.update(self.__dict__)
         copy._options = option_table.validate({**self._options, **options}, ACTOR_OPTIONS,
-                                              "actor class")
+                                              "actor class", option_table.TASK_ONLY_OPTIONS)
         return copy
 
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":

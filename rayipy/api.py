@@ -114,10 +114,17 @@ def wait(object_refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: flo
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel the task that makes ``object_ref``; its ``get`` raises TaskCancelledError."""
+    """Cancel the task that makes ``object_ref``; its ``get`` raises TaskCancelledError.
+
+    ``force``: kill its worker process instead of interrupting it. ``recursive`` (as in
+    Ray, the default): cancel the tasks it submitted too, and theirs; False leaves them
+    running."""
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
-    _runtime().cancel(object_ref, bool(force))
+    for name, value in (("force", force), ("recursive", recursive)):
+        if not isinstance(value, bool):
+            raise TypeError(f"cancel(): {name} must be True or False, got {value!r}")
+    _runtime().cancel(object_ref, force, recursive)
 
 
 def get_runtime_context() -> RuntimeContext:

@@ -77,6 +77,8 @@ def _spec_options(options: dict[str, Any]) -> tuple:
     if strategy == "SPREAD":
         out.append(("scheduling_strategy", "SPREAD"))
     out.extend(apply_strategy(strategy, {})[1])   # a node affinity's soft flag
+    if options.get("max_calls"):   # the head counts them per worker (core/scheduler.py)
+        out.append(("max_calls", options["max_calls"]))
     return tuple(sorted(out))
 
 

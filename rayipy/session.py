@@ -40,12 +40,53 @@ _context: "ClusterContext | None" = None
 # Jupyter layer) attaches its hooks (output routing, progress) to every cluster.
 runtime_hooks: list[Callable[[Runtime], None]] = []
 
-# Ray's init() keywords that have no meaning here: accepted, so Ray programs run.
-_IGNORED_INIT_OPTIONS = {"configure_logging", "logging_level",
-                         "logging_format", "log_to_driver", "namespace", "job_config",
-                         "_temp_dir", "_plasma_directory", "_node_ip_address",
-                         "_metrics_export_port", "storage", "_enable_object_reconstruction",
-                         "_memory", "_node_name", "_driver_object_store_memory"}
+# Ray's other init() keywords: None means "as Ray's default", which is what rayipy does;
+# another value is refused, saying what to do instead (never accepted and ignored).
+# ``accepted`` holds values that match what rayipy does anyway.
+_RAY_INIT_OPTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
+    "configure_logging": ((True,), "rayipy leaves Python's logging to you: configure it "
+                          "with logging.basicConfig() or logging.getLogger('rayipy')"),
+    "logging_format": ((), "set a format on your own handler of logging.getLogger('rayipy')"),
+    "log_to_driver": ((True,), "task output is always shown on the driver; to silence a "
+                      "task, redirect its output inside it (contextlib.redirect_stdout)"),
+    "job_config": ((), "rayipy has no jobs: pass code and settings to tasks as arguments"),
+    "_temp_dir": ((), "set RAYIPY_HOME for the connection file and logs, and the spilling "
+                  "directory with _system_config={'object_spilling_config': ...}"),
+    "_plasma_directory": ((), "the object store lives in /dev/shm; size it with "
+                          "object_store_memory"),
+    "_node_ip_address": ((), "start the node with rayipy start --node-ip-address"),
+    "_metrics_export_port": ((), "rayipy exports no metrics; the dashboard's /api/status "
+                             "serves the cluster's figures as JSON"),
+    "storage": ((), "rayipy has no cluster storage: write to a shared file system yourself"),
+    "_enable_object_reconstruction": ((True,), "lost objects are always remade from their "
+                                      "task when it can be retried"),
+    "_memory": ((), "give tasks a memory request with .options(memory=...)"),
+    "_node_name": ((), "nodes are named by their id and IP address"),
+    "_driver_object_store_memory": ((), "the driver uses its node's object store: size it "
+                                    "with object_store_memory"),
+}
+# Accepted and not yet acted on: another part of issue 14 (actors) gives it meaning.
+_PENDING_INIT_OPTIONS = {"namespace"}
+_IGNORED_INIT_OPTIONS = set(_RAY_INIT_OPTIONS) | _PENDING_INIT_OPTIONS
+
+
+def _check_ray_init_options(kwargs: dict[str, Any]) -> None:
+    """Ray's init() keywords rayipy does not act on: refused unless their value is
+    Ray's default or what rayipy does anyway; ``logging_level`` sets rayipy's logger."""
+    unknown = set(kwargs) - _IGNORED_INIT_OPTIONS - {"logging_level"}
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    for name, value in kwargs.items():
+        if name in _RAY_INIT_OPTIONS and value is not None:
+            accepted, instead = _RAY_INIT_OPTIONS[name]
+            if value not in accepted:
+                raise ValueError(f"init({name}={value!r}) is not supported by rayipy: {instead}")
+    level = kwargs.get("logging_level")
+    if level is not None:
+        if not isinstance(level, (int, str)) or isinstance(level, bool):
+            raise TypeError(f"logging_level must be a logging level (logging.INFO or 'INFO'), "
+                            f"got {level!r}")
+        logging.getLogger("rayipy").setLevel(level)   # ValueError names a bad level name
 
 
 class ClusterContext:
@@ -104,9 +145,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     {"type": "filesystem", "params": {"directory_path": "/some/dir"}})}`` says.
     """
     global _cluster, _context
-    unknown = set(kwargs) - _IGNORED_INIT_OPTIONS
-    if unknown:
-        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    _check_ray_init_options(kwargs)
     _check_count("num_cpus", num_cpus)
     _check_count("num_gpus", num_gpus)
     _check_dashboard_options(include_dashboard, dashboard_host, dashboard_port)
@@ -164,7 +203,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             with contextlib.suppress(OSError):
                 info["ip"] = connection.local_ip_toward(host, port)
         runtime = Runtime("driver", head_address, key, info=info,
-                          node_id=cluster.node_id if cluster is not None else b"")
+                          node_id=cluster.node_id if cluster is not None else target.node_id)
         try:
             welcome = runtime.start(timeout=30.0 if cluster else 10.0)
             if cluster is not None:

@@ -29,11 +29,13 @@ class Fail(NamedTuple):
 
 class CancelRunning(NamedTuple):
     """Ask a worker to cancel a task it has (running or queued). ``direct``: its caller
-    sent it straight to the worker (an actor call, a leased task), not through us."""
+    sent it straight to the worker (an actor call, a leased task), not through us.
+    ``recursive``: the worker cancels the tasks the running one submitted too."""
     worker: bytes
     task_id: bytes
     force: bool
     direct: bool = False
+    recursive: bool = True
 
 
 class Spawn(NamedTuple):

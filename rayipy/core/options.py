@@ -58,6 +58,19 @@ TASK_OPTIONS: dict[str, Option] = {
 }
 
 
+# Task options that mean nothing for an actor class: refused there, saying what to use.
+TASK_ONLY_OPTIONS: dict[str, str] = {
+    "num_returns": "num_returns is an option of a remote function or of an actor method "
+                   "(@rayipy.method(num_returns=2)), not of an actor class",
+    "max_retries": "max_retries is for tasks; an actor is restarted with max_restarts, "
+                   "and its calls retried with max_task_retries",
+    "retry_exceptions": "retry_exceptions is for tasks; catch and retry inside the actor's "
+                        "method instead",
+    "max_calls": "max_calls is for tasks (a worker is replaced after N calls); an actor "
+                 "lives until it is killed: use rayipy.kill(handle) and make a new one",
+}
+
+
 RUNTIME_ENV_UNSUPPORTED = (
     "runtime_env is not supported by rayipy yet, and is refused rather than ignored: install "
     "the packages on every node, make your modules importable there (PYTHONPATH, or define "
@@ -66,10 +79,14 @@ RUNTIME_ENV_UNSUPPORTED = (
 
 
 def validate(options: dict[str, Any], table: dict[str, Option] = TASK_OPTIONS,
-             what: str = "remote function") -> dict[str, Any]:
-    """Check options against the table; raises ValueError/TypeError naming the bad one."""
+             what: str = "remote function",
+             refused: dict[str, str] | None = None) -> dict[str, Any]:
+    """Check options against the table; raises ValueError/TypeError naming the bad one.
+    ``refused``: names known not to apply here, with what to do instead."""
     for name, value in options.items():
         option = table.get(name)
+        if option is None and refused and name in refused:
+            raise ValueError(f"invalid option {name!r}: {refused[name]}")
         if option is None:
             close = difflib.get_close_matches(name, table, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -72,6 +72,7 @@ class CancelRemote(NamedTuple):
     force: bool
     actor_id: bytes
     worker: bytes
+    recursive: bool = True   # its worker cancels the tasks it submitted too (as Ray)
 
 
 class Complete(NamedTuple):
@@ -100,10 +101,10 @@ class Task:
     """One task in flight: everything needed until it ends, and again for a retry."""
 
     __slots__ = ("spec", "return_ids", "pinned", "route", "worker", "address", "sent",
-                 "cancelled")
+                 "cancelled", "parent")
 
     def __init__(self, spec: TaskSpec, return_ids: tuple[bytes, ...], pinned: tuple[bytes, ...], route: Route,
-                 worker: bytes, address: str) -> None:
+                 worker: bytes, address: str, parent: bytes = b"") -> None:
         self.spec = spec
         self.return_ids = return_ids
         self.pinned = pinned              # object ids held until the task ends
@@ -112,12 +113,15 @@ class Task:
         self.address = address            # ... and its direct inbox
         self.sent = False                 # it has left this process
         self.cancelled = False            # a cancel went out after it
+        self.parent = parent              # in a worker: the task that submitted it
 
 
 def needs_head_placement(spec: TaskSpec) -> bool:
     """Nodes to spread over, GPU devices to assign, a placement group bundle or a node to
-    pin to: only the head can decide."""
-    if spec.options and ("scheduling_strategy", "SPREAD") in spec.options:
+    pin to, or calls to count for ``max_calls`` (the head retires the worker after them):
+    only the head can decide."""
+    if spec.options and (("scheduling_strategy", "SPREAD") in spec.options
+                         or any(name == "max_calls" for name, _ in spec.options)):
         return True
     head_only = _HEAD_PLACED.get(spec.resources)
     if head_only is None:   # a request seen for the first time (a program has a handful)
@@ -145,10 +149,11 @@ class OwnerState:
 
     # -- events ------------------------------------------------------------------------
     def submit(self, spec: TaskSpec, return_ids: tuple[bytes, ...], pinned: tuple[bytes, ...], ready: bool,
-               worker: tuple[bytes, str] | None = None) -> list[OwnerCommand]:
+               worker: tuple[bytes, str] | None = None, parent: bytes = b"") -> list[OwnerCommand]:
         """A new task. ``ready``: its ref arguments have their values (else wait for
         ``arguments_ready``). ``worker`` (id, direct address): send it to that worker and
-        no other."""
+        no other. ``parent``: the task of this worker that submits it (for a recursive
+        cancel of that task, ``cancel_children``)."""
         worker_id, address = worker or (b"", "")
         if worker_id:
             route = Route.WORKER
@@ -158,7 +163,7 @@ class OwnerState:
         else:
             route = Route.HEAD   # or a lease: decided when it leaves
         task = self._tasks[spec.task_id] = Task(spec, return_ids, pinned, route, worker_id,
-                                                   address)
+                                                   address, parent)
         out: list[OwnerCommand] = []
         if route is Route.ACTOR:
             out = self._steps(self.actors.reserve(spec.actor_id, spec.task_id))
@@ -206,8 +211,9 @@ class OwnerState:
             result = result._replace(values=(errors.capture_system_error(error, task.spec.name),))
         return self._end(task, result)
 
-    def cancel(self, task_id: bytes, force: bool) -> list[OwnerCommand]:
-        """Cancel one of our tasks: at once if it has not left, else where it went."""
+    def cancel(self, task_id: bytes, force: bool, recursive: bool = True) -> list[OwnerCommand]:
+        """Cancel one of our tasks: at once if it has not left, else where it went
+        (``recursive``: its worker cancels the tasks it submitted too)."""
         task = self._tasks.get(task_id)
         if task is None:
             return []
@@ -222,7 +228,15 @@ class OwnerState:
         elif task.route is Route.WORKER:
             worker = task.worker
         actor_id = spec.actor_id if task.route is Route.ACTOR else b""
-        return [CancelRemote(task_id, force, actor_id, worker)]
+        return [CancelRemote(task_id, force, actor_id, worker, recursive)]
+
+    def cancel_children(self, parent: bytes, force: bool) -> list[OwnerCommand]:
+        """Our task ``parent`` is cancelled with ``recursive``: cancel the tasks it
+        submitted that have not ended, and, through their workers, theirs."""
+        out: list[OwnerCommand] = []
+        for task_id in [t for t, task in self._tasks.items() if task.parent == parent]:
+            out.extend(self.cancel(task_id, force, True))
+        return out
 
     def lease_granted(self, request: ResourceRequest, worker: bytes, address: str,
                       now: float) -> list[OwnerCommand]:

@@ -16,6 +16,19 @@ with less work than that queued its queue runs low first, so it reports, and the
 refills, one task per message. A *lease* is something else: a worker lent to a driver
 (``lease_scheduling``).
 
+Pipelining is a guess, and a task must never stay behind an unknown-length or long one
+while a worker could take it. A task queued behind another goes back to the front of
+the ready queue (``Steal``), where the next free worker takes it in submission order,
+as soon as the guess that put it there fails: when the first durations of a function
+are measured and say its queue was too deep (``_trim_unknown``: while a function's
+duration is unknown, one task waits behind each running one); when the task it waits
+behind has run ``LONG_TASK_SECONDS`` (``tick``; nothing queues there until that task
+ends); and when a worker falls idle with nothing left to hand out (``_steal_for_idle``).
+
+``max_calls`` (a task option): a worker given the Nth task of such a function takes
+nothing more, and once its queue is done it is retired (``Retire``); its agent starts a
+replacement, as Ray replaces the worker after N calls.
+
 Nested tasks. A worker whose task blocks in ``get`` gives back its allocation (all but
 its GPUs) and the tasks queued behind the blocked one; the node's freed CPU then lets
 the head start another worker if tasks are waiting, so a task waiting on its children
@@ -40,11 +53,12 @@ from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fai
                                       Spawn, Steal)
 from rayipy.core.lease_scheduling import LeaseScheduling
 from rayipy.core.objects import owner_of
-from rayipy.core.scheduler_state import WorkerPicker, describe_request, gpu_amount, without_gpus
 from rayipy.core.placement_scheduling import PlacementScheduling
-from rayipy.core.strategies import SOFT_AFFINITY
+from rayipy.core.scheduler_state import (WorkerPicker, describe_request, gpu_amount, takes_queue,
+                                        without_gpus)
 from rayipy.core.state import (AFFINITY_PREFIX, LostNode, Node, Request, TaskRecord, Worker,
                                WorkerStatus, affinity_resource, shown_resources)
+from rayipy.core.strategies import SOFT_AFFINITY
 from rayipy.exceptions import TaskCancelledError, WorkerCrashedError
 from rayipy.protocol.messages import CANCELLED, CRASHED, Payload, TaskSpec
 
@@ -58,6 +72,7 @@ MAX_PIPELINE = 64           # tasks queued per worker at most...
 DEEP_PIPELINE = 1024        # ...or this many when their arguments are small:
 SMALL_ARGS_BYTES = 64 * 1024   # no more bytes queued (64 MiB) than 64 tasks of 1 MiB
 UNKNOWN_DURATION_DEPTH = 2  # one running, one waiting, until durations are known
+LONG_TASK_SECONDS = 0.5     # a task running this long has nothing queued behind it
 IDLE_RETIRE_SECONDS = 10.0  # an extra worker idle this long is stopped
 
 IDLE, RUNNING, BLOCKED = WorkerStatus.IDLE, WorkerStatus.RUNNING, WorkerStatus.BLOCKED
@@ -66,6 +81,14 @@ ACTOR, LEASED = WorkerStatus.ACTOR, WorkerStatus.LEASED
 
 def is_spread(spec: TaskSpec) -> bool:
     return ("scheduling_strategy", "SPREAD") in spec.options
+
+
+def max_calls(spec: TaskSpec) -> int:
+    """The task's ``max_calls`` (0: no limit)."""
+    for name, value in spec.options:
+        if name == "max_calls":
+            return int(value)
+    return 0
 
 
 def args_bytes(spec: TaskSpec) -> int:
@@ -253,6 +276,7 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         # same value as storing it after each (the same float operations, in order).
         run: bytes | None = None
         mean: float | None = None
+        learned: list[bytes] | None = None   # functions measured for the first time
         for task_id, duration in zip(task_ids, durations):
             count += 1
             record = pop(task_id, None)
@@ -262,6 +286,8 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
                     if run is not None and mean is not None:
                         means[run] = mean
                     run, mean = fid, means.get(fid)
+                    if mean is None:
+                        learned = (learned or []) + [fid]
                 mean = duration if mean is None else 0.8 * mean + 0.2 * duration
             if queue is not None:
                 if queue and queue[0] == task_id:   # results come in queue order
@@ -274,12 +300,49 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         if run is not None and mean is not None:
             means[run] = mean
         self.counts["finished"] += count
+        out: list[Instruction] = self._trim_unknown(learned) if learned else []
         if worker is not None and not worker.queue:
             self._free_allocation_if_done(worker)
-        return self.dispatch()
+            if worker.retiring:
+                out.extend(self._retire(worker))
+        return out + self.dispatch() if out else self.dispatch()
+
+    def _trim_unknown(self, functions: list[bytes]) -> list[Instruction]:
+        """These functions' first durations are in: where a task of one waits behind
+        another beyond the depth they call for (it was queued while the duration was
+        unknown), take the excess back, to run on the next free worker instead."""
+        out: list[Instruction] = []
+        for fid in set(functions):
+            duration = self.durations.get(fid)
+            if duration is None:
+                continue
+            depth = max(1, int(PIPELINE_SECONDS / max(duration, 1e-6)))
+            if depth >= UNKNOWN_DURATION_DEPTH:
+                continue
+            for worker in self.workers.values():
+                queue = worker.queue
+                if (worker.state is RUNNING and len(queue) > depth and not worker.steal_pending
+                        and self._function_of(queue[-1]) == fid):
+                    worker.steal_pending = True
+                    out.append(Steal(worker.worker_id, len(queue) - depth))
+        return out
+
+    def _function_of(self, task_id: bytes) -> bytes | None:
+        record = self.tasks.get(task_id)
+        return record.spec.function_id if record is not None else None
+
+    def _retire(self, worker: Worker) -> list[Instruction]:
+        """A worker that ran its ``max_calls`` is done with its queue: stop it (its agent
+        starts a fresh one). Its death, when the agent reports it, finds nothing here."""
+        node = self.nodes.get(worker.node_id)
+        del self.workers[worker.worker_id]
+        if node is None:
+            return []
+        node.workers.discard(worker.worker_id)
+        return [Retire(node.agent, worker.worker_id)]
 
     def cancel(self, task_id: bytes, force: bool, cancelled_status: int,
-               error: BaseException) -> list[Instruction]:
+               error: BaseException, recursive: bool = True) -> list[Instruction]:
         """Cancel a task sent through the head: fail it if it waits here, else ask its worker."""
         record = self.tasks.get(task_id)
         if record is None:
@@ -294,20 +357,21 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
                 except ValueError:
                     pass
             return [self._fail(task_id, cancelled_status, error)]
-        return [CancelRunning(record.worker, task_id, force)]
+        return [CancelRunning(record.worker, task_id, force, False, recursive)]
 
     def cancel_requested(self, task_id: bytes, force: bool, actor_id: bytes,
-                         leased_worker: bytes) -> list[Instruction]:
+                         leased_worker: bytes, recursive: bool = True) -> list[Instruction]:
         """An owner cancels a task, wherever it sent it: to an actor's worker, to a worker
-        leased to it, or through the head."""
+        leased to it, or through the head. ``recursive``: its worker cancels the tasks
+        the task submitted too."""
         if actor_id:
             return self.cancel_actor_call(actor_id, task_id, force)
         if leased_worker:
             if leased_worker not in self.workers:
                 return []
-            return [CancelRunning(leased_worker, task_id, force, True)]
+            return [CancelRunning(leased_worker, task_id, force, True, recursive)]
         return self.cancel(task_id, force, CANCELLED,
-                           TaskCancelledError(detail="cancelled before it started"))
+                           TaskCancelledError(detail="cancelled before it started"), recursive)
 
     def blocked(self, worker_id: bytes, returned: list[bytes]) -> list[Instruction]:
         """A worker's task waits in ``get``: it gives back its allocation (not its GPUs)
@@ -443,11 +507,26 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
             worker.queue.append(task_id)
             if picker is not None and self.blocking and spec.function_id in self.blocking:
                 picker.close(worker)
+            if spec.options and self._count_call(worker, spec) and picker is not None:
+                picker.close(worker)
             record.worker = worker_id = worker.worker_id
             specs = assigned.get(worker_id)
             if specs is None:
                 specs = assigned[worker_id] = []
             specs.append(self._spec_for(worker, spec) if worker.gpu_ids else spec)
+
+    @staticmethod
+    def _count_call(worker: Worker, spec: TaskSpec) -> bool:
+        """Count a task of a function with ``max_calls`` given to ``worker``; True once it
+        reaches the limit (the worker then retires: ``Worker.retiring``)."""
+        limit = max_calls(spec)
+        if not limit:
+            return False
+        fid = spec.function_id
+        calls = worker.calls[fid] = worker.calls.get(fid, 0) + 1
+        if calls >= limit:
+            worker.retiring = True
+        return worker.retiring
 
     def _steal_for_idle(self) -> list[Instruction]:
         """Idle workers, nothing left to hand out: take back tasks queued behind others.
@@ -507,7 +586,8 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         return out
 
     def tick(self, now: float) -> list[Instruction]:
-        """Called about once a second: retire extra workers idle for a while."""
+        """Called about once a second: retire extra workers idle for a while, and take
+        back what waits behind a task that runs long."""
         out: list[Instruction] = []
         for node in self.nodes.values():
             pool = [self.workers[w] for w in node.workers if self.workers[w].state is not ACTOR]
@@ -515,6 +595,8 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
             for worker in pool:
                 if worker.state is not IDLE:
                     worker.idle_since = None
+                    if worker.state is RUNNING:
+                        out.extend(self._watch_running(worker, now))
                     continue
                 if worker.idle_since is None:
                     worker.idle_since = now
@@ -524,6 +606,23 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
                     del self.workers[worker.worker_id]
                     out.append(Retire(node.agent, worker.worker_id))
         return out
+
+    def _watch_running(self, worker: Worker, now: float) -> list[Instruction]:
+        """Pipelining guessed the running task short; once it has run ``LONG_TASK_SECONDS``
+        the tasks behind it go back (``Steal``) to run elsewhere, and nothing queues
+        behind it until it ends (``takes_queue``)."""
+        running = worker.queue[0] if worker.queue else None
+        if running != worker.seen_task:
+            worker.seen_task, worker.seen_since = running, now
+            return []
+        if (running is None or now - worker.seen_since < LONG_TASK_SECONDS
+                or worker.long_task == running):
+            return []
+        worker.long_task = running
+        if len(worker.queue) < 2 or worker.steal_pending:
+            return []
+        worker.steal_pending = True
+        return [Steal(worker.worker_id, len(worker.queue) - 1)]
 
     # -- reporting --------------------------------------------------------------------------
     def summary(self) -> dict[str, int]:

@@ -36,6 +36,15 @@ LOST_NODES_KEPT = 100       # nodes() lists this many gone nodes, with Alive Fal
 _function_id = operator.attrgetter("function_id")
 
 
+def takes_queue(worker: Worker) -> bool:
+    """Whether a task may queue behind what ``worker`` runs: not when its running task
+    has run long (``Worker.long_task``), nor once it retires after ``max_calls``."""
+    if worker.retiring:
+        return False
+    long_task = worker.long_task
+    return long_task is None or not worker.queue or worker.queue[0] != long_task
+
+
 def describe_request(request: Request) -> str:
     """"CPU=1, GPU=0.5" (or "nothing"), for error messages."""
     return ", ".join(f"{name}={amount:g}" for name, amount in request) or "nothing"
@@ -141,7 +150,7 @@ class SchedulerState(abc.ABC):
                     rank = (node.spread_count, 0, node.load()) if spread else (node.load(),)
                     if idle is None or rank < idle_rank:
                         idle, idle_rank = worker, rank
-            elif state is RUNNING and not worker.steal_pending:
+            elif state is RUNNING and not worker.steal_pending and takes_queue(worker):
                 n = len(worker.queue)
                 if worker.allocation == request and n < depth and not self._ends_blocking(worker):
                     node = self.nodes[worker.node_id]
@@ -342,7 +351,8 @@ class WorkerPicker:
         ends_blocking, closed = self.ends_blocking, self.closed
         for position, worker in enumerate(self.workers.values()):
             if (worker.state is RUNNING and not worker.steal_pending
-                    and worker.allocation == request and len(worker.queue) < depth):
+                    and worker.allocation == request and len(worker.queue) < depth
+                    and takes_queue(worker)):
                 if worker.worker_id in closed or (ends_blocking and ends_blocking(worker)):
                     continue
                 node = nodes[worker.node_id]

@@ -160,7 +160,7 @@ class Worker:
 
     __slots__ = ("worker_id", "node_id", "pid", "state", "queue", "allocation", "gpu_ids",
                  "functions", "actor", "address", "idle_since", "leased_to", "steal_pending",
-                 "recall_pending")
+                 "recall_pending", "long_task", "seen_task", "seen_since", "calls", "retiring")
 
     def __init__(self, worker_id: bytes, node_id: bytes, pid: int) -> None:
         self.worker_id = worker_id
@@ -177,6 +177,16 @@ class Worker:
         self.leased_to: bytes | None = None       # the driver it is lent to
         self.steal_pending = False
         self.recall_pending = False
+        # Its running task ran long (``Scheduler.tick``): nothing queues behind it while
+        # it runs that task.
+        self.long_task: bytes | None = None
+        self.seen_task: bytes | None = None       # the running task the last tick saw...
+        self.seen_since = 0.0                     # ...and since when
+        # ``max_calls``: function id -> tasks of it given to this worker; once one reaches
+        # its limit the worker is ``retiring``: it takes nothing more and is replaced once
+        # its queue is done.
+        self.calls: dict[bytes, int] = {}
+        self.retiring = False
 
 
 class TaskRecord:

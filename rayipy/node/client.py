@@ -39,6 +39,7 @@ from rayipy import exceptions
 from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
 from rayipy.core.lineage import Lineage, Remake
 from rayipy.core.objects import PENDING, READY, ObjectTable
+from rayipy.core.task_context import CURRENT_TASK
 from rayipy.core.owner import (PINNED, AskLease, CancelRemote, Complete, LocateActor,
                                OwnerCommand, OwnerState, ReturnLease, Route, SendToHead,
                                SendToWorker)
@@ -156,6 +157,9 @@ class Runtime:
         self.interrupt_grace: float | None = INTERRUPT_GRACE_SECONDS
         self.worker: WorkerHooks | None = None
         self._blocked_depth = 0                             # threads of a worker in get/wait
+        # A worker's running task cancelled with recursive=False: its interrupted get
+        # leaves the tasks it waited on running (``cancel_waited``).
+        self.keep_children_of: bytes | None = None
         self.welcome: Welcome | None = None
         self.lost: BaseException | None = None
         self._connected = threading.Event()
@@ -296,8 +300,13 @@ class Runtime:
                 self.on_submit(task_id, refs)
             except Exception:
                 log.exception("the on_submit hook raised")
+        parent = b""
+        if self.role == "worker":
+            running = CURRENT_TASK.get()
+            parent = running.task_id if running is not None else b""
         with self._owner_lock:
-            callbacks = self._carry_out(self.owner.submit(spec, return_ids, pinned, not deps, worker))
+            callbacks = self._carry_out(self.owner.submit(spec, return_ids, pinned, not deps,
+                                                          worker, parent))
         _run_all(callbacks)
         if deps:
             self._when_ready(deps, spec)
@@ -338,16 +347,25 @@ class Runtime:
         for dep in deps:
             dep.add_done_callback(one_ready)
 
-    def cancel(self, ref: ObjectRef, force: bool) -> None:
-        self.cancel_task(ref.id[:16], force)
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool = True) -> None:
+        self.cancel_task(ref.id[:16], force, recursive)
 
-    def cancel_task(self, task_id: bytes, force: bool) -> bool:
+    def cancel_task(self, task_id: bytes, force: bool, recursive: bool = True) -> bool:
         """Cancel one of our tasks; True if it is an actor call."""
         with self._owner_lock:
             route = self.owner.route_of(task_id)
-            callbacks = self._carry_out(self.owner.cancel(task_id, force))
+            callbacks = self._carry_out(self.owner.cancel(task_id, force, recursive))
         _run_all(callbacks)
         return route is Route.ACTOR
+
+    def cancel_children(self, parent: bytes, force: bool) -> bool:
+        """A worker's task ``parent`` is cancelled with ``recursive``: cancel the tasks it
+        submitted (and, through their workers, theirs). True if there were any."""
+        with self._owner_lock:
+            commands = self.owner.cancel_children(parent, force)
+            callbacks = self._carry_out(commands)
+        _run_all(callbacks)
+        return bool(commands)
 
     def cancel_waited(self, object_ids: list[bytes]) -> None:
         """Ctrl-C while get/wait waited on these: cancel the tasks of ours that make them.
@@ -361,6 +379,9 @@ class Runtime:
                                    if self.objects.owns(oid) and self.objects.state(oid) == PENDING))
         if not tasks or self.stopped:
             return
+        running = CURRENT_TASK.get()
+        if running is not None and running.task_id == self.keep_children_of:
+            return   # the interrupt is a cancel(recursive=False) of our task: they go on
         plain = [t for t in tasks if not self.cancel_task(t, False)]
         grace = self.interrupt_grace
         if plain and grace is not None:

@@ -278,6 +278,9 @@ class Target:
     head_address: str
     key: bytes
     found_in: str = ""   # where the address came from, for error messages
+    # this machine's node, from its connection file: a driver here runs on it, and says
+    # so (get_runtime_context().get_node_id()), as a local cluster's driver does
+    node_id: bytes = b""
 
 
 def resolve(address: str | None, password: str | None) -> Target | None:
@@ -301,7 +304,7 @@ def resolve(address: str | None, password: str | None) -> Target | None:
                 return None
             raise exceptions.ClusterNotFoundError(_not_found_message())
         key = key_from_password(password) if password is not None else info.key_bytes()
-        return Target(f"tcp://{info.address}", key, str(connection_path()))
+        return Target(f"tcp://{info.address}", key, str(connection_path()), _node_id(info))
     host, port = parse_address(address)
     where = f"${ADDRESS_ENV}" if from_env else "address="
     if password is None:
@@ -310,9 +313,18 @@ def resolve(address: str | None, password: str | None) -> Target | None:
         return Target(f"tcp://{host}:{port}", key_from_password(password), where)
     info = read_cluster_file()
     if info is not None and same_address(info.address, host, port):
-        return Target(f"tcp://{host}:{port}", info.key_bytes(), str(connection_path()))
+        return Target(f"tcp://{host}:{port}", info.key_bytes(), str(connection_path()),
+                      _node_id(info))
     raise ValueError(f"connecting to {host}:{port} needs the cluster's password: "
                      f"init(address={address!r}, password='...') (printed by `rayipy start --head`)")
+
+
+def _node_id(info: ClusterFile) -> bytes:
+    """The node id the connection file records (b"" if it is not hex)."""
+    try:
+        return bytes.fromhex(info.node_id)
+    except (TypeError, ValueError):
+        return b""
 
 
 def same_address(recorded: str, host: str, port: int) -> bool:

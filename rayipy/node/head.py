@@ -213,7 +213,7 @@ class Head:
             self.history.started(ins.worker, self.scheduler.workers, time.time())
 
     def carry_cancel_running(self, ins: CancelRunning) -> None:
-        self.send(ins.worker, Kind.CANCEL, (ins.task_id, ins.force, ins.direct))
+        self.send(ins.worker, Kind.CANCEL, (ins.task_id, ins.force, ins.direct, ins.recursive))
 
     def carry_spawn(self, ins: Spawn) -> None:
         self.send(ins.agent, Kind.SPAWN_WORKER, (ins.number,))
@@ -384,8 +384,10 @@ class Head:
             self.history.started(worker_id, self.scheduler.workers, now)
 
     def on_cancel(self, sender: bytes, body: Body, frames: Frames) -> None:
-        task_id, force, actor_id, leased_worker = body
-        self.carry_out(self.scheduler.cancel_requested(task_id, force, actor_id, leased_worker))
+        task_id, force, actor_id, leased_worker, *rest = body   # recursive: new, last
+        recursive = bool(rest[0]) if rest else True
+        self.carry_out(self.scheduler.cancel_requested(task_id, force, actor_id, leased_worker,
+                                                       recursive))
 
     def on_blocked(self, sender: bytes, body: Body, frames: Frames) -> None:
         self.carry_out(self.scheduler.blocked(sender, body[0]))

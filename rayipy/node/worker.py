@@ -47,6 +47,7 @@ log = logging.getLogger("rayipy.worker")
 
 RESULT_BATCH_SECONDS = 0.005
 LOW_QUEUE = 2
+KILL_GRACE_SECONDS = 0.1   # a forced recursive cancel: for its children's cancels to leave
 
 
 class Worker:
@@ -136,9 +137,21 @@ class Worker:
         self.carry_out_io(commands)
 
     def on_cancel(self, body: tuple) -> None:
-        task_id, force, direct = body
+        task_id, force, direct, *rest = body
+        recursive = bool(rest[0]) if rest else True
         with self.lock:
             commands = self.state.cancel(task_id, force, direct)
+        if any(isinstance(c, (InterruptRunning, KillProcess)) for c in commands):
+            # It runs here, so the tasks it submitted are this process's (its runtime
+            # owns them): cancel them first with recursive (Ray's default), or leave
+            # them running, even those its interrupted get waited on.
+            if not recursive:
+                self.runtime.keep_children_of = task_id
+            elif self.runtime.cancel_children(task_id, force) and force:
+                # The cancels must leave before the process dies: sent from this (the
+                # I/O) thread now, and given a moment to reach the head's socket.
+                self.runtime.head.flush()
+                time.sleep(KILL_GRACE_SECONDS)
         self.carry_out_io(commands)
 
     def on_steal(self, body: tuple) -> None:

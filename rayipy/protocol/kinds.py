@@ -27,8 +27,9 @@ class Kind(IntEnum):
                           #   {owner id: owner's data address})
     TASK_DONE = 13        # worker -> head -> owner: (list[TaskResult],)
     CANCEL = 14           # owner -> head: (task_id, force, actor_id or None, leased worker or
-                          #   None); head -> worker: (task_id, force, direct: sent
-                          #   straight to the worker by its caller)
+                          #   None, recursive); head -> worker: (task_id, force, direct: sent
+                          #   straight to the worker by its caller, recursive: cancel the
+                          #   tasks it submitted too)
     BLOCKED = 15          # worker -> head: (returned: list[task_id],)   its task waits in get
     UNBLOCKED = 16        # worker -> head: ()
     STEAL = 17            # head -> worker: (count,)  give back up to count queued tasks

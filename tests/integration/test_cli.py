@@ -155,6 +155,16 @@ def test_the_head_serves_the_dashboard_and_says_where(machines):
     assert "Dashboard" not in out and a.cluster_file()["dashboard_url"] == ""
 
 
+def test_a_driver_joining_with_auto_reports_its_machines_node(machines):
+    """Issue 14: init(address="auto") gave get_node_id() == ''; a driver on a machine
+    with an agent runs on that node, as a local cluster's driver does."""
+    a = machines()
+    a.start_head("--num-cpus", "1")
+    node = ok(a.python("import rayipy; rayipy.init(address='auto'); "
+                       "print(rayipy.get_runtime_context().get_node_id())")).strip()
+    assert node == a.cluster_file()["node_id"] and node
+
+
 def test_status_shows_nodes_resources_and_tasks(machines):
     a = machines()
     address = a.start_head("--num-cpus", "2", "--num-gpus", "1")

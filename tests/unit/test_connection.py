@@ -83,9 +83,12 @@ def test_resolve_follows_rays_address_rules(home, monkeypatch):
     for address in (None, "auto"):
         target = connection.resolve(address, None)
         assert (target.head_address, target.key) == ("tcp://10.0.0.1:6379", key)
+        assert target.node_id == b"\xab" * 8    # a driver here runs on this machine's node
     assert connection.resolve("local", None) is None
     assert connection.resolve("10.0.0.1:6379", None).key == key          # key from the file
+    assert connection.resolve("10.0.0.1:6379", None).node_id == b"\xab" * 8
     assert connection.resolve("10.0.0.9:6379", "other").key == connection.key_from_password("other")
+    assert connection.resolve("10.0.0.9:6379", "other").node_id == b""   # another cluster
     with pytest.raises(ValueError, match="needs the cluster's password"):
         connection.resolve("10.0.0.9:6379", None)
     # $RAYIPY_ADDRESS stands for a missing address.

@@ -264,3 +264,25 @@ def test_counts_follow_outcomes():
     owner.finished(ok(spec(1)), now=0.0)
     owner.finished(TaskResult(spec(2).task_id, ERROR, (Payload(b""),), 0.0, "", ()), now=0.0)
     assert owner.counts() == {"pending": 0, "on_lease": 0, "done": 1, "failed": 1}
+
+
+def test_cancel_says_whether_the_worker_cancels_the_tasks_it_submitted():
+    owner = OwnerState()
+    submit(owner, spec(1))
+    assert owner.cancel(spec(1).task_id, False, recursive=False) == [
+        CancelRemote(spec(1).task_id, False, b"", b"", False)]
+    assert owner.cancel(spec(1).task_id, False)[0].recursive   # Ray's default
+
+
+def test_a_cancelled_parents_children_are_cancelled_not_the_others():
+    """In a worker: the tasks its running task submitted are cancelled with it."""
+    parent, other = b"P" * 16, b"Q" * 16
+    owner = OwnerState()
+    submit(owner, spec(1), parent=parent)
+    submit(owner, spec(2), parent=other)
+    submit(owner, spec(3), ready=False, parent=parent)   # not sent yet: ends here
+    out = owner.cancel_children(parent, force=True)
+    assert CancelRemote(spec(1).task_id, True, b"", b"", True) in out
+    assert completed(out) == [(spec(3).task_id, CANCELLED)]
+    assert not any(type(c) is CancelRemote and c.task_id == spec(2).task_id for c in out)
+    assert owner.cancel_children(b"R" * 16, force=False) == []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 
 from rayipy.core.scheduler import (
-    DEEP_PIPELINE, MAX_PIPELINE, SMALL_ARGS_BYTES, UNKNOWN_DURATION_DEPTH, CancelRunning, Execute,
-    Fail, Scheduler, Spawn)
+    DEEP_PIPELINE, LONG_TASK_SECONDS, MAX_PIPELINE, SMALL_ARGS_BYTES, UNKNOWN_DURATION_DEPTH,
+    CancelRunning, Execute, Fail, Retire, Scheduler, Spawn, Steal)
 from rayipy.core.state import WorkerStatus, shown_resources
 from rayipy.protocol.messages import CANCELLED, CRASHED, ERROR, Payload, TaskSpec
 
@@ -143,7 +143,9 @@ def test_long_durations_do_not_pipeline():
 def test_finished_dispatches_queued_tasks_to_the_freed_worker():
     s = make()
     s.submit([spec(i) for i in range(1, 6)])   # W1 [1, 3], W2 [2, 4], queued [5]
-    assert s.finished(W1, [tid(1)], [0.5]) == []  # 0.5 s tasks: pipeline depth 1, W1 has 3
+    # 0.5 s tasks: pipeline depth 1. W1 runs 3; task 4, queued behind 2 while the duration
+    # was unknown, goes back to wait for the next free worker.
+    assert s.finished(W1, [tid(1)], [0.5]) == [Steal(W2, 1)]
     out = s.finished(W1, [tid(3)], [0.5])
     assert out == [Execute(W1, [spec(5)], [])]
 
@@ -461,3 +463,96 @@ def test_extra_workers_idle_for_a_while_are_retired():
     out = s.tick(101.0 + IDLE_RETIRE_SECONDS)
     assert len(of(out, Retire)) == 1 and len(s.workers) == 2
     assert s.tick(200.0) == []  # never below num_cpus
+
+
+# -- pipelining never holds a task behind an unknown-length or long one (issue 14) --------
+def test_tasks_queued_while_the_duration_was_unknown_go_back_once_it_is_known():
+    """The issue's program: s(5), then four s(0.1), then s(10) on 2 workers. Queued
+    behind the 5 s task while durations were unknown, task 3 goes back to the front of
+    the ready queue when the first 0.1 s result says no task should wait behind
+    another, so it runs before the 10 s task takes the free worker."""
+    s = make()
+    out = s.submit([spec(i) for i in range(1, 7)])
+    assert placed(out) == {W1: [1, 3], W2: [2, 4]}
+    out = s.finished(W2, [tid(2)], [0.1])
+    assert of(out, Steal) == [Steal(W1, 1)]
+    out = s.returned(W1, [tid(3)])
+    assert queued(s) == [3, 5, 6]          # first in line again
+    out = s.finished(W2, [tid(4)], [0.1])
+    assert placed(out) == {W2: [3]}        # the free worker takes 3 before 5 and 6
+    out = s.finished(W2, [tid(3)], [0.1])
+    assert placed(out) == {W2: [5]}
+    assert list(s.workers[W1].queue) == [tid(1)]
+
+
+def test_nothing_is_taken_back_when_the_measured_duration_allows_the_queue():
+    s = make()
+    s.submit([spec(i) for i in range(1, 7)])
+    out = s.finished(W2, [tid(2)], [0.001])   # 20 ms of work may wait: the queues stand
+    assert of(out, Steal) == []
+
+
+def test_tasks_behind_a_task_that_runs_long_go_back_and_nothing_queues_there():
+    s = make()
+    s.submit([spec(1), spec(2)])
+    finish_all(s, duration=0.001)             # a quick function: deep pipelines
+    out = s.submit([spec(i) for i in range(10, 20)])
+    assert len(s.workers[W1].queue) == 5
+    assert s.tick(100.0) == []                # first seen running
+    assert s.tick(100.0 + LONG_TASK_SECONDS / 2) == []
+    out = s.tick(100.0 + LONG_TASK_SECONDS + 0.1)
+    assert sorted(of(out, Steal)) == sorted([Steal(W1, 4), Steal(W2, 4)])
+    s.returned(W1, list(s.workers[W1].queue)[1:])
+    out = s.submit([spec(30)])
+    assert placed(out) == {}                  # W2 still queues... but is stolen from too
+    s.returned(W2, list(s.workers[W2].queue)[1:])
+    assert placed(s.dispatch()) == {}         # neither long-running worker takes more
+    assert len(queued(s)) == 9
+    out = s.finished(W1, [tid(10)], [2.0])    # the long task ends: W1 takes work again
+    assert sum(len(v) for v in placed(out).values()) >= 1
+
+
+def test_a_task_running_long_with_nothing_behind_it_is_left_alone():
+    s = make()
+    s.submit([spec(1)])
+    s.tick(0.0)
+    assert s.tick(LONG_TASK_SECONDS * 3) == []
+
+
+# -- max_calls ------------------------------------------------------------------------------
+def limited(n: int, calls: int) -> TaskSpec:
+    return spec(n)._replace(options=(("max_calls", calls),))
+
+
+def test_max_calls_retires_the_worker_once_its_calls_are_done():
+    s = make()
+    out = s.submit([limited(1, 1), limited(2, 1), limited(3, 1)])
+    assert placed(out) == {W1: [1], W2: [2]}  # nothing queues behind a worker's last call
+    assert queued(s) == [3]
+    out = s.finished(W1, [tid(1)], [0.01])
+    assert of(out, Retire) == [Retire(AGENT, W1)]
+    assert W1 not in s.workers and W1 not in s.nodes[NODE].workers
+    assert cpu_left(s) == 1.0 and placed(out) == {}   # 3 waits for the replacement
+    assert s.worker_died(W1, "retired") == []         # its agent's report finds nothing
+    assert s.add_worker(W3, NODE, 300) == [Execute(W3, [limited(3, 1)], [(b"f", b"code of f")])]
+
+
+def test_max_calls_counts_per_function_and_worker():
+    s = make(cpu=1.0, workers=(W1,))
+    s.submit([spec(1)])
+    s.finished(W1, [tid(1)], [0.001])
+    out = s.submit([limited(i, 3) for i in range(10, 15)] + [spec(20)])
+    assert placed(out) == {W1: [10, 11, 12]}   # the third call closes its queue
+    assert s.workers[W1].retiring
+    out = s.finished(W1, [tid(10), tid(11)], [0.001, 0.001])
+    assert of(out, Retire) == [] and placed(out) == {}
+    out = s.finished(W1, [tid(12)], [0.001])
+    assert of(out, Retire) == [Retire(AGENT, W1)]
+    assert queued(s) == [13, 14, 20]
+
+
+def test_max_calls_worker_that_dies_first_has_its_tasks_retried():
+    s = make(workers=(W1,))
+    s.submit([limited(1, 1)])
+    out = s.worker_died(W1, "killed")
+    assert of(out, Retire) == [] and queued(s) == [1]

@@ -48,6 +48,9 @@ def random_cluster(rng: random.Random) -> Scheduler:
             if rng.random() < 0.3:
                 worker.queue[-1] = blocking_task(s, worker.worker_id + b"-last")
             worker.steal_pending = rng.random() < 0.2
+            # ran long (nothing queues behind it until it ends), or retiring (max_calls)
+            worker.long_task = rng.choice([None, worker.queue[0], b"ended"])
+            worker.retiring = rng.random() < 0.1
         elif roll < 0.6:
             worker.state = BLOCKED
     for node in s.nodes.values():
@@ -77,3 +80,17 @@ def test_picker_answers_as_pick_worker_task_after_task(seed):
             got.queue.append(b"t%d" % n)
     else:
         pytest.fail("60 tasks always found room: the cluster is too large for the test")
+
+
+def test_picker_skips_a_worker_running_long_or_retiring():
+    s = Scheduler()
+    s.add_node(b"n", b"a", {"CPU": 4.0}, {})
+    for name in (b"long", b"retiring", b"open"):
+        s.add_worker(name, b"n", 1)
+        s._allocate(s.workers[name], CPU1, RUNNING)
+        s.workers[name].queue.append(name + b"-task")
+    s.workers[b"long"].long_task = b"long-task"
+    s.workers[b"retiring"].retiring = True
+    picker = s._picker(CPU1, 3)
+    assert [picker.pick() for _ in range(3)] == [s.workers[b"open"], s.workers[b"open"], None]
+    assert s._pick_worker(CPU1, 3) is s.workers[b"open"]
