@@ -106,6 +106,11 @@ class ActorRoutes:
         """The call has left for the actor's worker and has not ended."""
         return task_id in self._inflight
 
+    def address_of(self, actor_id: bytes) -> str:
+        """Where the actor's calls go now ("" while unknown, restarting or dead)."""
+        route = self._routes.get(actor_id)
+        return route.address if route is not None else ""
+
     def located(self, actor_id: bytes, address: str) -> list[RouteStep]:
         route = self._routes.setdefault(actor_id, _Route())
         route.address = address

@@ -774,6 +774,10 @@ class Runtime:
         if address:
             self._owner_event(self.owner.actor_located, actor_id, address)
         else:
+            with self._owner_lock:
+                last = self.owner.actors.address_of(actor_id)
+            if last:
+                self.direct.read_now(last)   # its answers sent before it died count first
             self._owner_event(self.owner.actor_gone, actor_id, why, restarting)
 
     def _on_lease(self, body: tuple) -> None:

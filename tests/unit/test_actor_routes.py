@@ -138,3 +138,12 @@ def test_a_retried_call_that_answers_late_gives_up_its_place():
     routes.lost(ACTOR, "crashed", restarting=True)
     assert routes.drop(ACTOR, spec(1).task_id) == []   # its first answer came after all
     assert sent(routes.located(ACTOR, "tcp://b:1")) == []
+
+
+def test_the_address_of_calls_is_known_until_the_worker_dies():
+    routes = ActorRoutes()
+    assert routes.address_of(ACTOR) == ""
+    routes.located(ACTOR, "tcp://a:1")
+    assert routes.address_of(ACTOR) == "tcp://a:1"   # the client reads it there first
+    routes.lost(ACTOR, "crashed", restarting=True)
+    assert routes.address_of(ACTOR) == ""
