@@ -346,7 +346,8 @@ class OwnerState:
         if task.route is Route.ACTOR:
             self.actors.finished(task.spec.task_id)
             if not task.sent:
-                # Its first attempt answered after all, while it waited to go again.
+                # It had not left (say its first attempt answered while it waited to go
+                # again to a restarted actor): its place in the FIFO goes too.
                 out = self._steps(self.actors.drop(task.spec.actor_id, task.spec.task_id))
         self.outcomes[result.status] += 1
         return [Complete(result, task.return_ids, task.pinned, task.spec,

@@ -15,6 +15,7 @@ import signal
 import threading
 from typing import Any, NoReturn
 
+from rayipy.core.object_ref import current_runtime
 from rayipy.core.task_context import current_task
 from rayipy.node import lifetime
 
@@ -38,7 +39,10 @@ def exit_actor(runtime: Any, why: str) -> NoReturn:
         # Answers of the calls run before this one (batched, not sent yet) leave first,
         # ahead of the news of the death, which would fail them; so does what the method
         # printed. Off the main thread (a concurrent actor) only the output can.
-        worker.send_results() if on_main else worker.flush_output(final=True)
+        if on_main:
+            worker.send_results()
+        else:
+            worker.flush_output(final=True)
     runtime.request("exit_actor", spec.actor_id, why)
     if not on_main:
         # A threaded or async actor's call: the main thread ends the process, as on SIGTERM.
@@ -48,5 +52,4 @@ def exit_actor(runtime: Any, why: str) -> NoReturn:
 
 def terminate() -> NoReturn:
     """What ``handle.__ray_terminate__.remote()`` runs: a stop after the calls before it."""
-    from rayipy.core.object_ref import current_runtime
     exit_actor(current_runtime(), "it was terminated by __ray_terminate__")
