@@ -4,16 +4,25 @@
 returns ObjectRefs. Calls from one caller reach the actor in the order they were made
 (they travel one connection to the head and one to the actor's worker, both in order).
 Handles pickle, so tasks and other actors can call the same actor.
+
+Named actors live in a namespace (Ray's): the one given by ``.options(namespace=)``,
+else the creator's (``init(namespace=)``, or an anonymous one per driver, inherited by
+its tasks and actors). ``get_actor`` looks in the caller's unless told another.
+A handle carries the actor's ``max_task_retries``: how often a call in flight when the
+actor's worker dies goes again to the restarted actor (``core/actor_routes.py``).
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any
+from typing import Any, NoReturn
 
 from rayipy.core import options as option_table
+from rayipy.core.object_ref import current_runtime
 from rayipy.core.strategies import apply_strategy
+from rayipy.core.task_context import current_task
+from rayipy.node import actor_exit
 from rayipy.protocol.kinds import Kind
 from rayipy.remote_function import PickledOnce
 from rayipy.session import require_runtime, runtime_for_submit
@@ -24,7 +33,7 @@ ACTOR_OPTIONS = {**{k: v for k, v in option_table.TASK_OPTIONS.items()
                  "max_restarts": option_table.Option((int,), lambda v: isinstance(v, int) and v >= -1,
                                                      "an int >= 0, or -1 for unlimited", 0),
                  "max_task_retries": option_table.Option((int,), lambda v: isinstance(v, int) and v >= -1,
-                                                         "an int >= -1", 0),
+                                                         "an int >= 0, or -1 for unlimited", 0),
                  "max_concurrency": option_table.Option((int,), lambda v: isinstance(v, int) and v >= 1,
                                                         "an int >= 1", 1),
                  "lifetime": option_table.Option((str,), lambda v: v in (None, "detached"),
@@ -35,13 +44,16 @@ ACTOR_OPTIONS = {**{k: v for k, v in option_table.TASK_OPTIONS.items()
                  "get_if_exists": option_table.Option((bool,), lambda v: isinstance(v, bool), "a bool",
                                                       False)}
 
+# Options of one method (``@rayipy.method``) or one call (``handle.m.options``), as in Ray.
+METHOD_OPTIONS = {"num_returns": option_table.TASK_OPTIONS["num_returns"],
+                  "max_task_retries": ACTOR_OPTIONS["max_task_retries"]}
+
 _METHOD_OPTIONS_ATTR = "__rayipy_method_options__"
 
 
 def method(**options: Any):
-    """``@rayipy.method(num_returns=2)``: options for one actor method."""
-    option_table.validate(options, {"num_returns": option_table.TASK_OPTIONS["num_returns"]},
-                          "actor method")
+    """``@rayipy.method(num_returns=2, max_task_retries=1)``: options for one actor method."""
+    option_table.validate(options, METHOD_OPTIONS, "actor method")
 
     def decorate(fn):
         setattr(fn, _METHOD_OPTIONS_ATTR, options)
@@ -80,21 +92,30 @@ class ActorClass:
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
         runtime = runtime_for_submit()
         name = self._options.get("name")
+        namespace = self._options.get("namespace")
+        if namespace is not None and name is None:
+            raise ValueError(f"namespace={namespace!r} is where a named actor's name lives: "
+                             f"give the actor a name= too, or leave namespace out")
+        retries = self._options.get("max_task_retries") or 0
         actor_id = runtime.new_actor_id()
         if name is not None:
-            holder = runtime.request("register_actor_name", name, actor_id)
+            namespace = namespace if namespace is not None else _namespace_here(runtime)
+            holder = runtime.request("register_actor_name", name, actor_id, namespace)
             if holder is not None:
                 if self._options.get("get_if_exists"):
-                    return ActorHandle(holder, self._name, self._methods)
-                raise ValueError(f"an actor named {name!r} already exists: pick another name, "
-                                 f"use rayipy.get_actor({name!r}), or pass get_if_exists=True")
+                    return get_actor(name, namespace)
+                raise ValueError(f"an actor named {name!r} already exists in namespace "
+                                 f"{namespace!r}: pick another name, use "
+                                 f"rayipy.get_actor({name!r}), or pass get_if_exists=True")
         function_id, pickled = self._shared.get()
         runtime.ensure_function(function_id, pickled)
         resources = option_table.resource_request({"num_cpus": 0, **self._options})
         worker_options = {key: self._options[key] for key in
-                          ("max_concurrency", "max_restarts", "lifetime", "name",
-                           "scheduling_strategy")
+                          ("max_concurrency", "max_restarts", "max_task_retries", "lifetime",
+                           "name", "scheduling_strategy")
                           if self._options.get(key) is not None}
+        if name is not None:
+            worker_options["namespace"] = namespace
         worker_options.update(class_name=self._name, methods=self._methods)
         strategy = worker_options.get("scheduling_strategy")
         if not isinstance(strategy, str):   # an object: it is in ``resources`` already
@@ -107,8 +128,8 @@ class ActorClass:
             # The actor lives while some handle does: handles carry this ref, which is
             # counted across processes like any other.
             runtime.objects.mark_actor(creation.id, actor_id)
-            return ActorHandle(actor_id, self._name, self._methods, creation)
-        return ActorHandle(actor_id, self._name, self._methods)
+            return ActorHandle(actor_id, self._name, self._methods, creation, retries)
+        return ActorHandle(actor_id, self._name, self._methods, None, retries)
 
     def __repr__(self) -> str:
         return f"<rayipy actor class {self.__module__}.{self._name}>"
@@ -118,14 +139,17 @@ class ActorHandle:
     """A reference to one actor; ``handle.method.remote(...)`` calls it."""
 
     def __init__(self, actor_id: bytes, class_name: str, methods: dict[str, dict],
-                 lifetime_ref: Any = None) -> None:
+                 lifetime_ref: Any = None, max_task_retries: int = 0) -> None:
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = methods
         self._lifetime_ref = lifetime_ref   # an ObjectRef whose freeing stops the actor
+        self._max_task_retries = max_task_retries
 
     def __getattr__(self, name: str) -> "ActorMethod":
         methods = self.__dict__.get("_methods")
+        if name == actor_exit.TERMINATE_METHOD and methods is not None:
+            return ActorMethod(self, name, {})
         if methods is None or name.startswith("__"):
             raise AttributeError(name)
         if name not in methods:
@@ -135,7 +159,8 @@ class ActorHandle:
         return ActorMethod(self, name, methods[name])
 
     def __reduce__(self):
-        return (ActorHandle, (self._actor_id, self._class_name, self._methods, self._lifetime_ref))
+        return (ActorHandle, (self._actor_id, self._class_name, self._methods, self._lifetime_ref,
+                              self._max_task_retries))
 
     def __repr__(self) -> str:
         return f"Actor({self._class_name}, {self._actor_id.hex()})"
@@ -148,9 +173,12 @@ class ActorHandle:
 
 
 class ActorMethod:
+    """One method of an actor, through a handle: ``.remote(...)`` calls it."""
+
     def __init__(self, handle: ActorHandle, name: str, options: dict) -> None:
         self._handle = handle
         self._name = name
+        self._options = options
         self._num_returns = options.get("num_returns", 1)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -158,37 +186,71 @@ class ActorMethod:
                         f"'{self._name}()', try '{self._name}.remote()'.")
 
     def options(self, **options: Any) -> "ActorMethod":
-        option_table.validate(options, {"num_returns": option_table.TASK_OPTIONS["num_returns"]},
-                              "actor method")
-        copy = ActorMethod(self._handle, self._name, {"num_returns": self._num_returns, **options})
-        return copy
+        """A copy with options for its calls: ``num_returns``, ``max_task_retries``."""
+        option_table.validate(options, METHOD_OPTIONS, "actor method")
+        return ActorMethod(self._handle, self._name, {**self._options, **options})
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         runtime = runtime_for_submit()
         handle = self._handle
         # A pending call keeps the actor alive even if its handle is dropped meanwhile.
         keep = (handle._lifetime_ref.id,) if handle._lifetime_ref is not None else ()
+        # In the spec's max_retries: how often it goes again if the actor restarts under it.
+        retries = self._options.get("max_task_retries", handle._max_task_retries)
         refs = runtime.submit(b"", f"{handle._class_name}.{self._name}", args, kwargs,
-                              self._num_returns, (), 0, handle._actor_id, self._name,
+                              self._num_returns, (), retries, handle._actor_id, self._name,
                               keep_alive=keep)
         return refs[0] if self._num_returns == 1 else refs
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
-    """Stop the actor at once; its pending and later calls raise ActorDiedError."""
+    """Stop the actor at once; its pending and later calls raise ActorDiedError.
+
+    ``no_restart=False``: kill its process as a crash would; with ``max_restarts`` left
+    it restarts (calls in flight go again within ``max_task_retries``, later calls wait
+    for it), else it is dead for good."""
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() expects an actor handle, got {type(actor).__name__}")
+    if not isinstance(no_restart, bool):
+        raise TypeError(f"kill(no_restart=) must be a bool, got {no_restart!r}")
     runtime = require_runtime()
-    why = "it was killed by rayipy.kill()"
-    runtime.send(Kind.KILL_ACTOR, (actor._actor_id, why))
-    # Calls made after kill() returns must fail, though they would reach the worker
-    # (straight, not through the head) before the head has stopped it.
-    runtime.on_actor_gone(actor._actor_id, why)
+    why = ("it was killed by rayipy.kill()" if no_restart else
+           "it was killed by rayipy.kill(no_restart=False)")
+    runtime.send(Kind.KILL_ACTOR, (actor._actor_id, why, no_restart))
+    # Calls made after kill() returns must not reach the old worker, which they would
+    # (straight, not through the head) before the head has stopped it: they fail, or
+    # wait for the restarted actor.
+    runtime.on_actor_gone(actor._actor_id, why, not no_restart)
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
-    """The handle of the live actor created with ``name=``; ValueError if there is none."""
+    """The handle of the live actor created with ``name=`` in ``namespace`` (default: the
+    caller's); ValueError naming both if there is none."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"get_actor() expects an actor name (a non-empty str), got {name!r}")
-    actor_id, class_name, methods = require_runtime().request("get_actor", name)
-    return ActorHandle(actor_id, class_name, methods)
+    if namespace is not None and not (isinstance(namespace, str) and namespace):
+        raise TypeError(f"get_actor(namespace=) must be a non-empty str or None, got {namespace!r}")
+    runtime = require_runtime()
+    if namespace is None:
+        namespace = _namespace_here(runtime)
+    actor_id, class_name, methods, *rest = runtime.request("get_actor", name, namespace)
+    return ActorHandle(actor_id, class_name, methods, None, rest[0] if rest else 0)
+
+
+def exit_actor() -> NoReturn:
+    """Inside an actor's method: end this actor for good, as Ray's ``exit_actor``.
+
+    The call that exits returns no value: its caller, and every call still queued or
+    made later, get ``ActorDiedError``; ``finally`` blocks and ``atexit`` handlers run.
+    The actor is not restarted. TypeError outside an actor's method."""
+    spec = current_task()
+    where = f" in {spec.name!r}" if spec is not None else ""
+    actor_exit.exit_actor(current_runtime(), f"it exited: exit_actor() was called{where}")
+
+
+def _namespace_here(runtime: Any) -> str:
+    namespace = runtime.namespace
+    if namespace is None:
+        raise RuntimeError("no namespace is known here (outside any task or actor call of "
+                           "this worker): pass namespace= explicitly")
+    return namespace

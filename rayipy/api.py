@@ -129,7 +129,8 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
 
 def get_runtime_context() -> RuntimeContext:
     """Where the calling code runs: ``.get_node_id()``, ``.get_task_id()``, ``.get_actor_id()``."""
-    return RuntimeContext.here(_runtime().node_id)
+    runtime = _runtime()
+    return RuntimeContext.here(runtime.node_id, runtime.namespace)
 
 
 def get_gpu_ids() -> list:

@@ -10,15 +10,26 @@ from rayipy.protocol.messages import TaskSpec
 class RuntimeContext:
     """The node, task and actor some code runs in, as they were when it was made."""
 
-    def __init__(self, node_id: bytes, task: TaskSpec | None = None) -> None:
+    def __init__(self, node_id: bytes, task: TaskSpec | None = None,
+                 namespace: str | None = None) -> None:
         self._node_id = node_id
         self._task = task          # the TaskSpec being run, in a worker
+        self._namespace = namespace
 
     @classmethod
-    def here(cls, node_id: bytes) -> "RuntimeContext":
-        """The context of the calling code, in a process on node ``node_id``: the task
-        running in this thread (or asyncio task), if any."""
-        return cls(node_id, current_task())
+    def here(cls, node_id: bytes, namespace: str | None = None) -> "RuntimeContext":
+        """The context of the calling code, in a process on node ``node_id`` whose code
+        runs in ``namespace``: the task running in this thread (or asyncio task), if any."""
+        return cls(node_id, current_task(), namespace)
+
+    def get_namespace(self) -> str | None:
+        """The namespace the calling code runs in: its driver's (``init(namespace=)``, or an
+        anonymous one of its own), inherited by its tasks and actors, as in Ray."""
+        return self._namespace
+
+    @property
+    def namespace(self) -> str | None:
+        return self.get_namespace()
 
     def get_node_id(self) -> str:
         """The id of the node this process runs on (hex, as in ``nodes()``)."""
@@ -54,4 +65,4 @@ class RuntimeContext:
 
     def __repr__(self) -> str:
         return (f"RuntimeContext(node_id={self.get_node_id()!r}, task_id={self.get_task_id()!r}, "
-                f"actor_id={self.get_actor_id()!r})")
+                f"actor_id={self.get_actor_id()!r}, namespace={self._namespace!r})")

@@ -20,6 +20,7 @@ import numbers
 import os
 import threading
 import time
+import uuid
 from typing import Any, Callable
 
 from rayipy import exceptions
@@ -65,9 +66,7 @@ _RAY_INIT_OPTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
     "_driver_object_store_memory": ((), "the driver uses its node's object store: size it "
                                     "with object_store_memory"),
 }
-# Accepted and not yet acted on: another part of issue 14 (actors) gives it meaning.
-_PENDING_INIT_OPTIONS = {"namespace"}
-_IGNORED_INIT_OPTIONS = set(_RAY_INIT_OPTIONS) | _PENDING_INIT_OPTIONS
+_IGNORED_INIT_OPTIONS = set(_RAY_INIT_OPTIONS)
 
 
 def _check_ray_init_options(kwargs: dict[str, Any]) -> None:
@@ -122,7 +121,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
          include_dashboard: bool | None = None, dashboard_host: str | None = None,
          dashboard_port: int | None = None, object_store_memory: int | None = None,
          _system_config: dict[str, Any] | None = None, local_mode: bool = False,
-         runtime_env: dict[str, Any] | None = None, **kwargs: Any) -> ClusterContext:
+         runtime_env: dict[str, Any] | None = None, namespace: str | None = None,
+         **kwargs: Any) -> ClusterContext:
     """Start a local cluster, or connect to a running one, by Ray's rules.
 
     ``address``: None connects to ``$RAYIPY_ADDRESS`` or to the cluster ``rayipy start``
@@ -143,9 +143,14 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     the machine's memory). Objects that do not fit spill to disk, under the temporary
     directory, or where Ray's ``_system_config={"object_spilling_config": json.dumps(
     {"type": "filesystem", "params": {"directory_path": "/some/dir"}})}`` says.
+
+    ``namespace``: where this driver's named actors live and are looked up (its tasks and
+    actors inherit it); default: an anonymous namespace of this driver's own, as in Ray.
     """
     global _cluster, _context
     _check_ray_init_options(kwargs)
+    if namespace is not None and not (isinstance(namespace, str) and namespace):
+        raise TypeError(f"namespace must be a non-empty string, got {namespace!r}")
     _check_count("num_cpus", num_cpus)
     _check_count("num_gpus", num_gpus)
     _check_dashboard_options(include_dashboard, dashboard_host, dashboard_port)
@@ -204,6 +209,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                 info["ip"] = connection.local_ip_toward(host, port)
         runtime = Runtime("driver", head_address, key, info=info,
                           node_id=cluster.node_id if cluster is not None else target.node_id)
+        runtime.driver_namespace = namespace or anonymous_namespace()
         try:
             welcome = runtime.start(timeout=30.0 if cluster else 10.0)
             if cluster is not None:
@@ -225,6 +231,12 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             # INFO, as Ray logs it: silent by default (notebooks); the context's repr shows it.
             log.info("View the dashboard at http://%s", dashboard_url)
         return _context
+
+
+def anonymous_namespace() -> str:
+    """A namespace of one driver's own (Ray gives each job one): its named actors are
+    found by its tasks and actors, not by other drivers."""
+    return f"anonymous-{uuid.uuid4()}"
 
 
 def _spill_directory(system_config: Any) -> str:

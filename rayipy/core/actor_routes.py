@@ -6,8 +6,11 @@ caller's calls: a call takes its place when it is made, and leaves when it is re
 ref arguments resolved), every call before it has left, and the address is known. So all
 of one caller's calls travel one connection in the order they were made.
 
-When the head says the actor's worker died, the calls in flight fail; if it is
-restarting, later calls wait for the new address; if not, they fail too.
+When the head says the actor's worker died, the calls in flight (sent, not answered)
+fail; if it is restarting, later calls wait for the new address, and so do the calls in
+flight that have retries left (``TaskSpec.max_retries``: the actor's or the method's
+``max_task_retries``, -1 for no limit), back at the head of the FIFO in the order they
+were made, each as its next attempt. If it is not restarting, every call fails.
 
 Pure and lock-free: every method returns what must happen, in order, as ``Send`` and
 ``Failed`` records; ``rayipy.core.owner.OwnerState`` turns them into its commands, and the
@@ -40,7 +43,18 @@ class Locate(NamedTuple):
     actor_id: bytes
 
 
-RouteStep = Union[Send, Failed, Locate]
+class Requeued(NamedTuple):
+    """A call in flight to a worker that died goes again, to the restarted actor, as this
+    next attempt: it has not left any more (a ``Send`` follows once the address is known)."""
+    spec: TaskSpec
+
+
+RouteStep = Union[Send, Failed, Locate, Requeued]
+
+
+def retries_left(spec: TaskSpec) -> bool:
+    """The call may run again after the actor's worker died (-1: without limit)."""
+    return spec.max_retries == -1 or spec.attempt < spec.max_retries
 
 
 class _Route:
@@ -57,7 +71,8 @@ class _Route:
 class ActorRoutes:
     def __init__(self) -> None:
         self._routes: dict[bytes, _Route] = {}
-        self._inflight: dict[bytes, bytes] = {}         # task id -> actor id, sent
+        # Calls sent and not answered, in the order they left: task id -> (actor id, spec)
+        self._inflight: dict[bytes, tuple[bytes, TaskSpec]] = {}
 
     def created(self, actor_id: bytes) -> None:
         """We created it: the head tells us where it lands without being asked."""
@@ -91,20 +106,37 @@ class ActorRoutes:
         """The call has left for the actor's worker and has not ended."""
         return task_id in self._inflight
 
+    def address_of(self, actor_id: bytes) -> str:
+        """Where the actor's calls go now ("" while unknown, restarting or dead)."""
+        route = self._routes.get(actor_id)
+        return route.address if route is not None else ""
+
     def located(self, actor_id: bytes, address: str) -> list[RouteStep]:
         route = self._routes.setdefault(actor_id, _Route())
         route.address = address
         return self._advance(actor_id, route)
 
     def lost(self, actor_id: bytes, why: str, restarting: bool) -> list[RouteStep]:
-        """The actor's worker died: the calls in flight to it fail, and, unless it
-        restarts, so does every later call."""
+        """The actor's worker died: the calls in flight to it fail, except, when it
+        restarts, those with retries left, which go again first; unless it restarts,
+        every later call fails too."""
         route = self._routes.setdefault(actor_id, _Route())
         route.address = ""
         out: list[RouteStep] = []
-        for task_id in [t for t, a in self._inflight.items() if a == actor_id]:
+        again: list[TaskSpec] = []
+        for task_id, (actor, spec) in list(self._inflight.items()):
+            if actor != actor_id:
+                continue
             del self._inflight[task_id]
-            out.append(Failed(task_id, why))
+            if restarting and retries_left(spec):
+                again.append(spec._replace(attempt=spec.attempt + 1))
+            else:
+                out.append(Failed(task_id, why))
+        # They were made before every call still waiting here: they go first, in order.
+        route.pending.extendleft(reversed([spec.task_id for spec in again]))
+        for spec in again:
+            route.ready[spec.task_id] = spec
+            out.append(Requeued(spec))
         if not restarting:
             route.dead = why
             out.extend(self._advance(actor_id, route))   # fails what was waiting
@@ -121,6 +153,6 @@ class ActorRoutes:
             if route.dead:
                 out.append(Failed(spec.task_id, f"{route.dead} (while calling {spec.name!r})"))
             else:
-                self._inflight[spec.task_id] = actor_id
+                self._inflight[spec.task_id] = (actor_id, spec)
                 out.append(Send(route.address, spec))
         return out

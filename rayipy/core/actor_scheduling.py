@@ -32,6 +32,8 @@ class Actor:
         self.restarts_left: int = 2**31 if restarts == -1 else restarts
         self.detached = options.get("lifetime") == "detached"
         self.name: str | None = options.get("name")
+        self.namespace: str = options.get("namespace", "")   # of its name
+        self.kill_reason = ""   # kill(no_restart=False): why its worker is being killed
 
 
 def actor_died_error(spec: TaskSpec, why: str) -> BaseException:
@@ -46,7 +48,7 @@ class ActorScheduling(SchedulerState):
     def __init__(self) -> None:
         super().__init__()
         self.actors: dict[bytes, Actor] = {}
-        self.actor_names: dict[str, bytes] = {}
+        self.actor_names: dict[tuple[str, str], bytes] = {}   # (namespace, name) -> actor id
         self.early_locates: dict[bytes, set[bytes]] = {}   # actor id -> callers, before creation
         self.creating: collections.deque[bytes] = collections.deque()   # actor ids to place
 
@@ -54,7 +56,8 @@ class ActorScheduling(SchedulerState):
         actor = self.actors.get(worker.actor) if worker.actor is not None else None
         if actor is None:
             return []
-        why = actor.dead or str(error)
+        why = actor.dead or actor.kill_reason or str(error)
+        actor.kill_reason = ""
         queue = [t for t in worker.queue if t in self.tasks]   # only its creation, if any
         if not actor.dead and actor.restarts_left > 0:
             # Restart: rerun the constructor on a new worker. Calls in flight fail at their
@@ -75,31 +78,46 @@ class ActorScheduling(SchedulerState):
         return out
 
     def _forget_name(self, actor: Actor) -> None:
-        if actor.name and self.actor_names.get(actor.name) == actor.creation.actor_id:
-            del self.actor_names[actor.name]
+        if not actor.name:
+            return
+        key = (actor.namespace, actor.name)
+        if self.actor_names.get(key) == actor.creation.actor_id:
+            del self.actor_names[key]
 
-    def register_actor_name(self, name: str, actor_id: bytes) -> bytes | None:
-        """Claim ``name`` for an actor; returns the id of the live actor holding it, if any."""
-        holder = self.actor_names.get(name)
-        if holder is not None and holder in self.actors and not self.actors[holder].dead:
+    def _live(self, actor_id: bytes | None) -> Actor | None:
+        actor = self.actors.get(actor_id) if actor_id is not None else None
+        return actor if actor is not None and not actor.dead else None
+
+    def register_actor_name(self, name: str, actor_id: bytes, namespace: str = "") -> bytes | None:
+        """Claim ``name`` in ``namespace`` for an actor; returns the id of the live actor
+        holding it there, if any."""
+        holder = self.actor_names.get((namespace, name))
+        if holder is not None and self._live(holder) is not None:
             return holder
-        self.actor_names[name] = actor_id
+        self.actor_names[(namespace, name)] = actor_id
         return None
 
-    def actor_by_name(self, name: str) -> tuple[bytes, str, Any]:
-        """The live actor named ``name``: (actor id, class name, methods).
+    def actor_by_name(self, name: str, namespace: str = "") -> tuple[bytes, str, Any, int]:
+        """The live actor named ``name`` in ``namespace``: (actor id, class name, methods,
+        max_task_retries).
 
-        Raises ValueError naming the live actors when there is none of that name.
+        Raises ValueError naming the name, the namespace, the live actors there, and the
+        other namespaces where that name lives, when there is none of that name there.
         """
-        actor_id = self.actor_names.get(name)
-        actor = self.actors.get(actor_id) if actor_id else None
-        if actor_id is None or actor is None or actor.dead:
-            known = sorted(n for n, a in self.actor_names.items()
-                           if a in self.actors and not self.actors[a].dead)
-            raise ValueError(f"no live actor is named {name!r}; named actors now: "
-                             f"{', '.join(map(repr, known)) or 'none'}")
+        actor_id = self.actor_names.get((namespace, name))
+        actor = self._live(actor_id)
+        if actor_id is None or actor is None:
+            live = [(ns, n) for (ns, n), a in self.actor_names.items() if self._live(a)]
+            here = sorted(n for ns, n in live if ns == namespace)
+            elsewhere = sorted(ns for ns, n in live if n == name)
+            hint = (f"; an actor of that name lives in namespace(s) "
+                    f"{', '.join(map(repr, elsewhere))}: pass namespace=" if elsewhere else "")
+            raise ValueError(f"no live actor is named {name!r} in namespace {namespace!r}; "
+                             f"named actors there now: {', '.join(map(repr, here)) or 'none'}"
+                             f"{hint}")
         options = dict(actor.creation.options)
-        return actor_id, options["class_name"], options["methods"]
+        return (actor_id, options["class_name"], options["methods"],
+                options.get("max_task_retries", 0))
 
     def drop_owner_actors(self, owner: bytes) -> list[Instruction]:
         """A driver is gone: its actors go too, unless detached."""
@@ -190,15 +208,27 @@ class ActorScheduling(SchedulerState):
                                      worker.address))
         return out
 
-    def kill_actor(self, actor_id: bytes, why: str) -> list[Instruction]:
-        """Kill an actor (``kill``, or its driver left): callers hear why; its worker goes."""
+    def kill_actor(self, actor_id: bytes, why: str, no_restart: bool = True,
+                   sender: bytes = b"") -> list[Instruction]:
+        """Kill an actor (``kill``, ``exit_actor``, or its driver left): callers hear why;
+        its worker goes (killed, unless ``sender`` is that worker: it exits by itself).
+        ``no_restart=False``: its worker is killed, and the actor restarts as after a
+        crash if it has restarts left."""
         actor = self.actors.get(actor_id)
         if actor is None or actor.dead:
             return []
+        if not no_restart and actor.restarts_left > 0:
+            if actor.worker is None or actor.worker not in self.workers:
+                return []   # not placed (or restarting) yet: nothing runs to kill
+            worker = self.workers[actor.worker]
+            actor.kill_reason = why
+            return [KillWorker(self.nodes[worker.node_id].agent, worker.worker_id)]
         actor.dead = why
         self._forget_name(actor)
         out: list[Instruction] = [ActorLocation(actor_id, tuple(actor.subscribers), "", why)]
-        if actor.worker is not None and actor.worker in self.workers:
+        if actor.worker is not None and actor.worker == sender:
+            pass   # its worker ends itself; its death, reported by its agent, frees it
+        elif actor.worker is not None and actor.worker in self.workers:
             worker = self.workers[actor.worker]
             out.append(KillWorker(self.nodes[worker.node_id].agent, worker.worker_id))
         elif actor.creation.task_id in self.tasks:

@@ -28,7 +28,7 @@ import enum
 from typing import NamedTuple, Union
 
 from rayipy import exceptions
-from rayipy.core.actor_routes import ActorRoutes, Failed, Locate, RouteStep, Send
+from rayipy.core.actor_routes import ActorRoutes, Failed, Locate, Requeued, RouteStep, Send
 from rayipy.core.leases import LeaseBook
 from rayipy.protocol import errors
 from rayipy.protocol.messages import (CANCELLED, CRASHED, ERROR, OK, RETURNED, FetchDep, Payload,
@@ -273,7 +273,8 @@ class OwnerState:
         return self._steps(self.actors.located(actor_id, address))
 
     def actor_gone(self, actor_id: bytes, why: str, restarting: bool) -> list[OwnerCommand]:
-        """The actor's worker died (``restarting``: a new one is coming)."""
+        """The actor's worker died (``restarting``: a new one is coming, and calls in
+        flight with ``max_task_retries`` left go to it)."""
         return self._steps(self.actors.lost(actor_id, why, restarting))
 
     def tick(self, now: float) -> list[OwnerCommand]:
@@ -339,6 +340,11 @@ class OwnerState:
                         f"the actor is dead: {step.why}")))
             elif type(step) is Locate:
                 out.append(LocateActor(step.actor_id))
+            elif type(step) is Requeued:
+                task = self._tasks.get(step.spec.task_id)
+                if task is not None:   # waits for the restarted actor; cancelled here till then
+                    task.spec = step.spec
+                    task.sent = False
         return out
 
     def _give_up_place(self, task: Task) -> list[OwnerCommand]:
@@ -354,9 +360,14 @@ class OwnerState:
         del self._tasks[task.spec.task_id]
         if task.route is Route.HEAD and task.sent:
             self._via_head -= 1
-        elif task.route is Route.ACTOR:
+        out: list[OwnerCommand] = []
+        if task.route is Route.ACTOR:
             self.actors.finished(task.spec.task_id)
+            if not task.sent:
+                # It had not left (say its first attempt answered while it waited to go
+                # again to a restarted actor): its place in the FIFO goes too.
+                out = self._steps(self.actors.drop(task.spec.actor_id, task.spec.task_id))
         self.outcomes[result.status] += 1
         return [Complete(result, task.return_ids, task.pinned, task.spec,
-                         task.route is Route.WORKER)]
+                         task.route is Route.WORKER)] + out
 

@@ -20,3 +20,34 @@ CURRENT_TASK: contextvars.ContextVar[TaskSpec | None] = contextvars.ContextVar(
 def current_task() -> TaskSpec | None:
     """The spec of the task or actor call running in this context; None outside one."""
     return CURRENT_TASK.get()
+
+
+# In ``TaskSpec.options`` of every task and actor creation (not of actor calls): the
+# namespace its code runs in, its driver's, passed on to the tasks it submits (Ray's job
+# namespace). Named actors are found in it unless ``namespace=`` says otherwise.
+JOB_NAMESPACE = "job_namespace"
+
+_actor_creation: TaskSpec | None = None   # in an actor's worker: how the actor was created
+
+
+def set_actor_creation(spec: TaskSpec) -> None:
+    """This worker's actor was created by ``spec``: its calls run in that spec's namespace."""
+    global _actor_creation
+    _actor_creation = spec
+
+
+def namespace_of(spec: TaskSpec) -> str | None:
+    """The namespace a task's code runs in (None: the spec does not say)."""
+    for key, value in spec.options:
+        if key == JOB_NAMESPACE:
+            return str(value)
+    return None
+
+
+def current_namespace() -> str | None:
+    """In a worker, the namespace of the code calling: its task's, or, in an actor (its
+    calls, and threads it started), the actor's creator's, as in Ray. None elsewhere."""
+    task = current_task()
+    if task is None or (task.actor_id and task.method != "__init__"):
+        task = _actor_creation
+    return namespace_of(task) if task is not None else None

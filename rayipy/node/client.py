@@ -39,7 +39,7 @@ from rayipy import exceptions
 from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
 from rayipy.core.lineage import Lineage, Remake
 from rayipy.core.objects import PENDING, READY, ObjectTable
-from rayipy.core.task_context import CURRENT_TASK
+from rayipy.core.task_context import CURRENT_TASK, JOB_NAMESPACE, current_namespace
 from rayipy.core.owner import (PINNED, AskLease, CancelRemote, Complete, LocateActor,
                                OwnerCommand, OwnerState, ReturnLease, Route, SendToHead,
                                SendToWorker)
@@ -106,6 +106,7 @@ class Runtime:
         self.process_id = process_id or new_process_id(b"D" if role == "driver" else b"W")
         self.node_id = node_id
         self.info = info or {}
+        self.driver_namespace: str | None = None   # a driver's, set by init (Ray's job namespace)
         self.signer = Signer(key)
         self.waker = Waker()
         self.objects = ObjectTable(self.process_id)
@@ -243,6 +244,12 @@ class Runtime:
     def next_task_id(self) -> bytes:
         return self.process_id + next(self._seq).to_bytes(8, "big")
 
+    @property
+    def namespace(self) -> str | None:
+        """The namespace the calling code runs in: a driver's own; in a worker, that of
+        the task or actor running (``task_context.current_namespace``)."""
+        return self.driver_namespace if self.role == "driver" else current_namespace()
+
     def new_actor_id(self) -> bytes:
         return self.next_task_id()
 
@@ -293,6 +300,10 @@ class Runtime:
             self.objects.pin(pinned)
         else:
             pinned = ()
+        if not actor_id or method == "__init__":   # an actor's calls run in the actor's
+            namespace = self.namespace
+            if namespace is not None:
+                options = options + ((JOB_NAMESPACE, namespace),)
         spec = TaskSpec(task_id, function_id, name, payload, (), num_returns, resources, max_retries,
                         0, actor_id, method, options)
         if self.on_submit is not None:
@@ -770,6 +781,10 @@ class Runtime:
         if address:
             self._owner_event(self.owner.actor_located, actor_id, address)
         else:
+            with self._owner_lock:
+                last = self.owner.actors.address_of(actor_id)
+            if last:
+                self.direct.read_now(last)   # its answers sent before it died count first
             self._owner_event(self.owner.actor_gone, actor_id, why, restarting)
 
     def _on_lease(self, body: tuple) -> None:

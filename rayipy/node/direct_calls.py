@@ -157,6 +157,19 @@ class DirectCalls:
                        | (zmq.POLLOUT if direct.wants_write() else 0))
         self.poll_ms = DEFERRED_POLL_MS if deferred else IDLE_POLL_MS
 
+    def read_now(self, address: str) -> None:
+        """Handle the answers already come on our connection to ``address``, unless a
+        waiting thread reads it: news of the worker's death, which came another way,
+        must not fail calls whose answers came first (an actor that exited after them)."""
+        with self._lock:
+            direct = self._connections.get(address)
+        if direct is None or direct.closed or not direct.claim.acquire(blocking=False):
+            return
+        try:
+            self._read(direct)   # reads only what is there (non-blocking)
+        finally:
+            direct.claim.release()
+
     def close(self) -> None:
         with self._lock:
             for direct in self._connections.values():

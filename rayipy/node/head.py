@@ -399,8 +399,8 @@ class Head:
         self.carry_out(self.scheduler.returned(sender, body[0]))
 
     def on_kill_actor(self, sender: bytes, body: Body, frames: Frames) -> None:
-        actor_id, why = body
-        self.carry_out(self.scheduler.kill_actor(actor_id, why))
+        actor_id, why, *rest = body   # no_restart came later: a body without it means True
+        self.carry_out(self.scheduler.kill_actor(actor_id, why, bool(rest[0]) if rest else True))
 
     def on_lease_request(self, sender: bytes, body: Body, frames: Frames) -> None:
         self.carry_out(self.scheduler.lease(sender, body[0]))
@@ -540,11 +540,19 @@ class Head:
                 "peers": {role: sum(1 for p in self.peers.values() if p.role == role)
                           for role in ("driver", "worker", "agent")}}
 
-    def request_register_actor_name(self, sender: bytes, name: str, actor_id: bytes) -> bytes | None:
-        return self.scheduler.register_actor_name(name, actor_id)
+    def request_register_actor_name(self, sender: bytes, name: str, actor_id: bytes,
+                                    namespace: str = "") -> bytes | None:
+        return self.scheduler.register_actor_name(name, actor_id, namespace)
 
-    def request_get_actor(self, sender: bytes, name: str) -> tuple[bytes, str, Any]:
-        return self.scheduler.actor_by_name(name)
+    def request_get_actor(self, sender: bytes, name: str,
+                          namespace: str = "") -> tuple[bytes, str, Any, int]:
+        return self.scheduler.actor_by_name(name, namespace)
+
+    def request_exit_actor(self, sender: bytes, actor_id: bytes, why: str) -> bool:
+        """An actor's worker ends its actor (``exit_actor``): answered once its callers
+        have been told; that worker exits by itself."""
+        self.carry_out(self.scheduler.kill_actor(actor_id, why, True, sender))
+        return True
 
     # -- placement groups (rayipy.util.placement_group) ------------------------------------
     def request_create_placement_group(self, sender: bytes, group_id: bytes, bundles: list,

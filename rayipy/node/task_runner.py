@@ -22,7 +22,7 @@ from typing import Any, Callable
 from rayipy import exceptions
 from rayipy.core.objects import owner_of
 from rayipy.core.task_context import CURRENT_TASK
-from rayipy.node import gpus, lifetime
+from rayipy.node import actor_exit, gpus, lifetime
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.messages import CANCELLED, ERROR, OK, DepSlot, FetchDep, TaskResult, TaskSpec
 
@@ -79,6 +79,8 @@ class TaskRunner:
             return self.function(spec)
         if self.actor_error is not None:
             raise self.actor_error  # every call fails as the constructor did
+        if spec.method == actor_exit.TERMINATE_METHOD:
+            return actor_exit.terminate   # every actor has it, as in Ray
         return getattr(self.actor, spec.method)
 
     def prepare(self, spec: TaskSpec) -> tuple:

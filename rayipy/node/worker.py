@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 from rayipy.core.objects import owner_of
+from rayipy.core import task_context
 from rayipy.core.task_context import CURRENT_TASK
 from rayipy.core.worker_state import (Command, InterruptRunning, KillProcess, ReplyToCaller,
                                       ReportToHead, ReturnToHead, Run, WakeMain, WorkerState,
@@ -314,6 +315,7 @@ class Worker:
 
     def became_actor(self, spec: TaskSpec, instance: Any) -> None:
         """The constructor returned: calls of a concurrent actor get a host to run on."""
+        task_context.set_actor_creation(spec)   # its calls run in the creator's namespace
         if self.host is None:  # a restart reuses no host: this is a new process
             self.host = make_host(type(instance), dict(spec.options), self.run_on_thread,
                                   self.runner.run_async, self.host_finished)

@@ -34,7 +34,7 @@ class Kind(IntEnum):
     UNBLOCKED = 16        # worker -> head: ()
     STEAL = 17            # head -> worker: (count,)  give back up to count queued tasks
     RETURNED = 18         # worker -> head: (list[task_id],)  tasks given back, not started
-    KILL_ACTOR = 19       # any -> head: (actor_id, why)
+    KILL_ACTOR = 19       # any -> head: (actor_id, why[, no_restart=True])
 
     # objects
     GET_OBJECT = 20       # borrower -> head: (object_id, requester); head -> owner: (object_id,

@@ -149,8 +149,9 @@ def test_a_driver_that_disconnects_is_no_longer_an_owner(head, connect):
 
 
 def test_get_actor_answers_with_the_schedulers_error(head):
-    with pytest.raises(ValueError, match="no live actor is named 'x'; named actors now: none"):
-        head.request_get_actor(DRIVER, "x")
+    with pytest.raises(ValueError, match="no live actor is named 'x' in namespace 'n'; named "
+                                         "actors there now: none"):
+        head.request_get_actor(DRIVER, "x", "n")
 
 
 # -- one carrier per instruction --------------------------------------------------------------

@@ -88,10 +88,12 @@ ACTOR_ENTRIES: dict[str, Any] = {
     "scheduling_strategy": Shown(NODES, "test_spread_places_actors_on_different_nodes"),
     "runtime_env": Refused(actor(runtime_env={"pip": ["x"]}), ValueError, "install the packages"),
     "max_restarts": Shown(ACTORS, "test_misuse"),
-    "max_task_retries": Pending("the actors part of issue 14 (calls retried on restart)"),
+    "max_task_retries": Shown("tests/integration/test_actor_lifecycle.py",
+                              "test_calls_in_flight_go_again_to_the_restarted_actor_with_max_task_retries"),
     "max_concurrency": Shown(ACTORS, "test_misuse"),
     "lifetime": Shown(ACTORS, "test_named_and_detached_actors_outlive_their_handles"),
-    "namespace": Pending("the actors part of issue 14 (namespaces)"),
+    "namespace": Shown("tests/integration/test_actor_lifecycle.py",
+                       "test_an_actor_named_in_another_namespace_is_found_only_there"),
     "get_if_exists": Shown(ACTORS, "test_named_actors"),
 }
 # Task options an actor class refuses, naming what to use.
@@ -127,7 +129,8 @@ INIT_ENTRIES: dict[str, Any] = {
     "runtime_env": Refused(init(runtime_env={"pip": ["x"]}), ValueError, "install the packages"),
     "logging_level": Shown("tests/unit/test_option_walk.py",
                            "test_logging_level_sets_rayipys_logger"),
-    "namespace": Pending("the actors part of issue 14 (namespaces)"),
+    "namespace": Shown("tests/integration/test_actor_namespaces.py",
+                       "test_detached_actors_are_found_from_another_driver_in_the_same_namespace"),
     "configure_logging": Refused(init(configure_logging=False), ValueError, "basicConfig"),
     "logging_format": Refused(init(logging_format="%(message)s"), ValueError, "handler"),
     "log_to_driver": Refused(init(log_to_driver=False), ValueError, "redirect_stdout"),
@@ -150,6 +153,10 @@ def init_options() -> set[str]:
     params = inspect.signature(rayipy.init).parameters
     named = {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
     return named | session._IGNORED_INIT_OPTIONS | {"logging_level"}
+
+
+def test_nothing_is_left_pending():
+    assert [name for _, name, entry in entries() if isinstance(entry, Pending)] == []
 
 
 TABLES = [("remote function", set(TASK_OPTIONS), TASK_ENTRIES),

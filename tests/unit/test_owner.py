@@ -19,8 +19,9 @@ def spec(n: int, *, actor: bytes = b"", method: str = "", options: tuple = (),
                     resources, max_retries, 0, actor, method, options)
 
 
-def call(n: int) -> TaskSpec:
-    return spec(n, actor=ACTOR, method="m", resources=())
+def call(n: int, retries: int = 0) -> TaskSpec:
+    """Actor call n; ``retries``: its max_task_retries (the actor's default: 0)."""
+    return spec(n, actor=ACTOR, method="m", resources=(), max_retries=retries)
 
 
 def ok(s: TaskSpec) -> TaskResult:
@@ -245,6 +246,38 @@ def test_a_restarting_actor_fails_calls_in_flight_and_later_ones_wait_for_it():
     assert completed(owner.actor_gone(ACTOR, "crashed", restarting=True)) == [(call(1).task_id, CRASHED)]
     assert submit(owner, call(2)) == []
     assert owner.actor_located(ACTOR, "tcp://new") == [SendToWorker("tcp://new", call(2))]
+
+
+def test_a_restarting_actor_gets_again_the_calls_in_flight_with_retries_left():
+    owner = OwnerState()
+    owner.actor_located(ACTOR, "tcp://old")
+    submit(owner, call(1, retries=1))
+    assert owner.actor_gone(ACTOR, "crashed", restarting=True) == []   # no failure
+    again = call(1, retries=1)._replace(attempt=1)
+    assert owner.actor_located(ACTOR, "tcp://new") == [SendToWorker("tcp://new", again)]
+    out = owner.actor_gone(ACTOR, "crashed again", restarting=True)    # no retries left
+    assert completed(out) == [(call(1).task_id, CRASHED)]
+    assert "crashed again" in error_text(out[0])
+
+
+def test_a_call_waiting_for_the_restarted_actor_is_cancelled_here():
+    owner = OwnerState()
+    owner.actor_located(ACTOR, "tcp://old")
+    submit(owner, call(1, retries=-1))
+    owner.actor_gone(ACTOR, "crashed", restarting=True)
+    assert completed(owner.cancel(call(1).task_id, False)) == [(call(1).task_id, CANCELLED)]
+    assert owner.actor_located(ACTOR, "tcp://new") == []
+
+
+def test_a_late_answer_of_a_requeued_call_ends_it_and_it_is_not_sent_again():
+    owner = OwnerState()
+    owner.actor_located(ACTOR, "tcp://old")
+    submit(owner, call(1, retries=1))
+    submit(owner, call(2))
+    owner.actor_gone(ACTOR, "crashed", restarting=True)   # call 1 waits, call 2 failed
+    assert completed(owner.finished(ok(call(1)), now=0.0)) == [(call(1).task_id, OK)]
+    assert owner.actor_located(ACTOR, "tcp://new") == []
+    assert owner.counts()["pending"] == 0
 
 
 def test_cancel_of_a_call_waiting_in_the_fifo_lets_the_next_go():

@@ -26,11 +26,13 @@ def spec(n: int, owner: bytes = DRIVER, max_retries: int = 3) -> TaskSpec:
                     max_retries)
 
 
-def actor_spec(owner: bytes = DRIVER, name: str = "counter", n: int = 1) -> TaskSpec:
+def actor_spec(owner: bytes = DRIVER, name: str = "counter", n: int = 1,
+               namespace: str = "", **options) -> TaskSpec:
     actor_id = owner + n.to_bytes(8, "big")
     return TaskSpec(owner + (100 + n).to_bytes(8, "big"), b"A", "Counter.__init__", Payload(b""),
                     (), 1, (), 0, actor_id=actor_id, method="__init__",
-                    options=(("class_name", "Counter"), ("methods", {"inc": {}}), ("name", name)))
+                    options=(("class_name", "Counter"), ("methods", {"inc": {}}), ("name", name),
+                             ("namespace", namespace), *options.items()))
 
 
 def make(workers: tuple[bytes, ...] = (W1, W2), cpu: float = 2.0) -> Scheduler:
@@ -151,11 +153,11 @@ def test_an_actor_is_found_by_name_while_alive():
     creation = actor_spec(name="counter")
     assert s.register_actor_name("counter", creation.actor_id) is None   # as the driver does
     s.submit([creation])
-    assert s.actor_by_name("counter") == (creation.actor_id, "Counter", {"inc": {}})
+    assert s.actor_by_name("counter") == (creation.actor_id, "Counter", {"inc": {}}, 0)
     out = s.kill_actor(creation.actor_id, "killed")
     assert of(out, KillWorker)
-    with pytest.raises(ValueError,
-                       match=r"^no live actor is named 'counter'; named actors now: none$"):
+    with pytest.raises(ValueError, match=r"^no live actor is named 'counter' in namespace ''; "
+                                         r"named actors there now: none$"):
         s.actor_by_name("counter")
 
 
@@ -167,10 +169,71 @@ def test_an_unknown_name_lists_the_live_names():
         s.submit([creation])
     s.register_actor_name("c", b"not created yet")   # named before its creation arrives
     with pytest.raises(ValueError,
-                       match=r"no live actor is named 'x'; named actors now: 'a', 'b'$"):
+                       match=r"no live actor is named 'x' in namespace ''; named actors there "
+                             r"now: 'a', 'b'$"):
         s.actor_by_name("x")
     with pytest.raises(ValueError, match="no live actor is named 'c'"):
         s.actor_by_name("c")
+
+
+def test_names_live_in_namespaces():
+    s = make()
+    colors, fruits = actor_spec(name="orange", namespace="colors", n=1), \
+        actor_spec(name="orange", namespace="fruits", n=2, max_task_retries=2)
+    assert s.register_actor_name("orange", colors.actor_id, "colors") is None
+    assert s.register_actor_name("orange", fruits.actor_id, "fruits") is None  # another namespace
+    s.submit([colors, fruits])
+    assert s.register_actor_name("orange", b"third", "colors") == colors.actor_id   # taken there
+    assert s.actor_by_name("orange", "colors")[0] == colors.actor_id
+    assert s.actor_by_name("orange", "fruits") == (fruits.actor_id, "Counter", {"inc": {}}, 2)
+    with pytest.raises(ValueError, match=r"^no live actor is named 'orange' in namespace 'veg'; "
+                                         r"named actors there now: none; an actor of that name "
+                                         r"lives in namespace\(s\) 'colors', 'fruits': pass "
+                                         r"namespace=$"):
+        s.actor_by_name("orange", "veg")
+    s.kill_actor(colors.actor_id, "killed")
+    assert s.register_actor_name("orange", b"third", "colors") is None   # free there again
+    assert s.actor_by_name("orange", "fruits")[0] == fruits.actor_id
+
+
+def test_kill_without_no_restart_restarts_the_actor_within_max_restarts():
+    s = make()
+    creation = actor_spec(max_restarts=1)
+    s.submit([creation])
+    actor = s.actors[creation.actor_id]
+    first = actor.worker
+    out = s.kill_actor(creation.actor_id, "killed by kill(no_restart=False)", no_restart=False)
+    assert out == [KillWorker(AGENT, first)] and not actor.dead
+    out = s.worker_died(first, "killed by SIGKILL")
+    [gone] = [x for x in of(out, ActorLocation) if not x.address]
+    assert gone.restarting and gone.why.startswith("killed by kill(no_restart=False)")
+    assert actor.worker not in (None, first)                  # placed again at once
+    # No restarts left: the same kill is for good.
+    out = s.kill_actor(creation.actor_id, "killed again", no_restart=False)
+    assert actor.dead == "killed again" and of(out, ActorLocation)[0].restarting is False
+
+
+def test_kill_with_no_restart_kills_a_restartable_actor_for_good():
+    s = make()
+    creation = actor_spec(max_restarts=-1)
+    s.submit([creation])
+    worker = s.actors[creation.actor_id].worker
+    out = s.kill_actor(creation.actor_id, "killed")
+    assert KillWorker(AGENT, worker) in out
+    s.worker_died(worker, "killed by SIGKILL")
+    assert s.actors[creation.actor_id].dead == "killed"
+    assert s.actors[creation.actor_id].worker == worker          # not placed again
+
+
+def test_an_actor_that_exits_itself_is_not_killed_nor_restarted():
+    s = make()
+    creation = actor_spec(max_restarts=3)
+    s.submit([creation])
+    worker = s.actors[creation.actor_id].worker
+    out = s.kill_actor(creation.actor_id, "it exited", sender=worker)
+    assert of(out, KillWorker) == [] and of(out, ActorLocation)[0].why == "it exited"
+    s.worker_died(worker, "exit code 0")
+    assert s.actors[creation.actor_id].dead == "it exited" and not s.creating
 
 
 def test_lease_answers_name_the_worker_and_its_address():
