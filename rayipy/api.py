@@ -114,7 +114,12 @@ def wait(object_refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: flo
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel the task that makes ``object_ref``; its ``get`` raises TaskCancelledError."""
+    """Cancel the task that makes ``object_ref``; its ``get`` raises TaskCancelledError.
+    An ``ObjectRefGenerator`` cancels its generator task (iteration then raises it)."""
+    from rayipy.generator import ObjectRefGenerator
+    if isinstance(object_ref, ObjectRefGenerator):
+        _runtime().cancel_task(object_ref.task_id(), bool(force))
+        return
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
     _runtime().cancel(object_ref, bool(force))
