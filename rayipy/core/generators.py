@@ -36,14 +36,14 @@ def item_id(task_id: bytes, index: int) -> bytes:
 
 
 class Yield(NamedTuple):
-    """Item ``index`` is here: hand out its ref."""
-    index: int
+    """Item ``position`` is here: hand out its ref."""
+    position: int
 
 
 class WaitFor(NamedTuple):
-    """Item ``index`` is not here yet; ``end_known``: the task has ended (so only the
+    """Item ``position`` is not here yet; ``end_known``: the task has ended (so only the
     item can come), else the end may come first."""
-    index: int
+    position: int
     end_known: bool
 
 

@@ -62,7 +62,7 @@ class Stream:
         with self.lock:
             step = self.state.step()
             if type(step) is Yield:
-                return "item", self.refs.pop(step.index)
+                return "item", self.refs.pop(step.position)
             if type(step) is Stop:
                 self._drop_placeholders()
                 return "stop", None
@@ -70,7 +70,7 @@ class Stream:
                 self._drop_placeholders()
                 return "error", self.completion
             assert type(step) is WaitFor
-            ref = self._ref_for(step.index)
+            ref = self._ref_for(step.position)
         return "wait", [ref] if step.end_known else [ref, self.completion]
 
     def next_ref(self, timeout: float | None = None) -> ObjectRef:
@@ -167,7 +167,7 @@ class Streams:
                 step = stream.state.step()
                 if type(step) is not Yield:   # every item came before the end, on its path
                     break
-                refs.append(stream.refs.pop(step.index))
+                refs.append(stream.refs.pop(step.position))
             stream._drop_placeholders()
         from rayipy.generator import DynamicObjectRefGenerator
         payload, contained = serialization.dumps(DynamicObjectRefGenerator(refs),
