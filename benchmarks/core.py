@@ -111,6 +111,12 @@ def main_sleep_ms():
     time.sleep(0.001)
 
 
+def main_yield_n(n):
+    """A generator task: n small values, each a ref on the caller as it is yielded."""
+    for i in range(n):
+        yield i
+
+
 def main_noop_item(_):
     """pool.map's form of main_noop (one argument per item)."""
     return None
@@ -130,10 +136,20 @@ class MainCounter:
 # ----------------------------------------------------------------------------------
 
 
+def stream_10k(S, f, n=10_000):
+    """Seconds from ``f.remote(n)`` (a generator task) to every value got, refs taken as
+    they stream in: the figure g of core.py and of generators.py."""
+    t0 = pc()
+    refs = list(f.remote(n))
+    assert S.get(refs) == list(range(n))
+    return pc() - t0
+
+
 class RayipySystem:
     name = "rayipy"
     label = "rayipy.init(num_cpus=2)"
     has_actors = True
+    has_generators = True
     has_head = True
 
     def import_lib(self):
@@ -178,6 +194,7 @@ class RaySystem:
     name = "ray"
     label = "ray.init(num_cpus=2, include_dashboard=False)"
     has_actors = True
+    has_generators = True
     has_head = True
 
     def import_lib(self):
@@ -699,6 +716,14 @@ def run_system(rec, system, reps, n_lat, n_tasks, mem_total, batch, cold_reps):
     if S.has_actors:
         figure("actor", actor, 300)
 
+    # g. a streaming generator task of 10,000 yields, every value got (rayipy and Ray)
+    def generator():
+        f = S.remote(main_yield_n)
+        S.get(list(f.remote(100)))   # warm-up
+        rec.fig("generator_10k_yields_s", "s", [stream_10k(S, f) for _ in range(reps)])
+    if getattr(S, "has_generators", False):
+        figure("generator", generator, 300)
+
     rec.guarded("shutdown", down, 120)
     time.sleep(1.0)
 
@@ -1065,6 +1090,7 @@ ROWS = [
     ("actor_pipelined_cps", "f. 10k pipelined calls on one actor, calls/s", "calls/s", "≥ 10,000",
      lambda v: v >= 10000),
     ("actor_create_s", "f. actor creation to first call, s", "s", "≤ 0.3", lambda v: v <= 0.3),
+    ("generator_10k_yields_s", "g. generator task of 10,000 yields, all got, s (info)", "s", "", None),
 ]
 
 

@@ -17,6 +17,7 @@ from rayipy.api import (available_resources, cancel, cluster_resources, cluster_
                         shutdown, wait)
 from rayipy.actor import ActorClass, ActorHandle, get_actor, kill
 from rayipy.core.object_ref import ObjectRef
+from rayipy.generator import DynamicObjectRefGenerator, ObjectRefGenerator
 from rayipy.progress_bars import progress
 from rayipy.remote_function import RemoteFunction
 # The Jupyter layer (it imports no IPython until %load_ext): loading it registers its
@@ -26,7 +27,7 @@ from rayipy.jupyter import load_ipython_extension, unload_ipython_extension
 
 __version__ = "0.1.0"
 
-__all__ = ["ActorClass", "ActorHandle", "get_actor", "kill", "ObjectRef", "RemoteFunction", "available_resources", "cancel", "cluster_resources",
+__all__ = ["ActorClass", "ActorHandle", "get_actor", "kill", "ObjectRef", "ObjectRefGenerator", "DynamicObjectRefGenerator", "RemoteFunction", "available_resources", "cancel", "cluster_resources",
            "cluster_status", "exceptions", "get", "get_dashboard_url", "get_gpu_ids",
            "get_runtime_context", "init", "is_initialized", "memory_summary", "method", "nodes", "progress",
            "put", "remote", "shutdown", "wait", "__version__"]

@@ -56,9 +56,22 @@ def method(**options: Any):
     option_table.validate(options, METHOD_OPTIONS, "actor method")
 
     def decorate(fn):
+        if isinstance(options.get("num_returns"), str) and not (
+                inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
+            raise ValueError(f"num_returns={options['num_returns']!r} can only be used with "
+                             f"generator methods (that use 'yield'): {fn.__name__!r} is not one")
         setattr(fn, _METHOD_OPTIONS_ATTR, options)
         return fn
     return decorate
+
+
+def _method_options(member: Any) -> dict:
+    """A method's options: its ``@rayipy.method`` ones; a generator streams, as in Ray."""
+    options = getattr(member, _METHOD_OPTIONS_ATTR, {})
+    if "num_returns" not in options and (inspect.isgeneratorfunction(member)
+                                         or inspect.isasyncgenfunction(member)):
+        return {**options, "num_returns": "streaming"}
+    return options
 
 
 class ActorClass:
@@ -69,7 +82,7 @@ class ActorClass:
         self._options = option_table.validate(options, ACTOR_OPTIONS, "actor class",
                                               option_table.TASK_ONLY_OPTIONS)
         self._name = cls.__qualname__
-        self._methods = {name: getattr(member, _METHOD_OPTIONS_ATTR, {})
+        self._methods = {name: _method_options(member)
                          for name, member in inspect.getmembers(cls, callable)
                          if not name.startswith("__") or name == "__call__"}
         self._shared = PickledOnce(cls, f"actor class {cls.__module__}.{self._name}")
@@ -195,12 +208,15 @@ class ActorMethod:
         handle = self._handle
         # A pending call keeps the actor alive even if its handle is dropped meanwhile.
         keep = (handle._lifetime_ref.id,) if handle._lifetime_ref is not None else ()
+        generator = isinstance(self._num_returns, str)   # "streaming" or "dynamic"
+        count = 1 if generator else self._num_returns
         # In the spec's max_retries: how often it goes again if the actor restarts under it.
         retries = self._options.get("max_task_retries", handle._max_task_retries)
         refs = runtime.submit(b"", f"{handle._class_name}.{self._name}", args, kwargs,
-                              self._num_returns, (), retries, handle._actor_id, self._name,
+                              count, (), retries, handle._actor_id, self._name,
+                              options=(("generator", self._num_returns),) if generator else (),
                               keep_alive=keep)
-        return refs[0] if self._num_returns == 1 else refs
+        return refs[0] if count == 1 else refs
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:

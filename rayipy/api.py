@@ -118,12 +118,16 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
 
     ``force``: kill its worker process instead of interrupting it. ``recursive`` (as in
     Ray, the default): cancel the tasks it submitted too, and theirs; False leaves them
-    running."""
-    if not isinstance(object_ref, ObjectRef):
-        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
+    running. An ``ObjectRefGenerator`` cancels its generator task."""
+    from rayipy.generator import ObjectRefGenerator
     for name, value in (("force", force), ("recursive", recursive)):
         if not isinstance(value, bool):
             raise TypeError(f"cancel(): {name} must be True or False, got {value!r}")
+    if isinstance(object_ref, ObjectRefGenerator):
+        _runtime().cancel_task(object_ref.task_id(), force, recursive)
+        return
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
     _runtime().cancel(object_ref, force, recursive)
 
 

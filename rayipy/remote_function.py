@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import threading
 from typing import Any, Callable
 
@@ -35,18 +36,26 @@ class RemoteFunction:
         runtime = runtime_for_submit()
         function_id, pickled = self._shared.get()
         runtime.ensure_function(function_id, pickled)
-        refs = runtime.submit(function_id, self._task_name, args, kwargs, self._num_returns,
+        refs = runtime.submit(function_id, self._task_name, args, kwargs, self._returns_count,
                               self._resources, self._max_retries, options=self._spec_options)
-        return refs[0] if self._num_returns == 1 else refs
+        return refs[0] if self._returns_count == 1 else refs
 
     def _set_options(self, options: dict[str, Any]) -> None:
         """Validate the options and work out, once, what every ``.remote()`` sends."""
         self._options = option_table.validate(options)
         self._resources = option_table.resource_request(self._options)
-        self._num_returns = self._options.get("num_returns", 1)
+        # A generator function streams unless told otherwise, as in Ray.
+        default = "streaming" if is_generator_function(self._function) else 1
+        self._num_returns = self._options.get("num_returns", default)
+        if isinstance(self._num_returns, str) and default == 1:
+            raise ValueError(f"num_returns={self._num_returns!r} can only be used with "
+                             f"generator functions (functions that use 'yield'): "
+                             f"{self._name!r} is not one")
+        # A generator task has one return object (its end); its values are items.
+        self._returns_count = 1 if isinstance(self._num_returns, str) else self._num_returns
         retries = self._options.get("max_retries", option_table.TASK_OPTIONS["max_retries"].default)
         self._max_retries = 2**31 if retries == -1 else retries
-        self._spec_options = _spec_options(self._options)
+        self._spec_options = _spec_options(self._options, self._num_returns)
         # ``.options(name=...)``: the tasks' name wherever one is shown (progress bars,
         # the dashboard, `rayipy status`, errors), as in Ray.
         self._task_name = self._options.get("name") or self._name
@@ -65,9 +74,16 @@ class RemoteFunction:
         return (RemoteFunction, (self._function, self._options))
 
 
-def _spec_options(options: dict[str, Any]) -> tuple:
+def is_generator_function(function: Any) -> bool:
+    """A function written with ``yield`` (sync or async)."""
+    return inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function)
+
+
+def _spec_options(options: dict[str, Any], num_returns: Any = 1) -> tuple:
     """What the worker needs to know beyond the spec's own fields (sent with each task)."""
     out: list = []
+    if isinstance(num_returns, str):   # "streaming" or "dynamic": a generator task
+        out.append(("generator", num_returns))
     retry = options.get("retry_exceptions", False)
     if retry is True:
         out.append(("retry_exceptions", True))

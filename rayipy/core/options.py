@@ -38,8 +38,9 @@ TASK_OPTIONS: dict[str, Option] = {
     "resources": Option((dict,), _resources_ok,
                         "a dict of resource name -> amount >= 0 (use num_cpus/num_gpus for CPU/GPU)",
                         None),
-    "num_returns": Option((int,), lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                          "an int >= 1", 1),
+    "num_returns": Option((int, str), lambda v: v in ("streaming", "dynamic") or (
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        'an int >= 1, "streaming" or "dynamic" (generator tasks)', 1),
     "max_retries": Option((int,), lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= -1,
                           "an int >= 0, or -1 for unlimited", 3),
     "retry_exceptions": Option((bool, list, tuple), lambda v: isinstance(v, bool) or (
@@ -53,6 +54,9 @@ TASK_OPTIONS: dict[str, Option] = {
     # Accepted only empty, so that a program that passes one is told, not silently run
     # without it (``validate``).
     "runtime_env": Option((dict,), lambda v: v is None or isinstance(v, dict), "a dict", None),
+    # Refused rather than ignored (``validate``): generator tasks have no back-pressure yet.
+    "_generator_backpressure_num_objects": Option((int,), lambda v: isinstance(v, int), "an int",
+                                                  None),
     "max_calls": Option((int,), lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                         "an int >= 0", 0),
 }
@@ -78,6 +82,13 @@ RUNTIME_ENV_UNSUPPORTED = (
     "environment variables inside the task (os.environ)")
 
 
+BACKPRESSURE_UNSUPPORTED = (
+    "_generator_backpressure_num_objects is not supported by rayipy, and is refused rather "
+    "than ignored: a generator task runs ahead of its consumer. To bound what it holds, "
+    "yield fewer, larger values, or have the task wait for a signal (an actor, or "
+    "rayipy.get of a ref) before yielding more")
+
+
 def validate(options: dict[str, Any], table: dict[str, Option] = TASK_OPTIONS,
              what: str = "remote function",
              refused: dict[str, str] | None = None) -> dict[str, Any]:
@@ -101,6 +112,8 @@ def validate(options: dict[str, Any], table: dict[str, Option] = TASK_OPTIONS,
                             f"got {value!r}")
         if name == "runtime_env" and value:
             raise ValueError(RUNTIME_ENV_UNSUPPORTED)
+        if name == "_generator_backpressure_num_objects" and value not in (None, -1):
+            raise ValueError(BACKPRESSURE_UNSUPPORTED)
     return dict(options)
 
 

@@ -21,7 +21,9 @@ ASYNC_DEFAULT_CONCURRENCY = 1000
 
 
 def is_async_class(cls: type) -> bool:
-    return any(inspect.iscoroutinefunction(member) for _, member in inspect.getmembers(cls))
+    """An ``async def`` method (an async generator too, as in Ray) makes an async actor."""
+    return any(inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member)
+               for _, member in inspect.getmembers(cls))
 
 
 class ThreadedActorHost:

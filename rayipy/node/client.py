@@ -49,6 +49,7 @@ from rayipy.node.direct_calls import DirectCalls
 from rayipy.node.head_link import HeadLink
 from rayipy.node.object_access import ObjectAccess, run_callback
 from rayipy.node.store_client import STORE_MIN_BYTES
+from rayipy.node.streams import STREAMING, Streams, generator_mode
 from rayipy.node.task_logs import TaskLogs
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.kinds import Kind
@@ -122,6 +123,7 @@ class Runtime:
         self.lineage = Lineage()             # finished tasks that may remake lost values
         self._lineage_lock = threading.Lock()
         self.access.on_stored_freed = self._stored_freed
+        self.streams = Streams(self, self.access.store_result)   # generator tasks' items
         self._poll = PollSet()
         self._carriers: dict[type, Callable[[Any, list], bool]] = {
             SendToHead: self._send_to_head, SendToWorker: self._send_to_worker,
@@ -146,6 +148,7 @@ class Runtime:
             Kind.OBJECT_VALUE: self.access.on_object_value,
             Kind.BORROW: self.access.on_borrow,
             Kind.OBJECT_COPY: self.access.on_object_copy,
+            Kind.GENERATOR_ITEM: self._on_generator_item,
         }
         self.task_logs = TaskLogs(self.info.get("ip", ""))   # task output reaching us
         # Hooks for a front end (the Jupyter layer sets them; None in scripts):
@@ -266,6 +269,8 @@ class Runtime:
 
         ``worker`` (worker id, direct address) sends the task straight to that worker,
         which runs it there whatever else it does (used to run a cell on every worker).
+        A generator task (``("generator", mode)`` in ``options``) returns, for
+        ``"streaming"``, an ``ObjectRefGenerator`` in place of its one ref.
         """
         self.check_alive()
         task_id = self.next_task_id()
@@ -304,6 +309,14 @@ class Runtime:
             namespace = self.namespace
             if namespace is not None:
                 options = options + ((JOB_NAMESPACE, namespace),)
+        handed: list = refs
+        mode = generator_mode(options) if options else ""
+        if mode:
+            # Open before the task leaves: its first item may come at once.
+            stream = self.streams.open(task_id, refs[0], mode)
+            if mode == STREAMING:
+                from rayipy.generator import ObjectRefGenerator
+                handed = [ObjectRefGenerator(stream)]
         spec = TaskSpec(task_id, function_id, name, payload, (), num_returns, resources, max_retries,
                         0, actor_id, method, options)
         if self.on_submit is not None:
@@ -321,7 +334,7 @@ class Runtime:
         _run_all(callbacks)
         if deps:
             self._when_ready(deps, spec)
-        return refs
+        return handed
 
     def _implicit_put_bytes(self) -> int:
         """Arguments larger than this are put (``submit``): with a store on our node, as
@@ -622,6 +635,8 @@ class Runtime:
             # the caller's next put finds their room, whose pages are warm.
             self.access.carry_out(self.objects.process_releases())
             self.access.carry_out(self.objects.unpin(command.pinned))   # wakes if it sends
+        if spec is not None and spec.options and self.streams.is_dynamic(result.task_id):
+            result = self.streams.finish_dynamic(result)   # its value: the items' refs
         callbacks.extend(self.access.store_result(result, command.return_ids))
         return False
 
@@ -761,6 +776,16 @@ class Runtime:
         for object_id, delta, borrower in borrows:
             self.access.route_borrow(object_id, delta, borrower)
         self._results(results)
+
+    def _on_generator_item(self, body: tuple) -> None:
+        items, borrows = body
+        # Registrations first, as for a call's reply: the item holds what they count.
+        for object_id, delta, borrower in borrows:
+            self.access.route_borrow(object_id, delta, borrower)
+        callbacks = []
+        for item, index in items:
+            callbacks.extend(self.streams.on_item(item, index))
+        _run_all(callbacks)
 
     def _on_results(self, body: tuple) -> None:
         worker_id, results = body

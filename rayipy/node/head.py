@@ -125,6 +125,7 @@ class Head:
             Kind.OBJECT_COPY: self.on_object_copy,
             Kind.REQUEST: self.on_request,
             Kind.LOG: self.on_log,
+            Kind.GENERATOR_ITEM: self.on_generator_item,
             Kind.SHUTDOWN: self.on_shutdown,
         }
         # One carrier per instruction type (tests check the table is complete).
@@ -448,6 +449,12 @@ class Head:
     def on_log(self, sender: bytes, body: Body, frames: Frames) -> None:
         if body[0] in self.peers:
             self.forward(body[0], Kind.LOG, body, frames)
+
+    def on_generator_item(self, sender: bytes, body: Body, frames: Frames) -> None:
+        """Values a generator task yielded: to the task's owner, as its result would go."""
+        owner = owner_of(body[0][0][0].task_id)
+        if owner in self.peers:
+            self.forward(owner, Kind.GENERATOR_ITEM, body, frames)
 
     def on_node_leaving(self, sender: bytes, body: Body, frames: Frames) -> None:
         peer = self.peers.pop(sender)

@@ -10,6 +10,12 @@ an async actor's event loop. What runs next, and where a result goes, the worker
 Cancelling a running task sends SIGINT to the main thread, so it is interrupted even
 inside ``time.sleep`` or a blocking ``get``. ``interrupt`` is that signal's handler: it
 raises only while the code of the task the cancel was meant for runs.
+
+A generator task (``num_returns="streaming"`` or ``"dynamic"``) is iterated inside that
+same interruptible stretch (``stream_items``): each value is packed as a return value
+is (a large one into the node's store) and handed to ``send_item`` at once, and the
+task's own result is the number of items sent. An exception inside the generator is
+sent as the item at its position.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import time
 from typing import Any, Callable
 
 from rayipy import exceptions
+from rayipy.core.generators import MAX_ITEMS, item_id
 from rayipy.core.objects import owner_of
 from rayipy.core.task_context import CURRENT_TASK
 from rayipy.node import actor_exit, gpus, lifetime
+from rayipy.node.streams import generator_mode
 from rayipy.protocol import errors, serialization
 from rayipy.protocol.messages import CANCELLED, ERROR, OK, DepSlot, FetchDep, TaskResult, TaskSpec
 
@@ -57,6 +65,9 @@ class TaskRunner:
         self.actor_error: BaseException | None = None    # why its constructor failed
         self.cancel_requested: bytes | None = None
         self.interruptible: bytes | None = None  # the task whose code runs right now
+        # Where a generator task's items go: set by the worker (its caller's connection,
+        # or the head); (spec, item as a one-value TaskResult, index from 1).
+        self.send_item: Callable[[TaskSpec, TaskResult, int], None] | None = None
 
     def function(self, spec: TaskSpec) -> Any:
         fn = self.functions.get(spec.function_id)
@@ -127,6 +138,8 @@ class TaskRunner:
                         # Its SIGINT came before it could be interrupted, and was dropped.
                         raise KeyboardInterrupt
                     value = self.call_with_retries(spec)
+                    if spec.options and generator_mode(spec.options):
+                        value = self.stream_items(spec, value)
                 finally:
                     self.interruptible = None
                 if spec.method == "__init__":
@@ -158,13 +171,77 @@ class TaskRunner:
         try:
             fn, args, kwargs = self.prepare(spec)
             value = fn(*args, **kwargs)
-            if inspect.isawaitable(value):
+            if spec.options and generator_mode(spec.options):
+                if inspect.isasyncgen(value):
+                    value = await self.stream_async_items(spec, value)
+                else:
+                    value = self.stream_items(spec, value)
+            elif inspect.isawaitable(value):
                 value = await value
             return self.pack_returns(spec, value, time.perf_counter() - start)
         except lifetime.Stopping:
             raise
         except BaseException as e:  # noqa: BLE001 -- a call's error is its result
             return self.error_result(spec, e, start)
+
+    def stream_items(self, spec: TaskSpec, generator: Any) -> int:
+        """Run a generator task's generator, sending each value as it comes; returns how
+        many items were sent (an exception it raised is the last)."""
+        if not inspect.isgenerator(generator):
+            raise TypeError(f"{spec.name!r} was called with num_returns="
+                            f"{generator_mode(spec.options)!r} but returned "
+                            f"{type(generator).__name__}, not a generator: write it with "
+                            f"`yield`, or use an int num_returns")
+        index = 0
+        try:
+            for value in generator:
+                index += 1
+                self.send_one(spec, index, value)
+        except (KeyboardInterrupt, lifetime.Stopping):
+            raise   # cancelled, or the worker stops: no count, the task's end says why
+        except Exception as e:  # noqa: BLE001 -- the generator's error is its next item
+            index += 1
+            self.send_error(spec, index, e)
+        return index
+
+    async def stream_async_items(self, spec: TaskSpec, generator: Any) -> int:
+        """``stream_items`` for an async generator (an async actor's method)."""
+        index = 0
+        try:
+            async for value in generator:
+                index += 1
+                self.send_one(spec, index, value)
+        except (KeyboardInterrupt, lifetime.Stopping):
+            raise
+        except Exception as e:  # noqa: BLE001 -- the generator's error is its next item
+            index += 1
+            self.send_error(spec, index, e)
+        return index
+
+    def send_one(self, spec: TaskSpec, index: int, value: Any) -> None:
+        """Pack one yielded value as a return value is packed, and send it."""
+        if index > MAX_ITEMS:
+            raise ValueError(f"{spec.name!r} yielded more than {MAX_ITEMS} values")
+        oid = item_id(spec.task_id, index)
+        payload, refs = serialization.dumps(value, f"value {index} yielded by {spec.name}",
+                                            snapshot=False)
+        kept = self.runtime.access.keep(oid, payload, spec.name) if payload.buffers else payload
+        contains: tuple = ()
+        if refs:
+            owner = owner_of(spec.task_id)
+            for ref in refs:
+                if owner_of(ref.id) != owner:
+                    self.runtime.route_borrow(ref.id, 1, owner)
+            contains = (tuple(r.id for r in refs),)
+        assert self.send_item is not None
+        self.send_item(spec, _make(TaskResult, (spec.task_id, OK, (kept,), 0.0, self.where,
+                                                contains)), index)
+
+    def send_error(self, spec: TaskSpec, index: int, error: BaseException) -> None:
+        payload = errors.capture_task_error(_strip_our_frames(error), spec.name, self.where)
+        assert self.send_item is not None
+        self.send_item(spec, TaskResult(spec.task_id, ERROR, (payload,), 0.0, self.where, ()),
+                       index)
 
     def interrupt(self, signum: int, frame: Any) -> None:
         """SIGINT, sent for a cancel: interrupt only the task it was meant for. The signal

@@ -67,6 +67,7 @@ class Worker:
         self.state = WorkerState(self.where)
         self.lock = threading.Lock()            # guards self.state, and only it
         self.runner = TaskRunner(runtime, self.where, self.code_done, self.became_actor)
+        self.runner.send_item = self.send_item
         self.access = runtime.access            # the node's object store, for releases
         self.output = OutputBuffer()
         self.owner_addresses: dict[bytes, str] = {}   # owner -> its data port (from EXECUTE)
@@ -312,6 +313,21 @@ class Worker:
         """A task's code returned: a cancel from now on finds it neither queued nor running."""
         with self.lock:
             self.state.code_done(task_id)
+
+    def send_item(self, spec: TaskSpec, item: TaskResult, index: int) -> None:
+        """A value a generator task yielded: on the path its result will take (its
+        caller's connection, or the head), ahead of that result. Any thread that runs
+        a task (an actor's threads and event loop too)."""
+        caller = DIRECT_CALLER.get()
+        if caller is None and spec.actor_id:   # an async actor's call: no context var
+            with self.lock:
+                caller = self.state.caller_of(spec.task_id)
+        if caller is None:
+            self.runtime.send(Kind.GENERATOR_ITEM, ([(item, index)], []))
+            return
+        # Borrows registered while packing it ride with it, as with a call's reply.
+        borrows = self.inbox.borrows.pop(caller, [])
+        caller.send(Kind.GENERATOR_ITEM, ([(item, index)], borrows), block=True)
 
     def became_actor(self, spec: TaskSpec, instance: Any) -> None:
         """The constructor returned: calls of a concurrent actor get a host to run on."""

@@ -98,3 +98,10 @@ class Kind(IntEnum):
                           #   pulled a copy: later readers may pull from it
     STORE_FREE = 83       # owner -> its node's store: (list[object_id],)  freed (the same as
                           #   FREE_OBJECTS, sooner: its memory serves the owner's next put)
+
+    # generator tasks (rayipy/node/streams.py): values as the task yields them
+    GENERATOR_ITEM = 90   # worker -> head -> owner, or on a direct call's connection:
+                          #   (list[(TaskResult of one value, index from 1)], borrows
+                          #   [(object_id, delta, borrower)] registered first); the value
+                          #   is the object task id + 4-byte index; the task's own result
+                          #   (its return object) is then the count of items it sent

@@ -77,6 +77,8 @@ TASK_ENTRIES: dict[str, Any] = {
     "scheduling_strategy": Shown(NODES, "test_spread_places_actors_on_different_nodes"),
     "runtime_env": Refused(task(runtime_env={"pip": ["x"]}), ValueError, "install the packages"),
     "max_calls": Shown(TASK_OPTS, "test_max_calls_one_runs_each_call_in_a_fresh_worker"),
+    "_generator_backpressure_num_objects": Refused(task(_generator_backpressure_num_objects=2),
+                                                   ValueError, "yield fewer"),
 }
 
 ACTOR_ENTRIES: dict[str, Any] = {
@@ -87,6 +89,8 @@ ACTOR_ENTRIES: dict[str, Any] = {
     "name": Shown(ACTORS, "test_named_actors"),
     "scheduling_strategy": Shown(NODES, "test_spread_places_actors_on_different_nodes"),
     "runtime_env": Refused(actor(runtime_env={"pip": ["x"]}), ValueError, "install the packages"),
+    "_generator_backpressure_num_objects": Refused(actor(_generator_backpressure_num_objects=2),
+                                                   ValueError, "yield fewer"),
     "max_restarts": Shown(ACTORS, "test_misuse"),
     "max_task_retries": Shown("tests/integration/test_actor_lifecycle.py",
                               "test_calls_in_flight_go_again_to_the_restarted_actor_with_max_task_retries"),
