@@ -153,6 +153,27 @@ def _task_error_class(cause_cls: type[BaseException]) -> type[TaskError]:
         return cls
 
 
+def _new_instance(cls: type[TaskError], args: tuple[Any, ...]) -> TaskError | None:
+    """An instance of ``cls`` made without running any ``__init__`` (a cause class's may
+    need arguments we do not have), or None if its bases will not make one.
+
+    ``cls.__new__`` with the cause's args first: C-level fields (OSError.errno...) come
+    from them. Some builtin classes have a ``__new__`` of their own that refuses to be
+    called for a subclass from Python (MemoryError's: "MemoryError.__new__(TaskError(
+    MemoryError)) is not safe"), although instantiating the subclass is fine; for them,
+    ``BaseException.__new__`` does what the class's own slot would do for a subclass.
+    """
+    for make in (lambda: cls.__new__(cls, *args), lambda: cls.__new__(cls),
+                 lambda: BaseException.__new__(cls, *args)):
+        try:
+            err = make()
+        except Exception:
+            continue
+        if isinstance(err, cls):
+            return err
+    return None
+
+
 def as_task_error(cause: BaseException | None, remote_traceback: str, function_name: str,
                   where: str) -> TaskError:
     """Wrap a task's exception so it is both a TaskError and an instance of its own class."""
@@ -160,10 +181,11 @@ def as_task_error(cause: BaseException | None, remote_traceback: str, function_n
         return cause
     cls = _task_error_class(type(cause)) if cause is not None else TaskError
     args = cause.args if cause is not None else (remote_traceback,)
-    try:
-        err = cls.__new__(cls, *args)  # C-level fields (OSError.errno...) come from args
-    except Exception:
-        err = cls.__new__(cls)
+    err = _new_instance(cls, args)
+    if err is None:
+        # No way to make the subclass (its base's __new__ refuses it): a plain TaskError
+        # still names the task and carries the cause; only isinstance(cause class) is lost.
+        err = BaseException.__new__(TaskError)
     err.args = args
     if isinstance(cause, OSError):  # C-level fields that args alone do not carry
         for name in ("errno", "strerror", "filename", "filename2"):
