@@ -87,6 +87,21 @@ class RaySystemError(RayipySystemError):
     """Ray's name for system errors, kept for programs written for Ray."""
 
 
+class DeserializationError(RaySystemError):
+    """A value arrived but could not be unpickled here (its class is missing, or its
+    ``__setstate__``/``__reduce__`` raised): the message names the object and the task
+    that made it; the original error is ``__cause__``."""
+
+    def __init__(self, object_id: str = "", task_name: str = "", detail: str = "") -> None:
+        self.object_id = object_id
+        self.task_name = task_name
+        made_by = f" (the result of task {task_name!r})" if task_name else ""
+        super().__init__(f"could not unpickle ObjectRef({object_id}){made_by}: {detail}")
+
+    def __reduce__(self) -> tuple[Callable[..., DeserializationError], tuple[Any, ...]]:
+        return (_rebuild_plain, (type(self), self.args, self.__dict__))
+
+
 # Ray's names for the same things, so `except ray.exceptions.RayTaskError` ports unchanged.
 RayError = RayipyError
 
@@ -163,10 +178,12 @@ def _new_instance(cls: type[TaskError], args: tuple[Any, ...]) -> TaskError | No
     MemoryError)) is not safe"), although instantiating the subclass is fine; for them,
     ``BaseException.__new__`` does what the class's own slot would do for a subclass.
     """
-    for make in (lambda: cls.__new__(cls, *args), lambda: cls.__new__(cls),
-                 lambda: BaseException.__new__(cls, *args)):
+    attempts: tuple[tuple[Callable[..., Any], tuple[Any, ...]], ...] = (
+        (cls.__new__, (cls, *args)), (cls.__new__, (cls,)),
+        (BaseException.__new__, (cls, *args)))
+    for new, new_args in attempts:
         try:
-            err = make()
+            err = new(*new_args)
         except Exception:
             continue
         if isinstance(err, cls):

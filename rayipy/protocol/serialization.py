@@ -63,6 +63,8 @@ def dumps(value: Any, what: str = "value", snapshot: bool = True) -> tuple[Paylo
     try:
         data = cloudpickle.dumps(value, protocol=5, buffer_callback=keep_large_out_of_band)
         refs = _local.refs
+    except MemoryError:
+        raise   # out of memory, not unpicklable: the caller sees the MemoryError itself
     except Exception as e:
         raise SerializationError(_describe_failure(value, what, e)) from e
     finally:

@@ -288,3 +288,11 @@ def test_class_whose_new_refuses_subclasses_still_gives_a_task_error_naming_the_
     assert isinstance(rebuilt, TaskError) and isinstance(rebuilt.cause, OwnNew)
     assert rebuilt.function_name == "picky" and "picky" in str(rebuilt)
     assert pickle.loads(pickle.dumps(rebuilt)).function_name == "picky"
+
+
+def test_deserialization_error_names_object_and_task_and_pickles():
+    err = exceptions.DeserializationError("ab12", "make_value", "ValueError: bad state")
+    assert isinstance(err, exceptions.RaySystemError)
+    assert "ObjectRef(ab12)" in str(err) and "'make_value'" in str(err)
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.object_id, again.task_name, str(again)) == ("ab12", "make_value", str(err))
