@@ -95,8 +95,9 @@ class DeserializationError(RaySystemError):
     def __init__(self, object_id: str = "", task_name: str = "", detail: str = "") -> None:
         self.object_id = object_id
         self.task_name = task_name
+        what = f"ObjectRef({object_id})" if object_id else "a value"
         made_by = f" (the result of task {task_name!r})" if task_name else ""
-        super().__init__(f"could not unpickle ObjectRef({object_id}){made_by}: {detail}")
+        super().__init__(f"could not unpickle {what}{made_by}: {detail}")
 
     def __reduce__(self) -> tuple[Callable[..., DeserializationError], tuple[Any, ...]]:
         return (_rebuild_plain, (type(self), self.args, self.__dict__))

@@ -25,8 +25,9 @@ Who may read it (``Access``):
   query (``?token=``, the form ``url`` gives, then kept in a cookie for the page's own
   requests), the cookie, or an ``Authorization: Bearer`` header. Without it: 403.
 - Either way the ``Host`` header must name the bound address, this machine, localhost,
-  or a name listed in ``$RAYIPY_DASHBOARD_HOSTS`` (read by the head): a page on another site whose name an attacker points at this address (DNS
-  rebinding) sends its own name, and gets 403.
+  or a name listed in ``$RAYIPY_DASHBOARD_HOSTS`` (read by the head): a page on another
+  site whose name an attacker points at this address (DNS rebinding) sends its own
+  name, and gets 403.
 
 A client that goes away mid-response (a closed tab, a dropped connection) is routine: it
 is logged at debug level, never as a traceback in the head's log.

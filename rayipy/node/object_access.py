@@ -150,7 +150,8 @@ class ObjectAccess:
             task = self.objects.info(object_id).get("task", "") if object_id else ""
             if isinstance(e, MemoryError):   # out of memory, not a broken value: kept
                 made_by = f" (the result of task {task!r})" if task else ""
-                e.add_note(f"while unpickling ObjectRef({object_id.hex()}){made_by}")
+                if hasattr(e, "add_note"):   # Python 3.11
+                    e.add_note(f"while unpickling ObjectRef({object_id.hex()}){made_by}")
                 raise
             raise exceptions.DeserializationError(
                 object_id.hex(), task, f"{type(e).__name__}: {e}") from e
