@@ -2,7 +2,9 @@
 
 Errors are named by cause: a task's own exception (TaskError), the caller's waiting ran
 out (GetTimeoutError), somebody cancelled the task (TaskCancelledError), the process
-running it died (WorkerCrashedError), an actor is gone (ActorDiedError).
+running it died (WorkerCrashedError), an actor is gone (ActorDiedError), a value that
+arrived would not unpickle (DeserializationError). docs/failures.md says which one each
+failure gives, stage by stage.
 
 A task's exception re-raises on the caller as an instance of both TaskError and the
 original exception class, so ``except ValueError`` keeps working around ``get``.
