@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--dashboard-port", type=int, default=8265, help="the first port to try "
                        "for the dashboard (with --head; default 8265; 0: any free port)")
     start.add_argument("--dashboard-host", default=None, help="the address the dashboard listens "
-                       "on (default: the head's; 0.0.0.0: every interface)")
+                       "on (with --head; default 127.0.0.1, this machine only; another "
+                       "address, or 0.0.0.0 for every interface, requires the token that the "
+                       "printed URL carries)")
     start.add_argument("--include-dashboard", type=_boolean, default=True, metavar="BOOL",
                        help="serve the dashboard (with --head; default true)")
     start.add_argument("--object-store-memory", metavar="BYTES", help="bytes of this node's "
@@ -358,6 +360,11 @@ def _dashboard_problem(home: Path) -> str:
     return "see the head's log"
 
 
+def _dashboard_is_local(url: str) -> bool:
+    host = url.split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    return connection.is_loopback(host)
+
+
 def _head_message(cluster: ClusterFile, num_cpus: int, home: Path, dashboard_wanted: bool) -> str:
     address, password = cluster.address, cluster.password
     lines = [f"rayipy head started at {address}, with this machine as a node ({num_cpus:g} CPU).",
@@ -375,6 +382,10 @@ def _head_message(cluster: ClusterFile, num_cpus: int, home: Path, dashboard_wan
              ""]
     if cluster.dashboard_url:
         lines += [f"Dashboard: http://{cluster.dashboard_url}", ""]
+        if _dashboard_is_local(cluster.dashboard_url) and not connection.is_loopback(cluster.node_ip):
+            lines += ["  (this machine only: from elsewhere use `ssh -L PORT:127.0.0.1:PORT` to "
+                      "this machine, or restart with --dashboard-host=ADDRESS, which requires "
+                      "the token the URL then carries)", ""]
     elif dashboard_wanted:
         lines += [f"The dashboard did not start: {_dashboard_problem(home)}", ""]
     if connection.is_loopback(cluster.node_ip):

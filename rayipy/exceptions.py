@@ -2,7 +2,9 @@
 
 Errors are named by cause: a task's own exception (TaskError), the caller's waiting ran
 out (GetTimeoutError), somebody cancelled the task (TaskCancelledError), the process
-running it died (WorkerCrashedError), an actor is gone (ActorDiedError).
+running it died (WorkerCrashedError), an actor is gone (ActorDiedError), a value that
+arrived would not unpickle (DeserializationError). docs/failures.md says which one each
+failure gives, stage by stage.
 
 A task's exception re-raises on the caller as an instance of both TaskError and the
 original exception class, so ``except ValueError`` keeps working around ``get``.
@@ -87,6 +89,22 @@ class RaySystemError(RayipySystemError):
     """Ray's name for system errors, kept for programs written for Ray."""
 
 
+class DeserializationError(RaySystemError):
+    """A value arrived but could not be unpickled here (its class is missing, or its
+    ``__setstate__``/``__reduce__`` raised): the message names the object and the task
+    that made it; the original error is ``__cause__``."""
+
+    def __init__(self, object_id: str = "", task_name: str = "", detail: str = "") -> None:
+        self.object_id = object_id
+        self.task_name = task_name
+        what = f"ObjectRef({object_id})" if object_id else "a value"
+        made_by = f" (the result of task {task_name!r})" if task_name else ""
+        super().__init__(f"could not unpickle {what}{made_by}: {detail}")
+
+    def __reduce__(self) -> tuple[Callable[..., DeserializationError], tuple[Any, ...]]:
+        return (_rebuild_plain, (type(self), self.args, self.__dict__))
+
+
 # Ray's names for the same things, so `except ray.exceptions.RayTaskError` ports unchanged.
 RayError = RayipyError
 
@@ -153,6 +171,29 @@ def _task_error_class(cause_cls: type[BaseException]) -> type[TaskError]:
         return cls
 
 
+def _new_instance(cls: type[TaskError], args: tuple[Any, ...]) -> TaskError | None:
+    """An instance of ``cls`` made without running any ``__init__`` (a cause class's may
+    need arguments we do not have), or None if its bases will not make one.
+
+    ``cls.__new__`` with the cause's args first: C-level fields (OSError.errno...) come
+    from them. Some builtin classes have a ``__new__`` of their own that refuses to be
+    called for a subclass from Python (MemoryError's: "MemoryError.__new__(TaskError(
+    MemoryError)) is not safe"), although instantiating the subclass is fine; for them,
+    ``BaseException.__new__`` does what the class's own slot would do for a subclass.
+    """
+    attempts: tuple[tuple[Callable[..., Any], tuple[Any, ...]], ...] = (
+        (cls.__new__, (cls, *args)), (cls.__new__, (cls,)),
+        (BaseException.__new__, (cls, *args)))
+    for new, new_args in attempts:
+        try:
+            err = new(*new_args)
+        except Exception:
+            continue
+        if isinstance(err, cls):
+            return err
+    return None
+
+
 def as_task_error(cause: BaseException | None, remote_traceback: str, function_name: str,
                   where: str) -> TaskError:
     """Wrap a task's exception so it is both a TaskError and an instance of its own class."""
@@ -160,10 +201,11 @@ def as_task_error(cause: BaseException | None, remote_traceback: str, function_n
         return cause
     cls = _task_error_class(type(cause)) if cause is not None else TaskError
     args = cause.args if cause is not None else (remote_traceback,)
-    try:
-        err = cls.__new__(cls, *args)  # C-level fields (OSError.errno...) come from args
-    except Exception:
-        err = cls.__new__(cls)
+    err = _new_instance(cls, args)
+    if err is None:
+        # No way to make the subclass (its base's __new__ refuses it): a plain TaskError
+        # still names the task and carries the cause; only isinstance(cause class) is lost.
+        err = BaseException.__new__(TaskError)
     err.args = args
     if isinstance(cause, OSError):  # C-level fields that args alone do not carry
         for name in ("errno", "strerror", "filename", "filename2"):

@@ -13,19 +13,40 @@ the head's hot loop one attribute read per iteration. If the loop does not answe
 ``WAIT`` (it is stuck, or the cluster is stopping), the request is served from the last
 snapshot, flagged as stale, and ``/api/health`` answers 503.
 
-Read-only: GET and HEAD only. Binds to the address it is given (the head's: loopback for
-a local cluster); when the port is taken it tries the next ones, as Ray does, and
-``url`` says where it ended up.
+Read-only: GET and HEAD only. Binds to the address it is given (loopback unless the user
+names another); when the port is taken it tries the next ones, as Ray does, and ``url``
+says where it ended up.
+
+Who may read it (``Access``):
+
+- Bound to loopback, only this machine's users reach it, as with Ray and Jupyter's
+  defaults, and no token is asked.
+- Bound elsewhere, every request needs the token made when the server starts: in the
+  query (``?token=``, the form ``url`` gives, then kept in a cookie for the page's own
+  requests), the cookie, or an ``Authorization: Bearer`` header. Without it: 403.
+- Either way the ``Host`` header must name the bound address, this machine, localhost,
+  or a name listed in ``$RAYIPY_DASHBOARD_HOSTS`` (read by the head): a page on another
+  site whose name an attacker points at this address (DNS rebinding) sends its own
+  name, and gets 403.
+
+A client that goes away mid-response (a closed tab, a dropped connection) is routine: it
+is logged at debug level, never as a traceback in the head's log.
 """
 
 from __future__ import annotations
 
 import errno
+import hmac
+import ipaddress
 import json
 import logging
+import os
+import secrets
 import socket
+import sys
 import threading
 import time
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -42,6 +63,9 @@ MAX_AGE = 0.5            # seconds: an older snapshot is refreshed before it is 
 WAIT = 1.0               # seconds an HTTP thread waits for the head's loop to publish
 
 WILDCARDS = ("", "0.0.0.0", "::")
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+TOKEN_COOKIE = "rayipy_dashboard_token"
+ALLOWED_HOSTS_VARIABLE = "RAYIPY_DASHBOARD_HOSTS"   # more Host names it answers to
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
        "img-src 'self'; base-uri 'none'; form-action 'none'")
@@ -91,19 +115,99 @@ class SnapshotBox:
             return self._latest, fresh
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or name) is this machine's loopback only."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may read the dashboard: the ``Host`` names it answers to, and the token every
+    request must carry ("" on loopback: none). Pure: no sockets, unit-tested."""
+
+    allowed_hosts: frozenset[str]
+    token: str = ""
+
+    @classmethod
+    def for_bind(cls, host: str, public_host: str, token: str | None = None) -> "Access":
+        """The rules for a server bound to ``host`` and announced as ``public_host``; a
+        token is made unless bound to loopback (``token`` given: that one)."""
+        names = {host, public_host, *LOOPBACK_NAMES, "127.0.0.1", "::1"}
+        if not is_loopback(host):
+            # Bound beyond loopback, it is reached by this machine's names too.
+            names |= {socket.gethostname(), socket.getfqdn()}
+        if host in WILDCARDS:
+            names |= set(_local_addresses())
+        # Names a proxy in front of it forwards (a Jupyter server proxy passes the
+        # browser's Host on), comma-separated.
+        names |= {n.strip() for n in os.environ.get(ALLOWED_HOSTS_VARIABLE, "").split(",")}
+        if token is None:
+            token = "" if is_loopback(host) else secrets.token_urlsafe(24)
+        return cls(frozenset(n.lower() for n in names if n and n not in WILDCARDS), token)
+
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a request's ``Host`` header (``name[:port]``) names this server."""
+        if not header:
+            return False   # HTTP/1.1 requires it; browsers always send it
+        name = header.strip().lower()
+        if name.startswith("["):          # [::1]:8265
+            name = name[1:name.find("]")] if "]" in name else name
+        elif name.count(":") == 1:
+            name = name.split(":", 1)[0]
+        return name.rstrip(".") in self.allowed_hosts
+
+    def token_given(self, query: dict, cookie_header: str | None, authorization: str | None,
+                    cookie_name: str = TOKEN_COOKIE) -> str:
+        """The token a request carries (query, then cookie, then bearer header), or ""."""
+        found = query.get("token", [""])[-1]
+        if not found and cookie_header:
+            for part in cookie_header.split(";"):
+                name, _, value = part.strip().partition("=")
+                if name == cookie_name:
+                    found = value
+        if not found and authorization and authorization.lower().startswith("bearer "):
+            found = authorization[7:].strip()
+        return found
+
+    def token_ok(self, given: str) -> bool:
+        if not self.token:
+            return True
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+
+def _local_addresses() -> list[str]:
+    try:
+        return [info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)]
+    except OSError:
+        return []
+
+
 class DashboardServer:
     """The HTTP server and its thread; ``url`` is "host:port" (Ray's form, no scheme).
 
     ``host`` is where it listens; when that is a wildcard ("0.0.0.0"), the URL names
-    ``public_host`` (the head's own address, if it has one) or this machine's address."""
+    ``public_host`` (the head's own address, if it has one) or this machine's address.
+    Bound beyond loopback, it requires a token (see the module's docstring); ``url`` then
+    carries it (``host:port/?token=...``), so ``f"http://{url}"`` still opens the page."""
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, public_host: str | None = None,
-                 tries: int = PORT_TRIES) -> None:
+                 tries: int = PORT_TRIES, token: str | None = None) -> None:
         self.box = SnapshotBox()
         self.httpd = _bind(host, port, tries)
         self.httpd.box = self.box                      # type: ignore[attr-defined]
         bound_port = self.httpd.server_address[1]
-        self.url = f"{_public_host(host, public_host)}:{bound_port}"
+        shown_host = _public_host(host, public_host)
+        self.access = Access.for_bind(host, shown_host, token)
+        self.httpd.access = self.access                # type: ignore[attr-defined]
+        address = f"[{shown_host}]" if ":" in shown_host else shown_host
+        self.url = f"{address}:{bound_port}"
+        if self.access.token:
+            self.url += f"/?token={self.access.token}"
         self.port = bound_port
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="rayipy-dashboard", daemon=True)
@@ -123,6 +227,15 @@ class _Server(ThreadingHTTPServer):
     # A port another process listens on must count as taken (SO_REUSEADDR lets a
     # listener bind over TIME_WAIT leftovers, never over a live listener on Linux).
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver's default prints a traceback to stderr (the head's log) for
+        # every client that hangs up mid-response: routine, so a debug line only.
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log.debug("dashboard client %s went away: %s", client_address, error)
+            return
+        log.error("dashboard request from %s failed", client_address, exc_info=True)
 
 
 def _public_host(host: str, hint: str | None) -> str:
@@ -181,13 +294,34 @@ class _Handler(BaseHTTPRequestHandler):
     def _respond(self, head_only: bool) -> None:
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/") or "/"
+        query = parse_qs(parts.query)
+        access: Access = self.server.access   # type: ignore[attr-defined]
+        if not access.host_allowed(self.headers.get("Host")):
+            self._send(HTTPStatus.FORBIDDEN, "application/json", _json({
+                "error": "this dashboard answers only to its own address or localhost "
+                         "(Host header refused)"}), head_only=head_only)
+            return
+        # Cookies ignore ports: one name per port, so two dashboards on a host coexist.
+        cookie = f"{TOKEN_COOKIE}_{self.server.server_address[1]}"
+        given = access.token_given(query, self.headers.get("Cookie"),
+                                   self.headers.get("Authorization"), cookie)
+        if not access.token_ok(given):
+            self._send(HTTPStatus.FORBIDDEN, "application/json", _json({
+                "error": "this dashboard needs its token: open the URL with ?token=... that "
+                         "`rayipy start --head`, `rayipy status` or rayipy.get_dashboard_url() "
+                         "gives"}), head_only=head_only)
+            return
+        extra = {}
+        if access.token and query.get("token"):
+            # Kept for the page's own requests (its script, its style, each refresh).
+            extra["Set-Cookie"] = f"{cookie}={access.token}; Path=/; HttpOnly; SameSite=Strict"
         try:
-            status, content_type, body = self._route(path, parse_qs(parts.query))
+            status, content_type, body = self._route(path, query)
         except Exception as e:   # a bug here must not kill the thread silently
             log.exception("dashboard error on %s", self.path)
             status, content_type, body = (HTTPStatus.INTERNAL_SERVER_ERROR, "application/json",
                                           _json({"error": f"{type(e).__name__}: {e}"}))
-        self._send(status, content_type, body, head_only=head_only)
+        self._send(status, content_type, body, head_only=head_only, extra=extra)
 
     def _route(self, path: str, query: dict) -> tuple[int, str, bytes]:
         box: SnapshotBox = self.server.box   # type: ignore[attr-defined]

@@ -504,7 +504,7 @@ class Runtime:
             if state == READY:
                 assert payload is not None
                 try:
-                    values.append(self.access.load(payload))
+                    values.append(self.access.load(payload, oid))
                 except exceptions.ObjectLostError:
                     if not self._remake(oid):
                         raise

@@ -95,7 +95,9 @@ class Head:
         self.dashboard_problem = ""
         if dashboard_port is not None:
             try:
-                self.dashboard = DashboardServer(dashboard_host or host, dashboard_port, host).start()
+                # Loopback unless asked: beyond it, the dashboard requires a token.
+                self.dashboard = DashboardServer(dashboard_host or "127.0.0.1", dashboard_port,
+                                                 host).start()
                 self.history = TaskHistory()
             except OSError as e:
                 self.dashboard_problem = str(e)
@@ -622,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dashboard-port", type=port_number, default=8265,
                         help="first port to try for the dashboard (0: any free port)")
     parser.add_argument("--dashboard-host", default=None,
-                        help="address the dashboard binds to (default: the same as --host)")
+                        help="address the dashboard binds to (default: 127.0.0.1; elsewhere "
+                             "it requires the token its URL carries)")
     parser.add_argument("--no-dashboard", action="store_true", help="serve no dashboard")
     parser.add_argument("--watch-parent", action="store_true",
                         help="exit when the process that started us exits")

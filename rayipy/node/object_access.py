@@ -115,11 +115,12 @@ class ObjectAccess:
                 return store.put(object_id, payload, site)
         return serialization.freeze(payload)
 
-    def load(self, value: Payload | Stored) -> Any:
+    def load(self, value: Payload | Stored, object_id: bytes = b"") -> Any:
         """The value a payload stands for; a stored one read from the node's store (pulled
-        there first if it lives on another node)."""
+        there first if it lives on another node). A value that will not unpickle raises
+        DeserializationError naming the object (``object_id``, if the payload is inline)."""
         if type(value) is not Stored:
-            return serialization.loads(value)
+            return self._unpickle(value, object_id)
         store = self.store()
         try:
             if store is not None:
@@ -138,7 +139,22 @@ class ObjectAccess:
             raise exceptions.ObjectLostError(
                 f"ObjectRef({value.object_id.hex()}) is lost: {e} (its value was stored on "
                 f"node {value.node_id.hex()}, at {value.address})") from None
-        return serialization.loads(payload)
+        return self._unpickle(payload, value.object_id)
+
+    def _unpickle(self, payload: Payload, object_id: bytes) -> Any:
+        try:
+            return serialization.loads(payload)
+        except Exception as e:
+            # Unpickling runs the value's own code (__setstate__, __reduce__'s callable):
+            # its bare error would say neither which object nor which task.
+            task = self.objects.info(object_id).get("task", "") if object_id else ""
+            if isinstance(e, MemoryError):   # out of memory, not a broken value: kept
+                made_by = f" (the result of task {task!r})" if task else ""
+                if hasattr(e, "add_note"):   # Python 3.11
+                    e.add_note(f"while unpickling ObjectRef({object_id.hex()}){made_by}")
+                raise
+            raise exceptions.DeserializationError(
+                object_id.hex(), task, f"{type(e).__name__}: {e}") from e
 
     def fetch_to_node(self, value: Stored) -> None:
         """Make sure a stored value has a copy in this node's store (``wait(fetch_local=
@@ -181,7 +197,7 @@ class ObjectAccess:
         state, payload = self.objects.value(object_id)
         if state == READY:
             assert payload is not None
-            return True, self.load(payload)
+            return True, self.load(payload, object_id)
         if state == PENDING:
             raise exceptions.RayipySystemError("value_or_error() on a pending object")
         if payload is None:

@@ -153,12 +153,12 @@ class TaskRunner:
                 if shown is not None and spec.method != "__init__":
                     gpus.restore(shown)  # an actor keeps its devices; a task gives them back
             return self.pack_returns(spec, value, time.perf_counter() - start)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             if self.cancel_requested == spec.task_id:
                 self.cancel_requested = None
                 return self.cancelled_result(spec)
-            return self.error_result(spec, exceptions.TaskCancelledError(spec.name, "interrupted"),
-                                     start)
+            # Nobody cancelled it: the task raised it itself, which is its error.
+            return self.error_result(spec, e, start)
         except lifetime.Stopping:
             raise   # the worker is being stopped: no result, the task is retried elsewhere
         except BaseException as e:  # noqa: BLE001 -- a task's error is its result

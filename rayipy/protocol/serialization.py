@@ -63,6 +63,8 @@ def dumps(value: Any, what: str = "value", snapshot: bool = True) -> tuple[Paylo
     try:
         data = cloudpickle.dumps(value, protocol=5, buffer_callback=keep_large_out_of_band)
         refs = _local.refs
+    except MemoryError:
+        raise   # out of memory, not unpicklable: the caller sees the MemoryError itself
     except Exception as e:
         raise SerializationError(_describe_failure(value, what, e)) from e
     finally:
@@ -135,8 +137,13 @@ def dumps_function(fn: Callable[..., Any], what: str) -> bytes:
 
     cloudpickle replaces the file name of code it pickles by value with "<dynamic-code>",
     which would leave remote tracebacks without file or source lines. So we send the file
-    name and its source lines beside it (a notebook cell's source lives only in the
-    kernel's linecache) and put both back when loading.
+    name and the source lines of the code that travels beside it (a notebook cell's source
+    lives only in the kernel's linecache) and put both back when loading.
+
+    Only that code's own lines travel, each with its line number: the function (its
+    decorators, def and body), a class's methods, and helpers from the same file that
+    travel by value with it; never the rest of the file, which may hold secrets no task
+    uses. Code loaded by reference needs none: its module's file is read where it runs.
     """
     try:
         pickled = cloudpickle.dumps(fn, protocol=5)
@@ -146,7 +153,7 @@ def dumps_function(fn: Callable[..., Any], what: str) -> bytes:
             f"only capture picklable globals; create locks, sockets and open files inside "
             f"the function instead.") from e
     filename = _source_file(fn)
-    lines = linecache.getlines(filename) if filename else []
+    lines = source_lines(fn, filename) if filename and not _by_reference(fn) else []
     return pickle.dumps((pickled, filename, lines), protocol=5)
 
 
@@ -154,10 +161,94 @@ def loads_function(data: bytes) -> Callable[..., Any]:
     pickled, filename, lines = pickle.loads(data)
     fn: Callable[..., Any] = pickle.loads(pickled)
     if filename:
-        if lines and filename not in linecache.cache:
-            linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
-        _restore_filename(fn, filename)
+        if _restore_filename(fn, filename) and lines:
+            _remember_lines(filename, lines)
     return fn
+
+
+SourceLines = list[tuple[int, str]]   # (line number, its text), ascending
+
+
+def source_lines(fn: Any, filename: str) -> SourceLines:
+    """The numbered lines of ``filename`` that hold the code of ``fn`` (see
+    ``dumps_function``): from each function's first line (its first decorator) to the
+    last line any of its code reaches."""
+    all_lines = linecache.getlines(filename)
+    wanted: set[int] = set()
+    for function in _travelling_functions(fn, filename):
+        first, last = _line_span(function.__code__)
+        wanted.update(range(first, last + 1))
+    return [(n, all_lines[n - 1]) for n in sorted(wanted) if 0 < n <= len(all_lines)]
+
+
+def _line_span(code: types.CodeType) -> tuple[int, int]:
+    first = last = code.co_firstlineno
+    # co_positions (3.11) knows where a statement spanning lines ends; co_lines only
+    # where each instruction starts.
+    positions = getattr(code, "co_positions", None)
+    ends = ([p[1] for p in positions()] if positions is not None
+            else [line for _, _, line in code.co_lines()])
+    for end_line in ends:
+        if end_line is not None and end_line > last:
+            last = end_line
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            last = max(last, _line_span(const)[1])
+    return first, last
+
+
+def _travelling_functions(fn: Any, filename: str) -> list[types.FunctionType]:
+    """``fn``'s functions, and the functions of ``filename`` they use that cloudpickle
+    ships with them: globals their code names, closure cells, ``__wrapped__``."""
+    pending = _functions_of(fn)
+    seen: dict[int, types.FunctionType] = {}
+    while pending:
+        function = pending.pop()
+        if id(function) in seen or function.__code__.co_filename != filename:
+            continue
+        seen[id(function)] = function
+        names = _global_names(function.__code__)
+        related = [function.__globals__.get(name) for name in names]
+        related += [cell.cell_contents for cell in function.__closure__ or () if _cell_full(cell)]
+        related.append(getattr(function, "__wrapped__", None))
+        pending.extend(v for v in related
+                       if isinstance(v, types.FunctionType) and not _by_reference(v))
+    return list(seen.values())
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _by_reference(obj: Any) -> bool:
+    """Whether cloudpickle pickles ``obj`` by reference (its module importable)."""
+    check = getattr(cloudpickle.cloudpickle, "_should_pickle_by_reference", None)
+    if check is None:
+        return False   # an older cloudpickle: send the lines, loading decides
+    try:
+        return bool(check(obj))
+    except Exception:
+        return False
+
+
+def _remember_lines(filename: str, lines: SourceLines) -> None:
+    """Put numbered source lines into linecache, keeping any line it already has (the
+    cell's full text from ``%%remote --run``, another function of the same cell)."""
+    entry = linecache.cache.get(filename)
+    if entry is not None and len(entry) != 4:
+        return   # a lazy entry: linecache reads the real file itself
+    known: list[str] = entry[2] if entry is not None else []
+    for number, text in lines:
+        while len(known) < number:
+            known.append("\n")
+        if not known[number - 1].strip():
+            known[number - 1] = text
+    if entry is None:
+        linecache.cache[filename] = (sum(map(len, known)), None, known, filename)
 
 
 def _functions_of(fn: Any) -> list[types.FunctionType]:
@@ -177,11 +268,13 @@ def _source_file(fn: Any) -> str | None:
     return None
 
 
-def _restore_filename(fn: Any, filename: str) -> None:
+def _restore_filename(fn: Any, filename: str) -> bool:
+    """Put ``filename`` back into code that travelled by value; whether there was any."""
     # Helpers from the same file travel by value with it: as globals of its functions, in
     # closures (decorators), or as __wrapped__. Walk them all, once each.
     pending = _functions_of(fn)
     seen: set[int] = set()
+    restored = False
     while pending:
         function = pending.pop()
         if id(function) in seen:
@@ -191,10 +284,12 @@ def _restore_filename(fn: Any, filename: str) -> None:
         if code.co_filename != DYNAMIC_CODE:
             continue  # loaded by reference: its module has the real file name
         function.__code__ = _with_filename(code, filename)
+        restored = True
         related = list(function.__globals__.values())
         related += [cell.cell_contents for cell in function.__closure__ or () if _cell_full(cell)]
         related.append(getattr(function, "__wrapped__", None))
         pending.extend(v for v in related if isinstance(v, types.FunctionType))
+    return restored
 
 
 def _cell_full(cell: types.CellType) -> bool:

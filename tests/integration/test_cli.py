@@ -165,6 +165,25 @@ def test_a_driver_joining_with_auto_reports_its_machines_node(machines):
     assert node == a.cluster_file()["node_id"] and node
 
 
+def test_a_dashboard_beyond_loopback_prints_its_token_and_requires_it(machines):
+    import urllib.error
+    import urllib.request
+    a = machines()
+    out = ok(a.rayipy("start", "--head", "--node-ip-address", "127.0.0.1", "--port", "0",
+                      "--num-cpus", "1", "--dashboard-port", "0", "--dashboard-host", "0.0.0.0"))
+    url = re.search(r"^Dashboard: (http://\S+:\d+/\?token=[\w-]{32,})$", out, re.M).group(1)
+    assert f"Dashboard: {url}" in ok(a.rayipy("status"))
+    port = re.search(r":(\d+)/", url).group(1)
+    local = f"http://127.0.0.1:{port}"
+    token = url.rsplit("=", 1)[1]
+    with urllib.request.urlopen(f"{local}/api/health?token={token}", timeout=10) as page:
+        assert page.status == 200
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{local}/api/health", timeout=10)
+    assert refused.value.code == 403
+    ok(a.rayipy("stop"))
+
+
 def test_status_shows_nodes_resources_and_tasks(machines):
     a = machines()
     address = a.start_head("--num-cpus", "2", "--num-gpus", "1")

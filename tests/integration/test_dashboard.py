@@ -228,3 +228,121 @@ def test_bad_dashboard_options_say_what_is_wrong():
     with pytest.raises(TypeError, match="dashboard_host"):
         rayipy.init(dashboard_host=8265)
     assert not rayipy.is_initialized()
+
+
+# -- who may read it (issue 13, point 5) ---------------------------------------------------
+@pytest.fixture
+def lone_head(tmp_path):
+    """Start a head of our own (no agent), its stderr into ``head.log`` as `rayipy start`
+    does; returns (dashboard url as the head prints it, the log's path)."""
+    import subprocess
+    import sys
+    from rayipy.transport.endpoint import free_tcp_port
+
+    procs = []
+
+    def start(*dashboard_args: str, host: str = "127.0.0.1") -> tuple[str, str]:
+        log_path = tmp_path / "head.log"
+        env = dict(os.environ, RAYIPY_CLUSTER_KEY=os.urandom(32).hex())
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "rayipy.node.head", "--host", host, "--port",
+                 str(free_tcp_port(host)), "--dashboard-port", "0", *dashboard_args],
+                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file)
+        procs.append(proc)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            text = line.decode()
+            if text.startswith("rayipy dashboard at http://"):
+                return text.split("http://", 1)[1].strip(), str(log_path)
+        raise AssertionError(f"the head printed no dashboard: {open(log_path).read()}")
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except Exception:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+
+
+def raw_get(host_port: str, path: str, headers: dict[str, str]) -> tuple[int, dict, bytes]:
+    """A GET with exactly these headers (urllib would set Host itself)."""
+    import http.client
+    host, port = host_port.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def test_the_dashboard_listens_on_loopback_unless_asked(lone_head):
+    # A head on every interface (as `rayipy start --head` on a LAN address): its
+    # dashboard still listens on loopback only, and asks no token there.
+    url, _ = lone_head(host="0.0.0.0")
+    host, port = url.rsplit(":", 1)
+    assert host == "127.0.0.1" and "token" not in url
+    [head] = [p for p in psutil.Process().children() if "rayipy.node.head" in " ".join(p.cmdline())]
+    assert ("127.0.0.1", int(port)) in listening_ports(head)
+    assert ("0.0.0.0", int(port)) not in listening_ports(head)
+    assert raw_get(url, "/api/health", {"Host": f"localhost:{port}"})[0] == 200
+
+
+def test_a_rebound_host_name_is_refused(lone_head):
+    url, _ = lone_head()
+    port = url.rsplit(":", 1)[1]
+    # A page on evil.example, its name pointed at 127.0.0.1 (DNS rebinding), sends its name.
+    for path in ("/", "/api/status", "/api/tasks", "/dashboard.js"):
+        code, _, body = raw_get(url, path, {"Host": f"evil.example:{port}"})
+        assert code == 403 and b"Host" in body, path
+    assert raw_get(url, "/api/status", {})[0] == 403      # no Host at all
+    assert raw_get(url, "/api/status", {"Host": url})[0] == 200
+
+
+def test_beyond_loopback_every_request_needs_the_token(lone_head):
+    url, _ = lone_head("--dashboard-host", "0.0.0.0")
+    address, _, query = url.partition("/?token=")
+    token = query
+    assert len(token) >= 32, url
+    port = address.rsplit(":", 1)[1]
+    local = f"127.0.0.1:{port}"
+    host = {"Host": address}
+    for path in ("/", "/api/status", "/api/tasks", "/api/health", "/fragment", "/dashboard.js"):
+        code, _, body = raw_get(local, path, host)
+        assert code == 403 and b"token" in body, path
+        assert raw_get(local, path + "?token=wrong", host)[0] == 403
+    code, headers, _ = raw_get(local, f"/?token={token}", host)
+    assert code == 200
+    cookie = headers["Set-Cookie"].split(";", 1)[0]
+    assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+    # The page's own requests carry the cookie; programs may send a bearer header.
+    assert raw_get(local, "/api/status", {**host, "Cookie": cookie})[0] == 200
+    assert raw_get(local, "/api/status", {**host, "Authorization": f"Bearer {token}"})[0] == 200
+    assert raw_get(local, f"/api/status?token={token}", {"Host": "evil.example"})[0] == 403
+
+
+def test_clients_that_hang_up_leave_no_tracebacks_in_the_log(lone_head):
+    import struct
+    url, log_path = lone_head()
+    host, port = url.rsplit(":", 1)
+    request = f"GET / HTTP/1.1\r\nHost: {url}\r\n\r\n".encode()
+    for _ in range(200):
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(request)
+            conn.recv(1)        # the response has begun
+            # Close with a reset (linger 0): the server's next write fails at once.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert raw_get(url, "/api/health", {"Host": url})[0] == 200   # it serves on
+    log = open(log_path).read()
+    for noise in ("Traceback", "Exception occurred", "BrokenPipe", "ConnectionReset"):
+        assert noise not in log, log[:2000]

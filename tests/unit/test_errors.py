@@ -251,3 +251,48 @@ def test_a_remote_exit_or_interrupt_does_not_stop_the_caller(cause):
     err = errors.rebuild_error(errors.capture_task_error(cause, "f", "node x"))
     assert isinstance(err, TaskError) and isinstance(err, Exception)
     assert not isinstance(err, type(cause)) and isinstance(err.cause, type(cause))
+
+
+class OwnNew(Exception):
+    """A class whose own __new__ refuses its subclasses, as MemoryError's does."""
+
+    def __new__(cls, *args):
+        if cls is not OwnNew:
+            raise TypeError(f"OwnNew.__new__({cls.__name__}) is not safe")
+        return super().__new__(cls, *args)
+
+
+def _array_memory_error() -> MemoryError:
+    """numpy's MemoryError subclass, as a failed allocation raises it."""
+    try:
+        np.empty(2 ** 62, dtype=np.uint8)
+    except MemoryError as e:
+        return e
+    raise AssertionError("numpy allocated 4 EiB")
+
+
+@pytest.mark.parametrize("make", [lambda: MemoryError("no room"), _array_memory_error],
+                         ids=["MemoryError", "numpy-ArrayMemoryError"])
+def test_memory_error_rebuilds_as_task_error_and_memory_error(make):
+    # MemoryError.__new__ refuses to be called for a subclass ("is not safe").
+    error = make()
+    rebuilt = ship(error, "allocate")
+    assert isinstance(rebuilt, TaskError) and isinstance(rebuilt, MemoryError)
+    assert isinstance(rebuilt, type(error))
+    assert rebuilt.args == error.args and rebuilt.function_name == "allocate"
+    assert "allocate" in str(rebuilt)
+
+
+def test_class_whose_new_refuses_subclasses_still_gives_a_task_error_naming_the_task():
+    rebuilt = ship(OwnNew("x"), "picky")
+    assert isinstance(rebuilt, TaskError) and isinstance(rebuilt.cause, OwnNew)
+    assert rebuilt.function_name == "picky" and "picky" in str(rebuilt)
+    assert pickle.loads(pickle.dumps(rebuilt)).function_name == "picky"
+
+
+def test_deserialization_error_names_object_and_task_and_pickles():
+    err = exceptions.DeserializationError("ab12", "make_value", "ValueError: bad state")
+    assert isinstance(err, exceptions.RaySystemError)
+    assert "ObjectRef(ab12)" in str(err) and "'make_value'" in str(err)
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.object_id, again.task_name, str(again)) == ("ab12", "make_value", str(err))

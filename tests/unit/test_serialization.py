@@ -401,3 +401,87 @@ def test_failed_dumps_leaves_no_collection_behind():
     serialization.note_contained_ref(inert_ref(b"z"))  # outside dumps: ignored
     _, refs = dumps([1])
     assert refs == []
+
+
+SECRET = "s3cret-not-for-workers"
+SECRET_CELL = f'''PASSWORD = "{SECRET}"
+
+def helper(x):
+    return 1 / x
+
+def decorate(f):
+    def wrapper(*args):
+        return f(*args)
+    return wrapper
+
+TOKEN = "{SECRET}-2"
+
+@decorate
+def task(x):
+    total = (x +
+             1)
+    return helper(total - 1)
+
+class Counter:
+    # {SECRET} between methods
+
+    def add(self, x):
+        return helper(x)
+# {SECRET} in a trailing comment
+'''
+
+
+@pytest.fixture
+def secret_cell():
+    """A 'cell' holding secrets on lines that no function uses."""
+    filename = "<rayipy-test-secret-cell>"
+    linecache.cache[filename] = (len(SECRET_CELL), None, SECRET_CELL.splitlines(True), filename)
+    namespace = {"__name__": "rayipy_test_not_importable"}
+    exec(compile(SECRET_CELL, filename, "exec"), namespace)
+    yield filename, namespace
+    linecache.cache.pop(filename, None)
+
+
+@pytest.mark.parametrize("name", ["task", "helper", "Counter"])
+def test_only_the_code_that_travels_ships_its_source_lines(secret_cell, name):
+    filename, namespace = secret_cell
+    data = dumps_function(namespace[name], name)
+    # What the head stores and forwards is these bytes: no line the code does not use.
+    assert SECRET.encode() not in data
+    assert b"PASSWORD" not in data and b"TOKEN" not in data
+
+
+def test_shipped_lines_keep_their_numbers_and_tracebacks_show_them(secret_cell):
+    filename, namespace = secret_cell
+    data = dumps_function(namespace["task"], "task")
+    del linecache.cache[filename]           # the other process has never seen the cell
+    fn = loads_function(data)
+    with pytest.raises(ZeroDivisionError) as info:
+        fn(0)
+    text = "".join(traceback.format_exception(info.value))
+    assert f'File "{filename}", line 17, in task' in text
+    assert "return helper(total - 1)" in text and "return 1 / x" in text
+    assert f'File "{filename}", line 4, in helper' in text
+    # The multi-line statement, the decorator and the wrapper travel; nothing else does.
+    shown = linecache.getlines(filename)
+    assert shown[12:16] == ["@decorate\n", "def task(x):\n", "    total = (x +\n",
+                            "             1)\n"]
+    assert shown[6] == "    def wrapper(*args):\n"
+    assert not any(SECRET in line for line in shown)
+
+
+def test_lines_of_several_functions_of_one_cell_add_up(secret_cell):
+    filename, namespace = secret_cell
+    task_data = dumps_function(namespace["task"], "task")
+    counter_data = dumps_function(namespace["Counter"], "Counter")
+    del linecache.cache[filename]
+    loads_function(task_data)
+    loads_function(counter_data)
+    shown = linecache.getlines(filename)
+    assert shown[16] == "    return helper(total - 1)\n"
+    assert shown[22] == "        return helper(x)\n"
+
+
+def test_code_loaded_by_reference_ships_no_lines():
+    _, filename, lines = pickle.loads(dumps_function(traceback.format_exception, "fmt"))
+    assert filename.endswith("traceback.py") and lines == []

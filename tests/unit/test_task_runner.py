@@ -71,3 +71,29 @@ def test_surely_small_never_contradicts_is_large():
             assert not is_large(result), values
     assert _surely_small(TaskResult(b"t" * 16, OK, (small,), 0.0, "here", ()))
     assert not _surely_small(TaskResult(b"t" * 16, OK, (big_inband,), 0.0, "here", ()))
+
+
+def test_a_task_raising_keyboard_interrupt_itself_fails_as_a_task_error_not_a_cancel():
+    from rayipy.exceptions import TaskCancelledError, TaskError
+    from rayipy.protocol import errors
+    from rayipy.protocol.messages import ERROR
+
+    def interrupts():
+        raise KeyboardInterrupt
+
+    runner = _runner()
+    runner.functions[FN_ID] = interrupts
+    result = runner.run(_spec(), None)
+    assert result.status == ERROR
+    err = errors.rebuild_error(result.values[0])
+    assert isinstance(err, TaskError) and not isinstance(err, TaskCancelledError)
+    assert isinstance(err.cause, KeyboardInterrupt) and err.function_name == "f"
+
+
+def test_a_cancelled_task_is_still_reported_cancelled():
+    from rayipy.protocol.messages import CANCELLED
+
+    runner = _runner()
+    spec = _spec()
+    runner.cancel_requested = spec.task_id   # its SIGINT came before the task ran
+    assert runner.run(spec, None).status == CANCELLED
