@@ -36,6 +36,15 @@ def set_actor_creation(spec: TaskSpec) -> None:
     _actor_creation = spec
 
 
+def placed_spec() -> TaskSpec | None:
+    """The spec whose resources the calling code runs on: its task's, or in an actor's
+    calls, the actor's creation (its placement group, its node). None outside a task."""
+    task = current_task()
+    if task is not None and task.actor_id and task.method != "__init__":
+        return _actor_creation
+    return task
+
+
 def namespace_of(spec: TaskSpec) -> str | None:
     """The namespace a task's code runs in (None: the spec does not say)."""
     for key, value in spec.options:

@@ -18,7 +18,7 @@ from typing import Any
 from rayipy import api
 from rayipy.core.placement import STRATEGIES, check_bundles, group_of, is_group_resource
 from rayipy.core.strategies import PlacementGroupSchedulingStrategy
-from rayipy.core.task_context import CURRENT_TASK
+from rayipy.core.task_context import placed_spec
 from rayipy.session import require_runtime
 
 
@@ -115,7 +115,7 @@ def get_placement_group(placement_group_name: str) -> PlacementGroup:
 
 def get_current_placement_group() -> PlacementGroup | None:
     """In a task or actor running in a placement group: that group; else None."""
-    spec = CURRENT_TASK.get()
+    spec = placed_spec()
     if spec is None:
         return None
     for name, _ in spec.resources:
