@@ -49,7 +49,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "workers": ("worker_id", "is_alive", "worker_type", "node_id", "ip", "pid",
                 "state", "actor_id", "tasks_queued", "leased_to"),
 }
-DEFAULT_COLUMNS: dict[str, int] = {"tasks": 8, "actors": 7, "objects": 7, "nodes": 6,
+DEFAULT_COLUMNS: dict[str, int] = {"tasks": 11, "actors": 7, "objects": 7, "nodes": 6,
                                    "workers": 6}
 PREDICATES = ("=", "!=")
 #: Keys compared without regard to case (Ray does so for states).

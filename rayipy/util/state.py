@@ -70,9 +70,9 @@ def list_tasks(address: str | None = None, filters: list | None = None,
     """Tasks: running and queued ones first, then ended ones, newest first.
 
     Fields: task_id, attempt_number, name, state, type (NORMAL_TASK, ACTOR_TASK,
-    ACTOR_CREATION_TASK), func_or_class_name, actor_id, node_id (the default columns end
-    here), worker_id, worker_pid, error_type (Ray's: TASK_EXECUTION_EXCEPTION,
-    TASK_CANCELLED, WORKER_DIED, ACTOR_DIED...), error_message ("ClassName: text"),
+    ACTOR_CREATION_TASK), func_or_class_name, actor_id, node_id, worker_id, worker_pid,
+    error_type (Ray's: TASK_EXECUTION_EXCEPTION, TASK_CANCELLED, WORKER_DIED,
+    ACTOR_DIED...; the default columns end here), error_message ("ClassName: text"),
     start_time_ms, end_time_ms (epoch milliseconds), duration_s, and via ("head", or
     "direct" for actor calls and tasks on a lease). States: PENDING_ARGS_AVAIL (only the
     caller's own), PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER, RUNNING,

@@ -104,7 +104,8 @@ def test_limit_caps_rows_and_total_counts_every_match():
     listing = select(rows, [], 3, "tasks", False)
     assert len(listing.rows) == 3 and listing.total == 10
     # Ray's default columns unless detail
-    assert list(listing.rows[0]) == list(state_rows.COLUMNS["tasks"][:8])
+    assert list(listing.rows[0]) == list(state_rows.COLUMNS["tasks"][:11])
+    assert list(listing.rows[0])[-1] == "error_type"
 
 
 # -- task rows from the scheduler and the history ---------------------------------------------
