@@ -20,6 +20,7 @@ from rayipy.core.object_ref import ObjectRef
 from rayipy.generator import DynamicObjectRefGenerator, ObjectRefGenerator
 from rayipy.progress_bars import progress
 from rayipy.remote_function import RemoteFunction
+from rayipy.util.state import timeline
 # The Jupyter layer (it imports no IPython until %load_ext): loading it registers its
 # progress widget, so rayipy.progress shows one in any notebook kernel; and
 # ``%load_ext rayipy`` finds the extension's entry points here.

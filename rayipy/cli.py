@@ -4,6 +4,9 @@
     rayipy start --address=IP:6379 --password=PW                # join from another machine
     rayipy status                                               # nodes, resources, tasks
     rayipy memory [--stats-only]                                # what fills the object stores
+    rayipy list tasks|actors|objects|nodes|workers [--filter K=V]  # the state API's rows
+    rayipy summary tasks|actors                                 # counts per name and state
+    rayipy timeline [--output FILE]                             # recent tasks, Chrome trace
     rayipy stop                                                 # this machine's processes
 
 ``start`` leaves its processes running in the background (``daemon.py``) and records them
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import rayipy
 from rayipy import exceptions
@@ -123,7 +127,40 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--address", metavar="HOST:PORT", help="a head elsewhere (default: the "
                         "cluster this machine runs or joined)")
     memory.add_argument("--password", "--redis-password", dest="password", metavar="PW")
+    _state_parsers(commands)
     return parser
+
+
+def _state_parsers(commands: Any) -> None:
+    """``list``, ``summary`` and ``timeline``: Ray's state commands (``cli_state.py``)."""
+    from rayipy.cli_state import FORMATS
+    from rayipy.core.state_rows import COLUMNS
+    listing = commands.add_parser(
+        "list", help="tasks, actors, objects, nodes or workers, as rows (Ray's state API)",
+        description="Rows with Ray's field names, from the head (objects: from every node's "
+        "object store). Tasks: running and queued first, then ended ones newest first; the "
+        "head keeps the last 10,000 ended tasks.")
+    listing.add_argument("resource", choices=list(COLUMNS))
+    listing.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                         help="keep rows whose KEY equals VALUE (KEY!=VALUE: differs); "
+                         "repeat for more (all must hold)")
+    listing.add_argument("--limit", type=int, default=100, metavar="N",
+                         help="at most N rows (default 100)")
+    listing.add_argument("--detail", action="store_true", help="every field, not only "
+                         "Ray's default columns")
+    listing.add_argument("--format", choices=FORMATS, default="table")
+    summary = commands.add_parser("summary", help="tasks per name, or actors per class, "
+                                  "counted by state")
+    summary.add_argument("resource", choices=["tasks", "actors"])
+    summary.add_argument("--format", choices=FORMATS, default="table")
+    timeline_ = commands.add_parser(
+        "timeline", help="the recent tasks as a Chrome trace (chrome://tracing, Perfetto)")
+    timeline_.add_argument("--output", metavar="FILE", help="where to write it (default: "
+                           "rayipy-timeline-<time>.json in the current directory)")
+    for parser in (listing, summary, timeline_):
+        parser.add_argument("--address", metavar="HOST:PORT", help="a head elsewhere "
+                            "(default: the cluster this machine runs or joined)")
+        parser.add_argument("--password", "--redis-password", dest="password", metavar="PW")
 
 
 def _boolean(text: str) -> bool:
@@ -508,6 +545,57 @@ def memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def list_state(args: argparse.Namespace) -> int:
+    from rayipy.cli_state import format_rows
+    from rayipy.core import state_rows
+    from rayipy.util.state import object_rows
+    kind = args.resource
+    try:
+        filters = state_rows.check_filters(kind, [state_rows.parse_filter(f) for f in args.filter])
+        limit = state_rows.check_limit(args.limit)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    head_address, key = _head_of(args)
+
+    def ask(runtime: Any) -> dict:
+        if kind == "objects":
+            listing = state_rows.select(object_rows(runtime, own_objects=False), filters, limit,
+                                        kind, args.detail)
+            return {"rows": listing.rows, "total": listing.total}
+        wanted = filters
+        if kind == "workers":   # not this command's own short-lived connection
+            wanted = filters + [("worker_id", "!=", runtime.process_id.hex())]
+        return runtime.request("state_list", kind, wanted, limit, args.detail,
+                               timeout=ANSWER_TIMEOUT)
+
+    answer = _query(head_address, key, then=ask)
+    print(format_rows(answer["rows"], args.format, kind, answer["total"]))
+    return 0
+
+
+def summary_state(args: argparse.Namespace) -> int:
+    from rayipy.cli_state import format_summary
+    head_address, key = _head_of(args)
+    answer = _query(head_address, key, then=lambda runtime: runtime.request(
+        "state_summary", args.resource, timeout=ANSWER_TIMEOUT))
+    print(format_summary(answer, args.resource, args.format))
+    return 0
+
+
+def timeline(args: argparse.Namespace) -> int:
+    head_address, key = _head_of(args)
+    events = _query(head_address, key, "timeline")
+    path = Path(args.output or time.strftime("rayipy-timeline-%Y-%m-%d_%H-%M-%S.json"))
+    try:
+        path.write_text(json.dumps(events))
+    except OSError as e:
+        raise CommandError(f"cannot write {path}: {e}") from None
+    tasks = sum(1 for e in events if e.get("ph") == "X")
+    print(f"Wrote {tasks} task(s) to {path}: open it in chrome://tracing or "
+          f"https://ui.perfetto.dev")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -523,6 +611,12 @@ def main(argv: list[str] | None = None) -> int:
             return status(args)
         if args.command == "memory":
             return memory(args)
+        if args.command == "list":
+            return list_state(args)
+        if args.command == "summary":
+            return summary_state(args)
+        if args.command == "timeline":
+            return timeline(args)
     except CommandError as e:
         print(f"rayipy {args.command}: {e}", file=sys.stderr)
         return 1

@@ -422,6 +422,13 @@ class ObjectTable:
                      if e.state == READY and isinstance(e.payload, Payload) and self.owns(oid)]
         return len(sizes), sum(sizes)
 
+    def inline_values(self) -> list[tuple[bytes, int]]:
+        """(object id, bytes) of each value of ours kept in this process's own memory
+        (``rayipy.util.state.list_objects``)."""
+        with self._lock:
+            return [(oid, e.payload.nbytes) for oid, e in self._entries.items()
+                    if e.state == READY and isinstance(e.payload, Payload) and self.owns(oid)]
+
     def __len__(self) -> int:
         return len(self._entries)
 

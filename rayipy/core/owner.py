@@ -293,6 +293,11 @@ class OwnerState:
         """The task runs on a worker lent to us (the head does not see it)."""
         return self.leases.worker_of(task_id) is not None
 
+    def waiting_for_arguments(self) -> list[TaskSpec]:
+        """Our tasks that have not left, their ref arguments not ready (the state API's
+        ``PENDING_ARGS_AVAIL``)."""
+        return [task.spec for task in self._tasks.values() if not task.sent]
+
     def counts(self) -> dict[str, int]:
         """Our tasks: in flight, of those on leased workers, finished (OK) and failed
         (any other outcome)."""

@@ -371,6 +371,11 @@ class Runtime:
         for dep in deps:
             dep.add_done_callback(one_ready)
 
+    def waiting_for_arguments(self) -> list[TaskSpec]:
+        """Our tasks that have not left (``OwnerState.waiting_for_arguments``)."""
+        with self._owner_lock:
+            return self.owner.waiting_for_arguments()
+
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool = True) -> None:
         self.cancel_task(ref.id[:16], force, recursive)
 

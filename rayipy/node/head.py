@@ -35,11 +35,15 @@ from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fai
                                       Spawn, Steal)
 from rayipy.core.message_faults import MessageFaults
 from rayipy.core.objects import OWNER_ID_BYTES, owner_of
+from rayipy.core import state_rows
 from rayipy.core.scheduler import Scheduler
 from rayipy.core.state import LostNode, Node, shown_resources
+from rayipy.core.state_rows import error_text
+from rayipy.core.state_timeline import trace_events
 from rayipy.dashboard.history import TaskHistory
 from rayipy.dashboard.server import DashboardServer
-from rayipy.dashboard.snapshot import HeadFacts, Snapshot, build_snapshot, store_figures
+from rayipy.dashboard.snapshot import (HeadFacts, Snapshot, actor_state, build_snapshot,
+                                       store_figures)
 from rayipy.node import lifetime
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
@@ -91,14 +95,14 @@ class Head:
         self.running = True
         # The dashboard (None: not wanted, or its port could not be had; the cluster runs on).
         self.dashboard: DashboardServer | None = None
-        self.history: TaskHistory | None = None
+        # Kept always: the state API (rayipy.util.state) reads it with or without a dashboard.
+        self.history = TaskHistory()
         self.dashboard_problem = ""
         if dashboard_port is not None:
             try:
                 # Loopback unless asked: beyond it, the dashboard requires a token.
                 self.dashboard = DashboardServer(dashboard_host or "127.0.0.1", dashboard_port,
                                                  host).start()
-                self.history = TaskHistory()
             except OSError as e:
                 self.dashboard_problem = str(e)
                 log.warning("the dashboard did not start: %s", e)
@@ -212,8 +216,7 @@ class Head:
     def carry_execute(self, ins: Execute) -> None:
         self.send(ins.worker, Kind.EXECUTE, (ins.specs, ins.functions,
                                              self.data_addresses(ins.specs)))
-        if self.history is not None:
-            self.history.started(ins.worker, self.scheduler.workers, time.time())
+        self.history.started(ins.worker, self.scheduler.workers, time.time())
 
     def carry_cancel_running(self, ins: CancelRunning) -> None:
         self.send(ins.worker, Kind.CANCEL, (ins.task_id, ins.force, ins.direct, ins.recursive))
@@ -265,8 +268,9 @@ class Head:
             payload = errors.capture_task_error(fail.error, fail.task.name, "the head")
         result = TaskResult(fail.task.task_id, fail.status, (payload,), 0.0, "", ())
         self.send(owner_of(fail.task.task_id), Kind.TASK_DONE, ([result],))
-        if self.history is not None:
-            self.history.failed_at_head(fail.task.task_id, fail.task.name, fail.status, time.time())
+        task = fail.task
+        self.history.failed_at_head(task.task_id, task.name, fail.status, time.time(),
+                                    task.actor_id, task.method, error_text((payload,)))
 
     def heartbeat(self, now: float) -> None:
         """About once a second: the scheduler's tick, silent peers dropped, our beat sent."""
@@ -337,7 +341,7 @@ class Head:
             node = self.scheduler.nodes.get(peer.node_id)
             if node is not None and isinstance(body[0], dict):
                 node.info["store_summary"] = body[0]
-        elif self.history is not None:  # a worker's direct work, for the dashboard
+        else:  # a worker's direct work, for the dashboard and the state API
             self.history.direct(sender, self.scheduler.workers, body)
 
     def on_free_objects(self, sender: bytes, body: Body, frames: Frames) -> None:
@@ -366,25 +370,21 @@ class Head:
             for owner in owners:
                 self.send(owner, Kind.TASK_DONE, ([r for r in results if owner_of(r.task_id) == owner],))
         history = self.history
-        if history is not None:  # before the scheduler forgets the tasks' names
-            now = time.time()
-            worker = self.scheduler.workers.get(sender)
-            history.results(worker, results, self.scheduler.tasks, now)
+        now = time.time()
+        # Before the scheduler forgets the tasks' names.
+        history.results(self.scheduler.workers.get(sender), results, self.scheduler.tasks, now)
         self.carry_out(self.scheduler.finished(sender, task_ids, [r.duration for r in results]))
-        if history is not None:  # its next pipelined task starts now
-            history.started(sender, self.scheduler.workers, now)
+        history.started(sender, self.scheduler.workers, now)   # its next pipelined task starts now
 
     def on_results_received(self, sender: bytes, body: Body, frames: Frames) -> None:
         worker_id, done = body
-        if self.history is not None:
-            now = time.time()
-            self.history.results(self.scheduler.workers.get(worker_id),
-                                 [TaskResult(t, status, (), d, "", ()) for t, d, status in done],
-                                 self.scheduler.tasks, now)
+        now = time.time()
+        self.history.results(self.scheduler.workers.get(worker_id),
+                             [TaskResult(t, status, (), d, "", ()) for t, d, status in done],
+                             self.scheduler.tasks, now)
         self.carry_out(self.scheduler.finished(worker_id, [t for t, _, _ in done],
                                                [d for _, d, _ in done]))
-        if self.history is not None:
-            self.history.started(worker_id, self.scheduler.workers, now)
+        self.history.started(worker_id, self.scheduler.workers, now)
 
     def on_cancel(self, sender: bytes, body: Body, frames: Frames) -> None:
         task_id, force, actor_id, leased_worker, *rest = body   # recursive: new, last
@@ -593,13 +593,58 @@ class Head:
 
     def dashboard_snapshot(self) -> Snapshot:
         """The dashboard's picture of the cluster: built on this thread, which owns the state."""
-        assert self.history is not None   # kept whenever the dashboard runs
         facts = HeadFacts(self.cluster_id, self.address, self.dashboard_url, self.started,
                           rayipy_version(),
                           {role: sum(1 for p in self.peers.values() if p.role == role)
                            for role in ("driver", "worker", "agent")},
                           dict(self.endpoint.dropped))
         return build_snapshot(self.scheduler, self.history, facts, time.time())
+
+    # -- the state API (rayipy.util.state; core/state_rows.py builds the rows) ---------------
+    def request_state_list(self, sender: bytes, kind: str, filters: list, limit: int,
+                           detail: bool) -> dict[str, Any]:
+        """Rows of ``kind`` (tasks, actors, nodes, workers) that pass ``filters``, at most
+        ``limit``; ``total``: how many passed. Tasks: live ones, then ended ones newest
+        first, of which the head keeps the last ``history_capacity``."""
+        filters = state_rows.check_filters(kind, filters)
+        limit = state_rows.check_limit(limit)
+        listing = state_rows.select(self.state_rows(kind), filters, limit, kind, bool(detail))
+        return {"rows": listing.rows, "total": listing.total,
+                "history_capacity": self.history.capacity,
+                "direct_not_listed": self.history.direct_dropped}
+
+    def state_rows(self, kind: str) -> list[dict[str, Any]]:
+        scheduler = self.scheduler
+        if kind == "tasks":
+            self.history.prune(scheduler.workers)
+            return state_rows.task_rows(scheduler, self.history, time.time())
+        if kind == "actors":
+            return state_rows.actor_rows(scheduler, actor_state)
+        if kind == "workers":
+            return state_rows.worker_rows(scheduler, self.peers.values())
+        if kind == "nodes":
+            available = {node.node_id.hex(): {k: max(0.0, v) for k, v in
+                                              shown_resources(node.available).items()}
+                         for node in scheduler.nodes.values()}
+            head_ip = self.address.removeprefix("tcp://").rsplit(":", 1)[0]
+            return state_rows.node_rows(self.request_nodes(b""), head_ip, available)
+        raise ValueError(f"the head lists tasks, actors, nodes and workers, not {kind!r}")
+
+    def request_state_summary(self, sender: bytes, kind: str) -> dict[str, Any]:
+        """Ray's ``summarize_tasks`` / ``summarize_actors`` answer."""
+        if kind == "tasks":
+            live = state_rows.live_task_rows(self.scheduler, self.history, time.time())
+            return state_rows.summarize_tasks(
+                live + [state_rows.finished_task_row(r) for r in self.history.recent],
+                self.history.functions)
+        if kind == "actors":
+            return state_rows.summarize_actors(state_rows.actor_rows(self.scheduler, actor_state))
+        raise ValueError(f"the head summarizes tasks and actors, not {kind!r}")
+
+    def request_timeline(self, sender: bytes) -> list[dict[str, Any]]:
+        """Chrome trace events of the ended tasks the history keeps."""
+        ips = {node_id: node.info.get("ip", "") for node_id, node in self.scheduler.nodes.items()}
+        return trace_events(self.history.recent, ips)
 
     def request_shutdown(self, sender: bytes) -> bool:
         self.running = False

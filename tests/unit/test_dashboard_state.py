@@ -13,7 +13,7 @@ import pytest
 
 from rayipy.core.scheduler import Execute, Scheduler
 from rayipy.dashboard.direct_work import DirectWork
-from rayipy.dashboard.history import OTHER_FUNCTIONS, TaskHistory
+from rayipy.dashboard.history import OTHER_FUNCTIONS, Finished, TaskHistory
 from rayipy.dashboard.page import esc, fmt_duration, render_body, render_page
 from rayipy.dashboard.server import SnapshotBox, _public_host
 from rayipy.dashboard.snapshot import HeadFacts, build_snapshot, tasks_view
@@ -69,11 +69,12 @@ class Cluster:
 # -- history -------------------------------------------------------------------------------
 def test_recent_tasks_stay_bounded_over_100k_tasks():
     history = TaskHistory(capacity=1000)
-    worker = type("W", (), {"node_id": NODE, "pid": 7})()
+    worker = type("W", (), {"node_id": NODE, "pid": 7, "worker_id": W1})()
     for n in range(100_000):
         history.results(worker, [result(n)], {}, float(n))
     assert len(history.recent) == 1000
-    assert history.recent[0][-1] == 99_000.0 and history.recent[-1][-1] == 99_999.0
+    assert Finished(*history.recent[0]).ended_at == 99_000.0
+    assert Finished(*history.recent[-1]).ended_at == 99_999.0
     assert history.finished == 100_000 and history.by_node[NODE] == 100_000
 
 
@@ -249,12 +250,16 @@ def test_direct_work_counts_by_name_and_skips_returned_tasks():
     work = DirectWork()
     calls = [spec(1, "Counter.inc"), spec(2, "Counter.inc"), spec(3, "Counter.read"), spec(4, "f")]
     work.accepted(calls)
-    assert work.heartbeat(calls[0], 5.0, 0) == ((calls[0].task_id, "Counter.inc", 5.0), 0, {})
+    assert work.heartbeat(calls[0], 5.0, 0) == ((calls[0].task_id, "Counter.inc", 5.0), 0, {},
+                                                ([], 0))
     work.finished(result(1, OK, 0.5))
     work.finished(result(2, ERROR, 0.25))
     work.finished(result(3, OK, 0.1))
     work.finished(result(4, RETURNED))          # handed back unrun: runs elsewhere, counts there
-    running, in_flight, counts = work.heartbeat(None, 0.0, 3)
+    running, in_flight, counts, (ended, dropped) = work.heartbeat(None, 0.0, 3)
+    assert [e[:3] for e in ended] == [(calls[0].task_id, "Counter.inc", OK),
+                                      (calls[1].task_id, "Counter.inc", ERROR),
+                                      (calls[2].task_id, "Counter.read", OK)] and dropped == 0
     assert running is None and in_flight == 3
     assert counts == {"Counter.inc": (1, 1, 0.75), "Counter.read": (1, 0, 0.1)}
     assert work.names == {}
