@@ -44,7 +44,6 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
 
     def _remote(self, fn: Callable[..., Any]) -> Any:
-        from rayipy import remote
         from rayipy.remote_function import RemoteFunction
         if isinstance(fn, RemoteFunction):
             return fn.options(**self._options) if self._options else fn
@@ -52,7 +51,8 @@ class Executor(concurrent.futures.Executor):
         # alive, so its id cannot be reused by another function meanwhile).
         entry = self._remote_functions.get(id(fn))
         if entry is None or entry[0] is not fn:
-            remote_fn = remote(fn)
+            # Not rayipy.remote: that would make an actor class of a class (``int``).
+            remote_fn = RemoteFunction(fn, {})
             if self._options:
                 remote_fn = remote_fn.options(**self._options)
             entry = self._remote_functions[id(fn)] = (fn, remote_fn)

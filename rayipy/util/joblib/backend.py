@@ -17,6 +17,27 @@ from typing import Any
 from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase, PoolManagerMixin
 
 
+# What joblib's Parallel hands every backend. They steer its memmapping of large arrays
+# into a folder that local worker processes share; rayipy's tasks are on other processes
+# and hosts, where arrays travel through the object store instead. So only joblib's
+# defaults are taken (verbose is Parallel's own printing, context its local start method).
+_MEMMAPPING_DEFAULTS = {"max_nbytes": (None, 1024 * 1024), "mmap_mode": (None, "r"),
+                        "temp_folder": (None,)}
+_PASSED_BY_JOBLIB = {"verbose", "context"}
+
+
+def _check_memmapping_options(backend_kwargs: dict[str, Any]) -> None:
+    for name, value in backend_kwargs.items():
+        if name in _PASSED_BY_JOBLIB:
+            continue
+        if name not in _MEMMAPPING_DEFAULTS:
+            raise TypeError(f"the rayipy joblib backend has no option {name!r}")
+        if value not in _MEMMAPPING_DEFAULTS[name]:
+            raise ValueError(f"{name}={value!r} is not supported by the rayipy joblib backend: "
+                             f"it memmaps arrays for local processes only; large arguments "
+                             f"reach rayipy's tasks through the object store. Leave {name} out")
+
+
 class RayipyBackend(PoolManagerMixin, AutoBatchingMixin, ParallelBackendBase):
     """joblib's ``backend="rayipy"``; backend argument: ``ray_remote_args`` (the pool
     actors' options, default ``{"num_cpus": 1}``)."""
@@ -58,12 +79,7 @@ class RayipyBackend(PoolManagerMixin, AutoBatchingMixin, ParallelBackendBase):
                   require: str | None = None, **backend_kwargs: Any) -> int:
         """Start the pool; returns the number of its actors."""
         from rayipy.util.multiprocessing import Pool
-        if require == "sharedmem":
-            raise ValueError("require='sharedmem' cannot be met by the rayipy backend (tasks run "
-                             "in other processes); use joblib's threading backend")
-        if backend_kwargs:
-            raise TypeError(f"the rayipy joblib backend takes no options "
-                            f"{', '.join(sorted(backend_kwargs))}")
+        _check_memmapping_options(backend_kwargs)
         n_jobs = self.effective_n_jobs(n_jobs)
         self._pool = Pool(n_jobs, ray_remote_args=self._ray_remote_args)
         self.parallel = parallel
