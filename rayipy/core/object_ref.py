@@ -9,9 +9,10 @@ runtime of the process it lives in, so it is cheap to create and to pickle.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 from typing import Any, Callable, Generator, Protocol
 
-from rayipy.core.objects import PENDING, ObjectTable
+from rayipy.core.objects import FAILED, PENDING, ObjectTable
 from rayipy.protocol import serialization
 
 
@@ -57,6 +58,26 @@ def current_runtime() -> Runtime | None:
     return _current_runtime
 
 
+class _StdlibWaitState:
+    """What ``concurrent.futures.wait`` and ``as_completed`` touch on a future besides its
+    public methods: a condition, and the waiters to tell when it settles.
+
+    Those two functions read ``f._condition``, ``f._state`` and ``f._waiters`` (CPython's
+    ``concurrent/futures/_base.py``, the same since 3.2), so a ref passed to them straight
+    failed with ``AttributeError: _condition``. A ref gets one of these the first time
+    either function looks at it; a done-callback then hands the ref to every waiter.
+    """
+
+    __slots__ = ("condition", "waiters")
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition()
+        self.waiters: list[Any] = []
+
+
+_stdlib_state_lock = threading.Lock()
+
+
 def _rebuild_ref(object_id: bytes) -> ObjectRef:
     runtime = _current_runtime
     if runtime is None:
@@ -69,12 +90,13 @@ def _rebuild_ref(object_id: bytes) -> ObjectRef:
 class ObjectRef:
     """A reference to a value that a task will produce (or that ``put`` stored)."""
 
-    __slots__ = ("id", "_runtime", "_counted", "__weakref__")
+    __slots__ = ("id", "_runtime", "_counted", "_stdlib_wait", "__weakref__")
 
     def __init__(self, object_id: bytes, runtime: Runtime | None, counted: bool = True) -> None:
         self.id = object_id
         self._runtime = runtime
         self._counted = counted
+        self._stdlib_wait: _StdlibWaitState | None = None
 
     def __del__(self) -> None:
         runtime = self._runtime
@@ -156,6 +178,46 @@ class ObjectRef:
 
         self.add_done_callback(settle)
         return fut
+
+    def cancelled(self) -> bool:
+        """Always False: a ref is never a cancelled *future*. A cancelled task's ref is
+        done, and its ``result()`` raises TaskCancelledError (as in Ray)."""
+        return False
+
+    # -- what concurrent.futures.wait / as_completed read (see _StdlibWaitState) ----------
+    def _wait_state(self) -> _StdlibWaitState:
+        state = self._stdlib_wait
+        if state is None:
+            with _stdlib_state_lock:
+                state = self._stdlib_wait
+                if state is None:
+                    state = self._stdlib_wait = _StdlibWaitState()
+                    self.add_done_callback(ObjectRef._notify_stdlib_waiters)
+        return state
+
+    def _notify_stdlib_waiters(self) -> None:
+        state = self._wait_state()
+        failed = self._need_runtime().objects.state(self.id) == FAILED
+        with state.condition:
+            for waiter in state.waiters:
+                if failed:
+                    waiter.add_exception(self)
+                else:
+                    waiter.add_result(self)
+
+    @property
+    def _condition(self) -> threading.Condition:
+        return self._wait_state().condition
+
+    @property
+    def _waiters(self) -> list[Any]:
+        return self._wait_state().waiters
+
+    @property
+    def _state(self) -> str:
+        # Asked under _condition, after the callback is registered: a ref that settles
+        # after this answer finds the waiter installed when its callback takes the lock.
+        return "FINISHED" if self.done() else "RUNNING"
 
     def __await__(self) -> Generator[Any, None, Any]:
         import asyncio
