@@ -7,6 +7,9 @@
 - ``rayipy.util.queue.Queue``: a FIFO kept by an actor, usable from tasks and actors.
 - ``rayipy.util.joblib.register_rayipy()``: joblib's ``backend="rayipy"`` (imports
   joblib only when called).
+- ``placement_group`` and its companions (``rayipy.util.placement_group``), and
+  ``rayipy.util.scheduling_strategies``: where tasks and actors run.
+- ``rayipy.util.state``: the state API (``list_tasks``, ``summarize_tasks``...).
 
 The submodules load on first use, so ``import rayipy.util`` stays cheap.
 """
@@ -16,5 +19,10 @@ from __future__ import annotations
 from rayipy.util.actor_pool import ActorPool
 from rayipy.util.completion import as_completed, map_unordered
 from rayipy.util.executor import Executor
+from rayipy.util.placement_group import (PlacementGroup, get_current_placement_group,
+                                         get_placement_group, placement_group,
+                                         placement_group_table, remove_placement_group)
 
-__all__ = ["ActorPool", "Executor", "as_completed", "map_unordered"]
+__all__ = ["ActorPool", "Executor", "PlacementGroup", "as_completed", "get_current_placement_group",
+           "get_placement_group", "map_unordered", "placement_group", "placement_group_table",
+           "remove_placement_group"]
