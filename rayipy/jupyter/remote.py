@@ -65,7 +65,13 @@ def define(shell: Any, cell: str, options: dict[str, Any]) -> list[str]:
         value = shell.user_ns.get(name)
         if isinstance(value, (RemoteFunction, ActorClass)) or not callable(value):
             continue  # already remote (@rayipy.remote in the cell), or rebound to data
-        made[name] = api.remote(**options)(value)
+        if isinstance(value, type):
+            # --max-retries is for the cell's functions: an actor class refuses task-only
+            # options (its own restarts are max_restarts).
+            made[name] = api.remote(**{k: v for k, v in options.items()
+                                       if k not in option_table.TASK_ONLY_OPTIONS})(value)
+        else:
+            made[name] = api.remote(**options)(value)
     # Every name first, then pickling: a function that calls another of the cell's
     # functions then always sees the remote one, whatever the order.
     shell.user_ns.update(made)

@@ -36,7 +36,7 @@ def test_task_output_lands_under_the_cell_that_submitted_it(kernel):
     k.run(DEFINE)
     a = k.execute("ref_a = late.remote('A-one', 1.0)")
     k.read_until_idle(a)
-    a2 = k.execute("refs_a2 = [late.remote(f'A-two-{i}', 1.0) for i in range(2)]")
+    a2 = k.execute("refs_a2 = [late.remote(f'A-two-{side}', 1.0) for side in ('left', 'right')]")
     k.read_until_idle(a2)
     # Cell B starts before A's tasks print, and is still running when they do.
     b = k.execute("import time\nprint('B starts', flush=True)\ntime.sleep(3)\nprint('B ends')")
