@@ -45,7 +45,7 @@ from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import (CANCELLED, CRASHED, ObjectValue, Registration, TaskResult,
                                       TaskSpec, Welcome)
-from rayipy.protocol.wire import PROTOCOL_VERSION, SALT_BYTES, Signer
+from rayipy.protocol.wire import DEFAULT_SALT, PROTOCOL_VERSION, Signer
 from rayipy.transport.endpoint import Endpoint
 
 log = logging.getLogger("rayipy.head")
@@ -83,9 +83,10 @@ class Head:
                  salt: bytes | None = None) -> None:
         self.cluster_id = uuid.uuid4().hex[:12]
         self.context = zmq.Context()
-        # The salt the key was derived from, when it came from a password (any random
-        # one otherwise): public, sent in every CHALLENGE (``connection.key_from_password``).
-        salt = salt if salt is not None else os.urandom(SALT_BYTES)
+        # The salt the key was derived from, when it came from a password: public, sent
+        # in every CHALLENGE, so that a peer with the password can derive the key
+        # (``connection.key_from_password``).
+        salt = salt if salt is not None else DEFAULT_SALT
         self.endpoint = Endpoint(self.context, zmq.ROUTER, Signer(key), count_bytes=True,
                                  salt=salt)
         self.address = self.endpoint.bind(f"tcp://{host}:{port}")

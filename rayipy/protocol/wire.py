@@ -85,6 +85,9 @@ MAGIC = b"RYPY"
 HEADER = struct.Struct("!4sHHIQ")    # magic, version, kind, buffers, sequence number
 NONCE_BYTES = 32
 SALT_BYTES = 16
+#: The salt a head announces when its key did not come from a password (a local
+#: cluster's random key): public, and then of no use to anyone.
+DEFAULT_SALT = b"rayipy key salt\0"
 #: Kinds sent before a session exists: unsigned, their body raw bytes, never unpickled.
 UNSIGNED_KINDS = frozenset({Kind.HELLO, Kind.CHALLENGE, Kind.AUTH_FAILED})
 SIGNATURE_BYTES = 32
