@@ -43,6 +43,8 @@ from rayipy.transport.throttle import FailureThrottle
 log = logging.getLogger(__name__)
 
 MAX_PENDING_SESSIONS = 1024      # HELLOs answered whose sender has not signed anything yet
+#: Drop reasons that are failed authentications: rate-limited per address.
+AUTHENTICATION_FAILURES = frozenset({"bad signature", "no session", "replayed or out of order"})
 
 
 class Endpoint:
@@ -233,7 +235,8 @@ class Endpoint:
         reason = reason.split(":")[0]
         self.dropped[reason] += 1
         now = time.monotonic()
-        allowed = self.throttle.failed(_peer_address(received), reason, now)
+        allowed = self.throttle.failed(_peer_address(received), reason, now,
+                                       rated=reason in AUTHENTICATION_FAILURES)
         line = self.throttle.report(now)
         if line is not None:
             log.warning("%s", line)

@@ -31,11 +31,14 @@ class FailureThrottle:
         self._last_log: float | None = None
         self.total = 0                               #: failures counted, ever
 
-    def failed(self, address: str, reason: str, now: float) -> bool:
+    def failed(self, address: str, reason: str, now: float, rated: bool = True) -> bool:
         """Count one failure from ``address``; True when it may still be answered (or
-        logged on its own), False once the address is over its rate this second."""
+        logged on its own), False once the address is over its rate this second.
+        ``rated=False``: only logged (a malformed message, not a failed authentication)."""
         self.total += 1
         self._unlogged[(address, reason)] += 1
+        if not rated:
+            return True
         start, count = self._windows.pop(address, (now, 0))
         if now - start >= 1.0:
             start, count = now, 0
