@@ -34,6 +34,7 @@ from rayipy.cli_status import format_status
 from rayipy.node import connection, daemon, shm
 from rayipy.node.connection import DEFAULT_PORT, ClusterFile, ProcessRecord
 from rayipy.protocol.serialization import PICKLER
+from rayipy.protocol.wire import SALT_BYTES
 
 JOIN_TIMEOUT = 30.0     # for a node agent to register with the head
 ANSWER_TIMEOUT = 10.0   # for a head to answer a connection
@@ -78,8 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--node-ip-address", metavar="IP", help="this machine's address as the "
                        "other machines reach it (default: guessed from its routes)")
     start.add_argument("--password", "--redis-password", dest="password", metavar="PW",
-                       help="the cluster's password (default: $RAYIPY_PASSWORD; generated for a new "
-                       "cluster if neither is given)")
+                       help="the cluster's password; every user sees it in `ps`: prefer "
+                       "--password-file or $RAYIPY_PASSWORD (default: $RAYIPY_PASSWORD; asked for "
+                       "when joining from a terminal; generated for a new cluster)")
+    start.add_argument("--password-file", metavar="FILE",
+                       help="read the cluster's password from the first line of FILE")
     start.add_argument("--num-cpus", type=int, metavar="N", help="CPUs this node offers "
                        "(default: all of this machine's)")
     start.add_argument("--num-gpus", type=int, metavar="N", help="GPUs this node offers")
@@ -245,8 +249,7 @@ def start(args: argparse.Namespace) -> int:
                            "--address=HOST:PORT")
     resources = node_resources(args)
     store_options = object_store_options(args)
-    if args.password is None:   # keeps the password off the command line (and out of `ps`)
-        args.password = os.environ.get(connection.PASSWORD_ENV) or None
+    _read_password(args)
     num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
     home = connection.machine_dir()
     with connection.locked(home):
@@ -281,6 +284,24 @@ def start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(args: argparse.Namespace) -> None:
+    """The password of ``start``: --password, --password-file, $RAYIPY_PASSWORD, or (to
+    join, from a terminal) asked for; the last three keep it out of `ps`."""
+    if args.password is not None and args.password_file is not None:
+        raise CommandError("give --password or --password-file, not both")
+    if args.password_file is not None:
+        try:
+            args.password = connection.read_password_file(args.password_file)
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+    if args.password is None:
+        args.password = os.environ.get(connection.PASSWORD_ENV) or None
+    if args.password is None and args.address and sys.stdin.isatty():
+        import getpass
+        args.password = getpass.getpass(f"password of the rayipy cluster at {args.address}: ") \
+            or None
+
+
 def _start_head(args: argparse.Namespace, home: Path, num_cpus: int, resources: dict,
                 store_options: list[str], started: list) -> ClusterFile:
     ip = connection.resolve_host(args.node_ip_address) if args.node_ip_address else \
@@ -293,13 +314,14 @@ def _start_head(args: argparse.Namespace, home: Path, num_cpus: int, resources: 
     password = args.password if args.password is not None else connection.new_password()
     if not password:
         raise CommandError("--password must not be empty")
-    key = connection.key_from_password(password)
+    salt = os.urandom(SALT_BYTES)   # public; peers ask the head for it (connection.key_for)
+    key = connection.key_from_password(password, salt)
     logs = daemon.log_dir(home)
     dashboard = (["--no-dashboard"] if not args.include_dashboard else
                  ["--dashboard-port", str(args.dashboard_port)]
                  + (["--dashboard-host", args.dashboard_host] if args.dashboard_host else []))
     head = daemon.spawn("head", ["--host", ip, "--port", str(port), *dashboard], key,
-                        logs / "head.log", home)
+                        logs / "head.log", home, salt=salt)
     started.append((head, daemon.record("head", head, logs / "head.log")))
     address = daemon.wait_listening(head, logs / "head.log").removeprefix("tcp://")
     cluster = ClusterFile(address, key.hex(), password, True, ip, os.urandom(8).hex())
@@ -319,11 +341,11 @@ def _join(args: argparse.Namespace, home: Path, num_cpus: int, resources: dict,
     if args.password is None:
         raise CommandError(f"joining {args.address} needs the cluster's password: --password=... "
                            f"(printed by `rayipy start --head` on the head machine)")
-    key = connection.key_from_password(args.password)
     try:
         connection.check_reachable(host, port)
         ip = connection.resolve_host(args.node_ip_address) if args.node_ip_address else \
             connection.local_ip_toward(host, port)
+        key = connection.key_for(f"tcp://{host}:{port}", args.password)
     except (ConnectionError, OSError) as e:
         raise CommandError(f"cannot join {args.address}: {e}") from None
     # Check the password before starting anything, so that a wrong one fails at once.
@@ -406,14 +428,18 @@ def _head_message(cluster: ClusterFile, num_cpus: int, home: Path, dashboard_wan
     address, password = cluster.address, cluster.password
     lines = [f"rayipy head started at {address}, with this machine as a node ({num_cpus:g} CPU).",
              "",
-             "To add another machine to this cluster, run on it:",
+             f"The cluster's password: {password}",
              "",
-             f"    rayipy start --address='{address}' --password='{password}'",
+             "To add another machine to this cluster, run on it (it asks for the password; or",
+             f"set ${connection.PASSWORD_ENV}, or give --password-file=FILE, a file only you can "
+             f"read):",
              "",
-             "To connect a program to this cluster:",
+             f"    rayipy start --address='{address}'",
+             "",
+             f"To connect a program to this cluster (with ${connection.PASSWORD_ENV} set):",
              "",
              "    import rayipy",
-             f"    rayipy.init(address='{address}', password='{password}')",
+             f"    rayipy.init(address='{address}')",
              "",
              "  (on this machine, rayipy.init(address='auto') finds it without the password)",
              ""]
@@ -504,7 +530,10 @@ def _head_of(args: argparse.Namespace) -> tuple[str, bytes]:
         except ValueError as e:
             raise CommandError(str(e)) from None
         if args.password is not None:
-            key = connection.key_from_password(args.password)
+            try:
+                key = connection.key_for(f"tcp://{host}:{port}", args.password)
+            except ConnectionError as e:
+                raise CommandError(f"the cluster is not running, or not reachable: {e}") from None
         else:
             found = connection.read_cluster_file()
             if found is None or not connection.same_address(found.address, host, port):

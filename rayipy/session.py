@@ -202,9 +202,10 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                     f"nodes (rayipy start --num-cpus ... --object-store-memory ...), or pass "
                     f"address='local' for a separate local cluster")
             cluster = None
-            head_address, key = target.head_address, target.key
+            head_address = target.head_address
             host, port = connection.parse_address(head_address)
             connection.check_reachable(host, port)
+            key = target.cluster_key()
             with contextlib.suppress(OSError):
                 info["ip"] = connection.local_ip_toward(host, port)
         runtime = Runtime("driver", head_address, key, info=info,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Iterator
 
 from rayipy import exceptions
+from rayipy.protocol.wire import DEFAULT_SALT
+from rayipy.transport.endpoint import ask_salt
 
 DEFAULT_PORT = 6379
 HOME_ENV = "RAYIPY_HOME"
@@ -54,9 +57,42 @@ def make_private_dir(path: Path) -> None:
         directory.mkdir(mode=0o700, exist_ok=True)
 
 
-def key_from_password(password: str) -> bytes:
-    """The 256-bit cluster key used for signing, derived from a human-typed password."""
-    return hashlib.sha256(b"rayipy cluster key\x00" + password.encode()).digest()
+# scrypt's cost: about 100 ms and 32 MiB here, once per process (the key is cached). A
+# guess at the password costs an attacker as much; one SHA-256 (before) cost 5 us.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 2
+
+
+@functools.lru_cache(maxsize=8)
+def key_from_password(password: str, salt: bytes = DEFAULT_SALT) -> bytes:
+    """The 256-bit cluster key, derived from a human-typed password and the cluster's
+    salt (public, random per cluster made by ``rayipy start --head``; a peer asks the
+    head for it, ``key_for``) with scrypt: slow on purpose, against guessing."""
+    return hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+                          maxmem=64 * 2**20, dklen=32)
+
+
+def key_for(head_address: str, password: str, timeout: float = 10.0) -> bytes:
+    """The key of the cluster whose head is at ``tcp://host:port``, from its password:
+    the head's salt is asked first (``transport.endpoint.ask_salt``). Raises
+    ConnectionError when no head answers."""
+    try:
+        salt = ask_salt(head_address, timeout)
+    except TimeoutError as e:
+        raise ConnectionError(str(e)) from None
+    return key_from_password(password, salt)
+
+
+def read_password_file(path: str) -> str:
+    """The password in a file (its first line), for ``--password-file``: unlike
+    ``--password`` it does not show in ``ps``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            password = f.readline().rstrip("\r\n")
+    except OSError as e:
+        raise ValueError(f"cannot read the password file {path}: {e.strerror}") from None
+    if not password:
+        raise ValueError(f"the password file {path} is empty")
+    return password
 
 
 def new_password() -> str:
@@ -276,11 +312,17 @@ class Target:
     """A running cluster to connect to: ``tcp://host:port`` and its key."""
 
     head_address: str
-    key: bytes
+    key: bytes           # b"" when it comes from ``password`` (``cluster_key``)
     found_in: str = ""   # where the address came from, for error messages
     # this machine's node, from its connection file: a driver here runs on it, and says
     # so (get_runtime_context().get_node_id()), as a local cluster's driver does
     node_id: bytes = b""
+    password: str | None = None
+
+    def cluster_key(self) -> bytes:
+        """The key: as recorded, or derived from the password with the head's salt
+        (which asks the head)."""
+        return self.key if self.password is None else key_for(self.head_address, self.password)
 
 
 def resolve(address: str | None, password: str | None) -> Target | None:
@@ -303,14 +345,17 @@ def resolve(address: str | None, password: str | None) -> Target | None:
             if address is None:
                 return None
             raise exceptions.ClusterNotFoundError(_not_found_message())
-        key = key_from_password(password) if password is not None else info.key_bytes()
-        return Target(f"tcp://{info.address}", key, str(connection_path()), _node_id(info))
+        if password is not None:
+            return Target(f"tcp://{info.address}", b"", str(connection_path()), _node_id(info),
+                          password=password)
+        return Target(f"tcp://{info.address}", info.key_bytes(), str(connection_path()),
+                      _node_id(info))
     host, port = parse_address(address)
     where = f"${ADDRESS_ENV}" if from_env else "address="
     if password is None:
         password = os.environ.get(PASSWORD_ENV) or None
     if password is not None:
-        return Target(f"tcp://{host}:{port}", key_from_password(password), where)
+        return Target(f"tcp://{host}:{port}", b"", where, password=password)
     info = read_cluster_file()
     if info is not None and same_address(info.address, host, port):
         return Target(f"tcp://{host}:{port}", info.key_bytes(), str(connection_path()),

@@ -35,13 +35,16 @@ def log_dir(home: Path) -> Path:
     return path
 
 
-def spawn(module: str, args: list[str], key: bytes, log: Path, cwd: Path) -> subprocess.Popen:
+def spawn(module: str, args: list[str], key: bytes, log: Path, cwd: Path,
+          salt: bytes | None = None) -> subprocess.Popen:
     """Start ``python -m rayipy.node.MODULE ARGS`` detached, its output in ``log``.
 
     In ``cwd`` (the rayipy directory), not the caller's: ``-m`` imports from the working
     directory first, and a checkout of rayipy there would replace the installed one.
     """
     env = dict(os.environ, RAYIPY_CLUSTER_KEY=key.hex())
+    if salt is not None:   # the head's: the salt the key came from (public)
+        env["RAYIPY_CLUSTER_SALT"] = salt.hex()
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", f"rayipy.node.{module}", *args], env=env,
                                 cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,

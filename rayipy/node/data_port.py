@@ -179,7 +179,7 @@ class DataPort:
                         self._to_head(Kind.TASK_DONE, (body[1],))
                     else:                      # OBJECT_VALUE: the head forwards it as it is
                         self._to_head(kind, body)
-            elif not out.wants_write():
+            elif not out.unsent():
                 del self._unwritten[out]
 
     def _forget(self, address: str, out: StreamConnection) -> None:

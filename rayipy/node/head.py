@@ -49,7 +49,7 @@ from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import (CANCELLED, CRASHED, ObjectValue, Registration, TaskResult,
                                       TaskSpec, Welcome)
-from rayipy.protocol.wire import PROTOCOL_VERSION, Signer
+from rayipy.protocol.wire import DEFAULT_SALT, PROTOCOL_VERSION, Signer
 from rayipy.transport.endpoint import Endpoint
 
 log = logging.getLogger("rayipy.head")
@@ -83,10 +83,16 @@ class Head:
     """The head process's state and loop (``serve``); one thread owns all of it."""
 
     def __init__(self, key: bytes, host: str, port: int, watch_parent: int | None = None,
-                 dashboard_port: int | None = None, dashboard_host: str | None = None) -> None:
+                 dashboard_port: int | None = None, dashboard_host: str | None = None,
+                 salt: bytes | None = None) -> None:
         self.cluster_id = uuid.uuid4().hex[:12]
         self.context = zmq.Context()
-        self.endpoint = Endpoint(self.context, zmq.ROUTER, Signer(key), count_bytes=True)
+        # The salt the key was derived from, when it came from a password: public, sent
+        # in every CHALLENGE, so that a peer with the password can derive the key
+        # (``connection.key_from_password``).
+        salt = salt if salt is not None else DEFAULT_SALT
+        self.endpoint = Endpoint(self.context, zmq.ROUTER, Signer(key), count_bytes=True,
+                                 salt=salt)
         self.address = self.endpoint.bind(f"tcp://{host}:{port}")
         self.scheduler = Scheduler()
         self.peers: dict[bytes, Peer] = {}
@@ -205,7 +211,7 @@ class Head:
         if frames is None:
             self.send(to, kind, body)
         else:
-            self.endpoint.send_frames(list(frames), to)
+            self.endpoint.forward(list(frames), to)
 
     # -- carrying out the scheduler's instructions ---------------------------------------
     def carry_out(self, instructions: list[Instruction]) -> None:
@@ -678,13 +684,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("RAYIPY_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s head %(levelname)s %(message)s")
     key = bytes.fromhex(os.environ.pop("RAYIPY_CLUSTER_KEY"))
+    salt_hex = os.environ.pop("RAYIPY_CLUSTER_SALT", "")
+    salt = bytes.fromhex(salt_hex) if salt_hex else None
     watch = os.getppid() if args.watch_parent else None
     if args.watch_parent:
         lifetime.die_with_parent()
     lifetime.exit_on_sigterm()
     try:
         head = Head(key, args.host, args.port, watch,
-                    None if args.no_dashboard else args.dashboard_port, args.dashboard_host)
+                    None if args.no_dashboard else args.dashboard_port, args.dashboard_host,
+                    salt)
     except zmq.ZMQError as e:
         print(f"rayipy head: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 3

@@ -49,6 +49,8 @@ class _Channel:
 
     def __init__(self, address: str, signer: Signer) -> None:
         self.connection = StreamConnection.connect(address, signer)
+        # This thread reads the connection itself: the handshake is done here, at once.
+        self.connection.wait_ready(30.0)
         self.local = self.connection.sock.family.name == "AF_UNIX"
         self.pending: collections.deque[Any] = collections.deque()   # answers not asked for yet
 

@@ -40,7 +40,7 @@ from typing import Any, Iterator, NoReturn, Sequence
 from rayipy.protocol import landing
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.wire import (HEADER, MAGIC, PROTOCOL_VERSION, BadMessage, Frame, Message,
-                                  Signer)
+                                  Session)
 
 BULK_BYTES = 8 * 2**20      # messages with more buffer bytes than this go in pieces
 CHUNK_BYTES = 1 * 2**20
@@ -51,26 +51,28 @@ def buffer_bytes(buffers: Sequence[Frame]) -> int:
     return sum(memoryview(b).nbytes for b in buffers)
 
 
-def chunked(signer: Signer, kind: Kind, data: bytes, buffers: Sequence[Frame], transfer: int
+def chunked(session: Session, kind: Kind, data: bytes, buffers: Sequence[Frame], transfer: int
             ) -> Iterator[list[Frame]]:
     """The frame lists of one large message, to send in order. A generator: each piece is
-    signed only when the one before has been handed to the socket."""
+    signed (with the session's next sequence number) only when the one before has been
+    handed to the socket."""
     views = [memoryview(b).cast("B") for b in buffers]
     sizes = tuple(v.nbytes for v in views)
     for index, view in enumerate(views):
         for offset in range(0, view.nbytes, CHUNK_BYTES):
-            yield _signed(signer, (transfer, index, offset, sizes, None),
+            yield _signed(session, (transfer, index, offset, sizes, None),
                           view[offset:offset + CHUNK_BYTES])
-    yield _signed(signer, (transfer, -1, 0, sizes, (int(kind), data)), None)
+    yield _signed(session, (transfer, -1, 0, sizes, (int(kind), data)), None)
 
 
-def _signed(signer: Signer, body: tuple[Any, ...], piece: memoryview | None) -> list[Frame]:
+def _signed(session: Session, body: tuple[Any, ...], piece: memoryview | None) -> list[Frame]:
     frames: list[Frame] = [
-        HEADER.pack(MAGIC, PROTOCOL_VERSION, Kind.CHUNK, 0 if piece is None else 1),
+        HEADER.pack(MAGIC, PROTOCOL_VERSION, Kind.CHUNK, 0 if piece is None else 1,
+                    session.next_seq()),
         pickle.dumps(body, protocol=5)]
     if piece is not None:
         frames.append(piece)
-    return [signer.sign(frames), *frames]
+    return [session.send.sign(frames), *frames]
 
 
 class _Transfer:

@@ -19,6 +19,8 @@ class Kind(IntEnum):
                           #   call (task_id, name, since) | None, in_flight, {name: (done, failed, s)})
     SHUTDOWN = 6          # head -> agent/worker, driver -> head: (reason: str,)
     CHUNK = 7             # any -> any: a piece of a large message (protocol/bulk.py)
+    HELLO = 8             # connecting side -> head, unsigned: its 32-byte nonce (raw bytes)
+    CHALLENGE = 9         # head -> that side, unsigned: the head's nonce + the KDF salt (raw)
 
     # functions and tasks
     FUNCTION = 10         # owner -> head -> worker: (function_id, pickled function bytes)

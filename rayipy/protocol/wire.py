@@ -1,12 +1,14 @@
-"""Wire format: framing, HMAC-SHA256 signing and the protocol version.
+"""Wire format: framing, the per-connection handshake, HMAC-SHA256 signing with session
+keys and sequence numbers, and the protocol version.
 
-Protocol version 3. A message is a list of ZeroMQ frames (a ROUTER socket prepends the
+Protocol version 5. A message is a list of ZeroMQ frames (a ROUTER socket prepends the
 peer's identity frame, which is routing, not message)::
 
-    frame 0   signature   32 bytes, HMAC-SHA256(key, for each later frame: len (8 bytes,
-                          big-endian) + the frame's signed form)
-    frame 1   header      12 bytes, struct "!4sHHI": magic b"RYPY", protocol version,
-                          message kind (rayipy.protocol.kinds.Kind), number of buffers
+    frame 0   signature   32 bytes, HMAC-SHA256(session key of this direction, for each
+                          later frame: len (8 bytes, big-endian) + the frame's signed form)
+    frame 1   header      20 bytes, struct "!4sHHIQ": magic b"RYPY", protocol version,
+                          message kind (rayipy.protocol.kinds.Kind), number of buffers,
+                          sequence number
     frame 2   body        pickle protocol 5 of the kind's plain-data body
     frame 3.. buffers     the body's out-of-band pickle buffers, in order, each a frame
                           sent and received without copying
@@ -14,26 +16,49 @@ peer's identity frame, which is routing, not message)::
 Every frame after the signature is covered by it, payload buffers included, and each is
 length-prefixed inside the MAC so frames cannot be re-cut. A frame's signed form is its
 bytes, or, for a frame of more than ``DIGESTED_FRAME_BYTES``, its 32-byte keyed BLAKE3
-digest (the key derived from the cluster key). HMAC-SHA256 runs at about 1.8 GB/s on
+digest (the key derived from the signing key). HMAC-SHA256 runs at about 1.8 GB/s on
 our machines and keyed BLAKE3 at 4.5 GB/s; a large value is hashed once by its sender
 and once by its receiver, so over a 100 MB transfer the two MAC passes were most of
 the time. The digest is itself a MAC, under its own key, so the signature still
-stands for every byte. The signature is checked with ``hmac.compare_digest`` before
-anything is unpickled, since unpickling runs code.
+stands for every byte. The signature is checked with ``hmac.compare_digest``, then the
+sequence number, before anything is unpickled, since unpickling runs code.
+
+Sessions (version 5). No message is signed with the cluster key itself. Each connection
+starts with a handshake in which both ends send a fresh 32-byte random nonce (unsigned:
+``HELLO`` from the side that connects; on ZeroMQ the head answers ``CHALLENGE``, its
+nonce and the cluster's public KDF salt; on a plain socket both ends send a ``HELLO``
+record, see ``transport/stream.py``). Both then derive (``Signer.session``)::
+
+    base  = HMAC(cluster key, "rayipy session 5" + lower nonce + higher nonce + binding)
+    send  = HMAC(base, "from" + own nonce)        receive = HMAC(base, "from" + peer nonce)
+
+where the binding is the DEALER's ZeroMQ identity (so a message cannot be moved to
+another identity) and empty on a plain socket. Each direction has its own key, so a
+message reflected back to its sender does not check, and a peer that echoes our nonce
+is refused. The first message under a session (``REGISTER`` on ZeroMQ) proves that its
+sender holds the cluster key; until then the receiver unpickles nothing. Each message
+carries a sequence number, 1, 2, ... per direction, inside the MAC (the header); the
+receiver keeps the last one it accepted and drops a message whose number is not higher:
+a replay within the connection. A replay on another connection fails the MAC (other
+nonces, another key). Checking costs one integer compare; signing stays one HMAC.
 
 A peer is refused when the major version differs (``REFUSED`` with the reason). A frame
-list that is too short, has a bad magic, a bad signature, an unknown kind or a body that
-will not unpickle raises ``BadMessage``; receivers drop it and count it, never crash.
+list that is too short, has a bad magic, a bad signature, a stale sequence number, an
+unknown kind or a body that will not unpickle raises ``BadMessage``; receivers drop it
+and count it, never crash.
 
 Version 2: direct calls travel on plain sockets (``transport/stream.py``), the same
 frames laid out on a stream. Version 3: large frames are signed by their digest.
+Version 5: the handshake, session keys and sequence numbers.
 
 A message with more than 8 MiB of buffers travels as a series of ``CHUNK`` messages,
 each signed as above, so that signing, sending and checking overlap (``bulk.py``).
 
-The one exception to signing: ``AUTH_FAILED`` is sent unsigned with an empty body, as the
-answer to a registration whose signature did not check, so that a peer with the wrong
-key learns at once that its key is wrong instead of waiting forever.
+Unsigned messages, all with a raw (never unpickled) body: ``HELLO`` (the nonce),
+``CHALLENGE`` (nonce, salt), and ``AUTH_FAILED`` (empty), the answer to a registration
+whose signature did not check, so that a peer with the wrong key learns at once that
+its key is wrong instead of waiting forever. A client takes an unsigned answer only
+before the head's first signed message.
 """
 
 from __future__ import annotations
@@ -55,9 +80,16 @@ if TYPE_CHECKING:
 #: memoryview, a received zmq.Frame, a numpy array's memory). For annotations only.
 Frame: TypeAlias = "ReadableBuffer"
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 MAGIC = b"RYPY"
-HEADER = struct.Struct("!4sHHI")
+HEADER = struct.Struct("!4sHHIQ")    # magic, version, kind, buffers, sequence number
+NONCE_BYTES = 32
+SALT_BYTES = 16
+#: The salt a head announces when its key did not come from a password (a local
+#: cluster's random key): public, and then of no use to anyone.
+DEFAULT_SALT = b"rayipy key salt\0"
+#: Kinds sent before a session exists: unsigned, their body raw bytes, never unpickled.
+UNSIGNED_KINDS = frozenset({Kind.HELLO, Kind.CHALLENGE, Kind.AUTH_FAILED})
 SIGNATURE_BYTES = 32
 DIGESTED_FRAME_BYTES = 64 * 1024   # longer frames enter the MAC as their digest
 _LEN = struct.Struct("!Q")
@@ -79,6 +111,34 @@ class Message(NamedTuple):
     kind: Kind
     body: Any
     version: int
+
+
+class Session:
+    """One connection's two directions: the key and last sequence number of each.
+
+    Made by ``Signer.session`` once both nonces are known. ``next_seq`` numbers what we
+    send (the caller holds whatever lock orders its writes); ``accept`` takes a received
+    number that is higher than the last one, and refuses the rest (replays)."""
+
+    __slots__ = ("send", "receive", "sent", "received")
+
+    def __init__(self, send: "Signer", receive: "Signer") -> None:
+        self.send = send
+        self.receive = receive
+        self.sent = 0
+        self.received = 0
+
+    def next_seq(self) -> int:
+        """The sequence number of the next message sent."""
+        self.sent += 1
+        return self.sent
+
+    def accept(self, seq: int) -> bool:
+        """True (and remembered) when ``seq`` is higher than every one accepted before."""
+        if seq <= self.received:
+            return False
+        self.received = seq
+        return True
 
 
 class Signer:
@@ -138,13 +198,29 @@ class Signer:
         return hasher.digest()
 
     def check(self, signature: Frame, frames: Sequence[Frame]) -> bool:
+        """Whether ``signature`` is ours over ``frames``."""
         return hmac.compare_digest(bytes(signature), self.sign(frames))
 
+    def session(self, own_nonce: bytes, peer_nonce: bytes, binding: bytes = b"") -> Session:
+        """The session keys of one connection, from this (cluster) key and both nonces
+        (the derivation is in the module docstring). Both ends call it with the nonces
+        swapped and get each other's send and receive keys. ValueError for a nonce of
+        the wrong size, or a peer that sent our own nonce back (its messages would be
+        signed with our sending key: our own messages could be reflected to us)."""
+        if len(own_nonce) != NONCE_BYTES or len(peer_nonce) != NONCE_BYTES:
+            raise ValueError("a handshake nonce must be 32 bytes")
+        if hmac.compare_digest(own_nonce, peer_nonce):
+            raise ValueError("the peer sent our own nonce back")
+        low, high = sorted((own_nonce, peer_nonce))
+        base = self.mac(b"rayipy session 5\0" + low + high + binding)
+        return Session(Signer(hmac.digest(base, b"from" + own_nonce, "sha256")),
+                       Signer(hmac.digest(base, b"from" + peer_nonce, "sha256")))
 
-def encode(signer: Signer, kind: Kind, body: Any) -> list[Frame]:
+
+def encode(signer: Signer, kind: Kind, body: Any, seq: int = 0) -> list[Frame]:
     """Frames for one message; large buffers inside ``body`` become their own frames."""
     data, buffers = pickle_body(body)
-    return sign_frames(signer, kind, data, buffers)
+    return sign_frames(signer, kind, data, buffers, seq)
 
 
 def pickle_body(body: Any) -> tuple[bytes, list[memoryview]]:
@@ -154,17 +230,31 @@ def pickle_body(body: Any) -> tuple[bytes, list[memoryview]]:
     return data, [b.raw() for b in buffers]
 
 
-def sign_frames(signer: Signer, kind: Kind, data: bytes, buffers: Sequence[Frame]
-                ) -> list[Frame]:
+def sign_frames(signer: Signer, kind: Kind, data: bytes, buffers: Sequence[Frame],
+                seq: int = 0) -> list[Frame]:
     """The frames of one message whose body is pickled already (``pickle_body``)."""
-    header = HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers))
+    header = HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers), seq)
     frames: list[Frame] = [header, data, *buffers]
     return [signer.sign(frames), *frames]
 
 
+def resign(signer: Signer, frames: Sequence[Frame], seq: int) -> list[Frame]:
+    """A checked message's frames (signature first) signed anew for another
+    connection, with that connection's next sequence number: the body and buffers are
+    passed on as they are, not pickled again (the head forwarding a result)."""
+    _magic, version, kind, nbuf, _seq = HEADER.unpack(frames[1])
+    rest: list[Frame] = [HEADER.pack(MAGIC, version, kind, nbuf, seq), *frames[2:]]
+    return [signer.sign(rest), *rest]
+
+
+def encode_unsigned(kind: Kind, payload: bytes = b"") -> list[Frame]:
+    """An unsigned handshake message (``UNSIGNED_KINDS``) with a raw payload."""
+    return [b"", HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, 0, 0), payload]
+
+
 def encode_auth_failed() -> list[Frame]:
     """The unsigned answer to a registration whose signature did not check."""
-    return [b"", HEADER.pack(MAGIC, PROTOCOL_VERSION, Kind.AUTH_FAILED, 0), b""]
+    return encode_unsigned(Kind.AUTH_FAILED)
 
 
 def peek_kind(frames: Sequence[Frame]) -> Kind | None:
@@ -174,30 +264,36 @@ def peek_kind(frames: Sequence[Frame]) -> Kind | None:
     header = memoryview(frames[1])
     if header.nbytes != HEADER.size:
         return None
-    magic, _version, kind, _nbuf = HEADER.unpack(header)
+    magic, _version, kind, _nbuf, _seq = HEADER.unpack(header)
     return KINDS.get(kind) if magic == MAGIC else None
 
 
-def decode(signer: Signer, frames: Sequence[Frame], signature_checked: bool = False) -> Message:
+def decode(signer: Signer, frames: Sequence[Frame], signature_checked: bool = False,
+           session: Session | None = None) -> Message:
     """Check and unpack one message; raises BadMessage for anything not valid.
 
     ``signature_checked``: the caller has already compared frame 0 with a MAC it
-    computed over the other frames as they arrived (``transport/stream.py``)."""
+    computed over the other frames as they arrived (``transport/stream.py``).
+    ``session``: the connection's; a sequence number not above the last one accepted
+    is refused (a replay), after the signature and before anything is unpickled.
+    An unsigned handshake kind comes back with its raw payload as its body."""
     if len(frames) < 3:
         raise BadMessage(f"too few frames ({len(frames)})")
     header = memoryview(frames[1])
     if header.nbytes != HEADER.size:
         raise BadMessage("bad header size")
-    magic, version, kind_no, nbuf = HEADER.unpack(header)
+    magic, version, kind_no, nbuf, seq = HEADER.unpack(header)
     if magic != MAGIC:
         raise BadMessage("bad magic")
     kind = KINDS.get(kind_no)
-    if kind is Kind.AUTH_FAILED:
-        return Message(kind, None, version)
+    if kind in UNSIGNED_KINDS:
+        return Message(kind, bytes(frames[2]), version)
     if len(frames) != 3 + nbuf:
         raise BadMessage(f"header announces {nbuf} buffers, got {len(frames) - 3}", kind)
     if not signature_checked and not signer.check(frames[0], frames[1:]):
         raise BadMessage("bad signature", kind)
+    if session is not None and not session.accept(seq):
+        raise BadMessage("replayed or out of order", kind)
     if kind is None:
         raise BadMessage(f"unknown kind {kind_no}")
     try:

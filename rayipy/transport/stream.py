@@ -9,13 +9,31 @@ of a short call's round trip. On a plain socket the thread that sends writes to 
 kernel and the thread that waits reads from it.
 
 The messages are the ones ``wire.py`` describes: the same frames, signed with
-HMAC-SHA256 and the cluster key, and nothing is unpickled before the signature checks.
+HMAC-SHA256 and a session key, numbered, and nothing is unpickled before the signature
+and the number check. A connection starts with the handshake: each end, the one that
+connects and the one that accepts, first writes one ``HELLO`` record::
+
+    magic      4 bytes, b"RYPH"
+    version    2 bytes, big-endian: the protocol version
+    nonce      32 random bytes, fresh for this connection
+
+and derives the session from both nonces (``Signer.session``, no binding: the nonces
+are this connection's). Messages sent before the peer's record has come wait, unsigned,
+in the connection (``_held``), and are signed and written once it comes. A record with
+another magic or version closes the connection. Each message then carries the next
+sequence number of its direction in its header; a number that is not above the last one
+is refused (a replay), and so is a message recorded on another connection (other
+nonces: another key). The first message that checks *authenticates* the connection;
+until then it reads into a small buffer (``PRE_AUTH_READ_BYTES``), a listener closes it
+after ``PRE_AUTH_SECONDS``, and a process keeps at most ``MAX_UNAUTHENTICATED`` of them.
+
 On the stream one message is::
 
     count      4 bytes, big-endian: the number n of frames (header, body, buffers)
     lengths    n x 8 bytes, big-endian
     frames     the n frames, back to back
-    signature  32 bytes, HMAC-SHA256 over every byte before it: count, lengths, and
+    signature  32 bytes, HMAC-SHA256 (the session key of this direction) over every
+               byte before it: count, lengths, and
                each frame's signed form (the frame, or the keyed BLAKE3 digest of a
                frame of more than 64 KiB, as in ``wire.py``)
 
@@ -50,17 +68,22 @@ import collections
 import errno
 import hmac
 import logging
+import os
 import pickle
+import select
 import socket
 import struct
 import threading
+import time
+import weakref
 from typing import Any, Protocol, Sequence, Union
 
 from rayipy.protocol import landing
 from rayipy.protocol.kinds import Kind
-from rayipy.protocol.wire import (DIGESTED_FRAME_BYTES, HEADER, KINDS, MAGIC,
+from rayipy.protocol.wire import (DIGESTED_FRAME_BYTES, HEADER, KINDS, MAGIC, NONCE_BYTES,
                                   PROTOCOL_VERSION, SIGNATURE_BYTES, BadMessage, Frame, Message,
-                                  Signer, decode)
+                                  Session, Signer, decode)
+from rayipy.transport.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +91,12 @@ MAX_FRAMES = 4096
 MAX_MESSAGE_BYTES = 1 << 40
 SMALL_FRAME_BYTES = DIGESTED_FRAME_BYTES   # larger frames are read straight into their own
                                            # buffer, and enter the MAC as their digest
-READ_BYTES = 256 * 1024            # one read of small messages
+READ_BYTES = 256 * 1024            # one read of small messages, once authenticated
+PRE_AUTH_READ_BYTES = 4 * 1024     # ... and before: an idle stranger costs little memory
+PRE_AUTH_SECONDS = 10.0            # an accepted connection must authenticate within this
+MAX_UNAUTHENTICATED = 256          # accepted connections per process not authenticated yet
+HELLO = struct.Struct(f"!4sH{NONCE_BYTES}s")   # the handshake record (module docstring)
+HELLO_MAGIC = b"RYPH"
 SEND_TIMEOUT_SECONDS = 30          # a blocking send that moves nothing this long gives up
 SIGN_AS_SENT_BYTES = 2 * 2**20     # messages larger than this are signed piece by piece
 PIECE_BYTES = 1 * 2**20
@@ -77,8 +105,27 @@ _COUNT = struct.Struct("!I")
 _LENGTHS = [struct.Struct(f"!{n}Q") for n in range(16)]
 #: The first bytes of a message of two frames: count, lengths, and the header frame
 #: (magic, version, kind, buffers), as one struct for the fast path.
-_SMALL_HEAD = struct.Struct("!IQQ4sHHI")
+_SMALL_HEAD = struct.Struct("!IQQ4sHHIQ")
 _IOV_MAX = 512                     # buffers per sendmsg (the kernel allows 1024)
+
+#: Accepted connections of this process whose peer has not authenticated yet (any
+#: listener's): a cap on what strangers can hold (MAX_UNAUTHENTICATED).
+_unauthenticated: "weakref.WeakSet[StreamConnection]" = weakref.WeakSet()
+
+#: This process's refused connections, per peer address: a listener refuses new
+#: connections from an address past its rate, and the log gets one line per interval.
+FAILURES = FailureThrottle()
+_failures_lock = threading.Lock()   # listeners run on several threads (inbox, data port, store)
+
+
+def note_failure(address: str, reason: str) -> None:
+    """Count a connection refused for ``reason`` (a bad message, no handshake in time)."""
+    with _failures_lock:
+        now = time.monotonic()
+        FAILURES.failed(address, reason.split(":")[0], now)
+        line = FAILURES.report(now)
+    if line is not None:
+        log.warning("plain-socket connections: %s", line)
 
 
 class _Hasher(Protocol):
@@ -240,15 +287,20 @@ def _lengths(data: memoryview | bytes | bytearray, at: int) -> tuple[int, ...] |
     return lengths
 
 
-def pack_message(signer: Signer, kind: Kind, body: Any) -> list[Frame]:
+def pack_message(signer: Signer, kind: Kind, body: Any, seq: int = 0) -> list[Frame]:
     """The buffers to write for one message, in order (large buffers are not copied),
     by the general path. A message without out-of-band buffers is one contiguous piece."""
     data, buffers = _pickled(body)
-    return _signed(signer, *_frames(kind, data, buffers))
+    return _signed(signer, *_frames(kind, data, buffers, seq))
+
+
+def pack_hello(nonce: bytes) -> bytes:
+    """The handshake record a connection starts with (module docstring)."""
+    return HELLO.pack(HELLO_MAGIC, PROTOCOL_VERSION, nonce)
 
 
 def pack_small(signer: Signer, kind: Kind, data: bytes,
-               buffers: Sequence[pickle.PickleBuffer] = ()) -> bytes | None:
+               buffers: Sequence[pickle.PickleBuffer] = (), seq: int = 0) -> bytes | None:
     """The bytes of one message whose body pickled to ``data`` and ``buffers``, in one
     piece signed with one MAC call, when it is small: the pickle and the buffers
     together at most SMALL_FRAME_BYTES (none of them signed by its digest), and at
@@ -258,7 +310,7 @@ def pack_small(signer: Signer, kind: Kind, data: bytes,
         if len(data) > SMALL_FRAME_BYTES:
             return None
         message = _SMALL_HEAD.pack(2, HEADER.size, len(data), MAGIC, PROTOCOL_VERSION, kind,
-                                   0) + data
+                                   0, seq) + data
         return message + signer.mac(message)
     count = 2 + len(buffers)
     if count >= len(_LENGTHS):
@@ -268,20 +320,23 @@ def pack_small(signer: Signer, kind: Kind, data: bytes,
     if len(data) + sum(sizes) > SMALL_FRAME_BYTES:
         return None
     message = b"".join([_COUNT.pack(count), _LENGTHS[count].pack(HEADER.size, len(data), *sizes),
-                        HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers)), data, *views])
+                        HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers), seq), data,
+                        *views])
     return message + signer.mac(message)
 
 
-def take_small(signer: Signer, data: memoryview, end: int, into: list[Message]) -> int:
+def take_small(signer: Signer, data: memoryview, end: int, into: list[Message],
+               session: Session | None = None) -> int:
     """Check and unpickle the small messages at the start of ``data[:end]``, into
     ``into``, up to the first that is not complete or not of the common shape (two
     frames, no buffers, a body of at most SMALL_FRAME_BYTES, a known kind); returns
     how many bytes they used, the rest being for ``StreamReader``. The fast path of
-    StreamReader and ``decode``, with their verdicts; a bad signature raises
-    BadMessage, before anything is unpickled."""
+    StreamReader and ``decode``, with their verdicts; a bad signature or (with
+    ``session``) a sequence number not above the last raises BadMessage, before
+    anything is unpickled."""
     at = 0
     while end - at >= _SMALL_HEAD.size + SIGNATURE_BYTES:
-        count, header_bytes, body_bytes, magic, version, kind_no, nbuf = \
+        count, header_bytes, body_bytes, magic, version, kind_no, nbuf, seq = \
             _SMALL_HEAD.unpack_from(data, at)
         body_end = at + _SMALL_HEAD.size + body_bytes
         if (count != 2 or header_bytes != HEADER.size or body_bytes > SMALL_FRAME_BYTES
@@ -293,6 +348,8 @@ def take_small(signer: Signer, data: memoryview, end: int, into: list[Message]) 
         kind = KINDS.get(kind_no)
         if magic != MAGIC or nbuf or kind is None or kind is Kind.AUTH_FAILED:
             return at   # signed but odd: the general path says what it is
+        if session is not None and not session.accept(seq):
+            raise BadMessage("replayed or out of order", kind)
         try:
             body = pickle.loads(data[at + _SMALL_HEAD.size:body_end])
         except Exception as e:  # a signed but undecodable body: a peer bug, as in decode
@@ -320,9 +377,9 @@ def _pickled(body: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
     return pickle.dumps(body, protocol=5, buffer_callback=buffers.append), buffers
 
 
-def _frames(kind: Kind, data: bytes, buffers: Sequence[pickle.PickleBuffer]
+def _frames(kind: Kind, data: bytes, buffers: Sequence[pickle.PickleBuffer], seq: int = 0
             ) -> tuple[bytes, list[bytes | memoryview]]:
-    header = HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers))
+    header = HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers), seq)
     if not buffers:
         return _COUNT.pack(2) + _LENGTHS[2].pack(len(header), len(data)), [header, data]
     frames: list[bytes | memoryview] = [header, data, *(b.raw() for b in buffers)]
@@ -341,12 +398,20 @@ class StreamConnection:
     called by whichever thread holds ``claim``: the owner, or a thread that waits for
     an answer and reads it itself (``rayipy/node/direct_calls.py``). A failure on either
     side only marks it ``closed``.
+
+    ``signer`` holds the cluster key; the messages are signed with the session's keys,
+    made once the peer's HELLO record has come (``receive``, ``wait_ready``).
     """
 
     def __init__(self, sock: socket.socket, signer: Signer, connecting: bool = False) -> None:
         self.sock = sock
         self.signer = signer
-        self.reader = StreamReader(signer)
+        self.session: Session | None = None      # once the peer's HELLO came
+        self.authenticated = False               # a message of the peer's has checked
+        self._nonce = os.urandom(NONCE_BYTES)
+        self._peer_hello = bytearray()
+        self._held: list[tuple[Kind, bytes, Sequence[pickle.PickleBuffer]]] = []
+        self.reader = StreamReader(signer)       # replaced by the session's in _start_session
         self.lock = threading.Lock()
         self.claim = threading.Lock()    # held by the thread reading it
         self.deferred = False            # the owner left reading it to the claim's holder
@@ -357,10 +422,14 @@ class StreamConnection:
                                          # a message after it had closed
         self.dropped: collections.Counter[str] = collections.Counter()
         self._out: collections.deque[_Outgoing] = collections.deque()   # see _write
-        self._staging = bytearray(READ_BYTES)
+        self._out.append(memoryview(pack_hello(self._nonce)))           # first, always
+        # Small until the peer has authenticated: 3,000 idle strangers once took 785 MB.
+        self._staging = bytearray(PRE_AUTH_READ_BYTES)
         self._staging_view = memoryview(self._staging)   # messages are unpickled from it
         if not connecting:
             self._ready()
+            with self.lock:
+                self._write(False)
 
     @classmethod
     def connect(cls, address: str, signer: Signer) -> "StreamConnection":
@@ -398,63 +467,83 @@ class StreamConnection:
         return self.sock.fileno()
 
     def wants_write(self) -> bool:
+        """Bytes wait for the socket to take them (poll it for writing)."""
         return self.connecting or bool(self._out)
+
+    def unsent(self) -> bool:
+        """Something sent on this connection has not been written yet: bytes waiting,
+        or messages held until the handshake."""
+        return self.connecting or bool(self._out) or bool(self._held)
 
     # -- sending (any thread) -------------------------------------------------------------
     def send(self, kind: Kind, body: Any, block: bool = False) -> bool:
         """Queue one message and write what the kernel takes now (everything, with
-        ``block``). False when the connection is closed."""
-        data, buffers = _pickled(body)   # pickled and signed outside the lock: others may send
-        wire = pack_small(self.signer, kind, data, buffers)
-        if wire is None:
-            return self._send_frames(*_frames(kind, data, buffers), block)
+        ``block``, once the session exists; before, it waits for the peer's HELLO).
+        False when the connection is closed."""
+        data, buffers = _pickled(body)   # pickled outside the lock: others may send
         with self.lock:
             if self.closed:
                 self.lost_output = True
                 return False
-            if self._out or self.connecting:   # behind what waits
-                self._out.append(memoryview(wire))
-                if not self.connecting:
-                    self._write(block)
-                return not self.closed
-            try:
-                sent = self.sock.send(wire, 0 if block else socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                if block:
-                    self._fail(f"the peer took nothing for {SEND_TIMEOUT_SECONDS} s")
-                    return False
-                self._out.append(memoryview(wire))   # leaves when the socket is writable
+            if self.session is None:
+                self._held.append((kind, data, buffers))
                 return True
-            except OSError as e:
-                self._fail(f"send failed: {e}")
-                return False
-            if sent < len(wire):
-                self._out.append(memoryview(wire)[sent:])
-                self._write(block)
-            return not self.closed
+            return self._queue(kind, data, buffers, block)
 
-    def _send_frames(self, prefix: bytes, frames: Sequence[bytes | memoryview], block: bool
-                     ) -> bool:
-        """``send`` by the general path: a message that is not small (``pack_small``)."""
-        with self.lock:
-            if self.closed:
-                self.lost_output = True
-                return False
-            if sum(memoryview(f).nbytes for f in frames) > SIGN_AS_SENT_BYTES:
-                self._queue_signed_as_sent(prefix, frames)
-            else:
-                self._out.extend(memoryview(p).cast("B")
-                                 for p in _signed(self.signer, prefix, frames))
+    def _queue(self, kind: Kind, data: bytes, buffers: Sequence[pickle.PickleBuffer],
+               block: bool) -> bool:
+        """Sign one message with the session's next number and write it (the lock held:
+        numbers must reach the stream in order)."""
+        session = self.session
+        assert session is not None
+        seq = session.next_seq()
+        wire = pack_small(session.send, kind, data, buffers, seq)
+        if wire is None:
+            return self._send_frames(*_frames(kind, data, buffers, seq), block)
+        if self._out or self.connecting:   # behind what waits
+            self._out.append(memoryview(wire))
             if not self.connecting:
                 self._write(block)
             return not self.closed
+        try:
+            sent = self.sock.send(wire, 0 if block else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            if block:
+                self._fail(f"the peer took nothing for {SEND_TIMEOUT_SECONDS} s")
+                return False
+            self._out.append(memoryview(wire))   # leaves when the socket is writable
+            return True
+        except OSError as e:
+            self._fail(f"send failed: {e}")
+            return False
+        if sent < len(wire):
+            self._out.append(memoryview(wire)[sent:])
+            self._write(block)
+        return not self.closed
+
+    def _send_frames(self, prefix: bytes, frames: Sequence[bytes | memoryview], block: bool
+                     ) -> bool:
+        """``send`` by the general path: a message that is not small (``pack_small``);
+        the lock held."""
+        session = self.session
+        assert session is not None
+        if sum(memoryview(f).nbytes for f in frames) > SIGN_AS_SENT_BYTES:
+            self._queue_signed_as_sent(prefix, frames)
+        else:
+            self._out.extend(memoryview(p).cast("B")
+                             for p in _signed(session.send, prefix, frames))
+        if not self.connecting:
+            self._write(block)
+        return not self.closed
 
     def _queue_signed_as_sent(self, prefix: bytes, frames: Sequence[bytes | memoryview]) -> None:
         """Queue a large message in pieces that are signed only as each is written
         (``_write``), so that neither the sender (it returns at once) nor the receiver
         (it checks one piece while the next is signed) waits for a pass over all of it;
         the signature, computed last, is the message's last bytes."""
-        mac = self.signer.start()
+        assert self.session is not None
+        signer = self.session.send
+        mac = signer.start()
         mac.update(prefix)
         out = self._out
         out.append(memoryview(prefix))
@@ -463,7 +552,7 @@ class StreamConnection:
             if view.nbytes <= SMALL_FRAME_BYTES:
                 out.append((view, mac, None))
                 continue
-            hasher = self.signer.frame_hasher()
+            hasher = signer.frame_hasher()
             for start in range(0, view.nbytes, PIECE_BYTES):
                 last = start + PIECE_BYTES >= view.nbytes
                 out.append((view[start:start + PIECE_BYTES], hasher, mac if last else None))
@@ -524,18 +613,99 @@ class StreamConnection:
                     break
 
     # -- receiving (the owner) ------------------------------------------------------------
+    # -- the handshake (the reading thread) ---------------------------------------------
+    def _read_hello(self) -> None:
+        """Read what has come of the peer's HELLO record; at its end, start the session."""
+        try:
+            data = self.sock.recv(HELLO.size - len(self._peer_hello), socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self._fail(f"receive failed: {e}")
+            return
+        if not data:
+            self._fail("closed by the peer")
+            return
+        self._peer_hello += data
+        if len(self._peer_hello) == HELLO.size:
+            self._start_session()
+
+    def _start_session(self) -> None:
+        magic, version, nonce = HELLO.unpack(self._peer_hello)
+        why = ""
+        if magic != HELLO_MAGIC:
+            why = "not a rayipy handshake"
+        elif version != PROTOCOL_VERSION:
+            why = (f"protocol version mismatch: the peer speaks {version}, we speak "
+                   f"{PROTOCOL_VERSION}; install the same rayipy version on every machine")
+        if why:
+            self.dropped["bad hello"] += 1
+            note_failure(self.peer_address(), "bad hello")
+            self._fail(f"bad handshake: {why}")
+            return
+        try:
+            session = self.signer.session(self._nonce, nonce)
+        except ValueError as e:
+            self.dropped["bad hello"] += 1
+            self._fail(f"bad handshake: {e}")
+            return
+        with self.lock:
+            self.session = session
+            self.reader = StreamReader(session.receive)
+            held, self._held = self._held, []
+            for kind, data, buffers in held:
+                if self.closed:
+                    self.lost_output = True
+                    break
+                self._queue(kind, data, buffers, False)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the session exists (for a thread that owns this connection and
+        reads it itself, as the store client does): our HELLO written, the peer's read.
+        False (and closed) when it does not come in time."""
+        deadline = time.monotonic() + timeout
+        while self.session is None and not self.closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._fail(f"no handshake from the peer within {timeout:g} s")
+                break
+            writing = [self.sock] if self.wants_write() else []
+            readable, writable, _ = select.select([self.sock], writing, [], left)
+            if writable:
+                self.on_writable()
+            if readable:
+                self._read_hello()
+        return self.session is not None
+
+    def peer_address(self) -> str:
+        """The peer's IP address ("local" on a Unix socket), for counting failures."""
+        try:
+            peer = self.sock.getpeername()
+        except OSError:
+            return "?"
+        return peer[0] if isinstance(peer, tuple) else "local"
+
+    # -- receiving (the owner) ------------------------------------------------------------
     def receive(self) -> list[Message]:
         """Every message that can be read now. A bad one closes the connection."""
         messages: list[Message] = []
+        if self.closed:
+            return messages
+        if self.session is None:
+            self._read_hello()
+            if self.session is None:
+                return messages
+        session = self.session
         reader = self.reader
         staging = self._staging_view
         while not self.closed:
             target = reader.direct_target()
+            read_bytes = len(self._staging)
             try:
                 if target is not None:
                     n = self.sock.recv_into(target, target.nbytes, socket.MSG_DONTWAIT)
                 else:
-                    n = self.sock.recv_into(self._staging, READ_BYTES, socket.MSG_DONTWAIT)
+                    n = self.sock.recv_into(self._staging, read_bytes, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 break
             except OSError as e:
@@ -548,28 +718,52 @@ class StreamConnection:
                 if target is not None:
                     reader.filled(n)
                 else:   # the fast path only where a message starts
-                    used = take_small(self.signer, staging, n, messages) if reader.idle() else 0
+                    used = (take_small(session.receive, staging, n, messages, session)
+                            if reader.idle() else 0)
                     if used < n:
                         reader.feed(staging[used:n])
                 for frames, signed in reader.take():
                     if not signed:
                         raise BadMessage("bad signature")
-                    messages.append(decode(self.signer, frames, signature_checked=True))
+                    messages.append(decode(session.receive, frames, signature_checked=True,
+                                           session=session))
             except BadMessage as e:
                 self.dropped[e.reason.split(":")[0]] += 1
-                log.warning("closing a direct connection that sent a bad message: %s", e.reason)
+                note_failure(self.peer_address(), e.reason)
                 self._fail(f"bad message: {e.reason}")
                 break
-            if target is None and n < READ_BYTES:
+            if messages and not self.authenticated:
+                self._authenticated()
+                staging = self._staging_view
+            if target is None and n < read_bytes:
                 break   # most likely all there was; the next poll says if more came
         return messages
+
+    def _authenticated(self) -> None:
+        """The peer's first message checked: it holds the key. Now its reads may take
+        the full buffer, and it no longer counts against the listener's cap."""
+        self.authenticated = True
+        self._staging = bytearray(READ_BYTES)
+        self._staging_view = memoryview(self._staging)
+        _unauthenticated.discard(self)
 
     def _fail(self, why: str) -> None:
         if not self.closed:
             self.closed = True
             self.error = why
-            self.lost_output = bool(self._out)
+            self.lost_output = bool(self._out) or bool(self._held)
             self._out.clear()
+            self._held.clear()
+            _unauthenticated.discard(self)
+
+    def expire(self, why: str) -> None:
+        """Close from the owner's side without taking the socket away from its poll:
+        the poll wakes (end of stream), and the owner, seeing it closed, forgets it."""
+        self._fail(why)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def close(self) -> None:
         self._fail("closed")
@@ -606,7 +800,12 @@ def _widen(sock: socket.socket) -> bool:
 
 class StreamListener:
     """Listening sockets for direct connections: TCP on ``ip``, for every host, and a
-    Unix socket for callers on this machine; ``accept`` takes those waiting."""
+    Unix socket for callers on this machine; ``accept`` takes those waiting.
+
+    Strangers are kept cheap: a connection accepted must authenticate (a message that
+    checks) within ``PRE_AUTH_SECONDS`` or is closed; the process holds at most
+    ``MAX_UNAUTHENTICATED`` such connections (more are closed at once); an address past
+    its rate of failures (``FAILURES``) has its new connections closed at once."""
 
     def __init__(self, ip: str, signer: Signer) -> None:
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
@@ -627,21 +826,49 @@ class StreamListener:
         self.signer = signer
         host = f"[{ip}]" if ":" in ip else ip
         self.address = f"tcp://{host}:{port}"
+        self._fresh: dict[StreamConnection, float] = {}   # accepted, not authenticated: when
 
     def filenos(self) -> list[int]:
         return list(self.socks)
 
     def accept(self, fd: int) -> list[StreamConnection]:
+        """The connections waiting on listening socket ``fd`` (strangers refused, see
+        the class docstring)."""
         accepted: list[StreamConnection] = []
+        now = time.monotonic()
+        self.sweep(now)
         while True:
             try:
-                sock, _ = self.socks[fd].accept()
+                sock, peer = self.socks[fd].accept()
             except (BlockingIOError, InterruptedError):
                 return accepted
             except OSError as e:  # out of file descriptors, say: try again on the next poll
                 log.warning("cannot accept a direct connection: %s", e)
                 return accepted
-            accepted.append(StreamConnection(sock, self.signer))
+            address = peer[0] if isinstance(peer, tuple) else "local"
+            with _failures_lock:
+                refused = FAILURES.over_limit(address, now)
+            if refused or len(_unauthenticated) >= MAX_UNAUTHENTICATED:
+                note_failure(address, "too many failures" if refused
+                             else "too many unauthenticated connections")
+                sock.close()
+                continue
+            connection = StreamConnection(sock, self.signer)
+            _unauthenticated.add(connection)
+            self._fresh[connection] = now
+            accepted.append(connection)
+
+    def sweep(self, now: float) -> None:
+        """Close the connections accepted more than PRE_AUTH_SECONDS ago whose peer has
+        not authenticated. Their owner's poll then sees them end (``receive`` finds
+        them closed)."""
+        for connection, since in list(self._fresh.items()):
+            if connection.authenticated or connection.closed:
+                del self._fresh[connection]
+            elif now - since > PRE_AUTH_SECONDS:
+                del self._fresh[connection]
+                note_failure(connection.peer_address(), "no authentication in time")
+                connection.expire(f"no authentication within {PRE_AUTH_SECONDS:g} s")
 
     def close(self) -> None:
         for sock in self.socks.values():

@@ -12,7 +12,8 @@ from rayipy import session
 from rayipy.core.object_ref import current_runtime
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import ObjectValue, Payload, Registration
-from rayipy.protocol.wire import PROTOCOL_VERSION, Signer, decode, encode
+from rayipy.protocol.wire import (NONCE_BYTES, PROTOCOL_VERSION, Session, Signer, decode,
+                                  encode, encode_unsigned)
 
 from helpers import wait_until
 
@@ -41,21 +42,47 @@ def dropped() -> int:
     return sum(rayipy.cluster_status()["dropped_messages"].values())
 
 
+def handshake(sock, key: bytes, record: list | None = None) -> Session:
+    """Play a DEALER's side of the handshake by hand (HELLO, the head's CHALLENGE)."""
+    nonce = os.urandom(NONCE_BYTES)
+    hello = encode_unsigned(Kind.HELLO, nonce)
+    sock.send_multipart(hello)
+    if record is not None:
+        record.append(hello)
+    assert sock.poll(5000), "no CHALLENGE"
+    challenge = sock.recv_multipart()
+    assert decode(Signer(key), challenge).kind is Kind.CHALLENGE
+    return Signer(key).session(nonce, challenge[2][:NONCE_BYTES], sock.getsockopt(zmq.IDENTITY))
+
+
+def sign(session: Session, kind: Kind, body) -> list:
+    return [bytes(f) for f in encode(session.send, kind, body, session.next_seq())]
+
+
+def answer(sock, session: Session | None = None):
+    assert sock.poll(5000), "no answer"
+    frames = sock.recv_multipart()
+    if session is None:
+        return decode(Signer(b"k" * 32), frames)   # unsigned answers only
+    return decode(session.receive, frames, session=session)
+
+
 def registration(version: int = PROTOCOL_VERSION) -> Registration:
     return Registration("driver", b"X" * 8, b"", os.getpid(), version, {})
 
 
 def test_bad_frames_are_dropped_and_counted(raw_socket):
     key = session._cluster.key
+    link = handshake(raw_socket, key)
     before = dropped()
-    good = encode(Signer(key), Kind.HEARTBEAT, ())
+    good = sign(link, Kind.HEARTBEAT, ())
     raw_socket.send_multipart([b"garbage"])                               # too short
     raw_socket.send_multipart([b"x" * 32, b"not a header", b"body"])      # bad header
     raw_socket.send_multipart([b"\0" * 32, *good[1:]])                    # unsigned
-    tampered_body = encode(Signer(key), Kind.SUBMIT, ([],))
+    tampered_body = sign(link, Kind.SUBMIT, ([],))
     tampered_body[2] = tampered_body[2][:-1] + b"."
     raw_socket.send_multipart(tampered_body)                              # body changed
-    wrong_key = encode(Signer(os.urandom(32)), Kind.SUBMIT, ([],))
+    wrong_key = encode(Signer(os.urandom(32)), Kind.SUBMIT, ([],), 99)
     raw_socket.send_multipart(wrong_key)                                  # another key
     wait_until(lambda: dropped() >= before + 5, timeout=10,
                message="the head did not count the bad messages")
@@ -64,9 +91,10 @@ def test_bad_frames_are_dropped_and_counted(raw_socket):
 
 def test_tampered_buffer_frame_is_rejected(raw_socket):
     key = session._cluster.key
+    link = handshake(raw_socket, key)
     before = dropped()
     value = Payload(b"", (bytearray(b"z" * 100_000),))
-    frames = encode(Signer(key), Kind.OBJECT_VALUE, (b"o" * 18, ObjectValue(True, value), b"X" * 8))
+    frames = sign(link, Kind.OBJECT_VALUE, (b"o" * 18, ObjectValue(True, value), b"X" * 8))
     assert len(frames) == 4  # the payload's buffer travels as its own frame
     frames[3] = b"y" * 100_000
     raw_socket.send_multipart(frames)
@@ -75,27 +103,111 @@ def test_tampered_buffer_frame_is_rejected(raw_socket):
 
 
 def test_wrong_key_registration_is_answered_at_once(raw_socket):
-    raw_socket.send_multipart(encode(Signer(os.urandom(32)), Kind.REGISTER, registration()))
-    assert raw_socket.poll(5000), "no answer to a registration with the wrong key"
-    answer = decode(Signer(b"k" * 32), raw_socket.recv_multipart())
-    assert answer.kind is Kind.AUTH_FAILED
+    wrong = handshake(raw_socket, os.urandom(32))
+    raw_socket.send_multipart(sign(wrong, Kind.REGISTER, registration()))
+    assert answer(raw_socket).kind is Kind.AUTH_FAILED
+
+
+def test_wrong_key_registrations_are_answered_at_a_bounded_rate(raw_socket):
+    wrong = handshake(raw_socket, os.urandom(32))
+    for _ in range(50):
+        raw_socket.send_multipart(sign(wrong, Kind.REGISTER, registration()))
+    answers = 0
+    while raw_socket.poll(1000):
+        raw_socket.recv_multipart()
+        answers += 1
+    assert 1 <= answers <= 10, f"{answers} answers to 50 wrong-key registrations in a second"
 
 
 def test_other_protocol_version_is_refused(raw_socket):
     key = session._cluster.key
-    raw_socket.send_multipart(encode(Signer(key), Kind.REGISTER, registration(version=999)))
-    assert raw_socket.poll(5000)
-    answer = decode(Signer(key), raw_socket.recv_multipart())
-    assert answer.kind is Kind.REFUSED
-    assert "protocol version mismatch" in answer.body[0]
+    link = handshake(raw_socket, key)
+    raw_socket.send_multipart(sign(link, Kind.REGISTER, registration(version=999)))
+    refused = answer(raw_socket, link)
+    assert refused.kind is Kind.REFUSED
+    assert "protocol version mismatch" in refused.body[0]
 
 
 def test_unregistered_sender_is_ignored(raw_socket):
     key = session._cluster.key
+    link = handshake(raw_socket, key)
     before = dropped()
-    raw_socket.send_multipart(encode(Signer(key), Kind.SUBMIT, ([],)))
+    raw_socket.send_multipart(sign(link, Kind.SUBMIT, ([],)))
     wait_until(lambda: dropped() >= before + 1, timeout=10)
     assert rayipy.get(ping.remote(), timeout=30) == "pong"
+
+
+# -- replay on ZeroMQ: what a driver sent, recorded and sent again -------------------------
+
+@pytest.fixture
+def recorded(cluster, monkeypatch):
+    """A client with the key registers and sends one LOG for this driver (the head
+    forwards it here); returns (its socket, its session, everything it sent, the lines
+    this driver has received). The marker must arrive once, whatever is replayed."""
+    runtime = current_runtime()
+    received: list = []
+    monkeypatch.setattr(runtime, "on_log", lambda lines, label: received.extend(lines))
+    context = zmq.Context()
+    socks = []
+
+    def dealer(identity: bytes):
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IDENTITY, identity)
+        sock.connect("tcp://" + session._context.address)
+        socks.append(sock)
+        return sock
+
+    sent: list = []
+    sock = dealer(b"R" + os.urandom(7))
+    link = handshake(sock, session._cluster.key, sent)
+    sent.append(sign(link, Kind.REGISTER, Registration("driver", sock.getsockopt(zmq.IDENTITY),
+                                                        b"", os.getpid(), PROTOCOL_VERSION, {})))
+    sock.send_multipart(sent[-1])
+    assert answer(sock, link).kind is Kind.WELCOME
+    sent.append(sign(link, Kind.LOG, (runtime.process_id, ["marker"], "recorded")))
+    sock.send_multipart(sent[-1])
+    wait_until(lambda: received == ["marker"], timeout=10, message="the LOG did not come")
+    try:
+        yield sock, link, sent, received, dealer
+    finally:
+        for s in socks:
+            s.close(0)
+        context.term()
+
+
+def test_a_recording_replayed_on_a_new_connection_does_nothing(recorded):
+    _sock, _link, sent, received, dealer = recorded
+    for identity in (b"R" + os.urandom(7), b"another"):   # its own identity frame, or another
+        replay = dealer(identity)
+        before = dropped()
+        for frames in sent:                 # HELLO, REGISTER, LOG, as recorded
+            replay.send_multipart(frames)
+        wait_until(lambda: dropped() >= before + 2, timeout=10,
+                   message="the replayed messages were not dropped")
+    assert rayipy.get(ping.remote(), timeout=30) == "pong"
+    assert received == ["marker"], "a replayed message ran again"
+
+
+def test_a_message_replayed_on_the_same_connection_is_dropped(recorded):
+    sock, _link, sent, received, _dealer = recorded
+    before = rayipy.cluster_status()["dropped_messages"].get("replayed or out of order", 0)
+    sock.send_multipart(sent[-1])
+    wait_until(lambda: rayipy.cluster_status()["dropped_messages"].get(
+        "replayed or out of order", 0) == before + 1, timeout=10)
+    assert rayipy.get(ping.remote(), timeout=30) == "pong"
+    assert received == ["marker"]
+
+
+def test_a_message_of_another_session_is_dropped(recorded):
+    _sock, _link, sent, received, dealer = recorded
+    other = dealer(b"S" + os.urandom(7))
+    handshake(other, session._cluster.key)       # a genuine session of its own
+    before = dropped()
+    other.send_multipart(sent[-1])               # but the recorded client's LOG
+    wait_until(lambda: dropped() >= before + 1, timeout=10)
+    assert rayipy.get(ping.remote(), timeout=30) == "pong"
+    assert received == ["marker"]
 
 
 # -- a worker's direct inbox (plain TCP, rayipy/transport/stream.py) ---------------------
@@ -131,7 +243,7 @@ def test_the_direct_inbox_closes_a_connection_that_sends_a_bad_message(cluster, 
     import struct
 
     from rayipy.protocol.messages import TaskSpec
-    from rayipy.transport.stream import pack_message, parse_tcp_address
+    from rayipy.transport.stream import pack_hello, pack_message, parse_tcp_address
 
     actor, address = _direct_address_of_an_actor()
     key = current_runtime().signer
@@ -144,6 +256,8 @@ def test_the_direct_inbox_closes_a_connection_that_sends_a_bad_message(cluster, 
         "tampered": good[:-40] + bytes([good[-40] ^ 1]) + good[-39:],
         "absurd lengths": struct.pack("!I2Q", 2, 12, 1 << 62),
     }[what]
+    if what != "garbage":   # past the handshake: a HELLO record of our own first
+        data = pack_hello(os.urandom(32)) + data
     with socketlib.create_connection(parse_tcp_address(address), timeout=10) as sock:
         sock.sendall(data)
         assert _closed_by_worker(sock)
@@ -160,7 +274,7 @@ def two_megabytes():
 def test_a_data_port_closes_a_connection_that_sends_a_bad_message(cluster, what):
     import socket as socketlib
 
-    from rayipy.transport.stream import pack_message, parse_tcp_address
+    from rayipy.transport.stream import pack_hello, pack_message, parse_tcp_address
 
     runtime = current_runtime()
     value = ObjectValue(True, Payload(b"forged", ()))
@@ -169,6 +283,8 @@ def test_a_data_port_closes_a_connection_that_sends_a_bad_message(cluster, what)
         "wrong key": b"".join(bytes(memoryview(p).cast("B")) for p in pack_message(
             Signer(b"w" * 32), Kind.OBJECT_VALUE, (b"o" * 18, value, b"X" * 8))),
     }[what]
+    if what != "garbage":   # past the handshake: a HELLO record of our own first
+        data = pack_hello(os.urandom(32)) + data
     with socketlib.create_connection(parse_tcp_address(runtime.info["data"]), timeout=10) as sock:
         sock.sendall(data)
         assert _closed_by_worker(sock)

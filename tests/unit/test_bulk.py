@@ -9,7 +9,7 @@ import zmq
 from rayipy.protocol import bulk, landing
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import ObjectValue, Payload
-from rayipy.protocol.wire import BadMessage, Signer, decode, pickle_body
+from rayipy.protocol.wire import BadMessage, Session, Signer, decode, pickle_body
 
 KEY = b"k" * 32
 
@@ -17,7 +17,7 @@ KEY = b"k" * 32
 def pieces(body, kind=Kind.OBJECT_VALUE, transfer=1):
     data, buffers = pickle_body(body)
     return [[zmq.Frame(bytes(f)) for f in frames]
-            for frames in bulk.chunked(Signer(KEY), kind, data, buffers, transfer)]
+            for frames in bulk.chunked(Session(Signer(KEY), Signer(KEY)), kind, data, buffers, transfer)]
 
 
 def assemble(frame_lists, sender=b"peer", assembler=None):

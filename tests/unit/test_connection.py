@@ -87,7 +87,8 @@ def test_resolve_follows_rays_address_rules(home, monkeypatch):
     assert connection.resolve("local", None) is None
     assert connection.resolve("10.0.0.1:6379", None).key == key          # key from the file
     assert connection.resolve("10.0.0.1:6379", None).node_id == b"\xab" * 8
-    assert connection.resolve("10.0.0.9:6379", "other").key == connection.key_from_password("other")
+    # A password becomes the key with the head's salt, asked when connecting (key_for).
+    assert connection.resolve("10.0.0.9:6379", "other").password == "other"
     assert connection.resolve("10.0.0.9:6379", "other").node_id == b""   # another cluster
     with pytest.raises(ValueError, match="needs the cluster's password"):
         connection.resolve("10.0.0.9:6379", None)
@@ -110,6 +111,31 @@ def test_passwords_and_keys():
     assert connection.key_from_password("a") == connection.key_from_password("a")
     assert connection.key_from_password("a") != connection.key_from_password("b")
     assert len(connection.key_from_password("a")) == 32
+    # Salted: the same password gives another cluster another key.
+    assert connection.key_from_password("a", b"s" * 16) != connection.key_from_password("a")
+
+
+def test_the_key_is_scrypt_of_the_password_and_salt_and_slow():
+    import hashlib
+    import time
+    connection.key_from_password.cache_clear()
+    start = time.perf_counter()
+    key = connection.key_from_password("correct horse", b"salt" * 4)
+    took = time.perf_counter() - start
+    assert key == hashlib.scrypt(b"correct horse", salt=b"salt" * 4, n=2**15, r=8, p=2,
+                                 maxmem=64 * 2**20, dklen=32)
+    assert took > 0.03, f"a guess costs only {took * 1000:.0f} ms"
+
+
+def test_a_password_file_is_read_and_bad_ones_are_refused(tmp_path):
+    path = tmp_path / "pw"
+    path.write_text("s3cret\n")
+    assert connection.read_password_file(str(path)) == "s3cret"
+    path.write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        connection.read_password_file(str(path))
+    with pytest.raises(ValueError, match="cannot read"):
+        connection.read_password_file(str(tmp_path / "missing"))
     first, second = connection.new_password(), connection.new_password()
     assert first != second and len(first) == 32 and first.isalnum()
 

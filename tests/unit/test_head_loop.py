@@ -46,6 +46,12 @@ def connect(head: Head) -> Iterator:
         endpoint = Endpoint(context, zmq.DEALER, Signer(KEY), identity)
         endpoint.connect(head.address)
         endpoints.append(endpoint)
+        # The handshake: the head takes the HELLO, the DEALER the CHALLENGE.
+        assert head.endpoint.socket.poll(5000, zmq.POLLIN), "no HELLO came"
+        head.receive_one()
+        assert endpoint.socket.poll(5000, zmq.POLLIN), "no CHALLENGE came"
+        endpoint.recv()
+        assert endpoint.ready
         return endpoint
 
     yield make

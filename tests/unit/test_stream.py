@@ -27,8 +27,43 @@ KEY = b"k" * 32
 SIGNER = Signer(KEY)
 
 
-def wire_bytes(kind, body, signer=SIGNER) -> bytes:
-    return b"".join(bytes(memoryview(p).cast("B")) for p in pack_message(signer, kind, body))
+def wire_bytes(kind, body, signer=SIGNER, seq=0) -> bytes:
+    return b"".join(bytes(memoryview(p).cast("B")) for p in pack_message(signer, kind, body, seq))
+
+
+def as_sent_by(connection: StreamConnection, kind, body) -> bytes:
+    """The bytes ``connection`` would write for one message (its session's key, its next
+    number), to write on its socket by hand."""
+    session = connection.session
+    assert session is not None
+    return wire_bytes(kind, body, session.send, session.next_seq())
+
+
+def session_keys(own_nonce: bytes, peer_nonce: bytes, key: bytes = KEY) -> tuple[bytes, bytes]:
+    """(send key, receive key) of the end whose nonce is ``own_nonce``, written from the
+    docstring of wire.py, independently of Signer.session."""
+    low, high = sorted((own_nonce, peer_nonce))
+    base = hmac.new(key, b"rayipy session 5\0" + low + high, hashlib.sha256).digest()
+    return (hmac.new(base, b"from" + own_nonce, hashlib.sha256).digest(),
+            hmac.new(base, b"from" + peer_nonce, hashlib.sha256).digest())
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, "closed"
+        data += chunk
+    return data
+
+
+def raw_handshake(sock: socket.socket, nonce: bytes = b"m" * 32) -> tuple[bytes, bytes]:
+    """Play the other end of the handshake by hand on ``sock``: read the connection's
+    HELLO, send ours; returns (our send key, our receive key)."""
+    magic, version, theirs = struct.unpack("!4sH32s", recv_exactly(sock, 38))
+    assert (magic, version) == (b"RYPH", stream.PROTOCOL_VERSION)
+    sock.sendall(struct.pack("!4sH32s", b"RYPH", stream.PROTOCOL_VERSION, nonce))
+    return session_keys(nonce, theirs)
 
 
 def read_all(reader: StreamReader, data: bytes, step: int) -> list:
@@ -48,7 +83,7 @@ def read_all(reader: StreamReader, data: bytes, step: int) -> list:
     messages = []
     for frames, signed in reader.take():
         assert signed
-        messages.append(decode(SIGNER, frames, signature_checked=True))
+        messages.append(decode(None, frames, signature_checked=True))  # type: ignore[arg-type]
     return messages
 
 
@@ -135,6 +170,7 @@ def test_impossible_framing_is_refused_before_any_memory_is_claimed(prefix):
 def pair():
     left, right = socket.socketpair()
     a, b = StreamConnection(left, SIGNER), StreamConnection(right, SIGNER)
+    assert a.wait_ready(5) and b.wait_ready(5)   # the handshake: each reads the other's HELLO
     yield a, b
     a.close()
     b.close()
@@ -245,6 +281,7 @@ def exchange(listener, connection):
             break
     (server,) = accepted
     try:
+        assert connection.wait_ready(5)     # the server's HELLO: now the ping is signed and sent
         assert [m.body for m in receive_until(server, 1)] == [("ping",)]
         server.send(Kind.CALL_DONE, ("pong",), block=True)
         assert [m.body for m in receive_until(connection, 1)] == [("pong",)]
@@ -290,12 +327,12 @@ def test_a_frame_too_large_to_hold_is_a_bad_message_not_a_crash(monkeypatch):
 
 
 # -- the fast path for small messages: the same bytes as the general path -----------------
-def reference_bytes(kind, body, key=KEY) -> bytes:
+def reference_bytes(kind, body, key=KEY, seq=0) -> bytes:
     """One message laid out as the module docstring says, written independently of the
     module: what a peer of any version expects."""
     buffers = []
     data = pickle.dumps(body, protocol=5, buffer_callback=buffers.append)
-    frames = [struct.pack("!4sHHI", b"RYPY", 4, int(kind), len(buffers)), data,
+    frames = [struct.pack("!4sHHIQ", b"RYPY", 5, int(kind), len(buffers), seq), data,
               *(bytes(b.raw()) for b in buffers)]
     prefix = struct.pack(f"!I{len(frames)}Q", len(frames), *map(len, frames))
     mac = hmac.new(key, prefix, hashlib.sha256)
@@ -330,12 +367,13 @@ LARGE_BODIES = {   # each takes the general path: a frame signed by its digest, 
 
 
 def test_the_fast_path_writes_the_bytes_of_the_old_code():
-    """Bytes computed at dd15ac8 (before the fast path), by pack_message; the version
-    field (bytes 24-25) and so the signature since moved to protocol version 4."""
+    """Bytes computed at dd15ac8 (before the fast path), by pack_message; the header
+    (bytes 24-43: version 5 and the sequence number, here 0) and so the signature
+    have changed since, with the protocol."""
     golden = bytes.fromhex(
-        "00000002000000000000000c0000000000000017525950590004003e000000008005950c000000"
-        "000000008c0470696e67944b0186942ec08580755038772ba86e206ed5decb6490ca0a58fe557f"
-        "7547f9bb741c7a1062")
+        "0000000200000000000000140000000000000017525950590005003e00000000000000000000"
+        "00008005950c000000000000008c0470696e67944b0186942e8715adfda9a94783b53003f493c7"
+        "9cd5b7ca70b35be7cb995aea5894b8ed6074")
     data = pickle.dumps(("ping", 1), protocol=5)
     assert stream.pack_small(SIGNER, Kind.CALL, data) == golden == wire_bytes(Kind.CALL, ("ping", 1))
     assert reference_bytes(Kind.CALL, ("ping", 1)) == golden
@@ -388,9 +426,11 @@ def test_a_new_sender_writes_what_an_old_reader_expects(name):
     import threading
 
     body = {**SMALL_BODIES, **LARGE_BODIES}[name]
-    expected = reference_bytes(Kind.CALL, body)
     left, right = raw_pair()
     sender = StreamConnection(left, SIGNER)
+    _, its_key = raw_handshake(right)    # what we receive with is what it sends with
+    assert sender.wait_ready(5)
+    expected = reference_bytes(Kind.CALL, body, key=its_key, seq=1)
     thread = threading.Thread(target=sender.send, args=(Kind.CALL, body), kwargs={"block": True})
     thread.start()
     try:
@@ -402,7 +442,7 @@ def test_a_new_sender_writes_what_an_old_reader_expects(name):
         sender.close()
         right.close()
     assert received == expected
-    (message,) = read_all(StreamReader(SIGNER), bytes(received), stream.READ_BYTES)
+    (message,) = read_all(StreamReader(Signer(its_key)), bytes(received), stream.READ_BYTES)
     assert equal(message.body, body)
 
 
@@ -411,9 +451,11 @@ def test_a_new_receiver_reads_what_an_old_sender_writes(name):
     import threading
 
     body = {**SMALL_BODIES, **LARGE_BODIES}[name]
-    data = reference_bytes(Kind.CALL, body) + reference_bytes(Kind.CALL, ("after",))
     left, right = raw_pair()
     receiver = StreamConnection(right, SIGNER)
+    send_key, _ = raw_handshake(left)
+    data = (reference_bytes(Kind.CALL, body, key=send_key, seq=1)
+            + reference_bytes(Kind.CALL, ("after",), key=send_key, seq=2))
     thread = threading.Thread(target=left.sendall, args=(data,))
     thread.start()
     try:
@@ -438,7 +480,7 @@ def test_small_messages_cut_anywhere_between_reads_arrive_whole_and_in_order(pai
     """The fast path takes whole messages; a cut one goes to the reader, and after it
     the fast path goes on."""
     a, b = pair
-    data = b"".join(wire_bytes(Kind.CALL, (i, "x" * (i * 37 % 300))) for i in range(40))
+    data = b"".join(as_sent_by(a, Kind.CALL, (i, "x" * (i * 37 % 300))) for i in range(40))
     received = []
     for start in range(0, len(data), 1000):    # cuts in headers, bodies and signatures
         a.sock.sendall(data[start:start + 1000])
@@ -459,28 +501,29 @@ def test_the_fast_path_checks_the_signature_before_unpickling(pair):
     forged = stream.pack_small(Signer(b"w" * 32), Kind.CALL, pickle.dumps(Boom(), protocol=5))
     with pytest.raises(BadMessage, match="bad signature"):
         stream.take_small(SIGNER, memoryview(forged), len(forged), [])
-    a.sock.sendall(wire_bytes(Kind.CALL, ("before",)) + forged + wire_bytes(Kind.CALL, ("after",)))
+    a.sock.sendall(as_sent_by(a, Kind.CALL, ("before",)) + forged
+                   + as_sent_by(a, Kind.CALL, ("after",)))
     assert [m.body for m in receive_until(b, 2)] == [("before",)]
     assert b.closed and "bad signature" in b.error
     assert b.dropped["bad signature"] == 1
 
 
 @pytest.mark.parametrize("header, reason", [
-    (struct.pack("!4sHHI", b"RYPY", 3, 9999, 0), "unknown kind 9999"),
-    (struct.pack("!4sHHI", b"NOPE", 3, int(Kind.CALL), 0), "bad magic"),
-    (struct.pack("!4sHHI", b"RYPY", 3, int(Kind.CALL), 1), "header announces 1 buffers"),
+    (struct.pack("!4sHHIQ", b"RYPY", 5, 9999, 0, 1), "unknown kind 9999"),
+    (struct.pack("!4sHHIQ", b"NOPE", 5, int(Kind.CALL), 0, 1), "bad magic"),
+    (struct.pack("!4sHHIQ", b"RYPY", 5, int(Kind.CALL), 1, 1), "header announces 1 buffers"),
 ])
 def test_a_signed_message_of_an_odd_shape_gets_the_general_paths_verdict(pair, header, reason):
     a, b = pair
     message = struct.pack("!I2Q", 2, len(header), 5) + header + b"\x80\x05N.."
-    a.sock.sendall(message + SIGNER.mac(message))
+    a.sock.sendall(message + a.session.send.mac(message))
     assert receive_until(b, 1) == []
     assert b.closed and reason in b.error
 
 
 def test_a_signed_body_that_does_not_unpickle_closes_the_connection(pair):
     a, b = pair
-    a.sock.sendall(stream.pack_small(SIGNER, Kind.CALL, b"not a pickle"))
+    a.sock.sendall(stream.pack_small(a.session.send, Kind.CALL, b"not a pickle", seq=1))
     assert receive_until(b, 1) == []
     assert b.closed and "body does not unpickle" in b.error
 
@@ -505,6 +548,7 @@ class Trickle:
 def test_small_messages_the_kernel_takes_in_part_leave_whole_and_in_order(block):
     left, right = socket.socketpair()
     a, b = StreamConnection(Trickle(left), SIGNER), StreamConnection(right, SIGNER)
+    assert a.wait_ready(5) and b.wait_ready(5)
     try:
         for i in range(3):
             assert a.send(Kind.CALL, (i,), block=block)

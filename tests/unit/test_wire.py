@@ -56,8 +56,9 @@ def test_round_trip_of_plain_bodies(kind, body):
 
 def test_header_layout():
     frames = encode(signer(), Kind.LOG, ([("stdout", "hi")], "w"))
-    magic, version, kind, nbuf = wire.HEADER.unpack(frames[1])
-    assert (magic, version, kind, nbuf) == (b"RYPY", wire.PROTOCOL_VERSION, int(Kind.LOG), 0)
+    magic, version, kind, nbuf, seq = wire.HEADER.unpack(frames[1])
+    assert (magic, version, kind, nbuf, seq) == (b"RYPY", wire.PROTOCOL_VERSION, int(Kind.LOG),
+                                                 0, 0)
 
 
 def test_same_message_signs_the_same_and_keys_differ():
@@ -159,15 +160,15 @@ def test_a_large_frame_enters_the_mac_as_a_digest_under_the_cluster_key():
 
 def test_tampered_header_kind_is_a_bad_signature():
     frames = [bytes(f) for f in encode(signer(), Kind.SHUTDOWN, ("x",))]
-    magic, version, _, nbuf = wire.HEADER.unpack(frames[1])
-    frames[1] = wire.HEADER.pack(magic, version, int(Kind.HEARTBEAT), nbuf)
+    magic, version, _, nbuf, seq = wire.HEADER.unpack(frames[1])
+    frames[1] = wire.HEADER.pack(magic, version, int(Kind.HEARTBEAT), nbuf, seq)
     assert bad(frames).reason == "bad signature"
 
 
 def test_tampered_header_version_is_a_bad_signature():
     frames = [bytes(f) for f in encode(signer(), Kind.SHUTDOWN, ("x",))]
-    magic, version, kind, nbuf = wire.HEADER.unpack(frames[1])
-    frames[1] = wire.HEADER.pack(magic, version + 1, kind, nbuf)
+    magic, version, kind, nbuf, seq = wire.HEADER.unpack(frames[1])
+    frames[1] = wire.HEADER.pack(magic, version + 1, kind, nbuf, seq)
     assert bad(frames).reason == "bad signature"
 
 
@@ -190,8 +191,8 @@ def test_added_frame_is_bad():
 
 def test_added_frame_with_matching_header_is_bad_signature():
     frames = signed_with_buffer()
-    magic, version, kind, _ = wire.HEADER.unpack(frames[1])
-    frames[1] = wire.HEADER.pack(magic, version, kind, 2)
+    magic, version, kind, _, seq = wire.HEADER.unpack(frames[1])
+    frames[1] = wire.HEADER.pack(magic, version, kind, 2, seq)
     assert bad(frames + [b"extra"]).reason == "bad signature"
 
 
@@ -238,7 +239,7 @@ def test_bad_header_size():
 
 def test_unknown_kind_even_when_signed():
     s = signer()
-    parts = [wire.HEADER.pack(wire.MAGIC, wire.PROTOCOL_VERSION, 999, 0), pickle.dumps(())]
+    parts = [wire.HEADER.pack(wire.MAGIC, wire.PROTOCOL_VERSION, 999, 0, 1), pickle.dumps(())]
     error = bad([s.sign(parts), *parts])
     assert error.reason == "unknown kind 999"
     assert error.kind is None
@@ -246,7 +247,7 @@ def test_unknown_kind_even_when_signed():
 
 def test_signed_body_that_does_not_unpickle():
     s = signer()
-    parts = [wire.HEADER.pack(wire.MAGIC, wire.PROTOCOL_VERSION, int(Kind.REPLY), 0),
+    parts = [wire.HEADER.pack(wire.MAGIC, wire.PROTOCOL_VERSION, int(Kind.REPLY), 0, 1),
              b"not a pickle"]
     error = bad([s.sign(parts), *parts])
     assert error.reason.startswith("body does not unpickle")
@@ -262,10 +263,10 @@ def test_peek_kind_reads_the_header_without_checking():
 
 @pytest.mark.parametrize("frames", [
     [],
-    [b"sig", wire.HEADER.pack(wire.MAGIC, 1, int(Kind.REGISTER), 0)],
+    [b"sig", wire.HEADER.pack(wire.MAGIC, 1, int(Kind.REGISTER), 0, 0)],
     [b"sig", b"short", b""],
-    [b"sig", wire.HEADER.pack(b"NOPE", 1, int(Kind.REGISTER), 0), b""],
-    [b"sig", wire.HEADER.pack(wire.MAGIC, 1, 999, 0), b""],
+    [b"sig", wire.HEADER.pack(b"NOPE", 1, int(Kind.REGISTER), 0, 0), b""],
+    [b"sig", wire.HEADER.pack(wire.MAGIC, 1, 999, 0, 0), b""],
 ])
 def test_peek_kind_of_garbage_is_none(frames):
     assert wire.peek_kind(frames) is None
@@ -276,7 +277,7 @@ def test_auth_failed_decodes_without_a_signature():
     assert frames[0] == b"" and frames[2] == b""
     assert wire.peek_kind(frames) is Kind.AUTH_FAILED
     message = decode(signer(b"any other key!!!"), frames)
-    assert message == wire.Message(Kind.AUTH_FAILED, None, wire.PROTOCOL_VERSION)
+    assert message == wire.Message(Kind.AUTH_FAILED, b"", wire.PROTOCOL_VERSION)
 
 
 # -- Signer ----------------------------------------------------------------------------
@@ -321,7 +322,7 @@ def test_a_signature_is_the_hmac_of_the_documented_bytes():
 
     import blake3
 
-    frames = [b"h" * 12, b"d" * 300, b"", bytes(range(256)) * 1000]   # the last one digested
+    frames = [b"h" * 20, b"d" * 300, b"", bytes(range(256)) * 1000]   # the last one digested
     digest_key = hmac.new(KEY, b"rayipy frame digest", hashlib.sha256).digest()
     signed = b"".join(struct.pack("!Q", len(f)) + (f if len(f) <= BIG else
                                                    blake3.blake3(f, key=digest_key).digest())
@@ -352,3 +353,90 @@ def test_waker_never_loses_a_wake_that_races_with_clear(monkeypatch):
         assert select.select([waker.fd], [], [], 0)[0] == [waker.fd]
     finally:
         waker.close()
+
+
+# -- sessions: handshake keys and sequence numbers (protocol 5) ------------------------
+NONCE_A, NONCE_B = b"a" * 32, b"b" * 32
+
+
+def session_pair(key: bytes = KEY, binding: bytes = b"peer-id!") -> tuple[wire.Session, wire.Session]:
+    """Both ends of one connection, as each derives its keys from the nonces."""
+    return (Signer(key).session(NONCE_A, NONCE_B, binding),
+            Signer(key).session(NONCE_B, NONCE_A, binding))
+
+
+def send(session: wire.Session, kind: Kind, body) -> list:
+    return [bytes(f) for f in encode(session.send, kind, body, session.next_seq())]
+
+
+def receive(session: wire.Session, frames) -> wire.Message:
+    return decode(session.receive, frames, session=session)
+
+
+def test_both_ends_of_a_session_agree_and_each_direction_has_its_own_key():
+    a, b = session_pair()
+    assert receive(b, send(a, Kind.SUBMIT, ([],))).body == ([],)
+    assert receive(a, send(b, Kind.REPLY, (1, True, 2))).body == (1, True, 2)
+    assert a.send.mac(b"x") != a.receive.mac(b"x")
+    assert a.send.mac(b"x") != Signer(KEY).mac(b"x")   # never the cluster key itself
+
+
+def test_a_message_replayed_within_the_session_is_refused_before_unpickling():
+    a, b = session_pair()
+    first = send(a, Kind.SUBMIT, ([],))
+    receive(b, first)
+    error = pytest.raises(BadMessage, receive, b, first).value
+    assert error.reason == "replayed or out of order"
+    later, earlier = send(a, Kind.HEARTBEAT, ()), send(a, Kind.HEARTBEAT, ())
+    receive(b, earlier)   # numbers may skip (a message lost in a reconnect) ...
+    with pytest.raises(BadMessage, match="replayed"):
+        receive(b, later)  # ... but never go back
+
+
+def test_a_message_reflected_to_its_sender_does_not_check():
+    a, _b = session_pair()
+    with pytest.raises(BadMessage, match="bad signature"):
+        receive(a, send(a, Kind.SHUTDOWN, ("x",)))
+
+
+def test_a_message_of_another_session_does_not_check():
+    a, _b = session_pair()
+    _c, d = Signer(KEY).session(NONCE_A, b"c" * 32, b"peer-id!"), \
+        Signer(KEY).session(b"c" * 32, NONCE_A, b"peer-id!")
+    with pytest.raises(BadMessage, match="bad signature"):
+        receive(d, send(a, Kind.SUBMIT, ([],)))
+
+
+def test_a_session_is_bound_to_the_identity():
+    a, _ = session_pair(binding=b"driver-1")
+    _, b = session_pair(binding=b"driver-2")
+    with pytest.raises(BadMessage, match="bad signature"):
+        receive(b, send(a, Kind.SUBMIT, ([],)))
+
+
+def test_a_peer_that_echoes_our_nonce_is_refused():
+    with pytest.raises(ValueError, match="our own nonce"):
+        Signer(KEY).session(NONCE_A, NONCE_A)
+    with pytest.raises(ValueError, match="32 bytes"):
+        Signer(KEY).session(NONCE_A, b"short")
+
+
+def test_the_session_keys_are_the_documented_hmacs():
+    """Written from the module docstring, independently of Signer.session."""
+    import hashlib
+    import hmac
+    base = hmac.new(KEY, b"rayipy session 5\0" + NONCE_A + NONCE_B + b"id", hashlib.sha256).digest()
+    a = Signer(KEY).session(NONCE_B, NONCE_A, b"id")
+    assert a.send.mac(b"m") == hmac.new(hmac.new(base, b"from" + NONCE_B, hashlib.sha256).digest(),
+                                        b"m", hashlib.sha256).digest()
+
+
+def test_resign_passes_body_and_buffers_on_with_a_new_number_and_key():
+    a, b = session_pair(binding=b"worker")
+    c, d = session_pair(binding=b"owner")
+    body, _data = with_buffer()
+    frames = encode(a.send, Kind.OBJECT_VALUE, body, a.next_seq())
+    receive(b, frames)
+    forwarded = wire.resign(c.send, frames, c.next_seq())
+    assert forwarded[2] is frames[2] and forwarded[3] is frames[3]   # not copied
+    assert receive(d, forwarded).body[1].payload.buffers[0] == frames[3]
