@@ -146,7 +146,8 @@ def recorded(cluster, monkeypatch):
     this driver has received). The marker must arrive once, whatever is replayed."""
     runtime = current_runtime()
     received: list = []
-    monkeypatch.setattr(runtime, "on_log", lambda lines, label: received.extend(lines))
+    monkeypatch.setattr(runtime.task_logs, "printer",
+                        lambda lines, label: received.extend(text for _, text, *_ in lines))
     context = zmq.Context()
     socks = []
 
@@ -165,9 +166,10 @@ def recorded(cluster, monkeypatch):
                                                         b"", os.getpid(), PROTOCOL_VERSION, {})))
     sock.send_multipart(sent[-1])
     assert answer(sock, link).kind is Kind.WELCOME
-    sent.append(sign(link, Kind.LOG, (runtime.process_id, ["marker"], "recorded")))
+    sent.append(sign(link, Kind.LOG, (runtime.process_id, [("stdout", "marker\n", "recorded", b"")],
+                                      "recorded")))
     sock.send_multipart(sent[-1])
-    wait_until(lambda: received == ["marker"], timeout=10, message="the LOG did not come")
+    wait_until(lambda: received == ["marker\n"], timeout=10, message="the LOG did not come")
     try:
         yield sock, link, sent, received, dealer
     finally:
@@ -186,7 +188,7 @@ def test_a_recording_replayed_on_a_new_connection_does_nothing(recorded):
         wait_until(lambda: dropped() >= before + 2, timeout=10,
                    message="the replayed messages were not dropped")
     assert rayipy.get(ping.remote(), timeout=30) == "pong"
-    assert received == ["marker"], "a replayed message ran again"
+    assert received == ["marker\n"], "a replayed message ran again"
 
 
 def test_a_message_replayed_on_the_same_connection_is_dropped(recorded):
@@ -196,7 +198,7 @@ def test_a_message_replayed_on_the_same_connection_is_dropped(recorded):
     wait_until(lambda: rayipy.cluster_status()["dropped_messages"].get(
         "replayed or out of order", 0) == before + 1, timeout=10)
     assert rayipy.get(ping.remote(), timeout=30) == "pong"
-    assert received == ["marker"]
+    assert received == ["marker\n"]
 
 
 def test_a_message_of_another_session_is_dropped(recorded):
@@ -207,7 +209,7 @@ def test_a_message_of_another_session_is_dropped(recorded):
     other.send_multipart(sent[-1])               # but the recorded client's LOG
     wait_until(lambda: dropped() >= before + 1, timeout=10)
     assert rayipy.get(ping.remote(), timeout=30) == "pong"
-    assert received == ["marker"]
+    assert received == ["marker\n"]
 
 
 # -- a worker's direct inbox (plain TCP, rayipy/transport/stream.py) ---------------------

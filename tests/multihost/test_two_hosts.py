@@ -25,7 +25,10 @@ def start_cluster(head, node, cpus: str = "1") -> str:
                           f"--redis-password={PASSWORD}")
     assert started.returncode == 0, started.stdout + started.stderr
     address = f"{head.ip}:6379"
-    assert f"rayipy start --address='{address}' --password='{PASSWORD}'" in started.stdout
+    # The join command keeps the password out of `ps` (it is asked for, or read from
+    # $RAYIPY_PASSWORD or a file); the password itself is printed once, on its own line.
+    assert f"rayipy start --address='{address}'\n" in started.stdout
+    assert f"The cluster's password: {PASSWORD}\n" in started.stdout
     joined = node.rayipy("start", f"--address={address}", f"--redis-password={PASSWORD}",
                          "--num-cpus", cpus)
     assert joined.returncode == 0, joined.stdout + joined.stderr
@@ -65,7 +68,7 @@ def test_joining_with_a_wrong_password_is_refused_at_once(two_hosts):
     # from its host name), not loopback.
     started = a.rayipy("start", "--head", "--num-cpus", "1", "--password", "right")
     assert started.returncode == 0, started.stderr
-    assert f"rayipy start --address='{a.ip}:6379' --password='right'" in started.stdout
+    assert f"rayipy start --address='{a.ip}:6379'\n" in started.stdout
     wrong = b.rayipy("start", f"--address={a.ip}:6379", "--redis-password=wrong", timeout=30)
     assert wrong.returncode == 1
     assert "refused the password (wrong password)" in wrong.stderr
