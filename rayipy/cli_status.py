@@ -115,7 +115,7 @@ def format_status(status: dict, now: datetime.datetime | None = None,
     lines += ["", "Tasks",
               f"  queued {queued}, running {running}, "
               f"finished {tasks.get('finished', 0)}, failed {tasks.get('failed', 0)}, "
-              f"retried {tasks.get('retried', 0)}",
+              f"cancelled {tasks.get('cancelled', 0)}, retried {tasks.get('retried', 0)}",
               f"  workers {tasks.get('workers', 0)} ({tasks.get('blocked_workers', 0)} blocked "
               f"on nested tasks, {tasks.get('leased_workers', 0)} leased to drivers)"]
     drivers = status.get("peers", {}).get("driver")

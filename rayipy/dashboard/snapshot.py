@@ -16,6 +16,7 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any
 
+from rayipy.core.task_counts import OUTCOMES
 from rayipy.dashboard.history import Finished, TaskHistory, failure_of, state_of
 
 MAX_ACTORS = 500          # actors listed (every actor is counted)
@@ -79,8 +80,9 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
     tasks = {
         "queued": sum(len(q) for q in scheduler.ready.values()) + pipelined,
         "running": len(running) + in_flight,
-        "finished": history.finished,
-        "failed": history.failed,
+        # The counts of ended tasks: one definition everywhere (rayipy.core.task_counts),
+        # kept by the scheduler whether or not a dashboard runs.
+        **{name: scheduler.counts.get(name, 0) for name in OUTCOMES},
         "submitted": scheduler.counts.get("submitted", 0),
         "retried": scheduler.counts.get("retried", 0),
     }

@@ -105,7 +105,8 @@ def status_html(status: dict, workers: list[dict], available: dict[str, float],
             f"<td>{sum(1 for w in mine if w['actor'])}</td></tr>")
     tasks = status.get("tasks", {})
     cluster_rows = [("queued", tasks.get("queued", 0)), ("running", tasks.get("running", 0)),
-                    ("finished", tasks.get("finished", 0)), ("failed", tasks.get("failed", 0))]
+                    ("finished", tasks.get("finished", 0)), ("failed", tasks.get("failed", 0)),
+                    ("cancelled", tasks.get("cancelled", 0))]
     mine_rows = [("submitted", local_counts.get("submitted", 0)),
                  ("pending", max(0, local_counts.get("submitted", 0) - local_counts.get("done", 0)
                                  - local_counts.get("failed", 0) - local_counts.get("cancelled", 0))),
@@ -134,7 +135,8 @@ def status_text(status: dict, workers: list[dict], local_counts: dict[str, int])
                      if (usage := store_usage(summary)))
     return (f"rayipy cluster {status.get('address', '')}: {len(status.get('nodes', []))} node(s), "
             f"{len(workers)} worker(s); cluster tasks queued {tasks.get('queued', 0)}, running "
-            f"{tasks.get('running', 0)}, finished {tasks.get('finished', 0)}; this notebook: "
+            f"{tasks.get('running', 0)}, finished {tasks.get('finished', 0)}, failed "
+            f"{tasks.get('failed', 0)}, cancelled {tasks.get('cancelled', 0)}; this notebook: "
             f"submitted {local_counts.get('submitted', 0)}, done {local_counts.get('done', 0)}, "
             f"failed {local_counts.get('failed', 0)}, cancelled {local_counts.get('cancelled', 0)}"
             f"{stores}")

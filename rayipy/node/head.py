@@ -334,8 +334,11 @@ class Head:
             node = self.scheduler.nodes.get(peer.node_id)
             if node is not None and isinstance(body[0], dict):
                 node.info["store_summary"] = body[0]
-        elif self.history is not None:  # a worker's direct work, for the dashboard
-            self.history.direct(sender, self.scheduler.workers, body)
+        else:   # a worker's direct work: the cluster's counts, and the dashboard's history
+            if len(body) > 2 and isinstance(body[2], dict):
+                self.scheduler.direct_reported(sender, body[2])
+            if self.history is not None:
+                self.history.direct(sender, self.scheduler.workers, body)
 
     def on_free_objects(self, sender: bytes, body: Body, frames: Frames) -> None:
         """An owner freed objects stored in the nodes' stores: every store drops its copy."""
@@ -367,7 +370,8 @@ class Head:
             now = time.time()
             worker = self.scheduler.workers.get(sender)
             history.results(worker, results, self.scheduler.tasks, now)
-        self.carry_out(self.scheduler.finished(sender, task_ids, [r.duration for r in results]))
+        self.carry_out(self.scheduler.finished(sender, task_ids, [r.duration for r in results],
+                                               [r.status for r in results]))
         if history is not None:  # its next pipelined task starts now
             history.started(sender, self.scheduler.workers, now)
 
@@ -379,7 +383,7 @@ class Head:
                                  [TaskResult(t, status, (), d, "", ()) for t, d, status in done],
                                  self.scheduler.tasks, now)
         self.carry_out(self.scheduler.finished(worker_id, [t for t, _, _ in done],
-                                               [d for _, d, _ in done]))
+                                               [d for _, d, _ in done], [s for _, _, s in done]))
         if self.history is not None:
             self.history.started(worker_id, self.scheduler.workers, now)
 
