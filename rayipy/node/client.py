@@ -154,6 +154,8 @@ class Runtime:
         self.on_slow_wait: Callable[[list[ObjectRef]], Callable[[], None] | None] | None = None
         self.slow_wait_seconds = 1.0
         self.interrupt_grace: float | None = INTERRUPT_GRACE_SECONDS
+        # Tasks the last interrupted get/wait cancelled (None: none since it was read).
+        self.cancelled_on_interrupt: int | None = None
         self.worker: WorkerHooks | None = None
         self._blocked_depth = 0                             # threads of a worker in get/wait
         self.welcome: Welcome | None = None
@@ -359,6 +361,7 @@ class Runtime:
         """
         tasks = list(dict.fromkeys(oid[:16] for oid in object_ids
                                    if self.objects.owns(oid) and self.objects.state(oid) == PENDING))
+        self.cancelled_on_interrupt = len(tasks)   # what a notebook says instead of a traceback
         if not tasks or self.stopped:
             return
         plain = [t for t in tasks if not self.cancel_task(t, False)]
