@@ -68,3 +68,29 @@ def test_an_interrupted_wait_says_in_one_line_what_it_cancelled(kernel):
     k.km.interrupt_kernel()
     [error] = errors(k.read_until_idle(cell, timeout=20))
     assert "time.sleep(600)" in re.sub(r"\x1b\[\d*m", "", "\n".join(error["traceback"]))
+
+
+def test_a_saved_bar_falls_back_to_its_final_counts_not_its_first():
+    """Where the widget's model is gone (a saved notebook reopened with JupyterLab's
+    default settings), the display's text/plain is what remains: it must be the end."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+    nb = new_notebook(cells=[
+        new_code_cell("%load_ext rayipy\n%cluster start -n 2"),
+        new_code_cell("import rayipy\n"
+                      "@rayipy.remote\n"
+                      "def f(x):\n"
+                      "    if x % 10 == 9:\n"
+                      "        raise ValueError(x)\n"
+                      "    return x\n"
+                      "bar = rayipy.progress([f.remote(i) for i in range(40)])"),
+        new_code_cell("bar.wait(60)"),
+        new_code_cell("%cluster stop"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True).execute()
+    [shown] = [o for o in nb.cells[1].outputs if o.output_type == "display_data"]
+    assert "application/vnd.jupyter.widget-view+json" in shown["data"]
+    assert shown["data"]["text/plain"].startswith("rayipy progress: 36/40 done, 4 failed"), shown
+    nbformat.validate(nb)
