@@ -89,7 +89,7 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
     status = {
         "cluster": {
             "cluster_id": facts.cluster_id,
-            "address": facts.address,
+            "address": facts.address.removeprefix("tcp://"),   # as users write it
             "dashboard_url": facts.dashboard_url,
             "version": facts.version,
             "started_at": facts.started_at,

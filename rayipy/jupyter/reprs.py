@@ -22,6 +22,12 @@ def escape(value: Any) -> str:
     return html.escape(str(value))
 
 
+def plain_address(address: str) -> str:
+    """An address as users write it (``rayipy.init(address=...)``, ``rayipy status``, the
+    start message): host:port, without the ``tcp://`` of the wire."""
+    return address.removeprefix("tcp://")
+
+
 def _rows(rows: list[tuple[str, Any]]) -> str:
     return "".join(f"<tr><th style='padding-right: 1em'>{escape(k)}</th><td>{v}</td></tr>"
                    for k, v in rows)
@@ -112,7 +118,7 @@ def status_html(status: dict, workers: list[dict], available: dict[str, float],
                                  - local_counts.get("failed", 0) - local_counts.get("cancelled", 0))),
                  ("done", local_counts.get("done", 0)), ("failed", local_counts.get("failed", 0)),
                  ("cancelled", local_counts.get("cancelled", 0))]
-    header = (f"<b>rayipy cluster</b> <code>{escape(status.get('address', ''))}</code> · "
+    header = (f"<b>rayipy cluster</b> <code>{escape(plain_address(status.get('address', '')))}</code> · "
               f"id {escape(status.get('cluster_id', ''))} · up "
               f"{escape(format_seconds(status.get('uptime', 0.0)))} · available: "
               f"{escape(_resources(available))}")
@@ -133,7 +139,7 @@ def status_text(status: dict, workers: list[dict], local_counts: dict[str, int])
     stores = "".join(f"; node {node_id[:8]} {usage}" for node_id, summary in
                      sorted(status.get("object_stores", {}).items())
                      if (usage := store_usage(summary)))
-    return (f"rayipy cluster {status.get('address', '')}: {len(status.get('nodes', []))} node(s), "
+    return (f"rayipy cluster {plain_address(status.get('address', ''))}: {len(status.get('nodes', []))} node(s), "
             f"{len(workers)} worker(s); cluster tasks queued {tasks.get('queued', 0)}, running "
             f"{tasks.get('running', 0)}, finished {tasks.get('finished', 0)}, failed "
             f"{tasks.get('failed', 0)}, cancelled {tasks.get('cancelled', 0)}; this notebook: "
