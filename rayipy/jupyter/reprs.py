@@ -12,6 +12,7 @@ from typing import Any
 from rayipy.core.memory_report import store_figure, store_usage
 from rayipy.core.objects import FAILED, PENDING, READY
 from rayipy.core.progress import format_seconds
+from rayipy.node.memory_use import memory_in_use
 from rayipy.protocol.errors import error_class_name
 
 _TABLE = ('<table class="rayipy-table" style="border-collapse: collapse; text-align: left">')
@@ -67,8 +68,8 @@ def _resources(resources: dict[str, float]) -> str:
     shown = []
     for name in sorted(resources, key=lambda n: (n != "CPU", n != "GPU", n)):
         amount = resources[name]
-        if name == "memory":
-            shown.append(f"memory {amount / 2**30:.1f} GiB")
+        if name == "memory":   # what tasks may reserve (memory=...), not what they use
+            shown.append(f"memory reservation {amount / 2**30:.1f} GiB")
         else:
             shown.append(f"{name} {amount:g}")
     return ", ".join(shown) or "none"
@@ -97,8 +98,9 @@ def status_html(status: dict, workers: list[dict], available: dict[str, float],
     for w in workers:
         by_node.setdefault(w["node_id"], []).append(w)
     stores = status.get("object_stores", {})
-    head = ("<tr><th>node</th><th>address</th><th>resources</th><th>object store</th>"
-            "<th>workers</th><th>busy</th><th>actors</th></tr>")
+    memory = status.get("memory_use", {})
+    head = ("<tr><th>node</th><th>address</th><th>resources</th><th>memory in use</th>"
+            "<th>object store</th><th>workers</th><th>busy</th><th>actors</th></tr>")
     body = []
     for node in status.get("nodes", []):
         mine = by_node.get(node["NodeID"], [])
@@ -106,6 +108,7 @@ def status_html(status: dict, workers: list[dict], available: dict[str, float],
             f"<tr><td><code>{escape(node['NodeID'][:8])}</code></td>"
             f"<td>{escape(node.get('NodeManagerAddress', ''))}</td>"
             f"<td>{escape(_resources(node.get('Resources', {})))}</td>"
+            f"<td>{escape(memory_in_use(memory.get(node['NodeID']) or {}) or '-')}</td>"
             f"<td>{escape(store_figure(stores.get(node['NodeID']) or {}) or '-')}</td>"
             f"<td>{len(mine)}</td><td>{sum(1 for w in mine if w['tasks'] or w['leased'])}</td>"
             f"<td>{sum(1 for w in mine if w['actor'])}</td></tr>")
@@ -139,6 +142,9 @@ def status_text(status: dict, workers: list[dict], local_counts: dict[str, int])
     stores = "".join(f"; node {node_id[:8]} {usage}" for node_id, summary in
                      sorted(status.get("object_stores", {}).items())
                      if (usage := store_usage(summary)))
+    stores += "".join(f"; node {node_id[:8]} {usage}" for node_id, figures in
+                      sorted(status.get("memory_use", {}).items())
+                      if (usage := memory_in_use(figures)))
     return (f"rayipy cluster {plain_address(status.get('address', ''))}: {len(status.get('nodes', []))} node(s), "
             f"{len(workers)} worker(s); cluster tasks queued {tasks.get('queued', 0)}, running "
             f"{tasks.get('running', 0)}, finished {tasks.get('finished', 0)}, failed "

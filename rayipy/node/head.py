@@ -40,7 +40,7 @@ from rayipy.core.state import LostNode, Node
 from rayipy.dashboard.history import TaskHistory
 from rayipy.dashboard.server import DashboardServer
 from rayipy.dashboard.snapshot import HeadFacts, Snapshot, build_snapshot, store_figures
-from rayipy.node import lifetime
+from rayipy.node import lifetime, memory_use
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import (CANCELLED, CRASHED, ObjectValue, Registration, TaskResult,
@@ -334,6 +334,8 @@ class Head:
             node = self.scheduler.nodes.get(peer.node_id)
             if node is not None and isinstance(body[0], dict):
                 node.info["store_summary"] = body[0]
+            if node is not None and len(body) > 1 and isinstance(body[1], dict):
+                node.info["memory_use"] = body[1]    # real use (memory_use.py)
         else:   # a worker's direct work: the cluster's counts, and the dashboard's history
             if len(body) > 2 and isinstance(body[2], dict):
                 self.scheduler.direct_reported(sender, body[2])
@@ -535,6 +537,9 @@ class Head:
                 # per node, its object store's figures (`rayipy status` shows its use)
                 "object_stores": {node.node_id.hex(): store_figures(node.info)
                                   for node in self.scheduler.nodes.values()},
+                # per node, real memory use: the machine's and each worker's RSS
+                "memory_use": {node.node_id.hex(): memory_use.figures(node.info)
+                               for node in self.scheduler.nodes.values()},
                 "tasks": self.scheduler.summary(),
                 "dropped_messages": dict(self.endpoint.dropped),
                 "bytes_received": self.endpoint.bytes_received,

@@ -149,7 +149,7 @@ def test_status_text():
     head = lines.index("Nodes (2 alive)") + 1
     assert lines[head] == "  node aaaaaaaa  10.0.0.1 (alpha)  head  2/2 CPU, 0/1 GPU"
     assert lines[head + 1] == "  node bbbbbbbb  10.0.0.2 (beta)  1/4 CPU, 0/1 disk"
-    assert "  CPU     3/6" in lines and "  GPU     0/1" in lines and "  memory  0 B/12.00 GiB" in lines
+    assert "  CPU     3/6" in lines and "  GPU     0/1" in lines and "  memory  0 B/12.00 GiB reserved by tasks (real use: under Nodes)" in lines
     assert "  queued 9, running 3, finished 100, failed 2, cancelled 4, retried 1" in lines   # 5 + (7 - 3)
     assert "  workers 6 (1 blocked on nested tasks, 0 leased to drivers)" in lines
     assert lines[-1] == "Dropped messages (bad signature, malformed...): bad signature: 1"
