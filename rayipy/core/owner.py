@@ -275,11 +275,13 @@ class OwnerState:
         return self.leases.worker_of(task_id) is not None
 
     def counts(self) -> dict[str, int]:
-        """Our tasks: in flight, of those on leased workers, finished (OK) and failed
-        (any other outcome)."""
-        failed = sum(n for status, n in self.outcomes.items() if status != OK)
+        """Our tasks: in flight, of those on leased workers, then by outcome as
+        ``rayipy.core.task_counts`` defines them: done (returned), failed (raised or
+        lost), cancelled."""
+        failed = sum(n for status, n in self.outcomes.items() if status not in (OK, CANCELLED))
         return {"pending": len(self._tasks), "on_lease": self.leases.inflight_count(),
-                "done": self.outcomes[OK], "failed": failed}
+                "done": self.outcomes[OK], "failed": failed,
+                "cancelled": self.outcomes[CANCELLED]}
 
     # -- inside ----------------------------------------------------------------------------
     def _send(self, task: Task) -> list[OwnerCommand]:

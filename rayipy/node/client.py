@@ -388,7 +388,7 @@ class Runtime:
 
     def task_counts(self) -> dict[str, int]:
         """This process's own tasks: in flight, of those on leased workers (the head does
-        not see them), finished (OK) and failed (any other outcome)."""
+        not see them), done, failed and cancelled (``OwnerState.counts``)."""
         with self._owner_lock:
             return self.owner.counts()
 
