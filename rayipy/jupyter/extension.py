@@ -18,7 +18,6 @@ It also notes each cell's number as it starts (IPython's ``pre_run_cell``; see
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 from rayipy import session
@@ -49,12 +48,18 @@ class NotebookSession:
         html.for_type(ObjectRef, reprs.object_ref_html)
         html.for_type(session.ClusterContext, cluster.context_html)
         self._formatters = [ObjectRef, session.ClusterContext]
-        self._note_cell = functools.partial(remote.note_cell, self.shell)
+        self._note_cell = self._cell_starts
         self.shell.events.register("pre_run_cell", self._note_cell)
         if not self.shell.custom_exceptions:   # a handler of the user's own stays
             self.shell.set_custom_exc(tracebacks.HANDLED, tracebacks.show_exception)
         session.runtime_hooks.append(self.attach)
         self.reattach()
+
+    def _cell_starts(self, info: Any) -> None:
+        """IPython's ``pre_run_cell``: note the cell's number, and forget an interrupt
+        count a cell before left unread (its KeyboardInterrupt was caught)."""
+        remote.note_cell(self.shell, info)
+        tracebacks.forget_interrupt()
 
     def reattach(self) -> None:
         """Apply the current settings to the runtime of this process, if any."""

@@ -60,6 +60,13 @@ def passes_through_rayipy(tb: TracebackType | None) -> bool:
     return False
 
 
+def forget_interrupt() -> None:
+    """A new cell starts: an interrupt count no handler read is stale."""
+    runtime = current_runtime()
+    if runtime is not None and getattr(runtime, "cancelled_on_interrupt", None) is not None:
+        runtime.cancelled_on_interrupt = None
+
+
 def _taken_cancel_count() -> int | None:
     runtime = current_runtime()
     count = getattr(runtime, "cancelled_on_interrupt", None)
