@@ -78,8 +78,8 @@ class Scheduler(ActorScheduling, LeaseScheduling):
 
     def __init__(self) -> None:
         super().__init__()
-        # node id -> (worker id, pid, address) of workers that registered before it
         self.direct = DirectTally()     # what workers' heartbeats reported of direct work
+        # node id -> (worker id, pid, address) of workers that registered before it
         self.early_workers: dict[bytes, list[tuple[bytes, int, str]]] = {}
 
     # -- membership -------------------------------------------------------------------
