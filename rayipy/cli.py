@@ -272,7 +272,8 @@ def start(args: argparse.Namespace) -> int:
             connection.remove_cluster_file(home)
             raise
     if args.head:
-        print(_head_message(cluster, num_cpus, home, args.include_dashboard))
+        print(_head_message(cluster, num_cpus, home, args.include_dashboard,
+                            bool(args.node_ip_address)))
     else:
         print(f"This machine joined the rayipy cluster at {cluster.address} as node "
               f"{cluster.node_id[:8]} ({cluster.node_ip}, {num_cpus:g} CPU).\n"
@@ -424,7 +425,20 @@ def _dashboard_is_local(url: str) -> bool:
     return connection.is_loopback(host)
 
 
-def _head_message(cluster: ClusterFile, num_cpus: int, home: Path, dashboard_wanted: bool) -> str:
+def loopback_note(ip: str, ip_given: bool) -> str:
+    """What to say when the head listens on a loopback address. The fix is an address other
+    machines reach this one by; asking for --node-ip-address makes no sense to a user who
+    just gave it (with a loopback address)."""
+    if ip_given:
+        return (f"Note: {ip} is a loopback address, so only this machine can reach the head. "
+                f"To let other machines join, start it with --node-ip-address set to an "
+                f"address they reach this machine by (not 127.x or localhost).")
+    return (f"Note: the head listens on {ip}, so only this machine can reach it; to let other "
+            f"machines join, give --node-ip-address with an address they reach this machine by.")
+
+
+def _head_message(cluster: ClusterFile, num_cpus: int, home: Path, dashboard_wanted: bool,
+                  ip_given: bool = False) -> str:
     address, password = cluster.address, cluster.password
     lines = [f"rayipy head started at {address}, with this machine as a node ({num_cpus:g} CPU).",
              "",
@@ -452,8 +466,7 @@ def _head_message(cluster: ClusterFile, num_cpus: int, home: Path, dashboard_wan
     elif dashboard_wanted:
         lines += [f"The dashboard did not start: {_dashboard_problem(home)}", ""]
     if connection.is_loopback(cluster.node_ip):
-        lines += [f"Note: the head listens on {cluster.node_ip}, so only this machine can reach it; "
-                  f"give --node-ip-address to let other machines join.", ""]
+        lines += [loopback_note(cluster.node_ip, ip_given), ""]
     lines += ["`rayipy status` shows the nodes, resources and tasks; `rayipy stop` stops rayipy on "
               "this machine.",
               f"Logs: {daemon.log_dir(home)}. The connection file {connection.connection_path(home)} "

@@ -11,9 +11,11 @@ import datetime
 
 from rayipy import units
 from rayipy.core.memory_report import store_usage
+from rayipy.node.memory_use import memory_in_use
 
 # The order resources are listed in; custom resources follow, by name.
 _FIRST = ("CPU", "GPU", "memory")
+RESERVED_NOTE = " reserved by tasks (real use: under Nodes)"   # the memory resource's line
 
 
 def format_bytes(n: float) -> str:
@@ -70,6 +72,7 @@ def format_status(status: dict, now: datetime.datetime | None = None,
     dead = [n for n in status["nodes"] if not n.get("Alive", True)]
     available = status.get("available", {})
     stores = status.get("object_stores", {})
+    memory = status.get("memory_use", {})
     lines = [f"======== rayipy cluster {status['cluster_id']} at {address}: "
              f"{now:%Y-%m-%d %H:%M:%S} (up {format_duration(status['uptime'])}) ========",
              ""]
@@ -92,6 +95,9 @@ def format_status(status: dict, now: datetime.datetime | None = None,
         usage = ", ".join(f"{used} {name}" for name, used in _usage(node_total, node_free)
                           if name != "memory")
         lines.append(f"  node {node['NodeID'][:8]}  {where}{tag}  {usage}")
+        in_use = memory_in_use(memory.get(node["NodeID"]) or {})
+        if in_use:
+            lines.append(f"      {in_use}")
         store = store_usage(stores.get(node["NodeID"]) or {})
         if store:
             lines.append(f"      {store}")
@@ -103,9 +109,12 @@ def format_status(status: dict, now: datetime.datetime | None = None,
             lines.append(f"  node {node['NodeID'][:8]}  {_where(node)}: "
                          f"{node.get('DeathReason', 'gone')}")
     lines += ["", "Resources (in use / total)"]
+    # The memory resource is what tasks reserved (memory=...), not what they use: the
+    # nodes' lines above say what is used.
     width = max((len(name) for name in total), default=0)
     for name, used in _usage(total, free):
-        lines.append(f"  {name:<{width}}  {used}")
+        note = RESERVED_NOTE if name == "memory" else ""
+        lines.append(f"  {name:<{width}}  {used}{note}")
     if not total:
         lines.append("  (none)")
     tasks = status.get("tasks", {})
@@ -115,7 +124,7 @@ def format_status(status: dict, now: datetime.datetime | None = None,
     lines += ["", "Tasks",
               f"  queued {queued}, running {running}, "
               f"finished {tasks.get('finished', 0)}, failed {tasks.get('failed', 0)}, "
-              f"retried {tasks.get('retried', 0)}",
+              f"cancelled {tasks.get('cancelled', 0)}, retried {tasks.get('retried', 0)}",
               f"  workers {tasks.get('workers', 0)} ({tasks.get('blocked_workers', 0)} blocked "
               f"on nested tasks, {tasks.get('leased_workers', 0)} leased to drivers)"]
     drivers = status.get("peers", {}).get("driver")

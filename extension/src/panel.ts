@@ -14,9 +14,12 @@ import { ChannelState, StatusChannel } from './channel';
 import {
   IClusterStatus,
   formatAmount,
+  TaskScope,
   formatBytes,
+  formatMemoryInUse,
   formatNodeResources,
-  formatUsage
+  formatUsage,
+  scopeLabel
 } from './status';
 
 /** Kernel states in which it can answer (others: wait for the next change). */
@@ -168,7 +171,8 @@ export function renderStatus(status: IClusterStatus): HTMLElement[] {
   for (const [name, usage] of Object.entries(status.resources ?? {})) {
     const row = resources.insertRow();
     row.dataset.rayipy = `resource-${name}`;
-    row.insertCell().textContent = name;
+    // What tasks reserved with memory=..., not what they use (see the nodes' memory).
+    row.insertCell().textContent = name === 'memory' ? 'memory reserved' : name;
     if (usage.total === 0) {
       row.insertCell().textContent = 'none'; // a GPU row says there is none
       continue;
@@ -185,16 +189,29 @@ export function renderStatus(status: IClusterStatus): HTMLElement[] {
   const tasks = status.tasks;
   if (tasks) {
     out.push(el('h3', 'jp-RayipyPanel-section', 'Tasks'));
-    const counts = el('div', 'jp-RayipyPanel-counts');
-    const cluster = "on the whole cluster, now (with this notebook's tasks on leased workers)";
-    const mine = "this notebook's tasks, since rayipy started";
-    counts.append(
-      count('queued', tasks.queued, cluster),
-      count('running', tasks.running, cluster),
-      count('done', tasks.done, mine),
-      count('failed', tasks.failed, mine)
-    );
-    out.push(counts);
+    // Two scopes side by side: each tile says which it is about, in words, not only in
+    // a tooltip (queued and running are the whole cluster's; the rest this notebook's).
+    const scopes = status.scopes ?? {};
+    const tiles: [string, number][] = [
+      ['queued', tasks.queued],
+      ['running', tasks.running],
+      ['done', tasks.done],
+      ['failed', tasks.failed],
+      ['cancelled', tasks.cancelled ?? 0]
+    ];
+    for (const scope of ['cluster', 'notebook'] as TaskScope[]) {
+      const group = el('div', 'jp-RayipyPanel-counts');
+      group.dataset.rayipy = `tasks-${scope}`;
+      const mine = tiles.filter(([name]) => (scopes[name] ?? defaultScope(name)) === scope);
+      if (mine.length === 0) {
+        continue;
+      }
+      group.append(el('div', 'jp-RayipyPanel-scope', scopeLabel(scope)));
+      for (const [name, value] of mine) {
+        group.append(count(name, value, scope));
+      }
+      out.push(group);
+    }
     if (tasks.pending > 0) {
       out.push(
         message(`${tasks.pending} of this notebook's tasks not finished yet`, 'pending')
@@ -209,7 +226,7 @@ export function renderStatus(status: IClusterStatus): HTMLElement[] {
   out.push(heading);
   const table = el('table', 'jp-RayipyPanel-table jp-RayipyPanel-nodes');
   const head = table.createTHead().insertRow();
-  for (const title of ['host', 'resources', 'memory']) {
+  for (const title of ['host', 'resources', 'memory in use']) {
     head.append(el('th', '', title));
   }
   const body = table.createTBody();
@@ -220,8 +237,14 @@ export function renderStatus(status: IClusterStatus): HTMLElement[] {
     row.title = `node ${node.node_id} at ${node.address}${node.alive ? '' : ' (dead)'}`;
     row.insertCell().textContent = node.host || node.address;
     row.insertCell().textContent = formatNodeResources(node.resources);
-    const memory = node.resources['memory'];
-    row.insertCell().textContent = memory === undefined ? '' : formatBytes(memory);
+    // Real use (the memory resource is a reservation, shown under Resources as such).
+    const memory = row.insertCell();
+    memory.dataset.rayipy = 'node-memory';
+    memory.textContent = formatMemoryInUse(node);
+    const rss = Object.entries(node.workers_rss ?? {});
+    memory.title = rss.length
+      ? `workers' resident memory (RSS): ${rss.map(([pid, bytes]) => `pid ${pid} ${formatBytes(bytes)}`).join(', ')}`
+      : "the machine's memory in use";
   }
   out.push(table);
   if (status.workers !== undefined) {
@@ -230,11 +253,23 @@ export function renderStatus(status: IClusterStatus): HTMLElement[] {
   return out;
 }
 
-function count(name: string, value: number, scope: string): HTMLElement {
+function defaultScope(name: string): TaskScope {
+  return name === 'queued' || name === 'running' ? 'cluster' : 'notebook';
+}
+
+function count(name: string, value: number, scope: TaskScope): HTMLElement {
   const box = el('div', 'jp-RayipyPanel-count');
   box.dataset.rayipy = `tasks-${name}`;
-  box.title = `${name}: ${scope}`;
-  box.append(el('div', 'jp-RayipyPanel-countValue', String(value)), el('div', '', name));
+  box.dataset.scope = scope;
+  box.title =
+    scope === 'cluster'
+      ? `${name}: on the whole cluster, now (with this notebook's tasks on leased workers)`
+      : `${name}: this notebook's tasks, since rayipy started`;
+  box.append(
+    el('div', 'jp-RayipyPanel-countValue', String(value)),
+    el('div', '', name),
+    el('div', 'jp-RayipyPanel-countScope', scope === 'cluster' ? 'cluster' : 'notebook')
+  );
   return box;
 }
 

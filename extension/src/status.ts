@@ -16,7 +16,13 @@ export interface INodeStatus {
   host: string;
   address: string;
   alive: boolean;
+  /** Resources; `memory` is what tasks may reserve (memory=...), not what they use. */
   resources: { [name: string]: number };
+  /** The machine's memory in use and in all, as its node agent last said (0: not yet). */
+  memory_used?: number;
+  memory_total?: number;
+  /** Each worker's resident memory (RSS), by pid. */
+  workers_rss?: { [pid: string]: number };
 }
 
 export interface ITaskCounts {
@@ -28,9 +34,14 @@ export interface ITaskCounts {
   pending: number;
   /** This kernel's tasks that finished without error. */
   done: number;
-  /** This kernel's tasks that raised, were cancelled or lost their worker. */
+  /** This kernel's tasks that raised or lost their worker. */
   failed: number;
+  /** This kernel's tasks that were cancelled. */
+  cancelled?: number;
 }
+
+/** Whose tasks a count is about: the whole cluster's, or this notebook's. */
+export type TaskScope = 'cluster' | 'notebook';
 
 export interface IClusterStatus {
   version: number;
@@ -45,7 +56,22 @@ export interface IClusterStatus {
   nodes?: INodeStatus[];
   resources?: { [name: string]: IResourceUsage };
   tasks?: ITaskCounts;
+  /** Each task count's scope (sent by the kernel; written on its tile). */
+  scopes?: { [count: string]: TaskScope };
   workers?: number;
+}
+
+/** The label that says a count's scope. */
+export function scopeLabel(scope: TaskScope): string {
+  return scope === 'cluster' ? 'whole cluster' : 'this notebook';
+}
+
+/** A node's memory in use, "3.1 GiB / 23.5 GiB", or '' before its first figures. */
+export function formatMemoryInUse(node: INodeStatus): string {
+  if (!node.memory_total) {
+    return '';
+  }
+  return `${formatBytes(node.memory_used ?? 0)} / ${formatBytes(node.memory_total)}`;
 }
 
 /** A status object that the sidebar can show, or an error message saying why not. */

@@ -299,11 +299,13 @@ class OwnerState:
         return [task.spec for task in self._tasks.values() if not task.sent]
 
     def counts(self) -> dict[str, int]:
-        """Our tasks: in flight, of those on leased workers, finished (OK) and failed
-        (any other outcome)."""
-        failed = sum(n for status, n in self.outcomes.items() if status != OK)
+        """Our tasks: in flight, of those on leased workers, then by outcome as
+        ``rayipy.core.task_counts`` defines them: done (returned), failed (raised or
+        lost), cancelled."""
+        failed = sum(n for status, n in self.outcomes.items() if status not in (OK, CANCELLED))
         return {"pending": len(self._tasks), "on_lease": self.leases.inflight_count(),
-                "done": self.outcomes[OK], "failed": failed}
+                "done": self.outcomes[OK], "failed": failed,
+                "cancelled": self.outcomes[CANCELLED]}
 
     # -- inside ----------------------------------------------------------------------------
     def _send(self, task: Task) -> list[OwnerCommand]:

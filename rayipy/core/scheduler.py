@@ -45,6 +45,7 @@ and lease parts this class builds on (the layers are drawn in ``scheduler_state`
 from __future__ import annotations
 
 import collections
+import itertools
 from typing import Any, Iterable
 
 from rayipy.core.actor_scheduling import Actor, ActorScheduling, actor_died_error
@@ -59,8 +60,10 @@ from rayipy.core.scheduler_state import (WorkerPicker, describe_request, gpu_amo
 from rayipy.core.state import (AFFINITY_PREFIX, LostNode, Node, Request, TaskRecord, Worker,
                                WorkerStatus, affinity_resource, shown_resources)
 from rayipy.core.strategies import SOFT_AFFINITY
+from rayipy.core.task_counts import (CANCELLED_COUNT, FAILED, FINISHED, OUTCOMES, DirectTally,
+                                     outcome)
 from rayipy.exceptions import TaskCancelledError, WorkerCrashedError
-from rayipy.protocol.messages import CANCELLED, CRASHED, Payload, TaskSpec
+from rayipy.protocol.messages import CANCELLED, CRASHED, OK, Payload, TaskSpec
 
 __all__ = ["Actor", "ActorLocation", "CancelRunning", "Execute", "Fail", "ForgetPeer",
            "Instruction", "KillWorker", "LeaseAnswer", "LeaseEnded", "Retire", "Scheduler",
@@ -101,6 +104,7 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
 
     def __init__(self) -> None:
         super().__init__()
+        self.direct = DirectTally()     # what workers' heartbeats reported of direct work
         # node id -> (worker id, pid, address) of workers that registered before it
         self.early_workers: dict[bytes, list[tuple[bytes, int, str]]] = {}
 
@@ -266,20 +270,32 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         self.counts["submitted"] += submitted
         return out + self.dispatch()
 
-    def finished(self, worker_id: bytes, task_ids: Iterable[bytes],
-                 durations: Iterable[float]) -> list[Instruction]:
+    def finished(self, worker_id: bytes, task_ids: Iterable[bytes], durations: Iterable[float],
+                 statuses: Iterable[int] | None = None) -> list[Instruction]:
+        """A worker's results. ``statuses`` (protocol statuses, one per task; None: all
+        ``OK``) decide which count each adds to (``rayipy.core.task_counts``).
+
+        Only tasks the head knows are counted, and a direct call the worker answered
+        through the head because it was cancelled before it ran (the head never had it, and
+        the worker's own direct counts leave it out); any other unknown id is a late
+        result of a task already counted (failed here, or retried elsewhere)."""
         worker = self.workers.get(worker_id)
         queue = worker.queue if worker is not None else None
         pop, means = self.tasks.pop, self.durations
         count = 0
+        not_ok: list[tuple[bool, int]] = []     # (known, status) of results other than OK
         # The mean of a run of same-function results is kept here and stored once, the
         # same value as storing it after each (the same float operations, in order).
         run: bytes | None = None
         mean: float | None = None
         learned: list[bytes] | None = None   # functions measured for the first time
-        for task_id, duration in zip(task_ids, durations):
-            count += 1
+        for task_id, duration, status in zip(task_ids, durations,
+                                             itertools.repeat(OK) if statuses is None else statuses):
             record = pop(task_id, None)
+            if status != OK:
+                not_ok.append((record is not None, status))
+            elif record is not None:
+                count += 1
             if record is not None:
                 fid = record.spec.function_id
                 if fid != run:
@@ -299,7 +315,11 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
                         pass
         if run is not None and mean is not None:
             means[run] = mean
-        self.counts["finished"] += count
+        self.counts[FINISHED] += count
+        for known, status in not_ok:
+            kind = outcome(status)
+            if kind is not None and (known or kind == CANCELLED_COUNT):
+                self.counts[kind] += 1
         out: list[Instruction] = self._trim_unknown(learned) if learned else []
         if worker is not None and not worker.queue:
             self._free_allocation_if_done(worker)
@@ -624,8 +644,19 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         worker.steal_pending = True
         return [Steal(worker.worker_id, len(worker.queue) - 1)]
 
+    def direct_reported(self, worker_id: bytes, counts: dict[str, tuple[int, int, float]]) -> None:
+        """A worker's heartbeat: its cumulative counts of direct work (actor calls, leased
+        tasks), which never pass through here one by one; what is new joins the counts."""
+        done, failed = self.direct.new(worker_id, counts)
+        self.counts[FINISHED] += done
+        self.counts[FAILED] += failed
+        self.direct.prune(self.workers)
+
     # -- reporting --------------------------------------------------------------------------
     def summary(self) -> dict[str, int]:
+        """The head's task figures: queued, running... and the counts of tasks that ended,
+        defined once in ``rayipy.core.task_counts`` (finished, failed, cancelled, with
+        actor calls and leased tasks), plus submitted and retried."""
         running = sum(1 for w in self.workers.values() if w.queue)
         return {
             "queued": sum(len(q) for q in self.ready.values()),
@@ -634,6 +665,7 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
             "workers": len(self.workers),
             "blocked_workers": sum(1 for w in self.workers.values() if w.state is BLOCKED),
             "leased_workers": sum(1 for w in self.workers.values() if w.leased_to),
+            **{name: 0 for name in OUTCOMES},
             **self.counts,
         }
 

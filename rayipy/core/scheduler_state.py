@@ -27,6 +27,7 @@ from typing import Callable
 
 from rayipy.core.instructions import Execute, Fail, Instruction
 from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerStatus
+from rayipy.core.task_counts import FAILED, outcome
 from rayipy.protocol.messages import ERROR, TaskSpec
 
 IDLE, RUNNING, BLOCKED = WorkerStatus.IDLE, WorkerStatus.RUNNING, WorkerStatus.BLOCKED
@@ -265,7 +266,7 @@ class SchedulerState(abc.ABC):
     def _fail(self, task_id: bytes, status: int, error: BaseException) -> Fail:
         """Forget a known task; the Fail that tells its owner."""
         record = self.tasks.pop(task_id)
-        self.counts["failed"] += 1
+        self.counts[outcome(status) or FAILED] += 1
         return Fail(record.spec, status, error)
 
     def _fail_new(self, spec: TaskSpec, error: BaseException) -> Fail:

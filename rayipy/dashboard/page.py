@@ -90,9 +90,19 @@ def _resources(resources: dict) -> str:
         if total <= 0:
             continue
         used = total - max(0.0, resources["available"].get(name, 0.0))
-        parts.append(f'<div class="res">{esc(name)} {_bar(used, total)} '
+        # The memory resource is what tasks reserved (memory=...), not what they use.
+        label = "memory reserved" if name == "memory" else name
+        parts.append(f'<div class="res">{esc(label)} {_bar(used, total)} '
                      f'{esc(fmt_amount(name, used))} / {esc(fmt_amount(name, total))}</div>')
     return "".join(parts) or '<span class="empty">none</span>'
+
+
+def _memory_use(memory: dict[str, Any]) -> str:
+    """A node's real memory use (its agent's figures), beside the reservation."""
+    if not memory.get("total"):
+        return ""
+    return (f'<div class="res">memory in use {_bar(memory["used"], memory["total"])} '
+            f'{esc(format_bytes(memory["used"]))} / {esc(format_bytes(memory["total"]))}</div>')
 
 
 def _object_store(store: dict[str, Any]) -> str:
@@ -119,6 +129,7 @@ def _summary(status: dict) -> str:
     live_actors = status["actors"]["total"] - status["actors"]["counts"].get("DEAD", 0)
     tiles = [("queued", tasks["queued"]), ("running", tasks["running"]),
              ("finished", tasks["finished"]), ("failed", tasks["failed"]),
+             ("cancelled", tasks.get("cancelled", 0)),
              ("nodes", len(status["nodes"])), ("workers", workers), ("actors", live_actors)]
     cells = "".join(f'<div class="tile t-{esc(name)}"><b>{value:,}</b><span>{esc(name)}</span></div>'
                     for name, value in tiles)
@@ -144,7 +155,9 @@ def _nodes(status: dict) -> str:
             what = " &middot; ".join(parts)
             since = esc(fmt_duration(task["running_s"])) if task is not None else ""
             queued = str(worker["queued"]) if worker["queued"] else ""
-            rows.append(_row(esc(worker["pid"]), _state(worker["state"]), what, since, queued))
+            rss = worker.get("rss_bytes")
+            rows.append(_row(esc(worker["pid"]), _state(worker["state"]), what, since, queued,
+                             esc(format_bytes(rss)) if rss is not None else ""))
         starting = (f' <span class="muted">({node["workers_starting"]} starting)</span>'
                     if node["workers_starting"] else "")
         title = (f'{esc(node["address"] or "?")} <span class="muted">{esc(node["hostname"])}</span> '
@@ -152,10 +165,11 @@ def _nodes(status: dict) -> str:
         blocks.append(
             f'<div class="node"><h3>{title}</h3>'
             f'<div class="resources">{_resources(node["resources"])}'
+            f'{_memory_use(node.get("memory") or {})}'
             f'{_object_store(node.get("object_store") or {})}</div>'
             f'<p class="muted">{len(node["workers"])} workers{starting}, '
             f'{node["tasks_done"]:,} tasks done here</p>'
-            + _table(["worker pid", "state", "task", "running for", "queued behind"], rows,
+            + _table(["worker pid", "state", "task", "running for", "queued behind", "RSS"], rows,
                      "no workers yet") + "</div>")
     return "<section><h2>Nodes</h2>" + ("".join(blocks) or '<p class="empty">no nodes yet</p>') + "</section>"
 

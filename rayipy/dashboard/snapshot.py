@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayipy.core.state import shown_resources
+from rayipy.core.task_counts import OUTCOMES
+from rayipy.node.memory_use import figures as memory_figures
 from rayipy.dashboard.history import Finished, TaskHistory, failure_of, state_of
 
 MAX_ACTORS = 500          # actors listed (every actor is counted)
@@ -55,11 +57,14 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
     nodes = []
     for node_id, node in scheduler.nodes.items():
         node_workers = []
+        memory = memory_figures(node.info)
+        rss = memory.get("workers", {})
         for worker_id in sorted(node.workers, key=lambda w: workers[w].pid if w in workers else 0):
             worker = workers.get(worker_id)
             if worker is None:
                 continue
             view = _worker_view(scheduler, history, worker, node_addresses, now)
+            view["rss_bytes"] = rss.get(worker.pid)      # None until its agent reports it
             node_workers.append(view)
             if view["task"] is not None:
                 running.append(view["task"])
@@ -73,6 +78,10 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
             "resources": {"total": shown_resources(node.total),
                           "available": shown_resources(node.available)},
             "object_store": store_figures(node.info),
+            # Real use, from the agent's heartbeat ({} before it): the machine's memory in
+            # use and total; each worker's RSS is in its own row. The ``memory`` resource
+            # above is a reservation, not use.
+            "memory": {k: v for k, v in memory.items() if k != "workers"},
             "workers": node_workers,
             "workers_starting": node.spawning,
             "tasks_done": history.by_node.get(node_id, 0),
@@ -81,15 +90,16 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
     tasks = {
         "queued": sum(len(q) for q in scheduler.ready.values()) + pipelined,
         "running": len(running) + in_flight,
-        "finished": history.finished,
-        "failed": history.failed,
+        # The counts of ended tasks: one definition everywhere (rayipy.core.task_counts),
+        # kept by the scheduler whether or not a dashboard runs.
+        **{name: scheduler.counts.get(name, 0) for name in OUTCOMES},
         "submitted": scheduler.counts.get("submitted", 0),
         "retried": scheduler.counts.get("retried", 0),
     }
     status = {
         "cluster": {
             "cluster_id": facts.cluster_id,
-            "address": facts.address,
+            "address": facts.address.removeprefix("tcp://"),   # as users write it
             "dashboard_url": facts.dashboard_url,
             "version": facts.version,
             "started_at": facts.started_at,

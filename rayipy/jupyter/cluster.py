@@ -76,14 +76,48 @@ def _ask_password(address: str) -> str:
                          ) from None
 
 
-def stop() -> str:
+def unfinished_tasks(local: bool) -> int:
+    """The tasks a stop would end: for a cluster started here, every task it has queued or
+    running (whoever submitted it); for one we joined, this notebook's own tasks not
+    finished yet (leaving cancels them). 0 when the cluster does not answer."""
+    runtime = current_runtime()
+    if runtime is None:
+        return 0
+    own = runtime.task_counts()
+    if not local:
+        return int(own.get("pending", 0))
+    try:
+        tasks = runtime.request("status", timeout=5.0).get("tasks", {})
+    except exceptions.RayipyError:
+        return int(own.get("pending", 0))
+    running = int(tasks.get("running", 0))
+    queued = int(tasks.get("queued", 0)) + max(0, int(tasks.get("assigned", 0)) - running)
+    return running + queued + int(own.get("on_lease", 0))
+
+
+def stop(force: bool = False) -> str:
+    """Stop the cluster started here, or leave the one joined. With tasks still queued or
+    running, refuse (a UsageError saying how many) unless ``force``: a notebook has no
+    prompt to confirm in, and "run all" must not lose work silently."""
     running = context()
     if running is None:
         session.shutdown()  # a cluster that was lost still has processes to stop
         return "No rayipy cluster is running."
     where = _where(running)
+    local = running.started_locally
+    unfinished = unfinished_tasks(local)
+    tasks = f"{unfinished} task{'' if unfinished == 1 else 's'}"
+    if unfinished and not force:
+        whose = "" if local else " of this notebook"
+        effect = "stopping it ends them" if local else "disconnecting cancels them"
+        raise UsageError(f"{tasks}{whose} still queued or running on the {where}; {effect}. "
+                         f"Use %cluster stop --force to go ahead.")
     session.shutdown()
-    return f"Stopped the {where}." if running.started_locally else f"Disconnected from the {where}."
+    done = f"Stopped the {where}" if local else f"Disconnected from the {where}"
+    if unfinished:
+        done += f"; {tasks} {'were' if unfinished != 1 else 'was'} still queued or running and " \
+                f"{'ended' if local else 'cancelled'}"
+    return done + "."
 
 
 def _where(ctx: session.ClusterContext) -> str:

@@ -9,16 +9,20 @@ plain ``rayipy.init()`` in a cell):
 - ``on_slow_wait``: a progress bar for a ``get`` that blocks past the threshold;
 - ``interrupt_grace``: how long cancelled tasks get before they are killed.
 
+It also notes each cell's number as it starts (IPython's ``pre_run_cell``; see
+``remote.cell_number``), and shows task errors and interrupted waits its own way
+(IPython's custom exception handler, ``tracebacks``).
+
 ``%unload_ext rayipy`` takes all of it back and leaves the cluster running.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from rayipy import session
 from rayipy.core.object_ref import ObjectRef, current_runtime
-from rayipy.jupyter import cluster, reprs
+from rayipy.jupyter import cluster, remote, reprs, tracebacks
 from rayipy.jupyter.magics import RayipyMagics
 from rayipy.jupyter.output import OutputRouter
 from rayipy.jupyter.progress import slow_get_hook
@@ -36,6 +40,7 @@ class NotebookSession:
         self.magics.local_counts = lambda: dict(self.router.counts)
         self._slow_get = slow_get_hook(self.magics)
         self._formatters: list[type] = []
+        self._note_cell: Callable[[Any], None] | None = None
 
     def load(self) -> None:
         self.shell.register_magics(self.magics)
@@ -43,8 +48,18 @@ class NotebookSession:
         html.for_type(ObjectRef, reprs.object_ref_html)
         html.for_type(session.ClusterContext, cluster.context_html)
         self._formatters = [ObjectRef, session.ClusterContext]
+        self._note_cell = self._cell_starts
+        self.shell.events.register("pre_run_cell", self._note_cell)
+        if not self.shell.custom_exceptions:   # a handler of the user's own stays
+            self.shell.set_custom_exc(tracebacks.HANDLED, tracebacks.show_exception)
         session.runtime_hooks.append(self.attach)
         self.reattach()
+
+    def _cell_starts(self, info: Any) -> None:
+        """IPython's ``pre_run_cell``: note the cell's number, and forget an interrupt
+        count a cell before left unread (its KeyboardInterrupt was caught)."""
+        remote.note_cell(self.shell, info)
+        tracebacks.forget_interrupt()
 
     def reattach(self) -> None:
         """Apply the current settings to the runtime of this process, if any."""
@@ -63,6 +78,12 @@ class NotebookSession:
     def unload(self) -> None:
         if self.attach in session.runtime_hooks:
             session.runtime_hooks.remove(self.attach)
+        if self._note_cell is not None:
+            self.shell.events.unregister("pre_run_cell", self._note_cell)
+            self._note_cell = None
+            remote.forget_shell(self.shell)
+        if self.shell.custom_exceptions == tracebacks.HANDLED:
+            self.shell.set_custom_exc((), None)
         runtime = current_runtime()
         if isinstance(runtime, Runtime) and runtime.on_submit == self.router.on_submit:
             runtime.on_submit = None

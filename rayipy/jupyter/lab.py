@@ -37,6 +37,8 @@ log = logging.getLogger("rayipy.jupyter.lab")
 COMM_TARGET = "rayipy.status"
 STATUS_VERSION = 1               # bumped when the sidebar must change to read the status
 MIN_INTERVAL, MAX_INTERVAL = 0.2, 60.0
+TASK_SCOPES = {"queued": "cluster", "running": "cluster", "done": "notebook",
+               "failed": "notebook", "cancelled": "notebook"}
 MAX_CHANNELS = 8                 # browser tabs closed without closing their comm leak one each
 
 NOT_STARTED = ("rayipy is not started in this kernel: run rayipy.init() or "
@@ -68,7 +70,8 @@ def status() -> dict[str, Any]:
         "cluster_id": str(head.get("cluster_id", "")),
         "started_locally": bool(context and context.started_locally),
         "dashboard_url": cluster.dashboard_url(),
-        "nodes": [_node(n) for n in head.get("nodes", [])],
+        "nodes": [_node(n, head.get("memory_use", {}).get(n.get("NodeID", ""), {}))
+                  for n in head.get("nodes", [])],
         "resources": resource_usage(total, available),
         "tasks": {
             # Waiting at the head, or queued at a worker behind the task it runs.
@@ -79,7 +82,11 @@ def status() -> dict[str, Any]:
             "pending": int(own.get("pending", 0)),
             "done": int(own.get("done", 0)),
             "failed": int(own.get("failed", 0)),
+            "cancelled": int(own.get("cancelled", 0)),
         },
+        # Each count's scope, which the sidebar writes on its tile: queued and running
+        # are the whole cluster's, now; the others this notebook's, since rayipy started.
+        "scopes": TASK_SCOPES,
         "workers": int(head_tasks.get("workers", 0)),
     }
 
@@ -98,12 +105,20 @@ def resource_usage(total: dict[str, float], available: dict[str, float]) -> dict
     return usage
 
 
-def _node(info: dict) -> dict[str, Any]:
+def _node(info: dict, memory: dict) -> dict[str, Any]:
+    """A node for the sidebar; ``memory`` is its real use (``rayipy.node.memory_use``
+    figures, {} before its agent's first), apart from the ``memory`` resource, which is
+    a reservation."""
+    workers = memory.get("workers") or {}
     return {"node_id": str(info.get("NodeID", "")),
             "host": str(info.get("NodeManagerHostname", "")),
             "address": str(info.get("NodeManagerAddress", "")),
             "alive": bool(info.get("Alive", info.get("alive", False))),
-            "resources": {k: float(v) for k, v in dict(info.get("Resources", {})).items()}}
+            "resources": {k: float(v) for k, v in dict(info.get("Resources", {})).items()},
+            "memory_used": int(memory.get("used", 0)),
+            "memory_total": int(memory.get("total", 0)),
+            # pid (as a string: JSON) -> resident memory of each of its workers
+            "workers_rss": {str(pid): int(rss) for pid, rss in workers.items()}}
 
 
 class JSONReply:

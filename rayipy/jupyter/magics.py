@@ -25,6 +25,9 @@ from rayipy.jupyter import cluster, remote
 _START = MagicArgumentParser(prog="%cluster start", usage="%cluster start [-n N] [--num-gpus G]")
 _START.add_argument("-n", "--num-cpus", type=int, default=None, help="number of CPUs (workers)")
 _START.add_argument("--num-gpus", type=int, default=None, help="number of GPUs")
+_STOP = MagicArgumentParser(prog="%cluster stop", usage="%cluster stop [--force]")
+_STOP.add_argument("--force", action="store_true",
+                   help="stop even though tasks are still queued or running (they are lost)")
 _CONNECT = MagicArgumentParser(prog="%cluster connect",
                                usage="%cluster connect HOST:PORT [--password PW]")
 _CONNECT.add_argument("address", help="host:port of the cluster's head")
@@ -70,7 +73,8 @@ class RayipyMagics(Magics):
         %cluster start [-n N] [--num-gpus G]   a local cluster with N workers (CPUs)
         %cluster connect ADDRESS [--password PW]   join a running cluster (host:port)
         %cluster status                        nodes, resources and task counts
-        %cluster stop                          stop the local cluster, or disconnect
+        %cluster stop [--force]                stop the local cluster, or disconnect;
+                                               refused while tasks run, unless --force
         %cluster dashboard                     the link to the cluster's dashboard
         """
         __tracebackhide__ = True
@@ -117,8 +121,8 @@ class RayipyMagics(Magics):
         return cluster.status(self.local_counts())
 
     def _stop(self, words: list[str]) -> None:
-        self._no_args("stop", words)
-        print(cluster.stop())
+        args = self._parse(_STOP, words)
+        print(cluster.stop(force=args.force))
 
     def _dashboard(self, words: list[str]) -> Any:
         self._no_args("dashboard", words)

@@ -95,19 +95,24 @@ class NotebookBar:
     def __init__(self, total: int, description: str) -> None:
         self.widget = ProgressWidget(total, description)
         self._shown_in = _current_cell()
-        display(self.widget)
+        # With a display id, so that the display's text (what a saved notebook shows
+        # where the widget's model is gone) can be brought up to date when it ends.
+        self._handle = display(self.widget, display_id=True)
 
     def draw(self, counts: ProgressCounts) -> None:
         self.widget.show(counts)
 
     def close(self) -> None:
-        """The final state stays on screen; nothing to release."""
+        """The final state is drawn: update the display, so that its text/plain fallback
+        (saved with the notebook) says the final counts, not the first ("0/40 done")."""
+        if self._handle is not None:
+            self._handle.update(self.widget)
 
     def ipython_display(self) -> None:
         # The bar is already under the cell that made it; shown from another cell, it
-        # is a second view of the same live widget.
+        # is a second view of the same live widget (its text updated with the first).
         if _current_cell() != self._shown_in:
-            display(self.widget)
+            display(self.widget, display_id=getattr(self._handle, "display_id", True))
 
 
 FINAL_DRAW_SECONDS = 0.5

@@ -42,8 +42,36 @@ _run_cell = RemoteFunction(cell_tasks.run_cell, {})
 _run_setup = RemoteFunction(cell_tasks.run_setup, {})
 
 
+# id(shell) -> the number of the cell running now, noted as it starts (``note_cell``).
+_running_cell: dict[int, int] = {}
+
+
+def number_of_running_cell(execution_count: int, store_history: bool) -> int:
+    """The ``In[N]`` of a cell that is running, from what ``shell.execution_count`` says
+    during it: IPython adds one before the cell runs when it keeps the cell in history
+    (a notebook's cells), so the cell's own number is one less; otherwise it is the
+    count itself (IPython's own ``compile.cache`` of the cell uses the same number)."""
+    return execution_count - 1 if store_history else execution_count
+
+
+def note_cell(shell: Any, info: Any) -> None:
+    """IPython's ``pre_run_cell`` event (registered by the extension): note the number of
+    the cell that starts."""
+    _running_cell[id(shell)] = number_of_running_cell(
+        getattr(shell, "execution_count", 1), bool(getattr(info, "store_history", True)))
+
+
+def forget_shell(shell: Any) -> None:
+    _running_cell.pop(id(shell), None)
+
+
 def cell_number(shell: Any) -> int:
-    return getattr(shell, "execution_count", 0)
+    """The ``In[N]`` of the cell running now (as noted when it started; without the
+    extension's hook, the count as a notebook cell would have it)."""
+    number = _running_cell.get(id(shell))
+    if number is not None:
+        return number
+    return number_of_running_cell(getattr(shell, "execution_count", 1), True)
 
 
 # -- define: functions and classes become remote ---------------------------------------------

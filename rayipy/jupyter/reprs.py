@@ -12,6 +12,7 @@ from typing import Any
 from rayipy.core.memory_report import store_figure, store_usage
 from rayipy.core.objects import FAILED, PENDING, READY
 from rayipy.core.progress import format_seconds
+from rayipy.node.memory_use import memory_in_use
 from rayipy.protocol.errors import error_class_name
 
 _TABLE = ('<table class="rayipy-table" style="border-collapse: collapse; text-align: left">')
@@ -20,6 +21,12 @@ _STATE_COLOURS = {"pending": "#1565c0", "done": "#2e7d32", "failed": "#c62828", 
 
 def escape(value: Any) -> str:
     return html.escape(str(value))
+
+
+def plain_address(address: str) -> str:
+    """An address as users write it (``rayipy.init(address=...)``, ``rayipy status``, the
+    start message): host:port, without the ``tcp://`` of the wire."""
+    return address.removeprefix("tcp://")
 
 
 def _rows(rows: list[tuple[str, Any]]) -> str:
@@ -61,8 +68,8 @@ def _resources(resources: dict[str, float]) -> str:
     shown = []
     for name in sorted(resources, key=lambda n: (n != "CPU", n != "GPU", n)):
         amount = resources[name]
-        if name == "memory":
-            shown.append(f"memory {amount / 2**30:.1f} GiB")
+        if name == "memory":   # what tasks may reserve (memory=...), not what they use
+            shown.append(f"memory reservation {amount / 2**30:.1f} GiB")
         else:
             shown.append(f"{name} {amount:g}")
     return ", ".join(shown) or "none"
@@ -91,8 +98,9 @@ def status_html(status: dict, workers: list[dict], available: dict[str, float],
     for w in workers:
         by_node.setdefault(w["node_id"], []).append(w)
     stores = status.get("object_stores", {})
-    head = ("<tr><th>node</th><th>address</th><th>resources</th><th>object store</th>"
-            "<th>workers</th><th>busy</th><th>actors</th></tr>")
+    memory = status.get("memory_use", {})
+    head = ("<tr><th>node</th><th>address</th><th>resources</th><th>memory in use</th>"
+            "<th>object store</th><th>workers</th><th>busy</th><th>actors</th></tr>")
     body = []
     for node in status.get("nodes", []):
         mine = by_node.get(node["NodeID"], [])
@@ -100,18 +108,20 @@ def status_html(status: dict, workers: list[dict], available: dict[str, float],
             f"<tr><td><code>{escape(node['NodeID'][:8])}</code></td>"
             f"<td>{escape(node.get('NodeManagerAddress', ''))}</td>"
             f"<td>{escape(_resources(node.get('Resources', {})))}</td>"
+            f"<td>{escape(memory_in_use(memory.get(node['NodeID']) or {}) or '-')}</td>"
             f"<td>{escape(store_figure(stores.get(node['NodeID']) or {}) or '-')}</td>"
             f"<td>{len(mine)}</td><td>{sum(1 for w in mine if w['tasks'] or w['leased'])}</td>"
             f"<td>{sum(1 for w in mine if w['actor'])}</td></tr>")
     tasks = status.get("tasks", {})
     cluster_rows = [("queued", tasks.get("queued", 0)), ("running", tasks.get("running", 0)),
-                    ("finished", tasks.get("finished", 0)), ("failed", tasks.get("failed", 0))]
+                    ("finished", tasks.get("finished", 0)), ("failed", tasks.get("failed", 0)),
+                    ("cancelled", tasks.get("cancelled", 0))]
     mine_rows = [("submitted", local_counts.get("submitted", 0)),
                  ("pending", max(0, local_counts.get("submitted", 0) - local_counts.get("done", 0)
                                  - local_counts.get("failed", 0) - local_counts.get("cancelled", 0))),
                  ("done", local_counts.get("done", 0)), ("failed", local_counts.get("failed", 0)),
                  ("cancelled", local_counts.get("cancelled", 0))]
-    header = (f"<b>rayipy cluster</b> <code>{escape(status.get('address', ''))}</code> · "
+    header = (f"<b>rayipy cluster</b> <code>{escape(plain_address(status.get('address', '')))}</code> · "
               f"id {escape(status.get('cluster_id', ''))} · up "
               f"{escape(format_seconds(status.get('uptime', 0.0)))} · available: "
               f"{escape(_resources(available))}")
@@ -132,9 +142,13 @@ def status_text(status: dict, workers: list[dict], local_counts: dict[str, int])
     stores = "".join(f"; node {node_id[:8]} {usage}" for node_id, summary in
                      sorted(status.get("object_stores", {}).items())
                      if (usage := store_usage(summary)))
-    return (f"rayipy cluster {status.get('address', '')}: {len(status.get('nodes', []))} node(s), "
+    stores += "".join(f"; node {node_id[:8]} {usage}" for node_id, figures in
+                      sorted(status.get("memory_use", {}).items())
+                      if (usage := memory_in_use(figures)))
+    return (f"rayipy cluster {plain_address(status.get('address', ''))}: {len(status.get('nodes', []))} node(s), "
             f"{len(workers)} worker(s); cluster tasks queued {tasks.get('queued', 0)}, running "
-            f"{tasks.get('running', 0)}, finished {tasks.get('finished', 0)}; this notebook: "
+            f"{tasks.get('running', 0)}, finished {tasks.get('finished', 0)}, failed "
+            f"{tasks.get('failed', 0)}, cancelled {tasks.get('cancelled', 0)}; this notebook: "
             f"submitted {local_counts.get('submitted', 0)}, done {local_counts.get('done', 0)}, "
             f"failed {local_counts.get('failed', 0)}, cancelled {local_counts.get('cancelled', 0)}"
             f"{stores}")

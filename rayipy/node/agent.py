@@ -29,6 +29,7 @@ import zmq
 
 from rayipy.core.message_faults import MessageFaults
 from rayipy.node import lifetime
+from rayipy.node import memory_use
 from rayipy.node.client import HEARTBEAT_SECONDS, HEAD_SILENCE_LIMIT, new_process_id
 from rayipy.node.store_server import StoreServer, default_capacity
 from rayipy.protocol.kinds import Kind
@@ -179,7 +180,9 @@ class Agent:
                 now = time.monotonic()
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
-                    self.endpoint.send(Kind.HEARTBEAT, (store.summary(),))
+                    # The store's figures, then (added at the end) the node's real memory use.
+                    self.endpoint.send(Kind.HEARTBEAT, (store.summary(), memory_use.sample(
+                        w.popen.pid for w in self.workers.values())))
                     if self.watch_parent is not None and not lifetime.parent_alive(self.watch_parent):
                         break
                     if now - self.last_heard > HEAD_SILENCE_LIMIT:

@@ -159,6 +159,8 @@ class Runtime:
         self.on_slow_wait: Callable[[list[ObjectRef]], Callable[[], None] | None] | None = None
         self.slow_wait_seconds = 1.0
         self.interrupt_grace: float | None = INTERRUPT_GRACE_SECONDS
+        # Tasks the last interrupted get/wait cancelled (None: none since it was read).
+        self.cancelled_on_interrupt: int | None = None
         self.worker: WorkerHooks | None = None
         self._blocked_depth = 0                             # threads of a worker in get/wait
         # A worker's running task cancelled with recursive=False: its interrupted get
@@ -406,6 +408,7 @@ class Runtime:
         """
         tasks = list(dict.fromkeys(oid[:16] for oid in object_ids
                                    if self.objects.owns(oid) and self.objects.state(oid) == PENDING))
+        self.cancelled_on_interrupt = len(tasks)   # what a notebook says instead of a traceback
         if not tasks or self.stopped:
             return
         running = CURRENT_TASK.get()
@@ -435,7 +438,7 @@ class Runtime:
 
     def task_counts(self) -> dict[str, int]:
         """This process's own tasks: in flight, of those on leased workers (the head does
-        not see them), finished (OK) and failed (any other outcome)."""
+        not see them), done, failed and cancelled (``OwnerState.counts``)."""
         with self._owner_lock:
             return self.owner.counts()
 

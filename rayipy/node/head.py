@@ -44,7 +44,7 @@ from rayipy.dashboard.history import TaskHistory
 from rayipy.dashboard.server import DashboardServer
 from rayipy.dashboard.snapshot import (HeadFacts, Snapshot, actor_state, build_snapshot,
                                        store_figures)
-from rayipy.node import lifetime
+from rayipy.node import lifetime, memory_use
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import (CANCELLED, CRASHED, ObjectValue, Registration, TaskResult,
@@ -347,7 +347,11 @@ class Head:
             node = self.scheduler.nodes.get(peer.node_id)
             if node is not None and isinstance(body[0], dict):
                 node.info["store_summary"] = body[0]
-        else:  # a worker's direct work, for the dashboard and the state API
+            if node is not None and len(body) > 1 and isinstance(body[1], dict):
+                node.info["memory_use"] = body[1]    # real use (memory_use.py)
+        else:   # a worker's direct work: the cluster's counts, the dashboard and state API
+            if len(body) > 2 and isinstance(body[2], dict):
+                self.scheduler.direct_reported(sender, body[2])
             self.history.direct(sender, self.scheduler.workers, body)
 
     def on_free_objects(self, sender: bytes, body: Body, frames: Frames) -> None:
@@ -379,7 +383,8 @@ class Head:
         now = time.time()
         # Before the scheduler forgets the tasks' names.
         history.results(self.scheduler.workers.get(sender), results, self.scheduler.tasks, now)
-        self.carry_out(self.scheduler.finished(sender, task_ids, [r.duration for r in results]))
+        self.carry_out(self.scheduler.finished(sender, task_ids, [r.duration for r in results],
+                                               [r.status for r in results]))
         history.started(sender, self.scheduler.workers, now)   # its next pipelined task starts now
 
     def on_results_received(self, sender: bytes, body: Body, frames: Frames) -> None:
@@ -389,7 +394,7 @@ class Head:
                              [TaskResult(t, status, (), d, "", ()) for t, d, status in done],
                              self.scheduler.tasks, now)
         self.carry_out(self.scheduler.finished(worker_id, [t for t, _, _ in done],
-                                               [d for _, d, _ in done]))
+                                               [d for _, d, _ in done], [s for _, _, s in done]))
         self.history.started(worker_id, self.scheduler.workers, now)
 
     def on_cancel(self, sender: bytes, body: Body, frames: Frames) -> None:
@@ -549,6 +554,9 @@ class Head:
                 # per node, its object store's figures (`rayipy status` shows its use)
                 "object_stores": {node.node_id.hex(): store_figures(node.info)
                                   for node in self.scheduler.nodes.values()},
+                # per node, real memory use: the machine's and each worker's RSS
+                "memory_use": {node.node_id.hex(): memory_use.figures(node.info)
+                               for node in self.scheduler.nodes.values()},
                 "tasks": self.scheduler.summary(),
                 "dropped_messages": dict(self.endpoint.dropped),
                 "bytes_received": self.endpoint.bytes_received,

@@ -16,7 +16,8 @@ class Kind(IntEnum):
     AUTH_FAILED = 4       # head -> any, unsigned, empty body: the signature did not check
 
     HEARTBEAT = 5         # any <-> head: (); a worker's, for the dashboard: (running direct
-                          #   call (task_id, name, since) | None, in_flight, {name: (done, failed, s)})
+                          #   call (task_id, name, since) | None, in_flight, {name: (done, failed, s)});
+                          #   an agent's: (store summary, memory use {used, total, workers: {pid: rss}})
     SHUTDOWN = 6          # head -> agent/worker, driver -> head: (reason: str,)
     CHUNK = 7             # any -> any: a piece of a large message (protocol/bulk.py)
     HELLO = 8             # connecting side -> head, unsigned: its 32-byte nonce (raw bytes)

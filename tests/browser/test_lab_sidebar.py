@@ -83,6 +83,9 @@ def test_sidebar_shows_the_cluster_of_the_active_notebooks_kernel(lab, labextens
     expect(field(panel, "node").first).to_contain_text("2 CPU")
     expect(field(panel, "resource-CPU")).to_contain_text("0 / 2")
     expect(field(panel, "address")).to_contain_text("127.0.0.1:")
+    # Memory: the resource is labelled a reservation; the node shows real use.
+    expect(field(panel, "resource-memory")).to_contain_text("memory reserved")
+    expect(field(panel, "node-memory")).to_have_text(re.compile(r"^[\d.]+ \w?i?B / [\d.]+ GiB$"))
     link = field(panel, "dashboard")   # the cluster's dashboard, served by its head
     expect(link).to_have_attribute("href", re.compile(r"^http://127\.0\.0\.1:\d+/?$"))
     assert page.request.get(link.get_attribute("href")).ok
@@ -95,6 +98,15 @@ def test_sidebar_shows_the_cluster_of_the_active_notebooks_kernel(lab, labextens
     assert page.evaluate(labkit.KERNEL_IDLE_JS)
     labkit.ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(labkit.ARTIFACTS / "sidebar-running.png"))
+
+    # Each tile says whose tasks it counts: the whole cluster's, or this notebook's.
+    expect(field(panel, "tasks-cluster")).to_contain_text("whole cluster")
+    expect(field(panel, "tasks-notebook")).to_contain_text("this notebook")
+    for name, scope in (("queued", "cluster"), ("running", "cluster"), ("done", "notebook"),
+                        ("failed", "notebook"), ("cancelled", "notebook")):
+        expect(field(panel, f"tasks-{name}")).to_have_attribute("data-scope", scope)
+        expect(field(panel, f"tasks-{name}").locator(".jp-RayipyPanel-countScope")).to_have_text(scope)
+        expect(field(panel, f"tasks-{scope}").locator(f"[data-rayipy='tasks-{name}']")).to_have_count(1)
 
     gate.touch()
     expect(field(panel, "tasks-done").locator(".jp-RayipyPanel-countValue")).to_have_text("5")

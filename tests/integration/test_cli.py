@@ -146,6 +146,8 @@ def test_the_head_serves_the_dashboard_and_says_where(machines):
     out = ok(a.rayipy("start", "--head", "--node-ip-address", "127.0.0.1", "--port", "0",
                       "--num-cpus", "1", "--dashboard-port", "0"))
     url = re.search(r"^Dashboard: (http://127\.0\.0\.1:\d+)$", out, re.M).group(1)
+    # The user gave a loopback address: the note asks for another, not for the option.
+    assert "127.0.0.1 is a loopback address" in out and "give --node-ip-address" not in out
     assert a.cluster_file()["dashboard_url"] == url.removeprefix("http://")
     assert f"Dashboard: {url}" in ok(a.rayipy("status"))
     with urllib.request.urlopen(url, timeout=10) as page:

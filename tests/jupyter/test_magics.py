@@ -41,8 +41,10 @@ def test_cluster_without_a_cluster_explains_what_to_do(shell, capsys):
         shell.run_line_magic("cluster", "begin")
     with pytest.raises(UsageError, match="usage: %cluster start"):
         shell.run_line_magic("cluster", "start -n two")
-    with pytest.raises(UsageError, match="takes no arguments"):
+    with pytest.raises(UsageError, match=r"unrecognized arguments: now; usage: %cluster stop \[--force\]"):
         shell.run_line_magic("cluster", "stop now")
+    with pytest.raises(UsageError, match="takes no arguments"):
+        shell.run_line_magic("cluster", "dashboard now")
 
 
 def test_cluster_start_shows_the_cluster_and_a_second_start_says_it_runs(shell, capsys):

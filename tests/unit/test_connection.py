@@ -163,7 +163,7 @@ STATUS = {
     "available": {"aa" * 8: {"CPU": 0.0, "GPU": 1.0, "memory": 4 * 2**30},
                   "bb" * 8: {"CPU": 3.0, "memory": 8 * 2**30, "disk": 1.0}},
     "tasks": {"queued": 5, "running": 3, "assigned": 7, "workers": 6, "blocked_workers": 1,
-              "leased_workers": 0, "finished": 100, "failed": 2, "retried": 1},
+              "leased_workers": 0, "finished": 100, "failed": 2, "cancelled": 4, "retried": 1},
     "dropped_messages": {"bad signature": 1},
     "peers": {"driver": 1},
 }
@@ -178,8 +178,8 @@ def test_status_text():
     head = lines.index("Nodes (2 alive)") + 1
     assert lines[head] == "  node aaaaaaaa  10.0.0.1 (alpha)  head  2/2 CPU, 0/1 GPU"
     assert lines[head + 1] == "  node bbbbbbbb  10.0.0.2 (beta)  1/4 CPU, 0/1 disk"
-    assert "  CPU     3/6" in lines and "  GPU     0/1" in lines and "  memory  0 B/12.00 GiB" in lines
-    assert "  queued 9, running 3, finished 100, failed 2, retried 1" in lines   # 5 + (7 - 3)
+    assert "  CPU     3/6" in lines and "  GPU     0/1" in lines and "  memory  0 B/12.00 GiB reserved by tasks (real use: under Nodes)" in lines
+    assert "  queued 9, running 3, finished 100, failed 2, cancelled 4, retried 1" in lines   # 5 + (7 - 3)
     assert "  workers 6 (1 blocked on nested tasks, 0 leased to drivers)" in lines
     assert lines[-1] == "Dropped messages (bad signature, malformed...): bad signature: 1"
 

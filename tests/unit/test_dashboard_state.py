@@ -59,8 +59,14 @@ class Cluster:
     def finish(self, worker: bytes, *results: TaskResult) -> None:
         self.history.results(self.scheduler.workers.get(worker), results, self.scheduler.tasks, self.now)
         self.carry_out(self.scheduler.finished(worker, [r.task_id for r in results],
-                                               [r.duration for r in results]))
+                                               [r.duration for r in results],
+                                               [r.status for r in results]))
         self.history.started(worker, self.scheduler.workers, self.now)
+
+    def heartbeat(self, worker: bytes, body: tuple) -> None:
+        """A worker's heartbeat (its direct work), to the scheduler's counts and the history."""
+        self.scheduler.direct_reported(worker, body[2])
+        self.history.direct(worker, self.scheduler.workers, body)
 
     def snapshot(self):
         return build_snapshot(self.scheduler, self.history, FACTS, self.now)
@@ -118,7 +124,7 @@ def test_snapshot_shows_nodes_workers_running_tasks_and_counts():
     c.now = 2002.5
     status = c.snapshot().status
     assert status["tasks"] == {"queued": 3, "running": 2, "finished": 0, "failed": 0,
-                               "submitted": 5, "retried": 0}
+                               "cancelled": 0, "submitted": 5, "retried": 0}
     [node] = status["nodes"]
     assert node["address"] == "10.0.0.7" and node["hostname"] == "h1" and node["alive"]
     assert node["resources"] == {"total": {"CPU": 2.0}, "available": {"CPU": 0.0}}
@@ -271,8 +277,8 @@ def test_direct_work_counts_by_name_and_skips_returned_tasks():
 def test_heartbeats_add_only_what_is_new_and_show_the_running_call():
     c = Cluster()
     workers = c.scheduler.workers
-    c.history.direct(W1, workers, ((spec(7).task_id, "Counter.inc", 1999.0), 0, {"Counter.inc": (2, 0, 1.0)}))
-    c.history.direct(W1, workers, ((spec(8).task_id, "Counter.inc", 1999.5), 0, {"Counter.inc": (3, 1, 1.5)}))
+    c.heartbeat(W1, ((spec(7).task_id, "Counter.inc", 1999.0), 0, {"Counter.inc": (2, 0, 1.0)}))
+    c.heartbeat(W1, ((spec(8).task_id, "Counter.inc", 1999.5), 0, {"Counter.inc": (3, 1, 1.5)}))
     status = c.snapshot().status
     assert (status["tasks"]["finished"], status["tasks"]["failed"], status["tasks"]["running"]) == (3, 1, 1)
     [task] = status["running"]
@@ -280,17 +286,17 @@ def test_heartbeats_add_only_what_is_new_and_show_the_running_call():
         "Counter.inc", "direct", 1999.5, 0.5)
     assert status["functions"] == [{"name": "Counter.inc", "finished": 3, "failed": 1, "mean_s": 0.375}]
     assert status["nodes"][0]["tasks_done"] == 4
-    c.history.direct(W1, workers, (None, 2, {"Counter.inc": (3, 1, 1.5)}))   # 2 calls on actor threads
+    c.heartbeat(W1, (None, 2, {"Counter.inc": (3, 1, 1.5)}))   # 2 calls on actor threads
     status = c.snapshot().status
     assert status["running"] == [] and status["tasks"]["running"] == 2
     assert status["tasks"]["finished"] == 3
-    c.history.direct(W1, workers, (None, 0, {"Counter.inc": (3, 1, 1.5)}))
+    c.heartbeat(W1, (None, 0, {"Counter.inc": (3, 1, 1.5)}))
     assert c.snapshot().status["tasks"]["running"] == 0
 
 
 def test_a_gone_workers_direct_counts_stay_counted():
     c = Cluster()
-    c.history.direct(W1, c.scheduler.workers, (None, 0, {"g": (5, 0, 1.0)}))
+    c.heartbeat(W1, (None, 0, {"g": (5, 0, 1.0)}))
     c.scheduler.remove_worker(W1, RuntimeError("gone"), CRASHED, CANCELLED)
     status = c.snapshot().status
     assert status["tasks"]["finished"] == 5 and W1 not in c.history.direct_seen

@@ -134,7 +134,7 @@ def test_cancel_before_it_leaves_ends_it_here():
     assert completed(out) == [(spec(1).task_id, CANCELLED)]
     assert "before it was sent" in error_text(out[0])
     assert owner.arguments_ready(spec(1).task_id, ()) == []    # and it never leaves
-    assert owner.counts() == {"pending": 0, "on_lease": 0, "done": 0, "failed": 1}
+    assert owner.counts() == {"pending": 0, "on_lease": 0, "done": 0, "failed": 0, "cancelled": 1}
 
 
 def test_cancel_goes_where_the_task_went():
@@ -296,7 +296,7 @@ def test_counts_follow_outcomes():
     submit(owner, spec(2))
     owner.finished(ok(spec(1)), now=0.0)
     owner.finished(TaskResult(spec(2).task_id, ERROR, (Payload(b""),), 0.0, "", ()), now=0.0)
-    assert owner.counts() == {"pending": 0, "on_lease": 0, "done": 1, "failed": 1}
+    assert owner.counts() == {"pending": 0, "on_lease": 0, "done": 1, "failed": 1, "cancelled": 0}
 
 
 def test_cancel_says_whether_the_worker_cancels_the_tasks_it_submitted():
