@@ -770,6 +770,11 @@ class Runtime:
 
     def _on_log(self, body: tuple) -> None:
         _owner, lines, label = body
+        if lines and lines[0][0] == "warning":
+            # The head's warning about one of our tasks (it cannot be scheduled): shown
+            # once, as it came, never held back as a repeat.
+            self.task_logs.printer([("stderr", *line[1:]) for line in lines], label)
+            return
         self.task_logs.received(lines, label, time.monotonic())
 
     def _on_task_done(self, body: tuple) -> None:
