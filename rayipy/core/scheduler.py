@@ -264,6 +264,10 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         queue: collections.deque[bytes] | None = None
         for spec in specs:
             submitted += 1
+            if spec.attempt:
+                # Its owner retries it (its leased worker died, or it remakes a lost
+                # value): counted with the retries made here.
+                self.counts["retried"] += 1
             if spec.options and SOFT_AFFINITY in spec.options:
                 spec = self._soft_affinity(spec)
             if spec.actor_id:

@@ -193,3 +193,9 @@ def test_placement_group_requests_are_left_waiting():
     s.submit([spec(1, group_request)])
     assert s.tick(0.0) == [] and s.tick(100.0) == []
     assert list(s.ready[group_request])
+
+
+def test_a_retry_its_owner_sends_counts_as_retried():
+    s = two_nodes()
+    s.submit([spec(1)._replace(attempt=1), spec(2)])
+    assert s.counts["retried"] == 1 and s.counts["submitted"] == 2
