@@ -86,7 +86,7 @@ class LocalCluster:
         self.node_id = os.urandom(8)
         self.store = ((["--object-store-memory", str(object_store_memory)] if object_store_memory
                        else []) + (["--spill-dir", spill_directory] if spill_directory else []))
-        self.processes: list[subprocess.Popen] = []   # [head, agent]
+        self.processes: list[subprocess.Popen[bytes]] = []   # [head, agent]
         self.address = ""
         self.restart_budget = RestartBudget()
         self.agent_restarts = 0
@@ -111,7 +111,7 @@ class LocalCluster:
             self._stopping = False
         raise exceptions.RayipySystemError("could not start the rayipy head (see its error above)")
 
-    def _spawn_agent(self) -> subprocess.Popen:
+    def _spawn_agent(self) -> subprocess.Popen[bytes]:
         return self._spawn("agent", "--head", self.address, "--num-cpus", str(self.num_cpus),
                            "--resources", _json(self.resources), "--node-id", self.node_id.hex(),
                            "--ip", self.host, "--watch-parent", *self.store)
@@ -156,8 +156,8 @@ class LocalCluster:
         with self._lock:
             self._stopping = True
 
-    def _spawn(self, module: str, *args: str, stdout=None,
-               env: dict[str, str] | None = None) -> subprocess.Popen:
+    def _spawn(self, module: str, *args: str, stdout: int | None = None,
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         env = dict(os.environ, **(env or {}), RAYIPY_CLUSTER_KEY=self.key.hex(),
                    PYTHONPATH=driver_path())
         # A session of their own: Ctrl-C in a terminal, or a notebook kernel's interrupt,
