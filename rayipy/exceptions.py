@@ -68,6 +68,11 @@ class WorkerCrashedError(RayipyError):
     """The process running the task died (exit code or signal in the message)."""
 
 
+class TaskUnschedulableError(RayipyError):
+    """No live node could ever run the task (or create the actor): it waited
+    ``unschedulable_task_timeout_s`` for one to join (the text names what is missing)."""
+
+
 class ActorDiedError(RayipyError):
     """The actor is dead: killed, crashed, or its constructor failed."""
 

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from rayipy import exceptions
 from rayipy.core import options
 from rayipy.core.object_ref import current_runtime
+from rayipy.core.unschedulable import TIMEOUT_ENVIRONMENT, TIMEOUT_SETTING, parse_timeout
 from rayipy.dashboard import DEFAULT_PORT as DEFAULT_DASHBOARD_PORT
 from rayipy.node import connection
 from rayipy.node.client import Runtime
@@ -144,6 +145,11 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     directory, or where Ray's ``_system_config={"object_spilling_config": json.dumps(
     {"type": "filesystem", "params": {"directory_path": "/some/dir"}})}`` says.
 
+    ``_system_config={"unschedulable_task_timeout_s": S}``: queued work that no live node
+    of the new local cluster could ever run (its only capable node left) fails after S
+    seconds (default 60; ``float("inf")``: wait for ever), with a warning printed first.
+    The local cluster's node agent is restarted if it dies (at most 3 times a minute).
+
     ``namespace``: where this driver's named actors live and are looked up (its tasks and
     actors inherit it); default: an anonymous namespace of this driver's own, as in Ray.
     """
@@ -160,6 +166,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         raise ValueError(f"object_store_memory must be a number of bytes, at least 1 MiB "
                          f"(e.g. 2 * 1024**3 for 2 GiB), got {object_store_memory!r}")
     spill_directory = _spill_directory(_system_config)
+    unschedulable_timeout = _unschedulable_timeout(_system_config)
     if local_mode:
         raise ValueError("local_mode=True is not supported: Ray deprecated it, and rayipy runs "
                          "tasks in worker processes only. To debug a task, call its function "
@@ -188,18 +195,21 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                                    dashboard_port=(None if include_dashboard is False else
                                                    DEFAULT_DASHBOARD_PORT if dashboard_port is None
                                                    else dashboard_port),
-                                   dashboard_host=dashboard_host)
+                                   dashboard_host=dashboard_host,
+                                   unschedulable_timeout=unschedulable_timeout)
             head_address = cluster.start()
             key = cluster.key
         else:
             if num_cpus is not None or num_gpus is not None or resources is not None or \
-                    object_store_memory is not None or spill_directory:
+                    object_store_memory is not None or spill_directory or \
+                    unschedulable_timeout is not None:
                 raise ValueError(
                     f"init() connects to the running cluster at "
                     f"{target.head_address.removeprefix('tcp://')} (from {target.found_in}), so "
-                    f"num_cpus, num_gpus, resources, object_store_memory and the spilling "
-                    f"directory, which size a new local cluster, do not apply: set them on its "
-                    f"nodes (rayipy start --num-cpus ... --object-store-memory ...), or pass "
+                    f"num_cpus, num_gpus, resources, object_store_memory, the spilling "
+                    f"directory and unschedulable_task_timeout_s, which set up a new local "
+                    f"cluster, do not apply: set them on its nodes (rayipy start --num-cpus ... "
+                    f"--object-store-memory ...; ${TIMEOUT_ENVIRONMENT} for its head), or pass "
                     f"address='local' for a separate local cluster")
             cluster = None
             head_address = target.head_address
@@ -246,10 +256,10 @@ def _spill_directory(system_config: Any) -> str:
         return ""
     if not isinstance(system_config, dict):
         raise TypeError(f"_system_config must be a dict, got {type(system_config).__name__}")
-    unknown = set(system_config) - {"object_spilling_config"}
+    unknown = set(system_config) - {"object_spilling_config", TIMEOUT_SETTING}
     if unknown:
         raise ValueError(f"_system_config key(s) {', '.join(sorted(unknown))} are not supported "
-                         f"by rayipy; the only one is 'object_spilling_config'")
+                         f"by rayipy; it knows 'object_spilling_config' and '{TIMEOUT_SETTING}'")
     raw = system_config.get("object_spilling_config")
     if raw is None:
         return ""
@@ -272,6 +282,14 @@ def _spill_directory(system_config: Any) -> str:
     if not isinstance(directory, str) or not directory:
         raise ValueError(f"object_spilling_config needs a directory_path, got {directory!r}")
     return directory
+
+
+def _unschedulable_timeout(system_config: Any) -> float | None:
+    """``unschedulable_task_timeout_s`` from ``_system_config``: how long queued work that
+    no live node could ever run waits before it fails (None: the head's default)."""
+    if not isinstance(system_config, dict) or TIMEOUT_SETTING not in system_config:
+        return None
+    return parse_timeout(system_config[TIMEOUT_SETTING])
 
 
 def _check_dashboard_options(include: Any, host: Any, port: Any) -> None:
@@ -319,6 +337,8 @@ def shutdown() -> None:
     with _lock:
         runtime = current_runtime()
         if runtime is not None and runtime.role == "driver":
+            if _cluster is not None:
+                _cluster.expect_stop()   # its agent now exits on purpose: no restart
             if runtime.lost is None:
                 try:
                     # Stop the local cluster; leave a shared one (its non-detached actors

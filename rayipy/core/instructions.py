@@ -91,7 +91,13 @@ class ForgetPeer(NamedTuple):
     process_id: bytes
 
 
+class Warn(NamedTuple):
+    """Show a warning about a task on its owner's driver (as the task's output)."""
+    task: TaskSpec
+    text: str
+
+
 Instruction = Union[Execute, Fail, CancelRunning, Spawn, Steal, KillWorker, Retire,
-                    LeaseAnswer, LeaseEnded, ActorLocation, ForgetPeer]
+                    LeaseAnswer, LeaseEnded, ActorLocation, ForgetPeer, Warn]
 
 INSTRUCTION_TYPES: tuple[type, ...] = get_args(Instruction)

@@ -49,9 +49,10 @@ import itertools
 from typing import Any, Iterable
 
 from rayipy.core.actor_scheduling import Actor, ActorScheduling, actor_died_error
+from rayipy.core import placement
 from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, ForgetPeer,
                                       Instruction, KillWorker, LeaseAnswer, LeaseEnded, Retire,
-                                      Spawn, Steal)
+                                      Spawn, Steal, Warn)
 from rayipy.core.lease_scheduling import LeaseScheduling
 from rayipy.core.objects import owner_of
 from rayipy.core.placement_scheduling import PlacementScheduling
@@ -62,12 +63,14 @@ from rayipy.core.state import (AFFINITY_PREFIX, LostNode, Node, Request, TaskRec
 from rayipy.core.strategies import SOFT_AFFINITY
 from rayipy.core.task_counts import (CANCELLED_COUNT, FAILED, FINISHED, OUTCOMES, DirectTally,
                                      outcome)
-from rayipy.exceptions import TaskCancelledError, WorkerCrashedError
+from rayipy.core.unschedulable import (UnschedulableWatch, failure_text, missing_resources,
+                                       warning_text)
+from rayipy.exceptions import TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
 from rayipy.protocol.messages import CANCELLED, CRASHED, OK, Payload, TaskSpec
 
 __all__ = ["Actor", "ActorLocation", "CancelRunning", "Execute", "Fail", "ForgetPeer",
            "Instruction", "KillWorker", "LeaseAnswer", "LeaseEnded", "Retire", "Scheduler",
-           "Spawn", "Steal", "actor_died_error", "describe_request", "gpu_amount",
+           "Spawn", "Steal", "Warn", "actor_died_error", "describe_request", "gpu_amount",
            "without_gpus"]
 
 PIPELINE_SECONDS = 0.02     # queue about this much work per worker
@@ -94,6 +97,16 @@ def max_calls(spec: TaskSpec) -> int:
     return 0
 
 
+def _names_group(request: Request) -> bool:
+    """Whether ``request`` asks for a placement group's resources."""
+    return any(placement.is_group_resource(name) for name, _ in request)
+
+
+def _what(spec: TaskSpec) -> str:
+    """"task 'f'" or "actor 'A'", for messages."""
+    return f"actor {spec.name[:-9]!r}" if spec.method == "__init__" else f"task {spec.name!r}"
+
+
 def args_bytes(spec: TaskSpec) -> int:
     """The bytes of a spec's arguments, its inline dependency values included."""
     return spec.args.nbytes + sum(d.nbytes for d in spec.dep_values if isinstance(d, Payload))
@@ -107,6 +120,9 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         self.direct = DirectTally()     # what workers' heartbeats reported of direct work
         # node id -> (worker id, pid, address) of workers that registered before it
         self.early_workers: dict[bytes, list[tuple[bytes, int, str]]] = {}
+        # Work that no live node could ever run (all nodes gone, or the ones it needs):
+        # warned about, then failed, by ``tick`` (``core/unschedulable.py``).
+        self.unschedulable = UnschedulableWatch()
 
     # -- membership -------------------------------------------------------------------
     def add_node(self, node_id: bytes, agent: bytes, resources: dict[str, float],
@@ -252,6 +268,10 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         queue: collections.deque[bytes] | None = None
         for spec in specs:
             submitted += 1
+            if spec.attempt:
+                # Its owner retries it (its leased worker died, or it remakes a lost
+                # value): counted with the retries made here.
+                self.counts["retried"] += 1
             if spec.options and SOFT_AFFINITY in spec.options:
                 spec = self._soft_affinity(spec)
             if spec.actor_id:
@@ -606,9 +626,10 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         return out
 
     def tick(self, now: float) -> list[Instruction]:
-        """Called about once a second: retire extra workers idle for a while, and take
-        back what waits behind a task that runs long."""
-        out: list[Instruction] = []
+        """Called about once a second: retire extra workers idle for a while, take back
+        what waits behind a task that runs long, and warn about, then fail, work that no
+        live node could ever run."""
+        out: list[Instruction] = self._watch_unschedulable(now)
         for node in self.nodes.values():
             pool = [self.workers[w] for w in node.workers if self.workers[w].state is not ACTOR]
             surplus = len(pool) - int(node.total.get("CPU", 0))
@@ -625,6 +646,73 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
                     node.workers.discard(worker.worker_id)
                     del self.workers[worker.worker_id]
                     out.append(Retire(node.agent, worker.worker_id))
+        return out
+
+    def _watch_unschedulable(self, now: float) -> list[Instruction]:
+        """Queued tasks and actor creations whose request no live node could ever fit:
+        each owner is warned once per request, then the work fails after the timeout.
+        Requests for a placement group's resources are left alone: a pending group
+        keeps its work waiting on purpose."""
+        waiting = [r for r, q in self.ready.items() if q and not _names_group(r)]
+        creating: dict[Request, list[bytes]] = {}
+        for actor_id in self.creating:
+            actor = self.actors.get(actor_id)
+            if actor is not None and not actor.dead and not _names_group(actor.creation.resources):
+                creating.setdefault(actor.creation.resources, []).append(actor_id)
+        watch = self.unschedulable
+        if not waiting and not creating and not watch.since:
+            return []
+        live = [n for n in self.nodes.values() if not n.leaving]
+        verdict = watch.check(now, [*waiting, *creating],
+                              lambda r: any(n.could_ever_fit(r) for n in live))
+        out: list[Instruction] = []
+        for request in verdict.warn:
+            out.extend(self._warn_unschedulable(request, creating.get(request, []),
+                                                now - verdict.waited[request]))
+        for request in verdict.fail:
+            out.extend(self._fail_unschedulable(request, creating.get(request, []),
+                                                now - verdict.waited[request]))
+        return out
+
+    def _unschedulable_work(self, request: Request, actor_ids: list[bytes]) -> list[TaskSpec]:
+        """The specs of the queued tasks and actor creations that ask for ``request``."""
+        specs = [self.tasks[t].spec for t in self.ready.get(request, ()) if t in self.tasks]
+        for actor_id in actor_ids:
+            specs.append(self.actors[actor_id].creation)
+        return specs
+
+    def _warn_unschedulable(self, request: Request, actor_ids: list[bytes],
+                            waited: float) -> list[Instruction]:
+        by_owner: dict[bytes, list[TaskSpec]] = {}
+        for spec in self._unschedulable_work(request, actor_ids):
+            by_owner.setdefault(owner_of(spec.task_id), []).append(spec)
+        missing = missing_resources(request, self.nodes)
+        timeout = self.unschedulable.timeout
+        return [Warn(specs[0], warning_text(_what(specs[0]), request, missing, len(specs) - 1,
+                                            waited, timeout))
+                for specs in by_owner.values()]
+
+    def _fail_unschedulable(self, request: Request, actor_ids: list[bytes],
+                            waited: float) -> list[Instruction]:
+        missing = missing_resources(request, self.nodes)
+        out: list[Instruction] = []
+        queue = self.ready.pop(request, collections.deque())
+        for task_id in queue:
+            record = self.tasks.get(task_id)
+            if record is not None:
+                error = TaskUnschedulableError(failure_text(_what(record.spec), request, missing,
+                                                            waited))
+                out.append(self._fail(task_id, CRASHED, error))
+        for actor_id in actor_ids:
+            actor = self.actors[actor_id]
+            message = failure_text(_what(actor.creation), request, missing, waited)
+            actor.dead = f"it cannot be created: {message}"
+            self._forget_name(actor)
+            self.creating.remove(actor_id)
+            if actor.creation.task_id in self.tasks:
+                out.append(self._fail(actor.creation.task_id, CRASHED,
+                                      TaskUnschedulableError(message)))
+            out.append(ActorLocation(actor_id, tuple(actor.subscribers), "", actor.dead))
         return out
 
     def _watch_running(self, worker: Worker, now: float) -> list[Instruction]:

@@ -32,7 +32,7 @@ import zmq
 from rayipy import exceptions
 from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, ForgetPeer,
                                       Instruction, KillWorker, LeaseAnswer, LeaseEnded, Retire,
-                                      Spawn, Steal)
+                                      Spawn, Steal, Warn)
 from rayipy.core.message_faults import MessageFaults
 from rayipy.core.objects import OWNER_ID_BYTES, owner_of
 from rayipy.core import state_rows
@@ -40,6 +40,7 @@ from rayipy.core.scheduler import Scheduler
 from rayipy.core.state import LostNode, Node, shown_resources
 from rayipy.core.state_rows import error_text
 from rayipy.core.state_timeline import trace_events
+from rayipy.core.unschedulable import DEFAULT_TIMEOUT_S, TIMEOUT_ENVIRONMENT, parse_timeout
 from rayipy.dashboard.history import TaskHistory
 from rayipy.dashboard.server import DashboardServer
 from rayipy.dashboard.snapshot import (HeadFacts, Snapshot, actor_state, build_snapshot,
@@ -95,6 +96,8 @@ class Head:
                                  salt=salt)
         self.address = self.endpoint.bind(f"tcp://{host}:{port}")
         self.scheduler = Scheduler()
+        self.scheduler.unschedulable.timeout = parse_timeout(
+            os.environ.get(TIMEOUT_ENVIRONMENT, DEFAULT_TIMEOUT_S))
         self.peers: dict[bytes, Peer] = {}
         self.watch_parent = watch_parent
         self.started = time.time()
@@ -153,6 +156,7 @@ class Head:
             LeaseEnded: self.carry_lease_ended,
             ActorLocation: self.carry_actor_location,
             ForgetPeer: self.carry_forget_peer,
+            Warn: self.carry_warn,
         }
 
     # -- loop ------------------------------------------------------------------------------
@@ -256,6 +260,14 @@ class Head:
         # Its messages are dropped from now on, and it hears no heartbeat: if it still
         # runs (its node was cut off), it stops on its own.
         self.peers.pop(ins.process_id, None)
+
+    def carry_warn(self, ins: Warn) -> None:
+        # As a line of the task's output, so a notebook shows it under the cell that
+        # submitted the task; the "warning" stream tells the owner it is ours.
+        owner = owner_of(ins.task.task_id)
+        if owner in self.peers:
+            self.send(owner, Kind.LOG, (owner, [("warning", ins.text, ins.task.name,
+                                                 ins.task.task_id)], "rayipy head"))
 
     def data_addresses(self, specs: list[TaskSpec]) -> dict[bytes, str]:
         """Where the specs' owners take large results straight from the worker (the

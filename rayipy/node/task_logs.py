@@ -23,6 +23,7 @@ from typing import Callable
 from rayipy.core.log_dedup import WINDOW_SECONDS, LogDeduplicator, LogLine
 
 TICK_SECONDS = 0.25     # how often held repeats are looked at
+WARNING_STREAM = "warning"   # a LOG line from the head itself (``Warn``), not a task's
 
 
 class TaskLogPrinter:
@@ -78,6 +79,11 @@ class TaskLogs:
 
     def received(self, lines: list, label: str, now: float) -> None:
         """A worker's lines: (stream, text, task name, task id), ``label`` its pid and ip."""
+        if lines and lines[0][0] == WARNING_STREAM:
+            # The head's warning about one of our tasks (it cannot be scheduled): shown
+            # once, as it came, on stderr, never held back as a repeat.
+            self.printer([("stderr", *line[1:]) for line in lines], label)
+            return
         source = local_label(label, self.own_ip)
         if not self.dedup.enabled:
             self.printer(lines, source)

@@ -58,7 +58,8 @@ class Kind(IntEnum):
 
     # output of tasks
     LOG = 50              # worker -> head -> owner: (owner, list[(stream, text, task name,
-                          #   task id)], worker label)
+                          #   task id)], worker label); stream "warning": the head's own
+                          #   word about one of the owner's tasks (it cannot be scheduled)
 
     # actor calls, straight from caller to the actor's worker (no head in between)
     LOCATE_ACTOR = 60     # caller -> head: (actor_id,)   answered by ACTOR_LOCATION
