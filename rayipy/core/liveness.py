@@ -89,7 +89,8 @@ class Lost(NamedTuple):
     """What the head dropped with a driver's session, to tell the driver if it returns."""
 
     actors: int          # non-detached actors killed
-    tasks: int           # tasks queued or running, forgotten (their results discarded)
+    tasks: int           # tasks the head held (queued or running), forgotten
+    leases: int          # workers lent to it, taken back (with the task it ran there)
     groups: int          # placement groups removed
     grace: float         # the grace period it outlived
     unreachable: float   # seconds it had been unreachable when dropped
@@ -98,6 +99,8 @@ class Lost(NamedTuple):
         """The error text a returning driver raises on its next call."""
         parts = [f"{_count(self.actors, 'actor')} killed", f"{_count(self.tasks, 'task')} "
                  f"dropped (not run, or results discarded)"]
+        if self.leases:
+            parts.append(f"{_count(self.leases, 'leased worker')} taken back")
         if self.groups:
             parts.append(f"{_count(self.groups, 'placement group')} removed")
         parts.append("its objects freed")

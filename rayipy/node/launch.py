@@ -20,7 +20,8 @@ from rayipy.transport.endpoint import free_tcp_port
 class LocalCluster:
     def __init__(self, num_cpus: int, resources: dict, host: str = "127.0.0.1",
                  dashboard_port: int | None = None, dashboard_host: str | None = None,
-                 object_store_memory: int | None = None, spill_directory: str = "") -> None:
+                 object_store_memory: int | None = None, spill_directory: str = "",
+                 driver_grace: float | None = None) -> None:
         self.key = os.urandom(32)
         self.num_cpus = num_cpus
         self.resources = resources
@@ -31,6 +32,8 @@ class LocalCluster:
         self.node_id = os.urandom(8)
         self.store = ((["--object-store-memory", str(object_store_memory)] if object_store_memory
                        else []) + (["--spill-dir", spill_directory] if spill_directory else []))
+        # How long the head keeps a driver that stopped answering (None: its default).
+        self.grace = [] if driver_grace is None else ["--driver-grace-period", repr(driver_grace)]
         self.processes: list[subprocess.Popen] = []
         self.address = ""
 
@@ -39,7 +42,7 @@ class LocalCluster:
             port = free_tcp_port(self.host)
             self.address = f"tcp://{self.host}:{port}"
             head = self._spawn("head", "--host", self.host, "--port", str(port), "--watch-parent",
-                               *self.dashboard, stdout=subprocess.PIPE)
+                               *self.dashboard, *self.grace, stdout=subprocess.PIPE)
             agent = self._spawn("agent", "--head", self.address, "--num-cpus", str(self.num_cpus),
                                 "--resources", _json(self.resources), "--node-id", self.node_id.hex(),
                                 "--ip", self.host, "--watch-parent", *self.store)

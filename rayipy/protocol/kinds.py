@@ -17,7 +17,8 @@ class Kind(IntEnum):
 
     HEARTBEAT = 5         # any <-> head: (); a worker's, for the dashboard: (running direct
                           #   call (task_id, name, since) | None, in_flight, {name: (done, failed, s)})
-    SHUTDOWN = 6          # head -> agent/worker, driver -> head: (reason: str,)
+    SHUTDOWN = 6          # head -> agent/worker, driver -> head: (reason: str,); head -> a
+                          # driver it dropped: (reason, what it lost: str)
     CHUNK = 7             # any -> any: a piece of a large message (protocol/bulk.py)
 
     # functions and tasks

@@ -79,7 +79,7 @@ def test_a_driver_that_reconnects_in_time_is_kept():
 def test_a_dropped_driver_is_told_what_it_lost_once_a_second():
     sessions = DriverSessions(grace=3)
     sessions.joined(A, 0)
-    lost = Lost(actors=1, tasks=2, groups=0, grace=3, unreachable=3)
+    lost = Lost(actors=1, tasks=2, leases=1, groups=0, grace=3, unreachable=3)
     sessions.drop(A, lost)
     assert A not in sessions.sessions
     assert sessions.notice_for(A, 20) == lost
@@ -88,7 +88,8 @@ def test_a_dropped_driver_is_told_what_it_lost_once_a_second():
     assert sessions.notice_for(B, 21) is None       # a stranger is not a dropped driver
     text = lost.describe()
     for words in ("grace period of 3 s", "1 actor killed", "2 tasks dropped",
-                  "objects freed", "rayipy.init()", "driver_grace_period_s"):
+                  "1 leased worker taken back", "objects freed", "rayipy.init()",
+                  "driver_grace_period_s"):
         assert words in text, words
 
 
@@ -103,7 +104,7 @@ def test_a_driver_that_left_on_its_own_is_not_told_anything():
 def test_dropped_drivers_are_remembered_within_a_bound():
     sessions = DriverSessions(keep_lost=2)
     for i in range(3):
-        sessions.drop(bytes([i]), Lost(0, 0, 0, 300, 3))
+        sessions.drop(bytes([i]), Lost(0, 0, 0, 0, 300, 3))
     assert list(sessions.dropped) == [bytes([1]), bytes([2])]
     sessions.joined(bytes([2]), 0)                  # a new session under that id
     assert sessions.notice_for(bytes([2]), 5) is None
