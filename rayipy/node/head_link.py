@@ -70,14 +70,14 @@ class HeadLink:
             raise value
         return value
 
-    def ask(self, name: str, args: tuple) -> Future:
+    def ask(self, name: str, args: tuple[Any, ...]) -> Future[tuple[bool, Any]]:
         """Ask the head ``name(*args)`` without waiting: the future's result is ``(ok,
         value)``; its callbacks run on the I/O thread (or with ``fail_requests``)."""
         return self._ask(name, args)[1]
 
-    def _ask(self, name: str, args: tuple) -> tuple[int, Future]:
+    def _ask(self, name: str, args: tuple[Any, ...]) -> tuple[int, Future[tuple[bool, Any]]]:
         request_id = next(self._request_ids)
-        fut: Future = Future()
+        fut: Future[tuple[bool, Any]] = Future()
         self._requests[request_id] = fut
         self.send(Kind.REQUEST, (request_id, name, args))
         return request_id, fut
