@@ -26,6 +26,11 @@ class RayipySystemError(RayipyError):
     """The cluster could not do what was asked (a process is unreachable, a protocol error)."""
 
 
+class SessionLostError(RayipySystemError):
+    """The head ended this driver's session: the driver was unreachable (stopped, asleep,
+    cut off) for longer than the grace period. The message says what was lost."""
+
+
 class NotInitializedError(RayipyError, RuntimeError):
     """An API call that needs a cluster was made before ``rayipy.init()``."""
 

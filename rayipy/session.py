@@ -24,7 +24,7 @@ import uuid
 from typing import Any, Callable
 
 from rayipy import exceptions
-from rayipy.core import options
+from rayipy.core import liveness, options
 from rayipy.core.object_ref import current_runtime
 from rayipy.core.unschedulable import TIMEOUT_ENVIRONMENT, TIMEOUT_SETTING, parse_timeout
 from rayipy.dashboard import DEFAULT_PORT as DEFAULT_DASHBOARD_PORT
@@ -149,6 +149,10 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     of the new local cluster could ever run (its only capable node left) fails after S
     seconds (default 60; ``float("inf")``: wait for ever), with a warning printed first.
     The local cluster's node agent is restarted if it dies (at most 3 times a minute).
+    ``_system_config={"driver_grace_period_s": S}`` (for a new local cluster; default 300):
+    a driver that stops answering (a stopped or sleeping process; a busy one still
+    answers) keeps its actors, tasks and objects for S seconds, then its next call raises
+    ``SessionLostError`` saying what was lost (docs/cluster.md, "A busy or sleeping driver").
 
     ``namespace``: where this driver's named actors live and are looked up (its tasks and
     actors inherit it); default: an anonymous namespace of this driver's own, as in Ray.
@@ -167,6 +171,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                          f"(e.g. 2 * 1024**3 for 2 GiB), got {object_store_memory!r}")
     spill_directory = _spill_directory(_system_config)
     unschedulable_timeout = _unschedulable_timeout(_system_config)
+    grace = _driver_grace_period(_system_config)
     if local_mode:
         raise ValueError("local_mode=True is not supported: Ray deprecated it, and rayipy runs "
                          "tasks in worker processes only. To debug a task, call its function "
@@ -196,7 +201,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                                                    DEFAULT_DASHBOARD_PORT if dashboard_port is None
                                                    else dashboard_port),
                                    dashboard_host=dashboard_host,
-                                   unschedulable_timeout=unschedulable_timeout)
+                                   unschedulable_timeout=unschedulable_timeout,
+                                   driver_grace=grace)
             head_address = cluster.start()
             key = cluster.key
         else:
@@ -211,6 +217,13 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                     f"cluster, do not apply: set them on its nodes (rayipy start --num-cpus ... "
                     f"--object-store-memory ...; ${TIMEOUT_ENVIRONMENT} for its head), or pass "
                     f"address='local' for a separate local cluster")
+            if grace is not None:
+                raise ValueError(
+                    f"init() connects to the running cluster at "
+                    f"{target.head_address.removeprefix('tcp://')}, whose head keeps silent "
+                    f"drivers for the grace period it was started with: set "
+                    f"{liveness.GRACE_SETTING} there (rayipy start --head "
+                    f"--driver-grace-period SECONDS, or $RAYIPY_DRIVER_GRACE_PERIOD_S)")
             cluster = None
             head_address = target.head_address
             host, port = connection.parse_address(head_address)
@@ -256,10 +269,11 @@ def _spill_directory(system_config: Any) -> str:
         return ""
     if not isinstance(system_config, dict):
         raise TypeError(f"_system_config must be a dict, got {type(system_config).__name__}")
-    unknown = set(system_config) - {"object_spilling_config", TIMEOUT_SETTING}
+    known = {"object_spilling_config", TIMEOUT_SETTING, liveness.GRACE_SETTING}
+    unknown = set(system_config) - known
     if unknown:
         raise ValueError(f"_system_config key(s) {', '.join(sorted(unknown))} are not supported "
-                         f"by rayipy; it knows 'object_spilling_config' and '{TIMEOUT_SETTING}'")
+                         f"by rayipy; it knows {', '.join(repr(k) for k in sorted(known))}")
     raw = system_config.get("object_spilling_config")
     if raw is None:
         return ""
@@ -290,6 +304,14 @@ def _unschedulable_timeout(system_config: Any) -> float | None:
     if not isinstance(system_config, dict) or TIMEOUT_SETTING not in system_config:
         return None
     return parse_timeout(system_config[TIMEOUT_SETTING])
+
+
+def _driver_grace_period(system_config: Any) -> float | None:
+    """``_system_config["driver_grace_period_s"]``: how long the head keeps the actors,
+    tasks and objects of a driver that stopped answering (None: the default, 5 minutes)."""
+    if not isinstance(system_config, dict) or liveness.GRACE_SETTING not in system_config:
+        return None
+    return liveness.check_grace_period(system_config[liveness.GRACE_SETTING])
 
 
 def _check_dashboard_options(include: Any, host: Any, port: Any) -> None:

@@ -38,6 +38,7 @@ from typing import Any, Callable, Protocol
 from rayipy import exceptions
 from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
 from rayipy.core.lineage import Lineage, Remake
+from rayipy.core.liveness import STALL_SECONDS
 from rayipy.core.objects import PENDING, READY, ObjectTable
 from rayipy.core.task_context import CURRENT_TASK, JOB_NAMESPACE, current_namespace
 from rayipy.core.owner import (PINNED, AskLease, CancelRemote, Complete, LocateActor,
@@ -64,7 +65,8 @@ __all__ = ["PINNED", "Runtime", "WorkerHooks", "new_process_id"]
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 1.0
-HEAD_SILENCE_LIMIT = 10.0       # no word from the head this long: the cluster is gone
+HEAD_SILENCE_LIMIT = 10.0       # no word from the head this long (while we ran): it is gone
+SESSION_CHECK_SECONDS = 5.0     # after a stall, calls wait this long at most for the head's word
 INTERRUPT_GRACE_SECONDS = 3.0   # Ctrl-C in get/wait: tasks still running then are killed
 BLOCKED_SLICE_SECONDS = 0.05    # a blocked worker looks for tasks to hand back this often
 
@@ -115,7 +117,8 @@ class Runtime:
         self._owner_lock = threading.Lock()
         self._function_bytes: dict[bytes, bytes] = {}       # ours, by id
         self._seq = itertools.count(1)
-        self.head = HeadLink(head_address, self.signer, self.process_id, self.waker)
+        self.head = HeadLink(head_address, self.signer, self.process_id, self.waker,
+                             HEAD_SILENCE_LIMIT)
         self.data_port: DataPort | None = None              # bound in start()
         self.direct = DirectCalls(self.signer, self.waker, self._handle, self._function_bytes)
         self.access = ObjectAccess(self.objects, self.head, self.waker, self.send_to, self,
@@ -170,6 +173,14 @@ class Runtime:
         self.lost: BaseException | None = None
         self._connected = threading.Event()
         self._connect_error: BaseException | None = None
+        # After a stall (this process was stopped, or the I/O thread starved of the GIL),
+        # the I/O thread asks the head whether our session stands; calls wait for that
+        # answer (``check_alive``), so the first call after a long stop meets the truth
+        # (resumed, or "session lost"), not a connection half torn down.
+        self._io_turn = time.monotonic()
+        self._session_checked = threading.Event()
+        self._session_checked.set()
+        self._session_check_deadline = 0.0
         self._stopping = False
         self._thread = threading.Thread(target=self._io_loop, name=f"rayipy-io-{role}", daemon=True)
         self.access.io_thread = self._thread
@@ -224,11 +235,25 @@ class Runtime:
             self._thread.join(5)
 
     def check_alive(self) -> None:
+        if time.monotonic() - self._io_turn > STALL_SECONDS or not self._session_checked.is_set():
+            self._wait_session_checked()
+        if isinstance(self.lost, exceptions.SessionLostError):
+            raise exceptions.SessionLostError(str(self.lost))
         if self.lost is not None:
             raise exceptions.RayipySystemError(f"the cluster is unreachable: {self.lost}")
         if self._stopping:
             raise exceptions.NotInitializedError(
                 "rayipy was shut down; call rayipy.init() to start or connect again")
+
+    def _wait_session_checked(self) -> None:
+        """This process was stopped, or its I/O thread has not turned for a while: wait
+        (a few seconds at most) until it has turned since and heard whether the head
+        still holds our session."""
+        deadline = time.monotonic() + SESSION_CHECK_SECONDS + STALL_SECONDS
+        while not self.stopped and self._thread.is_alive() and time.monotonic() < deadline:
+            if time.monotonic() - self._io_turn <= STALL_SECONDS and self._session_checked.is_set():
+                return
+            self._session_checked.wait(0.01)
 
     # -- sending (any thread) -------------------------------------------------------------
     def send(self, kind: Kind, body: Any) -> None:
@@ -686,6 +711,7 @@ class Runtime:
                 head.flush()
                 data_port.before_poll()
                 events = poll.poll(direct.poll_ms)
+                self._turn(time.monotonic())
                 if self.waker.fd in events:
                     self.waker.clear()
                 if head.socket in events:
@@ -709,11 +735,27 @@ class Runtime:
             log.exception("rayipy I/O thread failed")
             self._lose(exceptions.RayipySystemError(f"the I/O thread failed: {e!r}"))
         finally:
+            self._session_checked.set()   # nobody waits for a check that will not come
             head.close()
             data_port.close()
             direct.close()
             self.access.close()
             self.waker.close()
+
+    def _turn(self, now: float) -> None:
+        """Each turn of the I/O loop: after a stall, ask the head whether our session
+        stands before anyone trusts it (``check_alive`` waits for the answer)."""
+        if self.head.silence.turn(now) and self._connected.is_set():
+            log.info("this process did not run for a while (stopped, asleep, or the GIL "
+                     "held): checking our session with the head")
+            self._session_checked.clear()
+            self._session_check_deadline = now + SESSION_CHECK_SECONDS
+            self.head.ask("session", ()).add_done_callback(
+                lambda _: self._session_checked.set())
+        elif not self._session_checked.is_set() and now > self._session_check_deadline:
+            # No answer: the head's silence, now counted again, decides (``_beat``).
+            self._session_checked.set()
+        self._io_turn = now
 
     def _beat(self, now: float) -> bool:
         """Once a second: heartbeat, idle connections; False when the head is gone."""
@@ -721,8 +763,7 @@ class Runtime:
         self.data_port.close_idle(now)
         body = self.worker.heartbeat_body() if self.worker is not None else ()
         self.head.outbox.append((Kind.HEARTBEAT, body))
-        silent = now - self.head.last_heard
-        if self._connected.is_set() and silent > HEAD_SILENCE_LIMIT:
+        if self._connected.is_set() and self.head.silence.gone(now):
             self._lose(exceptions.RayipySystemError(
                 f"no word from the head at {self.head_address} for {HEAD_SILENCE_LIMIT:g} s"))
             return False
@@ -747,6 +788,7 @@ class Runtime:
         for fn in self.objects.fail_all_pending(payload):
             run_callback(fn)
         self.head.fail_requests(error)
+        self._session_checked.set()
         if not self._connected.is_set():
             self._connect_error = error
             self._connected.set()
@@ -768,7 +810,10 @@ class Runtime:
         self._connected.set()
 
     def _on_shutdown(self, body: tuple) -> None:
-        self._lose(exceptions.RayipySystemError(f"the cluster shut down ({body[0]})"))
+        if len(body) > 1 and body[1]:   # the head dropped our session: what we lost
+            self._lose(exceptions.SessionLostError(body[1]))
+        else:
+            self._lose(exceptions.RayipySystemError(f"the cluster shut down ({body[0]})"))
         self._stopping = True
 
     def _on_log(self, body: tuple) -> None:

@@ -30,6 +30,8 @@ from typing import Any, Callable
 import zmq
 
 from rayipy import exceptions
+from rayipy.core.liveness import (DEFAULT_DRIVER_GRACE_S, GRACE_SETTING, DriverSessions, Lost,
+                                  check_grace_period)
 from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, ForgetPeer,
                                       Instruction, KillWorker, LeaseAnswer, LeaseEnded, Retire,
                                       Spawn, Steal, Warn)
@@ -56,7 +58,9 @@ from rayipy.transport.endpoint import Endpoint
 log = logging.getLogger("rayipy.head")
 
 HEARTBEAT_SECONDS = 1.0
-DRIVER_SILENCE_LIMIT = 10.0
+# Drivers are judged by their connection (core/liveness.py): the head's socket pings each
+# peer at the ZeroMQ level this often, and closes a connection silent for the grace period.
+ZMTP_PING_SECONDS = 1.0
 # A node whose agent is silent this long is gone (host down, network cut): its tasks are
 # retried elsewhere. Agents beat every second and do nothing else that could stall them.
 AGENT_SILENCE_LIMIT = 4.0
@@ -85,7 +89,8 @@ class Head:
 
     def __init__(self, key: bytes, host: str, port: int, watch_parent: int | None = None,
                  dashboard_port: int | None = None, dashboard_host: str | None = None,
-                 salt: bytes | None = None) -> None:
+                 salt: bytes | None = None,
+                 driver_grace: float = DEFAULT_DRIVER_GRACE_S) -> None:
         self.cluster_id = uuid.uuid4().hex[:12]
         self.context = zmq.Context()
         # The salt the key was derived from, when it came from a password: public, sent
@@ -94,6 +99,11 @@ class Head:
         salt = salt if salt is not None else DEFAULT_SALT
         self.endpoint = Endpoint(self.context, zmq.ROUTER, Signer(key), count_bytes=True,
                                  salt=salt)
+        # libzmq's I/O thread answers these pings without the GIL, so a driver whose
+        # Python is busy stays connected; one stopped or asleep for the grace period
+        # has its connection closed, and the heartbeat below finds it unreachable.
+        self.endpoint.set_heartbeats(ZMTP_PING_SECONDS, driver_grace)
+        self.drivers = DriverSessions(driver_grace)
         self.address = self.endpoint.bind(f"tcp://{host}:{port}")
         self.scheduler = Scheduler()
         self.scheduler.unschedulable.timeout = parse_timeout(
@@ -194,9 +204,14 @@ class Head:
             return
         peer = self.peers.get(sender)
         if peer is not None:
-            peer.last_heard = time.monotonic()
+            peer.last_heard = now = time.monotonic()
+            if peer.role == "driver":
+                self.drivers.heard(sender, now)
         elif message.kind is not Kind.REGISTER:
             self.endpoint.dropped["unregistered sender"] += 1
+            lost = self.drivers.notice_for(sender, time.monotonic())
+            if lost is not None:   # a driver we dropped is back: say what it lost
+                self.send(sender, Kind.SHUTDOWN, ("its session ended", lost.describe()))
             return
         handler = self.handlers.get(message.kind)
         if handler is None:
@@ -299,9 +314,11 @@ class Head:
         self.carry_out(self.scheduler.tick(now))
         for pid, peer in list(self.peers.items()):
             silent = now - peer.last_heard
-            if peer.role == "driver" and silent > DRIVER_SILENCE_LIMIT:
-                log.warning("driver %s silent for %.0f s: dropping it", pid.hex(), silent)
-                self.forget(pid)
+            if peer.role == "driver":
+                # Its Python's silence proves nothing; a send that finds no connection does.
+                reachable = self.endpoint.send(Kind.HEARTBEAT, (), pid)
+                if self.drivers.beat(pid, reachable, now):
+                    self.drop_driver(pid, now)
                 continue
             if peer.role == "agent" and silent > AGENT_SILENCE_LIMIT:
                 log.warning("node agent %s silent for %.0f s: removing its node", pid.hex(), silent)
@@ -319,6 +336,18 @@ class Head:
         self.peers.pop(worker_id, None)
         self.tell_stores(Kind.OWNER_GONE, (worker_id,))
         self.carry_out(self.scheduler.worker_died(worker_id, why))
+
+    def drop_driver(self, driver: bytes, now: float) -> None:
+        """A driver's connection is gone (it died, or outlived its grace period): drop
+        its session, and remember what it lost, to tell it if it comes back."""
+        actors, tasks, leases, groups = owner_holdings(self.scheduler, driver)
+        lost = Lost(actors, tasks, leases, groups, self.drivers.grace,
+                    self.drivers.unreachable_for(driver, now))
+        log.warning("driver %s unreachable for %.0f s (dead, or silent beyond its grace period "
+                    "of %g s): dropping its session (%d actors, %d tasks, %d leases)",
+                    driver.hex(), lost.unreachable, lost.grace, actors, tasks, leases)
+        self.drivers.drop(driver, lost)
+        self.forget(driver)
 
     def forget(self, process_id: bytes) -> None:
         """A driver or worker left (or fell silent): drop it, and what the scheduler drops."""
@@ -340,6 +369,8 @@ class Head:
                 f"on every machine",))
             return
         self.peers[sender] = Peer(reg)
+        if reg.role == "driver":
+            self.drivers.joined(sender, time.monotonic())
         if reg.role in ("driver", "worker"):
             self.scheduler.owner_joined(sender, driver=reg.role == "driver")
         if reg.role == "agent":
@@ -572,6 +603,8 @@ class Head:
                 "tasks": self.scheduler.summary(),
                 "dropped_messages": dict(self.endpoint.dropped),
                 "bytes_received": self.endpoint.bytes_received,
+                # connected / silent (busy, stopped: it keeps everything) / disconnected
+                "drivers": self.drivers.summary(time.monotonic()),
                 "peers": {role: sum(1 for p in self.peers.values() if p.role == role)
                           for role in ("driver", "worker", "agent")}}
 
@@ -603,7 +636,14 @@ class Head:
 
     def request_disconnect(self, sender: bytes) -> bool:
         """A driver leaves (shutdown): its non-detached actors stop now, not after a timeout."""
+        self.drivers.left(sender)
         self.forget(sender)
+        return True
+
+    def request_session(self, sender: bytes) -> bool:
+        """A driver or worker that was stopped (its clocks jumped) asks whether its
+        session still stands: answered, it does (a dropped driver is an unregistered
+        sender, told what it lost instead)."""
         return True
 
     def request_wait_nodes(self, sender: bytes) -> int:
@@ -677,6 +717,28 @@ class Head:
         return True
 
 
+def owner_holdings(scheduler: Scheduler, owner: bytes) -> tuple[int, int, int, int]:
+    """What dropping ``owner`` takes: its live non-detached actors, its tasks the head
+    holds (queued or given to a worker; actor calls never pass here), the workers leased
+    to it (each runs one of its tasks at most), its non-detached placement groups."""
+    actors = sum(1 for actor_id, actor in scheduler.actors.items()
+                 if actor_id[:OWNER_ID_BYTES] == owner and not actor.detached and not actor.dead)
+    tasks = sum(1 for task_id, record in scheduler.tasks.items()
+                if task_id[:OWNER_ID_BYTES] == owner and not record.spec.actor_id)
+    leases = sum(1 for worker in scheduler.workers.values() if worker.leased_to == owner)
+    groups = sum(1 for group in scheduler.groups.values()
+                 if group.owner == owner and not group.detached)
+    return actors, tasks, leases, groups
+
+
+def grace_period(text: str) -> float:
+    """``--driver-grace-period``: seconds, checked as ``init``'s setting is."""
+    try:
+        return check_grace_period(float(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def port_number(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, got {text!r}")
@@ -698,6 +760,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="address the dashboard binds to (default: 127.0.0.1; elsewhere "
                              "it requires the token its URL carries)")
     parser.add_argument("--no-dashboard", action="store_true", help="serve no dashboard")
+    parser.add_argument("--driver-grace-period", type=grace_period,
+                        default=os.environ.get("RAYIPY_DRIVER_GRACE_PERIOD_S",
+                                               str(DEFAULT_DRIVER_GRACE_S)),
+                        help=f"seconds a driver that stopped answering (a stopped or sleeping "
+                             f"process) keeps its actors, tasks and objects (default: "
+                             f"$RAYIPY_DRIVER_GRACE_PERIOD_S, else {DEFAULT_DRIVER_GRACE_S:g}; "
+                             f"init's _system_config key {GRACE_SETTING!r})")
     parser.add_argument("--watch-parent", action="store_true",
                         help="exit when the process that started us exits")
     args = parser.parse_args(argv)
@@ -713,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         head = Head(key, args.host, args.port, watch,
                     None if args.no_dashboard else args.dashboard_port, args.dashboard_host,
-                    salt)
+                    salt, args.driver_grace_period)
     except zmq.ZMQError as e:
         print(f"rayipy head: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 3

@@ -4,7 +4,12 @@ The I/O thread owns the socket. Any thread queues a message with ``send``: an en
 the outbox is always ``(Kind, body)``. ``SUBMIT`` entries carry one spec each, and
 consecutive ones leave as one ``SUBMIT`` message (a burst of ``f.remote`` calls costs
 one message, not one each). ``request`` asks the head a question (``REQUEST``) and
-blocks the calling thread until the ``REPLY``.
+blocks the calling thread until the ``REPLY``; ``ask`` is its form that does not wait.
+
+``silence`` counts how long the head has said nothing, only while this process ran
+(``core/liveness.SilenceClock``): the I/O thread turns it each loop, and a turn that
+comes late (the process was stopped, or its I/O thread starved of the GIL) is no proof
+that the head is gone.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, Callable
 import zmq
 
 from rayipy import exceptions
+from rayipy.core.liveness import SilenceClock
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import TaskSpec
 from rayipy.protocol.wire import Message, Signer
@@ -28,10 +34,11 @@ RECEIVE_BATCH = 1000     # messages read per turn at most, so sending is never s
 
 
 class HeadLink:
-    def __init__(self, address: str, signer: Signer, process_id: bytes, waker: Waker) -> None:
+    def __init__(self, address: str, signer: Signer, process_id: bytes, waker: Waker,
+                 silence_limit: float) -> None:
         self.address = address
         self.outbox: collections.deque[tuple[Kind, Any]] = collections.deque()
-        self.last_heard = time.monotonic()
+        self.silence = SilenceClock(silence_limit, time.monotonic())
         self._signer = signer
         self._process_id = process_id
         self._waker = waker
@@ -51,10 +58,7 @@ class HeadLink:
 
     def request(self, name: str, args: tuple, timeout: float) -> Any:
         """Ask the head ``name(*args)`` and wait for its answer; raises what it raised."""
-        request_id = next(self._request_ids)
-        fut: Future = Future()
-        self._requests[request_id] = fut
-        self.send(Kind.REQUEST, (request_id, name, args))
+        request_id, fut = self._ask(name, args)
         try:
             ok, value = fut.result(timeout)
         except TimeoutError:
@@ -65,6 +69,18 @@ class HeadLink:
         if not ok:
             raise value
         return value
+
+    def ask(self, name: str, args: tuple[Any, ...]) -> Future[tuple[bool, Any]]:
+        """Ask the head ``name(*args)`` without waiting: the future's result is ``(ok,
+        value)``; its callbacks run on the I/O thread (or with ``fail_requests``)."""
+        return self._ask(name, args)[1]
+
+    def _ask(self, name: str, args: tuple[Any, ...]) -> tuple[int, Future[tuple[bool, Any]]]:
+        request_id = next(self._request_ids)
+        fut: Future[tuple[bool, Any]] = Future()
+        self._requests[request_id] = fut
+        self.send(Kind.REQUEST, (request_id, name, args))
+        return request_id, fut
 
     # -- the I/O thread ------------------------------------------------------------------------
     def open(self, poll_set: PollSet) -> None:
@@ -105,12 +121,12 @@ class HeadLink:
             _, message = endpoint.recv()
             if message is None:
                 continue
-            self.last_heard = time.monotonic()
+            self.silence.heard(time.monotonic())
             handle(message, endpoint)
 
     def on_reply(self, body: tuple) -> None:
         request_id, ok, value = body
-        fut = self._requests.get(request_id)
+        fut = self._requests.pop(request_id, None)
         if fut is not None and not fut.done():
             fut.set_result((ok, value))
 

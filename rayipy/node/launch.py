@@ -73,7 +73,8 @@ class LocalCluster:
     def __init__(self, num_cpus: int, resources: dict, host: str = "127.0.0.1",
                  dashboard_port: int | None = None, dashboard_host: str | None = None,
                  object_store_memory: int | None = None, spill_directory: str = "",
-                 unschedulable_timeout: float | None = None) -> None:
+                 unschedulable_timeout: float | None = None,
+                 driver_grace: float | None = None) -> None:
         self.key = os.urandom(32)
         self.head_env = ({TIMEOUT_ENVIRONMENT: repr(unschedulable_timeout)}
                          if unschedulable_timeout is not None else {})
@@ -86,6 +87,8 @@ class LocalCluster:
         self.node_id = os.urandom(8)
         self.store = ((["--object-store-memory", str(object_store_memory)] if object_store_memory
                        else []) + (["--spill-dir", spill_directory] if spill_directory else []))
+        # How long the head keeps a driver that stopped answering (None: its default).
+        self.grace = [] if driver_grace is None else ["--driver-grace-period", repr(driver_grace)]
         self.processes: list[subprocess.Popen[bytes]] = []   # [head, agent]
         self.address = ""
         self.restart_budget = RestartBudget()
@@ -100,7 +103,8 @@ class LocalCluster:
             port = free_tcp_port(self.host)
             self.address = f"tcp://{self.host}:{port}"
             head = self._spawn("head", "--host", self.host, "--port", str(port), "--watch-parent",
-                               *self.dashboard, stdout=subprocess.PIPE, env=self.head_env)
+                               *self.dashboard, *self.grace, stdout=subprocess.PIPE,
+                               env=self.head_env)
             self.processes = [head, self._spawn_agent()]
             if self._wait_listening(head, timeout):
                 self._watcher = threading.Thread(target=self._watch_agent,

@@ -18,7 +18,8 @@ class Kind(IntEnum):
     HEARTBEAT = 5         # any <-> head: (); a worker's, for the dashboard: (running direct
                           #   call (task_id, name, since) | None, in_flight, {name: (done, failed, s)});
                           #   an agent's: (store summary, memory use {used, total, workers: {pid: rss}})
-    SHUTDOWN = 6          # head -> agent/worker, driver -> head: (reason: str,)
+    SHUTDOWN = 6          # head -> agent/worker, driver -> head: (reason: str,); head -> a
+                          # driver it dropped: (reason, what it lost: str)
     CHUNK = 7             # any -> any: a piece of a large message (protocol/bulk.py)
     HELLO = 8             # connecting side -> head, unsigned: its 32-byte nonce (raw bytes)
     CHALLENGE = 9         # head -> that side, unsigned: the head's nonce + the KDF salt (raw)

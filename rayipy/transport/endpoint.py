@@ -82,6 +82,14 @@ class Endpoint:
         self.count_bytes = count_bytes   # the head's, for cluster_status(); off elsewhere
         self.bytes_received = 0
 
+    def set_heartbeats(self, interval: float, timeout: float) -> None:
+        """Ping each peer every ``interval`` seconds at the ZeroMQ level (ZMTP PING) and
+        close a connection that sent nothing for ``timeout`` seconds after a ping. The
+        peer's libzmq I/O thread answers, without its GIL: a busy interpreter still
+        answers, a stopped process does not. Call before ``bind``/``connect``."""
+        self.socket.setsockopt(zmq.HEARTBEAT_IVL, max(1, round(interval * 1000)))
+        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, round(timeout * 1000)))
+
     def bind(self, address: str) -> str:
         """Bind to ``address`` (a port of 0 or ``*`` picks one); returns the address bound."""
         self.socket.bind(address)

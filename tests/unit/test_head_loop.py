@@ -9,6 +9,7 @@ it has arrived (polled with a deadline).
 from __future__ import annotations
 
 import collections
+import time
 import logging
 from typing import Iterator, NamedTuple
 
@@ -178,3 +179,35 @@ def test_an_instruction_without_a_carrier_fails_loudly(head):
 
     with pytest.raises(KeyError):
         head.carry_out([Stray("no carrier")])
+
+
+def test_a_driver_whose_connection_is_gone_is_dropped_and_told_what_it_lost_on_return(
+        head, connect):
+    driver = connect(DRIVER)
+    register(head, driver, "driver", DRIVER)
+    # Silent for an hour in Python, but its connection is up: kept.
+    head.peers[DRIVER].last_heard -= 3600
+    head.heartbeat(head.drivers.sessions[DRIVER].joined + 3600)
+    assert DRIVER in head.peers
+    # Its connection closes (it died, or outlived its grace period): unreachable, then
+    # dropped once the reconnect allowance has passed.
+    driver.close()
+    now = head.drivers.sessions[DRIVER].joined
+
+    def unreachable() -> bool:
+        head.heartbeat(now)
+        return head.drivers.state(DRIVER, now) == "disconnected"
+    deadline = time.monotonic() + 5
+    while not unreachable():
+        assert time.monotonic() < deadline, "the closed connection was never seen"
+        time.sleep(0.01)
+    head.heartbeat(now + head.drivers.reconnect_s)
+    assert DRIVER not in head.peers and DRIVER not in head.scheduler.drivers
+    # It comes back (same identity): any message is answered with what it lost.
+    back = connect(DRIVER)
+    deliver(head, back, Kind.HEARTBEAT, ())
+    assert back.socket.poll(5000, zmq.POLLIN)
+    _, message = back.recv()
+    assert message is not None and message.kind is Kind.SHUTDOWN
+    assert "grace period of 300 s" in message.body[1]
+    assert "0 actors killed" in message.body[1]

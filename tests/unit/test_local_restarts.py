@@ -26,6 +26,6 @@ def test_unschedulable_timeout_in_system_config():
     assert session._unschedulable_timeout({"unschedulable_task_timeout_s": 5}) == 5.0
     with pytest.raises(ValueError, match="unschedulable_task_timeout_s must be"):
         session._unschedulable_timeout({"unschedulable_task_timeout_s": -1})
-    with pytest.raises(ValueError, match="it knows 'object_spilling_config' and "
-                                         "'unschedulable_task_timeout_s'"):
+    with pytest.raises(ValueError, match="it knows 'driver_grace_period_s', "
+                                         "'object_spilling_config', 'unschedulable_task_timeout_s'"):
         session._spill_directory({"other": 1})
