@@ -11,7 +11,7 @@ import datetime
 
 from rayipy import units
 from rayipy.core.memory_report import store_usage
-from rayipy.node.memory_use import memory_in_use
+from rayipy.core.memory_report import memory_in_use
 
 # The order resources are listed in; custom resources follow, by name.
 _FIRST = ("CPU", "GPU", "memory")

@@ -188,3 +188,29 @@ def _local_note(data: MemoryData) -> list[str]:
         out.append(f"It also keeps {data.inline_objects} small object(s) in its own memory "
                    f"({format_bytes(data.inline_bytes)}), outside the stores.")
     return out
+
+
+def node_memory_figures(info: dict[str, Any]) -> dict[str, Any]:
+    """A node's last memory figures from its info (``{}`` before its first heartbeat, or
+    from an agent that does not send them), checked for shape: what the network sent."""
+    use = info.get("memory_use")
+    if not isinstance(use, dict):
+        return {}
+    workers = use.get("workers")
+    return {"used": int(use.get("used", 0) or 0), "total": int(use.get("total", 0) or 0),
+            "workers": {int(pid): int(rss) for pid, rss in workers.items()}
+            if isinstance(workers, dict) else {}}
+
+
+def memory_in_use(figures: dict[str, Any]) -> str:
+    """A node's real memory use, from its agent (sampled by ``rayipy.node.memory_use``): the machine's
+    memory in use, and its workers' resident memory (RSS); "" before its first figures."""
+    if not figures.get("total"):
+        return ""
+    text = (f"memory in use {format_bytes(figures['used'])} / "
+            f"{format_bytes(figures['total'])}")
+    workers = figures.get("workers") or {}
+    if workers:
+        text += (f"; workers' RSS {format_bytes(sum(workers.values()))} "
+                 f"({len(workers)} workers, largest {format_bytes(max(workers.values()))})")
+    return text

@@ -18,7 +18,7 @@ from typing import Any
 
 from rayipy.core.state import shown_resources
 from rayipy.core.task_counts import OUTCOMES
-from rayipy.node.memory_use import figures as memory_figures
+from rayipy.core.memory_report import node_memory_figures as memory_figures
 from rayipy.dashboard.history import Finished, TaskHistory, failure_of, state_of
 
 MAX_ACTORS = 500          # actors listed (every actor is counted)

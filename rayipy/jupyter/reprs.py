@@ -12,7 +12,7 @@ from typing import Any
 from rayipy.core.memory_report import store_figure, store_usage
 from rayipy.core.objects import FAILED, PENDING, READY
 from rayipy.core.progress import format_seconds
-from rayipy.node.memory_use import memory_in_use
+from rayipy.core.memory_report import memory_in_use
 from rayipy.protocol.errors import error_class_name
 
 _TABLE = ('<table class="rayipy-table" style="border-collapse: collapse; text-align: left">')

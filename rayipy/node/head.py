@@ -35,6 +35,7 @@ from rayipy.core.liveness import (DEFAULT_DRIVER_GRACE_S, GRACE_SETTING, DriverS
 from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, ForgetPeer,
                                       Instruction, KillWorker, LeaseAnswer, LeaseEnded, Retire,
                                       Spawn, Steal, Warn)
+from rayipy.core.memory_report import node_memory_figures
 from rayipy.core.message_faults import MessageFaults
 from rayipy.core.objects import OWNER_ID_BYTES, owner_of
 from rayipy.core import state_rows
@@ -47,7 +48,7 @@ from rayipy.dashboard.history import TaskHistory
 from rayipy.dashboard.server import DashboardServer
 from rayipy.dashboard.snapshot import (HeadFacts, Snapshot, actor_state, build_snapshot,
                                        store_figures)
-from rayipy.node import lifetime, memory_use
+from rayipy.node import lifetime
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import (CANCELLED, CRASHED, ObjectValue, Registration, TaskResult,
@@ -598,7 +599,7 @@ class Head:
                 "object_stores": {node.node_id.hex(): store_figures(node.info)
                                   for node in self.scheduler.nodes.values()},
                 # per node, real memory use: the machine's and each worker's RSS
-                "memory_use": {node.node_id.hex(): memory_use.figures(node.info)
+                "memory_use": {node.node_id.hex(): node_memory_figures(node.info)
                                for node in self.scheduler.nodes.values()},
                 "tasks": self.scheduler.summary(),
                 "dropped_messages": dict(self.endpoint.dropped),

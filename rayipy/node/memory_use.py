@@ -7,7 +7,8 @@ and ``ray status`` count it) and each of its workers' resident set size (RSS). T
 figures ride at the end of the agent's heartbeat body (``Kind.HEARTBEAT``), once a
 second, and the head keeps the last ones in the node's info (``memory_use``).
 
-Costs a few reads of /proc per worker per second, on the agent's thread.
+Costs a few reads of /proc per worker per second, on the agent's thread. Reading the
+figures back and writing them for people is pure: ``rayipy.core.memory_report``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Iterable
 
 import psutil
 
-from rayipy import units
 
 
 def sample(pids: Iterable[int]) -> dict[str, object]:
@@ -31,29 +31,3 @@ def sample(pids: Iterable[int]) -> dict[str, object]:
             continue
     return {"used": int(memory.total - memory.available), "total": int(memory.total),
             "workers": workers}
-
-
-def figures(info: dict) -> dict[str, object]:
-    """A node's last memory figures from its info (``{}`` before its first heartbeat, or
-    from an agent that does not send them), checked for shape: what the network sent."""
-    use = info.get("memory_use")
-    if not isinstance(use, dict):
-        return {}
-    workers = use.get("workers")
-    return {"used": int(use.get("used", 0) or 0), "total": int(use.get("total", 0) or 0),
-            "workers": {int(pid): int(rss) for pid, rss in workers.items()}
-            if isinstance(workers, dict) else {}}
-
-
-def memory_in_use(figures: dict) -> str:
-    """A node's real memory use, from its agent (``rayipy.node.memory_use``): the machine's
-    memory in use, and its workers' resident memory (RSS); "" before its first figures."""
-    if not figures.get("total"):
-        return ""
-    text = (f"memory in use {units.format_bytes(figures['used'])} / "
-            f"{units.format_bytes(figures['total'])}")
-    workers = figures.get("workers") or {}
-    if workers:
-        text += (f"; workers' RSS {units.format_bytes(sum(workers.values()))} "
-                 f"({len(workers)} workers, largest {units.format_bytes(max(workers.values()))})")
-    return text

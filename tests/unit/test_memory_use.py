@@ -11,7 +11,9 @@ from rayipy.dashboard.history import TaskHistory
 from rayipy.dashboard.page import render_body
 from rayipy.dashboard.snapshot import HeadFacts, build_snapshot
 from rayipy.jupyter.reprs import status_html, status_text
-from rayipy.node.memory_use import figures, memory_in_use, sample
+from rayipy.core.memory_report import memory_in_use
+from rayipy.core.memory_report import node_memory_figures as figures
+from rayipy.node.memory_use import sample
 
 GIB, MIB = 2**30, 2**20
 NODE = "aa" * 8
