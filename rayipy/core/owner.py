@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import collections
 import enum
-from typing import NamedTuple, Union
+from typing import Any, NamedTuple, Union
 
 from rayipy import exceptions
 from rayipy.core.actor_routes import ActorRoutes, Failed, Locate, Requeued, RouteStep, Send
@@ -120,9 +120,17 @@ def needs_head_placement(spec: TaskSpec) -> bool:
     """Nodes to spread over, GPU devices to assign, a placement group bundle or a node to
     pin to, or calls to count for ``max_calls`` (the head retires the worker after them):
     only the head can decide."""
-    if spec.options and (("scheduling_strategy", "SPREAD") in spec.options
-                         or any(name == "max_calls" for name, _ in spec.options)):
-        return True
+    options = spec.options
+    if options:   # every task has some (its namespace): answered once per set of options
+        by_options = _HEAD_OPTIONS.get(options)
+        if by_options is None:
+            if len(_HEAD_OPTIONS) > 1024:
+                _HEAD_OPTIONS.clear()
+            by_options = _HEAD_OPTIONS[options] = (
+                ("scheduling_strategy", "SPREAD") in options
+                or any(name == "max_calls" for name, _ in options))
+        if by_options:
+            return True
     head_only = _HEAD_PLACED.get(spec.resources)
     if head_only is None:   # a request seen for the first time (a program has a handful)
         if len(_HEAD_PLACED) > 1024:
@@ -135,6 +143,7 @@ def needs_head_placement(spec: TaskSpec) -> bool:
 
 
 _HEAD_PLACED: dict[ResourceRequest, bool] = {}
+_HEAD_OPTIONS: dict[tuple[Any, ...], bool] = {}
 
 
 class OwnerState:

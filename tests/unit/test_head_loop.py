@@ -44,11 +44,20 @@ def connect(head: Head) -> Iterator:
     endpoints: list[Endpoint] = []
 
     def make(identity: bytes) -> Endpoint:
-        endpoint = Endpoint(context, zmq.DEALER, Signer(KEY), identity)
-        endpoint.connect(head.address)
-        endpoints.append(endpoint)
-        # The handshake: the head takes the HELLO, the DEALER the CHALLENGE.
-        assert head.endpoint.socket.poll(5000, zmq.POLLIN), "no HELLO came"
+        # The handshake: the head takes the HELLO, the DEALER the CHALLENGE. An identity
+        # that comes back right after its connection closed may find the ROUTER still
+        # tearing the old one down: libzmq refuses the new connection, and a HELLO written
+        # meanwhile is lost with it; a new connection then gets through.
+        deadline = time.monotonic() + 10
+        while True:
+            endpoint = Endpoint(context, zmq.DEALER, Signer(KEY), identity)
+            endpoint.connect(head.address)
+            endpoints.append(endpoint)
+            if head.endpoint.socket.poll(1000, zmq.POLLIN):
+                break
+            assert time.monotonic() < deadline, "no HELLO came"
+            endpoint.close()
+            endpoints.remove(endpoint)
         head.receive_one()
         assert endpoint.socket.poll(5000, zmq.POLLIN), "no CHALLENGE came"
         endpoint.recv()
