@@ -24,12 +24,13 @@ import uuid
 from typing import Any, Callable
 
 from rayipy import exceptions
-from rayipy.core import options
+from rayipy.core import runtime_env as runtime_env_rules
 from rayipy.core.object_ref import current_runtime
 from rayipy.core.unschedulable import TIMEOUT_ENVIRONMENT, TIMEOUT_SETTING, parse_timeout
 from rayipy.dashboard import DEFAULT_PORT as DEFAULT_DASHBOARD_PORT
 from rayipy.node import connection
 from rayipy.node.client import Runtime
+from rayipy.node import runtime_env_pack
 from rayipy.node.launch import LocalCluster
 
 log = logging.getLogger("rayipy")
@@ -150,6 +151,10 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     seconds (default 60; ``float("inf")``: wait for ever), with a warning printed first.
     The local cluster's node agent is restarted if it dies (at most 3 times a minute).
 
+    ``runtime_env``: the environment every task and actor of this driver runs in
+    (merged with their own ``.options(runtime_env=)``): ``env_vars``, ``working_dir``,
+    ``py_modules``, ``pip``, ``excludes``; see docs/environments.md.
+
     ``namespace``: where this driver's named actors live and are looked up (its tasks and
     actors inherit it); default: an anonymous namespace of this driver's own, as in Ray.
     """
@@ -171,8 +176,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         raise ValueError("local_mode=True is not supported: Ray deprecated it, and rayipy runs "
                          "tasks in worker processes only. To debug a task, call its function "
                          "directly, or use rayipy.init(num_cpus=1) to run one task at a time")
-    if runtime_env:
-        raise ValueError(options.RUNTIME_ENV_UNSUPPORTED)
+    job_env = runtime_env_rules.check(runtime_env)   # conda, container...: refused at once
     if resources is not None and not (isinstance(resources, dict) and all(
             isinstance(k, str) and isinstance(v, numbers.Real) and v >= 0 for k, v in resources.items())):
         raise TypeError(f"resources must be a dict of name -> amount >= 0, got {resources!r}")
@@ -225,9 +229,12 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             welcome = runtime.start(timeout=30.0 if cluster else 10.0)
             if cluster is not None:
                 _wait_for_nodes(runtime, 1)
+            # Packs and uploads its directories now: a missing one fails init, not a task.
+            runtime_env_pack.set_job_env(runtime, job_env)
         except BaseException:
             if cluster is not None:
                 cluster.stop()
+            runtime.close()
             raise
         for hook in list(runtime_hooks):
             try:
