@@ -10,7 +10,7 @@ from typing import Any, Callable
 from rayipy.core import options as option_table
 from rayipy.core.runtime_env import with_env
 from rayipy.core.strategies import apply_strategy
-from rayipy.node import runtime_env_pack
+from rayipy.node import runtime_env_modules, runtime_env_pack
 from rayipy.protocol import serialization
 from rayipy.session import runtime_for_submit
 
@@ -113,13 +113,17 @@ class PickledOnce:
         self._what = what
         self._lock = threading.Lock()
         self._value: tuple[bytes, bytes] | None = None
+        self._generation = 0
 
     def get(self) -> tuple[bytes, bytes]:
+        # A local module edited since (the %autoreload habit): pickle again, by value.
+        generation = runtime_env_modules.watch.generation()
         value = self._value
-        if value is None:
+        if value is None or generation != self._generation:
             with self._lock:
-                if self._value is None:
+                if self._value is None or generation != self._generation:
                     pickled = serialization.dumps_function(self._function, self._what)
                     self._value = (hashlib.sha256(pickled).digest()[:16], pickled)
+                    self._generation = generation
                 value = self._value
         return value

@@ -40,3 +40,33 @@ def test_init_with_a_missing_working_dir_fails_and_leaves_nothing_running(fresh_
         fresh_cluster(num_cpus=1, include_dashboard=False,
                       runtime_env={"working_dir": str(tmp_path / "nope")})
     assert not rayipy.is_initialized()
+
+
+def test_a_local_module_edited_between_calls_reaches_the_workers(fresh_cluster, tmp_path,
+                                                                 monkeypatch):
+    module_file = tmp_path / "renv_edited_module.py"
+    module_file.write_text("import rayipy\n\n"
+                           "def helper():\n    return 'v1'\n\n"
+                           "@rayipy.remote\n"
+                           "def answer():\n    return helper()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fresh_cluster(num_cpus=2, include_dashboard=False)
+    import renv_edited_module as module
+    try:
+        # Two calls at once, so both workers import the first version.
+        assert rayipy.get([module.answer.remote(), module.answer.remote()]) == ["v1", "v1"]
+
+        @rayipy.remote
+        def through_main():          # a __main__-style function that calls the module
+            return module.helper()
+        assert rayipy.get(through_main.remote()) == "v1"
+
+        module_file.write_text("import rayipy\n\n"
+                               "def helper():\n    return 'v2, edited'\n\n"
+                               "@rayipy.remote\n"
+                               "def answer():\n    return helper()\n")
+        importlib.reload(module)     # what %autoreload does before the next cell
+        assert rayipy.get([module.answer.remote() for _ in range(4)]) == ["v2, edited"] * 4
+        assert rayipy.get([through_main.remote() for _ in range(4)]) == ["v2, edited"] * 4
+    finally:
+        sys.modules.pop("renv_edited_module", None)
