@@ -19,6 +19,8 @@ import inspect
 from typing import Any, NoReturn
 
 from rayipy.core import options as option_table
+from rayipy.core.runtime_env import with_env
+from rayipy.node import runtime_env_pack
 from rayipy.core.object_ref import current_runtime
 from rayipy.core.strategies import apply_strategy
 from rayipy.core.task_context import current_task
@@ -104,6 +106,7 @@ class ActorClass:
 
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
         runtime = runtime_for_submit()
+        env = runtime_env_pack.resolve(runtime, self._options.get("runtime_env"))
         name = self._options.get("name")
         namespace = self._options.get("namespace")
         if namespace is not None and name is None:
@@ -130,6 +133,9 @@ class ActorClass:
         if name is not None:
             worker_options["namespace"] = namespace
         worker_options.update(class_name=self._name, methods=self._methods)
+        if env is not None:   # it runs on a worker started for its environment
+            resources = with_env(resources, env["key"])
+            worker_options["runtime_env"] = env
         strategy = worker_options.get("scheduling_strategy")
         if not isinstance(strategy, str):   # an object: it is in ``resources`` already
             worker_options.pop("scheduling_strategy", None)

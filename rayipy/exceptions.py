@@ -95,6 +95,11 @@ class OwnerDiedError(ObjectLostError):
     """The process that created the object (its owner) exited."""
 
 
+class RuntimeEnvSetupError(RayipyError):
+    """A task's ``runtime_env`` could not be set up on its node (a failed ``pip install``,
+    a package that could not be fetched): the text carries the installer's own output."""
+
+
 class RaySystemError(RayipySystemError):
     """Ray's name for system errors, kept for programs written for Ray."""
 

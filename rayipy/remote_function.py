@@ -8,7 +8,9 @@ import threading
 from typing import Any, Callable
 
 from rayipy.core import options as option_table
+from rayipy.core.runtime_env import with_env
 from rayipy.core.strategies import apply_strategy
+from rayipy.node import runtime_env_modules, runtime_env_pack
 from rayipy.protocol import serialization
 from rayipy.session import runtime_for_submit
 
@@ -34,10 +36,15 @@ class RemoteFunction:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         runtime = runtime_for_submit()
+        resources, spec_options = self._resources, self._spec_options
+        env = runtime_env_pack.resolve(runtime, self._options.get("runtime_env"))
+        if env is not None:   # its tasks go to workers of that environment only
+            resources, spec_options = with_env(resources, env["key"]), tuple(sorted(
+                (*spec_options, ("runtime_env", env)), key=lambda item: item[0]))
         function_id, pickled = self._shared.get()
         runtime.ensure_function(function_id, pickled)
         refs = runtime.submit(function_id, self._task_name, args, kwargs, self._returns_count,
-                              self._resources, self._max_retries, options=self._spec_options)
+                              resources, self._max_retries, options=spec_options)
         return refs[0] if self._returns_count == 1 else refs
 
     def _set_options(self, options: dict[str, Any]) -> None:
@@ -106,13 +113,17 @@ class PickledOnce:
         self._what = what
         self._lock = threading.Lock()
         self._value: tuple[bytes, bytes] | None = None
+        self._generation = 0
 
     def get(self) -> tuple[bytes, bytes]:
+        # A local module edited since (the %autoreload habit): pickle again, by value.
+        generation = runtime_env_modules.watch.generation()
         value = self._value
-        if value is None:
+        if value is None or generation != self._generation:
             with self._lock:
-                if self._value is None:
+                if self._value is None or generation != self._generation:
                     pickled = serialization.dumps_function(self._function, self._what)
                     self._value = (hashlib.sha256(pickled).digest()[:16], pickled)
+                    self._generation = generation
                 value = self._value
         return value

@@ -24,12 +24,14 @@ import uuid
 from typing import Any, Callable
 
 from rayipy import exceptions
-from rayipy.core import liveness, options
+from rayipy.core import liveness
+from rayipy.core import runtime_env as runtime_env_rules
 from rayipy.core.object_ref import current_runtime
 from rayipy.core.unschedulable import TIMEOUT_ENVIRONMENT, TIMEOUT_SETTING, parse_timeout
 from rayipy.dashboard import DEFAULT_PORT as DEFAULT_DASHBOARD_PORT
 from rayipy.node import connection
 from rayipy.node.client import Runtime
+from rayipy.node import runtime_env_pack
 from rayipy.node.launch import LocalCluster
 
 log = logging.getLogger("rayipy")
@@ -137,8 +139,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     local cluster. It serves a dashboard (``include_dashboard=False``: none) on
     ``dashboard_port`` (default 8265, or the next free port; 0: any free port) of
     ``dashboard_host`` (default loopback); the returned context's ``dashboard_url`` says
-    where. When connecting, the dashboard options are ignored: the head was started with
-    its own.
+    where. When connecting, the dashboard options raise: the head was started with its
+    own.
 
     ``object_store_memory``: bytes of the new local node's object store (default: 30% of
     the machine's memory). Objects that do not fit spill to disk, under the temporary
@@ -153,6 +155,10 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     a driver that stops answering (a stopped or sleeping process; a busy one still
     answers) keeps its actors, tasks and objects for S seconds, then its next call raises
     ``SessionLostError`` saying what was lost (docs/cluster.md, "A busy or sleeping driver").
+
+    ``runtime_env``: the environment every task and actor of this driver runs in
+    (merged with their own ``.options(runtime_env=)``): ``env_vars``, ``working_dir``,
+    ``py_modules``, ``pip``, ``excludes``; see docs/environments.md.
 
     ``namespace``: where this driver's named actors live and are looked up (its tasks and
     actors inherit it); default: an anonymous namespace of this driver's own, as in Ray.
@@ -176,8 +182,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         raise ValueError("local_mode=True is not supported: Ray deprecated it, and rayipy runs "
                          "tasks in worker processes only. To debug a task, call its function "
                          "directly, or use rayipy.init(num_cpus=1) to run one task at a time")
-    if runtime_env:
-        raise ValueError(options.RUNTIME_ENV_UNSUPPORTED)
+    job_env = runtime_env_rules.check(runtime_env)   # conda, container...: refused at once
     if resources is not None and not (isinstance(resources, dict) and all(
             isinstance(k, str) and isinstance(v, numbers.Real) and v >= 0 for k, v in resources.items())):
         raise TypeError(f"resources must be a dict of name -> amount >= 0, got {resources!r}")
@@ -217,6 +222,15 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                     f"cluster, do not apply: set them on its nodes (rayipy start --num-cpus ... "
                     f"--object-store-memory ...; ${TIMEOUT_ENVIRONMENT} for its head), or pass "
                     f"address='local' for a separate local cluster")
+            if include_dashboard is not None or dashboard_host is not None or \
+                    dashboard_port is not None:
+                raise ValueError(
+                    f"init() connects to the running cluster at "
+                    f"{target.head_address.removeprefix('tcp://')}, whose dashboard was set up "
+                    f"when its head started: include_dashboard, dashboard_host and "
+                    f"dashboard_port apply to a new local cluster only. Give them to its "
+                    f"head (rayipy start --head --dashboard-port N --dashboard-host H, or "
+                    f"--no-dashboard), or pass address='local' for a separate local cluster")
             if grace is not None:
                 raise ValueError(
                     f"init() connects to the running cluster at "
@@ -238,9 +252,12 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             welcome = runtime.start(timeout=30.0 if cluster else 10.0)
             if cluster is not None:
                 _wait_for_nodes(runtime, 1)
+            # Packs and uploads its directories now: a missing one fails init, not a task.
+            runtime_env_pack.set_job_env(runtime, job_env)
         except BaseException:
             if cluster is not None:
                 cluster.stop()
+            runtime.close()
             raise
         for hook in list(runtime_hooks):
             try:

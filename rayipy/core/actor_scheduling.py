@@ -13,6 +13,7 @@ import collections
 from typing import Any
 
 from rayipy.core.instructions import ActorLocation, CancelRunning, Instruction, KillWorker, Spawn
+from rayipy.core.runtime_env import env_of
 from rayipy.core.scheduler_state import SchedulerState
 from rayipy.core.state import TaskRecord, Worker, WorkerStatus
 from rayipy.exceptions import ActorDiedError
@@ -181,15 +182,19 @@ class ActorScheduling(SchedulerState):
             node = min(fitting, key=lambda n: (n.spread_count if spread else 0, n.load()),
                        default=None)
             worker: Worker | None
+            env = env_of(request)
             if spread:
                 worker = next((self.workers[w] for w in node.workers
-                               if self.workers[w].state is WorkerStatus.IDLE),
-                              None) if node else None
+                               if self.workers[w].state is WorkerStatus.IDLE
+                               and self.workers[w].env == env), None) if node else None
             else:
                 worker = self._pick_worker(request, 0)
             if worker is None:
                 # Start a worker where the actor fits; it gets the actor when it registers.
-                if node is not None and node.spawning == 0:
+                if node is not None and env:
+                    if not self.env_spawning.get((node.node_id, env)):
+                        out.append(self._spawn_for_env(node, 1, actor.creation))
+                elif node is not None and node.spawning == 0:
                     node.spawning += 1
                     out.append(Spawn(node.agent, 1))
                 break
@@ -200,9 +205,9 @@ class ActorScheduling(SchedulerState):
             if spread:
                 node.spread_count += 1
             actor.worker = worker.worker_id
-            # The pool lost a worker to the actor: the agent starts a replacement.
-            node.spawning += 1
-            out.append(Spawn(node.agent, 1))
+            if not env:   # the pool lost a worker to the actor: the agent starts another
+                node.spawning += 1
+                out.append(Spawn(node.agent, 1))
             out.append(self._assign(worker, [actor.creation.task_id]))
             out.append(ActorLocation(actor.creation.actor_id, tuple(actor.subscribers),
                                      worker.address))

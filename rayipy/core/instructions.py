@@ -7,7 +7,7 @@ The set is closed: a new instruction needs a carrier, and a test checks that it 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union, get_args
+from typing import Any, NamedTuple, Union, get_args
 
 from rayipy.core.state import Request
 from rayipy.protocol.messages import TaskSpec
@@ -39,9 +39,11 @@ class CancelRunning(NamedTuple):
 
 
 class Spawn(NamedTuple):
-    """Ask a node agent to start ``number`` more workers."""
+    """Ask a node agent to start ``number`` more workers (with ``runtime_env``, a
+    resolved environment: workers of that environment only)."""
     agent: bytes
     number: int
+    runtime_env: dict[str, Any] | None = None
 
 
 class Steal(NamedTuple):

@@ -10,6 +10,7 @@ workers back. It reads the shared records and steps of ``SchedulerState``;
 from __future__ import annotations
 
 from rayipy.core.instructions import Instruction, LeaseAnswer, LeaseEnded
+from rayipy.core.runtime_env import env_of
 from rayipy.core.scheduler_state import SchedulerState
 from rayipy.core.state import Request, Worker, WorkerStatus
 
@@ -20,8 +21,9 @@ class LeaseScheduling(SchedulerState):
     def lease(self, owner: bytes, request: Request) -> list[Instruction]:
         """A driver asks for a worker of its own for tasks it runs one at a time."""
         if not any(q for q in self.ready.values()):
+            env = env_of(request)
             for worker in self.workers.values():
-                if worker.state is not WorkerStatus.IDLE or not worker.address:
+                if worker.state is not WorkerStatus.IDLE or not worker.address or worker.env != env:
                     continue
                 node = self.nodes[worker.node_id]
                 if not node.leaving and node.fits(request):

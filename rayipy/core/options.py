@@ -10,6 +10,7 @@ import difflib
 import numbers
 from typing import Any, Callable, NamedTuple
 
+from rayipy.core import runtime_env
 from rayipy.core.strategies import STRATEGY_TYPES, apply_strategy, is_strategy
 
 
@@ -51,8 +52,8 @@ TASK_OPTIONS: dict[str, Option] = {
     "scheduling_strategy": Option((str, *STRATEGY_TYPES), is_strategy,
                                   '"DEFAULT", "SPREAD", a NodeAffinitySchedulingStrategy or a '
                                   'PlacementGroupSchedulingStrategy', "DEFAULT"),
-    # Accepted only empty, so that a program that passes one is told, not silently run
-    # without it (``validate``).
+    # Its keys are checked here (``runtime_env.check``); its directories are packed and
+    # uploaded at the first ``.remote()`` (``node/runtime_env_pack.py``).
     "runtime_env": Option((dict,), lambda v: v is None or isinstance(v, dict), "a dict", None),
     # Refused rather than ignored (``validate``): generator tasks have no back-pressure yet.
     "_generator_backpressure_num_objects": Option((int,), lambda v: isinstance(v, int), "an int",
@@ -73,13 +74,6 @@ TASK_ONLY_OPTIONS: dict[str, str] = {
     "max_calls": "max_calls is for tasks (a worker is replaced after N calls); an actor "
                  "lives until it is killed: use rayipy.kill(handle) and make a new one",
 }
-
-
-RUNTIME_ENV_UNSUPPORTED = (
-    "runtime_env is not supported by rayipy yet, and is refused rather than ignored: install "
-    "the packages on every node, make your modules importable there (PYTHONPATH, or define "
-    "the functions in __main__ or a notebook cell, which travel by value), and set "
-    "environment variables inside the task (os.environ)")
 
 
 BACKPRESSURE_UNSUPPORTED = (
@@ -111,7 +105,7 @@ def validate(options: dict[str, Any], table: dict[str, Option] = TASK_OPTIONS,
                             f"{option.requirement}, "
                             f"got {value!r}")
         if name == "runtime_env" and value:
-            raise ValueError(RUNTIME_ENV_UNSUPPORTED)
+            runtime_env.check(value)   # conda, container...: refused, saying what instead
         if name == "_generator_backpressure_num_objects" and value not in (None, -1):
             raise ValueError(BACKPRESSURE_UNSUPPORTED)
     return dict(options)

@@ -56,6 +56,7 @@ from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fai
 from rayipy.core.lease_scheduling import LeaseScheduling
 from rayipy.core.objects import owner_of
 from rayipy.core.placement_scheduling import PlacementScheduling
+from rayipy.core.runtime_env import env_of
 from rayipy.core.scheduler_state import (WorkerPicker, describe_request, gpu_amount, takes_queue,
                                         without_gpus)
 from rayipy.core.state import (AFFINITY_PREFIX, LostNode, Node, Request, TaskRecord, Worker,
@@ -119,7 +120,7 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         super().__init__()
         self.direct = DirectTally()     # what workers' heartbeats reported of direct work
         # node id -> (worker id, pid, address) of workers that registered before it
-        self.early_workers: dict[bytes, list[tuple[bytes, int, str]]] = {}
+        self.early_workers: dict[bytes, list[tuple[bytes, int, str, str]]] = {}
         # Work that no live node could ever run (all nodes gone, or the ones it needs):
         # warned about, then failed, by ``tick`` (``core/unschedulable.py``).
         self.unschedulable = UnschedulableWatch()
@@ -130,26 +131,32 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         self.nodes[node_id] = Node(node_id, agent, {**resources, affinity_resource(node_id): 1.0},
                                    info)
         self._nodes_changed()
-        for worker_id, pid, address in self.early_workers.pop(node_id, []):
-            self._attach_worker(worker_id, node_id, pid, address)
+        for worker_id, pid, address, env in self.early_workers.pop(node_id, []):
+            self._attach_worker(worker_id, node_id, pid, address, env)
         return self.dispatch()
 
     def add_worker(self, worker_id: bytes, node_id: bytes, pid: int,
-                   address: str = "") -> list[Instruction]:
+                   address: str = "", env: str = "") -> list[Instruction]:
+        """A worker registered; ``env``: the runtime_env key it serves ("": the pool)."""
         node = self.nodes.get(node_id)
         if node is None:
             # Its registration overtook its agent's (separate connections): wait for the node.
-            self.early_workers.setdefault(node_id, []).append((worker_id, pid, address))
+            self.early_workers.setdefault(node_id, []).append((worker_id, pid, address, env))
             return []
-        self._attach_worker(worker_id, node_id, pid, address)
+        self._attach_worker(worker_id, node_id, pid, address, env)
         return self.dispatch()
 
-    def _attach_worker(self, worker_id: bytes, node_id: bytes, pid: int, address: str) -> None:
+    def _attach_worker(self, worker_id: bytes, node_id: bytes, pid: int, address: str,
+                       env: str = "") -> None:
         node = self.nodes[node_id]
-        node.spawning = max(0, node.spawning - 1)
+        if env:
+            self._env_worker_started(node_id, env)
+        else:
+            node.spawning = max(0, node.spawning - 1)
         node.workers.add(worker_id)
         worker = self.workers[worker_id] = Worker(worker_id, node_id, pid)
         worker.address = address
+        worker.env = env
 
     def owner_joined(self, process_id: bytes, driver: bool) -> None:
         """A driver or a worker connected: it may own tasks, objects and actors."""
@@ -506,7 +513,8 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
                 continue
             self._place(request, queue, assigned)
             if queue:
-                out.extend(self._grow_or_steal(request, queue))
+                out.extend(self._grow_env(request, queue) if env_of(request) else
+                           self._grow_or_steal(request, queue))
                 out.extend(self._recall_leases())
         for worker_id, specs in assigned.items():
             out.append(Execute(worker_id, specs, self._new_functions(self.workers[worker_id], specs)))
@@ -585,7 +593,8 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         for victim in victims:
             allocation = victim.allocation
             assert allocation is not None   # RUNNING holds one
-            thief = next((w for w in idle if self.nodes[w.node_id].fits(allocation)), None)
+            thief = next((w for w in idle if w.env == victim.env
+                          and self.nodes[w.node_id].fits(allocation)), None)
             if thief is None:
                 continue
             idle.remove(thief)
@@ -615,7 +624,8 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
                 continue
             free_slots = int(node.available.get("CPU", 0.0) / cpus + 1e-9) if cpus else 1
             states = [self.workers[w].state for w in node.workers]
-            idle = states.count(IDLE)
+            idle = sum(1 for w in node.workers
+                       if self.workers[w].state is IDLE and not self.workers[w].env)
             actors = states.count(ACTOR)
             extra_allowed = int(node.total.get("CPU", 0)) + node.max_extra_workers + actors - (
                 len(node.workers) + node.spawning)

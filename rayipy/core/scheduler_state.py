@@ -25,7 +25,8 @@ import heapq
 import operator
 from typing import Callable
 
-from rayipy.core.instructions import Execute, Fail, Instruction
+from rayipy.core.instructions import Execute, Fail, Instruction, Spawn
+from rayipy.core.runtime_env import env_of, env_spec_of
 from rayipy.core.state import LostNode, Node, Request, TaskRecord, Worker, WorkerStatus
 from rayipy.core.task_counts import FAILED, outcome
 from rayipy.protocol.messages import ERROR, TaskSpec
@@ -84,6 +85,9 @@ class SchedulerState(abc.ABC):
         # callers that fill ``nodes`` themselves).
         self._nowhere: dict[Request, bool] = {}
         self._nowhere_nodes = 0
+        # (node id, runtime_env key) -> workers of that environment asked for, not yet
+        # registered (``Node.spawning`` counts the pool's).
+        self.env_spawning: dict[tuple[bytes, str], int] = {}
 
     @abc.abstractmethod
     def dispatch(self) -> list[Instruction]:
@@ -143,9 +147,10 @@ class SchedulerState(abc.ABC):
         best = None
         best_rank: tuple[float, ...] = ()
         rank: tuple[float, ...]
+        env = env_of(request)
         for worker in self.workers.values():
             state = worker.state
-            if state is IDLE:
+            if state is IDLE and worker.env == env:
                 node = self.nodes[worker.node_id]
                 if not node.leaving and node.fits(request):
                     rank = (node.spread_count, 0, node.load()) if spread else (node.load(),)
@@ -230,6 +235,48 @@ class SchedulerState(abc.ABC):
             queue = self.ready[request] = collections.deque()
         queue.appendleft(task_id)
 
+    # -- runtime environments: workers started for one ---------------------------------------
+    def _env_worker_started(self, node_id: bytes, env: str) -> None:
+        """A worker of environment ``env`` registered on the node."""
+        key = (node_id, env)
+        left = self.env_spawning.get(key, 0) - 1
+        if left > 0:
+            self.env_spawning[key] = left
+        else:
+            self.env_spawning.pop(key, None)
+
+    def _spawn_for_env(self, node: Node, count: int, spec: TaskSpec) -> Spawn:
+        """Ask ``node`` for ``count`` workers of ``spec``'s environment."""
+        env = env_spec_of(spec.options)
+        assert env is not None, "a request with an environment marker comes with its spec"
+        key = (node.node_id, env["key"])
+        self.env_spawning[key] = self.env_spawning.get(key, 0) + count
+        return Spawn(node.agent, count, env)
+
+    def _grow_env(self, request: Request, queue: collections.deque[bytes]) -> list[Instruction]:
+        """Tasks of an environment wait and no worker of it is free: start workers of
+        it where the resources are free (as many as free slots, less the idle and the
+        starting ones of that environment), within the node's limit of processes."""
+        out: list[Instruction] = []
+        env = env_of(request)
+        spec = self.tasks[queue[0]].spec
+        cpus = dict(request).get("CPU", 0.0)
+        for node in self.nodes.values():
+            if node.leaving or not node.fits(request):
+                continue
+            free_slots = int(node.available.get("CPU", 0.0) / cpus + 1e-9) if cpus else 1
+            idle = sum(1 for w in node.workers
+                       if self.workers[w].state is IDLE and self.workers[w].env == env)
+            starting = self.env_spawning.get((node.node_id, env), 0)
+            actors = sum(1 for w in node.workers if self.workers[w].state is WorkerStatus.ACTOR)
+            room = int(node.total.get("CPU", 0)) + node.max_extra_workers + actors - (
+                len(node.workers) + node.spawning + sum(
+                    n for (node_id, _), n in self.env_spawning.items() if node_id == node.node_id))
+            count = min(len(queue), free_slots, room + idle + starting) - idle - starting
+            if count > 0:
+                out.append(self._spawn_for_env(node, count, spec))
+        return out
+
     # -- failing tasks ----------------------------------------------------------------------
     def impossible_message(self, spec: TaskSpec) -> str:
         """Why no node could ever run ``spec``, and what to do about it."""
@@ -305,8 +352,10 @@ class WorkerPicker:
         self.request = request
         self.depth = depth
         self.ends_blocking = ends_blocking
+        env = env_of(request)
         self.idle: list[Worker] | None = [
-            w for w in workers.values() if w.state is IDLE and not nodes[w.node_id].leaving]
+            w for w in workers.values()
+            if w.state is IDLE and w.env == env and not nodes[w.node_id].leaving]
         self.heap: list[tuple[int, float, int, Worker]] | None = None
         self.closed: set[bytes] = set()   # worker ids given a blocking task during the run
 

@@ -15,6 +15,7 @@ import collections
 import enum
 from typing import Any, NamedTuple
 
+from rayipy.core.runtime_env import is_env_marker
 from rayipy.protocol.messages import TaskSpec
 
 # Workers beyond num_cpus, for tasks blocked on nested tasks: one per 100 MiB of the
@@ -39,7 +40,7 @@ def affinity_resource(node_id: bytes) -> str:
 def shown_resources(resources: dict[str, float]) -> dict[str, float]:
     """Resources as users see them: without the nodes' own (``affinity_resource``)."""
     return {name: amount for name, amount in resources.items()
-            if not name.startswith(AFFINITY_PREFIX)}
+            if not name.startswith(AFFINITY_PREFIX) and not is_env_marker(name)}
 
 
 class Node:
@@ -160,7 +161,8 @@ class Worker:
 
     __slots__ = ("worker_id", "node_id", "pid", "state", "queue", "allocation", "gpu_ids",
                  "functions", "actor", "address", "idle_since", "leased_to", "steal_pending",
-                 "recall_pending", "long_task", "seen_task", "seen_since", "calls", "retiring")
+                 "recall_pending", "long_task", "seen_task", "seen_since", "calls", "retiring",
+                 "env")
 
     def __init__(self, worker_id: bytes, node_id: bytes, pid: int) -> None:
         self.worker_id = worker_id
@@ -187,6 +189,9 @@ class Worker:
         # its queue is done.
         self.calls: dict[bytes, int] = {}
         self.retiring = False
+        # The runtime_env key it was started for ("": a pool worker): it takes only
+        # tasks whose request carries that environment (``runtime_env.env_of``).
+        self.env = ""
 
 
 class TaskRecord:

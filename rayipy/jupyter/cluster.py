@@ -8,6 +8,7 @@ failed (so "run all" stops there).
 from __future__ import annotations
 
 import getpass
+import json
 import os
 from typing import Any
 
@@ -38,7 +39,26 @@ def context() -> session.ClusterContext | None:
     return session.context() if session.is_initialized() else None
 
 
-def start(num_cpus: int | None, num_gpus: int | None) -> session.ClusterContext:
+RUNTIME_ENV_HELP = ("the session's runtime_env as JSON, e.g. "
+                    "'{\"working_dir\": \".\", \"pip\": [\"requests\"]}'")
+
+
+def parse_runtime_env(text: str | None) -> dict[str, Any] | None:
+    """``--runtime-env JSON``: a dict, or a UsageError saying what is wrong."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--runtime-env must be JSON (a dict, as runtime_env= takes): {e}") \
+            from None
+    if not isinstance(value, dict):
+        raise UsageError(f"--runtime-env must be a JSON object, got {text!r}")
+    return value
+
+
+def start(num_cpus: int | None, num_gpus: int | None,
+          runtime_env: dict[str, Any] | None = None) -> session.ClusterContext:
     """A local cluster of ``num_cpus`` workers; if one runs already, say so and show it."""
     running = context()
     if running is not None:
@@ -46,12 +66,14 @@ def start(num_cpus: int | None, num_gpus: int | None) -> session.ClusterContext:
               f"use %cluster stop first to start another.")
         return running
     try:
-        return session.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus)
+        return session.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
+                            runtime_env=runtime_env)
     except (TypeError, ValueError, exceptions.RayipyError) as e:
         raise UsageError(f"could not start a local cluster: {e}") from None
 
 
-def connect(address: str, password: str | None) -> session.ClusterContext:
+def connect(address: str, password: str | None,
+            runtime_env: dict[str, Any] | None = None) -> session.ClusterContext:
     running = context()
     if running is not None:
         if not running.started_locally and running.address == address.removeprefix("tcp://"):
@@ -62,7 +84,7 @@ def connect(address: str, password: str | None) -> session.ClusterContext:
     if password is None:
         password = os.environ.get(PASSWORD_ENV) or _ask_password(address)
     try:
-        return session.init(address=address, password=password)
+        return session.init(address=address, password=password, runtime_env=runtime_env)
     except (TypeError, ValueError, exceptions.RayipyError) as e:
         raise UsageError(f"could not connect to {address}: {e}") from None
 

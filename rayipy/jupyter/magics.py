@@ -25,6 +25,7 @@ from rayipy.jupyter import cluster, remote
 _START = MagicArgumentParser(prog="%cluster start", usage="%cluster start [-n N] [--num-gpus G]")
 _START.add_argument("-n", "--num-cpus", type=int, default=None, help="number of CPUs (workers)")
 _START.add_argument("--num-gpus", type=int, default=None, help="number of GPUs")
+_START.add_argument("--runtime-env", default=None, help=cluster.RUNTIME_ENV_HELP)
 _STOP = MagicArgumentParser(prog="%cluster stop", usage="%cluster stop [--force]")
 _STOP.add_argument("--force", action="store_true",
                    help="stop even though tasks are still queued or running (they are lost)")
@@ -32,6 +33,7 @@ _CONNECT = MagicArgumentParser(prog="%cluster connect",
                                usage="%cluster connect HOST:PORT [--password PW]")
 _CONNECT.add_argument("address", help="host:port of the cluster's head")
 _CONNECT.add_argument("--password", default=None, help="the cluster's password")
+_CONNECT.add_argument("--runtime-env", default=None, help=cluster.RUNTIME_ENV_HELP)
 
 
 @magics_class
@@ -106,11 +108,12 @@ class RayipyMagics(Magics):
         for name, value in (("-n", num_cpus), ("--num-gpus", num_gpus)):
             if value is not None and value < 0:
                 raise UsageError(f"{name} must be 0 or more, got {value}")
-        return cluster.start(num_cpus, num_gpus)
+        return cluster.start(num_cpus, num_gpus, cluster.parse_runtime_env(args.runtime_env))
 
     def _connect(self, words: list[str]) -> Any:
         args = self._parse(_CONNECT, words)
-        return cluster.connect(args.address, args.password)
+        return cluster.connect(args.address, args.password,
+                               cluster.parse_runtime_env(args.runtime_env))
 
     def _no_args(self, command: str, words: list[str]) -> None:
         if words:

@@ -30,6 +30,7 @@ import zmq
 from rayipy.core.message_faults import MessageFaults
 from rayipy.node import lifetime
 from rayipy.node import memory_use
+from rayipy.node import runtime_env_setup
 from rayipy.node.client import HEARTBEAT_SECONDS, HEAD_SILENCE_LIMIT, new_process_id
 from rayipy.node.store_server import StoreServer, default_capacity
 from rayipy.protocol.kinds import Kind
@@ -108,6 +109,7 @@ class Agent:
             Kind.FREE_OBJECTS: self.to_store(Kind.FREE_OBJECTS),
             Kind.OWNER_GONE: self.to_store(Kind.OWNER_GONE),
             Kind.SPAWN_WORKER: self.on_spawn_worker,
+            Kind.SPAWN_ENV_WORKER: self.on_spawn_env_worker,
             Kind.RETIRE_WORKER: self.on_retire_worker,
             Kind.SHUTDOWN: self.on_shutdown,
             Kind.AUTH_FAILED: self.on_auth_failed,
@@ -123,10 +125,15 @@ class Agent:
                 self.store.post(kind, body)
         return handler
 
-    def spawn(self) -> None:
-        """Start one worker process and watch it."""
+    def spawn(self, runtime_env: dict[str, Any] | None = None) -> None:
+        """Start one worker process and watch it; with ``runtime_env`` (resolved), a
+        worker of that environment, which sets it up itself (``runtime_env_setup``)."""
         worker_id = new_process_id(b"W")
         env = dict(os.environ, RAYIPY_CLUSTER_KEY=self.key.hex())
+        env.pop(runtime_env_setup.ENV_VARIABLE, None)
+        env.pop(runtime_env_setup.READY_VARIABLE, None)
+        if runtime_env is not None:
+            env[runtime_env_setup.ENV_VARIABLE] = runtime_env_setup.to_json(runtime_env)
         cmd = [sys.executable, "-m", "rayipy.node.worker", "--head", self.head_address,
                "--node-id", self.node_id.hex(), "--worker-id", worker_id.hex(), "--ip", self.ip,
                "--store", self.store.address if self.store is not None else ""]
@@ -217,6 +224,14 @@ class Agent:
             raise ValueError(f"SPAWN_WORKER wants a count of workers, got {count!r}")
         for _ in range(count):
             self.spawn()
+
+    def on_spawn_env_worker(self, body: Any) -> None:
+        count, runtime_env = body
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0 or not (
+                isinstance(runtime_env, dict) and isinstance(runtime_env.get("key"), str)):
+            raise ValueError(f"SPAWN_ENV_WORKER wants (count, runtime_env), got {body!r:.200}")
+        for _ in range(count):
+            self.spawn(runtime_env)
 
     def on_retire_worker(self, body: Any) -> None:
         worker_id, kill = body

@@ -248,7 +248,10 @@ class Head:
         self.send(ins.worker, Kind.CANCEL, (ins.task_id, ins.force, ins.direct, ins.recursive))
 
     def carry_spawn(self, ins: Spawn) -> None:
-        self.send(ins.agent, Kind.SPAWN_WORKER, (ins.number,))
+        if ins.runtime_env is not None:
+            self.send(ins.agent, Kind.SPAWN_ENV_WORKER, (ins.number, ins.runtime_env))
+        else:
+            self.send(ins.agent, Kind.SPAWN_WORKER, (ins.number,))
 
     def carry_steal(self, ins: Steal) -> None:
         self.send(ins.worker, Kind.STEAL, (ins.number,))
@@ -378,7 +381,8 @@ class Head:
             self.carry_out(self.scheduler.add_node(reg.node_id, sender, reg.info["resources"], reg.info))
         elif reg.role == "worker":
             self.carry_out(self.scheduler.add_worker(sender, reg.node_id, reg.pid,
-                                                     reg.info.get("direct", "")))
+                                                     reg.info.get("direct", ""),
+                                                     reg.info.get("runtime_env", "")))
         self.send(sender, Kind.WELCOME, Welcome(self.cluster_id, PROTOCOL_VERSION,
                                                 {"address": self.address,
                                                  "dashboard_url": self.dashboard_url}))

@@ -65,6 +65,8 @@ class TaskRunner:
         self.actor_error: BaseException | None = None    # why its constructor failed
         self.cancel_requested: bytes | None = None
         self.interruptible: bytes | None = None  # the task whose code runs right now
+        # Why this worker's runtime_env could not be set up: every task fails with it.
+        self.env_error: BaseException | None = None
         # Where a generator task's items go: set by the worker (its caller's connection,
         # or the head); (spec, item as a one-value TaskResult, index from 1).
         self.send_item: Callable[[TaskSpec, TaskResult, int], None] | None = None
@@ -112,6 +114,8 @@ class TaskRunner:
 
     def call_with_retries(self, spec: TaskSpec) -> Any:
         """Call the task's function; rerun it on exceptions it was told to retry."""
+        if self.env_error is not None:
+            raise self.env_error
         retry_on = dict(spec.options).get("retry_exceptions") if spec.options else None
         attempt = spec.attempt
         while True:

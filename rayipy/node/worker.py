@@ -34,7 +34,7 @@ from rayipy.core.worker_state import (Command, InterruptRunning, KillProcess, Re
                                       ReportToHead, ReturnToHead, Run, WakeMain, WorkerState,
                                       quick_repeat, repeatable)
 from rayipy.dashboard.direct_work import DirectWork
-from rayipy.node import lifetime
+from rayipy.node import lifetime, runtime_env_setup
 from rayipy.node.actor_host import make_host
 from rayipy.node.client import Runtime
 from rayipy.node.data_port import DIRECT_RESULT_BYTES, is_large
@@ -385,8 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     lifetime.exit_on_sigterm()
     lifetime.precise_timers()
     key = bytes.fromhex(os.environ.pop("RAYIPY_CLUSTER_KEY"))
+    env, env_error = _runtime_env(key)
+    info: dict[str, Any] = {"ip": args.ip}
+    if env is not None:
+        info["runtime_env"] = env["key"]   # the head gives it only tasks of this environment
     runtime = Runtime("worker", args.head, key, node_id=bytes.fromhex(args.node_id),
-                      process_id=bytes.fromhex(args.worker_id), info={"ip": args.ip},
+                      process_id=bytes.fromhex(args.worker_id), info=info,
                       store_address=args.store)
     worker = Worker(runtime, args.ip)
     signal.signal(signal.SIGINT, worker.runner.interrupt)
@@ -394,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr = TaskOutput(worker.add_output, "stderr")
     try:
         runtime.start()
+        if env is not None:
+            env_error = env_error or _apply_packages(runtime, env)
+            if env_error:
+                worker.runner.env_error = runtime_env_setup.setup_error(env_error)
         worker.run_forever()
     except (KeyboardInterrupt, SystemExit):
         pass
@@ -401,6 +409,37 @@ def main(argv: list[str] | None = None) -> int:
         runtime.close()
         worker.inbox.close()
     return 0
+
+
+def _runtime_env(key: bytes) -> tuple[dict[str, Any] | None, str]:
+    """This worker's environment (from its agent), in force before it connects: the
+    venv's interpreter (this call re-executes the process there) and the variables.
+    Returns the environment and why it failed ("" if it did not)."""
+    text = os.environ.get(runtime_env_setup.ENV_VARIABLE)
+    if not text:
+        return None, ""
+    env = runtime_env_setup.from_json(text)
+    error = runtime_env_setup.reexec_in_venv(env, key) or ""
+    runtime_env_setup.apply_env_vars(env)
+    return env, error
+
+
+def _apply_packages(runtime: Runtime, env: dict[str, Any]) -> str:
+    """Once connected: fetch and unpack the environment's packages; "" or why not.
+    The tasks this worker submits inherit its environment."""
+    from rayipy.core.object_ref import _rebuild_ref
+    from rayipy.node import runtime_env_pack
+
+    def fetch(object_id: bytes) -> bytes:
+        ref = _rebuild_ref(object_id)
+        [value] = runtime.get_values([ref], None)
+        return value
+    try:
+        runtime_env_setup.apply_packages(env, fetch)
+    except Exception as e:  # noqa: BLE001 -- kept as every task's error
+        return f"fetching its packages failed: {type(e).__name__}: {e}"
+    runtime_env_pack.inherit(runtime, env)
+    return ""
 
 
 if __name__ == "__main__":

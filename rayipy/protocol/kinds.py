@@ -110,3 +110,7 @@ class Kind(IntEnum):
                           #   [(object_id, delta, borrower)] registered first); the value
                           #   is the object task id + 4-byte index; the task's own result
                           #   (its return object) is then the count of items it sent
+
+    # runtime environments (rayipy/core/runtime_env.py)
+    SPAWN_ENV_WORKER = 115  # head -> agent: (count, resolved runtime_env dict)  workers that
+                            #   serve only tasks of that environment

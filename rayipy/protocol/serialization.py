@@ -132,6 +132,13 @@ def loads(payload: Payload) -> Any:
     return pickle.loads(payload.data, buffers=payload.buffers)
 
 
+def ship_by_value(module: types.ModuleType) -> None:
+    """From now on, pickle ``module``'s functions and classes (and the module itself,
+    where a function refers to it) by value: a local module edited since the workers
+    imported it (``node/runtime_env_modules.py``)."""
+    cloudpickle.register_pickle_by_value(module)
+
+
 def dumps_function(fn: Callable[..., Any], what: str) -> bytes:
     """Pickle a function or class once, with what its tracebacks need on the other side.
 

@@ -168,6 +168,10 @@ def test_a_driver_joining_with_auto_reports_its_machines_node(machines):
     node = ok(a.python("import rayipy; rayipy.init(address='auto'); "
                        "print(rayipy.get_runtime_context().get_node_id())")).strip()
     assert node == a.cluster_file()["node_id"] and node
+    # Dashboard options set up a new local cluster's head: refused when joining, not ignored.
+    refused = a.python("import rayipy; rayipy.init(address='auto', include_dashboard=False)")
+    assert refused.returncode != 0
+    assert "apply to a new local cluster only" in refused.stderr, refused.stderr
 
 
 def test_a_dashboard_beyond_loopback_prints_its_token_and_requires_it(machines):

@@ -81,12 +81,12 @@ def test_object_store_memory_must_be_a_size(fresh_cluster):
 def test_init_refuses_local_mode_and_runtime_env_saying_what_to_do(fresh_cluster):
     with pytest.raises(ValueError, match="local_mode=True is not supported.*num_cpus=1"):
         rayipy.init(num_cpus=1, local_mode=True)
-    with pytest.raises(ValueError, match="runtime_env is not supported.*PYTHONPATH"):
-        rayipy.init(num_cpus=1, runtime_env={"pip": ["requests"]})
+    with pytest.raises(ValueError, match="conda environments are not supported.*'pip'"):
+        rayipy.init(num_cpus=1, runtime_env={"conda": "environment.yml"})
     assert not rayipy.is_initialized()
     fresh_cluster(num_cpus=1, local_mode=False, runtime_env={})
-    with pytest.raises(ValueError, match="runtime_env is not supported"):
-        total.options(runtime_env={"env_vars": {"A": "1"}})
+    with pytest.raises(ValueError, match="container.*start the nodes inside"):
+        total.options(runtime_env={"container": {"image": "x"}})
 
 
 def test_shutdown_removes_the_arena(fresh_cluster):

@@ -64,6 +64,7 @@ FAILURES = "tests/integration/test_failures.py"
 NODES = "tests/integration/test_nodes.py"
 ACTORS = "tests/integration/test_actors.py"
 UNIT_OPTIONS = "tests/unit/test_options.py"
+RUNTIME_ENV = "tests/integration/test_runtime_env.py"
 
 TASK_ENTRIES: dict[str, Any] = {
     "num_cpus": Shown(TASKS, "test_impossible_resource_request_is_an_error"),
@@ -75,7 +76,7 @@ TASK_ENTRIES: dict[str, Any] = {
     "retry_exceptions": Shown(FAILURES, "test_retry_exceptions"),
     "name": Shown(TASKS, "test_a_task_name_given_in_options_names_its_tasks"),
     "scheduling_strategy": Shown(NODES, "test_spread_places_actors_on_different_nodes"),
-    "runtime_env": Refused(task(runtime_env={"pip": ["x"]}), ValueError, "install the packages"),
+    "runtime_env": Shown(RUNTIME_ENV, "test_env_vars_reach_the_task_and_workers_of_other_envs_are_other_processes"),
     "max_calls": Shown(TASK_OPTS, "test_max_calls_one_runs_each_call_in_a_fresh_worker"),
     "_generator_backpressure_num_objects": Refused(task(_generator_backpressure_num_objects=2),
                                                    ValueError, "yield fewer"),
@@ -88,7 +89,7 @@ ACTOR_ENTRIES: dict[str, Any] = {
     "resources": Shown(ACTORS, "test_actor_holding_a_cpu_takes_it_from_the_pool"),
     "name": Shown(ACTORS, "test_named_actors"),
     "scheduling_strategy": Shown(NODES, "test_spread_places_actors_on_different_nodes"),
-    "runtime_env": Refused(actor(runtime_env={"pip": ["x"]}), ValueError, "install the packages"),
+    "runtime_env": Shown(RUNTIME_ENV, "test_an_actor_runs_in_its_environment"),
     "_generator_backpressure_num_objects": Refused(actor(_generator_backpressure_num_objects=2),
                                                    ValueError, "yield fewer"),
     "max_restarts": Shown(ACTORS, "test_misuse"),
@@ -130,7 +131,8 @@ INIT_ENTRIES: dict[str, Any] = {
     "_system_config": Shown("tests/integration/test_object_spilling.py",
                             "test_over_the_budget_objects_spill_and_come_back"),
     "local_mode": Refused(init(local_mode=True), ValueError, "num_cpus=1"),
-    "runtime_env": Refused(init(runtime_env={"pip": ["x"]}), ValueError, "install the packages"),
+    "runtime_env": Shown("tests/integration/test_runtime_env_job.py",
+                         "test_init_runtime_env_applies_to_every_task_and_merges_env_vars"),
     "logging_level": Shown("tests/unit/test_option_walk.py",
                            "test_logging_level_sets_rayipys_logger"),
     "namespace": Shown("tests/integration/test_actor_namespaces.py",

@@ -127,6 +127,10 @@ def test_misspelt_scheduling_strategy_is_rejected():
         validate({"scheduling_strategy": "SPRAED"})
 
 
-def test_a_runtime_env_is_refused_with_what_to_do_instead():
-    with pytest.raises(ValueError, match="runtime_env is not supported.*PYTHONPATH"):
-        validate({"runtime_env": {"env_vars": {"A": "1"}}})
+def test_runtime_env_keys_rayipy_lacks_are_refused_with_what_to_do_instead():
+    assert validate({"runtime_env": {"env_vars": {"A": "1"}}})["runtime_env"] == {
+        "env_vars": {"A": "1"}}
+    with pytest.raises(ValueError, match="conda.*use 'pip'"):
+        validate({"runtime_env": {"conda": "environment.yml"}})
+    with pytest.raises(ValueError, match="unknown runtime_env key 'pipp'"):
+        validate({"runtime_env": {"pipp": ["x"]}})
