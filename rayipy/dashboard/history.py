@@ -30,6 +30,7 @@ from rayipy.core.state_rows import error_text
 from rayipy.protocol.messages import CANCELLED, CRASHED, OK
 
 RECENT_CAPACITY = 10_000   # finished tasks kept (the state API's and the dashboard's bound)
+FAILURES_CAPACITY = 1_000  # failed tasks kept apart, so a flood of successes cannot hide them
 MAX_FUNCTIONS = 500
 OTHER_FUNCTIONS = "(other functions)"
 SLACK = 64             # entries of gone workers tolerated before a sweep
@@ -77,9 +78,13 @@ def failure_of(status: int) -> str:
 
 
 class TaskHistory:
-    def __init__(self, capacity: int = RECENT_CAPACITY, max_functions: int = MAX_FUNCTIONS) -> None:
+    def __init__(self, capacity: int = RECENT_CAPACITY, max_functions: int = MAX_FUNCTIONS,
+                 failures_capacity: int = FAILURES_CAPACITY) -> None:
         # Finished records as plain tuples (see ``results``); ``Finished(*item)`` reads one.
         self.recent: collections.deque[tuple] = collections.deque(maxlen=capacity)
+        self.appended = 0      # records ever put in ``recent``: the dashboard's stream cursor
+        # The failed ones again, in a ring of their own: (seq in ``recent``, record).
+        self.failures: collections.deque[tuple] = collections.deque(maxlen=failures_capacity)
         self.functions: dict[str, FunctionStats] = {}
         self.max_functions = max_functions
         self.finished = 0                          # tasks that returned normally
@@ -161,8 +166,12 @@ class TaskHistory:
                 error = error_text(result.values)
             seconds += duration
             end = start + duration
-            append((result.task_id, name, status, node_id, pid, duration, end, worker_id,
-                    actor_id, method, error, start, False))
+            item = (result.task_id, name, status, node_id, pid, duration, end, worker_id,
+                    actor_id, method, error, start, False)
+            append(item)
+            self.appended += 1
+            if status != OK:
+                self.failures.append((self.appended, item))
             start = end
         if run_name is not None:
             self._add(run_name, ok, failed, seconds)
@@ -174,8 +183,10 @@ class TaskHistory:
                        actor_id: bytes = b"", method: str = "", error: str = "") -> None:
         """A task the head failed itself: cancelled while queued, out of retries, impossible.
         ``error`` is "ClassName: message"."""
-        self.recent.append((task_id, name, status, b"", 0, 0.0, now, b"", actor_id, method,
-                            error, 0.0, False))
+        item = (task_id, name, status, b"", 0, 0.0, now, b"", actor_id, method, error, 0.0, False)
+        self.recent.append(item)
+        self.appended += 1
+        self.failures.append((self.appended, item))
         self._count(name, status, 0.0)
 
     def direct(self, worker_id: bytes, workers: dict, report: tuple) -> None:
@@ -209,8 +220,12 @@ class TaskHistory:
             self.direct_dropped += dropped
             node_id, pid, append = worker.node_id, worker.pid, self.recent.append
             for task_id, name, status, started_at, duration, actor_id, method, error in ended:
-                append((task_id, name, status, node_id, pid, duration, started_at + duration,
-                        worker_id, actor_id, method, error, started_at, True))
+                item = (task_id, name, status, node_id, pid, duration, started_at + duration,
+                        worker_id, actor_id, method, error, started_at, True)
+                append(item)
+                self.appended += 1
+                if status != OK:
+                    self.failures.append((self.appended, item))
 
     def prune(self, workers: dict) -> None:
         """Forget workers that are gone (died, retired, their actor killed), so that a long

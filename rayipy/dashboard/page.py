@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import time
+from pathlib import Path
 from typing import Any, Iterable
 
 from rayipy.dashboard.snapshot import Snapshot, tasks_view
@@ -243,6 +244,30 @@ def render_body(snapshot: Snapshot, now: float | None = None) -> str:
             + _functions(status) + _actors(status) + _recent(snapshot))
 
 
+# The parts the script draws from the event stream (no data in them: it comes as events).
+LIVE = """<section class="live-section" id="stream-section"><h2>Task stream</h2>
+<p class="muted">One lane per worker, one bar per task, coloured by function; failures in
+red, marked above. The last 5 minutes; tasks that never ran are in the <code>head</code> lane.</p>
+<div class="plot"><canvas id="stream" width="600" height="40"></canvas></div>
+<div class="tip" id="tip"></div><div class="legend" id="legend"></div>
+<p class="muted" id="stream-note"></p></section>
+<section class="live-section"><h2>Workers</h2>
+<p class="key"><span class="cpu">CPU (share of a core)</span> and <span class="rss">resident
+memory</span> over the last 5 minutes, and what each runs now.</p>
+<div class="cards" id="workers"></div>
+<h2>Nodes</h2><p class="key"><span class="cpu">cores busy</span> and <span class="store">object
+store in use</span> over the last 5 minutes.</p><div class="cards" id="nodes-live"></div></section>
+<section class="live-section"><h2>Failed tasks</h2>
+<div class="filters"><label>function <select id="failures-function"></select></label>
+<label>how <select id="failures-state"></select></label><span class="muted" id="failures-note"></span></div>
+<table id="failures"><thead><tr><th>task</th><th>how</th><th>error</th><th>message</th>
+<th>worker</th><th>ended</th></tr></thead><tbody></tbody></table></section>
+<section class="live-section"><h2>Logs</h2>
+<div class="filters"><label>worker <select id="logs-worker"></select></label>
+<label>search <input id="logs-search" type="search" placeholder="text or task name"></label>
+<span class="muted" id="logs-note"></span></div><pre id="logs">no output yet</pre></section>"""
+
+
 def render_page(snapshot: Snapshot | None) -> str:
     body = (render_body(snapshot) if snapshot is not None
             else '<p class="stale">Waiting for the head\'s first report...</p>')
@@ -256,77 +281,19 @@ def render_page(snapshot: Snapshot | None) -> str:
 <script src="dashboard.js" defer></script>
 </head>
 <body>
-<header><h1>rayipy dashboard</h1><span id="conn" class="conn">refreshing every second</span></header>
+<header><h1>rayipy dashboard</h1><span id="conn" class="conn">connecting...</span></header>
+{LIVE}
 <main id="content">{body}</main>
 <footer>JSON: <a href="api/status">api/status</a> &middot; <a href="api/tasks">api/tasks</a>
-&middot; <a href="api/health">api/health</a></footer>
+&middot; <a href="api/stream">api/stream</a> &middot; <a href="api/failures">api/failures</a>
+&middot; <a href="api/logs">api/logs</a> &middot; <a href="api/series">api/series</a>
+&middot; <a href="api/health">api/health</a> &middot; live: <code>api/events</code></footer>
 </body>
 </html>
 """
 
 
-SCRIPT = """\
-// Refresh the server-rendered part of the page every second. The server escapes every
-// value in it; this script never builds HTML from data.
-(function () {
-  "use strict";
-  var content = document.getElementById("content");
-  var conn = document.getElementById("conn");
-  var busy = false;
-  function show(text, cls) { conn.textContent = text; conn.className = "conn " + cls; }
-  function refresh() {
-    if (busy || document.hidden) { return; }
-    busy = true;
-    fetch("fragment", {cache: "no-store"}).then(function (response) {
-      if (!response.ok) { throw new Error("HTTP " + response.status); }
-      return response.text();
-    }).then(function (html) {
-      content.innerHTML = html;
-      show("live", "live");
-    }).catch(function () {
-      show("cluster unreachable: it may have stopped", "down");
-    }).then(function () { busy = false; });
-  }
-  setInterval(refresh, 1000);
-  document.addEventListener("visibilitychange", refresh);
-})();
-"""
-
-STYLE = """\
-body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 1.5em 2em;
-       color: #1d2330; background: #fafbfc; }
-header { display: flex; align-items: baseline; gap: 1em; }
-h1 { font-size: 1.3em; margin: .8em 0 .2em; }
-h2 { font-size: 1.05em; margin: 1.4em 0 .4em; }
-h3 { font-size: 1em; margin: .2em 0; font-weight: 600; }
-code, .id { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-size: .92em; }
-.id, .muted, .empty { color: #6a7385; }
-.conn { font-size: .85em; color: #6a7385; }
-.conn.live::before { content: "\\25CF "; color: #2e9d4f; }
-.conn.down { color: #b3261e; font-weight: 600; }
-.stale { background: #fff3cd; border: 1px solid #e0c36a; padding: .4em .7em; border-radius: 4px; }
-.tiles { display: flex; flex-wrap: wrap; gap: .6em; margin: .8em 0; }
-.tile { background: #fff; border: 1px solid #dde1e8; border-radius: 6px; padding: .4em .9em;
-        min-width: 6em; }
-.tile b { display: block; font-size: 1.5em; }
-.tile span { color: #6a7385; font-size: .85em; }
-.t-running b { color: #1f6fd1; } .t-failed b { color: #b3261e; } .t-finished b { color: #2e7d4f; }
-table { border-collapse: collapse; background: #fff; min-width: 40em; margin: .3em 0; }
-th, td { text-align: left; padding: .25em .8em .25em .5em; border-bottom: 1px solid #e6e9ef;
-         vertical-align: top; }
-th { font-weight: 600; color: #4a5263; font-size: .9em; }
-.node { background: #fff; border: 1px solid #dde1e8; border-radius: 6px; padding: .6em .9em;
-        margin: .6em 0; }
-.node table { border: none; }
-.resources { display: flex; flex-wrap: wrap; gap: .3em 1.6em; }
-meter { width: 8em; height: .9em; vertical-align: middle; }
-.state { font-size: .8em; font-weight: 600; padding: .05em .45em; border-radius: 3px;
-         background: #e6e9ef; }
-.s-running, .s-alive { background: #dbe9fb; color: #174f96; }
-.s-finished { background: #dcefe2; color: #22603b; }
-.s-failed, .s-dead { background: #f7dcda; color: #8c1d17; }
-.s-actor { background: #ece3f8; color: #553287; }
-.s-leased { background: #d9f1ef; color: #145c55; }
-.s-blocked, .s-pending_creation, .s-restarting, .s-leaving { background: #fff3cd; color: #6b5200; }
-footer { margin-top: 2em; color: #6a7385; font-size: .85em; }
-"""
+# The script and its style are files beside this module (no build step), read once.
+STATIC = Path(__file__).with_name("static")
+SCRIPT = (STATIC / "dashboard.js").read_text(encoding="utf-8")
+STYLE = (STATIC / "dashboard.css").read_text(encoding="utf-8")

@@ -53,14 +53,19 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from rayipy.dashboard import DEFAULT_PORT
+from rayipy.dashboard.events import MAX_STREAMS, EventCursor, first_event, next_event
+from rayipy.dashboard.live import LiveData
 from rayipy.dashboard.page import SCRIPT, STYLE, render_body, render_page
 from rayipy.dashboard.snapshot import Snapshot, tasks_view
+from rayipy.dashboard.stream import failures_view, stream_view
 
 log = logging.getLogger("rayipy.dashboard")
 
 PORT_TRIES = 50          # 8265, 8266, ... as Ray does when the port is taken
 MAX_AGE = 0.5            # seconds: an older snapshot is refreshed before it is served
 WAIT = 1.0               # seconds an HTTP thread waits for the head's loop to publish
+PUSH_INTERVAL = 1.0      # seconds between two events of a page's stream (api/events)
+KEEPALIVE = 15.0         # seconds: an event stream with nothing new still sends a comment
 
 WILDCARDS = ("", "0.0.0.0", "::")
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
@@ -82,6 +87,34 @@ class SnapshotBox:
         # Set by HTTP threads, read by the head's loop without the lock (a plain bool:
         # the worst a race does is one snapshot too many or a 250 ms later one).
         self.wanted = False
+        self._body: tuple[Snapshot | None, str] = (None, "")   # the latest one, rendered
+        self.streams = 0             # open event streams (api/events), at most MAX_STREAMS
+        self.closed = threading.Event()   # set when the server closes: streams end
+
+    def body(self, snapshot: Snapshot, fresh: bool) -> str:
+        """The page's server-rendered part for ``snapshot``, rendered once however many
+        pages stream it (a stale one is rendered anew: it says how stale)."""
+        if not fresh:
+            return render_body(snapshot, time.time())
+        with self._cond:
+            if self._body[0] is snapshot:
+                return self._body[1]
+        html = render_body(snapshot, time.time())
+        with self._cond:
+            self._body = (snapshot, html)
+        return html
+
+    def open_stream(self) -> bool:
+        """Take one of the ``MAX_STREAMS`` event-stream slots; False when all are taken."""
+        with self._cond:
+            if self.streams >= MAX_STREAMS:
+                return False
+            self.streams += 1
+            return True
+
+    def close_stream(self) -> None:
+        with self._cond:
+            self.streams -= 1
 
     def publish(self, snapshot: Snapshot) -> None:
         """The head's loop: here is the cluster now."""
@@ -196,10 +229,13 @@ class DashboardServer:
     carries it (``host:port/?token=...``), so ``f"http://{url}"`` still opens the page."""
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, public_host: str | None = None,
-                 tries: int = PORT_TRIES, token: str | None = None) -> None:
+                 tries: int = PORT_TRIES, token: str | None = None,
+                 live: LiveData | None = None) -> None:
         self.box = SnapshotBox()
+        self.live = live if live is not None else LiveData()   # the head feeds it
         self.httpd = _bind(host, port, tries)
         self.httpd.box = self.box                      # type: ignore[attr-defined]
+        self.httpd.live = self.live                    # type: ignore[attr-defined]
         bound_port = self.httpd.server_address[1]
         shown_host = _public_host(host, public_host)
         self.access = Access.for_bind(host, shown_host, token)
@@ -217,6 +253,7 @@ class DashboardServer:
         return self
 
     def close(self) -> None:
+        self.box.closed.set()
         if self._thread.is_alive():
             self.httpd.shutdown()
         self.httpd.server_close()
@@ -315,6 +352,9 @@ class _Handler(BaseHTTPRequestHandler):
         if access.token and query.get("token"):
             # Kept for the page's own requests (its script, its style, each refresh).
             extra["Set-Cookie"] = f"{cookie}={access.token}; Path=/; HttpOnly; SameSite=Strict"
+        if path == "/api/events" and not head_only:
+            self._events(query, extra)
+            return
         try:
             status, content_type, body = self._route(path, query)
         except Exception as e:   # a bug here must not kill the thread silently
@@ -330,14 +370,24 @@ class _Handler(BaseHTTPRequestHandler):
             return HTTPStatus.OK, kind, (SCRIPT if path.endswith(".js") else STYLE).encode()
         if path == "/favicon.ico":
             return HTTPStatus.NO_CONTENT, "image/x-icon", b""
-        if path not in ("/", "/index.html", "/fragment", "/api/status", "/api/tasks", "/api/health"):
+        if path not in PAGES:
             return HTTPStatus.NOT_FOUND, "application/json", _json({
-                "error": f"no such page: {path}",
-                "pages": ["/", "/api/status", "/api/tasks", "/api/health"]})
-        if path == "/api/tasks":
-            limit, problem = _limit(query)
-            if problem:
-                return HTTPStatus.BAD_REQUEST, "application/json", _json({"error": problem})
+                "error": f"no such page: {path}", "pages": [p for p in PAGES if p != "/index.html"]})
+        live: LiveData = self.server.live   # type: ignore[attr-defined]
+        try:
+            limit = _number(query, "limit", int, None)
+            after = _number(query, "after", int, 0)
+            since = _number(query, "since", float, 0.0)
+        except ValueError as e:
+            return HTTPStatus.BAD_REQUEST, "application/json", _json({"error": str(e)})
+        if path == "/api/logs":     # the head's rings, not its snapshot
+            return HTTPStatus.OK, "application/json", _json(live.logs_view(
+                after, _text(query, "search"), _text(query, "worker"),
+                **({} if limit is None else {"limit": limit})))
+        if path == "/api/series":
+            return HTTPStatus.OK, "application/json", _json(live.series_view(since))
+        if path == "/api/events":   # HEAD only (GET streams: ``_events``)
+            return HTTPStatus.OK, "text/event-stream", b""
         snapshot, fresh = box.get()
         now = time.time()
         if path == "/api/health":
@@ -352,11 +402,75 @@ class _Handler(BaseHTTPRequestHandler):
             return HTTPStatus.SERVICE_UNAVAILABLE, "application/json", _json(
                 {"error": "the head has not published its state yet; retry in a moment"})
         if path == "/fragment":
-            return HTTPStatus.OK, "text/html", render_body(snapshot, now).encode()
+            return HTTPStatus.OK, "text/html", self.server.box.body(  # type: ignore[attr-defined]
+                snapshot, fresh).encode()
         if path == "/api/status":
             return HTTPStatus.OK, "application/json", _json(
                 dict(snapshot.status, snapshot_age_s=round(now - snapshot.taken_at, 3)))
+        if path == "/api/stream":
+            return HTTPStatus.OK, "application/json", _json(stream_view(
+                snapshot, after, since, **({} if limit is None else {"limit": limit})))
+        if path == "/api/failures":
+            try:
+                return HTTPStatus.OK, "application/json", _json(failures_view(
+                    snapshot, _text(query, "function"), _text(query, "state"), after,
+                    **({} if limit is None else {"limit": limit})))
+            except ValueError as e:
+                return HTTPStatus.BAD_REQUEST, "application/json", _json({"error": str(e)})
         return HTTPStatus.OK, "application/json", _json(tasks_view(snapshot, limit))
+
+    def _events(self, query: dict, extra: dict) -> None:
+        """``api/events``: Server-Sent Events, one ``update`` a second while the page is
+        open (see ``events.py``). Holds this HTTP thread until the page goes away."""
+        box: SnapshotBox = self.server.box   # type: ignore[attr-defined]
+        live: LiveData = self.server.live    # type: ignore[attr-defined]
+        try:
+            window = _number(query, "window", float, None)
+        except ValueError as e:
+            self._send(HTTPStatus.BAD_REQUEST, "application/json", _json({"error": str(e)}))
+            return
+        if not box.open_stream():
+            self._send(HTTPStatus.SERVICE_UNAVAILABLE, "application/json", _json({
+                "error": f"{MAX_STREAMS} dashboard pages are open already: close one"}),
+                extra={"Retry-After": "5"})
+            return
+        try:
+            self.close_connection = True       # the stream ends when the page goes away
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Accel-Buffering", "no")    # proxies: do not hold events back
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Content-Security-Policy", CSP)
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.end_headers()
+            cursor = EventCursor()
+            self.wfile.write(b"retry: 2000\n\n")
+            quiet_since = time.monotonic()
+            first = True
+            while not box.closed.is_set():
+                snapshot, fresh = box.get()
+                if snapshot is not None:
+                    body = box.body(snapshot, fresh)
+                    if first:
+                        event = first_event(snapshot, fresh, body, live, cursor, window)
+                        first = False
+                    else:
+                        event = next_event(snapshot, fresh, body, live, cursor)
+                    if event is not None:
+                        self.wfile.write(b"event: update\ndata: " + _json(event) + b"\n\n")
+                        self.wfile.flush()
+                        quiet_since = time.monotonic()
+                if time.monotonic() - quiet_since >= KEEPALIVE:
+                    self.wfile.write(b": keep-alive\n\n")
+                    self.wfile.flush()
+                    quiet_since = time.monotonic()
+                box.closed.wait(PUSH_INTERVAL)
+        except (ConnectionError, TimeoutError, OSError) as e:
+            log.debug("dashboard event stream closed: %s", e)
+        finally:
+            box.close_stream()
 
     def _send(self, status: int, content_type: str, body: bytes, head_only: bool = False,
               extra: dict | None = None) -> None:
@@ -375,14 +489,29 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
-def _limit(query: dict) -> tuple[int | None, str]:
-    values = query.get("limit")
+PAGES = ("/", "/index.html", "/fragment", "/api/status", "/api/tasks", "/api/health",
+         "/api/stream", "/api/failures", "/api/logs", "/api/series", "/api/events")
+
+
+def _number(query: dict, name: str, kind: type, default: Any) -> Any:
+    """A query parameter that must be a number >= 0 (``kind`` int or float), or ``default``."""
+    values = query.get(name)
     if not values:
-        return None, ""
+        return default
     text = values[-1]
-    if not text.isdigit():
-        return None, f"limit must be a whole number >= 0, got {text!r}"
-    return int(text), ""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = -1
+    if value < 0 or value != value:       # negative, or NaN
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what} >= 0, got {text!r}")
+    return value
+
+
+def _text(query: dict, name: str) -> str:
+    values = query.get(name)
+    return values[-1] if values else ""
 
 
 def _json(value: Any) -> bytes:

@@ -44,6 +44,8 @@ class Snapshot:
     recent: tuple                        # Finished records as plain tuples, oldest first
     recent_capacity: int
     node_addresses: dict                 # node id (bytes) -> its address, for recent tasks
+    recent_seq: int = 0                  # records ever appended: the last one's cursor
+    failures: tuple = ()                 # (seq, Finished tuple) of the last failures, oldest first
 
 
 def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: float) -> Snapshot:
@@ -115,7 +117,8 @@ def build_snapshot(scheduler: Any, history: TaskHistory, facts: HeadFacts, now: 
         "functions": _functions_view(history),
         "dropped_messages": dict(facts.dropped),
     }
-    return Snapshot(now, status, tuple(history.recent), history.capacity, node_addresses)
+    return Snapshot(now, status, tuple(history.recent), history.capacity, node_addresses,
+                    history.appended, tuple(history.failures))
 
 
 def store_figures(info: dict[str, Any]) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from rayipy.core.state_rows import error_text
 from rayipy.core.state_timeline import trace_events
 from rayipy.core.unschedulable import DEFAULT_TIMEOUT_S, TIMEOUT_ENVIRONMENT, parse_timeout
 from rayipy.dashboard.history import TaskHistory
+from rayipy.dashboard.live import LiveData, worker_key
 from rayipy.dashboard.server import DashboardServer
 from rayipy.dashboard.snapshot import (HeadFacts, Snapshot, actor_state, build_snapshot,
                                        store_figures)
@@ -117,13 +118,18 @@ class Head:
         self.dashboard: DashboardServer | None = None
         # Kept always: the state API (rayipy.util.state) reads it with or without a dashboard.
         self.history = TaskHistory()
+        # The dashboard's rings over time (CPU, RSS, store use, output lines): bounded, and
+        # fed only while a dashboard runs.
+        self.live: LiveData | None = None
         self.dashboard_problem = ""
         if dashboard_port is not None:
             try:
                 # Loopback unless asked: beyond it, the dashboard requires a token.
+                self.live = LiveData()
                 self.dashboard = DashboardServer(dashboard_host or "127.0.0.1", dashboard_port,
-                                                 host).start()
+                                                 host, live=self.live).start()
             except OSError as e:
+                self.live = None
                 self.dashboard_problem = str(e)
                 log.warning("the dashboard did not start: %s", e)
         self.faults = MessageFaults(log, self.endpoint.dropped)
@@ -397,6 +403,8 @@ class Head:
                 node.info["store_summary"] = body[0]
             if node is not None and len(body) > 1 and isinstance(body[1], dict):
                 node.info["memory_use"] = body[1]    # real use (memory_use.py)
+                if self.live is not None:
+                    self.live.node_sample(node.info.get("ip", ""), time.time(), body[0], body[1])
         else:   # a worker's direct work: the cluster's counts, the dashboard and state API
             if len(body) > 2 and isinstance(body[2], dict):
                 self.scheduler.direct_reported(sender, body[2])
@@ -510,6 +518,12 @@ class Head:
     def on_log(self, sender: bytes, body: Body, frames: Frames) -> None:
         if body[0] in self.peers:
             self.forward(body[0], Kind.LOG, body, frames)
+        if self.live is not None:   # the dashboard's recent output of each worker
+            worker = self.scheduler.workers.get(sender)
+            if worker is not None:
+                node = self.scheduler.nodes.get(worker.node_id)
+                address = node.info.get("ip", "") if node is not None else ""
+                self.live.log_lines(worker_key(address, worker.pid), body[1], time.time())
 
     def on_generator_item(self, sender: bytes, body: Body, frames: Frames) -> None:
         """Values a generator task yielded: to the task's owner, as its result would go."""

@@ -82,7 +82,7 @@ def test_tasks_show_as_running_then_finished(fresh_cluster, tmp_path):
     assert b"wait_for_file" in page and b"Running tasks" in page
     assert "script-src 'self'" in headers["Content-Security-Policy"]
     code, headers, script = fetch("/dashboard.js")
-    assert code == 200 and b"setInterval" in script
+    assert code == 200 and b"EventSource(\"api/events" in script    # pushed, not polled
 
     open(gate, "w").close()
     pids = rayipy.get(refs)
