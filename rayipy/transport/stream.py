@@ -843,7 +843,7 @@ class StreamListener:
             except (BlockingIOError, InterruptedError):
                 return accepted
             except OSError as e:  # out of file descriptors, say: try again on the next poll
-                log.warning("cannot accept a direct connection: %s", e)
+                note_failure("?", f"cannot accept: {e.strerror}")   # once a while, not per try
                 return accepted
             address = peer[0] if isinstance(peer, tuple) else "local"
             with _failures_lock:
