@@ -251,7 +251,7 @@ class StreamReader:
                     continue
                 try:
                     self._big, self._big_filled = landing.buffer(size), 0
-                except (MemoryError, ValueError):
+                except (MemoryError, ValueError, OSError):   # OSError: mmap's ENOMEM
                     raise BadMessage(f"no memory for a frame of {size} bytes") from None
                 self._big_hasher = self._signer.frame_hasher()
                 have = min(size, len(buffer))
