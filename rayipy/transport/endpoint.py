@@ -48,7 +48,7 @@ AUTHENTICATION_FAILURES = frozenset({"bad signature", "no session", "replayed or
 #: Messages waiting to be read, per connection, before ZeroMQ stops reading it. The head
 #: reads far faster than one peer sends (SUBMIT carries a whole batch of tasks), so a
 #: legitimate peer meets it only when the head is busy, and then just waits.
-RECEIVE_HWM = 10_000
+RECEIVE_HWM = 1000
 #: The largest frame a socket takes (ZeroMQ's MAXMSGSIZE applies per frame). A message
 #: with more than 8 MiB of buffers goes in 1 MiB pieces (``protocol/bulk.py``), so only
 #: a body's own pickle can be large: a SUBMIT batch (its specs hold arguments under
