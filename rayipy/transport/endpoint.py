@@ -56,13 +56,15 @@ RECEIVE_HWM = 1000
 #: EXECUTE batch, a FUNCTION, results with inline values under 100 KiB, LOG batches:
 #: tens of MiB at the very most. 1 GiB leaves room for an actor's constructor arguments,
 #: which are never put in the store; a bigger frame is refused by the sender with an
-#: error in its log (``send_frames``), not sent to be cut off.
+#: error in its log (``send``), not sent to be cut off.
 MAX_FRAME_BYTES = 2**30
 _FRAME_SLACK = 1024       # what a body's frame may carry besides its pickle (a CHUNK's)
 
 
 class Endpoint:
-    """A ROUTER (head) or DEALER (everyone else) socket that signs and checks every frame."""
+    """A ROUTER (head) or DEALER (everyone else) socket that signs and checks every frame.
+
+    ``max_frame_bytes``: the largest frame taken or sent (0: ``MAX_FRAME_BYTES``)."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], socket_type: int, signer: Signer,
                  identity: bytes | None = None, count_bytes: bool = False,
