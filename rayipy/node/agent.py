@@ -28,7 +28,7 @@ from typing import Any, Callable
 import zmq
 
 from rayipy.core.message_faults import MessageFaults
-from rayipy.node import lifetime
+from rayipy.node import lifetime, log_setup
 from rayipy.node import memory_use
 from rayipy.node import runtime_env_setup
 from rayipy.node.client import HEARTBEAT_SECONDS, HEAD_SILENCE_LIMIT, new_process_id
@@ -284,9 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--object-store-memory", type=int, default=None,
                         help="bytes of the node's object store (default: 30%% of memory)")
     parser.add_argument("--spill-dir", default="", help="where the store spills objects")
+    parser.add_argument("--log-file", default=None,
+                        help="write the log here, rotated, with stdout and stderr "
+                             "(default: stderr)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("RAYIPY_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s agent %(levelname)s %(message)s")
+    log_setup.configure("agent", args.log_file)
     key = bytes.fromhex(os.environ.pop("RAYIPY_CLUSTER_KEY"))
     watch = os.getppid() if args.watch_parent else None
     if args.watch_parent:

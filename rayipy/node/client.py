@@ -27,6 +27,7 @@ same runtime.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
@@ -39,6 +40,7 @@ from rayipy import exceptions
 from rayipy.core.object_ref import ObjectRef, current_runtime, set_runtime
 from rayipy.core.lineage import Lineage, Remake
 from rayipy.core.liveness import STALL_SECONDS
+from rayipy.core.message_faults import MessageFaults
 from rayipy.core.objects import PENDING, READY, ObjectTable
 from rayipy.core.task_context import CURRENT_TASK, JOB_NAMESPACE, current_namespace
 from rayipy.core.owner import (PINNED, AskLease, CancelRemote, Complete, LocateActor,
@@ -133,6 +135,9 @@ class Runtime:
             Complete: self._complete, AskLease: self._ask_lease, ReturnLease: self._return_lease,
             LocateActor: self._locate_actor, CancelRemote: self._cancel_remote,
         }
+        # Handler errors are counted per source; their tracebacks logged once a while
+        # per kind (a peer repeating a malformed message must not fill the log).
+        self._faults = MessageFaults(log, collections.Counter())
         self._handlers: dict[Kind, Callable[[Any], None]] = {
             Kind.WELCOME: self._on_welcome,
             Kind.REFUSED: self._on_refused,
@@ -780,7 +785,7 @@ class Runtime:
             handler(message.body)
         except Exception:
             source.dropped["handler error"] += 1
-            log.exception("error handling %s", message.kind.name)
+            self._faults.handler_failed(message.kind, None)
 
     def _lose(self, error: BaseException) -> None:
         self.lost = error

@@ -3,7 +3,8 @@
 Unlike the local cluster of ``init()`` (``launch.py``: children that die with their
 driver), these outlive the command: each is started in a session of its own (no
 controlling terminal, so closing the shell does not hang them up), with no parent-death
-signal, its output going to a log file in ``$RAYIPY_HOME/HOSTNAME/logs``. The cluster key reaches
+signal, its output going to a log file in ``$RAYIPY_HOME/HOSTNAME/logs``, rotated at
+16 MiB (``log_setup.py``). The cluster key reaches
 them in their environment, never on a command line.
 
 Each is the leader of its own process group, and the workers a node agent starts stay in
@@ -37,7 +38,9 @@ def log_dir(home: Path) -> Path:
 
 def spawn(module: str, args: list[str], key: bytes, log: Path, cwd: Path,
           salt: bytes | None = None) -> subprocess.Popen:
-    """Start ``python -m rayipy.node.MODULE ARGS`` detached, its output in ``log``.
+    """Start ``python -m rayipy.node.MODULE ARGS`` detached, its output in ``log``, which
+    the process rotates itself (``--log-file``, ``log_setup.py``): its log lines, prints
+    and stderr all go there.
 
     In ``cwd`` (the rayipy directory), not the caller's: ``-m`` imports from the working
     directory first, and a checkout of rayipy there would replace the installed one.
@@ -46,7 +49,8 @@ def spawn(module: str, args: list[str], key: bytes, log: Path, cwd: Path,
     if salt is not None:   # the head's: the salt the key came from (public)
         env["RAYIPY_CLUSTER_SALT"] = salt.hex()
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", f"rayipy.node.{module}", *args], env=env,
+        return subprocess.Popen([sys.executable, "-m", f"rayipy.node.{module}", *args,
+                                 "--log-file", str(log)], env=env,
                                 cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -49,7 +49,7 @@ from rayipy.dashboard.live import LiveData, worker_key
 from rayipy.dashboard.server import DashboardServer
 from rayipy.dashboard.snapshot import (HeadFacts, Snapshot, actor_state, build_snapshot,
                                        store_figures)
-from rayipy.node import lifetime
+from rayipy.node import lifetime, log_setup
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import (CANCELLED, CRASHED, ObjectValue, Registration, TaskResult,
@@ -788,9 +788,11 @@ def main(argv: list[str] | None = None) -> int:
                              f"init's _system_config key {GRACE_SETTING!r})")
     parser.add_argument("--watch-parent", action="store_true",
                         help="exit when the process that started us exits")
+    parser.add_argument("--log-file", default=None,
+                        help="write the log here, rotated, with stdout and stderr "
+                             "(default: stderr)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("RAYIPY_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s head %(levelname)s %(message)s")
+    log_setup.configure("head", args.log_file)
     key = bytes.fromhex(os.environ.pop("RAYIPY_CLUSTER_KEY"))
     salt_hex = os.environ.pop("RAYIPY_CLUSTER_SALT", "")
     salt = bytes.fromhex(salt_hex) if salt_hex else None

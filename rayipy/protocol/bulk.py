@@ -105,6 +105,9 @@ class Assembler:
         try:
             number, index, offset, sizes, inner = body
             sizes = tuple(int(s) for s in sizes)
+            if any(size < 0 for size in sizes) or type(index) is not int \
+                    or type(offset) is not int:
+                raise ValueError
         except (TypeError, ValueError):
             self._under_way.pop(sender, None)
             raise BadMessage("malformed chunk", Kind.CHUNK) from None
@@ -116,13 +119,17 @@ class Assembler:
             self._broken(sender, "chunk sizes changed within a transfer")
         if index == -1:
             return self._finish(sender, transfer, inner)
-        if (index, offset) != (transfer.index, transfer.offset) or len(frames) != 4:
+        if (index, offset) != (transfer.index, transfer.offset) or len(frames) != 4 \
+                or index >= len(sizes):
             self._broken(sender, "chunk out of order")
         piece = memoryview(frames[3]).cast("B")
         if offset + piece.nbytes > sizes[index]:
             self._broken(sender, "chunk past the end of its buffer")
         if offset == 0:
-            transfer.buffers.append(landing.buffer(sizes[index]))
+            try:
+                transfer.buffers.append(landing.buffer(sizes[index]))
+            except (MemoryError, ValueError, OverflowError, OSError):   # mmap: ENOMEM
+                self._broken(sender, f"no memory for a buffer of {sizes[index]} bytes")
         transfer.buffers[index][offset:offset + piece.nbytes] = piece
         transfer.offset += piece.nbytes
         if transfer.offset == sizes[index]:

@@ -45,19 +45,48 @@ log = logging.getLogger(__name__)
 MAX_PENDING_SESSIONS = 1024      # HELLOs answered whose sender has not signed anything yet
 #: Drop reasons that are failed authentications: rate-limited per address.
 AUTHENTICATION_FAILURES = frozenset({"bad signature", "no session", "replayed or out of order"})
+#: Messages waiting to be read, per connection, before ZeroMQ stops reading it. The head
+#: reads far faster than one peer sends (SUBMIT carries a whole batch of tasks), so a
+#: legitimate peer meets it only when the head is busy, and then just waits.
+RECEIVE_HWM = 1000
+#: The largest frame a socket takes (ZeroMQ's MAXMSGSIZE applies per frame). A message
+#: with more than 8 MiB of buffers goes in 1 MiB pieces (``protocol/bulk.py``), so only
+#: a body's own pickle can be large: a SUBMIT batch (its specs hold arguments under
+#: 100 KiB, or under 1 MiB without a store, and values of ref arguments up to 1 MiB), an
+#: EXECUTE batch, a FUNCTION, results with inline values under 100 KiB, LOG batches:
+#: tens of MiB at the very most. 1 GiB leaves room for an actor's constructor arguments,
+#: which are never put in the store; a bigger frame is refused by the sender with an
+#: error in its log (``send``), not sent to be cut off.
+MAX_FRAME_BYTES = 2**30
+_FRAME_SLACK = 1024       # what a body's frame may carry besides its pickle (a CHUNK's)
 
 
 class Endpoint:
-    """A ROUTER (head) or DEALER (everyone else) socket that signs and checks every frame."""
+    """A ROUTER (head) or DEALER (everyone else) socket that signs and checks every frame.
+
+    ``max_frame_bytes``: the largest frame taken or sent (0: ``MAX_FRAME_BYTES``)."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], socket_type: int, signer: Signer,
                  identity: bytes | None = None, count_bytes: bool = False,
-                 salt: bytes = b"") -> None:
+                 salt: bytes = b"", max_frame_bytes: int = 0) -> None:
+        max_frame_bytes = max_frame_bytes or MAX_FRAME_BYTES
         self.socket = context.socket(socket_type)
         self.socket.setsockopt(zmq.LINGER, 0)
-        # Never drop messages silently at a high-water mark: memory is the limit.
+        # Sending never waits and never drops: a ROUTER (ROUTER_MANDATORY) at its
+        # high-water mark would block the head's whole loop on one slow peer (a stopped
+        # driver), and a DEALER would block its I/O thread while the head is away. What
+        # a process sends goes to peers it has authenticated (or is a throttled answer).
         self.socket.setsockopt(zmq.SNDHWM, 0)
-        self.socket.setsockopt(zmq.RCVHWM, 0)
+        # Receiving is bounded: past RECEIVE_HWM messages waiting from one connection,
+        # ZeroMQ stops reading it (TCP pushes back on the sender; nothing is dropped), so
+        # a flood of messages that fail the MAC costs at most that much memory.
+        self.socket.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
+        # A frame larger than this closes the connection that sent it, before it is
+        # kept: far above any legitimate frame (MAX_FRAME_BYTES).
+        if max_frame_bytes < 1:
+            raise ValueError(f"max_frame_bytes must be positive, got {max_frame_bytes}")
+        self.socket.setsockopt(zmq.MAXMSGSIZE, max_frame_bytes)
+        self.max_frame_bytes = max_frame_bytes
         self.is_router = socket_type == zmq.ROUTER
         if self.is_router:
             # Sending to a peer that is gone raises instead of vanishing without a trace.
@@ -118,6 +147,13 @@ class Endpoint:
             self.dropped["no session"] += 1
             return False
         data, buffers = pickle_body(body)
+        if len(data) + _FRAME_SLACK > self.max_frame_bytes:
+            # The peer would cut the connection at this frame and lose what follows it.
+            self.dropped["message too large"] += 1
+            log.error("not sent: a %s message whose pickled body is %d bytes, over the "
+                      "%d-byte frame limit (large values belong in the object store: "
+                      "rayipy.put)", kind.name, len(data), self.max_frame_bytes)
+            return False
         if buffers and bulk.buffer_bytes(buffers) > bulk.BULK_BYTES:
             self._transfers += 1
             for frames in bulk.chunked(session, kind, data, buffers, self._transfers):

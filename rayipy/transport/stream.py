@@ -251,7 +251,7 @@ class StreamReader:
                     continue
                 try:
                     self._big, self._big_filled = landing.buffer(size), 0
-                except (MemoryError, ValueError):
+                except (MemoryError, ValueError, OSError):   # OSError: mmap's ENOMEM
                     raise BadMessage(f"no memory for a frame of {size} bytes") from None
                 self._big_hasher = self._signer.frame_hasher()
                 have = min(size, len(buffer))
@@ -843,7 +843,7 @@ class StreamListener:
             except (BlockingIOError, InterruptedError):
                 return accepted
             except OSError as e:  # out of file descriptors, say: try again on the next poll
-                log.warning("cannot accept a direct connection: %s", e)
+                note_failure("?", f"cannot accept: {e.strerror}")   # once a while, not per try
                 return accepted
             address = peer[0] if isinstance(peer, tuple) else "local"
             with _failures_lock:
