@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         raise JobCommandError(str(e)) from None
 
 
-def _json_option(text: str | None, option: str) -> dict:
+def _json_option(text: str | None, option: str) -> dict[str, Any]:
     if text is None:
         return {}
     try:

@@ -149,7 +149,7 @@ class JobClient:
                                   runtime_env, package_ref.hex() if package_ref else "")
         if package_ref is not None:
             self._wait_past_pending(submitted)
-        return submitted
+        return str(submitted)
 
     def _wait_past_pending(self, submission_id: str) -> None:
         """Keep the package (and this process, which serves it) until the job has it."""
@@ -191,7 +191,8 @@ class JobClient:
     def get_job_logs(self, job_id: str) -> str:
         """The job's output (stdout and stderr) so far."""
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        parts, offset = [], 0
+        parts: list[str] = []
+        offset = 0
         while True:
             data, offset, _ = self.read_log(job_id, offset)
             if not data:
