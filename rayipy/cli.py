@@ -8,6 +8,7 @@
     rayipy summary tasks|actors                                 # counts per name and state
     rayipy timeline [--output FILE]                             # recent tasks, Chrome trace
     rayipy stop                                                 # this machine's processes
+    rayipy job submit|status|logs|stop|list|delete              # jobs (cli_job.py)
 
 ``start`` leaves its processes running in the background (``daemon.py``) and records them
 with the cluster's address and key in the connection file (``connection.py``), which
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import rayipy
-from rayipy import exceptions
+from rayipy import cli_job, exceptions
 from rayipy.cli_status import format_status
 from rayipy.node import connection, daemon, shm
 from rayipy.node.connection import DEFAULT_PORT, ClusterFile, ProcessRecord
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "cluster this machine runs or joined)")
     memory.add_argument("--password", "--redis-password", dest="password", metavar="PW")
     _state_parsers(commands)
+    cli_job.add_parser(commands)
     return parser
 
 
@@ -659,7 +661,9 @@ def main(argv: list[str] | None = None) -> int:
             return summary_state(args)
         if args.command == "timeline":
             return timeline(args)
-    except CommandError as e:
+        if args.command == "job":
+            return cli_job.run(args)
+    except (CommandError, cli_job.JobCommandError) as e:
         print(f"rayipy {args.command}: {e}", file=sys.stderr)
         return 1
     except exceptions.RayipyError as e:

@@ -116,6 +116,7 @@ class Agent:
             Kind.REFUSED: self.on_refused,
             Kind.WELCOME: self.on_nothing,
             Kind.HEARTBEAT: self.on_nothing,   # being heard from is all it says
+            **self.job_handlers(),
         }
 
     def to_store(self, kind: Kind) -> Callable[[Any], None]:
@@ -181,6 +182,7 @@ class Agent:
                         if message is not None:
                             self.last_heard = time.monotonic()
                             self.handle(message.kind, message.body)
+                self.jobs.check()
                 for worker in list(self.workers.values()):
                     if worker.pidfd in events or (worker.pidfd is None and worker.popen.poll() is not None):
                         self.reap(worker)
@@ -202,6 +204,7 @@ class Agent:
             if self.running:  # we leave on our own: say so, rather than fall silent
                 self.endpoint.send(Kind.NODE_LEAVING, ("its node agent stopped",))
             self.running = False
+            self.jobs.stop_all()
             self.stop_workers()
             store.stop()
             self.endpoint.close()
@@ -241,6 +244,26 @@ class Agent:
                 worker.popen.kill()
             else:
                 worker.popen.terminate()
+
+    # -- jobs (`rayipy job`): rayipy/job/runner.py runs them ------------------------------
+    def job_handlers(self) -> dict[Kind, Callable[[Any], None]]:
+        """The job messages' handlers, and the runner they use."""
+        from rayipy.job.runner import JobRunner
+        from rayipy.node.connection import machine_dir
+        self.jobs = JobRunner(machine_dir() / "jobs", self.key, lambda job_id, event, value:
+                              self.endpoint.send(Kind.JOB_EVENT, (job_id, event, value)))
+        return {Kind.JOB_START: lambda body: self.jobs.start(*body),
+                Kind.JOB_STOP: lambda body: self.jobs.stop(body[0]),
+                Kind.JOB_LOGS: self.on_job_logs}
+
+    def on_job_logs(self, body: Any) -> None:
+        job_id, offset, limit, requester, request_id = body
+        try:
+            answer: Any = self.jobs.read_log(job_id, offset, limit)
+            ok = True
+        except ValueError as e:
+            answer, ok = str(e), False
+        self.endpoint.send(Kind.JOB_LOG_DATA, (requester, request_id, ok, answer))
 
     def on_shutdown(self, body: Any) -> None:
         self.running = False

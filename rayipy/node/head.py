@@ -39,6 +39,7 @@ from rayipy.core.memory_report import node_memory_figures
 from rayipy.core.message_faults import MessageFaults
 from rayipy.core.objects import OWNER_ID_BYTES, owner_of
 from rayipy.core import state_rows
+from rayipy.core.jobs import JobTable
 from rayipy.core.scheduler import Scheduler
 from rayipy.core.state import LostNode, Node, shown_resources
 from rayipy.core.state_rows import error_text
@@ -159,7 +160,13 @@ class Head:
             Kind.LOG: self.on_log,
             Kind.GENERATOR_ITEM: self.on_generator_item,
             Kind.SHUTDOWN: self.on_shutdown,
+            Kind.JOB_EVENT: self.on_job_event,
+            Kind.JOB_LOG_DATA: self.on_job_log_data,
         }
+        self.jobs = JobTable()
+        # The id of the request being handled: a handler that answers later (a job's
+        # log, read by its node's agent) keeps it and returns DEFERRED.
+        self.request_id: Any = None
         # One carrier per instruction type (tests check the table is complete).
         self.carriers: dict[type, Callable[[Any], None]] = {
             Execute: self.carry_execute,
@@ -339,6 +346,7 @@ class Head:
 
     def remove_node(self, node_id: bytes, why: str) -> None:
         """A node is gone: the scheduler removes it and its workers (and forgets them)."""
+        self.jobs.node_lost(node_id, why, time.time())
         self.carry_out(self.scheduler.node_lost(node_id, why))
 
     def remove_worker(self, worker_id: bytes, why: str) -> None:
@@ -545,12 +553,14 @@ class Head:
         if handler is None:
             self.send(sender, Kind.REPLY, (request_id, False, ValueError(f"unknown request {name!r}")))
             return
+        self.request_id = request_id
         try:
             value = handler(sender, *args)
         except Exception as e:
             self.send(sender, Kind.REPLY, (request_id, False, e))
             return
-        self.send(sender, Kind.REPLY, (request_id, True, value))
+        if value is not DEFERRED:
+            self.send(sender, Kind.REPLY, (request_id, True, value))
 
     @staticmethod
     def describe_node(node: Node | LostNode) -> dict[str, Any]:
@@ -731,6 +741,91 @@ class Head:
         ips = {node_id: node.info.get("ip", "") for node_id, node in self.scheduler.nodes.items()}
         return trace_events(self.history.recent, ips)
 
+    # -- jobs (`rayipy job`, rayipy/job/; the records: core/jobs.py) ----------------------
+    def request_job_submit(self, sender: bytes, entrypoint: str, submission_id: str | None,
+                           metadata: dict, runtime_env: dict, package: str) -> str:
+        """Record a job and have the head's node's agent (else any live node's) start it;
+        its id. ``package``: the hex id of the working directory's zip, an object the
+        submitting client owns, or ""."""
+        env_vars = jobs_env_vars(runtime_env)
+        node = self.job_node()
+        record = self.jobs.submit(entrypoint, node.node_id, time.time(), submission_id,
+                                  metadata, runtime_env)
+        self.send(node.agent, Kind.JOB_START, (record.submission_id, entrypoint, env_vars,
+                                               package, self.address.removeprefix("tcp://")))
+        return record.submission_id
+
+    def job_node(self) -> Node:
+        head_ip = self.address.removeprefix("tcp://").rsplit(":", 1)[0]
+        live = [n for n in self.scheduler.nodes.values() if not n.leaving]
+        if not live:
+            raise exceptions.RayipySystemError("no node is alive to run the job: start one "
+                                               "with `rayipy start`")
+        return next((n for n in live if n.info.get("ip") == head_ip), live[0])
+
+    def request_job_running(self, sender: bytes, submission_id: str) -> bool:
+        """The job's bootstrap hands over to its entrypoint."""
+        self.jobs.running(submission_id)
+        return True
+
+    def request_job_info(self, sender: bytes, submission_id: str) -> dict[str, Any]:
+        return self.jobs.get(submission_id).info()
+
+    def request_job_list(self, sender: bytes) -> list[dict[str, Any]]:
+        return self.jobs.listing()
+
+    def request_job_stop(self, sender: bytes, submission_id: str) -> bool:
+        """Ray's ``stop_job``: False when the job had ended already."""
+        if not self.jobs.stop(submission_id):
+            return False
+        node = self.scheduler.nodes.get(self.jobs.get(submission_id).node_id)
+        if node is not None:
+            self.send(node.agent, Kind.JOB_STOP, (submission_id,))
+        return True
+
+    def request_job_delete(self, sender: bytes, submission_id: str) -> bool:
+        self.jobs.delete(submission_id)
+        return True
+
+    def request_job_logs(self, sender: bytes, submission_id: str, offset: int, limit: int) -> Any:
+        """A piece of the job's log, read by its node's agent: answered when it comes
+        (``on_job_log_data``)."""
+        record = self.jobs.get(submission_id)
+        node = self.scheduler.nodes.get(record.node_id)
+        if node is None:
+            raise exceptions.RayipySystemError(
+                f"job {submission_id!r} ran on node {record.node_id.hex()[:8]}, which has left "
+                f"the cluster: its log is on that machine, in jobs/{submission_id}/driver.log "
+                f"of its rayipy directory")
+        self.send(node.agent, Kind.JOB_LOGS, (submission_id, offset, limit, sender,
+                                              self.request_id))
+        return DEFERRED
+
+    def on_job_log_data(self, sender: bytes, body: Body, frames: Frames) -> None:
+        requester, request_id, ok, answer = body
+        if requester in self.peers:
+            self.send(requester, Kind.REPLY, (request_id, ok, answer if ok else
+                                              exceptions.RayipySystemError(answer)))
+
+    def on_job_event(self, sender: bytes, body: Body, frames: Frames) -> None:
+        submission_id, event, value = body
+        if event == "started":
+            self.jobs.started(submission_id, value)
+        elif event == "exited":
+            self.jobs.exited(submission_id, value[0], time.time(), value[1])
+        elif event == "stopping":
+            self.drop_job_drivers(self.peers[sender].node_id, set(value))
+
+    def drop_job_drivers(self, node_id: bytes, pids: set[int]) -> None:
+        """A stopped job's drivers (its processes that connected): their running tasks
+        are cancelled, then they are dropped as if they had left (their queued tasks
+        and non-detached actors go with them)."""
+        for process_id, peer in list(self.peers.items()):
+            if peer.role == "driver" and peer.pid in pids and peer.node_id in (node_id, b""):
+                for task_id in self.scheduler.running_tasks(process_id):
+                    self.carry_out(self.scheduler.cancel_requested(task_id, True, b"", b""))
+                self.forget(process_id)
+
     def request_shutdown(self, sender: bytes) -> bool:
         self.running = False
         return True
@@ -756,6 +851,27 @@ def grace_period(text: str) -> float:
         return check_grace_period(float(text))
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+DEFERRED = object()   # a request handler's answer: "the reply will be sent later"
+
+JOB_RUNTIME_ENV_KEYS = ("env_vars", "working_dir")
+
+
+def jobs_env_vars(runtime_env: dict) -> dict[str, str]:
+    """A job's ``runtime_env`` checked: only keys jobs handle (``working_dir`` was
+    shipped by the client already); its ``env_vars``."""
+    if not isinstance(runtime_env, dict):
+        raise ValueError(f"runtime_env is a dict, got {runtime_env!r}")
+    unknown = sorted(set(runtime_env) - set(JOB_RUNTIME_ENV_KEYS))
+    if unknown:
+        raise ValueError(f"a job's runtime_env takes {', '.join(JOB_RUNTIME_ENV_KEYS)}, not "
+                         f"{', '.join(unknown)}")
+    env_vars = runtime_env.get("env_vars") or {}
+    if not isinstance(env_vars, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in env_vars.items()):
+        raise ValueError(f"runtime_env['env_vars'] maps strings to strings, got {env_vars!r}")
+    return dict(env_vars)
 
 
 def port_number(text: str) -> int:

@@ -114,3 +114,14 @@ class Kind(IntEnum):
     # runtime environments (rayipy/core/runtime_env.py)
     SPAWN_ENV_WORKER = 115  # head -> agent: (count, resolved runtime_env dict)  workers that
                             #   serve only tasks of that environment
+
+    # jobs (`rayipy job`, rayipy/job/): a driver run by a node agent, outliving its client
+    JOB_START = 120       # head -> agent: (submission_id, entrypoint, env_vars {str: str},
+                          #   package object id hex or "", head address host:port)
+    JOB_STOP = 121        # head -> agent: (submission_id,)  SIGTERM its process group, then
+                          #   SIGKILL after the grace period
+    JOB_EVENT = 122       # agent -> head: (submission_id, event, value): "started" pid,
+                          #   "exited" (exit code or -signal, reason), "stopping" [pids]
+    JOB_LOGS = 123        # head -> agent: (submission_id, offset, limit, requester, request_id)
+    JOB_LOG_DATA = 124    # agent -> head: (requester, request_id, ok, (bytes, next offset,
+                          #   ended) or error text); the head answers the request with it
