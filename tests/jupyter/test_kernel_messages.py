@@ -62,9 +62,11 @@ def test_an_interrupted_wait_says_in_one_line_what_it_cancelled(kernel):
     assert re.sub(r"\x1b\[\d*m", "", error["traceback"][0]) == \
         "KeyboardInterrupt: interrupted: 3 tasks cancelled"
     # An interrupt outside rayipy keeps IPython's own traceback.
-    cell = k.execute("import time\ntime.sleep(600)")
-    k.read_until(lambda m: m["msg_type"] == "status" and m["parent_header"].get("msg_id") == cell
-                 and m["content"]["execution_state"] == "busy")
+    cell = k.execute("import time\nprint('sleeping', flush=True)\ntime.sleep(600)")
+    # Interrupt once the cell's code runs: "busy" comes before it does, and an interrupt
+    # then lands in the kernel's own code, with no error for this cell.
+    k.read_until(lambda m: m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == cell
+                 and "sleeping" in m["content"]["text"])
     k.km.interrupt_kernel()
     [error] = errors(k.read_until_idle(cell, timeout=20))
     assert "time.sleep(600)" in re.sub(r"\x1b\[\d*m", "", "\n".join(error["traceback"]))
