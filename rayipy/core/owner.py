@@ -122,13 +122,14 @@ def needs_head_placement(spec: TaskSpec) -> bool:
     only the head can decide."""
     options = spec.options
     if options:   # every task has some (its namespace): answered once per set of options
-        by_options = _HEAD_OPTIONS.get(options)
+        try:
+            by_options = _HEAD_OPTIONS.get(options)
+        except TypeError:   # a value that is not hashable (a runtime_env's dict)
+            by_options = _head_options(options)
         if by_options is None:
             if len(_HEAD_OPTIONS) > 1024:
                 _HEAD_OPTIONS.clear()
-            by_options = _HEAD_OPTIONS[options] = (
-                ("scheduling_strategy", "SPREAD") in options
-                or any(name == "max_calls" for name, _ in options))
+            by_options = _HEAD_OPTIONS[options] = _head_options(options)
         if by_options:
             return True
     head_only = _HEAD_PLACED.get(spec.resources)
@@ -140,6 +141,12 @@ def needs_head_placement(spec: TaskSpec) -> bool:
             name == "GPU" or "_group_" in name or name.startswith("node:")
             for name, _ in spec.resources)
     return head_only
+
+
+def _head_options(options: tuple[Any, ...]) -> bool:
+    """Options only the head can act on: SPREAD, and ``max_calls`` (it counts them)."""
+    return (("scheduling_strategy", "SPREAD") in options
+            or any(name == "max_calls" for name, _ in options))
 
 
 _HEAD_PLACED: dict[ResourceRequest, bool] = {}

@@ -319,3 +319,12 @@ def test_a_cancelled_parents_children_are_cancelled_not_the_others():
     assert completed(out) == [(spec(3).task_id, CANCELLED)]
     assert not any(type(c) is CancelRemote and c.task_id == spec(2).task_id for c in out)
     assert owner.cancel_children(b"R" * 16, force=False) == []
+
+
+def test_a_task_whose_options_hold_an_unhashable_value_is_routed():
+    # A runtime_env travels as a dict in the options: routing must not need to hash them.
+    owner = OwnerState()
+    env = spec(1, options=(("runtime_env", {"env_vars": {"A": "1"}}),))
+    assert submit(owner, env)[-1] == SendToHead(env)
+    spread = spec(2, options=(("runtime_env", {}), ("scheduling_strategy", "SPREAD")))
+    assert submit(owner, spread) == [SendToHead(spread)]
