@@ -10,6 +10,7 @@ with ``spec.py``) and ``%cluster start --ssh/--slurm`` are built on them.
 """
 
 from rayipy.cluster.base import Launcher
+from rayipy.cluster.slurm import SlurmCluster
 from rayipy.cluster.ssh import SSHCluster
 
-__all__ = ["Launcher", "SSHCluster"]
+__all__ = ["Launcher", "SSHCluster", "SlurmCluster"]
