@@ -8,6 +8,7 @@
     rayipy summary tasks|actors                                 # counts per name and state
     rayipy timeline [--output FILE]                             # recent tasks, Chrome trace
     rayipy stop                                                 # this machine's processes
+    rayipy up cluster.yaml / rayipy down cluster.yaml           # SSH or Slurm (cli_up.py)
 
 ``start`` leaves its processes running in the background (``daemon.py``) and records them
 with the cluster's address and key in the connection file (``connection.py``), which
@@ -132,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "cluster this machine runs or joined)")
     memory.add_argument("--password", "--redis-password", dest="password", metavar="PW")
     _state_parsers(commands)
+    from rayipy import cli_up
+    cli_up.add_parsers(commands)
     return parser
 
 
@@ -659,6 +662,12 @@ def main(argv: list[str] | None = None) -> int:
             return summary_state(args)
         if args.command == "timeline":
             return timeline(args)
+        if args.command in ("up", "down"):
+            from rayipy import cli_up
+            try:
+                return cli_up.up(args) if args.command == "up" else cli_up.down(args)
+            except cli_up.UpError as e:
+                raise CommandError(str(e)) from None
     except CommandError as e:
         print(f"rayipy {args.command}: {e}", file=sys.stderr)
         return 1
