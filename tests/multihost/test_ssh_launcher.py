@@ -70,6 +70,7 @@ class PsWatch:
 
 
 def rayipy_processes(hosts) -> list[str]:
+    """rayipy's processes (``-m rayipy``, its node and launcher modules) on ``hosts``."""
     found = []
     for host in hosts:
         for pid in host.pids():
@@ -77,7 +78,7 @@ def rayipy_processes(hosts) -> list[str]:
                 args = " ".join(psutil.Process(pid).cmdline())
             except psutil.NoSuchProcess:
                 continue
-            if "rayipy" in args:
+            if re.search(r"-m rayipy\b|rayipy\.(node|cluster)", args):
                 found.append(f"{host.name}: {pid} {args}")
     return found
 
@@ -166,3 +167,61 @@ except exceptions.ClusterLaunchError as e:
     # hostA and hostB had started: the failed launch stopped them again.
     wait_until(lambda: not rayipy_processes(hosts), timeout=20,
                message=f"rayipy processes left after a failed launch: {rayipy_processes(hosts)}")
+
+
+def test_rayipy_up_and_down_with_a_cluster_file(ssh_hosts, tmp_path):
+    hosts, servers = ssh_hosts
+    hostA = hosts[0]
+    spec = tmp_path / "lab.json"
+    spec.write_text(json.dumps({"provider": "ssh", "hosts": ["hostA", "hostB"], "num_cpus": 1,
+                                "ssh_options": ["-F", str(servers.config)]}))
+    env = dict(hostA.env, PYTHONPATH=str(REPO))
+    up = subprocess.run(hostA.argv(sys.executable, "-m", "rayipy", "up", str(spec)),
+                        capture_output=True, text=True, timeout=180, env=env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    address = re.search(r"head at (\S+)\.", up.stdout).group(1)
+    password = re.search(r"password: (\S+)", up.stdout).group(1)
+    again = subprocess.run(hostA.argv(sys.executable, "-m", "rayipy", "up", str(spec)),
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert again.returncode == 1 and "already up" in again.stderr, again.stderr
+    nodes = subprocess.run(
+        hostA.argv(sys.executable, "-c", f"import rayipy; rayipy.init(address={address!r}); "
+                   f"print(len(rayipy.nodes()))"),
+        capture_output=True, text=True, timeout=60, env=dict(env, RAYIPY_PASSWORD=password))
+    assert nodes.stdout.strip() == "2", nodes.stdout + nodes.stderr
+    down = subprocess.run(hostA.argv(sys.executable, "-m", "rayipy", "down", str(spec)),
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert down.returncode == 0 and "is down" in down.stdout, down.stdout + down.stderr
+    wait_until(lambda: not rayipy_processes(hosts), timeout=20,
+               message=f"rayipy processes left after down: {rayipy_processes(hosts)}")
+    twice = subprocess.run(hostA.argv(sys.executable, "-m", "rayipy", "down", str(spec)),
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert twice.returncode == 1 and "no cluster 'lab' is up" in twice.stderr, twice.stderr
+
+
+MAGIC = """
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "rayipy")
+ctx = shell.run_line_magic("cluster", "start --ssh hostA,hostB,hostC -n 1 --ssh-config {config}")
+import rayipy
+@rayipy.remote
+def where():
+    import socket
+    return socket.gethostbyname(socket.gethostname())
+print("NODES", len(rayipy.nodes()), sorted(set(rayipy.get([where.remote() for _ in range(60)]))))
+shell.run_line_magic("cluster", "stop")
+"""
+
+
+def test_cluster_magic_starts_over_ssh_and_stop_frees_the_hosts(ssh_hosts):
+    hosts, servers = ssh_hosts
+    hostA = hosts[0]
+    result = subprocess.run(hostA.argv(sys.executable, "-c", MAGIC.format(config=servers.config)),
+                            capture_output=True, text=True, timeout=180,
+                            env=dict(hostA.env, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "NODES 3 ['10.213.0.1', '10.213.0.2', '10.213.0.3']" in result.stdout, result.stdout
+    assert "Stopped the ssh cluster at 10.213.0.1:" in result.stdout, result.stdout
+    wait_until(lambda: not rayipy_processes(hosts), timeout=20,
+               message=f"rayipy processes left after %cluster stop: {rayipy_processes(hosts)}")
