@@ -113,10 +113,7 @@ class SSHCluster(Launcher):
                                     timeout=10, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired):
             return None
-        name = commands.ssh_config_hostname(result.stdout) if result.returncode == 0 else None
-        if name is None:
-            return None
-        return name
+        return commands.ssh_config_hostname(result.stdout) if result.returncode == 0 else None
 
     def _ssh(self, host: str, argv: list[str], timeout: float,
              with_password: bool = False) -> subprocess.CompletedProcess:
