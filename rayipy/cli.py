@@ -9,6 +9,7 @@
     rayipy timeline [--output FILE]                             # recent tasks, Chrome trace
     rayipy stop                                                 # this machine's processes
     rayipy job submit|status|logs|stop|list|delete              # jobs (cli_job.py)
+    rayipy up cluster.yaml / rayipy down cluster.yaml           # SSH or Slurm (cli_up.py)
 
 ``start`` leaves its processes running in the background (``daemon.py``) and records them
 with the cluster's address and key in the connection file (``connection.py``), which
@@ -134,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--password", "--redis-password", dest="password", metavar="PW")
     _state_parsers(commands)
     cli_job.add_parser(commands)
+    from rayipy import cli_up
+    cli_up.add_parsers(commands)
     return parser
 
 
@@ -663,6 +666,12 @@ def main(argv: list[str] | None = None) -> int:
             return timeline(args)
         if args.command == "job":
             return cli_job.run(args)
+        if args.command in ("up", "down"):
+            from rayipy import cli_up
+            try:
+                return cli_up.up(args) if args.command == "up" else cli_up.down(args)
+            except cli_up.UpError as e:
+                raise CommandError(str(e)) from None
     except (CommandError, cli_job.JobCommandError) as e:
         print(f"rayipy {args.command}: {e}", file=sys.stderr)
         return 1

@@ -49,6 +49,12 @@ class ClusterNotFoundError(RayipySystemError, ConnectionError):
     found none started on this machine by ``rayipy start``."""
 
 
+class ClusterLaunchError(RayipySystemError):
+    """A launcher (``rayipy.cluster``: SSH, Slurm) could not start or stop its cluster: the
+    message names the host or job and quotes what ``ssh``, ``sbatch`` or ``rayipy start``
+    said."""
+
+
 class ProtocolVersionError(RayipyError):
     """A peer speaks another major version of the wire protocol."""
 

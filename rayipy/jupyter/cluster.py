@@ -20,6 +20,10 @@ from rayipy.jupyter import reprs
 
 PASSWORD_ENV = "RAYIPY_PASSWORD"
 
+# The launcher (rayipy.cluster) behind a cluster `%cluster start --ssh/--slurm` started:
+# `%cluster stop` closes it after disconnecting, so its machines are freed.
+_launcher: Any = None
+
 
 class Shown:
     """A result with an HTML and a text form (the notebook picks HTML)."""
@@ -70,6 +74,34 @@ def start(num_cpus: int | None, num_gpus: int | None,
                             runtime_env=runtime_env)
     except (TypeError, ValueError, exceptions.RayipyError) as e:
         raise UsageError(f"could not start a local cluster: {e}") from None
+
+
+def start_launched(provider: str, settings: dict[str, Any],
+                   runtime_env: dict[str, Any] | None = None) -> session.ClusterContext:
+    """A cluster started by a launcher (``provider``: "ssh" or "slurm"), connected to."""
+    global _launcher
+    running = context()
+    if running is not None:
+        print(f"A rayipy cluster is already running ({_where(running)}); "
+              f"use %cluster stop first to start another.")
+        return running
+    from rayipy.cluster import SlurmCluster, SSHCluster
+    launcher_class = {"ssh": SSHCluster, "slurm": SlurmCluster}[provider]
+    try:
+        launcher = launcher_class(**settings)
+    except (TypeError, ValueError, exceptions.RayipyError) as e:
+        raise UsageError(f"could not start the {provider} cluster: {e}") from None
+    try:
+        ctx = session.init(address=launcher.address, password=launcher.password,
+                           runtime_env=runtime_env)
+    except BaseException as e:
+        launcher.close()
+        if isinstance(e, (TypeError, ValueError, exceptions.RayipyError)):
+            raise UsageError(f"the {provider} cluster started at {launcher.address}, but "
+                             f"connecting failed (it was stopped again): {e}") from None
+        raise
+    _launcher = launcher
+    return ctx
 
 
 def connect(address: str, password: str | None,
@@ -124,9 +156,13 @@ def stop(force: bool = False) -> str:
     running = context()
     if running is None:
         session.shutdown()  # a cluster that was lost still has processes to stop
+        if _launcher is not None:
+            provider = _launcher.provider
+            _close_launcher()
+            return f"The {provider} cluster was lost; stopped what was left of it."
         return "No rayipy cluster is running."
     where = _where(running)
-    local = running.started_locally
+    local = running.started_locally or _launcher is not None
     unfinished = unfinished_tasks(local)
     tasks = f"{unfinished} task{'' if unfinished == 1 else 's'}"
     if unfinished and not force:
@@ -135,6 +171,7 @@ def stop(force: bool = False) -> str:
         raise UsageError(f"{tasks}{whose} still queued or running on the {where}; {effect}. "
                          f"Use %cluster stop --force to go ahead.")
     session.shutdown()
+    _close_launcher()
     done = f"Stopped the {where}" if local else f"Disconnected from the {where}"
     if unfinished:
         done += f"; {tasks} {'were' if unfinished != 1 else 'was'} still queued or running and " \
@@ -142,7 +179,20 @@ def stop(force: bool = False) -> str:
     return done + "."
 
 
+def _close_launcher() -> None:
+    global _launcher
+    launcher, _launcher = _launcher, None
+    if launcher is not None:
+        try:
+            launcher.close()
+        except exceptions.RayipyError as e:
+            raise UsageError(f"disconnected, but stopping the {launcher.provider} cluster "
+                             f"failed: {e}") from None
+
+
 def _where(ctx: session.ClusterContext) -> str:
+    if _launcher is not None:
+        return f"{_launcher.provider} cluster at {ctx.address}"
     return f"local cluster at {ctx.address}" if ctx.started_locally else f"cluster at {ctx.address}"
 
 

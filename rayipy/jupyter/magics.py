@@ -19,13 +19,26 @@ from IPython.core.magic_arguments import (MagicArgumentParser, argument, magic_a
                                           parse_argstring)
 from traitlets import Bool, Float, Int, observe
 
+from rayipy.cluster import commands as launch_commands
 from rayipy.jupyter import cluster, remote
 
 
-_START = MagicArgumentParser(prog="%cluster start", usage="%cluster start [-n N] [--num-gpus G]")
+_START = MagicArgumentParser(
+    prog="%cluster start", usage="%cluster start [-n N] [--num-gpus G] "
+    "[--ssh HOST1,HOST2 [--ssh-config FILE] | --slurm [--nodes N] [--cpus-per-node C] "
+    "[--partition P] [--time T]]")
 _START.add_argument("-n", "--num-cpus", type=int, default=None, help="number of CPUs (workers)")
 _START.add_argument("--num-gpus", type=int, default=None, help="number of GPUs")
 _START.add_argument("--runtime-env", default=None, help=cluster.RUNTIME_ENV_HELP)
+_START.add_argument("--ssh", default=None, metavar="HOSTS", help="launch on these hosts over "
+                    "ssh (comma-separated; the head on the first); -n: CPUs per host")
+_START.add_argument("--ssh-config", default=None, metavar="FILE", help="with --ssh: ssh's "
+                    "configuration file (ssh -F)")
+_START.add_argument("--slurm", action="store_true", help="launch as a Slurm batch job")
+_START.add_argument("--nodes", type=int, default=None, help="with --slurm: nodes (default 1)")
+_START.add_argument("--cpus-per-node", type=int, default=None, help="with --slurm")
+_START.add_argument("--partition", default=None, help="with --slurm")
+_START.add_argument("--time", default=None, help="with --slurm: the job's time limit")
 _STOP = MagicArgumentParser(prog="%cluster stop", usage="%cluster stop [--force]")
 _STOP.add_argument("--force", action="store_true",
                    help="stop even though tasks are still queued or running (they are lost)")
@@ -73,6 +86,10 @@ class RayipyMagics(Magics):
         """Start, join, inspect or stop the rayipy cluster of this notebook.
 
         %cluster start [-n N] [--num-gpus G]   a local cluster with N workers (CPUs)
+        %cluster start --ssh HOST1,HOST2 [-n N] [--ssh-config FILE]
+                                               a cluster on these hosts, over ssh
+        %cluster start --slurm [--nodes N] [--cpus-per-node C] [--partition P] [--time T]
+                                               a cluster as a Slurm batch job
         %cluster connect ADDRESS [--password PW]   join a running cluster (host:port)
         %cluster status                        nodes, resources and task counts
         %cluster stop [--force]                stop the local cluster, or disconnect;
@@ -108,7 +125,40 @@ class RayipyMagics(Magics):
         for name, value in (("-n", num_cpus), ("--num-gpus", num_gpus)):
             if value is not None and value < 0:
                 raise UsageError(f"{name} must be 0 or more, got {value}")
-        return cluster.start(num_cpus, num_gpus, cluster.parse_runtime_env(args.runtime_env))
+        runtime_env = cluster.parse_runtime_env(args.runtime_env)
+        if args.ssh is not None or args.slurm:
+            return self._start_launched(args, runtime_env)
+        return cluster.start(num_cpus, num_gpus, runtime_env)
+
+    @staticmethod
+    def _start_launched(args: Any, runtime_env: dict[str, Any] | None = None) -> Any:
+        """--ssh or --slurm: the options of the one given, none of the other's."""
+        slurm_only = {"--nodes": args.nodes, "--cpus-per-node": args.cpus_per_node,
+                      "--partition": args.partition, "--time": args.time}
+        if args.ssh is not None and args.slurm:
+            raise UsageError("give --ssh HOSTS or --slurm, not both")
+        if args.ssh is not None:
+            given = [name for name, value in slurm_only.items() if value is not None]
+            if given:
+                raise UsageError(f"{', '.join(given)} go with --slurm, not --ssh")
+            try:
+                hosts = launch_commands.parse_hosts(args.ssh)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+            settings: dict[str, Any] = {"hosts": hosts, "num_cpus": args.num_cpus}
+            if args.num_gpus is not None:
+                settings["start_options"] = ["--num-gpus", str(args.num_gpus)]
+            if args.ssh_config is not None:
+                settings["ssh_options"] = ["-F", args.ssh_config]
+            return cluster.start_launched("ssh", settings, runtime_env)
+        if args.ssh_config is not None:
+            raise UsageError("--ssh-config goes with --ssh")
+        if args.num_cpus is not None or args.num_gpus is not None:
+            raise UsageError("with --slurm, give --cpus-per-node (GPUs: not yet)")
+        settings = {k: v for k, v in (("nodes", args.nodes), ("cpus_per_node", args.cpus_per_node),
+                                      ("partition", args.partition), ("time", args.time))
+                    if v is not None}
+        return cluster.start_launched("slurm", settings, runtime_env)
 
     def _connect(self, words: list[str]) -> Any:
         args = self._parse(_CONNECT, words)
