@@ -33,6 +33,8 @@ def with_text(messages: list[dict], marker: str) -> list[dict]:
 def test_task_output_lands_under_the_cell_that_submitted_it(kernel):
     k = kernel()
     k.run("%cluster start -n 2")
+    # The stream route (the output widget's route is test_cell_output.py's)
+    k.run("%config RayipyMagics.output_widget = False")
     k.run(DEFINE)
     a = k.execute("ref_a = late.remote('A-one', 1.0)")
     k.read_until_idle(a)
@@ -158,6 +160,7 @@ def test_tasks_that_ignore_the_interrupt_are_killed_after_the_grace_period(kerne
     k.run("%cluster start -n 2")
     k.run("%config RayipyMagics.interrupt_grace = 0.5")
     k.run("%config RayipyMagics.progress_threshold = 0.1")
+    k.run("%config RayipyMagics.output_widget = False")   # 'started' as stream messages
     k.run("import rayipy, time\n"
           "@rayipy.remote\n"
           "def stubborn():\n"
