@@ -29,7 +29,7 @@ class CellOutputArea:
     def __init__(self, widget: Any) -> None:
         self.widget = widget
         self._lock = threading.Lock()
-        self._pending: list[dict] = []
+        self._pending: list[dict[str, Any]] = []
         self._timer: threading.Timer | None = None
         self.flushes = 0
 
@@ -47,12 +47,12 @@ class CellOutputArea:
         """Lines of a task's stdout or stderr (any thread); shown within FLUSH_SECONDS."""
         self._add({"output_type": "stream", "name": stream, "text": text})
 
-    def append_display(self, data: dict, metadata: dict | None = None) -> None:
+    def append_display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
         """A MIME bundle a task displayed."""
         self._add({"output_type": "display_data", "data": dict(data),
                    "metadata": dict(metadata or {})})
 
-    def _add(self, output: dict) -> None:
+    def _add(self, output: dict[str, Any]) -> None:
         with self._lock:
             self._pending.append(output)
             if self._timer is None:
@@ -75,7 +75,7 @@ class CellOutputArea:
                 pass   # the kernel is going away: nobody can see it any more
 
 
-def merge_outputs(outputs: list[dict], new: list[dict]) -> list[dict]:
+def merge_outputs(outputs: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``outputs`` followed by ``new``, consecutive text of one stream as one output, and
     no more than MAX_CHARS of text in all (the oldest dropped first). Pure."""
     for output in new:
@@ -91,13 +91,13 @@ def merge_outputs(outputs: list[dict], new: list[dict]) -> list[dict]:
 DROPPED_NOTE = "[earlier task output dropped: more than 2 MB]\n"
 
 
-def _bounded(outputs: list[dict]) -> list[dict]:
+def _bounded(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The newest outputs whose text fits in MAX_CHARS (a stream cut at a line), after a
     line that says the rest was dropped. One pass from the end."""
     if sum(len(o.get("text", "")) for o in outputs) <= MAX_CHARS:
         return outputs
     budget = MAX_CHARS - len(DROPPED_NOTE)
-    kept: list[dict] = []
+    kept: list[dict[str, Any]] = []
     for output in reversed(outputs):
         size = len(output.get("text", ""))
         if size <= budget:
