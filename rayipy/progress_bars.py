@@ -61,6 +61,8 @@ class Tracker:
         self._pending: set[bytes] = set()
         self._done = threading.Event()
         self._runtime = refs[0]._runtime if refs else None
+        # group name -> the tracker of that group's refs (``progress(group_by=...)``)
+        self.groups: dict[str, Tracker] = {}
         for ref in refs:
             self._pending.add(ref.id[:16])
         if not refs:
@@ -98,6 +100,8 @@ class Tracker:
     def check_cluster(self) -> None:
         """If our cluster went away (shutdown, lost), nothing more will arrive: stop."""
         runtime = self._runtime
+        for group in self.groups.values():
+            group.check_cluster()
         if not self._done.is_set() and runtime is not None and (
                 runtime.stopped):
             self.state.abandon(time.monotonic())
@@ -112,6 +116,8 @@ class Tracker:
 
     def update_running(self, running_ids: set[bytes]) -> None:
         """``running_ids``: task ids the head says run now; leased tasks run too."""
+        for group in self.groups.values():
+            group.update_running(running_ids)
         pending = set(self._pending)
         running = len(pending & running_ids)
         runtime = self._runtime
@@ -136,8 +142,15 @@ class Progress:
 
     @property
     def widget(self) -> Any:
-        """The ipywidgets widget in a notebook; None in a terminal."""
+        """The ipywidgets widget in a notebook (the first group's when grouped); None in
+        a terminal."""
         return getattr(self.frontend, "widget", None)
+
+    @property
+    def group_counts(self) -> dict[str, ProgressCounts]:
+        """Each group's counts (``group_by="function"``: by function name); {} when the
+        bar is not grouped."""
+        return {name: tracker.counts() for name, tracker in self._tracker.groups.items()}
 
     @property
     def redraws(self) -> int:
@@ -222,6 +235,43 @@ class TerminalBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class GroupedBars:
+    """One display per group (each group's own bar, made by the same factory), drawn
+    together: the whole set's clock decides when, each bar shows its own group's counts."""
+
+    def __init__(self, groups: dict[str, Tracker], factory: BarFactory, description: str) -> None:
+        self.groups = groups
+        self.bars = {name: factory(tracker.state.total,
+                                   f"{description}: {name}" if description else name)
+                     for name, tracker in groups.items()}
+        first = next(iter(self.bars.values()), None)
+        self.widget = getattr(first, "widget", None)
+
+    def draw(self, counts: ProgressCounts) -> None:
+        now = time.monotonic()
+        for name, bar in self.bars.items():
+            bar.draw(self.groups[name].state.snapshot(now))
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+    def ipython_display(self) -> None:
+        for bar in self.bars.values():
+            show = getattr(bar, "ipython_display", None)
+            if show is not None:
+                show()
+
+
+GROUPINGS = ("function",)
+
+
+def function_of(ref: ObjectRef) -> str:
+    """The name of the function (or actor method) whose task makes ``ref``, as its owner
+    recorded it at submit; "other" for a ref this process does not know the task of."""
+    return str(ref._runtime.objects.info(ref.id).get("task") or "other")
 
 
 class _Ticker:
@@ -326,24 +376,42 @@ def bar_factory(display: str) -> BarFactory | None:
 
 
 def progress(refs: Any, *, description: str = "", display: str = "auto",
-             _started: float | None = None) -> Progress:
+             group_by: str | None = None, _started: float | None = None) -> Progress:
     """Show a live progress bar for ``refs`` and return at once.
 
     ``display``: "auto" (a widget in a notebook, else a terminal bar), "widget" or
     "terminal" (see ``set_bar_factory``). The bar counts done, failed, cancelled and
     running tasks, with the elapsed time and an estimate of the time left.
+    ``group_by="function"``: one bar per function, as Dask's ``progress`` draws them
+    (``Progress.group_counts`` has each one's counts; ``counts`` stays the whole set's).
     """
     ref_list = _as_refs(refs)
     if display not in DISPLAYS:
         raise ValueError(f'display must be "auto", "widget" or "terminal", got {display!r}')
     if not isinstance(description, str):
         raise TypeError(f"description must be a str, got {type(description).__name__}")
+    if group_by is not None and group_by not in GROUPINGS:
+        raise ValueError(f'group_by must be None or "function", got {group_by!r}')
     factory = _factories[display]
     if factory is None:
         raise RuntimeError('display="widget" needs the Jupyter layer\'s widget, and none is '
                            'registered (rayipy.jupyter registers it when it loads)')
-    tracker = Tracker(ref_list, _started)
-    frontend = factory(len(ref_list), description)
+    started = time.monotonic() if _started is None else _started
+    groups: dict[str, Tracker] = {}
+    if group_by == "function":
+        by_name: dict[str, list[ObjectRef]] = {}
+        for ref in ref_list:
+            by_name.setdefault(function_of(ref), []).append(ref)
+        # Made before the whole set's tracker, so each ref's done-callbacks count it in
+        # its group first: when the whole set is over, so is every group.
+        groups = {name: Tracker(group, started) for name, group in by_name.items()}
+    tracker = Tracker(ref_list, started)
+    tracker.groups = groups
+    frontend: Frontend
+    if groups:
+        frontend = GroupedBars(groups, factory, description)
+    else:
+        frontend = factory(len(ref_list), description)
     handle = Progress(tracker, frontend)
     handle.tick(time.monotonic())  # draw the first state now, in the caller's cell
     if not handle._clock.final_drawn:

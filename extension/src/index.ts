@@ -11,11 +11,13 @@ import {
 } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { ClusterPanel } from './panel';
 
 const PLUGIN_ID = 'rayipy-labextension:sidebar';
+const WIDGET_MANAGER = '@jupyter-widgets/jupyterlab-manager:plugin';
 const SHOW_COMMAND = 'rayipy:show-cluster';
 
 const clusterIcon = new LabIcon({
@@ -35,14 +37,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: "A sidebar showing the active notebook's rayipy cluster.",
   autoStart: true,
   requires: [INotebookTracker],
-  optional: [ILabShell, ILayoutRestorer, ICommandPalette],
+  optional: [ILabShell, ILayoutRestorer, ICommandPalette, ISettingRegistry],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
     labShell: ILabShell | null,
     restorer: ILayoutRestorer | null,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    settings: ISettingRegistry | null
   ) => {
+    if (settings) {
+      void saveWidgetState(settings);
+    }
     const panel = new ClusterPanel();
     panel.title.icon = clusterIcon;
     app.shell.add(panel, 'left', { rank: 650 });
@@ -65,5 +71,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette?.addItem({ command: SHOW_COMMAND, category: 'rayipy' });
   }
 };
+
+/**
+ * Save widget state with notebooks unless the user chose otherwise. A cell's task output
+ * lives in an output widget (rayipy/jupyter/cell_output.py), and progress bars are
+ * widgets: without the widgets' saved state a reopened notebook shows neither
+ * (jupyterlab-manager's `saveState` is off by default). A user's own choice, either way,
+ * is never changed.
+ */
+async function saveWidgetState(registry: ISettingRegistry): Promise<void> {
+  try {
+    const settings = await registry.load(WIDGET_MANAGER);
+    if ((settings.user as { saveState?: boolean }).saveState === undefined) {
+      await settings.set('saveState', true);
+    }
+  } catch (error) {
+    // ipywidgets' manager is not installed: there are no widgets to save.
+    console.debug('rayipy: widget state not turned on', error);
+  }
+}
 
 export default plugin;

@@ -4,14 +4,94 @@ A display (a terminal bar, a notebook widget) owns one ``ProgressState``, feeds 
 outcomes as refs finish, and asks a ``RedrawClock`` whether to redraw on each tick; the
 clock keeps redraws to at most one per ``min_interval`` however many refs finish, so a
 display never floods a terminal or a notebook's message channel.
+
+The time left (``RateEstimate``) comes from the measured throughput, not from the
+elapsed time: the start of a run (workers starting, functions shipped, the first results
+on their way) says nothing about how fast the rest will go, and dividing the elapsed time
+by the finished count gave 12.2 s left at 7% of a run that took 3.4 s in all. So the
+clock starts at the first completion; the rate is an exponentially weighted average of
+the completions per interval (a time constant of a few seconds: it follows a change of
+pace, and one slow task does not swing it); and until enough completions were seen over
+a long enough span the estimate is None, which displays write as "estimating...".
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import NamedTuple
 
 OK, FAILED, CANCELLED = "ok", "failed", "cancelled"
+
+# The rate estimate (see the module's docstring).
+MIN_SAMPLES = 5            # completions after the first, before any estimate
+MIN_SAMPLE_FRACTION = 0.05  # ... and this share of the total (capped by MAX_MIN_SAMPLES)
+MAX_MIN_SAMPLES = 50
+MIN_SPAN = 1.0             # seconds since the first completion, before any estimate
+RATE_INTERVAL = 0.5        # completions are counted in intervals of at least this
+RATE_TIME_CONSTANT = 3.0   # seconds: the EWMA's memory
+
+
+class RateEstimate:
+    """Completions per second from a timeline of completions, and the time left. Not
+    thread-safe: ``ProgressState`` calls it under its lock."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.first: float | None = None   # the first completion: the clock starts here
+        self.seen = 0                     # completions since (not counting) the first
+        self.rate: float | None = None    # completions per second, smoothed
+        self._window_start = 0.0
+        self._window_count = 0
+        need = max(MIN_SAMPLES, math.ceil(total * MIN_SAMPLE_FRACTION))
+        self.min_samples = min(need, MAX_MIN_SAMPLES, max(total - 1, 0))
+
+    def record(self, now: float, count: int = 1) -> None:
+        """``count`` tasks finished at ``now``."""
+        if self.first is None:
+            self.first = self._window_start = now
+            count -= 1
+            if count <= 0:
+                return
+        self.seen += count
+        self._window_count += count
+        span = now - self._window_start
+        if span >= RATE_INTERVAL:
+            self._fold(self._window_count / span, span)
+            self._window_start = now
+            self._window_count = 0
+
+    def _fold(self, rate: float, span: float) -> None:
+        if self.rate is None:   # the first interval, which starts at the first completion
+            self.rate = rate
+            return
+        weight = 1.0 - math.exp(-span / RATE_TIME_CONSTANT)
+        self.rate += weight * (rate - self.rate)
+
+    def ready(self, now: float) -> bool:
+        """Enough seen for an estimate worth showing."""
+        return (self.first is not None and self.seen >= self.min_samples
+                and now - self.first >= MIN_SPAN and self.rate is not None)
+
+    def current_rate(self, now: float) -> float | None:
+        """The smoothed rate, with the open interval taken into account: when nothing has
+        finished for a while, the rate falls instead of staying at its last value."""
+        if not self.ready(now) or self.rate is None:
+            return None
+        span = now - self._window_start
+        if span < RATE_INTERVAL:
+            return self.rate
+        weight = 1.0 - math.exp(-span / RATE_TIME_CONSTANT)
+        return self.rate + weight * (self._window_count / span - self.rate)
+
+    def seconds_left(self, finished: int, now: float) -> float | None:
+        """The time left for ``total - finished`` tasks; None while still estimating."""
+        if finished >= self.total:
+            return 0.0
+        rate = self.current_rate(now)
+        if rate is None or rate <= 0.0:
+            return None
+        return (self.total - finished) / rate
 
 
 class ProgressCounts(NamedTuple):
@@ -22,7 +102,7 @@ class ProgressCounts(NamedTuple):
     cancelled: int
     running: int
     elapsed: float
-    eta: float | None        # seconds left, from the rate so far; None until one finished
+    eta: float | None        # seconds left, from the measured rate; None while estimating
     abandoned: bool = False  # the cluster went away before all of them finished
 
     @property
@@ -50,12 +130,14 @@ class ProgressState:
         self._counts = {OK: 0, FAILED: 0, CANCELLED: 0}
         self._running = 0
         self.abandoned = False
+        self._rate = RateEstimate(total)
         self._lock = threading.Lock()
         self.version = 0            # bumped on every change, so displays see news cheaply
 
     def record(self, outcome: str, now: float) -> None:
         with self._lock:
             self._counts[outcome] += 1
+            self._rate.record(now)
             self.version += 1
             if sum(self._counts.values()) >= self.total and self.ended is None:
                 self.ended = now
@@ -89,8 +171,9 @@ class ProgressState:
         eta = None
         if finished >= self.total:
             eta = 0.0
-        elif finished and not abandoned:
-            eta = elapsed / finished * (self.total - finished)
+        elif not abandoned:
+            with self._lock:
+                eta = self._rate.seconds_left(finished, now)
         return ProgressCounts(self.total, done, failed, cancelled, running, elapsed, eta, abandoned)
 
 
@@ -144,8 +227,28 @@ def describe(counts: ProgressCounts) -> str:
     if counts.running and not counts.complete:
         parts.append(f"{counts.running} running")
     parts.append(format_seconds(counts.elapsed))
-    if not counts.complete and counts.eta is not None:
-        parts.append(f"about {format_seconds(counts.eta)} left")
+    if not counts.complete:
+        parts.append("estimating time left..." if counts.eta is None
+                     else f"about {format_seconds(counts.eta)} left")
     if counts.abandoned and counts.finished < counts.total:
         parts.append(f"{counts.total - counts.finished} never finished: the cluster is gone")
     return ", ".join(parts)
+
+
+# What a display colours a bar by: each outcome its own colour, cancelled not failed's red.
+RUNNING, RUNNING_WITH_FAILURES, RUNNING_WITH_CANCELS = "running", "running-failures", "running-cancels"
+ALL_DONE, SOME_FAILED, SOME_CANCELLED, ABANDONED = "done", "failed", "cancelled", "abandoned"
+
+
+def outcome_style(counts: ProgressCounts) -> str:
+    """Which of the styles above ``counts`` is drawn in: a failure outweighs a cancel (it
+    needs looking at; a cancel was asked for), and a bar left by its cluster is neither."""
+    if counts.complete:
+        if counts.failed:
+            return SOME_FAILED
+        if counts.abandoned and counts.finished < counts.total:
+            return ABANDONED
+        return SOME_CANCELLED if counts.cancelled else ALL_DONE
+    if counts.failed:
+        return RUNNING_WITH_FAILURES
+    return RUNNING_WITH_CANCELS if counts.cancelled else RUNNING

@@ -36,7 +36,8 @@ class NotebookSession:
     def __init__(self, shell: Any) -> None:
         self.shell = shell
         self.magics = RayipyMagics(shell, on_change=self.reattach)
-        self.router = OutputRouter(shell, route=self.magics.route_output)
+        self.router = OutputRouter(shell, route=self.magics.route_output,
+                                   widget=self.magics.output_widget)
         self.magics.local_counts = lambda: dict(self.router.counts)
         self._slow_get = slow_get_hook(self.magics)
         self._formatters: list[type] = []
@@ -50,6 +51,7 @@ class NotebookSession:
         self._formatters = [ObjectRef, session.ClusterContext]
         self._note_cell = self._cell_starts
         self.shell.events.register("pre_run_cell", self._note_cell)
+        self.shell.events.register("post_run_cell", self._cell_ends)
         if not self.shell.custom_exceptions:   # a handler of the user's own stays
             self.shell.set_custom_exc(tracebacks.HANDLED, tracebacks.show_exception)
         session.runtime_hooks.append(self.attach)
@@ -61,9 +63,16 @@ class NotebookSession:
         remote.note_cell(self.shell, info)
         tracebacks.forget_interrupt()
 
+    def _cell_ends(self, result: Any) -> None:
+        """IPython's ``post_run_cell``: output that reached the cells' output widgets is
+        sent now, while the cell still runs, not at the next timer tick after it (a
+        frontend that records only the running cell's messages, nbclient, sees it)."""
+        self.router.flush_areas()
+
     def reattach(self) -> None:
         """Apply the current settings to the runtime of this process, if any."""
         self.router.route = self.magics.route_output
+        self.router.widget = self.magics.output_widget
         runtime = current_runtime()
         if isinstance(runtime, Runtime) and runtime.role == "driver":
             self.attach(runtime)
@@ -80,6 +89,7 @@ class NotebookSession:
             session.runtime_hooks.remove(self.attach)
         if self._note_cell is not None:
             self.shell.events.unregister("pre_run_cell", self._note_cell)
+            self.shell.events.unregister("post_run_cell", self._cell_ends)
             self._note_cell = None
             remote.forget_shell(self.shell)
         if self.shell.custom_exceptions == tracebacks.HANDLED:

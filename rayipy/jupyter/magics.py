@@ -65,6 +65,10 @@ class RayipyMagics(Magics):
                                  "by itself").tag(config=True)
     route_output = Bool(True, help="task output goes to the cell that submitted the task (else "
                         "to the cell running when it arrives)").tag(config=True)
+    output_widget = Bool(True, help="in a kernel with ipywidgets, a cell's task output goes "
+                         "into an output widget the cell shows: it survives a page reload "
+                         "while the kernel lives (else it is sent as the cell's own "
+                         "output, which a reload drops)").tag(config=True)
     interrupt_grace = Float(3.0, min=0.0, help="after an interrupt cancels the tasks a cell waits "
                             "on, kill those still running after this many seconds").tag(config=True)
 
@@ -75,7 +79,7 @@ class RayipyMagics(Magics):
         self.local_counts: Callable[[], dict] = dict
 
     @observe("auto_progress", "progress_threshold", "auto_progress_min_refs", "route_output",
-             "interrupt_grace")
+             "interrupt_grace", "output_widget")
     def _settings_changed(self, change: Any) -> None:
         if self._on_change is not None:
             self._on_change()

@@ -14,8 +14,11 @@ I/O thread, and we write them under that cell's parent:
 - no kernel (terminal IPython): plain writes to stdout/stderr.
 
 JupyterLab keeps each cell's request alive after it finished, so these messages render
-under it and are saved with the notebook (see shared/recipes/late-output.md for the
-limits: after a page reload or a re-run of that cell they are dropped).
+under it and are saved with the notebook; but after a page reload or a re-run of that
+cell they are dropped (shared/recipes/late-output.md). So in a kernel with ipywidgets,
+by default (``%config RayipyMagics.output_widget``), a cell's first task shows an
+``Output`` widget in the cell (``cell_output.CellOutputArea``) and its tasks' output goes
+there: the widget's state lives in the kernel and comes back after a reload.
 
 Lines are labelled ``(task pid=123)`` like Ray's when they could come from more than one
 place: the cell submitted more than one task, or more than one worker wrote for it.
@@ -28,14 +31,17 @@ from __future__ import annotations
 
 import collections
 import functools
+import logging
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from rayipy.core.object_ref import ObjectRef
 from rayipy.core.objects import READY
 from rayipy.protocol.errors import error_class_name
+
+log = logging.getLogger("rayipy.jupyter.output")
 
 GRACE_SECONDS = 10.0        # keep routing a finished task's late lines this long
 MAX_CELLS = 1000            # cells remembered (for labels); older ones are forgotten
@@ -43,21 +49,27 @@ SEND_BATCH_SECONDS = 0.1    # explicit stream messages (old ipykernel) are batch
 
 
 class _Cell:
-    __slots__ = ("parent", "tasks", "labels")
+    __slots__ = ("parent", "tasks", "labels", "area")
 
     def __init__(self, parent: dict | None) -> None:
         self.parent = parent          # the cell's execute_request, or None outside a kernel
         self.tasks = 0
         self.labels: set[str] = set()
+        self.area: Any = None         # its CellOutputArea, when output goes to a widget
 
 
 class OutputRouter:
     """``on_submit`` and ``on_log`` of a notebook's runtime, and its task counts."""
 
-    def __init__(self, shell: Any, route: bool = True) -> None:
+    def __init__(self, shell: Any, route: bool = True, widget: bool = False,
+                 make_area: Callable[[], Any] | None = None) -> None:
         self.shell = shell
         self.route = route
         self.kernel = getattr(shell, "kernel", None)
+        # Output into a widget per cell (in a kernel only): ``make_area`` shows one in the
+        # cell running now (``CellOutputArea.shown_here`` unless a test gives another).
+        self.widget = widget
+        self.make_area = make_area
         self._streams = {"stdout": sys.stdout, "stderr": sys.stderr}
         self._lock = threading.Lock()
         self._tasks: dict[bytes, _Cell] = {}
@@ -82,9 +94,28 @@ class OutputRouter:
             cell.tasks += 1
             self._tasks[task_id] = cell
             self.counts["submitted"] += 1
+            needs_area = (self.widget and self.route and cell.area is None
+                          and self.kernel is not None and parent is not None)
+        if needs_area:
+            self._show_area(cell)
         ref = refs[0]  # our own new task: its ref is pending and owned here
         if not ref._runtime.objects.add_callback(ref.id, functools.partial(self._task_done, ref)):
             self._task_done(ref)
+
+    def _show_area(self, cell: _Cell) -> None:
+        """The cell's output widget, shown now, while the cell runs (its first task)."""
+        try:
+            make = self.make_area
+            if make is None:
+                from rayipy.jupyter.cell_output import CellOutputArea
+                make = CellOutputArea.shown_here
+            area = make()
+        except Exception:   # no ipywidgets, or no display: the stream route stays
+            log.debug("no output widget for this cell", exc_info=True)
+            return
+        with self._lock:
+            if cell.area is None:
+                cell.area = area
 
     def _cell(self, parent: dict | None) -> _Cell:
         key = _cell_key(parent, self.shell)
@@ -125,6 +156,13 @@ class OutputRouter:
         while finished and now - finished[0][0] > GRACE_SECONDS:
             self._tasks.pop(finished.popleft()[1], None)
 
+    def flush_areas(self) -> None:
+        """Send what waits in every cell's output widget (at the end of each cell)."""
+        with self._lock:
+            areas = [cell.area for cell in self._cells.values() if cell.area is not None]
+        for area in areas:
+            area.flush()
+
     def tracked_tasks(self) -> int:
         return len(self._tasks)
 
@@ -139,10 +177,16 @@ class OutputRouter:
                     continue
                 cell.labels.add(label)
                 many = cell.tasks > 1 or len(cell.labels) > 1
-                routed.append((cell.parent if self.route else None, stream,
-                               _labelled(text, task, label) if many else text))
-        for parent, stream, text in routed:
-            self._write(parent, stream, text)
+                shown = _labelled(text, task, label) if many else text
+                if self.route and cell.area is not None:
+                    routed.append((cell.area, stream, shown))
+                else:
+                    routed.append((cell.parent if self.route else None, stream, shown))
+        for target, stream, text in routed:
+            if isinstance(target, dict) or target is None:
+                self._write(target, stream, text)
+            else:
+                target.append_text("stderr" if stream == "stderr" else "stdout", text)
 
     def _write(self, parent: dict | None, stream: str, text: str) -> None:
         name = "stderr" if stream == "stderr" else "stdout"

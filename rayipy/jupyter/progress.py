@@ -26,7 +26,20 @@ from traitlets import Bool, Float, Int, Unicode
 
 from rayipy import progress_bars
 from rayipy.core.object_ref import ObjectRef
+from rayipy.core import progress as core
 from rayipy.core.progress import ProgressCounts, describe
+
+# Each outcome its own colour (``core.outcome_style``): ipywidgets' bar styles where one
+# fits, else an explicit colour (cancelled: blue grey, never failed's red).
+CANCELLED_COLOUR = "#607d8b"
+_BAR = {core.RUNNING: ("info", None), core.RUNNING_WITH_FAILURES: ("warning", None),
+        core.RUNNING_WITH_CANCELS: ("info", CANCELLED_COLOUR), core.ALL_DONE: ("success", None),
+        core.SOME_FAILED: ("danger", None), core.SOME_CANCELLED: ("", CANCELLED_COLOUR),
+        core.ABANDONED: ("", "#9e9e9e")}
+_TEXT = {core.RUNNING_WITH_FAILURES: "var(--jp-error-color1, #d32f2f)",
+         core.SOME_FAILED: "var(--jp-error-color1, #d32f2f)",
+         core.RUNNING_WITH_CANCELS: CANCELLED_COLOUR, core.SOME_CANCELLED: CANCELLED_COLOUR,
+         core.ABANDONED: "#757575"}
 
 
 class ProgressWidget(ipywidgets.HBox):
@@ -41,6 +54,7 @@ class ProgressWidget(ipywidgets.HBox):
     eta = Float(None, allow_none=True).tag(sync=True)
     complete = Bool(False).tag(sync=True)
     summary = Unicode("").tag(sync=True)
+    outcome = Unicode(core.RUNNING).tag(sync=True)   # core.outcome_style: what the colours mean
 
     def __init__(self, total: int, description: str = "", **kwargs: Any) -> None:
         self.bar = ipywidgets.IntProgress(value=0, min=0, max=max(total, 1),
@@ -57,11 +71,8 @@ class ProgressWidget(ipywidgets.HBox):
     def show(self, counts: ProgressCounts) -> None:
         """Draw ``counts``: one message per widget, whatever changed."""
         text = describe(counts)
-        if counts.complete:
-            trouble = counts.failed or counts.cancelled or counts.finished < counts.total
-            style = "danger" if trouble else "success"
-        else:
-            style = "warning" if (counts.failed or counts.cancelled) else "info"
+        outcome = core.outcome_style(counts)
+        style, colour = _BAR[outcome]
         with self.hold_sync():
             self.done = counts.done
             self.failed = counts.failed
@@ -71,14 +82,16 @@ class ProgressWidget(ipywidgets.HBox):
             self.eta = None if counts.eta is None else round(counts.eta, 1)
             self.complete = counts.complete
             self.summary = text
+            self.outcome = outcome
         with self.bar.hold_sync():
             self.bar.value = counts.finished if counts.total else 1
             self.bar.bar_style = style
-        self.label.value = _label_html(counts, text)
+        self.bar.style.bar_color = colour
+        self.label.value = _label_html(outcome, text)
 
 
-def _label_html(counts: ProgressCounts, text: str) -> str:
-    colour = "var(--jp-error-color1, #d32f2f)" if (counts.failed or counts.cancelled) else "inherit"
+def _label_html(outcome: str, text: str) -> str:
+    colour = _TEXT.get(outcome, "inherit")
     return (f'<span class="rayipy-progress-text" style="margin-left: 0.5em; color: {colour}; '
             f'font-variant-numeric: tabular-nums">{html.escape(text)}</span>')
 

@@ -7,6 +7,7 @@ extension, so the core classes stay free of display code.
 from __future__ import annotations
 
 import html
+import time
 from typing import Any
 
 from rayipy.core.memory_report import store_figure, store_usage
@@ -16,7 +17,7 @@ from rayipy.core.memory_report import memory_in_use
 from rayipy.protocol.errors import error_class_name
 
 _TABLE = ('<table class="rayipy-table" style="border-collapse: collapse; text-align: left">')
-_STATE_COLOURS = {"pending": "#1565c0", "done": "#2e7d32", "failed": "#c62828", "freed": "#757575"}
+_STATE_COLOURS = {"pending": "#1565c0", "queued": "#1565c0", "running": "#ef6c00", "done": "#2e7d32", "failed": "#c62828", "freed": "#757575"}
 
 
 def escape(value: Any) -> str:
@@ -50,9 +51,38 @@ def ref_state(ref: Any) -> tuple[str, dict]:
     return "freed", info
 
 
+PHASE_TIMEOUT = 0.5   # seconds a repr waits for the head before saying only "pending"
+
+
+def pending_phase(ref: Any, now: float | None = None) -> str:
+    """Where a pending ref's task is: "running for 1.2 s", "queued for 3.4 s" (since this
+    process submitted it), or "pending" when that cannot be told. The owner knows when it
+    submitted and which of its tasks run on leased workers; the head, which run on its
+    workers (one cheap request, ``running_since``)."""
+    runtime = ref._runtime
+    info = runtime.objects.info(ref.id)
+    submitted = info.get("submitted")
+    now = time.monotonic() if now is None else now
+    if submitted is None:     # not our task (borrowed) or not a task's (put)
+        return "pending"
+    age = format_seconds(max(0.0, now - submitted))
+    task_id = ref.id[:-2]
+    try:
+        running = runtime.request("running_since", [task_id], timeout=PHASE_TIMEOUT)
+    except Exception:
+        return f"pending for {age}"
+    if task_id in running:
+        return f"running for {format_seconds(max(0.0, float(running[task_id])))}"
+    if runtime.on_lease(task_id):
+        return f"running on a leased worker (submitted {age} ago)"
+    return f"queued for {age}"
+
+
 def object_ref_html(ref: Any) -> str:
     state, info = ref_state(ref)
-    colour = _STATE_COLOURS.get(state.split(":")[0], "inherit")
+    if state == "pending":
+        state = pending_phase(ref)
+    colour = _STATE_COLOURS.get(state.split(":")[0].split(" ")[0], "inherit")
     parts = [f"<code>ObjectRef({escape(ref.hex()[:16])}…)</code>",
              f"<span style='color: {colour}; font-weight: bold'>{escape(state)}</span>"]
     if info.get("task"):

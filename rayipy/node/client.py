@@ -327,7 +327,7 @@ class Runtime:
             return_ids: tuple[bytes, ...] = (task_id + b"\x00\x00",)
         else:
             return_ids = tuple(task_id + i.to_bytes(2, "big") for i in range(max(num_returns, 1)))
-        info = {"task": name}
+        info = {"task": name, "submitted": time.monotonic()}   # reprs: "queued for 3.2 s"
         refs = []
         for oid in return_ids:
             self.objects.add_pending(oid, info)

@@ -611,6 +611,15 @@ class Head:
         """The ids of the sender's tasks running now (first in some worker's queue)."""
         return self.scheduler.running_tasks(sender)
 
+    def request_running_since(self, sender: bytes, task_ids: list[bytes]) -> dict[bytes, float]:
+        """How long each of these tasks has been running, in seconds, for those that run
+        now (at the front of a worker's queue); the others are queued or over. One look
+        per worker: cheap enough for a notebook's ObjectRef repr."""
+        wanted = set(task_ids)
+        now = time.time()
+        return {task: now - since for task, since in self.history.running_since.values()
+                if task in wanted}
+
     def request_workers(self, sender: bytes) -> list[dict[str, Any]]:
         """Every worker: id, node, pid, direct address, and what it is doing."""
         return self.scheduler.describe_workers()

@@ -58,7 +58,7 @@ def test_progress_widget_reaches_100_percent_while_the_kernel_is_idle(lab, page,
     expect(widget).to_be_visible()
     bar = widget.locator(".widget-hprogress")
     label = widget.locator(".rayipy-progress-text")
-    outputs = cell.locator(".jp-OutputArea-output")
+    outputs = cell.locator(".jp-Cell-outputArea")   # the bar, and the tasks' output widget
     expect(cell.locator(".jp-OutputArea-output[data-mime-type='text/plain']")).to_have_count(0)
     expect(outputs).not_to_contain_text("Error displaying widget")
     fill = bar.locator(".progress-bar")

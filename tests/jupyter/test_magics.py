@@ -204,6 +204,27 @@ def test_object_refs_render_their_state_task_and_place(shell):
 
 
 @pytest.mark.usefixtures("live")
+def test_pending_refs_say_whether_they_are_queued_or_running_and_for_how_long(shell):
+    from helpers import wait_until
+    shell.run_cell_magic("remote", "", "def hold(x):\n    import time\n    time.sleep(x)\n    return x\n")
+    refs = [shell.user_ns["hold"].remote(4.0) for _ in range(3)]   # 2 CPUs: one waits
+
+    def shown(ref):
+        return shell.display_formatter.format(ref)[0]["text/html"]
+    # (a worker this driver leased earlier in the module runs its task without the head:
+    # the owner knows that one runs, not since when)
+    wait_until(lambda: sum(">running " in shown(r) for r in refs) == 2, timeout=20,
+               message="two of three should show running")
+    queued = [shown(r) for r in refs if ">running " not in shown(r)]
+    assert len(queued) == 1 and re.search(r"queued for \d+\.\d s", queued[0]), queued
+    running = [shown(r) for r in refs if ">running " in shown(r)]
+    assert all(re.search(r"running (for \d+\.\d s|on a leased worker \(submitted \d+\.\d s ago\))", r)
+               for r in running), running
+    rayipy.cancel(refs[2])
+    rayipy.get(refs[:2])
+
+
+@pytest.mark.usefixtures("live")
 def test_config_changes_apply_to_the_running_cluster_at_once(shell):
     runtime = current_runtime()
     shell.run_line_magic("config", "RayipyMagics.progress_threshold = 0.25")

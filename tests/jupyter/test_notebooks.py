@@ -57,8 +57,23 @@ def result(c) -> str:
     return value
 
 
-def stdout(c) -> str:
-    return "".join(o.text for o in c.outputs if o.output_type == "stream" and o.name == "stdout")
+def stdout(c, nb=None) -> str:
+    """What cell ``c`` printed; with ``nb``, its tasks' output too (in the output widget
+    the cell shows, from the widget state saved in ``nb``)."""
+    text = "".join(o.text for o in c.outputs if o.output_type == "stream" and o.name == "stdout")
+    if nb is not None:
+        for model in models_shown(nb, c, "OutputModel"):
+            text += "".join(o.get("text", "") for o in model["state"]["outputs"]
+                            if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    return text
+
+
+def models_shown(nb, c, name: str) -> list[dict]:
+    """The saved state of each widget of model ``name`` displayed by cell ``c``."""
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json",
+                                               {}).get("state", {})
+    return [state[view["model_id"]] for view in data(c, "application/vnd.jupyter.widget-view+json")
+            if state.get(view["model_id"], {}).get("model_name") == name]
 
 
 def stderr(c) -> str:
@@ -77,6 +92,8 @@ def widget_states(nb, c) -> list[dict]:
     out = []
     for view in views:
         model = state[view["model_id"]]
+        if model["model_name"] == "OutputModel":
+            continue   # the cell's task output (models_shown)
         assert model["model_name"] == "HBoxModel" and model["model_module"] == "@jupyter-widgets/controls"
         bar = state[model["state"]["children"][0].removeprefix("IPY_MODEL_")]
         assert bar["model_name"] == "IntProgressModel"
@@ -101,10 +118,10 @@ def test_notebooks_are_committed_clean():
 def test_01_quickstart():
     nb = execute("01-quickstart.ipynb")
     assert result(cell(nb, "%cluster start")).startswith("ClusterContext(local cluster at")
-    assert stdout(cell(nb, "import rayipy as ray")) == "[0, 1, 4, 9]\n"
+    assert stdout(cell(nb, "import rayipy as ray"), nb) == "[0, 1, 4, 9]\n"
     ref_html = data(cell(nb, "futures[3]"), "text/html")[0]
     assert "done" in ref_html and "task <code>f</code>" in ref_html and "worker pid" in ref_html
-    assert stdout(cell(nb, "@ray.remote\nclass Counter")) == "[3, 3, 3, 3]\n"
+    assert stdout(cell(nb, "@ray.remote\nclass Counter"), nb) == "[3, 3, 3, 3]\n"
     assert result(cell(nb, "ray.get([cube")) == "[0, 1, 8, 27]"
     status = data(cell(nb, "%cluster status"), "text/html")[0]
     assert "tasks of this notebook" in status and "CPU 2" in status
@@ -113,12 +130,12 @@ def test_01_quickstart():
 
 def test_02_remote_magic():
     nb = execute("02-remote-magic.ipynb")
-    assert stdout(cell(nb, "import rayipy\nresults")).startswith("8 simulations, mean of means ")
+    assert stdout(cell(nb, "import rayipy\nresults"), nb).startswith("8 simulations, mean of means ")
     run = cell(nb, "%%remote --run\nimport os")
-    assert "running in worker process" in stdout(run) and float(result(run)) >= 0
-    assert stdout(cell(nb, "print(f'spread")).startswith("spread ")
+    assert "running in worker process" in stdout(run, nb) and float(result(run)) >= 0
+    assert stdout(cell(nb, "print(f'spread"), nb).startswith("spread ")
     assert result(cell(nb, "%remote len(results)")).startswith("(8, ")
-    everywhere = stdout(cell(nb, "%%remote --all"))
+    everywhere = stdout(cell(nb, "%%remote --all"), nb)
     assert everywhere.count("has math.tau = 6.28319") == 2 and everywhere.count("--- node ") == 2
     [error] = [o for o in cell(nb, "%%remote --run\nvalues").outputs if o.output_type == "error"]
     shown = "\n".join(error.traceback)
@@ -137,9 +154,9 @@ def test_03_progress_and_output():
     [auto] = widget_states(nb, automatic)
     assert (auto["total"], auto["done"], auto["complete"], auto["bar_style"]) == (39, 39, True, "success")
     assert result(automatic) == "39"
-    alone = stdout(cell(nb, "@rayipy.remote\ndef chatty"))
+    alone = stdout(cell(nb, "@rayipy.remote\ndef chatty"), nb)
     assert alone == "alone: line 0\nalone: line 1\nalone: line 2\n"   # one task: no labels
-    pair = stdout(cell(nb, "rayipy.get([chatty.remote"))
+    pair = stdout(cell(nb, "rayipy.get([chatty.remote"), nb)
     for name in ("left", "right"):
         for i in range(2):
             assert f"{name}: line {i}\n" in pair
@@ -169,8 +186,8 @@ def test_04_cluster_connect(cluster_to_join):
     joined = result(cell(nb, "%cluster connect {address}", exact=True))
     assert f"ClusterContext(cluster at {cluster_to_join})" == joined
     seed = cell(nb, "from collections import Counter")
-    assert "1 nodes in total\n    2.0 CPU resources in total" in stdout(seed)
-    assert "10000 tasks on 127.0.0.1" in stdout(seed)
+    assert "1 nodes in total\n    2.0 CPU resources in total" in stdout(seed, nb)
+    assert "10000 tasks on 127.0.0.1" in stdout(seed, nb)
     [auto] = widget_states(nb, seed)   # 10,000 tasks take more than a second: a bar
     assert (auto["total"], auto["done"], auto["complete"]) == (10000, 10000, True)
     assert "Disconnected from the cluster at" in stdout(cell(nb, "%cluster stop"))

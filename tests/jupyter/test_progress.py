@@ -73,3 +73,25 @@ def test_bad_arguments_say_what_was_wrong(cluster):
         rayipy.progress([quick.remote(1), "x"])
     with pytest.raises(ValueError, match='display must be "auto", "widget" or "terminal"'):
         rayipy.progress([], display="gui")
+
+
+@rayipy.remote
+def other(i: int) -> int:
+    time.sleep(0.05)
+    return i
+
+
+def test_grouped_by_function_one_bar_each(cluster, capsys):
+    refs = [quick.remote(i) for i in range(6)] + [other.remote(i) for i in range(4)]
+    bar = rayipy.progress(refs, display="terminal", group_by="function")
+    assert bar.wait(30)
+    groups = bar.group_counts
+    assert set(groups) == {"quick", "other"}
+    assert (groups["quick"].total, groups["quick"].done) == (6, 6)
+    assert (groups["other"].total, groups["other"].done) == (4, 4)
+    assert bar.counts.total == 10 and bar.counts.done == 10
+    err = capsys.readouterr().err
+    assert "quick: 100%" in err and "other: 100%" in err and "6/6" in err and "4/4" in err
+    with pytest.raises(ValueError, match='group_by must be None or "function"'):
+        rayipy.progress(refs, group_by="node")
+    assert rayipy.progress(refs, display="terminal").group_counts == {}
