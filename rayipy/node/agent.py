@@ -245,10 +245,10 @@ class Agent:
             else:
                 worker.popen.terminate()
 
-    # -- jobs (`rayipy job`): rayipy/job/runner.py runs them ------------------------------
+    # -- jobs (`rayipy job`): rayipy/node/job_runner.py runs them ------------------------------
     def job_handlers(self) -> dict[Kind, Callable[[Any], None]]:
         """The job messages' handlers, and the runner they use."""
-        from rayipy.job.runner import JobRunner
+        from rayipy.node.job_runner import JobRunner
         from rayipy.node.connection import machine_dir
         self.jobs = JobRunner(machine_dir() / "jobs", self.key, lambda job_id, event, value:
                               self.endpoint.send(Kind.JOB_EVENT, (job_id, event, value)))
