@@ -92,7 +92,10 @@ def test_a_saved_bar_falls_back_to_its_final_counts_not_its_first():
     ])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True).execute()
-    [shown] = [o for o in nb.cells[1].outputs if o.output_type == "display_data"]
+    # The cell shows the bar, and the output widget its tasks print into: the bar's is
+    # the display whose text fallback is the progress line.
+    [shown] = [o for o in nb.cells[1].outputs if o.output_type == "display_data"
+               and o["data"].get("text/plain", "").startswith("rayipy progress")]
     assert "application/vnd.jupyter.widget-view+json" in shown["data"]
     assert shown["data"]["text/plain"].startswith("rayipy progress: 36/40 done, 4 failed"), shown
     nbformat.validate(nb)
