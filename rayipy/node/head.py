@@ -30,6 +30,7 @@ from typing import Any, Callable
 import zmq
 
 from rayipy import exceptions
+from rayipy.core.demand import demand_report
 from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, ForgetPeer,
                                       Instruction, KillWorker, LeaseAnswer, LeaseEnded, Retire,
                                       Spawn, Steal, Warn)
@@ -574,6 +575,12 @@ class Head:
                 "bytes_received": self.endpoint.bytes_received,
                 "peers": {role: sum(1 for p in self.peers.values() if p.role == role)
                           for role in ("driver", "worker", "agent")}}
+
+    # -- autoscaling (rayipy/cluster/adaptive.py polls this) ----------------------------------
+    def request_demand(self, sender: bytes) -> dict[str, Any]:
+        """What waits for resources, per request, and per live node whether it is busy and
+        holds objects someone may still read (``core/demand.py``)."""
+        return demand_report(self.scheduler)
 
     def request_register_actor_name(self, sender: bytes, name: str, actor_id: bytes,
                                     namespace: str = "") -> bytes | None:
