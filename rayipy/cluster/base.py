@@ -198,6 +198,19 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str,
     return then() if then is not None else True
 
 
+def adapt_status_for(address: str) -> dict[str, Any] | None:
+    """``adapt_status()`` of the open launcher of this process whose head is at
+    ``address`` (``host:port``, ``tcp://`` or not), if it adapts; for the front ends
+    (``%cluster status``, the JupyterLab sidebar), which know the address only."""
+    wanted = address.removeprefix("tcp://")
+    with _open_lock:
+        launchers = list(_open)
+    for launcher in launchers:
+        if launcher._address == wanted and launcher._adapting is not None:
+            return launcher.adapt_status()
+    return None
+
+
 @atexit.register
 def _close_open_launchers() -> None:
     with _open_lock:

@@ -63,8 +63,10 @@ try:
     while ((live() > 1 or len(cluster.started) > 1 or cluster.adapt_status()["current"] > 1)
            and time.monotonic() < deadline):
         time.sleep(0.2)
+    from rayipy.jupyter import cluster as magic, lab
     print("SHRUNK", json.dumps({{"live": live(), "status": cluster.adapt_status(),
-                                "started": cluster.started}}), flush=True)
+                                "started": cluster.started, "sidebar": lab.status()["adapt"],
+                                "magic": repr(magic.status({{}}))}}), flush=True)
     sys.stdin.readline()          # the test looks at the hosts, then says go on
 finally:
     rayipy.shutdown()
@@ -97,6 +99,8 @@ def test_a_burst_grows_the_cluster_from_1_to_3_hosts_and_it_shrinks_back_when_id
         assert shrunk["started"] == ["hostA"], shrunk
         assert shrunk["status"]["current"] == 1 and shrunk["status"]["target"] == 1, shrunk
         assert shrunk["status"]["adapting"] and shrunk["status"]["error"] == "", shrunk
+        assert shrunk["sidebar"] == shrunk["status"], shrunk          # the JupyterLab sidebar's
+        assert "Adapting: 1 node(s) now, target 1 (1 to 3)" in shrunk["magic"], shrunk  # %cluster status
         # retired for real: nothing of rayipy left on hostB and hostC, the head still runs
         wait_until(lambda: not rayipy_processes([hostB, hostC]), timeout=20,
                    message=f"left on retired hosts: {rayipy_processes([hostB, hostC])}")
