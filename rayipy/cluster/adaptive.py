@@ -129,7 +129,8 @@ class AdaptivePolicy:
     def _to_retire(self, now: float, nodes: Sequence[NodeView],
                    queued: Sequence[tuple[Request, int]]) -> tuple[str, ...]:
         waiting = [request for request, count in queued if count > 0]
-        ripe, early = [], []
+        ripe: list[tuple[float, str]] = []
+        early: list[tuple[float, str]] = []
         for node in nodes:
             since = self.idle_since.get(node.node_id)
             if not node.retirable or node.busy or node.holds_objects or since is None:

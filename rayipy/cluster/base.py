@@ -79,9 +79,9 @@ class Launcher:
             def alive() -> int:
                 nodes = runtime.request("nodes", timeout=10.0)
                 return sum(1 for node in nodes if node.get("Alive", True))
-            return wait_for(lambda: alive() >= count, timeout,
-                            f"{count} node(s) in the {self.provider} cluster at "
-                            f"{self.address}", then=alive)
+            return int(wait_for(lambda: alive() >= count, timeout,
+                                f"{count} node(s) in the {self.provider} cluster at "
+                                f"{self.address}", then=alive))
         finally:
             self._close_head_runtime(runtime)
 
