@@ -123,8 +123,22 @@ class AdaptLoop:
         for node_id in decision.retire:
             if self._stop.is_set():
                 break
+            if not self._still_idle(node_id):
+                continue
             log.info("adapt: retiring node %s, idle", node_id[:8])
             self._carry_out(lambda: self.launcher._retire(node_id))
+
+    def _still_idle(self, node_id: str) -> bool:
+        """Ask again just before the stop: work may have landed there since the look
+        (the head places tasks meanwhile; a task caught by the stop would be retried
+        elsewhere, within its ``max_retries``). This narrows that window to one ssh
+        round trip; the head has no drain state that would close it."""
+        try:
+            report = self._runtime.request("demand", timeout=REQUEST_TIMEOUT_S)
+        except Exception:
+            return False
+        return any(n["node_id"] == node_id and not n["busy"] and not n["holds_objects"]
+                   for n in report["nodes"])
 
     def _carry_out(self, action: Any) -> None:
         try:

@@ -74,3 +74,85 @@ def test_slurm_says_it_cannot_adapt_and_what_to_do_instead():
     with pytest.raises(NotImplementedError, match="SSHCluster"):
         cluster.adapt(minimum=1, maximum=4)
     cluster.adapt(False)
+
+
+# -- the loop, with a scripted head and launcher ------------------------------------------------
+class ScriptedHead:
+    """Answers ``demand`` from ``report`` (changed by the fake launcher's actions)."""
+
+    def __init__(self, report: dict) -> None:
+        self.report = report
+
+    def request(self, name: str, timeout: float = 0.0) -> dict:
+        assert name == "demand"
+        return self.report
+
+
+def head_node(node_id: str, busy: bool = False) -> dict:
+    return {"node_id": node_id, "ip": "", "hostname": "", "resources": {"CPU": 1.0},
+            "busy": busy, "holds_objects": False}
+
+
+class FakeLauncher:
+    def __init__(self, head: ScriptedHead, fail_grow: bool = False) -> None:
+        self.head = head
+        self.fail_grow = fail_grow
+        self.grown: list[int] = []
+        self.retired: list[str] = []
+        self.closed_runtime = False
+
+    def _head_runtime(self) -> ScriptedHead:
+        return self.head
+
+    def _close_head_runtime(self, runtime: object) -> None:
+        self.closed_runtime = True
+
+    def _spare(self) -> int:
+        return 2 - len(self.grown) * 2
+
+    def _retirable(self, node: dict) -> bool:
+        return node["node_id"] != "head"
+
+    def _grow(self, count: int) -> None:
+        if self.fail_grow:
+            raise RuntimeError("hostB: ssh could not run it")
+        self.grown.append(count)
+        self.head.report = {"queued": [], "nodes": [head_node("head"), head_node("b"),
+                                                    head_node("c")]}
+
+    def _retire(self, node_id: str) -> None:
+        self.retired.append(node_id)
+        self.head.report["nodes"] = [n for n in self.head.report["nodes"] if n["node_id"] != node_id]
+
+
+def test_the_loop_starts_nodes_for_waiting_work_then_retires_them_idle():
+    from helpers import wait_until
+    from rayipy.cluster.adapt_loop import AdaptLoop
+    from rayipy.cluster.adaptive import AdaptivePolicy
+    head = ScriptedHead({"queued": [((("CPU", 1.0),), 5)], "nodes": [head_node("head", busy=True)]})
+    launcher = FakeLauncher(head)
+    loop = AdaptLoop(launcher, AdaptivePolicy(1, 3, wait_s=0.0, idle_s=0.0), interval=0.01)
+    loop.start()
+    try:
+        wait_until(lambda: sorted(launcher.retired) == ["b", "c"], timeout=10)
+        assert launcher.grown == [2]
+        wait_until(lambda: loop.status().current == 1, timeout=10)
+        assert loop.status().target == 1 and loop.status().error == ""
+    finally:
+        loop.stop(10)
+    assert launcher.closed_runtime and not loop.status().adapting
+
+
+def test_a_failed_start_is_kept_in_the_status_and_the_loop_goes_on():
+    from helpers import wait_until
+    from rayipy.cluster.adapt_loop import AdaptLoop
+    from rayipy.cluster.adaptive import AdaptivePolicy
+    head = ScriptedHead({"queued": [((("CPU", 1.0),), 5)], "nodes": [head_node("head", busy=True)]})
+    loop = AdaptLoop(FakeLauncher(head, fail_grow=True), AdaptivePolicy(1, 3, wait_s=0.0),
+                     interval=0.01)
+    loop.start()
+    try:
+        wait_until(lambda: "ssh could not run it" in loop.status().error, timeout=10)
+        assert loop.status().adapting
+    finally:
+        loop.stop(10)
