@@ -22,6 +22,8 @@ HOME_ENV = "RAYIPY_HOME"
 
 # What ``rayipy start --head`` prints first (rayipy/cli.py, _head_message).
 _HEAD_STARTED = re.compile(r"^rayipy head started at (\S+?),", re.MULTILINE)
+# What ``rayipy start --address`` prints (rayipy/cli.py, start): the node id's first 8 digits.
+_NODE_JOINED = re.compile(r"joined the rayipy cluster at \S+ as node ([0-9a-f]+) \(")
 
 # The remote side of ``ssh``: read one line from the channel into $RAYIPY_PASSWORD, then
 # run the command given after it. ``sh -c`` so that it works whatever the user's login
@@ -180,6 +182,15 @@ def head_address(output: str) -> str:
     found = _HEAD_STARTED.search(output)
     if found is None:
         raise ValueError("`rayipy start --head` did not print its address")
+    return found.group(1)
+
+
+def joined_node(output: str) -> str:
+    """The node id's start that ``rayipy start --address`` printed (it names the node
+    in the head's answers); ValueError if it is not there."""
+    found = _NODE_JOINED.search(output)
+    if found is None:
+        raise ValueError("`rayipy start --address` did not print its node id")
     return found.group(1)
 
 

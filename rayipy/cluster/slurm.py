@@ -164,6 +164,21 @@ class SlurmCluster(Launcher):
             except OSError:
                 pass
 
+    def adapt(self, minimum: int | bool = 1, maximum: int | None = None, **settings: Any) -> None:
+        """Not yet for Slurm: a node more would be a job more (one ``sbatch`` of one
+        ``rayipy start --address`` task), and a node less its ``scancel``. Until then,
+        ask for the nodes at the start (``SlurmCluster(nodes=maximum)``), or adapt on
+        machines reached by ``ssh`` (``SSHCluster(hosts, initial=1).adapt(...)``).
+        ``adapt(False)`` is allowed: nothing is adapting."""
+        if minimum is False and maximum is None and not settings:
+            self.stop_adapting()
+            return
+        raise NotImplementedError(
+            "SlurmCluster cannot adapt yet (each node added would be a Slurm job of its "
+            "own): ask for the nodes at the start with SlurmCluster(nodes=...), or use "
+            "SSHCluster(hosts, initial=1).adapt(minimum=, maximum=) on machines you reach "
+            "with ssh")
+
     def record(self) -> dict[str, Any]:
         return {"provider": self.provider, "address": self._address, "job_id": self.job_id,
                 "job_dir": str(self.job_dir)}

@@ -11,6 +11,12 @@ processes run in the background (``rayipy start``'s own daemons), so no ``ssh``
 connection stays open; ``close()`` runs ``rayipy stop`` on each host that started,
 the agents first, then the head.
 
+``initial=N`` starts only the first N hosts; the others are spare, for ``adapt()``
+(``Launcher.adapt``), which starts them when tasks wait and retires them (``rayipy
+stop`` there, so the agent leaves gracefully) when idle. Each node is known by the
+node id its ``rayipy start`` printed, so only nodes this launcher started are retired,
+and never the head's.
+
 The password goes down each ``ssh`` channel's stdin, one line, which the remote shell
 reads into ``$RAYIPY_PASSWORD`` (``commands.PASSWORD_PRELUDE``): no command line on
 either side carries it, so ``ps`` never shows it.
@@ -49,6 +55,8 @@ class SSHCluster(Launcher):
     ``node_ip_address``: the head's address as the other hosts reach it (default: the
     name ssh connects to for the first host, from ``ssh -G``).
     ``password``: the cluster's (default: a new random one).
+    ``initial``: how many of ``hosts`` to start now, from the first (default: all); the
+    rest are spare machines for ``adapt()``.
     """
 
     provider = "ssh"
@@ -58,7 +66,8 @@ class SSHCluster(Launcher):
                  ssh_options: Sequence[str] = (), ssh_command: str = "ssh",
                  remote_python: str | None = None, remote_env: Mapping[str, str] | None = None,
                  node_ip_address: str | None = None, password: str | None = None,
-                 connect_timeout: int = 10, start_timeout: float = START_TIMEOUT) -> None:
+                 connect_timeout: int = 10, start_timeout: float = START_TIMEOUT,
+                 initial: int | None = None) -> None:
         from rayipy.node.connection import new_password
         if isinstance(hosts, str):
             hosts = commands.parse_hosts(hosts)
@@ -66,7 +75,12 @@ class SSHCluster(Launcher):
         if not hosts:
             raise ValueError("SSHCluster needs at least one host")
         commands.check_distinct(hosts)
+        if initial is not None and (isinstance(initial, bool) or not isinstance(initial, int)
+                                    or not 1 <= initial <= len(hosts)):
+            raise ValueError(f"initial must be a whole number from 1 to {len(hosts)} (the "
+                             f"hosts given), got {initial!r}")
         self.hosts = list(hosts)
+        self.initial = len(hosts) if initial is None else initial
         self.options = StartOptions(num_cpus=num_cpus, port=port, extra=tuple(start_options))
         self.options.check()
         self.ssh = SSHSettings(command=ssh_command, options=tuple(ssh_options),
@@ -78,6 +92,8 @@ class SSHCluster(Launcher):
             raise ValueError("password must be one non-empty line")
         super().__init__(password if password is not None else new_password())
         self.started: list[str] = []     # hosts where `rayipy start` succeeded
+        self.node_ids: dict[str, str] = {}   # host -> its node id's start (not the head's)
+        self.unusable: dict[str, str] = {}   # spare host -> why it failed to start
         self.start_timeout = start_timeout
         try:
             self._start(node_ip_address)
@@ -87,7 +103,7 @@ class SSHCluster(Launcher):
 
     # -- starting ----------------------------------------------------------------------------
     def _start(self, node_ip_address: str | None) -> None:
-        head, others = self.hosts[0], self.hosts[1:]
+        head, others = self.hosts[0], self.hosts[1:self.initial]
         node_ip = node_ip_address or self._ssh_hostname(head)
         argv = commands.start_head_argv(self.remote_python, self.options, node_ip=node_ip)
         result = self._ssh(head, argv, self.start_timeout, with_password=True)
@@ -95,16 +111,25 @@ class SSHCluster(Launcher):
             raise self._failure(head, "rayipy start --head", result)
         self.started.append(head)
         self._address = commands.head_address(result.stdout)
-        argv = commands.start_agent_argv(self.remote_python, self._address, self.options)
-        results = self._ssh_all(others, argv, self.start_timeout, with_password=True)
-        failures = []
-        for host, result in zip(others, results):
-            if result.returncode == 0:
-                self.started.append(host)
-            else:
-                failures.append(self._failure(host, "rayipy start --address", result))
+        failures = self._start_agents(others)
         if failures:
             raise exceptions.ClusterLaunchError("\n".join(str(f) for f in failures))
+
+    def _start_agents(self, hosts: Sequence[str]) -> list[Exception]:
+        """``rayipy start --address`` on ``hosts`` at once; the failures."""
+        argv = commands.start_agent_argv(self.remote_python, self.address, self.options)
+        results = self._ssh_all(hosts, argv, self.start_timeout, with_password=True)
+        failures = []
+        for host, result in zip(hosts, results):
+            if result.returncode == 0:
+                self.started.append(host)
+                try:
+                    self.node_ids[host] = commands.joined_node(result.stdout)
+                except ValueError:   # started, but unknown to adapt: never retired by it
+                    pass
+            else:
+                failures.append(self._failure(host, "rayipy start --address", result))
+        return failures
 
     def _ssh_hostname(self, host: str) -> str | None:
         """The name or address ``ssh`` connects to for ``host`` (its config applied)."""
@@ -165,12 +190,57 @@ class SSHCluster(Launcher):
         if failures:
             raise exceptions.ClusterLaunchError("\n".join(str(f) for f in failures))
 
+    # -- adapting (Launcher.adapt) ----------------------------------------------------------
+    def _capacity(self) -> int:
+        return len(self.hosts)
+
+    def _spare_hosts(self) -> list[str]:
+        return [h for h in self.hosts if h not in self.started and h not in self.unusable]
+
+    def _spare(self) -> int:
+        return len(self._spare_hosts())
+
+    def _node_template(self) -> dict[str, float] | None:
+        return {"CPU": float(self.options.num_cpus)} if self.options.num_cpus is not None else None
+
+    def _host_of(self, node_id: str) -> str | None:
+        return next((host for host, start in self.node_ids.items()
+                     if node_id.startswith(start) and host in self.started), None)
+
+    def _retirable(self, node: dict[str, Any]) -> bool:
+        host = self._host_of(node["node_id"])
+        return host is not None and host != self.hosts[0]
+
+    def _grow(self, count: int) -> None:
+        """Start the first ``count`` spare hosts; a host that fails is not tried again
+        (``unusable``, and the error raised for ``adapt_status``)."""
+        hosts = self._spare_hosts()[:count]
+        failures = self._start_agents(hosts)
+        for host, failure in zip([h for h in hosts if h not in self.started], failures):
+            self.unusable[host] = str(failure)
+        if failures:
+            raise exceptions.ClusterLaunchError("\n".join(str(f) for f in failures))
+
+    def _retire(self, node_id: str) -> None:
+        """``rayipy stop`` on the node's host: its agent tells the head it leaves
+        (``NODE_LEAVING``) and stops its workers."""
+        host = self._host_of(node_id)
+        if host is None or host == self.hosts[0]:
+            raise exceptions.ClusterLaunchError(f"node {node_id[:8]} is not one this launcher "
+                                                f"can retire")
+        result = self._ssh(host, commands.stop_argv(self.remote_python), STOP_TIMEOUT)
+        if result.returncode != 0:
+            raise self._failure(host, "rayipy stop", result)
+        self.started.remove(host)
+        del self.node_ids[host]
+
     # -- records ----------------------------------------------------------------------------
     def record(self) -> dict[str, Any]:
         return {"provider": self.provider, "address": self._address, "hosts": self.hosts,
                 "started": self.started, "ssh_command": self.ssh.command,
                 "ssh_options": list(self.ssh.options), "connect_timeout": self.ssh.connect_timeout,
-                "remote_python": self.remote_python, "remote_env": self.remote_env}
+                "remote_python": self.remote_python, "remote_env": self.remote_env,
+                "node_ids": self.node_ids}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], password: str = "") -> "SSHCluster":
@@ -180,6 +250,9 @@ class SSHCluster(Launcher):
         Launcher.__init__(self, password)
         self.hosts = list(record["hosts"])
         self.started = list(record["started"])
+        self.node_ids = dict(record.get("node_ids", {}))
+        self.unusable = {}
+        self.initial = len(self.hosts)
         self.options = StartOptions()
         self.ssh = SSHSettings(command=record["ssh_command"], options=tuple(record["ssh_options"]),
                                connect_timeout=int(record["connect_timeout"]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+from html import escape
 from typing import Any
 
 from IPython.core.error import StdinNotImplementedError, UsageError
@@ -213,8 +214,26 @@ def status(local_counts: dict[str, int]) -> Shown:
     except exceptions.RayipyError as e:
         raise UsageError(f"the cluster did not answer: {e}") from None
     url = dashboard_url()
-    return Shown(reprs.status_html(info, workers, available, local_counts, url),
-                 reprs.status_text(info, workers, local_counts))
+    html = reprs.status_html(info, workers, available, local_counts, url)
+    text = reprs.status_text(info, workers, local_counts)
+    adapting = adapt_line(str(info.get("address", "")))
+    if adapting:
+        html += f"<p>{escape(adapting)}</p>"
+        text += f"\n{adapting}"
+    return Shown(html, text)
+
+
+def adapt_line(address: str) -> str:
+    """"Adapting: 2 nodes now, target 3 (1 to 3)" when a launcher of this process adapts
+    the cluster at ``address`` (``Launcher.adapt``), else ""."""
+    from rayipy.cluster.base import adapt_status_for
+    figures = adapt_status_for(address)
+    if figures is None:
+        return ""
+    state = "Adapting" if figures["adapting"] else "Adapting stopped"
+    line = (f"{state}: {figures['current']} node(s) now, target {figures['target']} "
+            f"({figures['minimum']} to {figures['maximum']})")
+    return line + (f"; last error: {figures['error']}" if figures["error"] else "")
 
 
 def dashboard_url() -> str:

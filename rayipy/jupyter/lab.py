@@ -29,6 +29,7 @@ import threading
 from typing import Any, Callable
 
 import rayipy
+from rayipy.cluster.base import adapt_status_for
 from rayipy.core.object_ref import current_runtime
 from rayipy.jupyter import cluster
 
@@ -88,6 +89,9 @@ def status() -> dict[str, Any]:
         # are the whole cluster's, now; the others this notebook's, since rayipy started.
         "scopes": TASK_SCOPES,
         "workers": int(head_tasks.get("workers", 0)),
+        # While a launcher of this kernel adapts the cluster (Launcher.adapt): minimum,
+        # maximum, target and current node counts, its last error; else None.
+        "adapt": adapt_status_for(str(head.get("address", ""))),
     }
 
 

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import zmq
 
 from rayipy import exceptions
+from rayipy.core.demand import demand_report
 from rayipy.core.liveness import (DEFAULT_DRIVER_GRACE_S, GRACE_SETTING, DriverSessions, Lost,
                                   check_grace_period)
 from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, ForgetPeer,
@@ -645,6 +646,12 @@ class Head:
                 "drivers": self.drivers.summary(time.monotonic()),
                 "peers": {role: sum(1 for p in self.peers.values() if p.role == role)
                           for role in ("driver", "worker", "agent")}}
+
+    # -- autoscaling (rayipy/cluster/adaptive.py polls this) ----------------------------------
+    def request_demand(self, sender: bytes) -> dict[str, Any]:
+        """What waits for resources, per request, and per live node whether it is busy and
+        holds objects someone may still read (``core/demand.py``)."""
+        return demand_report(self.scheduler)
 
     def request_register_actor_name(self, sender: bytes, name: str, actor_id: bytes,
                                     namespace: str = "") -> bytes | None:
