@@ -62,6 +62,19 @@ class HeadStore:
         self._rewrite(state.records())
         return state
 
+    def start_new(self, records: list[Record]) -> None:
+        """Replace the journal with one holding only ``records`` (a new cluster)."""
+        for path in (self.directory / FUNCTIONS_DIR).iterdir():
+            path.unlink()
+        self._close_fd()
+        self._rewrite(records)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._queue.clear()
+
     def _rewrite(self, records: list[Record]) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".journal-")   # mode 0600
         try:
@@ -79,6 +92,7 @@ class HeadStore:
                 pass
             raise
         self._fsync_directory()
+        self._close_fd()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
     def append(self, record: Record) -> None:
