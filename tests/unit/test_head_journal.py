@@ -99,3 +99,30 @@ def test_the_store_keeps_records_and_functions_across_a_restart(tmp_path):
     assert list(HeadStore(tmp_path / "state").load().live_actors()) == [b"A1"]
     assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
     again.close()
+
+
+def test_the_scheduler_adopts_reported_actors_and_ends_the_rest():
+    from rayipy.core.instructions import ActorLocation, KillWorker
+    from rayipy.core.scheduler import Scheduler
+    from rayipy.core.state import WorkerStatus
+    from rayipy.protocol.messages import Payload, TaskSpec
+
+    def creation(actor_id: bytes, **options) -> TaskSpec:
+        fields = {f: None for f in TaskSpec._fields}
+        fields.update(task_id=actor_id + b"\0" * 4, actor_id=actor_id, method="__init__",
+                      name="Counter.__init__", resources=(), args=Payload(b"", ()),
+                      options=tuple({"class_name": "Counter", "methods": [], **options}.items()))
+        return TaskSpec(**fields)
+
+    s = Scheduler()
+    s.recover_actors({b"D1234567A1": creation(b"D1234567A1", name="c", lifetime="detached"),
+                      b"D1234567A2": creation(b"D1234567A2")})
+    assert s.actor_by_name("c")[0] == b"D1234567A1"
+    s.add_node(b"N", b"agent", {"CPU": 2.0}, {})
+    out = s.add_worker(b"W1", b"N", 1, "tcp://w1", "", b"D1234567A1")
+    assert ActorLocation(b"D1234567A1", (b"D1234567",), "tcp://w1") in out
+    assert s.workers[b"W1"].state is WorkerStatus.ACTOR
+    assert s.add_worker(b"W9", b"N", 9, "", "", b"D1234567ZZ")[0] == KillWorker(b"agent", b"W9")
+    s.recovery_over("its worker did not come back")
+    assert s.actors[b"D1234567A2"].dead and not s.actors[b"D1234567A1"].dead
+    assert ("actor_dead", b"D1234567A2", "its worker did not come back") in s.durable
