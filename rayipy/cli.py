@@ -259,6 +259,12 @@ def start(args: argparse.Namespace) -> int:
     home = connection.machine_dir()
     with connection.locked(home):
         running = connection.running_cluster(home)
+        if running is not None and args.head and running.head and not any(
+                p.alive() for p in running.processes if p.role == "head"):
+            # The head died and its agent lives on: restart the head alone, from its
+            # journal, on the same address, with the same key.
+            _restart_head(args, home, running)
+            return 0
         if running is not None:
             what = "the head of" if running.head else "a node of"
             raise CommandError(f"rayipy is already running on this machine ({what} the cluster at "
@@ -326,7 +332,8 @@ def _start_head(args: argparse.Namespace, home: Path, num_cpus: int, resources: 
     dashboard = (["--no-dashboard"] if not args.include_dashboard else
                  ["--dashboard-port", str(args.dashboard_port)]
                  + (["--dashboard-host", args.dashboard_host] if args.dashboard_host else []))
-    head = daemon.spawn("head", ["--host", ip, "--port", str(port), *dashboard], key,
+    head = daemon.spawn("head", ["--host", ip, "--port", str(port), *dashboard,
+                                 "--state-dir", str(home / HEAD_STATE_DIR)], key,
                         logs / "head.log", home, salt=salt)
     started.append((head, daemon.record("head", head, logs / "head.log")))
     address = daemon.wait_listening(head, logs / "head.log").removeprefix("tcp://")
@@ -336,6 +343,35 @@ def _start_head(args: argparse.Namespace, home: Path, num_cpus: int, resources: 
         cluster.dashboard_url = _query(f"tcp://{address}", key, "dashboard_url")
         connection.write_cluster_file(cluster, home)
     return cluster
+
+
+HEAD_STATE_DIR = "head_state"   # the head's journal (node/head_store.py), in the rayipy directory
+
+
+def _restart_head(args: argparse.Namespace, home: Path, cluster: ClusterFile) -> None:
+    """Start the head again, where it was, from its journal: its agents, workers and
+    drivers register again (they wait ``--head-restart-wait`` seconds for it)."""
+    ip, port = connection.parse_address(cluster.address)
+    logs = daemon.log_dir(home)
+    dashboard = (["--no-dashboard"] if not args.include_dashboard else
+                 ["--dashboard-port", str(args.dashboard_port)]
+                 + (["--dashboard-host", args.dashboard_host] if args.dashboard_host else []))
+    head = daemon.spawn("head", ["--host", ip, "--port", str(port), *dashboard, "--state-dir",
+                                 str(home / HEAD_STATE_DIR), "--recover"],
+                        cluster.key_bytes(), logs / "head.log", home)
+    try:
+        daemon.wait_listening(head, logs / "head.log")
+    except BaseException:
+        daemon.stop([daemon.record("head", head, logs / "head.log")], grace=5.0)
+        head.poll()
+        raise
+    cluster.processes = [p for p in cluster.processes if p.role != "head"] + [
+        daemon.record("head", head, logs / "head.log")]
+    connection.write_cluster_file(cluster, home)
+    print(f"The rayipy head at {cluster.address} was not running: restarted it from its "
+          f"journal ({home / HEAD_STATE_DIR}). Its nodes and drivers register again within "
+          f"seconds; `rayipy status` shows them.\nLogs: {logs}")
+    sys.stdout.flush()
 
 
 def _join(args: argparse.Namespace, home: Path, num_cpus: int, resources: dict,

@@ -31,6 +31,11 @@ class SessionLostError(RayipySystemError):
     cut off) for longer than the grace period. The message says what was lost."""
 
 
+class HeadRestartedError(RayipySystemError):
+    """The head restarted while it held this task (queued or running): it may or may not
+    have run. Submit it again."""
+
+
 class NotInitializedError(RayipyError, RuntimeError):
     """An API call that needs a cluster was made before ``rayipy.init()``."""
 

@@ -52,6 +52,11 @@ class ActorScheduling(SchedulerState):
         self.actor_names: dict[tuple[str, str], bytes] = {}   # (namespace, name) -> actor id
         self.early_locates: dict[bytes, set[bytes]] = {}   # actor id -> callers, before creation
         self.creating: collections.deque[bytes] = collections.deque()   # actor ids to place
+        # Changes the head keeps in its journal (``core/head_journal.py`` records); the
+        # head takes them after each event.
+        self.durable: list[tuple[Any, ...]] = []
+        # After a restart: the journal's actors whose worker has not registered again yet.
+        self.recovering: set[bytes] = set()
 
     def _actor_worker_died(self, worker: Worker, error: BaseException) -> list[Instruction]:
         actor = self.actors.get(worker.actor) if worker.actor is not None else None
@@ -72,6 +77,7 @@ class ActorScheduling(SchedulerState):
         out: list[Instruction] = []
         if not actor.dead:
             actor.dead = why
+            self.durable.append(("actor_dead", actor.creation.actor_id, why))
             self._forget_name(actor)
             out.append(ActorLocation(actor.creation.actor_id, tuple(actor.subscribers), "", why))
         for task_id in queue:
@@ -140,10 +146,12 @@ class ActorScheduling(SchedulerState):
                 self.tasks.pop(spec.task_id)
                 message = self.impossible_message(spec)
                 actor.dead = f"it cannot be created: {message}"
+                self.durable.append(("actor_dead", spec.actor_id, actor.dead))
                 self._forget_name(actor)
                 return [self._fail_new(spec, ValueError(message)),
                         ActorLocation(spec.actor_id, tuple(actor.subscribers), "", actor.dead)]
             self.creating.append(spec.actor_id)
+            self.durable.append(("actor", spec.actor_id, spec))
             return []
         # Calls go straight to the actor's worker; one that comes here is a peer's bug.
         return [self._fail(spec.task_id, CRASHED, actor_died_error(
@@ -229,6 +237,8 @@ class ActorScheduling(SchedulerState):
             actor.kill_reason = why
             return [KillWorker(self.nodes[worker.node_id].agent, worker.worker_id)]
         actor.dead = why
+        self.durable.append(("actor_dead", actor_id, why))
+        self.recovering.discard(actor_id)
         self._forget_name(actor)
         out: list[Instruction] = [ActorLocation(actor_id, tuple(actor.subscribers), "", why)]
         if actor.worker is not None and actor.worker == sender:
@@ -239,6 +249,45 @@ class ActorScheduling(SchedulerState):
         elif actor.creation.task_id in self.tasks:
             out.append(self._fail(actor.creation.task_id, CRASHED,
                                   actor_died_error(actor.creation, why)))
+        return out
+
+    # -- after a head restart (the journal: core/head_journal.py) -------------------------
+    def recover_actors(self, creations: dict[bytes, TaskSpec]) -> None:
+        """The journal's live actors, by creation spec: known (and their names taken)
+        again, waiting for their workers to register and say they host them."""
+        for actor_id, creation in creations.items():
+            actor = self.actors[actor_id] = Actor(creation)
+            if actor.name:
+                self.actor_names[(actor.namespace, actor.name)] = actor_id
+            self.recovering.add(actor_id)
+
+    def adopt_actor(self, worker: Worker, actor_id: bytes) -> list[Instruction]:
+        """A worker registered again saying it hosts ``actor_id``: it does again, with the
+        actor's resources; callers waiting for its place hear it. A worker hosting an
+        actor the journal does not have (or has as dead) is stopped: nothing could reach
+        its actor, and it must not take tasks."""
+        actor = self.actors.get(actor_id)
+        node = self.nodes[worker.node_id]
+        if actor is None or actor.dead or actor_id not in self.recovering:
+            return [KillWorker(node.agent, worker.worker_id)]
+        self.recovering.discard(actor_id)
+        worker.actor = actor_id
+        self._allocate(worker, actor.creation.resources, WorkerStatus.ACTOR)
+        actor.worker = worker.worker_id
+        return [ActorLocation(actor_id, tuple(actor.subscribers), worker.address)]
+
+    def recovery_over(self, why: str) -> list[Instruction]:
+        """The head's wait for its peers after a restart is over: the journal's actors
+        whose worker did not come back are dead, and non-detached actors whose creator
+        did not come back go as their creator would have taken them."""
+        out: list[Instruction] = []
+        for actor_id in sorted(self.recovering):
+            out.extend(self.kill_actor(actor_id, why))
+        self.recovering.clear()
+        for actor_id, actor in list(self.actors.items()):
+            if not actor.dead and not actor.detached and actor_id[:8] not in self.live_owners:
+                out.extend(self.kill_actor(actor_id, "the process that created it did not "
+                                           "come back after the head restarted"))
         return out
 
     def cancel_actor_call(self, actor_id: bytes, task_id: bytes, force: bool) -> list[Instruction]:

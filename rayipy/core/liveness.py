@@ -39,6 +39,10 @@ KEEP_LOST = 100                  # dropped drivers remembered, to tell them when
 NOTICE_INTERVAL = 1.0            # the "session lost" answer, at most this often per driver
 
 GRACE_SETTING = "driver_grace_period_s"
+#: How long agents, workers and drivers wait for a head that keeps a journal to come
+#: back after it fell silent (``rayipy start --head --head-restart-wait``), on top of the
+#: silence that made them think it gone. A head without a journal cannot come back: 0.
+DEFAULT_HEAD_RESTART_WAIT_S = 60.0
 
 
 def check_grace_period(value: Any) -> float:

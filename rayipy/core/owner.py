@@ -298,6 +298,16 @@ class OwnerState:
         return [ReturnLease(worker) for worker in self.leases.to_return(now)]
 
     # -- questions -----------------------------------------------------------------------
+    def head_restarted(self, error: BaseException) -> list[OwnerCommand]:
+        """The head restarted: the tasks it was given are lost with it (queued there, or
+        their results on the way); each fails with ``error``, never silently run again.
+        Tasks on a lease, actor calls and tasks not sent yet go on."""
+        out: list[OwnerCommand] = []
+        for task in list(self._tasks.values()):
+            if task.route is Route.HEAD and task.sent:
+                out.extend(self._fail(task, CRASHED, error))
+        return out
+
     def route_of(self, task_id: bytes) -> Route | None:
         task = self._tasks.get(task_id)
         return None if task is None else task.route

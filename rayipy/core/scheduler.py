@@ -119,8 +119,8 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
     def __init__(self) -> None:
         super().__init__()
         self.direct = DirectTally()     # what workers' heartbeats reported of direct work
-        # node id -> (worker id, pid, address) of workers that registered before it
-        self.early_workers: dict[bytes, list[tuple[bytes, int, str, str]]] = {}
+        # node id -> (worker id, pid, address, env, actor) of workers that registered before it
+        self.early_workers: dict[bytes, list[tuple[bytes, int, str, str, bytes | None]]] = {}
         # Work that no live node could ever run (all nodes gone, or the ones it needs):
         # warned about, then failed, by ``tick`` (``core/unschedulable.py``).
         self.unschedulable = UnschedulableWatch()
@@ -131,23 +131,26 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         self.nodes[node_id] = Node(node_id, agent, {**resources, affinity_resource(node_id): 1.0},
                                    info)
         self._nodes_changed()
-        for worker_id, pid, address, env in self.early_workers.pop(node_id, []):
-            self._attach_worker(worker_id, node_id, pid, address, env)
-        return self.dispatch()
+        out: list[Instruction] = []
+        for worker_id, pid, address, env, actor in self.early_workers.pop(node_id, []):
+            out.extend(self._attach_worker(worker_id, node_id, pid, address, env, actor))
+        return out + self.dispatch()
 
     def add_worker(self, worker_id: bytes, node_id: bytes, pid: int,
-                   address: str = "", env: str = "") -> list[Instruction]:
-        """A worker registered; ``env``: the runtime_env key it serves ("": the pool)."""
+                   address: str = "", env: str = "",
+                   actor: bytes | None = None) -> list[Instruction]:
+        """A worker registered; ``env``: the runtime_env key it serves ("": the pool);
+        ``actor``: the actor it hosts (it registers again with a restarted head)."""
         node = self.nodes.get(node_id)
         if node is None:
             # Its registration overtook its agent's (separate connections): wait for the node.
-            self.early_workers.setdefault(node_id, []).append((worker_id, pid, address, env))
+            self.early_workers.setdefault(node_id, []).append((worker_id, pid, address, env,
+                                                               actor))
             return []
-        self._attach_worker(worker_id, node_id, pid, address, env)
-        return self.dispatch()
+        return self._attach_worker(worker_id, node_id, pid, address, env, actor) + self.dispatch()
 
     def _attach_worker(self, worker_id: bytes, node_id: bytes, pid: int, address: str,
-                       env: str = "") -> None:
+                       env: str = "", actor: bytes | None = None) -> list[Instruction]:
         node = self.nodes[node_id]
         if env:
             self._env_worker_started(node_id, env)
@@ -157,6 +160,7 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         worker = self.workers[worker_id] = Worker(worker_id, node_id, pid)
         worker.address = address
         worker.env = env
+        return self.adopt_actor(worker, actor) if actor is not None else []
 
     def owner_joined(self, process_id: bytes, driver: bool) -> None:
         """A driver or a worker connected: it may own tasks, objects and actors."""

@@ -99,6 +99,10 @@ class Agent:
         self.poller.register(self.endpoint.socket, zmq.POLLIN)
         self.running = True
         self.last_heard = time.monotonic()
+        # How long to wait for a head that fell silent to restart (its WELCOME says: 0
+        # for a head that keeps no journal, which cannot come back).
+        self.head_restart_wait = 0.0
+        self.head_away = False
         self.faults = MessageFaults(log, self.endpoint.dropped)
         self.store_capacity = object_store_memory or default_capacity(physical_memory())
         self.spill_directory = spill_directory
@@ -114,7 +118,7 @@ class Agent:
             Kind.SHUTDOWN: self.on_shutdown,
             Kind.AUTH_FAILED: self.on_auth_failed,
             Kind.REFUSED: self.on_refused,
-            Kind.WELCOME: self.on_nothing,
+            Kind.WELCOME: self.on_welcome,
             Kind.HEARTBEAT: self.on_nothing,   # being heard from is all it says
             **self.job_handlers(),
         }
@@ -170,12 +174,16 @@ class Agent:
                     # status` never shows a node's store without them
                     "store_summary": store.summary()}
             store.start()
-            self.endpoint.send(Kind.REGISTER, Registration("agent", self.process_id, self.node_id,
-                                                           os.getpid(), PROTOCOL_VERSION, info))
+            registration = Registration("agent", self.process_id, self.node_id, os.getpid(),
+                                        PROTOCOL_VERSION, info)
+            # A restarted head hears the same registration again, when we reconnect.
+            self.endpoint.greeting = lambda: (Kind.REGISTER, registration)
+            self.endpoint.send(Kind.REGISTER, registration)
             for _ in range(self.num_cpus):   # inside: a SIGTERM meanwhile still cleans up
                 self.spawn()
             while self.running:
                 events = dict(self.poller.poll(250))
+                self.endpoint.check_link()
                 if self.endpoint.socket in events:
                     while self.endpoint.socket.poll(0, zmq.POLLIN):
                         _, message = self.endpoint.recv()
@@ -194,9 +202,14 @@ class Agent:
                         w.popen.pid for w in self.workers.values())))
                     if self.watch_parent is not None and not lifetime.parent_alive(self.watch_parent):
                         break
-                    if now - self.last_heard > HEAD_SILENCE_LIMIT:
-                        log.warning("no word from the head for %.0f s; stopping", now - self.last_heard)
+                    silent = now - self.last_heard
+                    if silent > HEAD_SILENCE_LIMIT + self.head_restart_wait:
+                        log.warning("no word from the head for %.0f s; stopping", silent)
                         break
+                    if silent > HEAD_SILENCE_LIMIT and not self.head_away:
+                        self.head_away = True
+                        log.warning("no word from the head for %.0f s: waiting up to %g s "
+                                    "more for it to restart", silent, self.head_restart_wait)
         finally:
             # The store's file first: nothing that follows may keep it in /dev/shm (the
             # mappings of workers still running stay valid).
@@ -275,6 +288,12 @@ class Agent:
     def on_refused(self, body: Any) -> None:
         print(f"rayipy agent: refused by the head: {body[0]}", file=sys.stderr)
         self.running = False
+
+    def on_welcome(self, body: Any) -> None:
+        """Registered (again, with a head that restarted): how long to wait for it next."""
+        self.head_away = False
+        info = body[2] if len(body) > 2 and isinstance(body[2], dict) else {}
+        self.head_restart_wait = float(info.get("head_restart_wait_s", 0))
 
     def on_nothing(self, body: Any) -> None:
         pass

@@ -187,6 +187,7 @@ class Runtime:
         self._session_checked.set()
         self._session_check_deadline = 0.0
         self._stopping = False
+        self._head_away = False      # the head fell silent; we wait for it to restart
         self._thread = threading.Thread(target=self._io_loop, name=f"rayipy-io-{role}", daemon=True)
         self.access.io_thread = self._thread
 
@@ -213,9 +214,9 @@ class Runtime:
         self.task_logs.own_ip = ip
         self.data_port = DataPort(ip, self.signer, self.waker, self._handle, self.head.send)
         self.info["data"] = self.data_port.address
+        self.head.greeting = self._registration
         self._thread.start()
-        self.send(Kind.REGISTER, Registration(self.role, self.process_id, self.node_id,
-                                              os.getpid(), PROTOCOL_VERSION, self.info))
+        self.send(*self._registration())
         if not self._connected.wait(timeout):
             self.close()
             raise exceptions.RayipySystemError(
@@ -227,6 +228,12 @@ class Runtime:
         set_runtime(self)
         assert self.welcome is not None
         return self.welcome
+
+    def _registration(self) -> tuple[Kind, Registration]:
+        """Our REGISTER (again to a restarted head: a worker's ``info`` then names the
+        actor it hosts, which that head gets back)."""
+        return Kind.REGISTER, Registration(self.role, self.process_id, self.node_id,
+                                           os.getpid(), PROTOCOL_VERSION, dict(self.info))
 
     def close(self) -> None:
         if current_runtime() is self:
@@ -769,8 +776,19 @@ class Runtime:
         body = self.worker.heartbeat_body() if self.worker is not None else ()
         self.head.outbox.append((Kind.HEARTBEAT, body))
         if self._connected.is_set() and self.head.silence.gone(now):
+            # A head that keeps a journal may come back: wait for it that long.
+            wait = float(self.welcome.info.get("head_restart_wait_s", 0)) if self.welcome else 0.0
+            silent = self.head.silence.silent(now)
+            if silent <= HEAD_SILENCE_LIMIT + wait:
+                if not self._head_away:
+                    self._head_away = True
+                    log.warning("no word from the head at %s for %.0f s: waiting up to %g s "
+                                "more for it to restart", self.head_address, silent, wait)
+                return True
             self._lose(exceptions.RayipySystemError(
-                f"no word from the head at {self.head_address} for {HEAD_SILENCE_LIMIT:g} s"))
+                f"no word from the head at {self.head_address} for {silent:.0f} s"
+                + (f" (it was not restarted within head_restart_wait_s={wait:g} s)" if wait
+                   else "")))
             return False
         return True
 
@@ -800,8 +818,25 @@ class Runtime:
 
     # -- handlers (I/O thread) --------------------------------------------------------------------
     def _on_welcome(self, body: Welcome) -> None:
-        self.welcome = body
+        previous, self.welcome = self.welcome, body
+        self._head_away = False
+        if previous is not None and previous.info.get("head_started") != body.info.get(
+                "head_started"):
+            self._head_restarted()
         self._connected.set()
+
+    def _head_restarted(self) -> None:
+        """We registered again with a head that restarted: the tasks we gave the old
+        one may never end, so they fail, saying so (actor calls and leased tasks went
+        straight to their workers, which live on: they carry on)."""
+        log.warning("the head at %s restarted; this process registered with it again",
+                    self.head_address)
+        error = exceptions.HeadRestartedError(
+            f"the head at {self.head_address} restarted while this task was in its hands "
+            f"(queued or running): it may or may not have run; submit it again")
+        with self._owner_lock:
+            callbacks = self._carry_out(self.owner.head_restarted(error))
+        _run_all(callbacks)
 
     def _on_refused(self, body: tuple) -> None:
         self._connect_error = exceptions.ProtocolVersionError(body[0])

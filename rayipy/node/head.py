@@ -25,14 +25,16 @@ import socket
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Callable
 
 import zmq
 
 from rayipy import exceptions
+from rayipy.core import head_journal
 from rayipy.core.demand import demand_report
-from rayipy.core.liveness import (DEFAULT_DRIVER_GRACE_S, GRACE_SETTING, DriverSessions, Lost,
-                                  check_grace_period)
+from rayipy.core.liveness import (DEFAULT_DRIVER_GRACE_S, DEFAULT_HEAD_RESTART_WAIT_S,
+                                  GRACE_SETTING, DriverSessions, Lost, check_grace_period)
 from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, ForgetPeer,
                                       Instruction, KillWorker, LeaseAnswer, LeaseEnded, Retire,
                                       Spawn, Steal, Warn)
@@ -52,6 +54,7 @@ from rayipy.dashboard.server import DashboardServer
 from rayipy.dashboard.snapshot import (HeadFacts, Snapshot, actor_state, build_snapshot,
                                        store_figures)
 from rayipy.node import lifetime, log_setup
+from rayipy.node.head_store import HeadStore
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import (CANCELLED, CRASHED, ObjectValue, Registration, TaskResult,
@@ -94,13 +97,33 @@ class Head:
     def __init__(self, key: bytes, host: str, port: int, watch_parent: int | None = None,
                  dashboard_port: int | None = None, dashboard_host: str | None = None,
                  salt: bytes | None = None,
-                 driver_grace: float = DEFAULT_DRIVER_GRACE_S) -> None:
+                 driver_grace: float = DEFAULT_DRIVER_GRACE_S, state_dir: str | None = None,
+                 recover: bool = False,
+                 restart_wait: float = DEFAULT_HEAD_RESTART_WAIT_S) -> None:
         self.cluster_id = uuid.uuid4().hex[:12]
         self.context = zmq.Context()
         # The salt the key was derived from, when it came from a password: public, sent
         # in every CHALLENGE, so that a peer with the password can derive the key
         # (``connection.key_from_password``).
         salt = salt if salt is not None else DEFAULT_SALT
+        # The journal (``state_dir``): what a restarted head gets back. ``recover``: this
+        # head is such a restart, and takes the journal's identity and actors; otherwise
+        # it starts a new journal.
+        self.store: HeadStore | None = None
+        self.restart_wait = restart_wait if state_dir else 0.0
+        durable = head_journal.DurableState()
+        if state_dir:
+            self.store = HeadStore(Path(state_dir))
+            durable = self.store.load()
+            if recover and durable.cluster_id:
+                self.cluster_id, salt = durable.cluster_id, durable.salt
+            else:
+                if recover:
+                    log.warning("--recover: no journal in %s; starting a new cluster", state_dir)
+                durable = head_journal.DurableState(self.cluster_id, salt)
+                self.store.start_new(durable.records())
+        # Until then, a restarted head waits for its peers to register again.
+        self.recovery_deadline: float | None = None
         self.endpoint = Endpoint(self.context, zmq.ROUTER, Signer(key), count_bytes=True,
                                  salt=salt)
         # libzmq's I/O thread answers these pings without the GIL, so a driver whose
@@ -165,6 +188,8 @@ class Head:
             Kind.JOB_LOG_DATA: self.on_job_log_data,
         }
         self.jobs = JobTable()
+        if durable.actors or durable.functions or durable.jobs:
+            self.recover(durable)
         # The id of the request being handled: a handler that answers later (a job's
         # log, read by its node's agent) keeps it and returns DEFERRED.
         self.request_id: Any = None
@@ -184,6 +209,50 @@ class Head:
             Warn: self.carry_warn,
         }
 
+    # -- the journal (core/head_journal.py, node/head_store.py) -------------------------------
+    def recover(self, durable: head_journal.DurableState) -> None:
+        """A restarted head: the journal's functions, actors (waiting for their workers)
+        and jobs, and a deadline for its peers to come back."""
+        assert self.store is not None
+        for function_id in durable.functions:
+            data = self.store.function_bytes(function_id)
+            if data is not None:
+                self.scheduler.add_function(function_id, data)
+        self.scheduler.recover_actors({a: d.creation for a, d in durable.live_actors().items()})
+        head_journal.restore_jobs(self.jobs, durable.jobs)
+        self.recovery_deadline = time.monotonic() + self.restart_wait
+        log.warning("restarted from the journal in %s: %d functions, %d actors, %d jobs; "
+                    "waiting up to %g s for nodes and drivers to register again",
+                    self.store.directory, len(durable.functions), len(durable.live_actors()),
+                    len(durable.jobs), self.restart_wait)
+
+    def end_recovery(self) -> None:
+        """The peers had their time to come back: what did not is gone."""
+        self.recovery_deadline = None
+        why = "its worker did not come back after the head restarted"
+        self.carry_out(self.scheduler.recovery_over(why))
+        for job_id in head_journal.jobs_after_restart(
+                self.jobs, set(self.scheduler.nodes), "it did not come back after the head "
+                "restarted", time.time()):
+            self.journal_job(job_id)
+
+    def journal(self) -> None:
+        """Write what changed in this turn of the loop (cheap when nothing did)."""
+        store = self.store
+        if store is None:
+            self.scheduler.durable.clear()
+            return
+        for record in self.scheduler.durable:
+            store.append(record)
+        self.scheduler.durable.clear()
+        store.flush()
+
+    def journal_job(self, submission_id: str) -> None:
+        if self.store is not None:
+            record = self.jobs.jobs.get(submission_id)
+            self.store.append(head_journal.job_record(record) if record is not None
+                              else ("job_deleted", submission_id))
+
     # -- loop ------------------------------------------------------------------------------
     def serve(self) -> None:
         socket_ = self.endpoint.socket
@@ -195,10 +264,16 @@ class Head:
                         self.receive_one()
                         if not self.running or not socket_.poll(0, zmq.POLLIN):
                             break
+                    self.journal()
                 now = time.monotonic()
                 if now >= next_beat:
                     next_beat = now + HEARTBEAT_SECONDS
                     self.heartbeat(now)
+                    if self.recovery_deadline is not None and now >= self.recovery_deadline:
+                        self.end_recovery()
+                    self.journal()
+                    if self.store is not None:
+                        self.store.sync()
                 if self.dashboard is not None and self.dashboard.box.wanted:
                     self.dashboard.box.refresh(self.dashboard_snapshot)
         finally:
@@ -207,6 +282,9 @@ class Head:
 
     def close(self) -> None:
         """Release the sockets and the dashboard (``serve`` does this when it ends)."""
+        if self.store is not None:
+            self.journal()
+            self.store.close()
         if self.dashboard is not None:
             self.dashboard.close()
         self.endpoint.close()
@@ -347,7 +425,8 @@ class Head:
 
     def remove_node(self, node_id: bytes, why: str) -> None:
         """A node is gone: the scheduler removes it and its workers (and forgets them)."""
-        self.jobs.node_lost(node_id, why, time.time())
+        for job_id in self.jobs.node_lost(node_id, why, time.time()):
+            self.journal_job(job_id)
         self.carry_out(self.scheduler.node_lost(node_id, why))
 
     def remove_worker(self, worker_id: bytes, why: str) -> None:
@@ -387,6 +466,11 @@ class Head:
                 f"{reg.role} speaks {reg.protocol_version}; install the same rayipy version "
                 f"on every machine",))
             return
+        known = self.peers.get(sender)
+        if known is not None and known.role == reg.role:
+            # Again after a reconnection to this same head (a network blip): it is known.
+            self.send(sender, Kind.WELCOME, self.welcome_body())
+            return
         self.peers[sender] = Peer(reg)
         if reg.role == "driver":
             self.drivers.joined(sender, time.monotonic())
@@ -397,10 +481,18 @@ class Head:
         elif reg.role == "worker":
             self.carry_out(self.scheduler.add_worker(sender, reg.node_id, reg.pid,
                                                      reg.info.get("direct", ""),
-                                                     reg.info.get("runtime_env", "")))
-        self.send(sender, Kind.WELCOME, Welcome(self.cluster_id, PROTOCOL_VERSION,
-                                                {"address": self.address,
-                                                 "dashboard_url": self.dashboard_url}))
+                                                     reg.info.get("runtime_env", ""),
+                                                     reg.info.get("actor")))
+        self.send(sender, Kind.WELCOME, self.welcome_body())
+
+    def welcome_body(self) -> Welcome:
+        """``head_started`` tells a peer registering again whether this head restarted;
+        ``head_restart_wait_s`` how long to wait for it when it falls silent (0: it keeps
+        no journal, it cannot come back)."""
+        return Welcome(self.cluster_id, PROTOCOL_VERSION,
+                       {"address": self.address, "dashboard_url": self.dashboard_url,
+                        "head_started": self.started,
+                        "head_restart_wait_s": self.restart_wait})
 
     def on_heartbeat(self, sender: bytes, body: Any, frames: Frames) -> None:
         if not body:
@@ -430,6 +522,8 @@ class Head:
 
     def on_function(self, sender: bytes, body: Body, frames: Frames) -> None:
         function_id, data = body
+        if self.store is not None and function_id not in self.scheduler.functions:
+            self.store.save_function(function_id, data)
         self.scheduler.add_function(function_id, data)
 
     def on_submit(self, sender: bytes, body: Body, frames: Frames) -> None:
@@ -767,6 +861,7 @@ class Head:
         node = self.job_node()
         record = self.jobs.submit(entrypoint, node.node_id, time.time(), submission_id,
                                   metadata, runtime_env)
+        self.journal_job(record.submission_id)
         self.send(node.agent, Kind.JOB_START, (record.submission_id, entrypoint, env_vars,
                                                package, self.address.removeprefix("tcp://")))
         return record.submission_id
@@ -782,6 +877,7 @@ class Head:
     def request_job_running(self, sender: bytes, submission_id: str) -> bool:
         """The job's bootstrap hands over to its entrypoint."""
         self.jobs.running(submission_id)
+        self.journal_job(submission_id)
         return True
 
     def request_job_info(self, sender: bytes, submission_id: str) -> dict[str, Any]:
@@ -794,6 +890,7 @@ class Head:
         """Ray's ``stop_job``: False when the job had ended already."""
         if not self.jobs.stop(submission_id):
             return False
+        self.journal_job(submission_id)
         node = self.scheduler.nodes.get(self.jobs.get(submission_id).node_id)
         if node is not None:
             self.send(node.agent, Kind.JOB_STOP, (submission_id,))
@@ -801,6 +898,7 @@ class Head:
 
     def request_job_delete(self, sender: bytes, submission_id: str) -> bool:
         self.jobs.delete(submission_id)
+        self.journal_job(submission_id)
         return True
 
     def request_job_logs(self, sender: bytes, submission_id: str, offset: int, limit: int) -> Any:
@@ -827,8 +925,10 @@ class Head:
         submission_id, event, value = body
         if event == "started":
             self.jobs.started(submission_id, value)
+            self.journal_job(submission_id)
         elif event == "exited":
             self.jobs.exited(submission_id, value[0], time.time(), value[1])
+            self.journal_job(submission_id)
         elif event == "stopping":
             self.drop_job_drivers(self.peers[sender].node_id, set(value))
 
@@ -890,6 +990,18 @@ def jobs_env_vars(runtime_env: dict) -> dict[str, str]:
     return dict(env_vars)
 
 
+def restart_wait(text: str) -> float:
+    """``--head-restart-wait``: seconds, from 0 to a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"--head-restart-wait is seconds from 0 to 86400, "
+                                         f"got {text!r}")
+    return value
+
+
 def port_number(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"a port is a number from 0 to 65535, got {text!r}")
@@ -920,10 +1032,25 @@ def main(argv: list[str] | None = None) -> int:
                              f"init's _system_config key {GRACE_SETTING!r})")
     parser.add_argument("--watch-parent", action="store_true",
                         help="exit when the process that started us exits")
+    parser.add_argument("--state-dir", default=None,
+                        help="keep the head's journal here, so that a head restarted with "
+                             "--recover gets its cluster back (default: no journal)")
+    parser.add_argument("--recover", action="store_true",
+                        help="a restart: take the cluster id, salt, functions, actors and "
+                             "jobs from the journal in --state-dir")
+    parser.add_argument("--head-restart-wait", type=restart_wait,
+                        default=os.environ.get("RAYIPY_HEAD_RESTART_WAIT_S",
+                                               str(DEFAULT_HEAD_RESTART_WAIT_S)),
+                        help=f"seconds peers wait for this head to come back after it falls "
+                             f"silent, and a restarted head waits for them (default: "
+                             f"$RAYIPY_HEAD_RESTART_WAIT_S, else "
+                             f"{DEFAULT_HEAD_RESTART_WAIT_S:g}; needs --state-dir)")
     parser.add_argument("--log-file", default=None,
                         help="write the log here, rotated, with stdout and stderr "
                              "(default: stderr)")
     args = parser.parse_args(argv)
+    if args.recover and not args.state_dir:
+        parser.error("--recover needs --state-dir (where the journal is)")
     log_setup.configure("head", args.log_file)
     key = bytes.fromhex(os.environ.pop("RAYIPY_CLUSTER_KEY"))
     salt_hex = os.environ.pop("RAYIPY_CLUSTER_SALT", "")
@@ -935,7 +1062,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         head = Head(key, args.host, args.port, watch,
                     None if args.no_dashboard else args.dashboard_port, args.dashboard_host,
-                    salt, args.driver_grace_period)
+                    salt, args.driver_grace_period, args.state_dir, args.recover,
+                    args.head_restart_wait)
     except zmq.ZMQError as e:
         print(f"rayipy head: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 3

@@ -10,6 +10,10 @@ blocks the calling thread until the ``REPLY``; ``ask`` is its form that does not
 (``core/liveness.SilenceClock``): the I/O thread turns it each loop, and a turn that
 comes late (the process was stopped, or its I/O thread starved of the GIL) is no proof
 that the head is gone.
+
+A head that restarts (``docs/cluster.md``, "If the head dies") knows no session: the
+Endpoint redoes the handshake when ZeroMQ reconnects, and sends ``greeting`` (our
+registration, made afresh each time) before anything else.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class HeadLink:
         self._endpoint: Endpoint | None = None
         self._requests: dict[int, Future] = {}
         self._request_ids = itertools.count(1)
+        # Our registration, made afresh for each new session (set before ``open``).
+        self.greeting: Callable[[], tuple[Kind, Any]] | None = None
 
     # -- any thread ------------------------------------------------------------------------
     def send(self, kind: Kind, body: Any) -> None:
@@ -85,6 +91,7 @@ class HeadLink:
     # -- the I/O thread ------------------------------------------------------------------------
     def open(self, poll_set: PollSet) -> None:
         self._endpoint = Endpoint(self._context, zmq.DEALER, self._signer, self._process_id)
+        self._endpoint.greeting = self.greeting
         self._endpoint.connect(self.address)
         poll_set.register(self._endpoint.socket)
 
@@ -96,6 +103,7 @@ class HeadLink:
         """Send everything queued, in order."""
         endpoint = self._endpoint
         assert endpoint is not None
+        endpoint.check_link()     # a broken connection holds what follows; a new one greets
         outbox = self.outbox
         specs: list[TaskSpec] = []
         while outbox:
@@ -135,6 +143,11 @@ class HeadLink:
         for fut in list(self._requests.values()):
             if not fut.done():
                 fut.set_result((False, error))
+
+    @property
+    def reconnections(self) -> int:
+        """New sessions with the head after the first (it restarted, or a blip)."""
+        return self._endpoint.reconnections if self._endpoint is not None else 0
 
     def close(self) -> None:
         if self._endpoint is not None:

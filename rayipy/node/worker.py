@@ -332,6 +332,8 @@ class Worker:
     def became_actor(self, spec: TaskSpec, instance: Any) -> None:
         """The constructor returned: calls of a concurrent actor get a host to run on."""
         task_context.set_actor_creation(spec)   # its calls run in the creator's namespace
+        # Told to a restarted head when this worker registers again: it gets its actor back.
+        self.runtime.info["actor"] = spec.actor_id
         if self.host is None:  # a restart reuses no host: this is a new process
             self.host = make_host(type(instance), dict(spec.options), self.run_on_thread,
                                   self.runner.run_async, self.host_finished)

@@ -20,6 +20,12 @@ frame does not check. The head keeps a peer's session across ZeroMQ's reconnects
 new HELLO from an identity makes a pending session that replaces the old one only
 once a message checks under it, so nobody can unseat a peer by sending HELLO in its
 name. Pending sessions are bounded (the oldest goes).
+
+A restarted head knows no session. A DEALER watches its connection (a ZeroMQ monitor,
+``check_link``): when it breaks, messages are held from then on, and when it is made
+again the DEALER sends a new HELLO; its ``greeting`` (the peer's registration) leaves
+first under the new session, then what was held. Messages from the head signed under
+the old session (sent before a blip) still check until the new session's first one.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import logging
 import os
 import socket
 import time
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 import zmq
 
@@ -104,6 +110,13 @@ class Endpoint:
         self._nonce = b""                 # DEALER: the nonce of our HELLO
         self._held: list[tuple[Kind, Any]] = []   # DEALER: sent before the session existed
         self._confirmed = False           # DEALER: a message from the peer has checked
+        # DEALER: what to send first under a new session after a reconnection (the
+        # registration: a restarted head drops messages from unregistered peers).
+        self.greeting: Callable[[], tuple[Kind, Any]] | None = None
+        self._monitor: Any = None         # DEALER: its connection's events
+        self._handshakes = 0              # DEALER: ZeroMQ connections made so far
+        self._old_session: Session | None = None   # DEALER: before the last reconnection
+        self.reconnections = 0            # DEALER: new sessions after the first
         self.throttle = FailureThrottle()
         self.dropped: collections.Counter[str] = collections.Counter()
         self.assembler = bulk.Assembler()
@@ -127,9 +140,35 @@ class Endpoint:
     def connect(self, address: str) -> None:
         """Connect to ``address`` (ZeroMQ connects in the background, and reconnects) and
         start the handshake: messages sent before it ends wait here."""
+        self._monitor = self.socket.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         self.socket.connect(address)
         self._nonce = os.urandom(NONCE_BYTES)
         self.send_frames(encode_unsigned(Kind.HELLO, self._nonce))
+
+    def check_link(self) -> bool:
+        """DEALER, its owner's thread, each turn: read the connection's events. Broken:
+        hold messages from now on. Made again: a new handshake (the head may be a new
+        one, which knows no session). True when a new handshake started."""
+        monitor = self._monitor
+        if monitor is None or not monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            return False
+        from zmq.utils.monitor import recv_monitor_message
+        started = False
+        while monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                session = self.sessions.pop(None, None)
+                if session is not None:
+                    self._old_session = session
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._handshakes += 1
+                if self._handshakes > 1:
+                    self.sessions.pop(None, None)
+                    self._nonce = os.urandom(NONCE_BYTES)
+                    self.send_frames(encode_unsigned(Kind.HELLO, self._nonce))
+                    started = True
+        return started
 
     @property
     def ready(self) -> bool:
@@ -217,6 +256,10 @@ class Endpoint:
                     raise BadMessage("no session", kind)
                 message = decode(session.receive, frames, session=session)
             except BadMessage as e:
+                if not self.is_router and self._old_session is not None:
+                    # Sent by the head before our reconnection, under the old session.
+                    old = self._old_session
+                    return sender, decode(old.receive, frames, session=old), frames
                 if not self.is_router or sender not in self._pending:
                     raise
                 # Perhaps the peer's first message under a new session (a REGISTER).
@@ -266,6 +309,10 @@ class Endpoint:
                 raise BadMessage(f"bad challenge: {e}", kind) from None
             self.salt = payload[NONCE_BYTES:]
             held, self._held = self._held, []
+            if self._handshakes > 1:
+                self.reconnections += 1
+                if self.greeting is not None:
+                    held.insert(0, self.greeting())
             for held_kind, body in held:
                 self.send(held_kind, body)
             return None
@@ -288,6 +335,10 @@ class Endpoint:
 
     def close(self) -> None:
         """Close the socket at once, dropping what it has not sent."""
+        if self._monitor is not None:
+            self.socket.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         self.socket.close(linger=0)
 
 
