@@ -45,14 +45,15 @@ def dropped() -> int:
 def handshake(sock, key: bytes, record: list | None = None) -> Session:
     """Play a DEALER's side of the handshake by hand (HELLO, the head's CHALLENGE)."""
     nonce = os.urandom(NONCE_BYTES)
-    hello = encode_unsigned(Kind.HELLO, nonce)
+    hello = encode_unsigned(Kind.HELLO, nonce + b"\0")   # no wish to encrypt
     sock.send_multipart(hello)
     if record is not None:
         record.append(hello)
     assert sock.poll(5000), "no CHALLENGE"
     challenge = sock.recv_multipart()
     assert decode(Signer(key), challenge).kind is Kind.CHALLENGE
-    return Signer(key).session(nonce, challenge[2][:NONCE_BYTES], sock.getsockopt(zmq.IDENTITY))
+    return Signer(key).session(nonce, challenge[2][:NONCE_BYTES], sock.getsockopt(zmq.IDENTITY),
+                               encrypt=challenge[2][-1:] == b"\1")
 
 
 def sign(session: Session, kind: Kind, body) -> list:
