@@ -20,9 +20,10 @@ connects and the one that accepts, first writes one ``HELLO`` record::
                by default, a TCP connection to another machine), else 0
 
 and derives the session from both nonces and the agreed encryption (either end's wish;
-``Signer.session``, no binding: the nonces are this connection's). Messages sent before the peer's record has come wait, unsigned,
-in the connection (``_held``), and are signed and written once it comes. A record with
-another magic or version closes the connection. Each message then carries the next
+``Signer.session``, no binding: the nonces are this connection's). Messages sent before
+the peer's record has come wait, unsigned, in the connection (``_held``), and are
+signed and written once it comes. A record with another magic or version closes the
+connection. Each message then carries the next
 sequence number of its direction in its header; a number that is not above the last one
 is refused (a replay), and so is a message recorded on another connection (other
 nonces: another key). The first message that checks *authenticates* the connection;
