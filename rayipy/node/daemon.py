@@ -26,6 +26,7 @@ from pathlib import Path
 
 from rayipy import exceptions
 from rayipy.node.connection import ProcessRecord, process_start_time
+from rayipy.transport import encryption
 
 LISTENING = "rayipy head listening on "
 
@@ -45,6 +46,7 @@ def spawn(module: str, args: list[str], key: bytes, log: Path, cwd: Path,
     In ``cwd`` (the rayipy directory), not the caller's: ``-m`` imports from the working
     directory first, and a checkout of rayipy there would replace the installed one.
     """
+    encryption.mode()   # a bad RAYIPY_ENCRYPT fails here, not in the detached child
     env = dict(os.environ, RAYIPY_CLUSTER_KEY=key.hex())
     if salt is not None:   # the head's: the salt the key came from (public)
         env["RAYIPY_CLUSTER_SALT"] = salt.hex()

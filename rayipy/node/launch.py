@@ -31,6 +31,7 @@ import time
 
 from rayipy import exceptions
 from rayipy.core.unschedulable import TIMEOUT_ENVIRONMENT
+from rayipy.transport import encryption
 from rayipy.transport.endpoint import free_tcp_port
 
 log = logging.getLogger("rayipy")
@@ -99,6 +100,7 @@ class LocalCluster:
         self._watcher: threading.Thread | None = None
 
     def start(self, timeout: float = 30.0) -> str:
+        encryption.mode()   # a bad RAYIPY_ENCRYPT fails here, not in the children
         for attempt in range(3):
             port = free_tcp_port(self.host)
             self.address = f"tcp://{self.host}:{port}"

@@ -4,7 +4,8 @@ A message whose out-of-band buffers add up to more than ``BULK_BYTES`` would be 
 whole by the sender, sent whole, then checked whole by the receiver: three steps one
 after the other (SHA-256 runs at about 1.8 GB/s here, so two passes over 100 MB alone
 take 110 ms). Sent instead as ``CHUNK`` messages of ``CHUNK_BYTES``, each an ordinary
-signed message (``wire.py``), the receiver checks one piece while the next is on the
+signed message (``wire.py``; encrypted, piece by piece, on an encrypted session), the
+receiver checks one piece while the next is on the
 wire and the sender signs the one after.
 
     CHUNK (transfer, index, offset, sizes, None)      + one frame: part of buffer ``index``
@@ -40,7 +41,7 @@ from typing import Any, Iterator, NoReturn, Sequence
 from rayipy.protocol import landing
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.wire import (HEADER, MAGIC, PROTOCOL_VERSION, BadMessage, Frame, Message,
-                                  Session)
+                                  Session, seal_frames)
 
 BULK_BYTES = 8 * 2**20      # messages with more buffer bytes than this go in pieces
 CHUNK_BYTES = 1 * 2**20
@@ -66,12 +67,14 @@ def chunked(session: Session, kind: Kind, data: bytes, buffers: Sequence[Frame],
 
 
 def _signed(session: Session, body: tuple[Any, ...], piece: memoryview | None) -> list[Frame]:
-    frames: list[Frame] = [
-        HEADER.pack(MAGIC, PROTOCOL_VERSION, Kind.CHUNK, 0 if piece is None else 1,
-                    session.next_seq()),
-        pickle.dumps(body, protocol=5)]
+    """One CHUNK message, encrypted (on an encrypted session) and signed."""
+    seq = session.next_seq()
+    rest: list[Frame] = [pickle.dumps(body, protocol=5)]
     if piece is not None:
-        frames.append(piece)
+        rest.append(piece)
+    frames: list[Frame] = [
+        HEADER.pack(MAGIC, PROTOCOL_VERSION, Kind.CHUNK, 0 if piece is None else 1, seq),
+        *seal_frames(session.seal, seq, rest)]
     return [session.send.sign(frames), *frames]
 
 

@@ -21,8 +21,10 @@ class Kind(IntEnum):
     SHUTDOWN = 6          # head -> agent/worker, driver -> head: (reason: str,); head -> a
                           # driver it dropped: (reason, what it lost: str)
     CHUNK = 7             # any -> any: a piece of a large message (protocol/bulk.py)
-    HELLO = 8             # connecting side -> head, unsigned: its 32-byte nonce (raw bytes)
-    CHALLENGE = 9         # head -> that side, unsigned: the head's nonce + the KDF salt (raw)
+    HELLO = 8             # connecting side -> head, unsigned: its 32-byte nonce + its
+                          #   encryption wish (1 byte), raw bytes
+    CHALLENGE = 9         # head -> that side, unsigned: the head's nonce + the KDF salt +
+                          #   its encryption wish (raw)
 
     # functions and tasks
     FUNCTION = 10         # owner -> head -> worker: (function_id, pickled function bytes)

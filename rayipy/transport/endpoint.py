@@ -8,9 +8,9 @@ The handshake (``protocol/wire.py`` has the derivation) is the Endpoint's busine
 its users only send and receive::
 
     DEALER (connect)                         ROUTER (the head)
-      HELLO   its nonce          ------>       a pending session for that identity
+      HELLO   its nonce, wish    ------>       a pending session for that identity
               (messages sent meanwhile wait)
-      CHALLENGE head nonce, salt <------
+      CHALLENGE head nonce, salt, wish  <---
       REGISTER, then the rest:   ------>       checked with the pending session: it is
               signed with the session key      the peer's from now on (else AUTH_FAILED,
               and numbered                     throttled per address)
@@ -20,6 +20,10 @@ frame does not check. The head keeps a peer's session across ZeroMQ's reconnects
 new HELLO from an identity makes a pending session that replaces the old one only
 once a message checks under it, so nobody can unseat a peer by sending HELLO in its
 name. Pending sessions are bounded (the oldest goes).
+
+Each side's wish (one byte) says whether it asks for encryption
+(``transport/encryption.py``): the DEALER judges by the address it connects to, the
+ROUTER by the address the HELLO came from. The session is encrypted if either asks.
 
 A restarted head knows no session. A DEALER watches its connection (a ZeroMQ monitor,
 ``check_link``): when it breaks, messages are held from then on, and when it is made
@@ -42,8 +46,10 @@ import zmq
 from rayipy.protocol import bulk
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.wire import (NONCE_BYTES, SALT_BYTES, BadMessage, Frame, Message, Session,
-                                  Signer, decode, encode_auth_failed, encode_unsigned,
-                                  peek_kind, pickle_body, resign, sign_frames)
+                                  Signer, decode_frames, encode_auth_failed, encode_unsigned,
+                                  parse_wish, peek_kind, pickle_body, resign, sign_frames,
+                                  wish_byte)
+from rayipy.transport import encryption
 from rayipy.transport.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
@@ -108,6 +114,7 @@ class Endpoint:
         self._pending: collections.OrderedDict[bytes | None, tuple[Session, str]] = \
             collections.OrderedDict()     # ROUTER: identity -> (session, peer address)
         self._nonce = b""                 # DEALER: the nonce of our HELLO
+        self._wish = False                # DEALER: whether our HELLO asked for encryption
         self._held: list[tuple[Kind, Any]] = []   # DEALER: sent before the session existed
         self._confirmed = False           # DEALER: a message from the peer has checked
         # DEALER: what to send first under a new session after a reconnection (the
@@ -144,7 +151,8 @@ class Endpoint:
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         self.socket.connect(address)
         self._nonce = os.urandom(NONCE_BYTES)
-        self.send_frames(encode_unsigned(Kind.HELLO, self._nonce))
+        self._wish = encryption.wants(_address_host(address))
+        self.send_frames(encode_unsigned(Kind.HELLO, self._nonce + wish_byte(self._wish)))
 
     def check_link(self) -> bool:
         """DEALER, its owner's thread, each turn: read the connection's events. Broken:
@@ -166,7 +174,8 @@ class Endpoint:
                 if self._handshakes > 1:
                     self.sessions.pop(None, None)
                     self._nonce = os.urandom(NONCE_BYTES)
-                    self.send_frames(encode_unsigned(Kind.HELLO, self._nonce))
+                    self.send_frames(encode_unsigned(Kind.HELLO,
+                                                     self._nonce + wish_byte(self._wish)))
                     started = True
         return started
 
@@ -199,7 +208,8 @@ class Endpoint:
                 if not self.send_frames(frames, to):
                     return False
             return True
-        return self.send_frames(sign_frames(session.send, kind, data, buffers, session.next_seq()),
+        seq = session.next_seq()
+        return self.send_frames(sign_frames(session.send, kind, data, buffers, seq, session.seal),
                                 to)
 
     def forward(self, frames: list[Frame], to: bytes) -> bool:
@@ -209,7 +219,8 @@ class Endpoint:
         if session is None:
             self.dropped["no session"] += 1
             return False
-        return self.send_frames(resign(session.send, frames, session.next_seq()), to)
+        return self.send_frames(resign(session.send, frames, session.next_seq(), session.seal),
+                                to)
 
     def send_frames(self, frames: list[Frame], to: bytes | None = None) -> bool:
         """Send frames made already (signed for this peer, or unsigned handshake frames);
@@ -254,17 +265,18 @@ class Endpoint:
             try:
                 if session is None:
                     raise BadMessage("no session", kind)
-                message = decode(session.receive, frames, session=session)
+                message, frames = decode_frames(session.receive, frames, session=session)
             except BadMessage as e:
                 if not self.is_router and self._old_session is not None:
                     # Sent by the head before our reconnection, under the old session.
                     old = self._old_session
-                    return sender, decode(old.receive, frames, session=old), frames
+                    message, frames = decode_frames(old.receive, frames, session=old)
+                    return sender, message, frames
                 if not self.is_router or sender not in self._pending:
                     raise
                 # Perhaps the peer's first message under a new session (a REGISTER).
                 pending, _address = self._pending[sender]
-                message = decode(pending.receive, frames, session=pending)
+                message, frames = decode_frames(pending.receive, frames, session=pending)
                 del self._pending[sender]
                 self.sessions[sender] = pending
             self._confirmed = True
@@ -285,29 +297,34 @@ class Endpoint:
         """A HELLO (ROUTER), CHALLENGE or AUTH_FAILED (DEALER): unsigned, raw payloads."""
         payload = bytes(frames[2]) if len(frames) >= 3 else b""
         if self.is_router and kind is Kind.HELLO and sender is not None:
-            if len(payload) != NONCE_BYTES:
+            if len(payload) != NONCE_BYTES + 1:
                 raise BadMessage("bad hello", kind)
             nonce = os.urandom(NONCE_BYTES)
+            address = _peer_address(received)
             try:
-                session = self.signer.session(nonce, payload, sender)
+                wish = encryption.wants(address)   # "?" (unknown) counts as remote
+                encrypt = wish or parse_wish(payload[NONCE_BYTES:])
+                session = self.signer.session(nonce, payload[:NONCE_BYTES], sender, encrypt)
             except ValueError as e:
                 raise BadMessage(f"bad hello: {e}", kind) from None
             self._pending.pop(sender, None)
-            self._pending[sender] = (session, _peer_address(received))
+            self._pending[sender] = (session, address)
             if len(self._pending) > MAX_PENDING_SESSIONS:
                 self._pending.popitem(last=False)
-            self.send_frames(encode_unsigned(Kind.CHALLENGE, nonce + self.salt), sender)
+            self.send_frames(encode_unsigned(Kind.CHALLENGE, nonce + self.salt + wish_byte(wish)),
+                             sender)
             return None
         if not self.is_router and kind is Kind.CHALLENGE and self._nonce and not self.ready:
-            if len(payload) != NONCE_BYTES + SALT_BYTES and len(payload) != NONCE_BYTES:
-                raise BadMessage("bad challenge", kind)
+            if len(payload) not in (NONCE_BYTES + SALT_BYTES + 1, NONCE_BYTES + 1):
+                raise BadMessage("bad challenge", kind)   # (a ROUTER may have no salt)
             assert self.identity is not None
             try:
+                encrypt = self._wish or parse_wish(payload[-1:])
                 self.sessions[None] = self.signer.session(self._nonce, payload[:NONCE_BYTES],
-                                                          self.identity)
+                                                          self.identity, encrypt)
             except ValueError as e:
                 raise BadMessage(f"bad challenge: {e}", kind) from None
-            self.salt = payload[NONCE_BYTES:]
+            self.salt = payload[NONCE_BYTES:-1]
             held, self._held = self._held, []
             if self._handshakes > 1:
                 self.reconnections += 1
@@ -350,6 +367,15 @@ def _peer_address(received: list[Any]) -> str:
         return "?"
 
 
+def _address_host(address: str) -> str | None:
+    """The host of a ZeroMQ address (``tcp://host:port``), or None for ``ipc://`` and
+    ``inproc://``, which never leave the machine."""
+    if not address.startswith("tcp://"):
+        return None
+    host = address.removeprefix("tcp://").rpartition(":")[0]
+    return host.strip("[]")
+
+
 def ask_salt(address: str, timeout: float = 10.0) -> bytes:
     """The KDF salt of the head at ``address`` (``tcp://host:port``): the public half of
     its CHALLENGE, asked before a password can become the key. Raises TimeoutError
@@ -360,14 +386,15 @@ def ask_salt(address: str, timeout: float = 10.0) -> bytes:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IDENTITY, os.urandom(8))
         sock.connect(address)
-        sock.send_multipart(encode_unsigned(Kind.HELLO, os.urandom(NONCE_BYTES)))
+        sock.send_multipart(encode_unsigned(Kind.HELLO, os.urandom(NONCE_BYTES) + b"\0"))
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             if not sock.poll(int(left * 1000) + 1):
                 break
             frames = sock.recv_multipart()
-            if peek_kind(frames) is Kind.CHALLENGE and len(frames[2]) == NONCE_BYTES + SALT_BYTES:
-                return frames[2][NONCE_BYTES:]
+            if peek_kind(frames) is Kind.CHALLENGE \
+                    and len(frames[2]) == NONCE_BYTES + SALT_BYTES + 1:
+                return frames[2][NONCE_BYTES:NONCE_BYTES + SALT_BYTES]
         raise TimeoutError(f"no rayipy head answered at {address} within {timeout:g} s")
     finally:
         sock.close(0)

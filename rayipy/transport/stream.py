@@ -16,11 +16,14 @@ connects and the one that accepts, first writes one ``HELLO`` record::
     magic      4 bytes, b"RYPH"
     version    2 bytes, big-endian: the protocol version
     nonce      32 random bytes, fresh for this connection
+    wish       1 byte: 1 if this end asks for encryption (``transport/encryption.py``:
+               by default, a TCP connection to another machine), else 0
 
-and derives the session from both nonces (``Signer.session``, no binding: the nonces
-are this connection's). Messages sent before the peer's record has come wait, unsigned,
-in the connection (``_held``), and are signed and written once it comes. A record with
-another magic or version closes the connection. Each message then carries the next
+and derives the session from both nonces and the agreed encryption (either end's wish;
+``Signer.session``, no binding: the nonces are this connection's). Messages sent before
+the peer's record has come wait, unsigned, in the connection (``_held``), and are
+signed and written once it comes. A record with another magic or version closes the
+connection. Each message then carries the next
 sequence number of its direction in its header; a number that is not above the last one
 is refused (a replay), and so is a message recorded on another connection (other
 nonces: another key). The first message that checks *authenticates* the connection;
@@ -36,6 +39,13 @@ On the stream one message is::
                byte before it: count, lengths, and
                each frame's signed form (the frame, or the keyed BLAKE3 digest of a
                frame of more than 64 KiB, as in ``wire.py``)
+
+On an encrypted session the frames after the header are ciphertext (AES-256-CTR,
+``protocol/cipher.py``) and the signature is over the ciphertext (encrypt-then-MAC).
+The sender encrypts a large frame 1 MiB piece by piece, just before signing and
+writing each piece; the receiver decrypts each piece in place in its landing buffer
+right after feeding it to the MAC, while it is in the cache, and unpickles only after
+the signature and the sequence number have checked.
 
 The lengths are inside the signature, so frames cannot be re-cut. A small message is
 one contiguous piece, signed and checked in one pass. The signature comes last so that
@@ -79,10 +89,13 @@ import weakref
 from typing import Any, Protocol, Sequence, Union
 
 from rayipy.protocol import landing
+from rayipy.protocol.cipher import PIECE_BYTES as CIPHER_PIECE_BYTES
+from rayipy.protocol.cipher import FrameCipher
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.wire import (DIGESTED_FRAME_BYTES, HEADER, KINDS, MAGIC, NONCE_BYTES,
                                   PROTOCOL_VERSION, SIGNATURE_BYTES, BadMessage, Frame, Message,
-                                  Session, Signer, decode)
+                                  Session, Signer, decode, seal_frames)
+from rayipy.transport import encryption
 from rayipy.transport.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
@@ -95,11 +108,11 @@ READ_BYTES = 256 * 1024            # one read of small messages, once authentica
 PRE_AUTH_READ_BYTES = 4 * 1024     # ... and before: an idle stranger costs little memory
 PRE_AUTH_SECONDS = 10.0            # an accepted connection must authenticate within this
 MAX_UNAUTHENTICATED = 256          # accepted connections per process not authenticated yet
-HELLO = struct.Struct(f"!4sH{NONCE_BYTES}s")   # the handshake record (module docstring)
+HELLO = struct.Struct(f"!4sH{NONCE_BYTES}sB")   # the handshake record (module docstring)
 HELLO_MAGIC = b"RYPH"
 SEND_TIMEOUT_SECONDS = 30          # a blocking send that moves nothing this long gives up
 SIGN_AS_SENT_BYTES = 2 * 2**20     # messages larger than this are signed piece by piece
-PIECE_BYTES = 1 * 2**20
+PIECE_BYTES = CIPHER_PIECE_BYTES   # 1 MiB: signed (and encrypted) as written
 UNIX_BUFFER_BYTES = 4 * 2**20     # a Unix socket's send buffer (see _widen)
 _COUNT = struct.Struct("!I")
 _LENGTHS = [struct.Struct(f"!{n}Q") for n in range(16)]
@@ -134,11 +147,16 @@ class _Hasher(Protocol):
     def digest(self) -> bytes: ...
 
 
+#: How to encrypt a piece as it is written: (the session's seal, sequence number, frame
+#: index, offset of the piece in its frame).
+_Seal = tuple[FrameCipher, int, int, int]
+
 #: What waits to be written (see StreamConnection._write): bytes ready to go, or bytes
 #: to sign first, as (piece, the hasher to feed it to, the MAC to feed that hasher's
-#: digest to after a large frame's last piece), or (None, MAC, None): the MAC's digest,
-#: which is the message's signature.
-_Outgoing = Union[memoryview, tuple[Union[memoryview, None], _Hasher, Union[_Hasher, None]]]
+#: digest to after a large frame's last piece, how to encrypt it first or None), or
+#: (None, MAC, None, None): the MAC's digest, which is the message's signature.
+_Outgoing = Union[memoryview, tuple[Union[memoryview, None], _Hasher, Union[_Hasher, None],
+                                    Union[_Seal, None]]]
 
 
 class StreamReader:
@@ -152,8 +170,11 @@ class StreamReader:
     by the time its last byte is in.
     """
 
-    def __init__(self, signer: Signer) -> None:
+    def __init__(self, signer: Signer, cipher: FrameCipher | None = None) -> None:
         self._signer = signer
+        self._cipher = cipher                # the session's ``open``: decrypts as bytes come
+        self._seq = 0                        # the message's, from its header (the nonce)
+        self._big_opened = 0                 # bytes of the large frame decrypted so far
         self._buffer = bytearray()           # bytes not parsed yet
         self._lengths: tuple[int, ...] | None = None
         self._frames: list[Frame] = []
@@ -187,10 +208,17 @@ class StreamReader:
         big = self._big
         if big is None:
             raise ValueError("filled() without a direct_target()")
+        view = memoryview(big).cast("B")
         if nbytes:
-            view = memoryview(big).cast("B")
             self._big_hasher.update(view[self._big_filled:self._big_filled + nbytes])
         self._big_filled += nbytes
+        cipher = self._cipher
+        if cipher is not None and self._frames:   # whole pieces, while still in the cache
+            opened, filled = self._big_opened, self._big_filled
+            end = filled if filled == view.nbytes else filled - filled % CIPHER_PIECE_BYTES
+            if end > opened:
+                cipher.apply_in_place(self._seq, len(self._frames) - 1, opened, view[opened:end])
+                self._big_opened = end
         if self._big_filled == len(big):
             self._mac.update(self._big_hasher.digest())
             self._frames.append(big)
@@ -199,7 +227,8 @@ class StreamReader:
 
     def take(self) -> list[tuple[list[Frame], bool]]:
         """The messages completed so far, as ``([signature, header, body, *buffers],
-        whether the signature is right)``."""
+        whether the signature is right)``; with a cipher, body and buffers are
+        decrypted already (use them only if the signature is right)."""
         done, self._done = self._done, []
         return done
 
@@ -223,7 +252,10 @@ class StreamReader:
             for size in lengths:
                 frames.append(view[at:at + size])
                 at += size
-            self._done.append((frames, hmac.compare_digest(signature, self._signer.mac(message))))
+            good = hmac.compare_digest(signature, self._signer.mac(message))
+            if self._cipher is not None:
+                frames[2:] = seal_frames(self._cipher, _header_seq(frames[1]), frames[2:])
+            self._done.append((frames, good))
             used = frames_end + SIGNATURE_BYTES
 
     def _parse(self) -> None:
@@ -244,9 +276,13 @@ class StreamReader:
                 if size <= SMALL_FRAME_BYTES:
                     if len(buffer) < size:
                         return
-                    frame = bytes(buffer[:size])
+                    frame: Frame = bytes(buffer[:size])
                     del buffer[:size]
                     self._mac.update(frame)
+                    if not self._frames:
+                        self._seq = _header_seq(frame)
+                    elif self._cipher is not None:
+                        frame = self._cipher.apply(self._seq, len(self._frames) - 1, frame)
                     self._frames.append(frame)
                     continue
                 try:
@@ -254,6 +290,7 @@ class StreamReader:
                 except (MemoryError, ValueError, OSError):   # OSError: mmap's ENOMEM
                     raise BadMessage(f"no memory for a frame of {size} bytes") from None
                 self._big_hasher = self._signer.frame_hasher()
+                self._big_opened = 0
                 have = min(size, len(buffer))
                 memoryview(self._big).cast("B")[:have] = buffer[:have]
                 del buffer[:have]
@@ -268,6 +305,16 @@ class StreamReader:
                 self._done.append(([signature, *self._frames], good))
                 self._lengths = None
                 self._frames = []
+
+
+def _header_seq(header: Frame) -> int:
+    """The sequence number in a header frame (0 if it is not one: such a message fails
+    its checks later, and what it decrypted to is never used)."""
+    view = memoryview(header)
+    if view.nbytes != HEADER.size:
+        return 0
+    seq: int = HEADER.unpack(view)[4]
+    return seq
 
 
 def _lengths(data: memoryview | bytes | bytearray, at: int) -> tuple[int, ...] | None:
@@ -287,30 +334,35 @@ def _lengths(data: memoryview | bytes | bytearray, at: int) -> tuple[int, ...] |
     return lengths
 
 
-def pack_message(signer: Signer, kind: Kind, body: Any, seq: int = 0) -> list[Frame]:
-    """The buffers to write for one message, in order (large buffers are not copied),
-    by the general path. A message without out-of-band buffers is one contiguous piece."""
+def pack_message(signer: Signer, kind: Kind, body: Any, seq: int = 0,
+                 cipher: FrameCipher | None = None) -> list[Frame]:
+    """The buffers to write for one message, in order (large buffers are not copied
+    unless encrypted), by the general path. A message without out-of-band buffers is
+    one contiguous piece."""
     data, buffers = _pickled(body)
-    return _signed(signer, *_frames(kind, data, buffers, seq))
+    prefix, frames = _frames(kind, data, buffers, seq)
+    return _signed(signer, prefix, [frames[0], *seal_frames(cipher, seq, frames[1:])])
 
 
-def pack_hello(nonce: bytes) -> bytes:
+def pack_hello(nonce: bytes, wish: bool = False) -> bytes:
     """The handshake record a connection starts with (module docstring)."""
-    return HELLO.pack(HELLO_MAGIC, PROTOCOL_VERSION, nonce)
+    return HELLO.pack(HELLO_MAGIC, PROTOCOL_VERSION, nonce, 1 if wish else 0)
 
 
 def pack_small(signer: Signer, kind: Kind, data: bytes,
-               buffers: Sequence[pickle.PickleBuffer] = (), seq: int = 0) -> bytes | None:
+               buffers: Sequence[pickle.PickleBuffer] = (), seq: int = 0,
+               cipher: FrameCipher | None = None) -> bytes | None:
     """The bytes of one message whose body pickled to ``data`` and ``buffers``, in one
     piece signed with one MAC call, when it is small: the pickle and the buffers
     together at most SMALL_FRAME_BYTES (none of them signed by its digest), and at
-    most 13 buffers. None when it is not. The fast path of ``pack_message``, which
-    gives the same bytes."""
+    most 13 buffers; encrypted first with ``cipher`` (the session's seal) when there
+    is one. None when it is not small. The fast path of ``pack_message``, which gives
+    the same bytes."""
     if not buffers:
         if len(data) > SMALL_FRAME_BYTES:
             return None
-        message = _SMALL_HEAD.pack(2, HEADER.size, len(data), MAGIC, PROTOCOL_VERSION, kind,
-                                   0, seq) + data
+        head = _SMALL_HEAD.pack(2, HEADER.size, len(data), MAGIC, PROTOCOL_VERSION, kind, 0, seq)
+        message = head + (data if cipher is None else cipher.apply(seq, 0, data))
         return message + signer.mac(message)
     count = 2 + len(buffers)
     if count >= len(_LENGTHS):
@@ -320,8 +372,8 @@ def pack_small(signer: Signer, kind: Kind, data: bytes,
     if len(data) + sum(sizes) > SMALL_FRAME_BYTES:
         return None
     message = b"".join([_COUNT.pack(count), _LENGTHS[count].pack(HEADER.size, len(data), *sizes),
-                        HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers), seq), data,
-                        *views])
+                        HEADER.pack(MAGIC, PROTOCOL_VERSION, kind, len(buffers), seq),
+                        *seal_frames(cipher, seq, [data, *views])])
     return message + signer.mac(message)
 
 
@@ -333,7 +385,7 @@ def take_small(signer: Signer, data: memoryview, end: int, into: list[Message],
     how many bytes they used, the rest being for ``StreamReader``. The fast path of
     StreamReader and ``decode``, with their verdicts; a bad signature or (with
     ``session``) a sequence number not above the last raises BadMessage, before
-    anything is unpickled."""
+    anything is decrypted (with the session's ``open``) or unpickled."""
     at = 0
     while end - at >= _SMALL_HEAD.size + SIGNATURE_BYTES:
         count, header_bytes, body_bytes, magic, version, kind_no, nbuf, seq = \
@@ -350,8 +402,11 @@ def take_small(signer: Signer, data: memoryview, end: int, into: list[Message],
             return at   # signed but odd: the general path says what it is
         if session is not None and not session.accept(seq):
             raise BadMessage("replayed or out of order", kind)
+        pickled: Frame = data[at + _SMALL_HEAD.size:body_end]
+        if session is not None and session.open is not None:
+            pickled = session.open.apply(seq, 0, pickled)
         try:
-            body = pickle.loads(data[at + _SMALL_HEAD.size:body_end])
+            body = pickle.loads(pickled)
         except Exception as e:  # a signed but undecodable body: a peer bug, as in decode
             raise BadMessage(f"body does not unpickle: {e!r}", kind) from None
         into.append(Message(kind, body, version))
@@ -359,9 +414,9 @@ def take_small(signer: Signer, data: memoryview, end: int, into: list[Message],
     return at
 
 
-def _signed(signer: Signer, prefix: bytes, frames: Sequence[bytes | memoryview]) -> list[Frame]:
-    if len(frames) == 2 and len(frames[1]) <= SMALL_FRAME_BYTES:
-        message = prefix + frames[0] + frames[1]
+def _signed(signer: Signer, prefix: bytes, frames: Sequence[Frame]) -> list[Frame]:
+    if len(frames) == 2 and memoryview(frames[1]).nbytes <= SMALL_FRAME_BYTES:
+        message = b"".join((prefix, frames[0], frames[1]))
         return [message + signer.mac(message)]
     mac = signer.start()
     mac.update(prefix)
@@ -401,11 +456,17 @@ class StreamConnection:
 
     ``signer`` holds the cluster key; the messages are signed with the session's keys,
     made once the peer's HELLO record has come (``receive``, ``wait_ready``).
+    ``peer_ip``: the address connected to (for a connection still connecting); by
+    default the socket's peer, which decides whether we ask for encryption.
     """
 
-    def __init__(self, sock: socket.socket, signer: Signer, connecting: bool = False) -> None:
+    def __init__(self, sock: socket.socket, signer: Signer, connecting: bool = False,
+                 peer_ip: str | None = None) -> None:
         self.sock = sock
         self.signer = signer
+        if peer_ip is None and sock.family != socket.AF_UNIX:
+            peer_ip = str(sock.getpeername()[0])
+        self.wish = encryption.wants(peer_ip)   # ask for encryption in our HELLO
         self.session: Session | None = None      # once the peer's HELLO came
         self.authenticated = False               # a message of the peer's has checked
         self._nonce = os.urandom(NONCE_BYTES)
@@ -422,7 +483,7 @@ class StreamConnection:
                                          # a message after it had closed
         self.dropped: collections.Counter[str] = collections.Counter()
         self._out: collections.deque[_Outgoing] = collections.deque()   # see _write
-        self._out.append(memoryview(pack_hello(self._nonce)))           # first, always
+        self._out.append(memoryview(pack_hello(self._nonce, self.wish)))   # first, always
         # Small until the peer has authenticated: 3,000 idle strangers once took 785 MB.
         self._staging = bytearray(PRE_AUTH_READ_BYTES)
         self._staging_view = memoryview(self._staging)   # messages are unpickled from it
@@ -445,7 +506,7 @@ class StreamConnection:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
-        connection = cls(sock, signer, connecting=True)
+        connection = cls(sock, signer, connecting=True, peer_ip=host)
         error = sock.connect_ex((host, port))
         if error not in (0, errno.EINPROGRESS):
             connection._fail(f"cannot connect to {address}: {errno.errorcode.get(error, error)}")
@@ -497,9 +558,9 @@ class StreamConnection:
         session = self.session
         assert session is not None
         seq = session.next_seq()
-        wire = pack_small(session.send, kind, data, buffers, seq)
+        wire = pack_small(session.send, kind, data, buffers, seq, session.seal)
         if wire is None:
-            return self._send_frames(*_frames(kind, data, buffers, seq), block)
+            return self._send_frames(*_frames(kind, data, buffers, seq), seq, block)
         if self._out or self.connecting:   # behind what waits
             self._out.append(memoryview(wire))
             if not self.connecting:
@@ -521,42 +582,48 @@ class StreamConnection:
             self._write(block)
         return not self.closed
 
-    def _send_frames(self, prefix: bytes, frames: Sequence[bytes | memoryview], block: bool
-                     ) -> bool:
+    def _send_frames(self, prefix: bytes, frames: Sequence[bytes | memoryview], seq: int,
+                     block: bool) -> bool:
         """``send`` by the general path: a message that is not small (``pack_small``);
         the lock held."""
         session = self.session
         assert session is not None
         if sum(memoryview(f).nbytes for f in frames) > SIGN_AS_SENT_BYTES:
-            self._queue_signed_as_sent(prefix, frames)
+            self._queue_signed_as_sent(prefix, frames, seq)
         else:
+            sealed = [frames[0], *seal_frames(session.seal, seq, frames[1:])]
             self._out.extend(memoryview(p).cast("B")
-                             for p in _signed(session.send, prefix, frames))
+                             for p in _signed(session.send, prefix, sealed))
         if not self.connecting:
             self._write(block)
         return not self.closed
 
-    def _queue_signed_as_sent(self, prefix: bytes, frames: Sequence[bytes | memoryview]) -> None:
+    def _queue_signed_as_sent(self, prefix: bytes, frames: Sequence[bytes | memoryview],
+                              seq: int) -> None:
         """Queue a large message in pieces that are signed only as each is written
         (``_write``), so that neither the sender (it returns at once) nor the receiver
         (it checks one piece while the next is signed) waits for a pass over all of it;
-        the signature, computed last, is the message's last bytes."""
+        the signature, computed last, is the message's last bytes. On an encrypted
+        session each piece is encrypted just before it is signed."""
         assert self.session is not None
         signer = self.session.send
+        seal = self.session.seal
         mac = signer.start()
         mac.update(prefix)
         out = self._out
         out.append(memoryview(prefix))
-        for frame in frames:
+        for index, frame in enumerate(frames):   # the header (index 0) stays in clear
             view = memoryview(frame).cast("B")
             if view.nbytes <= SMALL_FRAME_BYTES:
-                out.append((view, mac, None))
+                out.append((view, mac, None,
+                            None if seal is None or index == 0 else (seal, seq, index - 1, 0)))
                 continue
             hasher = signer.frame_hasher()
             for start in range(0, view.nbytes, PIECE_BYTES):
                 last = start + PIECE_BYTES >= view.nbytes
-                out.append((view[start:start + PIECE_BYTES], hasher, mac if last else None))
-        out.append((None, mac, None))     # becomes the signature when its turn comes
+                out.append((view[start:start + PIECE_BYTES], hasher, mac if last else None,
+                            None if seal is None else (seal, seq, index - 1, start)))
+        out.append((None, mac, None, None))   # becomes the signature when its turn comes
 
     def on_writable(self) -> None:
         """Owner: the poll said writable; finish connecting, then write what waits."""
@@ -573,10 +640,11 @@ class StreamConnection:
 
     def _write(self, block: bool) -> None:
         """Write what waits, in order. ``_out`` holds bytes ready to go; (piece, into,
-        then) to add to ``into`` first (the MAC, or a large frame's hasher), and after a
-        large frame's last piece its digest to ``then``, the MAC; or (None, mac, None)
-        for the MAC's digest. One such is taken into each write, at its start, so
-        signing keeps pace with writing."""
+        then, seal) to encrypt first with ``seal`` (if not None), add to ``into`` (the
+        MAC, or a large frame's hasher), and after a large frame's last piece its digest
+        to ``then``, the MAC; or (None, mac, None, None) for the MAC's digest. One such
+        is taken into each write, at its start, so encrypting and signing keep pace with
+        writing."""
         out = self._out
         flags = 0 if block else socket.MSG_DONTWAIT
         while out:
@@ -586,10 +654,13 @@ class StreamConnection:
                 if not isinstance(entry, memoryview):
                     if batch:
                         break
-                    view, into, then = entry
+                    view, into, then, seal = entry
                     if view is None:
                         view = memoryview(into.digest())
                     else:
+                        if seal is not None:
+                            cipher, seq, frame, offset = seal
+                            view = cipher.apply_piece(seq, frame, offset, view)
                         into.update(view)
                         if then is not None:
                             then.update(into.digest())
@@ -631,10 +702,12 @@ class StreamConnection:
             self._start_session()
 
     def _start_session(self) -> None:
-        magic, version, nonce = HELLO.unpack(self._peer_hello)
+        magic, version, nonce, peer_wish = HELLO.unpack(self._peer_hello)
         why = ""
         if magic != HELLO_MAGIC:
             why = "not a rayipy handshake"
+        elif peer_wish not in (0, 1) and version == PROTOCOL_VERSION:
+            why = "bad encryption wish"
         elif version != PROTOCOL_VERSION:
             why = (f"protocol version mismatch: the peer speaks {version}, we speak "
                    f"{PROTOCOL_VERSION}; install the same rayipy version on every machine")
@@ -644,14 +717,14 @@ class StreamConnection:
             self._fail(f"bad handshake: {why}")
             return
         try:
-            session = self.signer.session(self._nonce, nonce)
+            session = self.signer.session(self._nonce, nonce, encrypt=self.wish or peer_wish == 1)
         except ValueError as e:
             self.dropped["bad hello"] += 1
             self._fail(f"bad handshake: {e}")
             return
         with self.lock:
             self.session = session
-            self.reader = StreamReader(session.receive)
+            self.reader = StreamReader(session.receive, session.open)
             held, self._held = self._held, []
             for kind, data, buffers in held:
                 if self.closed:
@@ -726,7 +799,7 @@ class StreamConnection:
                     if not signed:
                         raise BadMessage("bad signature")
                     messages.append(decode(session.receive, frames, signature_checked=True,
-                                           session=session))
+                                           session=session, decrypted=True))
             except BadMessage as e:
                 self.dropped[e.reason.split(":")[0]] += 1
                 note_failure(self.peer_address(), e.reason)

@@ -45,14 +45,15 @@ def dropped() -> int:
 def handshake(sock, key: bytes, record: list | None = None) -> Session:
     """Play a DEALER's side of the handshake by hand (HELLO, the head's CHALLENGE)."""
     nonce = os.urandom(NONCE_BYTES)
-    hello = encode_unsigned(Kind.HELLO, nonce)
+    hello = encode_unsigned(Kind.HELLO, nonce + b"\0")   # no wish to encrypt
     sock.send_multipart(hello)
     if record is not None:
         record.append(hello)
     assert sock.poll(5000), "no CHALLENGE"
     challenge = sock.recv_multipart()
     assert decode(Signer(key), challenge).kind is Kind.CHALLENGE
-    return Signer(key).session(nonce, challenge[2][:NONCE_BYTES], sock.getsockopt(zmq.IDENTITY))
+    return Signer(key).session(nonce, challenge[2][:NONCE_BYTES], sock.getsockopt(zmq.IDENTITY),
+                               encrypt=challenge[2][-1:] == b"\1")
 
 
 def sign(session: Session, kind: Kind, body) -> list:
@@ -291,3 +292,101 @@ def test_a_data_port_closes_a_connection_that_sends_a_bad_message(cluster, what)
         sock.sendall(data)
         assert _closed_by_worker(sock)
     assert len(rayipy.get(two_megabytes.remote(), timeout=30)) == 2 * 2**20
+
+
+# -- encryption (protocol 6) ------------------------------------------------------------
+
+def test_a_local_cluster_on_loopback_is_left_in_clear_by_default(raw_socket):
+    """RAYIPY_ENCRYPT=auto (the default): the head does not ask to encrypt a peer on
+    this machine, so a peer that does not ask either gets a session in clear."""
+    link = handshake(raw_socket, session._cluster.key)
+    assert not link.encrypted
+    raw_socket.send_multipart(sign(link, Kind.HEARTBEAT, ()))
+    assert rayipy.get(ping.remote(), timeout=30) == "pong"
+
+
+ENCRYPTED_CLUSTER = """
+import os, sys
+import numpy as np
+import zmq
+import rayipy
+from rayipy import session
+from rayipy.protocol.kinds import Kind
+from rayipy.protocol.wire import NONCE_BYTES, Signer, encode, encode_unsigned
+sys.path.insert(0, {tests!r})
+from helpers import wait_until
+
+rayipy.init(num_cpus=2)
+try:
+    @rayipy.remote
+    def double(x):
+        return x * 2
+
+    @rayipy.remote
+    class Box:
+        def __init__(self, value):
+            self.value = value
+        def get(self):
+            return self.value
+
+    big = np.arange(3_000_000, dtype=np.int64)          # 24 MB: data ports, pieces
+    assert (rayipy.get(double.remote(big), timeout=60) == big * 2).all()
+    assert rayipy.get(Box.remote("secret").get.remote(), timeout=60) == "secret"
+    ref = rayipy.put(big)
+    assert (rayipy.get(double.remote(ref), timeout=60) == big * 2).all()
+
+    # The head asks to encrypt even a peer on loopback, and a tampered ciphertext is
+    # dropped and counted as a bad signature.
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IDENTITY, os.urandom(8))
+    sock.connect("tcp://" + session._context.address)
+    nonce = os.urandom(NONCE_BYTES)
+    sock.send_multipart(encode_unsigned(Kind.HELLO, nonce + b"\\0"))
+    assert sock.poll(5000)
+    challenge = sock.recv_multipart()[2]
+    assert challenge[-1:] == b"\\1", "the head did not ask for encryption"
+    key = session._cluster.key
+    link = Signer(key).session(nonce, challenge[:NONCE_BYTES], sock.getsockopt(zmq.IDENTITY),
+                               encrypt=True)
+    def bad_signatures():
+        return rayipy.cluster_status()["dropped_messages"].get("bad signature", 0)
+    before = bad_signatures()
+    seq = link.next_seq()
+    frames = [bytes(f) for f in encode(link.send, Kind.SUBMIT, ([],), seq, link.seal)]
+    frames[2] = bytes([frames[2][0] ^ 1]) + frames[2][1:]
+    sock.send_multipart(frames)
+    wait_until(lambda: bad_signatures() >= before + 1, timeout=10)
+    sock.close(0)
+    context.term()
+    assert rayipy.get(double.remote(21), timeout=30) == 42
+    print("ENCRYPTED CLUSTER OK")
+finally:
+    rayipy.shutdown()
+"""
+
+
+def test_always_encrypts_a_local_cluster_and_it_still_works(tmp_path):
+    """RAYIPY_ENCRYPT=always, in a driver of its own (the setting reaches the head,
+    agent and workers through their environment): tasks, actors and large values work
+    on encrypted sessions, the head asks for encryption on loopback, and a tampered
+    ciphertext is dropped like a bad MAC."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, RAYIPY_ENCRYPT="always", RAYIPY_HOME=str(tmp_path))
+    env.pop("RAYIPY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-c", ENCRYPTED_CLUSTER.format(tests=tests)],
+                          env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert done.returncode == 0 and "ENCRYPTED CLUSTER OK" in done.stdout, \
+        done.stdout + done.stderr
+
+
+def test_a_bad_setting_fails_before_a_cluster_starts(monkeypatch):
+    from rayipy.node.launch import LocalCluster
+    monkeypatch.setenv("RAYIPY_ENCRYPT", "sometimes")
+    with pytest.raises(ValueError, match="RAYIPY_ENCRYPT='sometimes'"):
+        LocalCluster.__new__(LocalCluster).start()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.wire import (HEADER, MAGIC, NONCE_BYTES, PROTOCOL_VERSION, Session, Signer,
-                                  encode, encode_unsigned)
+                                  encode, encode_unsigned, parse_wish, wish_byte)
 from rayipy.transport.endpoint import Endpoint
 
 KEY = b"k" * 32
@@ -38,12 +38,13 @@ class Pair:
         self.raw.setsockopt(zmq.IDENTITY, b"R" + os.urandom(7))
         self.raw.connect(address)
         nonce = os.urandom(NONCE_BYTES)
-        self.raw.send_multipart(encode_unsigned(Kind.HELLO, nonce))
+        self.raw.send_multipart(encode_unsigned(Kind.HELLO, nonce + wish_byte(False)))
         self.receive()
         assert self.raw.poll(5000), "no CHALLENGE"
         challenge = self.raw.recv_multipart()
+        encrypt = parse_wish(challenge[2][-1:])   # the head's wish (none on loopback)
         self.session: Session = Signer(KEY).session(nonce, challenge[2][:NONCE_BYTES],
-                                                    self.raw.getsockopt(zmq.IDENTITY))
+                                                    self.raw.getsockopt(zmq.IDENTITY), encrypt)
         self.send_signed(Kind.HEARTBEAT, ())
         assert self.receive()[1] is not None   # the session is the peer's now
 

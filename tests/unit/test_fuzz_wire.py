@@ -228,8 +228,8 @@ def test_a_connection_reads_mutated_streams_without_crashing(data, messages):
         theirs.setblocking(True)
         peer_nonce = os.urandom(32)
         their_record = theirs.recv(stream.HELLO.size)   # the connection's HELLO
-        _magic, _version, connection_nonce = stream.HELLO.unpack(their_record)
-        peer = SIGNER.session(peer_nonce, connection_nonce)
+        _magic, _version, connection_nonce, wish = stream.HELLO.unpack(their_record)
+        peer = SIGNER.session(peer_nonce, connection_nonce, encrypt=bool(wish))
         wire = b"".join(stream_bytes(peer, kind, body) for kind, body in messages)
         edits = data.draw(st.lists(st.tuples(st.integers(0, max(len(wire) - 1, 0)),
                                              st.sampled_from(["flip", "cut", "insert"]),

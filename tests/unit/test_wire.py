@@ -425,10 +425,12 @@ def test_the_session_keys_are_the_documented_hmacs():
     """Written from the module docstring, independently of Signer.session."""
     import hashlib
     import hmac
-    base = hmac.new(KEY, b"rayipy session 5\0" + NONCE_A + NONCE_B + b"id", hashlib.sha256).digest()
+    base = hmac.new(KEY, b"rayipy session 6\0" + NONCE_A + NONCE_B + b"\0" + b"id",
+                    hashlib.sha256).digest()
     a = Signer(KEY).session(NONCE_B, NONCE_A, b"id")
     assert a.send.mac(b"m") == hmac.new(hmac.new(base, b"from" + NONCE_B, hashlib.sha256).digest(),
                                         b"m", hashlib.sha256).digest()
+    assert a.seal is None and a.open is None and not a.encrypted
 
 
 def test_resign_passes_body_and_buffers_on_with_a_new_number_and_key():
