@@ -39,7 +39,7 @@ from rayipy.node.actor_host import make_host
 from rayipy.node.client import Runtime
 from rayipy.node.data_port import DIRECT_RESULT_BYTES, is_large
 from rayipy.node.direct import DirectInbox
-from rayipy.node.task_output import OutputBuffer, TaskOutput
+from rayipy.node.task_output import OutputBuffer, TaskOutput, encode_bundle, text_fallback
 from rayipy.node.task_runner import DIRECT_CALLER, TaskRunner
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import Payload, TaskResult, TaskSpec
@@ -357,6 +357,17 @@ class Worker:
             return
         self.output.add(spec, stream, text)
 
+    def add_display(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """Any thread: a MIME bundle a task displayed (``rayipy.jupyter.task_display``),
+        sent to its owner after what the task printed before it."""
+        spec = CURRENT_TASK.get() or self.state.current
+        fallback = text_fallback(data)
+        if spec is None:
+            if sys.__stderr__ is not None:
+                sys.__stderr__.write(fallback)
+            return
+        self.output.add_display(spec, encode_bundle(data, metadata), fallback)
+
 
 def _surely_small(result: TaskResult) -> bool:
     """True for what ``is_large`` would say no to and can be told at a glance: one value of
@@ -396,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, worker.runner.interrupt)
     sys.stdout = TaskOutput(worker.add_output, "stdout")
     sys.stderr = TaskOutput(worker.add_output, "stderr")
+    _capture_displays(worker)
     try:
         runtime.start()
         if env is not None:
@@ -409,6 +421,17 @@ def main(argv: list[str] | None = None) -> int:
         runtime.close()
         worker.inbox.close()
     return 0
+
+
+def _capture_displays(worker: Worker) -> None:
+    """Tasks' ``display()`` calls and matplotlib figures go to their owner as MIME
+    bundles (the capture lives with the rest of the IPython code, in rayipy.jupyter)."""
+    try:
+        from rayipy.jupyter.task_display import install
+        install(worker.add_display)
+    except Exception:   # rich output is a nicety: a worker that cannot capture it still runs
+        logging.getLogger("rayipy.worker").warning("task display capture not installed",
+                                                   exc_info=True)
 
 
 def _runtime_env(key: bytes) -> tuple[dict[str, Any] | None, str]:
