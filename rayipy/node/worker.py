@@ -414,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
             env_error = env_error or _apply_packages(runtime, env)
             if env_error:
                 worker.runner.env_error = runtime_env_setup.setup_error(env_error)
+        _replay_setup_cells(runtime)
         worker.run_forever()
     except (KeyboardInterrupt, SystemExit):
         pass
@@ -432,6 +433,24 @@ def _capture_displays(worker: Worker) -> None:
     except Exception:   # rich output is a nicety: a worker that cannot capture it still runs
         logging.getLogger("rayipy.worker").warning("task display capture not installed",
                                                    exc_info=True)
+
+
+def _replay_setup_cells(runtime: Runtime) -> None:
+    """Run the live drivers' ``%%remote --all`` cells before the first task (tasks that
+    come meanwhile wait in the inbox). A failure is logged here, in the worker's log:
+    the driver that recorded the cell is not waiting for it."""
+    log = logging.getLogger("rayipy.worker")
+    try:
+        cells = runtime.request("setup_cells")
+    except Exception:
+        log.warning("could not ask the head for setup cells", exc_info=True)
+        return
+    if not cells:
+        return
+    from rayipy.jupyter.cell_tasks import replay_setup_cells
+    for report in replay_setup_cells(cells):
+        if report["error"] is not None:
+            log.warning("a %%remote --all setup cell failed here:\n%s", report["error"][2])
 
 
 def _runtime_env(key: bytes) -> tuple[dict[str, Any] | None, str]:
