@@ -40,9 +40,11 @@ def run_cell(source: str, filename: str, namespace: dict[str, Any]) -> Any:
     return eval(compile(last, filename, "eval"), scope)
 
 
-# The setup cells this process has run (their ids): a worker that started while a cell was
-# being sent out can get it both ways, from the head at start and as a task; it runs once.
-_setup_done: set[str] = set()
+# The setup cells this process has run, by id, with their reports: a worker that started
+# while a cell was being sent out gets it both ways, from the head at start and as a task;
+# it runs once, and the task answers with what the first run printed.
+_setup_done: dict[str, dict[str, Any]] = {}
+MAX_SETUP_REPORTS = 256    # kept (the oldest forgotten): the race they serve lasts moments
 
 ALREADY_RAN = "(this worker ran the cell when it started)\n"
 
@@ -53,13 +55,21 @@ def run_setup(source: str, filename: str, namespace: dict[str, Any],
 
     Errors are returned, not raised, so the output printed before them is kept; the
     driver raises the first one after showing every worker's part. A cell with a
-    ``setup_id`` this process has run already is not run again.
+    ``setup_id`` this process has run already is not run again: the first run's report.
     """
-    report: dict[str, Any] = {"pid": os.getpid(), "value": None, "error": None}
     if setup_id:
-        if setup_id in _setup_done:
-            return {**report, "stdout": ALREADY_RAN, "stderr": ""}
-        _setup_done.add(setup_id)
+        done = _setup_done.get(setup_id)
+        if done is not None:
+            return {**done, "stdout": done["stdout"] + ALREADY_RAN}
+        report = _setup_done[setup_id] = _run_setup(source, filename, namespace)
+        while len(_setup_done) > MAX_SETUP_REPORTS:
+            del _setup_done[next(iter(_setup_done))]
+        return report
+    return _run_setup(source, filename, namespace)
+
+
+def _run_setup(source: str, filename: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    report: dict[str, Any] = {"pid": os.getpid(), "value": None, "error": None}
     out, err = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

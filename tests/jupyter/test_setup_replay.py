@@ -63,3 +63,15 @@ def test_a_failed_setup_cell_is_not_replayed(live):
     cells = runtime.request("setup_cells")
     assert all(b"RAYIPY_TEST_BAD" not in blob for _driver, _id, blob in cells)
     assert any(b"RAYIPY_TEST_SETUP_MARK" in blob for _driver, _id, blob in cells)
+
+
+def test_a_setup_cell_got_both_ways_runs_once_and_answers_with_its_first_output():
+    from rayipy.jupyter import cell_tasks
+    counter = {"n": 0}
+    source = "counter['n'] += 1\nprint('ran', counter['n'])\n"
+    first = cell_tasks.run_setup(source, "<cell>", {"counter": counter}, "id-1")
+    again = cell_tasks.run_setup(source, "<cell>", {"counter": counter}, "id-1")
+    assert counter["n"] == 1 and first["stdout"] == "ran 1\n"
+    assert again["stdout"] == "ran 1\n" + cell_tasks.ALREADY_RAN
+    cell_tasks.run_setup(source, "<cell>", {"counter": counter})   # no id: always runs
+    assert counter["n"] == 2
