@@ -174,7 +174,8 @@ class OutputRouter:
     def on_log(self, lines: list, label: str) -> None:
         with self._lock:
             self._forget(time.monotonic())
-            routed = []
+            # (target, stream, text) or, for a display, (target, DISPLAY_STREAM, (bundle, text))
+            routed: list[tuple[Any, str, Any]] = []
             for stream, text, task, task_id, *extra in lines:
                 cell = self._tasks.get(task_id)
                 if stream == DISPLAY_STREAM:
@@ -204,7 +205,8 @@ class OutputRouter:
             else:
                 target.append_text("stderr" if stream == "stderr" else "stdout", text)
 
-    def _display(self, target: Any, bundle: tuple[dict, dict], fallback: str) -> None:
+    def _display(self, target: Any, bundle: tuple[dict[str, Any], dict[str, Any]],
+                 fallback: str) -> None:
         """A task's MIME bundle: into the cell's widget, or a ``display_data`` message
         with the cell's parent; outside a kernel, its text."""
         data, metadata = bundle
@@ -279,7 +281,7 @@ def _cell_key(parent: dict | None, shell: Any) -> Any:
     return ("execution", getattr(shell, "execution_count", 0))
 
 
-def _bundle(extra: list) -> tuple[dict, dict] | None:
+def _bundle(extra: list[Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(data, metadata) of a display line's bundle JSON, or None if it has none."""
     try:
         return decode_bundle(extra[0])

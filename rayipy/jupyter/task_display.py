@@ -85,8 +85,8 @@ def formatter() -> Any:
     return _formatter
 
 
-def display(*objs: Any, include: Any = None, exclude: Any = None, metadata: dict | None = None,
-            transient: dict | None = None, display_id: Any = None, raw: bool = False,
+def display(*objs: Any, include: Any = None, exclude: Any = None, metadata: dict[str, Any] | None = None,
+            transient: dict[str, Any] | None = None, display_id: Any = None, raw: bool = False,
             clear: bool = False, **kwargs: Any) -> Any:
     """IPython's ``display`` for a worker: each object formatted and published.
     ``display_id`` gives a handle, but an update is shown as a new output: the owner
@@ -107,7 +107,7 @@ def display(*objs: Any, include: Any = None, exclude: Any = None, metadata: dict
     return None
 
 
-def publish_display_data(data: dict, metadata: dict | None = None, *, transient: Any = None,
+def publish_display_data(data: dict[str, Any], metadata: dict[str, Any] | None = None, *, transient: Any = None,
                          **kwargs: Any) -> None:
     """IPython's ``publish_display_data`` for a worker."""
     publish(dict(data), dict(metadata or {}))
