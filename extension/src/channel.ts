@@ -8,7 +8,7 @@
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { UUID } from '@lumino/coreutils';
 
-import { IClusterStatus, checkStatus } from './status';
+import { IActionAnswer, IClusterStatus, checkStatus } from './status';
 
 export const COMM_TARGET = 'rayipy.status';
 
@@ -39,7 +39,8 @@ export class StatusChannel {
   constructor(
     readonly kernel: Kernel.IKernelConnection,
     private readonly onState: (state: ChannelState) => void,
-    private readonly interval = 2.0
+    private readonly interval = 2.0,
+    private readonly onAction: (answer: IActionAnswer) => void = () => undefined
   ) {
     this._client = UUID.uuid4();
     liveChannels.set(this._client, this);
@@ -61,6 +62,16 @@ export class StatusChannel {
     if (this._comm && !this._comm.isDisposed) {
       this._comm.send({ action: 'refresh' });
     }
+  }
+
+  /** Run one of the sidebar's buttons in the kernel (start, connect, stop); false when
+   * there is no comm yet to send it on. The answer comes to `onAction`. */
+  send(action: { [key: string]: unknown }): boolean {
+    if (!this._comm || this._comm.isDisposed) {
+      return false;
+    }
+    this._comm.send(action as any);
+    return true;
   }
 
   dispose(): void {
@@ -177,6 +188,8 @@ export class StatusChannel {
       const body = update.content.data as any;
       if (body && body.type === 'status') {
         this._show(body.status);
+      } else if (body && body.type === 'action' && !this._disposed) {
+        this.onAction(body as IActionAnswer);
       }
     };
     comm.onClose = () => {

@@ -9,16 +9,22 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, MainAreaWidget } from '@jupyterlab/apputils';
+import { Widget } from '@lumino/widgets';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon } from '@jupyterlab/ui-components';
 
-import { ClusterPanel } from './panel';
+import { ClusterPanel, PaneView } from './panel';
 
 const PLUGIN_ID = 'rayipy-labextension:sidebar';
 const WIDGET_MANAGER = '@jupyter-widgets/jupyterlab-manager:plugin';
 const SHOW_COMMAND = 'rayipy:show-cluster';
+const PANE_COMMAND = 'rayipy:open-dashboard-pane';
+const PANE_TITLES: { [view: string]: string } = {
+  stream: 'rayipy task stream',
+  workers: 'rayipy workers'
+};
 
 const clusterIcon = new LabIcon({
   name: 'rayipy:cluster',
@@ -49,7 +55,44 @@ const plugin: JupyterFrontEndPlugin<void> = {
     if (settings) {
       void saveWidgetState(settings);
     }
-    const panel = new ClusterPanel();
+    // One pane per view, reused: the dashboard page (through Jupyter's server proxy, so
+    // it works where only Jupyter's port is reachable) showing that section alone.
+    const panes = new Map<string, MainAreaWidget<Widget>>();
+    app.commands.addCommand(PANE_COMMAND, {
+      label: args => `Open the ${PANE_TITLES[args.view as string] ?? 'rayipy dashboard'}`,
+      execute: args => {
+        const view = args.view as PaneView;
+        const url = args.url as string;
+        if (!PANE_TITLES[view] || typeof url !== 'string') {
+          throw new Error(`rayipy: a pane is 'stream' or 'workers' with a url, got ${view}`);
+        }
+        let pane = panes.get(view);
+        if (!pane || pane.isDisposed) {
+          const content = new Widget();
+          content.addClass('jp-RayipyPane');
+          const frame = document.createElement('iframe');
+          frame.dataset.rayipy = `pane-frame-${view}`;
+          content.node.append(frame);
+          pane = new MainAreaWidget({ content });
+          pane.id = `rayipy-pane-${view}`;
+          pane.title.label = PANE_TITLES[view];
+          pane.title.icon = clusterIcon;
+          pane.title.closable = true;
+          panes.set(view, pane);
+        }
+        const frame = pane.content.node.querySelector('iframe') as HTMLIFrameElement;
+        if (frame.getAttribute('src') !== url) {
+          frame.src = url;
+        }
+        if (!pane.isAttached) {
+          app.shell.add(pane, 'main', { mode: 'split-right' });
+        }
+        app.shell.activateById(pane.id);
+      }
+    });
+    const panel = new ClusterPanel(app.serviceManager.serverSettings.baseUrl, (view, url) => {
+      void app.commands.execute(PANE_COMMAND, { view, url });
+    });
     panel.title.icon = clusterIcon;
     app.shell.add(panel, 'left', { rank: 650 });
     restorer?.add(panel, 'rayipy-cluster');

@@ -12,7 +12,11 @@ import { Widget } from '@lumino/widgets';
 
 import { ChannelState, StatusChannel } from './channel';
 import {
+  IActionAnswer,
   IClusterStatus,
+  IFunctionProgress,
+  IWorkerRow,
+  proxiedDashboard,
   formatAmount,
   TaskScope,
   formatBytes,
@@ -25,18 +29,118 @@ import {
 /** Kernel states in which it can answer (others: wait for the next change). */
 const ANSWERING: ReadonlySet<Kernel.Status> = new Set(['idle', 'busy']);
 
+/** A dashboard pane inside Lab: the task stream or the worker table. */
+export type PaneView = 'stream' | 'workers';
+
 export class ClusterPanel extends Widget {
-  constructor() {
+  /**
+   * `baseUrl`: Jupyter's (the dashboard is reached through its server proxy);
+   * `openPane(view, url)`: opens a dashboard pane in Lab's main area.
+   */
+  constructor(
+    private readonly baseUrl: string = '/',
+    private readonly openPane: (view: PaneView, url: string) => void = () => undefined
+  ) {
     super();
     this.id = 'rayipy-cluster-panel';
     this.addClass('jp-RayipyPanel');
     this.title.caption = 'rayipy cluster';
     this._header = document.createElement('div');
     this._header.className = 'jp-RayipyPanel-header';
+    this._controls = this._makeControls();
     this._body = document.createElement('div');
     this._body.className = 'jp-RayipyPanel-body';
-    this.node.append(this._header, this._body);
+    this.node.append(this._header, this._controls, this._body);
     this._render();
+  }
+
+  /** The buttons, built once (so what is typed in the fields survives each update). */
+  private _makeControls(): HTMLElement {
+    const box = el('div', 'jp-RayipyPanel-controls');
+    box.dataset.rayipy = 'controls';
+    const idle = el('div', 'jp-RayipyPanel-controlGroup');
+    idle.dataset.rayipy = 'controls-disconnected';
+    const cpus = el('input', 'jp-RayipyPanel-input jp-RayipyPanel-cpus');
+    cpus.type = 'number';
+    cpus.min = '1';
+    cpus.placeholder = 'CPUs';
+    cpus.title = 'worker processes (empty: one per CPU)';
+    cpus.dataset.rayipy = 'num-cpus';
+    const start = button('Start a local cluster', 'start', () => {
+      const value = cpus.value.trim();
+      this._act({ action: 'start', num_cpus: value ? Number(value) : null });
+    });
+    const address = el('input', 'jp-RayipyPanel-input');
+    address.placeholder = 'head address, e.g. 10.0.0.5:6379';
+    address.dataset.rayipy = 'address-input';
+    const password = el('input', 'jp-RayipyPanel-input');
+    password.type = 'password';
+    password.placeholder = 'password';
+    password.dataset.rayipy = 'password-input';
+    const connect = button('Connect', 'connect', () =>
+      this._act({ action: 'connect', address: address.value, password: password.value || null })
+    );
+    idle.append(row(start, cpus), row(address), row(password, connect));
+
+    const live = el('div', 'jp-RayipyPanel-controlGroup');
+    live.dataset.rayipy = 'controls-connected';
+    const stop = button('Stop', 'stop', () => {
+      // A stop refused because tasks run: the next click goes ahead (the answer said so).
+      this._act({ action: 'stop', force: this._stopRefused });
+    });
+    const open = button('Dashboard', 'open-dashboard', () => {
+      const url = this._dashboard();
+      if (url) {
+        window.open(url, '_blank', 'noopener');
+      }
+    });
+    const stream = button('Task stream', 'pane-stream', () => this._pane('stream'));
+    const workers = button('Workers', 'pane-workers', () => this._pane('workers'));
+    live.append(row(stop, open), row(stream, workers));
+
+    const answer = el('div', 'jp-RayipyPanel-message');
+    answer.dataset.rayipy = 'action-message';
+    box.append(idle, live, answer);
+    this._answer = answer;
+    this._stopButton = stop;
+    return box;
+  }
+
+  private _act(action: { [key: string]: unknown }): void {
+    if (!this._channel || !this._channel.send(action)) {
+      this._showAnswer('The kernel is not listening yet: try again in a moment.', false);
+      return;
+    }
+    this._showAnswer(`${action.action}…`, true);
+  }
+
+  private _onAction(answer: IActionAnswer): void {
+    this._stopRefused = answer.action === 'stop' && !answer.ok;
+    this._stopButton.textContent = this._stopRefused ? 'Stop anyway' : 'Stop';
+    this._showAnswer(answer.message, answer.ok);
+  }
+
+  private _showAnswer(text: string, ok: boolean): void {
+    this._answer.textContent = text;
+    this._answer.dataset.ok = String(ok);
+  }
+
+  /** The dashboard through Jupyter's server proxy, or null when there is none. */
+  private _dashboard(view?: PaneView): string | null {
+    const state = this._state;
+    if (!state || state.kind !== 'status' || !state.status.dashboard_url) {
+      return null;
+    }
+    return proxiedDashboard(this.baseUrl, state.status.dashboard_url, view);
+  }
+
+  private _pane(view: PaneView): void {
+    const url = this._dashboard(view);
+    if (url) {
+      this.openPane(view, url);
+    } else {
+      this._showAnswer('This cluster has no dashboard.', false);
+    }
   }
 
   /** The notebook whose kernel the panel shows (the tracker's current one). */
@@ -87,10 +191,15 @@ export class ClusterPanel extends Widget {
       this._state = null;
     }
     if (wanted && !this._channel && kernel) {
-      this._channel = new StatusChannel(kernel, state => {
-        this._state = state;
-        this._render();
-      });
+      this._channel = new StatusChannel(
+        kernel,
+        state => {
+          this._state = state;
+          this._render();
+        },
+        2.0,
+        answer => this._onAction(answer)
+      );
     }
     this._render();
   }
@@ -129,9 +238,15 @@ export class ClusterPanel extends Widget {
       content = renderStatus(this._state.status);
     }
     this._body.replaceChildren(...content);
+    const shown = this._state?.kind === 'status' ? this._state.status : null;
+    this._controls.dataset.connected = shown ? String(shown.connected) : 'unknown';
   }
 
   private readonly _header: HTMLElement;
+  private readonly _controls: HTMLElement;
+  private _answer!: HTMLElement;
+  private _stopButton!: HTMLButtonElement;
+  private _stopRefused = false;
   private readonly _body: HTMLElement;
   private _notebook: NotebookPanel | null = null;
   private _channel: StatusChannel | null = null;
@@ -250,7 +365,78 @@ export function renderStatus(status: IClusterStatus): HTMLElement[] {
   if (status.workers !== undefined) {
     out.push(message(`${formatAmount(status.workers)} worker processes`, 'workers'));
   }
+  if (status.worker_rows && status.worker_rows.length) {
+    out.push(workerTable(status.worker_rows));
+  }
+  const functions = Object.entries(status.functions ?? {});
+  if (functions.length) {
+    out.push(el('h3', 'jp-RayipyPanel-section', 'Progress by function (cluster)'));
+    for (const [name, progress] of functions) {
+      out.push(functionBar(name, progress));
+    }
+  }
   return out;
+}
+
+/** One row per worker: pid, state, the task it runs now, resident memory. */
+function workerTable(rows: IWorkerRow[]): HTMLElement {
+  const table = el('table', 'jp-RayipyPanel-table jp-RayipyPanel-workers');
+  table.dataset.rayipy = 'worker-table';
+  const head = table.createTHead().insertRow();
+  for (const title of ['worker', 'state', 'task', 'RSS']) {
+    head.append(el('th', '', title));
+  }
+  const body = table.createTBody();
+  for (const worker of rows) {
+    const line = body.insertRow();
+    line.dataset.rayipy = 'worker-row';
+    line.dataset.state = worker.state;
+    line.title = `node ${worker.node_id.slice(0, 8)} ${worker.ip}`;
+    line.insertCell().textContent = `pid ${worker.pid}`;
+    line.insertCell().textContent = worker.state.toLowerCase();
+    const task = line.insertCell();
+    task.dataset.rayipy = 'worker-task';
+    task.textContent = worker.task || '–';
+    const rss = line.insertCell();
+    rss.dataset.rayipy = 'worker-rss';
+    rss.textContent = worker.rss ? formatBytes(worker.rss) : '';
+  }
+  return table;
+}
+
+/** A function's tasks as one bar: done (green), failed (red), running, waiting. */
+function functionBar(name: string, p: IFunctionProgress): HTMLElement {
+  const box = el('div', 'jp-RayipyPanel-function');
+  box.dataset.rayipy = 'function';
+  box.dataset.name = name;
+  const label = el('div', 'jp-RayipyPanel-functionLabel');
+  label.append(
+    el('span', 'jp-RayipyPanel-functionName', name),
+    el('span', 'jp-RayipyPanel-functionCounts',
+       `${p.done + p.failed} / ${p.total}` + (p.failed ? ` · ${p.failed} failed` : '') +
+       (p.running ? ` · ${p.running} running` : ''))
+  );
+  const bar = el('div', 'jp-RayipyPanel-bar jp-RayipyPanel-stack');
+  for (const [part, value] of [['done', p.done], ['failed', p.failed], ['running', p.running]] as [string, number][]) {
+    const fill = el('div', `jp-RayipyPanel-part jp-RayipyPanel-part-${part}`);
+    fill.style.width = `${p.total ? (100 * value) / p.total : 0}%`;
+    bar.append(fill);
+  }
+  box.append(label, bar);
+  return box;
+}
+
+function button(text: string, name: string, onClick: () => void): HTMLButtonElement {
+  const node = el('button', 'jp-Button jp-mod-styled jp-mod-accept jp-RayipyPanel-button', text);
+  node.dataset.rayipy = name;
+  node.addEventListener('click', onClick);
+  return node;
+}
+
+function row(...children: HTMLElement[]): HTMLElement {
+  const node = el('div', 'jp-RayipyPanel-row');
+  node.append(...children);
+  return node;
 }
 
 function defaultScope(name: string): TaskScope {

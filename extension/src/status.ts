@@ -40,6 +40,36 @@ export interface ITaskCounts {
   cancelled?: number;
 }
 
+/** One worker process (the sidebar's worker rows). */
+export interface IWorkerRow {
+  pid: number;
+  node_id: string;
+  ip: string;
+  /** IDLE, RUNNING, BLOCKED, ACTOR, LEASED... as the head says. */
+  state: string;
+  /** The name of the task it runs now ('' when none). */
+  task: string;
+  /** Resident memory in bytes (0 before its node's first figures). */
+  rss: number;
+}
+
+/** One function's tasks on the cluster, by state. */
+export interface IFunctionProgress {
+  done: number;
+  failed: number;
+  running: number;
+  waiting: number;
+  total: number;
+}
+
+/** The kernel's answer to a button (lab.py `run_action`). */
+export interface IActionAnswer {
+  type: 'action';
+  action: string;
+  ok: boolean;
+  message: string;
+}
+
 /** Whose tasks a count is about: the whole cluster's, or this notebook's. */
 export type TaskScope = 'cluster' | 'notebook';
 
@@ -59,6 +89,24 @@ export interface IClusterStatus {
   /** Each task count's scope (sent by the kernel; written on its tile). */
   scopes?: { [count: string]: TaskScope };
   workers?: number;
+  worker_rows?: IWorkerRow[];
+  functions?: { [name: string]: IFunctionProgress };
+}
+
+/** The port of a dashboard URL ("http://127.0.0.1:8265" -> "8265"), or null. */
+export function dashboardPort(url: string): string | null {
+  const match = /:(\d+)\/?$/.exec(url.trim());
+  return match ? match[1] : null;
+}
+
+/** The dashboard through Jupyter's server proxy (works where only Jupyter is reachable). */
+export function proxiedDashboard(baseUrl: string, url: string, view?: string): string | null {
+  const port = dashboardPort(url);
+  if (port === null) {
+    return null;
+  }
+  const base = baseUrl.endsWith('/') ? baseUrl : baseUrl + '/';
+  return `${base}rayipy-dashboard/${port}/` + (view ? `?view=${view}` : '');
 }
 
 /** The label that says a count's scope. */

@@ -251,7 +251,7 @@ red, marked above. The last 5 minutes; tasks that never ran are in the <code>hea
 <div class="plot"><canvas id="stream" width="600" height="40"></canvas></div>
 <div class="tip" id="tip"></div><div class="legend" id="legend"></div>
 <p class="muted" id="stream-note"></p></section>
-<section class="live-section"><h2>Workers</h2>
+<section class="live-section" id="workers-section"><h2>Workers</h2>
 <p class="key"><span class="cpu">CPU (share of a core)</span> and <span class="rss">resident
 memory</span> over the last 5 minutes, and what each runs now.</p>
 <div class="cards" id="workers"></div>

@@ -9,6 +9,8 @@ connected, its nodes, resources in use and task counts. The data path:
       | <------------------------------ comm_open "rayipy.status" {client, status}
       | <------------------------------ comm_msg {type: "status", status}  (on change)
       | comm_msg {action: "refresh"} -------->   (push now)
+      | comm_msg {action: "start"|"connect"|"stop", ...} ->  (the sidebar's buttons)
+      | <------------------------------ comm_msg {type: "action", action, ok, message}
       | comm_close (panel hidden) ----------->   (thread stops)
 
 Why this path: no server extension and no CORS (the kernel is the one process that knows
@@ -92,7 +94,96 @@ def status() -> dict[str, Any]:
         # While a launcher of this kernel adapts the cluster (Launcher.adapt): minimum,
         # maximum, target and current node counts, its last error; else None.
         "adapt": adapt_status_for(str(head.get("address", ""))),
+        "worker_rows": worker_rows(runtime, head),
+        "functions": function_progress(runtime),
     }
+
+
+def worker_rows(runtime: Any, head: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per worker process: pid, node, state, the task it runs now and its
+    resident memory (RSS, from its node's last memory figures), for the sidebar."""
+    if runtime is None:
+        return []
+    try:
+        workers = runtime.request("state_list", "workers", [], 1000, True, timeout=5.0)["rows"]
+        running = runtime.request("state_list", "tasks", [("state", "=", "RUNNING")], 1000,
+                                  False, timeout=5.0)["rows"]
+    except Exception:   # an older head, or it went away: the rows are a nicety
+        return []
+    task_of = {row.get("worker_pid"): row.get("name") or row.get("func_or_class_name", "")
+               for row in running}
+    rss: dict[int, int] = {}
+    for memory in head.get("memory_use", {}).values():
+        for pid, value in (memory.get("workers") or {}).items():
+            rss[int(pid)] = int(value)
+    return [{"pid": int(w.get("pid", 0)), "node_id": str(w.get("node_id", "")),
+             "ip": str(w.get("ip", "")), "state": str(w.get("state", "")),
+             "task": str(task_of.get(w.get("pid"), "") or ""),
+             "rss": rss.get(int(w.get("pid", 0)), 0)}
+            for w in workers if w.get("worker_type") == "WORKER"]
+
+
+def function_progress(runtime: Any) -> dict[str, dict[str, int]]:
+    """Per function, the cluster's tasks by state (Ray's task summary): done, failed,
+    running and waiting, for the sidebar's per-function bars."""
+    if runtime is None:
+        return {}
+    try:
+        summary = runtime.request("state_summary", "tasks", timeout=5.0)
+    except Exception:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    by_name = (summary.get("cluster") or {}).get("summary") or {}
+    for name, entry in by_name.items():
+        counts = entry.get("state_counts", {}) if isinstance(entry, dict) else {}
+        done, failed = int(counts.get("FINISHED", 0)), int(counts.get("FAILED", 0))
+        running = int(counts.get("RUNNING", 0))
+        waiting = sum(int(v) for k, v in counts.items()
+                      if k not in ("FINISHED", "FAILED", "RUNNING"))
+        out[str(name)] = {"done": done, "failed": failed, "running": running, "waiting": waiting,
+                          "total": done + failed + running + waiting}
+    return out
+
+
+ACTIONS = ("start", "connect", "stop")
+
+
+def run_action(data: dict[str, Any]) -> dict[str, Any]:
+    """One of the sidebar's buttons, run in the kernel as the ``%cluster`` magic would:
+    ``{"action": "start", "num_cpus": N}``, ``{"action": "connect", "address": A,
+    "password": P}``, ``{"action": "stop", "force": bool}``. The answer the sidebar shows:
+    ``{"type": "action", "action", "ok", "message"}``; never raises."""
+    import contextlib
+    import io
+    action = data.get("action")
+    answer: dict[str, Any] = {"type": "action", "action": action, "ok": False, "message": ""}
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            if action == "start":
+                num_cpus = data.get("num_cpus")
+                if num_cpus is not None and (not isinstance(num_cpus, int) or num_cpus < 1):
+                    raise ValueError(f"the number of CPUs must be a whole number above 0, "
+                                     f"got {num_cpus!r}")
+                ctx = cluster.start(num_cpus, None)
+                message = f"Started a local cluster at {ctx.address}."
+            elif action == "connect":
+                address = data.get("address")
+                password = data.get("password")
+                if not isinstance(address, str) or not address.strip():
+                    raise ValueError("give the address of the cluster's head, like 10.0.0.5:6379")
+                if password is not None and not isinstance(password, str):
+                    raise ValueError("the password must be text")
+                ctx = cluster.connect(address.strip(), password or None)
+                message = f"Connected to {ctx.address}."
+            elif action == "stop":
+                message = cluster.stop(force=bool(data.get("force", False)))
+            else:
+                raise ValueError(f"the sidebar asks for one of {', '.join(ACTIONS)}, not {action!r}")
+        answer.update(ok=True, message=(printed.getvalue().strip() or message))
+    except Exception as error:   # UsageError included: its text says what to do
+        answer["message"] = str(error) or type(error).__name__
+    return answer
 
 
 def resource_usage(total: dict[str, float], available: dict[str, float]) -> dict[str, dict]:
@@ -215,7 +306,13 @@ def open_status_channel(client: str, interval: float = 2.0) -> JSONReply:
 
     def on_msg(msg: dict) -> None:
         data = msg.get("content", {}).get("data", {})
-        if isinstance(data, dict) and data.get("action") == "refresh":
+        if not isinstance(data, dict):
+            return
+        if data.get("action") == "refresh":
+            publisher.refresh()
+        elif data.get("action") in ACTIONS:
+            # On the kernel's shell thread, between cells, as a cell's magic would run.
+            channel.send(run_action(data))
             publisher.refresh()
 
     channel.on_msg(on_msg)

@@ -20,6 +20,10 @@ by default (``%config RayipyMagics.output_widget``), a cell's first task shows a
 ``Output`` widget in the cell (``cell_output.CellOutputArea``) and its tasks' output goes
 there: the widget's state lives in the kernel and comes back after a reload.
 
+A task's ``display()`` (a line on the ``"display"`` stream with a MIME bundle,
+``rayipy.jupyter.task_display``) takes the same route: into the cell's widget with
+``append_display``, or a ``display_data`` message with the cell's parent.
+
 Lines are labelled ``(task pid=123)`` like Ray's when they could come from more than one
 place: the cell submitted more than one task, or more than one worker wrote for it.
 
@@ -39,6 +43,7 @@ from typing import Any, Callable
 
 from rayipy.core.object_ref import ObjectRef
 from rayipy.core.objects import READY
+from rayipy.node.task_output import DISPLAY_STREAM, decode_bundle
 from rayipy.protocol.errors import error_class_name
 
 log = logging.getLogger("rayipy.jupyter.output")
@@ -169,9 +174,19 @@ class OutputRouter:
     def on_log(self, lines: list, label: str) -> None:
         with self._lock:
             self._forget(time.monotonic())
-            routed = []
-            for stream, text, task, task_id, *_ in lines:
+            # (target, stream, text) or, for a display, (target, DISPLAY_STREAM, (bundle, text))
+            routed: list[tuple[Any, str, Any]] = []
+            for stream, text, task, task_id, *extra in lines:
                 cell = self._tasks.get(task_id)
+                if stream == DISPLAY_STREAM:
+                    bundle = _bundle(extra)
+                    if bundle is None:
+                        stream = "stdout"   # not a bundle after all: its text will do
+                    else:
+                        target = (cell.area if cell.area is not None else cell.parent) \
+                            if cell is not None and self.route else None
+                        routed.append((target, DISPLAY_STREAM, (bundle, text)))
+                        continue
                 if cell is None:
                     routed.append((None, stream, _labelled(text, task, label)))
                     continue
@@ -183,10 +198,32 @@ class OutputRouter:
                 else:
                     routed.append((cell.parent if self.route else None, stream, shown))
         for target, stream, text in routed:
-            if isinstance(target, dict) or target is None:
+            if stream == DISPLAY_STREAM:
+                self._display(target, *text)
+            elif isinstance(target, dict) or target is None:
                 self._write(target, stream, text)
             else:
                 target.append_text("stderr" if stream == "stderr" else "stdout", text)
+
+    def _display(self, target: Any, bundle: tuple[dict[str, Any], dict[str, Any]],
+                 fallback: str) -> None:
+        """A task's MIME bundle: into the cell's widget, or a ``display_data`` message
+        with the cell's parent; outside a kernel, its text."""
+        data, metadata = bundle
+        if target is not None and not isinstance(target, dict):
+            target.append_display(data, metadata)
+            return
+        kernel = self.kernel
+        if target is None or kernel is None:
+            self._write(None, "stdout", fallback)
+            return
+        try:
+            self._streams["stdout"].flush()   # what the task printed before comes first
+            kernel.session.send(kernel.iopub_socket, "display_data",
+                                {"data": data, "metadata": metadata, "transient": {}},
+                                parent=target, ident=b"display_data")
+        except Exception:
+            pass  # a kernel going away must not break the I/O thread
 
     def _write(self, parent: dict | None, stream: str, text: str) -> None:
         name = "stderr" if stream == "stderr" else "stdout"
@@ -242,6 +279,14 @@ def _cell_key(parent: dict | None, shell: Any) -> Any:
         if msg_id:
             return msg_id
     return ("execution", getattr(shell, "execution_count", 0))
+
+
+def _bundle(extra: list[Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(data, metadata) of a display line's bundle JSON, or None if it has none."""
+    try:
+        return decode_bundle(extra[0])
+    except (IndexError, TypeError, ValueError):
+        return None
 
 
 def _labelled(text: str, task: str, label: str) -> str:

@@ -20,6 +20,7 @@ import builtins
 import linecache
 import sys
 import time
+import uuid
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -197,8 +198,10 @@ def run(shell: Any, cell: str, options: dict[str, Any], block: bool = True) -> A
 def run_everywhere(shell: Any, cell: str) -> list[dict]:
     """Run the cell on every pool worker; print each worker's output as one block.
 
-    Actor workers are left out: they run only their actor's methods. Workers that start
-    later (replacements, extra workers for nested tasks) do not run the cell.
+    Actor workers are left out: they run only their actor's methods. The cell is also
+    recorded at the head, and workers that start later (new pool workers, replacements,
+    workers of nodes that join) run it before their first task, as long as this driver
+    is connected; a cell that fails here is taken back.
     """
     __tracebackhide__ = True
     number = cell_number(shell)
@@ -206,11 +209,21 @@ def run_everywhere(shell: Any, cell: str) -> list[dict]:
     tree = parse_plain(cell, filename, "%%remote --all")
     namespace = captured_globals(shell, tree)
     runtime = session.runtime_for_submit()
+    # Recorded at the head first, then the workers listed: a worker that registers in
+    # between gets the cell both ways and runs it once (its setup id).
+    setup_id = uuid.uuid4().hex
+    try:
+        blob = serialization.dumps_inband((cell, filename, namespace))
+    except Exception:
+        _check_picklable(namespace, "%%remote --all")
+        raise
+    runtime.request("setup_cell_add", setup_id, blob)
     targets = _pool_workers(runtime)
     if not targets:
+        runtime.request("setup_cell_drop", setup_id)
         raise UsageError("the cluster has no workers to run the cell on yet; try again in a moment")
     try:
-        refs = {_submit(_run_setup, (cell, filename, namespace), f"In[{number}]",
+        refs = {_submit(_run_setup, (cell, filename, namespace, setup_id), f"In[{number}]",
                         {"num_cpus": 0, "max_retries": 0},
                         worker=(w["worker_id"], w["address"])): w for w in targets}
     except exceptions.SerializationError:
@@ -232,6 +245,8 @@ def run_everywhere(shell: Any, cell: str) -> list[dict]:
                     del pending[ref]
                     print(f"--- worker pid {worker['pid']}: it exited before running the cell ---")
     if first_error is not None:
+        # A cell that fails is not one to run on every worker that starts later.
+        runtime.request("setup_cell_drop", setup_id)
         raise first_error
     return reports
 

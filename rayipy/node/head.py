@@ -35,6 +35,7 @@ from rayipy.core import head_journal
 from rayipy.core.demand import demand_report
 from rayipy.core.liveness import (DEFAULT_DRIVER_GRACE_S, DEFAULT_HEAD_RESTART_WAIT_S,
                                   GRACE_SETTING, DriverSessions, Lost, check_grace_period)
+from rayipy.core.setup_cells import SetupCells
 from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, ForgetPeer,
                                       Instruction, KillWorker, LeaseAnswer, LeaseEnded, Retire,
                                       Spawn, Steal, Warn)
@@ -850,6 +851,32 @@ class Head:
         """Chrome trace events of the ended tasks the history keeps."""
         ips = {node_id: node.info.get("ip", "") for node_id, node in self.scheduler.nodes.items()}
         return trace_events(self.history.recent, ips)
+
+    # -- %%remote --all setup cells (core/setup_cells.py), replayed by workers that start --
+    @property
+    def setup_cells(self) -> SetupCells:
+        # Made on first use, so this block stands alone (no line in __init__).
+        cells = self.__dict__.get("_setup_cells")
+        if cells is None:
+            cells = self.__dict__["_setup_cells"] = SetupCells()
+        return cells
+
+    def request_setup_cell_add(self, sender: bytes, setup_id: str, blob: bytes) -> int:
+        """A driver's ``%%remote --all`` cell (a pickle the head never opens), for workers
+        that start later; how many the driver has recorded."""
+        peer = self.peers.get(sender)
+        if peer is None or peer.role != "driver":
+            raise ValueError("only a driver records setup cells")
+        return self.setup_cells.add(sender, setup_id, blob)
+
+    def request_setup_cell_drop(self, sender: bytes, setup_id: str) -> bool:
+        """Take back a driver's setup cell (it failed on the workers there were)."""
+        return self.setup_cells.drop(sender, setup_id)
+
+    def request_setup_cells(self, sender: bytes) -> list[tuple[bytes, str, bytes]]:
+        """(driver, setup id, pickle) of every connected driver's setup cells, in order."""
+        return self.setup_cells.for_workers(
+            pid for pid, peer in self.peers.items() if peer.role == "driver")
 
     # -- jobs (`rayipy job`, rayipy/job/; the records: core/jobs.py) ----------------------
     def request_job_submit(self, sender: bytes, entrypoint: str, submission_id: str | None,

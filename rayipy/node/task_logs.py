@@ -21,13 +21,15 @@ import sys
 from typing import Callable
 
 from rayipy.core.log_dedup import WINDOW_SECONDS, LogDeduplicator, LogLine
+from rayipy.node.task_output import DISPLAY_STREAM
 
 TICK_SECONDS = 0.25     # how often held repeats are looked at
 WARNING_STREAM = "warning"   # a LOG line from the head itself (``Warn``), not a task's
 
 
 class TaskLogPrinter:
-    """Prints output streamed from tasks on this process's own stdout/stderr, labelled."""
+    """Prints output streamed from tasks on this process's own stdout/stderr, labelled;
+    a display (a MIME bundle) as its text fallback, on stdout."""
 
     def __call__(self, lines: list, label: str) -> None:
         for stream, text, task, *_ in lines:
@@ -87,6 +89,21 @@ class TaskLogs:
         source = local_label(label, self.own_ip)
         if not self.dedup.enabled:
             self.printer(lines, source)
+            return
+        # A display (a MIME bundle, ``task_output.DISPLAY_STREAM``) is never a repeat to
+        # sum up: it goes to the printer whole, after the text before it.
+        text_lines: list = []
+        for line in lines:
+            if line[0] == DISPLAY_STREAM:
+                self._feed(text_lines, source, now)
+                text_lines = []
+                self.printer([line], source)
+            else:
+                text_lines.append(line)
+        self._feed(text_lines, source, now)
+
+    def _feed(self, lines: list, source: str, now: float) -> None:
+        if not lines:
             return
         split = [LogLine(stream, line, task, source, task_id)
                  for stream, text, task, task_id, *_ in lines

@@ -39,7 +39,7 @@ from rayipy.node.actor_host import make_host
 from rayipy.node.client import Runtime
 from rayipy.node.data_port import DIRECT_RESULT_BYTES, is_large
 from rayipy.node.direct import DirectInbox
-from rayipy.node.task_output import OutputBuffer, TaskOutput
+from rayipy.node.task_output import OutputBuffer, TaskOutput, encode_bundle, text_fallback
 from rayipy.node.task_runner import DIRECT_CALLER, TaskRunner
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.messages import Payload, TaskResult, TaskSpec
@@ -359,6 +359,17 @@ class Worker:
             return
         self.output.add(spec, stream, text)
 
+    def add_display(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        """Any thread: a MIME bundle a task displayed (``rayipy.jupyter.task_display``),
+        sent to its owner after what the task printed before it."""
+        spec = CURRENT_TASK.get() or self.state.current
+        fallback = text_fallback(data)
+        if spec is None:
+            if sys.__stderr__ is not None:
+                sys.__stderr__.write(fallback)
+            return
+        self.output.add_display(spec, encode_bundle(data, metadata), fallback)
+
 
 def _surely_small(result: TaskResult) -> bool:
     """True for what ``is_large`` would say no to and can be told at a glance: one value of
@@ -398,12 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, worker.runner.interrupt)
     sys.stdout = TaskOutput(worker.add_output, "stdout")
     sys.stderr = TaskOutput(worker.add_output, "stderr")
+    _capture_displays(worker)
     try:
         runtime.start()
         if env is not None:
             env_error = env_error or _apply_packages(runtime, env)
             if env_error:
                 worker.runner.env_error = runtime_env_setup.setup_error(env_error)
+        _replay_setup_cells(runtime)
         worker.run_forever()
     except (KeyboardInterrupt, SystemExit):
         pass
@@ -411,6 +424,35 @@ def main(argv: list[str] | None = None) -> int:
         runtime.close()
         worker.inbox.close()
     return 0
+
+
+def _capture_displays(worker: Worker) -> None:
+    """Tasks' ``display()`` calls and matplotlib figures go to their owner as MIME
+    bundles (the capture lives with the rest of the IPython code, in rayipy.jupyter)."""
+    try:
+        from rayipy.jupyter.task_display import install
+        install(worker.add_display)
+    except Exception:   # rich output is a nicety: a worker that cannot capture it still runs
+        logging.getLogger("rayipy.worker").warning("task display capture not installed",
+                                                   exc_info=True)
+
+
+def _replay_setup_cells(runtime: Runtime) -> None:
+    """Run the live drivers' ``%%remote --all`` cells before the first task (tasks that
+    come meanwhile wait in the inbox). A failure is logged here, in the worker's log:
+    the driver that recorded the cell is not waiting for it."""
+    log = logging.getLogger("rayipy.worker")
+    try:
+        cells = runtime.request("setup_cells")
+    except Exception:
+        log.warning("could not ask the head for setup cells", exc_info=True)
+        return
+    if not cells:
+        return
+    from rayipy.jupyter.cell_tasks import replay_setup_cells
+    for report in replay_setup_cells(cells):
+        if report["error"] is not None:
+            log.warning("a %%remote --all setup cell failed here:\n%s", report["error"][2])
 
 
 def _runtime_env(key: bytes) -> tuple[dict[str, Any] | None, str]:

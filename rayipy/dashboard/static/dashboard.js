@@ -12,6 +12,10 @@
   var LANE_H = 16, AXIS_H = 18, LABEL_W = 150;
 
   var $ = function (id) { return document.getElementById(id); };
+  // ?view=stream or ?view=workers shows that section alone (JupyterLab's rayipy panes
+  // embed the page so); the style sheet hides the rest.
+  var view = new URLSearchParams(location.search).get("view");
+  if (view === "stream" || view === "workers") { document.body.setAttribute("data-view", view); }
   var content = $("content"), conn = $("conn");
   var state = null;
 
