@@ -21,14 +21,28 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rayipy.cluster.adaptive import AdaptivePolicy, Decision, NodeView
 
-if TYPE_CHECKING:
-    from rayipy.cluster.base import Launcher
-
 log = logging.getLogger("rayipy.cluster")
+
+
+class Adaptable(Protocol):
+    """What the loop needs of a launcher (``rayipy.cluster.base.Launcher`` has it)."""
+
+    def _head_runtime(self) -> Any: ...
+
+    def _close_head_runtime(self, runtime: Any) -> None: ...
+
+    def _retirable(self, node: dict[str, Any]) -> bool: ...
+
+    def _spare(self) -> int: ...
+
+    def _grow(self, count: int) -> None: ...
+
+    def _retire(self, node_id: str) -> None: ...
+
 
 INTERVAL_S = 1.0         # between looks at the head
 REQUEST_TIMEOUT_S = 10.0
@@ -55,7 +69,7 @@ class AdaptStatus:
 class AdaptLoop:
     """One launcher's adapting thread; ``stop()`` ends it after the step it is in."""
 
-    def __init__(self, launcher: "Launcher", policy: AdaptivePolicy,
+    def __init__(self, launcher: Adaptable, policy: AdaptivePolicy,
                  interval: float = INTERVAL_S) -> None:
         self.launcher = launcher
         self.policy = policy

@@ -21,7 +21,7 @@ by default (``%config RayipyMagics.output_widget``), a cell's first task shows a
 there: the widget's state lives in the kernel and comes back after a reload.
 
 A task's ``display()`` (a line on the ``"display"`` stream with a MIME bundle,
-``rayipy.jupyter.task_display``) takes the same route: into the cell's widget with
+``rayipy.node.task_display``) takes the same route: into the cell's widget with
 ``append_display``, or a ``display_data`` message with the cell's parent.
 
 Lines are labelled ``(task pid=123)`` like Ray's when they could come from more than one

@@ -29,7 +29,7 @@ from rayipy import api, exceptions, session
 from rayipy.actor import ActorClass
 from rayipy.core import options as option_table
 from rayipy.core.object_ref import ObjectRef
-from rayipy.jupyter import cell_tasks
+from rayipy.node import cell_tasks
 from rayipy.protocol import errors, serialization
 from rayipy.remote_function import RemoteFunction
 

@@ -8,7 +8,7 @@ its owner before its result does. Any thread may write (a task's own threads, a
 concurrent actor's); the buffer has its own lock.
 
 Rich output (a task's ``display()``, a matplotlib figure shown; captured by
-``rayipy.jupyter.task_display``) travels the same way, as a line of its own on the
+``rayipy.node.task_display``) travels the same way, as a line of its own on the
 ``"display"`` stream: ``("display", text fallback, task name, task id, bundle JSON)``.
 The fallback is what a script prints and the dashboard's log shows; a notebook shows
 the bundle under the submitting cell. Text the task printed before a display is sent

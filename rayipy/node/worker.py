@@ -360,7 +360,7 @@ class Worker:
         self.output.add(spec, stream, text)
 
     def add_display(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
-        """Any thread: a MIME bundle a task displayed (``rayipy.jupyter.task_display``),
+        """Any thread: a MIME bundle a task displayed (``rayipy.node.task_display``),
         sent to its owner after what the task printed before it."""
         spec = CURRENT_TASK.get() or self.state.current
         fallback = text_fallback(data)
@@ -430,7 +430,7 @@ def _capture_displays(worker: Worker) -> None:
     """Tasks' ``display()`` calls and matplotlib figures go to their owner as MIME
     bundles (the capture lives with the rest of the IPython code, in rayipy.jupyter)."""
     try:
-        from rayipy.jupyter.task_display import install
+        from rayipy.node.task_display import install
         install(worker.add_display)
     except Exception:   # rich output is a nicety: a worker that cannot capture it still runs
         logging.getLogger("rayipy.worker").warning("task display capture not installed",
@@ -449,7 +449,7 @@ def _replay_setup_cells(runtime: Runtime) -> None:
         return
     if not cells:
         return
-    from rayipy.jupyter.cell_tasks import replay_setup_cells
+    from rayipy.node.cell_tasks import replay_setup_cells
     for report in replay_setup_cells(cells):
         if report["error"] is not None:
             log.warning("a %%remote --all setup cell failed here:\n%s", report["error"][2])

@@ -66,7 +66,7 @@ def test_a_failed_setup_cell_is_not_replayed(live):
 
 
 def test_a_setup_cell_got_both_ways_runs_once_and_answers_with_its_first_output():
-    from rayipy.jupyter import cell_tasks
+    from rayipy.node import cell_tasks
     counter = {"n": 0}
     source = "counter['n'] += 1\nprint('ran', counter['n'])\n"
     first = cell_tasks.run_setup(source, "<cell>", {"counter": counter}, "id-1")

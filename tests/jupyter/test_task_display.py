@@ -19,7 +19,7 @@ from test_output_router import FakeRef, FakeShell, FakeStream, cell, task
 
 CAPTURE = """
 import json, sys
-from rayipy.jupyter import task_display
+from rayipy.node import task_display
 got = []
 task_display.install(lambda data, md: got.append(sorted(data)))
 assert "IPython.core.display_functions" not in sys.modules   # nothing imported at install

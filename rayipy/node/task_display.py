@@ -13,7 +13,7 @@ No shell is started and IPython is not imported at worker start: an import hook 
 ``IPython.core.display`` take their names from it, so they follow). A function pickled in
 a notebook refers to ``display`` by that module's name, so it finds the patched one.
 
-matplotlib: workers draw with Agg through ``rayipy.jupyter.mpl_backend``, whose
+matplotlib: workers draw with Agg through ``rayipy.node.mpl_backend``, whose
 ``plt.show()`` publishes each open figure as image/png and closes it, as the inline
 backend does in a kernel; ``display(fig)`` gives the same PNG. The backend is chosen with
 ``MPLBACKEND`` unless the worker's environment names a non-notebook one (a kernel's
@@ -33,7 +33,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 DISPLAY_MODULE = "IPython.core.display_functions"
-MPL_BACKEND = "module://rayipy.jupyter.mpl_backend"
+MPL_BACKEND = "module://rayipy.node.mpl_backend"
 NOTEBOOK_BACKENDS = ("inline", "ipympl", "widget", "nbagg")   # useless without a frontend
 
 Publish = Callable[[dict[str, Any], dict[str, Any]], None]
@@ -59,7 +59,7 @@ def install(publish: Publish) -> None:
 def publish(data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
     """Send one MIME bundle (what ``display`` does once formatted)."""
     if _publish is None:
-        raise RuntimeError("rayipy.jupyter.task_display.install() was not called in this process")
+        raise RuntimeError("rayipy.node.task_display.install() was not called in this process")
     _publish(data, metadata or {})
 
 

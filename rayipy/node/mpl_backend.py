@@ -1,6 +1,6 @@
 """The matplotlib backend of rayipy workers: Agg, and ``plt.show()`` publishes the figures.
 
-Chosen by ``rayipy.jupyter.task_display.install`` (``MPLBACKEND``). As the inline
+Chosen by ``rayipy.node.task_display.install`` (``MPLBACKEND``). As the inline
 backend does in a kernel, ``show()`` sends each open figure (PNG, under the cell that
 submitted the task) and closes it, so a worker running many tasks keeps no figures.
 """
@@ -13,7 +13,7 @@ from matplotlib._pylab_helpers import Gcf
 from matplotlib.backend_bases import FigureManagerBase
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from rayipy.jupyter import task_display
+from rayipy.node import task_display
 
 FigureCanvas = FigureCanvasAgg
 FigureManager = FigureManagerBase
