@@ -8,7 +8,7 @@ import time
 import pytest
 
 import rayipy
-from conftest import stop_cluster
+from helpers import stop_cluster
 from helpers import wait_until
 from rayipy.jupyter import lab
 
