@@ -16,7 +16,7 @@ from rayipy import session
 from rayipy.core.object_ref import current_runtime
 from rayipy.protocol.kinds import Kind
 from rayipy.protocol.wire import (HEADER, MAGIC, NONCE_BYTES, PROTOCOL_VERSION, Signer,
-                                  encode_unsigned)
+                                  encode_unsigned, parse_wish, wish_byte)
 from rayipy.transport import stream
 from rayipy.transport.stream import pack_hello, parse_tcp_address
 
@@ -55,11 +55,12 @@ def _fuzz_head(address: str, key: bytes, batch) -> None:
     sock.connect(address)
     try:
         nonce = os.urandom(NONCE_BYTES)
-        sock.send_multipart(encode_unsigned(Kind.HELLO, nonce))
+        sock.send_multipart(encode_unsigned(Kind.HELLO, nonce + wish_byte(False)))
         assert sock.poll(5000), "the head did not answer HELLO"
         challenge = sock.recv_multipart()
         link = Signer(key).session(nonce, challenge[2][:NONCE_BYTES],
-                                   sock.getsockopt(zmq.IDENTITY))
+                                   sock.getsockopt(zmq.IDENTITY),
+                                   parse_wish(challenge[2][-1:]))
         for what, item in batch:
             if what == "raw":
                 sock.send_multipart(item)
@@ -106,8 +107,8 @@ def test_fuzzed_streams_at_a_worker_inbox(cluster):
                     if not chunk:
                         return
                     record += chunk
-                _magic, _version, theirs = stream.HELLO.unpack(record)
-                link = Signer(key).session(nonce, theirs)
+                _magic, _version, theirs, wish = stream.HELLO.unpack(record)
+                link = Signer(key).session(nonce, theirs, encrypt=bool(wish))
                 kind_no, body, buffers = parts
                 header = HEADER.pack(MAGIC, PROTOCOL_VERSION, kind_no, len(buffers),
                                      link.next_seq())
