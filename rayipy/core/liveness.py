@@ -197,6 +197,11 @@ class DriverSessions:
         while len(self.dropped) > self.keep_lost:
             del self.dropped[next(iter(self.dropped))]
 
+    def lost_by(self, driver: bytes) -> Lost | None:
+        """What a driver the head dropped lost (None: not dropped, or long forgotten)."""
+        dropped = self.dropped.get(driver)
+        return dropped.lost if dropped is not None else None
+
     def notice_for(self, sender: bytes, now: float) -> Lost | None:
         """A message came from an unregistered sender: what it lost, if it is a driver
         the head dropped and was not told in the last ``NOTICE_INTERVAL``."""

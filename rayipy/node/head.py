@@ -467,6 +467,12 @@ class Head:
                 f"{reg.role} speaks {reg.protocol_version}; install the same rayipy version "
                 f"on every machine",))
             return
+        lost = self.drivers.lost_by(sender) if reg.role == "driver" else None
+        if lost is not None:
+            # A driver dropped after its grace period, reconnected (its connection came
+            # back and it registered again): not a new session, it is told what it lost.
+            self.send(sender, Kind.SHUTDOWN, ("its session ended", lost.describe()))
+            return
         known = self.peers.get(sender)
         if known is not None and known.role == reg.role:
             # Again after a reconnection to this same head (a network blip): it is known.

@@ -127,3 +127,14 @@ def test_grace_period_must_be_a_sensible_number_of_seconds(bad):
 def test_grace_period_accepts_seconds():
     assert check_grace_period(3) == 3.0
     assert check_grace_period(DEFAULT_DRIVER_GRACE_S) == 300.0
+
+
+def test_a_dropped_drivers_loss_is_kept_for_its_return():
+    sessions = DriverSessions(3.0)
+    sessions.joined(b"D", 0.0)
+    assert sessions.lost_by(b"D") is None
+    lost = Lost(1, 2, 0, 0, 3.0, 4.0)
+    sessions.drop(b"D", lost)
+    assert sessions.lost_by(b"D") == lost
+    sessions.joined(b"D", 10.0)           # a new session of its own, later
+    assert sessions.lost_by(b"D") is None
