@@ -344,12 +344,13 @@ class Runtime:
             self.objects.pin(pinned)
         else:
             pinned = ()
+        # Read before the namespace joins the options: most calls have none of their own.
+        mode = generator_mode(options) if options else ""
         if not actor_id or method == "__init__":   # an actor's calls run in the actor's
             namespace = self.namespace
             if namespace is not None:
                 options = options + ((JOB_NAMESPACE, namespace),)
         handed: list = refs
-        mode = generator_mode(options) if options else ""
         if mode:
             # Open before the task leaves: its first item may come at once.
             stream = self.streams.open(task_id, refs[0], mode)
