@@ -20,6 +20,7 @@ sent as the item at its position.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import time
@@ -202,7 +203,12 @@ class TaskRunner:
                 index += 1
                 self.send_one(spec, index, value)
         except (KeyboardInterrupt, lifetime.Stopping):
-            raise   # cancelled, or the worker stops: no count, the task's end says why
+            # Cancelled, or the worker stops: no count, the task's end says why. The
+            # interrupt may have landed while an item was sent, outside the generator:
+            # close it now, so that its own `finally` runs, not at garbage collection.
+            with contextlib.suppress(Exception):
+                generator.close()
+            raise
         except Exception as e:  # noqa: BLE001 -- the generator's error is its next item
             index += 1
             self.send_error(spec, index, e)

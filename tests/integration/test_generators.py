@@ -164,8 +164,8 @@ def test_actor_methods_stream(cluster):
 
 @rayipy.remote
 def until_cancelled(path):
-    yield 1
     try:
+        yield 1      # inside: a cancel may land while this item is still being sent
         while True:
             time.sleep(0.01)
     finally:
