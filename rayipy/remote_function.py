@@ -117,8 +117,8 @@ class PickledOnce:
 
     def get(self) -> tuple[bytes, bytes]:
         # A local module edited since (the %autoreload habit): pickle again, by value.
+        generation = runtime_env_modules.watch.generation()
         value = self._value
-        generation = runtime_env_modules.watch.generation(force=value is None)
         if value is None or generation != self._generation:
             with self._lock:
                 if self._value is None or generation != self._generation:

@@ -21,17 +21,10 @@ import os
 import sys
 import sysconfig
 import threading
-import time
 import types
 from typing import NamedTuple
 
 from rayipy.protocol import serialization
-
-
-# How often at most the local modules' files are looked at: an edit is seen by the first
-# call this long after the last look (an editor's save and a notebook's next cell are
-# seconds apart).
-CHECK_SECONDS = 0.05
 
 
 class _Seen(NamedTuple):
@@ -75,18 +68,9 @@ class ModuleWatch:
         self.seen: dict[str, _Seen] = {}
         self.modules_count = -1
         self.value = 0
-        self.next_check = 0.0
 
-    def generation(self, force: bool = False) -> int:
-        """A number that changes whenever a local module's content changed: the files
-        are looked at once per ``CHECK_SECONDS`` at most, not on every call (a loop of
-        ``.remote()`` calls would stat every local module's file for each task), and
-        always when ``force`` (a function pickled for the first time: one that a
-        reloaded module, ``%autoreload``, has just made)."""
-        now = time.monotonic()
-        if now < self.next_check and not force:
-            return self.value
-        self.next_check = now + CHECK_SECONDS
+    def generation(self) -> int:
+        """A number that changes whenever a local module's content changed (checked now)."""
         if len(sys.modules) != self.modules_count:
             self._scan()
         changed = False
