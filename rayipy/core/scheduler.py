@@ -746,12 +746,14 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         worker.steal_pending = True
         return [Steal(worker.worker_id, len(worker.queue) - 1)]
 
-    def direct_reported(self, worker_id: bytes, counts: dict[str, tuple[int, int, float]]) -> None:
+    def direct_reported(self, worker_id: bytes,
+                        counts: dict[str, tuple[int, int, int, float]]) -> None:
         """A worker's heartbeat: its cumulative counts of direct work (actor calls, leased
         tasks), which never pass through here one by one; what is new joins the counts."""
-        done, failed = self.direct.new(worker_id, counts)
+        done, failed, cancelled = self.direct.new(worker_id, counts)
         self.counts[FINISHED] += done
         self.counts[FAILED] += failed
+        self.counts[CANCELLED_COUNT] += cancelled
         self.direct.prune(self.workers)
 
     # -- reporting --------------------------------------------------------------------------

@@ -290,8 +290,9 @@ def summarize_tasks(rows: Iterable[dict[str, Any]], functions: dict[str, Any] | 
                                           "state_counts": {}})
         if stats.finished:
             entry["state_counts"]["FINISHED"] = stats.finished
-        if stats.failed:
-            entry["state_counts"]["FAILED"] = stats.failed
+        # Ray's state API shows a cancelled task as FAILED (its error says cancelled).
+        if stats.failed + stats.cancelled:
+            entry["state_counts"]["FAILED"] = stats.failed + stats.cancelled
     for entry in summary.values():
         if not entry["type"]:   # its tasks all left the record: judge by its name
             entry["type"] = (ACTOR_CREATION_TASK if entry["func_or_class_name"].endswith(

@@ -12,10 +12,10 @@ dashboard's ``/api/status``, the JupyterLab sidebar) reads these figures from th
 
 Tasks sent through the head and work that bypasses it (actor method calls, tasks run on a
 worker leased to a driver) are both counted: the head sees the first kind one by one, and
-the second in each worker's heartbeat, as cumulative counts per function name, of which
-``DirectTally`` keeps only what is new. A worker's heartbeat says done and failed only,
-so a direct call cancelled *while running* counts as failed there; one cancelled before it
-ran is answered through the head, which counts it as cancelled.
+the second in each worker's heartbeat, as cumulative counts per function name (done,
+failed, cancelled), of which ``DirectTally`` keeps only what is new. A direct call
+cancelled before it ran is answered through the head, which counts it as cancelled; one
+cancelled while it runs, by its worker's heartbeat, likewise as cancelled.
 
 Pure: no sockets, no clock; the head's thread owns it.
 """
@@ -46,22 +46,27 @@ def outcome(status: int) -> str | None:
 class DirectTally:
     """What is new in each worker's cumulative direct-work counts.
 
-    A heartbeat's counts are ``{name: (done, failed, seconds)}`` since the worker started
-    (``rayipy.dashboard.direct_work``); ``new`` returns the (done, failed) added since
-    that worker's previous heartbeat. A worker that is gone keeps what it reported.
+    A heartbeat's counts are ``{name: (done, failed, cancelled, seconds)}`` since the
+    worker started (``rayipy.dashboard.direct_work``); ``new`` returns the (done, failed,
+    cancelled) added since that worker's previous heartbeat. A worker that is gone keeps
+    what it reported.
     """
 
     def __init__(self) -> None:
-        self.seen: dict[bytes, tuple[int, int]] = {}   # worker id -> (done, failed) so far
+        # worker id -> (done, failed, cancelled) so far
+        self.seen: dict[bytes, tuple[int, int, int]] = {}
 
-    def new(self, worker_id: bytes, counts: Mapping[str, tuple[int, int, float]]) -> tuple[int, int]:
-        done = failed = 0
+    def new(self, worker_id: bytes,
+            counts: Mapping[str, tuple[int, int, int, float]]) -> tuple[int, int, int]:
+        done = failed = cancelled = 0
         for entry in counts.values():
             done += int(entry[0])
             failed += int(entry[1])
-        was_done, was_failed = self.seen.get(worker_id, (0, 0))
-        self.seen[worker_id] = (done, failed)
-        return max(0, done - was_done), max(0, failed - was_failed)
+            cancelled += int(entry[2])
+        was_done, was_failed, was_cancelled = self.seen.get(worker_id, (0, 0, 0))
+        self.seen[worker_id] = (done, failed, cancelled)
+        return (max(0, done - was_done), max(0, failed - was_failed),
+                max(0, cancelled - was_cancelled))
 
     def prune(self, live: Mapping[bytes, object]) -> None:
         """Forget workers no longer in ``live`` (the scheduler's worker table), once there

@@ -23,7 +23,7 @@ import time
 from typing import Iterable
 
 from rayipy.core.state_rows import error_text
-from rayipy.protocol.messages import OK, RETURNED, TaskResult, TaskSpec
+from rayipy.protocol.messages import CANCELLED, OK, RETURNED, TaskResult, TaskSpec
 
 MAX_NAMES = 200
 OTHER = "(other functions)"
@@ -33,7 +33,8 @@ MAX_PER_BEAT = 500     # ended calls a heartbeat lists one by one (about 50 KB a
 class DirectWork:
     def __init__(self) -> None:
         self.names: dict[bytes, TaskSpec] = {}                   # task id -> spec, until done
-        self.counts: dict[str, tuple[int, int, float]] = {}     # name -> (done, failed, seconds)
+        # name -> (done, failed, cancelled, seconds), as ``core/task_counts`` defines them
+        self.counts: dict[str, tuple[int, int, int, float]] = {}
         # Calls ended since the last heartbeat: (task id, name, status, started at (epoch
         # seconds), duration, actor id, method, error text), the newest MAX_PER_BEAT.
         self.ended: collections.deque[tuple] = collections.deque(maxlen=MAX_PER_BEAT)
@@ -67,9 +68,11 @@ class DirectWork:
         self.ended_total += 1
         if listed not in self.counts and len(self.counts) >= MAX_NAMES:
             name = OTHER
-        done, failed, seconds = self.counts.get(name, (0, 0, 0.0))
+        cancelled = status == CANCELLED
+        done, failed, was_cancelled, seconds = self.counts.get(name, (0, 0, 0, 0.0))
         # A new tuple, never one changed in place: the I/O thread may be copying the dict.
-        self.counts[name] = (done + ok, failed + (not ok), seconds + duration)
+        self.counts[name] = (done + ok, failed + (not ok and not cancelled),
+                             was_cancelled + cancelled, seconds + duration)
 
     def heartbeat(self, current: TaskSpec | None, since: float, in_flight: int) -> tuple:
         """The heartbeat's body: (the direct call the main thread runs as (task id, name,

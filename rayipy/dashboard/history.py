@@ -54,12 +54,18 @@ class Finished(NamedTuple):
 
 
 class FunctionStats:
-    __slots__ = ("finished", "failed", "seconds")
+    """One function's ended tasks, counted as ``rayipy.core.task_counts`` defines them."""
+    __slots__ = ("finished", "failed", "cancelled", "seconds")
 
     def __init__(self) -> None:
         self.finished = 0
         self.failed = 0
+        self.cancelled = 0
         self.seconds = 0.0
+
+    @property
+    def ended(self) -> int:
+        return self.finished + self.failed + self.cancelled
 
 
 def state_of(status: int) -> str:
@@ -87,8 +93,10 @@ class TaskHistory:
         self.failures: collections.deque[tuple] = collections.deque(maxlen=failures_capacity)
         self.functions: dict[str, FunctionStats] = {}
         self.max_functions = max_functions
-        self.finished = 0                          # tasks that returned normally
-        self.failed = 0                            # raised, cancelled, or lost with their worker
+        # Ended tasks, as ``rayipy.core.task_counts`` defines the three counts.
+        self.finished = 0                          # returned normally
+        self.failed = 0                            # raised, or lost with their worker
+        self.cancelled = 0
         self.by_node: collections.Counter[bytes] = collections.Counter()
         # worker id -> (task id of the task at the front of its queue, when it got there)
         self.running_since: dict[bytes, tuple[bytes, float]] = {}
@@ -134,7 +142,7 @@ class TaskHistory:
         append = self.recent.append
         get = tasks.get
         run_name = None
-        ok = failed = 0
+        ok = failed = cancelled = 0
         seconds = 0.0
         # Back to back, the last ending now, none before the worker's previous task ended.
         total = 0.0
@@ -154,15 +162,18 @@ class TaskHistory:
                 name, actor_id, method = "?", b"", ""
             if name != run_name:
                 if run_name is not None:
-                    self._add(run_name, ok, failed, seconds)
-                run_name, ok, failed, seconds = name, 0, 0, 0.0
+                    self._add(run_name, ok, failed, cancelled, seconds)
+                run_name, ok, failed, cancelled, seconds = name, 0, 0, 0, 0.0
             status = result.status
             duration = result.duration
             if status == OK:
                 ok += 1
                 error = ""
             else:
-                failed += 1
+                if status == CANCELLED:
+                    cancelled += 1
+                else:
+                    failed += 1
                 error = error_text(result.values)
             seconds += duration
             end = start + duration
@@ -174,8 +185,8 @@ class TaskHistory:
                 self.failures.append((self.appended, item))
             start = end
         if run_name is not None:
-            self._add(run_name, ok, failed, seconds)
-            self.by_node[node_id] += ok + failed
+            self._add(run_name, ok, failed, cancelled, seconds)
+            self.by_node[node_id] += ok + failed + cancelled
             if worker_id:
                 last_end[worker_id] = start
 
@@ -207,11 +218,12 @@ class TaskHistory:
             self.direct_running[worker_id] = (running, in_flight)
         seen = self.direct_seen.get(worker_id, {})
         new = 0
-        for name, (done, failed, seconds) in counts.items():
-            was = seen.get(name, (0, 0, 0.0))
-            if done != was[0] or failed != was[1]:
-                self._add(name, done - was[0], failed - was[1], seconds - was[2])
-                new += done - was[0] + failed - was[1]
+        for name, (done, failed, cancelled, seconds) in counts.items():
+            was = seen.get(name, (0, 0, 0, 0.0))
+            if done != was[0] or failed != was[1] or cancelled != was[2]:
+                self._add(name, done - was[0], failed - was[1], cancelled - was[2],
+                          seconds - was[3])
+                new += done - was[0] + failed - was[1] + cancelled - was[2]
         self.direct_seen[worker_id] = counts
         if new:
             self.by_node[worker.node_id] += new
@@ -238,10 +250,12 @@ class TaskHistory:
             self.direct_seen.pop(worker_id, None)
 
     def _count(self, name: str, status: int, duration: float) -> None:
-        ok = status == OK
-        self._add(name, int(ok), int(not ok), duration)
+        cancelled = status == CANCELLED
+        self._add(name, int(status == OK), int(status != OK and not cancelled), int(cancelled),
+                  duration)
 
-    def _add(self, name: str, finished: int, failed: int, seconds: float) -> None:
+    def _add(self, name: str, finished: int, failed: int, cancelled: int,
+             seconds: float) -> None:
         stats = self.functions.get(name)
         if stats is None:
             if len(self.functions) >= self.max_functions:
@@ -251,6 +265,8 @@ class TaskHistory:
                 stats = self.functions[name] = FunctionStats()
         self.finished += finished
         self.failed += failed
+        self.cancelled += cancelled
         stats.finished += finished
         stats.failed += failed
+        stats.cancelled += cancelled
         stats.seconds += seconds

@@ -207,9 +207,11 @@ def _recent(snapshot: Snapshot) -> str:
 
 def _functions(status: dict) -> str:
     rows = [_row(esc(f["name"]), f'{f["finished"]:,}', f'{f["failed"]:,}',
-                 esc(fmt_duration(f["mean_s"]))) for f in status["functions"]]
+                 f'{f["cancelled"]:,}', esc(fmt_duration(f["mean_s"])))
+            for f in status["functions"]]
     return ("<section><h2>Functions</h2>"
-            + _table(["function", "finished", "failed", "mean time"], rows, "no task has ended yet")
+            + _table(["function", "finished", "failed", "cancelled", "mean time"], rows,
+                     "no task has ended yet")
             + "</section>")
 
 

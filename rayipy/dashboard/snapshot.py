@@ -233,12 +233,13 @@ def _actors_view(actors: dict, workers: dict, node_addresses: dict, tasks: dict)
 
 
 def _functions_view(history: TaskHistory) -> list[dict]:
-    rows = sorted(history.functions.items(), key=lambda kv: -(kv[1].finished + kv[1].failed))
+    rows = sorted(history.functions.items(), key=lambda kv: -kv[1].ended)
     out = []
     for name, stats in rows[:MAX_FUNCTIONS_SHOWN]:
-        done = stats.finished + stats.failed
+        ended = stats.ended
         out.append({"name": name, "finished": stats.finished, "failed": stats.failed,
-                    "mean_s": stats.seconds / done if done else 0.0})
+                    "cancelled": stats.cancelled,
+                    "mean_s": stats.seconds / ended if ended else 0.0})
     return out
 
 

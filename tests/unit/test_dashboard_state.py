@@ -89,8 +89,8 @@ def test_function_table_is_bounded_too():
     for n in range(50):
         history.failed_at_head(bytes(16), f"fn{n}", CANCELLED, 0.0)
     assert len(history.functions) == 11
-    assert history.functions[OTHER_FUNCTIONS].failed == 40
-    assert history.failed == 50 and history.finished == 0
+    assert history.functions[OTHER_FUNCTIONS].cancelled == 40
+    assert history.cancelled == 50 and history.failed == 0 and history.finished == 0
 
 
 def test_counts_by_outcome_and_function():
@@ -100,7 +100,8 @@ def test_counts_by_outcome_and_function():
     c.finish(W2, result(2, ERROR, 0.1))
     assert (c.history.finished, c.history.failed) == (1, 1)
     rows = {f["name"]: f for f in c.snapshot().status["functions"]}
-    assert rows["ok"] == {"name": "ok", "finished": 1, "failed": 0, "mean_s": 0.5}
+    assert rows["ok"] == {"name": "ok", "finished": 1, "failed": 0, "cancelled": 0,
+                          "mean_s": 0.5}
     assert rows["bad"]["failed"] == 1
 
 
@@ -267,7 +268,7 @@ def test_direct_work_counts_by_name_and_skips_returned_tasks():
                                       (calls[1].task_id, "Counter.inc", ERROR),
                                       (calls[2].task_id, "Counter.read", OK)] and dropped == 0
     assert running is None and in_flight == 3
-    assert counts == {"Counter.inc": (1, 1, 0.75), "Counter.read": (1, 0, 0.1)}
+    assert counts == {"Counter.inc": (1, 1, 0, 0.75), "Counter.read": (1, 0, 0, 0.1)}
     assert work.names == {}
     work.accepted([spec(5)])
     work.dropped(spec(5).task_id)               # cancelled: answered through the head
@@ -277,26 +278,27 @@ def test_direct_work_counts_by_name_and_skips_returned_tasks():
 def test_heartbeats_add_only_what_is_new_and_show_the_running_call():
     c = Cluster()
     workers = c.scheduler.workers
-    c.heartbeat(W1, ((spec(7).task_id, "Counter.inc", 1999.0), 0, {"Counter.inc": (2, 0, 1.0)}))
-    c.heartbeat(W1, ((spec(8).task_id, "Counter.inc", 1999.5), 0, {"Counter.inc": (3, 1, 1.5)}))
+    c.heartbeat(W1, ((spec(7).task_id, "Counter.inc", 1999.0), 0, {"Counter.inc": (2, 0, 0, 1.0)}))
+    c.heartbeat(W1, ((spec(8).task_id, "Counter.inc", 1999.5), 0, {"Counter.inc": (3, 1, 0, 1.5)}))
     status = c.snapshot().status
     assert (status["tasks"]["finished"], status["tasks"]["failed"], status["tasks"]["running"]) == (3, 1, 1)
     [task] = status["running"]
     assert (task["name"], task["via"], task["started_at"], task["running_s"]) == (
         "Counter.inc", "direct", 1999.5, 0.5)
-    assert status["functions"] == [{"name": "Counter.inc", "finished": 3, "failed": 1, "mean_s": 0.375}]
+    assert status["functions"] == [{"name": "Counter.inc", "finished": 3, "failed": 1,
+                                    "cancelled": 0, "mean_s": 0.375}]
     assert status["nodes"][0]["tasks_done"] == 4
-    c.heartbeat(W1, (None, 2, {"Counter.inc": (3, 1, 1.5)}))   # 2 calls on actor threads
+    c.heartbeat(W1, (None, 2, {"Counter.inc": (3, 1, 0, 1.5)}))   # 2 calls on actor threads
     status = c.snapshot().status
     assert status["running"] == [] and status["tasks"]["running"] == 2
     assert status["tasks"]["finished"] == 3
-    c.heartbeat(W1, (None, 0, {"Counter.inc": (3, 1, 1.5)}))
+    c.heartbeat(W1, (None, 0, {"Counter.inc": (3, 1, 0, 1.5)}))
     assert c.snapshot().status["tasks"]["running"] == 0
 
 
 def test_a_gone_workers_direct_counts_stay_counted():
     c = Cluster()
-    c.heartbeat(W1, (None, 0, {"g": (5, 0, 1.0)}))
+    c.heartbeat(W1, (None, 0, {"g": (5, 0, 0, 1.0)}))
     c.scheduler.remove_worker(W1, RuntimeError("gone"), CRASHED, CANCELLED)
     status = c.snapshot().status
     assert status["tasks"]["finished"] == 5 and W1 not in c.history.direct_seen
@@ -315,7 +317,7 @@ def test_entries_of_gone_workers_are_swept_without_a_viewer():
         worker_id = n.to_bytes(8, "big")
         workers[worker_id] = type("W", (), {"node_id": NODE, "pid": n, "queue": [b"t"]})()
         history.started(worker_id, workers, 0.0)
-        history.direct(worker_id, workers, (None, 0, {"A.f": (1, 0, 0.1)}))
+        history.direct(worker_id, workers, (None, 0, {"A.f": (1, 0, 0, 0.1)}))
         del workers[worker_id]
     assert len(history.running_since) <= 66 and len(history.direct_seen) <= 66
     assert history.finished == 1000

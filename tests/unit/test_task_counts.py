@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from rayipy.core.scheduler import Scheduler
 from rayipy.core.task_counts import DirectTally, outcome
-from rayipy.protocol.messages import CANCELLED, CRASHED, ERROR, OK, RETURNED, Payload, TaskSpec
+from rayipy.protocol.messages import (CANCELLED, CRASHED, ERROR, OK, RETURNED, Payload, TaskResult,
+                                      TaskSpec)
 
 OWNER = b"O" * 8
 NODE, AGENT = b"node-1", b"agent-1"
@@ -83,9 +84,36 @@ def test_actor_calls_and_leased_tasks_from_heartbeats_join_the_counts():
     s = make()
     s.submit([spec(1)])
     s.finished(W1, [tid(1)], [0.1], [OK])
-    s.direct_reported(W2, {"Counter.inc": (10, 1, 1.0), "g": (2, 0, 0.5)})
-    s.direct_reported(W2, {"Counter.inc": (12, 1, 1.2), "g": (2, 0, 0.5)})   # cumulative
-    assert ended(s) == (1 + 12 + 2, 1, 0)
+    s.direct_reported(W2, {"Counter.inc": (10, 1, 0, 1.0), "g": (2, 0, 0, 0.5)})
+    s.direct_reported(W2, {"Counter.inc": (12, 1, 2, 1.2), "g": (2, 0, 0, 0.5)})  # cumulative
+    assert ended(s) == (1 + 12 + 2, 1, 2)
+
+
+def test_a_direct_call_cancelled_while_it_runs_counts_as_cancelled_everywhere():
+    """The worker's heartbeat says cancelled apart, so the tiles, the function table and
+    the state API's summary agree (the state API, as Ray's, files it under FAILED)."""
+    from rayipy.core.state_rows import summarize_tasks
+    from rayipy.dashboard.direct_work import DirectWork
+    from rayipy.dashboard.history import TaskHistory
+    from rayipy.dashboard.snapshot import _functions_view
+    work = DirectWork()
+    calls = [spec(n)._replace(name="Counter.inc") for n in (1, 2, 3)]
+    work.accepted(calls)
+    for call, status in zip(calls, (OK, ERROR, CANCELLED)):
+        work.finished(TaskResult(call.task_id, status, (), 0.1, "here"))
+    beat = work.heartbeat(None, 0.0, 0)
+    s = make()
+    s.direct_reported(W2, beat[2])
+    assert ended(s) == (1, 1, 1)
+    history = TaskHistory()
+    history.direct(W2, s.workers, beat)
+    stats = history.functions[calls[0].name]
+    assert (stats.finished, stats.failed, stats.cancelled) == (1, 1, 1)
+    assert (history.finished, history.failed, history.cancelled) == (1, 1, 1)
+    row, = _functions_view(history)
+    assert (row["finished"], row["failed"], row["cancelled"]) == (1, 1, 1)
+    summary = summarize_tasks([], history.functions)
+    assert summary["cluster"]["summary"][calls[0].name]["state_counts"] == {"FINISHED": 1, "FAILED": 2}
 
 
 def test_the_summary_always_has_every_count():
@@ -95,7 +123,7 @@ def test_the_summary_always_has_every_count():
 def test_the_tally_forgets_gone_workers_but_keeps_their_counts():
     tally = DirectTally()
     for n in range(200):
-        assert tally.new(n.to_bytes(4, "big"), {"f": (1, 0, 0.0)}) == (1, 0)
+        assert tally.new(n.to_bytes(4, "big"), {"f": (1, 0, 0, 0.0)}) == (1, 0, 0)
     tally.prune({})
     assert tally.seen == {}
 
