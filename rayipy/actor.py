@@ -18,6 +18,7 @@ import difflib
 import inspect
 from typing import Any, NoReturn
 
+from rayipy import exceptions
 from rayipy.core import options as option_table
 from rayipy.core.runtime_env import with_env
 from rayipy.node import runtime_env_pack
@@ -120,7 +121,8 @@ class ActorClass:
             if holder is not None:
                 if self._options.get("get_if_exists"):
                     return get_actor(name, namespace)
-                raise ValueError(f"an actor named {name!r} already exists in namespace "
+                raise exceptions.ActorAlreadyExistsError(
+                                 f"an actor named {name!r} already exists in namespace "
                                  f"{namespace!r}: pick another name, use "
                                  f"rayipy.get_actor({name!r}), or pass get_if_exists=True")
         function_id, pickled = self._shared.get()

@@ -133,8 +133,7 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
 
 def get_runtime_context() -> RuntimeContext:
     """Where the calling code runs: ``.get_node_id()``, ``.get_task_id()``, ``.get_actor_id()``."""
-    runtime = _runtime()
-    return RuntimeContext.here(runtime.node_id, runtime.namespace)
+    return RuntimeContext.here(_runtime())
 
 
 def get_gpu_ids() -> list:

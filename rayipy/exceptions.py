@@ -89,8 +89,26 @@ class TaskUnschedulableError(RayipyError):
     ``unschedulable_task_timeout_s`` for one to join (the text names what is missing)."""
 
 
-class ActorDiedError(RayipyError):
+class ActorUnschedulableError(TaskUnschedulableError):
+    """No live node could ever create the actor (its creation raises this; its calls
+    ``ActorDiedError`` saying why)."""
+
+
+class RayActorError(RayipyError):
+    """Something went wrong with an actor: the base of ``ActorDiedError``, as in Ray."""
+
+
+class ActorDiedError(RayActorError):
     """The actor is dead: killed, crashed, or its constructor failed."""
+
+
+class ActorAlreadyExistsError(RayipyError, ValueError):
+    """An actor of that name already lives in that namespace (``get_if_exists=True``
+    returns it instead)."""
+
+
+class TaskPlacementGroupRemoved(RayipyError):
+    """The task waited for a placement group that was removed."""
 
 
 class ObjectLostError(RayipyError):
@@ -133,6 +151,83 @@ class DeserializationError(RaySystemError):
 
 # Ray's names for the same things, so `except ray.exceptions.RayTaskError` ports unchanged.
 RayError = RayipyError
+
+
+# Ray's other exception classes, so that programs written for Ray that name them in an
+# ``except`` clause run. rayipy does not raise these: each says what it raises instead.
+class ActorUnavailableError(RayActorError):
+    """Not raised by rayipy: a call to an actor that is restarting waits for it (or, in
+    flight when it died, fails with ``ActorDiedError``, or runs again with
+    ``max_task_retries``)."""
+
+
+class ActorPlacementGroupRemoved(RayipyError):
+    """Not raised by rayipy: an actor whose placement group is removed is killed, and its
+    calls raise ``ActorDiedError`` naming the group."""
+
+
+class NodeDiedError(RayipyError):
+    """Not raised by rayipy: a task lost with its node is retried, then raises
+    ``WorkerCrashedError``; objects held only there raise ``ObjectLostError``."""
+
+
+class LocalRayletDiedError(RayipyError):
+    """Not raised by rayipy: a lost local node agent is restarted (see docs/failures.md)."""
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    """Not raised by rayipy: a fetch from a gone node raises ``ObjectLostError``."""
+
+
+class ObjectFreedError(ObjectLostError):
+    """Not raised by rayipy (``free`` is not offered): see ``ObjectLostError``."""
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """Not raised by rayipy: a lost object that cannot be made again raises
+    ``ObjectLostError``, saying why."""
+
+
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
+    """Not raised by rayipy: see ``ObjectLostError``."""
+
+
+class OutOfMemoryError(RayipyError):
+    """Not raised by rayipy: a worker killed by the system's OOM killer raises
+    ``WorkerCrashedError`` naming the signal."""
+
+
+class OutOfDiskError(RayipyError):
+    """Not raised by rayipy: a store that cannot spill raises ``ObjectStoreFullError``."""
+
+
+class PendingCallsLimitExceeded(RayipyError):
+    """Not raised by rayipy: ``max_pending_calls`` is refused when given."""
+
+
+class AsyncioActorExit(RayipyError):
+    """Not raised by rayipy: ``exit_actor()`` in an async actor ends it as in a plain one."""
+
+
+class UnserializableException(RayipyError):
+    """Not raised by rayipy: an exception that cannot be pickled reaches the caller as a
+    ``TaskError`` carrying its type name, message and traceback."""
+
+
+class RpcError(RayipyError):
+    """Not raised by rayipy: a lost head raises ``RayipySystemError``."""
+
+
+class CrossLanguageError(RayipyError):
+    """Not raised by rayipy, which runs Python only."""
+
+
+class ActorHandleNotFoundError(RayipyError, ValueError):
+    """Not raised by rayipy: see ``ActorDiedError``."""
+
+
+class ObjectRefStreamEndOfStreamError(RayipyError):
+    """Not raised by rayipy: a generator's stream ends with ``StopIteration``."""
 
 
 def _rebuild_plain(cls: type[_E], args: tuple[Any, ...], state: dict[str, Any]) -> _E:

@@ -29,7 +29,8 @@ from rayipy.core import placement
 from rayipy.core.instructions import Instruction, KillWorker
 from rayipy.core.scheduler_state import SchedulerState
 from rayipy.core.state import AFFINITY_PREFIX, Request, affinity_resource
-from rayipy.protocol.messages import ERROR, TaskSpec
+from rayipy.exceptions import TaskPlacementGroupRemoved
+from rayipy.protocol.messages import CRASHED, ERROR, TaskSpec
 
 PENDING, CREATED, RESCHEDULING, REMOVED = "PENDING", "CREATED", "RESCHEDULING", "REMOVED"
 REMOVED_KEPT = 100     # removed groups still listed (placement_group_table), the latest
@@ -233,7 +234,7 @@ class PlacementScheduling(SchedulerState):
                 task_id = queue.popleft()
                 if task_id in self.tasks:
                     name = self.tasks[task_id].spec.name
-                    out.append(self._fail(task_id, ERROR, ValueError(
+                    out.append(self._fail(task_id, CRASHED, TaskPlacementGroupRemoved(
                         f"task {name!r} was waiting for placement group {group.hex}, which "
                         f"was removed")))
         return out

@@ -66,7 +66,8 @@ from rayipy.core.task_counts import (CANCELLED_COUNT, FAILED, FINISHED, OUTCOMES
                                      outcome)
 from rayipy.core.unschedulable import (UnschedulableWatch, failure_text, missing_resources,
                                        warning_text)
-from rayipy.exceptions import TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
+from rayipy.exceptions import (ActorUnschedulableError, TaskCancelledError, TaskUnschedulableError,
+                               WorkerCrashedError)
 from rayipy.protocol.messages import CANCELLED, CRASHED, OK, Payload, TaskSpec
 
 __all__ = ["Actor", "ActorLocation", "CancelRunning", "Execute", "Fail", "ForgetPeer",
@@ -725,7 +726,7 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
             self.creating.remove(actor_id)
             if actor.creation.task_id in self.tasks:
                 out.append(self._fail(actor.creation.task_id, CRASHED,
-                                      TaskUnschedulableError(message)))
+                                      ActorUnschedulableError(message)))
             out.append(ActorLocation(actor_id, tuple(actor.subscribers), "", actor.dead))
         return out
 

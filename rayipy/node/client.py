@@ -42,7 +42,7 @@ from rayipy.core.lineage import Lineage, Remake
 from rayipy.core.liveness import STALL_SECONDS
 from rayipy.core.message_faults import MessageFaults
 from rayipy.core.objects import PENDING, READY, ObjectTable
-from rayipy.core.task_context import CURRENT_TASK, JOB_NAMESPACE, current_namespace
+from rayipy.core.task_context import CURRENT_TASK, JOB_NAMESPACE, current_job
 from rayipy.core.owner import (PINNED, AskLease, CancelRemote, Complete, LocateActor,
                                OwnerCommand, OwnerState, ReturnLease, Route, SendToHead,
                                SendToWorker)
@@ -289,8 +289,20 @@ class Runtime:
     @property
     def namespace(self) -> str | None:
         """The namespace the calling code runs in: a driver's own; in a worker, that of
-        the task or actor running (``task_context.current_namespace``)."""
-        return self.driver_namespace if self.role == "driver" else current_namespace()
+        the task or actor running."""
+        job = self.job
+        return job[0] if job is not None else None
+
+    @property
+    def job(self) -> tuple[str, str] | None:
+        """The job the calling code runs in, (namespace, job id): a driver's own (its id
+        is the driver's process id, hex); in a worker, that of the task or actor running
+        (``task_context.current_job``)."""
+        if self.role == "driver":
+            if self.driver_namespace is None:
+                return None
+            return (self.driver_namespace, self.process_id.hex())
+        return current_job()
 
     def new_actor_id(self) -> bytes:
         return self.next_task_id()
@@ -347,9 +359,9 @@ class Runtime:
         # Read before the namespace joins the options: most calls have none of their own.
         mode = generator_mode(options) if options else ""
         if not actor_id or method == "__init__":   # an actor's calls run in the actor's
-            namespace = self.namespace
-            if namespace is not None:
-                options = options + ((JOB_NAMESPACE, namespace),)
+            job = self.job
+            if job is not None:
+                options = options + ((JOB_NAMESPACE, job),)
         handed: list = refs
         if mode:
             # Open before the task leaves: its first item may come at once.

@@ -59,6 +59,11 @@ def set_job_env(runtime: Any, env: dict[str, Any] | None) -> None:
         resolve(runtime, None)
 
 
+def job_env(runtime: Any) -> dict[str, Any]:
+    """The driver's ``init(runtime_env=)``, as checked ({} when none)."""
+    return dict(_resolver(runtime).job)
+
+
 def inherit(runtime: Any, resolved: dict[str, Any]) -> None:
     """A worker's environment becomes the default of the tasks it submits."""
     _resolver(runtime).inherited = resolved

@@ -29,6 +29,7 @@ from typing import Any, Callable
 from rayipy import exceptions
 from rayipy.core.generators import MAX_ITEMS, item_id
 from rayipy.core.objects import owner_of
+from rayipy.core import task_context
 from rayipy.core.task_context import CURRENT_TASK
 from rayipy.node import actor_exit, gpus, lifetime
 from rayipy.node.streams import generator_mode
@@ -85,6 +86,9 @@ class TaskRunner:
                     f"which is shipped by value.") from None
             self.functions[spec.function_id] = fn
             del self.pickled_functions[spec.function_id]
+            task_context.function_names[spec.function_id] = (
+                f"{getattr(fn, '__module__', '?')}."
+                f"{getattr(fn, '__qualname__', getattr(fn, '__name__', '?'))}")
         return fn
 
     def callable_for(self, spec: TaskSpec) -> Any:

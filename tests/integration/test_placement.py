@@ -60,7 +60,7 @@ def test_a_group_that_cannot_be_placed_waits_and_its_tasks_with_it(cluster):
     ready, _ = rayipy.wait([waiting], timeout=0.5)
     assert ready == []
     remove_placement_group(pg)
-    with pytest.raises(TaskError, match="was removed"):
+    with pytest.raises(rayipy.exceptions.TaskPlacementGroupRemoved, match="was removed"):
         rayipy.get(waiting, timeout=30)
 
 
@@ -84,7 +84,7 @@ def test_removing_a_group_stops_what_runs_in_it(cluster):
         wait_until(lambda: rayipy.available_resources().get(in_use, 0.0) == 0.0, timeout=30)
     finally:
         remove_placement_group(pg)
-    with pytest.raises(TaskError, match="placement group"):
+    with pytest.raises(rayipy.exceptions.TaskPlacementGroupRemoved, match="placement group"):
         rayipy.get(running, timeout=30)
     assert rayipy.get(sleep_then.remote(0, "next"), timeout=60) == "next"
 

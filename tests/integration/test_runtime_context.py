@@ -83,3 +83,72 @@ def test_a_threaded_actors_calls_each_see_their_own_call(cluster):
 
 def test_an_async_actors_calls_each_see_their_own_call(cluster):
     check_actor(Async.remote())
+
+
+# -- the rest of Ray's RuntimeContext ---------------------------------------------------------
+
+@rayipy.remote
+def job_and_names():
+    context = rayipy.get_runtime_context()
+    child = rayipy.get(nested_job.remote())
+    return (context.get_job_id(), context.get_task_name(), context.get_task_function_name(),
+            context.get_worker_id(), context.get_placement_group_id(), context.runtime_env,
+            context.get_actor_name(), child)
+
+
+@rayipy.remote
+def nested_job():
+    return rayipy.get_runtime_context().get_job_id()
+
+
+@rayipy.remote(max_restarts=1)
+class Named:
+    def __init__(self):
+        self.calls = 0
+
+    def about(self):
+        context = rayipy.get_runtime_context()
+        return (context.get_actor_name(), context.get_job_id(), context.get_task_function_name(),
+                context.was_current_actor_reconstructed)
+
+    def myself(self):
+        return rayipy.get_runtime_context().current_actor
+
+    def count(self):
+        self.calls += 1
+        return self.calls
+
+    def die(self):
+        import os
+        os._exit(1)
+
+
+def test_the_job_id_is_the_drivers_and_its_work_inherits_it(cluster):
+    driver = rayipy.get_runtime_context()
+    job_id = driver.get_job_id()
+    assert isinstance(job_id, str) and job_id
+    assert driver.get() == {"job_id": job_id, "node_id": driver.get_node_id(),
+                            "namespace": driver.get_namespace()}
+    assert driver.get_actor_name() is None and driver.get_task_name() is None
+    assert driver.gcs_address and ":" in driver.gcs_address
+    (task_job, name, function, worker, group, env, actor_name, child_job) = rayipy.get(
+        job_and_names.options(name="renamed").remote())
+    assert task_job == job_id and child_job == job_id
+    assert name == "renamed"
+    assert function == f"{__name__}.job_and_names" or function.endswith(".job_and_names")
+    assert worker and worker != driver.get_worker_id()
+    assert group is None and env == {} and actor_name is None
+
+
+def test_an_actor_knows_its_name_its_handle_and_whether_it_restarted(cluster):
+    actor = Named.options(name="ctx-named").remote()
+    name, job, function, restarted = rayipy.get(actor.about.remote())
+    assert name == "ctx-named" and job == rayipy.get_runtime_context().get_job_id()
+    assert function.endswith("Named.about") and restarted is False
+    assert rayipy.get(rayipy.get(actor.myself.remote()).count.remote()) == 1  # current_actor
+    assert rayipy.get(Named.remote().about.remote())[0] == ""   # unnamed: ""
+    try:
+        rayipy.get(actor.die.remote())
+    except rayipy.exceptions.RayActorError:
+        pass
+    assert rayipy.get(actor.about.remote(), timeout=60)[3] is True
