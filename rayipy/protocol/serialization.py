@@ -18,10 +18,12 @@ also make the message fail its signature. (``snapshot=False`` keeps views, for t
 
 from __future__ import annotations
 
+import io
 import linecache
 import pickle
 import threading
 import types
+from collections import ChainMap
 from typing import Any, Callable
 
 import cloudpickle
@@ -34,6 +36,26 @@ INBAND_LIMIT = 4096
 PICKLER = f"cloudpickle {cloudpickle.__version__}"   # what `rayipy info` reports
 DYNAMIC_CODE = "<dynamic-code>"
 _local = threading.local()
+
+
+# Serializers the user registered for their classes (``rayipy.util.register_serializer``):
+# class -> reducer. Used only while there is one, so values pickle as before otherwise.
+custom_reducers: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+
+
+class _CustomPickler(cloudpickle.CloudPickler):
+    """cloudpickle with the user's serializers first (in this process only)."""
+    dispatch_table = ChainMap(custom_reducers, cloudpickle.CloudPickler.dispatch_table)
+
+
+def _cloudpickle(value: Any, buffer_callback: Callable[[pickle.PickleBuffer], bool] | None
+                 = None) -> bytes:
+    if not custom_reducers:
+        data: bytes = cloudpickle.dumps(value, protocol=5, buffer_callback=buffer_callback)
+        return data
+    file = io.BytesIO()
+    _CustomPickler(file, protocol=5, buffer_callback=buffer_callback).dump(value)
+    return file.getvalue()
 
 
 def note_contained_ref(ref: Any) -> None:
@@ -61,7 +83,7 @@ def dumps(value: Any, what: str = "value", snapshot: bool = True) -> tuple[Paylo
     outer = getattr(_local, "refs", None)
     _local.refs = []
     try:
-        data = cloudpickle.dumps(value, protocol=5, buffer_callback=keep_large_out_of_band)
+        data = _cloudpickle(value, keep_large_out_of_band)
         refs = _local.refs
     except MemoryError:
         raise   # out of memory, not unpicklable: the caller sees the MemoryError itself
@@ -112,7 +134,7 @@ def pickling_error(value: Any) -> Exception | None:
     """The error pickling ``value`` alone raises, or None if it would travel: to name
     the part of a larger value that made ``dumps`` fail."""
     try:
-        cloudpickle.dumps(value, protocol=5)
+        _cloudpickle(value)
     except Exception as e:
         return e
     return None
@@ -120,8 +142,7 @@ def pickling_error(value: Any) -> Exception | None:
 
 def dumps_inband(value: Any) -> bytes:
     """One self-contained pickle (no out-of-band buffers), for small records like errors."""
-    data: bytes = cloudpickle.dumps(value, protocol=5)
-    return data
+    return _cloudpickle(value)
 
 
 def loads_inband(data: bytes) -> Any:
