@@ -11,8 +11,13 @@ foreground, so the job lasts exactly as long as the cluster). ``.address`` comes
 be on a file system the nodes share (the default, ``~/.rayipy/slurm/``, is, on the usual
 cluster with shared home directories).
 
-``close()`` runs ``scancel`` and waits until Slurm says the job ended; a ``scancel``
-typed by hand stops the cluster the same way. The password is written to
+``adapt()`` (``Launcher.adapt``) grows the cluster by one more batch job per node (one
+task: ``slurm_task JOB_DIR --join``, an agent joining this head) and shrinks it by
+``scancel`` of an idle node's job; ``node_jobs`` maps those jobs to their nodes. The
+first job is never shrunk.
+
+``close()`` runs ``scancel`` (the added jobs first, then the first job) and waits until
+Slurm says each ended; a ``scancel`` typed by hand stops the cluster the same way. The password is written to
 ``JOB_DIR/password`` (0600) for the tasks to read, and removed by ``close()``.
 """
 
@@ -58,7 +63,7 @@ class SlurmCluster(Launcher):
                  partition: str | None = None, time: str | None = None,
                  account: str | None = None, job_name: str = "rayipy",
                  sbatch_options: Sequence[str] = (), port: int | None = 0,
-                 start_options: Sequence[str] = (), shared_dir: str | os.PathLike | None = None,
+                 start_options: Sequence[str] = (), shared_dir: str | os.PathLike[str] | None = None,
                  python: str | None = None, password: str | None = None,
                  start_timeout: float = START_TIMEOUT) -> None:
         from rayipy.node.connection import new_password, rayipy_home
@@ -223,7 +228,7 @@ class SlurmCluster(Launcher):
                        and not self.node_jobs[job]]
             if not waiting:
                 break
-            self._forget_ended_node_jobs(force=True)
+            self._forget_ended_node_jobs()
             ended = [job for job in waiting if job not in self.node_jobs]
             if ended:
                 raise exceptions.ClusterLaunchError(
@@ -253,11 +258,11 @@ class SlurmCluster(Launcher):
     def _node_output(self, job_id: str) -> Path:
         return self.job_dir / f"node-{job_id}.out"
 
-    def _forget_ended_node_jobs(self, force: bool = False) -> None:
+    def _forget_ended_node_jobs(self) -> None:
         """Drop the added jobs Slurm says ended (a time limit, a node failure, a
         ``scancel`` by hand): their nodes no longer count. ``squeue`` at most every
-        ``SQUEUE_EVERY`` seconds, unless ``force``: it costs the controller."""
-        if not self.node_jobs or (not force and time.monotonic() < self._next_squeue):
+        ``SQUEUE_EVERY`` seconds: it costs the controller."""
+        if not self.node_jobs or time.monotonic() < self._next_squeue:
             return
         self._next_squeue = time.monotonic() + SQUEUE_EVERY
         jobs = list(self.node_jobs)
@@ -325,7 +330,7 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no output yet)"
 
 
-def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)

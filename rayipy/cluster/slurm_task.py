@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from rayipy.cluster import commands
 from rayipy.cluster.commands import StartOptions
@@ -67,7 +68,8 @@ def wait_for_address(job_dir: Path, timeout: float) -> str:
     return path.read_text().strip()
 
 
-def run(argv: list[str], env: dict[str, str], on_line=None) -> int:
+def run(argv: list[str], env: dict[str, str],
+        on_line: Callable[[str], None] | None = None) -> int:
     """Run ``argv``, echo its output, pass SIGTERM/SIGINT on to it; its exit code."""
     child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -121,7 +123,7 @@ def main(argv: list[str]) -> int:
                                          password_file=password_file), env)
 
 
-def join(job_dir: Path, spec: dict, options: StartOptions, env: dict[str, str],
+def join(job_dir: Path, spec: dict[str, Any], options: StartOptions, env: dict[str, str],
          password_file: str) -> int:
     """An added node's task: join the head, and say under which node id."""
     job_id = os.environ.get("SLURM_JOB_ID")

@@ -212,3 +212,15 @@ def test_a_failed_start_is_kept_in_the_status_and_the_loop_goes_on():
         assert loop.status().adapting
     finally:
         loop.stop(10)
+
+
+def test_the_slurm_task_refuses_unknown_arguments_and_a_join_outside_a_job(tmp_path, monkeypatch,
+                                                                        capsys):
+    import json
+    from rayipy.cluster import slurm_task
+    assert slurm_task.main([str(tmp_path), "--joins"]) == 2
+    (tmp_path / slurm_task.SPEC_FILE).write_text(json.dumps(
+        {"python": "python3", "num_cpus": 1, "port": 0, "extra": [], "start_timeout": 1}))
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert slurm_task.main([str(tmp_path), slurm_task.JOIN]) == 2
+    assert "SLURM_JOB_ID" in capsys.readouterr().err
