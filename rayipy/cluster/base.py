@@ -109,9 +109,10 @@ class Launcher:
         when tasks have waited ``wait_s`` seconds for resources no live node has free,
         retire nodes idle for ``idle_s`` seconds (never one whose object store holds
         objects someone may still read; never the head's). ``maximum`` defaults to every
-        machine the launcher has (a launcher without a fixed list, as Slurm's, needs it). ``adapt(False)`` stops adapting, as
-        ``stop_adapting()`` does; calling ``adapt`` again replaces the bounds. A thread of
-        this process looks at the head every ``interval`` seconds."""
+        machine the launcher has (a launcher without a fixed list, as Slurm's, needs
+        it). ``adapt(False)`` stops adapting, as ``stop_adapting()`` does; calling
+        ``adapt`` again replaces the bounds. A thread of this process looks at the head
+        every ``interval`` seconds."""
         from rayipy.cluster.adapt_loop import AdaptLoop
         from rayipy.cluster.adaptive import AdaptivePolicy
         if minimum is False:

@@ -17,8 +17,9 @@ task: ``slurm_task JOB_DIR --join``, an agent joining this head) and shrinks it 
 first job is never shrunk.
 
 ``close()`` runs ``scancel`` (the added jobs first, then the first job) and waits until
-Slurm says each ended; a ``scancel`` typed by hand stops the cluster the same way. The password is written to
-``JOB_DIR/password`` (0600) for the tasks to read, and removed by ``close()``.
+Slurm says each ended; a ``scancel`` typed by hand stops the cluster the same way. The
+password is written to ``JOB_DIR/password`` (0600) for the tasks to read, and removed by
+``close()``.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class SlurmCluster(Launcher):
                  partition: str | None = None, time: str | None = None,
                  account: str | None = None, job_name: str = "rayipy",
                  sbatch_options: Sequence[str] = (), port: int | None = 0,
-                 start_options: Sequence[str] = (), shared_dir: str | os.PathLike[str] | None = None,
+                 start_options: Sequence[str] = (),
+                 shared_dir: str | os.PathLike[str] | None = None,
                  python: str | None = None, password: str | None = None,
                  start_timeout: float = START_TIMEOUT) -> None:
         from rayipy.node.connection import new_password, rayipy_home
@@ -80,7 +82,8 @@ class SlurmCluster(Launcher):
         self.job_dir = (base / f"{job_name}-{uuid.uuid4().hex[:8]}").absolute()
         self.python = python or sys.executable
         self.job_id: str | None = None
-        self.node_jobs: dict[str, str] = {}   # adapt's jobs: job id -> node id's start ("": not joined)
+        # adapt's jobs: job id -> the start of its node's id ("": not joined yet)
+        self.node_jobs: dict[str, str] = {}
         self._max_nodes = 0
         self._next_squeue = 0.0
         self.start_timeout = start_timeout
@@ -299,7 +302,7 @@ class SlurmCluster(Launcher):
                 f"scancel {' '.join(jobs)} failed: {(result.stderr or result.stdout).strip()}")
         deadline = time.monotonic() + STOP_TIMEOUT
         for job in jobs:
-            while (state := self._job_state(job)) is not None and state not in commands.ENDED_STATES:
+            while (state := self._job_state(job)) not in commands.ENDED_STATES | {None}:
                 if time.monotonic() > deadline:
                     raise exceptions.ClusterLaunchError(
                         f"Slurm job {job} still {state} {STOP_TIMEOUT:g} s after scancel")

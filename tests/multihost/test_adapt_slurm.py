@@ -114,7 +114,8 @@ def test_a_burst_grows_the_slurm_cluster_by_jobs_and_it_shrinks_back_by_scancel(
             state = daemons.run(hostA, "scontrol", "show", "job", job).stdout
             assert "JobState=CANCELLED" in state, state
         assert squeue(daemons, hostA) == {head_job: "RUNNING"}
-        head_host = [h for h in hosts if any("rayipy.node.head" in p for p in rayipy_processes([h]))]
+        head_host = [h for h in hosts
+                     if any("rayipy.node.head" in p for p in rayipy_processes([h]))]
         assert len(head_host) == 1, rayipy_processes(hosts)
         others = [h for h in hosts if h is not head_host[0]]
         def left_on_retired() -> list[str]:   # the driver (`python -c`) may run on one

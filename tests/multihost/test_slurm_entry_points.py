@@ -64,8 +64,8 @@ CELLS = [
             time.sleep(0.5)
             return socket.gethostname()
 
-        print("RAN", json.dumps({"job": job_id, "state": _c._launcher.state(),
-                                 "hosts": sorted(set(rayipy.get([where.remote(i) for i in range(8)])))}))
+        ran_on = sorted(set(rayipy.get([where.remote(i) for i in range(8)])))
+        print("RAN", json.dumps({"job": job_id, "state": _c._launcher.state(), "hosts": ran_on}))
         """),
     "%cluster stop",
     textwrap.dedent("""\
@@ -89,7 +89,8 @@ def printed(nb, prefix: str) -> dict:
                          f"{[c.get('outputs') for c in nb.cells]}")
 
 
-def test_cluster_start_slurm_in_a_kernel_runs_tasks_and_cluster_stop_cancels_the_job(slurm, tmp_path):
+def test_cluster_start_slurm_in_a_kernel_runs_tasks_and_cluster_stop_cancels_the_job(slurm,
+                                                                                     tmp_path):
     import nbformat
     hosts, daemons = slurm
     hostA = hosts[0]
