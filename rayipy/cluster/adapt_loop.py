@@ -3,14 +3,17 @@
     launcher thread "rayipy-adapt"            head
     every interval ----- request "demand" ---->  core/demand.py
         AdaptivePolicy.decide  <--- queued, nodes ---
-        launcher._grow(n)        (ssh: `rayipy start --address` on spare hosts)
-        launcher._retire(node)   (ssh: `rayipy stop` there; its agent says NODE_LEAVING)
+        launcher._grow(n)        (ssh: `rayipy start --address` on spare hosts;
+                                  slurm: one `sbatch` job per node, joining the head)
+        launcher._retire(node)   (ssh: `rayipy stop` there; slurm: `scancel` its job;
+                                  either way its agent says NODE_LEAVING)
 
 It runs in the process that made the launcher (a notebook kernel, a script), with a
 driver connection of its own to the head, so it neither waits for nor disturbs the
 user's session. Starting and retiring run on this thread, one decision at a time:
 while hosts start, nothing else is decided, and the next look sees them registered
-(``rayipy start`` returns once its node has). A failure (a host that would not start,
+(``rayipy start`` returns once its node has; Slurm: ``_grow`` waits for the
+jobs to join, up to a bound). A failure (a host that would not start,
 a stop that failed) is kept in ``status().error`` and logged; the loop goes on. When
 the head stops answering, the loop ends, saying why.
 """

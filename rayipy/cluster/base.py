@@ -109,9 +109,10 @@ class Launcher:
         when tasks have waited ``wait_s`` seconds for resources no live node has free,
         retire nodes idle for ``idle_s`` seconds (never one whose object store holds
         objects someone may still read; never the head's). ``maximum`` defaults to every
-        machine the launcher has. ``adapt(False)`` stops adapting, as
-        ``stop_adapting()`` does; calling ``adapt`` again replaces the bounds. A thread of
-        this process looks at the head every ``interval`` seconds."""
+        machine the launcher has (a launcher without a fixed list, as Slurm's, needs
+        it). ``adapt(False)`` stops adapting, as ``stop_adapting()`` does; calling
+        ``adapt`` again replaces the bounds. A thread of this process looks at the head
+        every ``interval`` seconds."""
         from rayipy.cluster.adapt_loop import AdaptLoop
         from rayipy.cluster.adaptive import AdaptivePolicy
         if minimum is False:
@@ -123,14 +124,19 @@ class Launcher:
             raise ValueError("adapt(True) says nothing: give adapt(minimum=, maximum=)")
         if self._closed:
             raise exceptions.ClusterLaunchError(f"the {self.provider} cluster is closed")
+        capacity = self._capacity()
         if maximum is None:
-            maximum = self._capacity()
+            if capacity is None:
+                raise ValueError(f"give adapt a maximum=: the {self.provider} launcher has no "
+                                 f"fixed list of machines to count")
+            maximum = capacity
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
             raise ValueError(f"interval must be a number of seconds > 0, got {interval!r}")
         policy = AdaptivePolicy(minimum, maximum, wait_s, idle_s, template=self._node_template())
-        if maximum > self._capacity():
+        if capacity is not None and maximum > capacity:
             raise ValueError(f"maximum={maximum} but the {self.provider} cluster has "
-                             f"{self._capacity()} machine(s) in all")
+                             f"{capacity} machine(s) in all")
+        self._prepare_adapting(policy)
         self.stop_adapting()
         loop = AdaptLoop(self, policy, interval)
         loop.start()
@@ -150,9 +156,14 @@ class Launcher:
         return loop.status().as_dict() if loop is not None else None
 
     # What a launcher that can adapt implements (the adapt thread calls these):
-    def _capacity(self) -> int:
-        """How many nodes this launcher can have at most."""
+    def _capacity(self) -> int | None:
+        """How many nodes this launcher can have at most (None: no fixed number, as on
+        Slurm, where the queue decides; ``adapt`` then needs its ``maximum``)."""
         raise NotImplementedError(f"the {self.provider} launcher cannot adapt")
+
+    def _prepare_adapting(self, policy: Any) -> None:
+        """Called by ``adapt`` with the checked policy, before its thread starts (the
+        launcher may keep the bounds it needs to count its spare nodes)."""
 
     def _spare(self) -> int:
         """How many more nodes it could start now."""

@@ -276,3 +276,28 @@ def job_state(scontrol_output: str) -> str | None:
     """The ``JobState=`` of ``scontrol show job``'s output (None if absent)."""
     found = re.search(r"\bJobState=(\S+)", scontrol_output)
     return found.group(1) if found else None
+
+
+def node_job_request(request: SlurmRequest) -> SlurmRequest:
+    """What ``adapt`` asks ``sbatch`` for each node it adds: one node, one task, with the
+    cluster's CPUs per node, partition, time limit, account, name and extra options."""
+    return SlurmRequest(nodes=1, cpus_per_node=request.cpus_per_node,
+                        partition=request.partition, time=request.time,
+                        account=request.account, job_name=request.job_name,
+                        extra=request.extra)
+
+
+def squeue_argv(job_ids: Sequence[str]) -> list[str]:
+    """``squeue`` for the state of ``job_ids``, one ``ID STATE`` line each. Slurm lists
+    only jobs not yet ended (and, for a while, the ended ones); one it forgot is absent."""
+    return ["squeue", "--noheader", "--format=%i %T", f"--jobs={','.join(job_ids)}"]
+
+
+def queued_states(squeue_output: str) -> dict[str, str]:
+    """Job id -> state from ``squeue_argv``'s output."""
+    states: dict[str, str] = {}
+    for line in squeue_output.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0].isdigit():
+            states[words[0]] = words[1]
+    return states

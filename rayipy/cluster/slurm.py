@@ -11,9 +11,15 @@ foreground, so the job lasts exactly as long as the cluster). ``.address`` comes
 be on a file system the nodes share (the default, ``~/.rayipy/slurm/``, is, on the usual
 cluster with shared home directories).
 
-``close()`` runs ``scancel`` and waits until Slurm says the job ended; a ``scancel``
-typed by hand stops the cluster the same way. The password is written to
-``JOB_DIR/password`` (0600) for the tasks to read, and removed by ``close()``.
+``adapt()`` (``Launcher.adapt``) grows the cluster by one more batch job per node (one
+task: ``slurm_task JOB_DIR --join``, an agent joining this head) and shrinks it by
+``scancel`` of an idle node's job; ``node_jobs`` maps those jobs to their nodes. The
+first job is never shrunk.
+
+``close()`` runs ``scancel`` (the added jobs first, then the first job) and waits until
+Slurm says each ended; a ``scancel`` typed by hand stops the cluster the same way. The
+password is written to ``JOB_DIR/password`` (0600) for the tasks to read, and removed by
+``close()``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from rayipy.cluster.commands import SlurmRequest, StartOptions
 
 START_TIMEOUT = 600.0   # for the job to leave the queue and its head to listen
 STOP_TIMEOUT = 120.0    # for the job to end after scancel (Slurm's KillWait is 30 s by default)
+GROW_WAIT = 60.0        # adapt waits this long for an added node's job to run and join
+SQUEUE_EVERY = 5.0      # adapt asks squeue whether added jobs ended at most this often
 
 
 class SlurmCluster(Launcher):
@@ -56,7 +64,8 @@ class SlurmCluster(Launcher):
                  partition: str | None = None, time: str | None = None,
                  account: str | None = None, job_name: str = "rayipy",
                  sbatch_options: Sequence[str] = (), port: int | None = 0,
-                 start_options: Sequence[str] = (), shared_dir: str | os.PathLike | None = None,
+                 start_options: Sequence[str] = (),
+                 shared_dir: str | os.PathLike[str] | None = None,
                  python: str | None = None, password: str | None = None,
                  start_timeout: float = START_TIMEOUT) -> None:
         from rayipy.node.connection import new_password, rayipy_home
@@ -73,6 +82,10 @@ class SlurmCluster(Launcher):
         self.job_dir = (base / f"{job_name}-{uuid.uuid4().hex[:8]}").absolute()
         self.python = python or sys.executable
         self.job_id: str | None = None
+        # adapt's jobs: job id -> the start of its node's id ("": not joined yet)
+        self.node_jobs: dict[str, str] = {}
+        self._max_nodes = 0
+        self._next_squeue = 0.0
         self.start_timeout = start_timeout
         try:
             self._submit()
@@ -112,9 +125,11 @@ class SlurmCluster(Launcher):
     def state(self) -> str | None:
         """The job's state as Slurm says it (PENDING, RUNNING, CANCELLED...); None once
         Slurm has forgotten it."""
-        if self.job_id is None:
-            return None
-        result = _run(["scontrol", "show", "job", self.job_id], 30)
+        return self._job_state(self.job_id) if self.job_id is not None else None
+
+    @staticmethod
+    def _job_state(job_id: str) -> str | None:
+        result = _run(["scontrol", "show", "job", job_id], 30)
         return commands.job_state(result.stdout) if result.returncode == 0 else None
 
     def _wait_for_head(self, timeout: float) -> None:
@@ -137,51 +152,165 @@ class SlurmCluster(Launcher):
             time.sleep(0.1)
         self._address = address_file.read_text().strip()
 
-    def _output_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.output_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no output yet)"
+    def _output_tail(self) -> str:
+        return _tail(self.output_file)
 
     def _stop(self) -> None:
-        """``scancel``, then wait until the job has ended; remove the password file."""
+        """``scancel`` the nodes ``adapt`` added, then the cluster's job (a head cancelled
+        first would leave their agents waiting for it), and wait until each has ended;
+        remove the password file."""
         try:
-            if self.job_id is not None:
-                result = _run(["scancel", self.job_id], 60)
-                if result.returncode != 0 and self.state() not in commands.ENDED_STATES | {None}:
-                    raise exceptions.ClusterLaunchError(
-                        f"scancel {self.job_id} failed: {(result.stderr or result.stdout).strip()}")
-                deadline = time.monotonic() + STOP_TIMEOUT
-                while (state := self.state()) is not None and state not in commands.ENDED_STATES:
-                    if time.monotonic() > deadline:
-                        raise exceptions.ClusterLaunchError(
-                            f"Slurm job {self.job_id} still {state} {STOP_TIMEOUT:g} s after "
-                            f"scancel")
-                    time.sleep(0.2)
+            try:
+                self._cancel(list(self.node_jobs))
+            finally:
+                if self.job_id is not None:
+                    self._cancel([self.job_id])
+            self.node_jobs.clear()
         finally:
             try:
                 (self.job_dir / slurm_task.PASSWORD_FILE).unlink()
             except OSError:
                 pass
 
+    # -- adapting (Launcher.adapt): one Slurm job per added node ------------------------------
     def adapt(self, minimum: int | bool = 1, maximum: int | None = None, **settings: Any) -> None:
-        """Not yet for Slurm: a node more would be a job more (one ``sbatch`` of one
-        ``rayipy start --address`` task), and a node less its ``scancel``. Until then,
-        ask for the nodes at the start (``SlurmCluster(nodes=maximum)``), or adapt on
-        machines reached by ``ssh`` (``SSHCluster(hosts, initial=1).adapt(...)``).
-        ``adapt(False)`` is allowed: nothing is adapting."""
-        if minimum is False and maximum is None and not settings:
-            self.stop_adapting()
+        """``Launcher.adapt``, the Slurm way: each node added is a batch job of its own
+        (one node, one task: ``rayipy start --address`` joining this cluster's head,
+        with the cluster's partition, time limit, account and CPUs per node), and a node
+        retired is its job's ``scancel``. ``maximum`` is required: Slurm has no list of
+        machines to count; the queue decides when an added job runs, and a job still
+        queued counts towards ``maximum`` until it runs or ends. The nodes of the first
+        job (the head's) are never retired: only the whole job can end."""
+        if minimum is not False and maximum is None:
+            raise ValueError("SlurmCluster.adapt needs maximum=: how many nodes at most "
+                             "(Slurm's queue, not a list of machines, limits them)")
+        super().adapt(minimum, maximum, **settings)
+
+    def _capacity(self) -> int | None:
+        return None
+
+    def _prepare_adapting(self, policy: Any) -> None:
+        self._max_nodes = policy.maximum
+
+    def _node_template(self) -> dict[str, float] | None:
+        cpus = self.request.cpus_per_node
+        return {"CPU": float(cpus)} if cpus is not None else None
+
+    def _spare(self) -> int:
+        """Nodes ``adapt`` may still ask Slurm for: ``maximum`` less the first job's
+        nodes and the added jobs queued or running (ended ones are forgotten first)."""
+        self._forget_ended_node_jobs()
+        return max(0, self._max_nodes - self.request.nodes - len(self.node_jobs))
+
+    def _retirable(self, node: dict[str, Any]) -> bool:
+        return self._job_of(node["node_id"]) is not None
+
+    def _job_of(self, node_id: str) -> str | None:
+        self._read_node_ids()
+        return next((job for job, start in self.node_jobs.items()
+                     if start and node_id.startswith(start)), None)
+
+    def _read_node_ids(self) -> None:
+        for job_id, node_id in self.node_jobs.items():
+            if not node_id:
+                try:
+                    self.node_jobs[job_id] = (self.job_dir / slurm_task.NODES_DIR
+                                              / job_id).read_text().strip()
+                except OSError:   # not joined yet
+                    pass
+
+    def _grow(self, count: int) -> None:
+        """``sbatch`` ``count`` one-node jobs, then wait (``GROW_WAIT``) for their nodes
+        to join. A job still queued then stays submitted and joins when Slurm runs it;
+        a job that ended before joining is an error, with its output."""
+        submitted = [self._submit_node_job() for _ in range(count)]
+        deadline = time.monotonic() + GROW_WAIT
+        while not self._closed and time.monotonic() < deadline:
+            self._read_node_ids()
+            waiting = [job for job in submitted if job in self.node_jobs
+                       and not self.node_jobs[job]]
+            if not waiting:
+                break
+            self._forget_ended_node_jobs()
+            ended = [job for job in waiting if job not in self.node_jobs]
+            if ended:
+                raise exceptions.ClusterLaunchError(
+                    f"Slurm job {ended[0]} (a node added by adapt) ended before its node "
+                    f"joined; its output:\n{_tail(self._node_output(ended[0]))}")
+            time.sleep(0.5)
+
+    def _submit_node_job(self) -> str:
+        script = self.job_dir / "node.sh"
+        if not script.exists():
+            script.write_text(commands.batch_script(
+                [self.python, "-m", "rayipy.cluster.slurm_task", str(self.job_dir),
+                 slurm_task.JOIN]))
+        request = commands.node_job_request(self.request)
+        result = _run(commands.sbatch_argv(request, str(script),
+                                           str(self.job_dir / "node-%j.out")), 60)
+        if result.returncode != 0:
+            raise exceptions.ClusterLaunchError(f"sbatch refused a node's job: "
+                                                f"{(result.stderr or result.stdout).strip()}")
+        try:
+            job_id = commands.parse_job_id(result.stdout)
+        except ValueError as e:
+            raise exceptions.ClusterLaunchError(str(e)) from None
+        self.node_jobs[job_id] = ""
+        return job_id
+
+    def _node_output(self, job_id: str) -> Path:
+        return self.job_dir / f"node-{job_id}.out"
+
+    def _forget_ended_node_jobs(self) -> None:
+        """Drop the added jobs Slurm says ended (a time limit, a node failure, a
+        ``scancel`` by hand): their nodes no longer count. ``squeue`` at most every
+        ``SQUEUE_EVERY`` seconds: it costs the controller."""
+        if not self.node_jobs or time.monotonic() < self._next_squeue:
             return
-        raise NotImplementedError(
-            "SlurmCluster cannot adapt yet (each node added would be a Slurm job of its "
-            "own): ask for the nodes at the start with SlurmCluster(nodes=...), or use "
-            "SSHCluster(hosts, initial=1).adapt(minimum=, maximum=) on machines you reach "
-            "with ssh")
+        self._next_squeue = time.monotonic() + SQUEUE_EVERY
+        jobs = list(self.node_jobs)
+        result = _run(commands.squeue_argv(jobs), 30)
+        if result.returncode == 0:
+            states = commands.queued_states(result.stdout)
+            ended = [job for job in jobs
+                     if states.get(job, "COMPLETED") in commands.ENDED_STATES]
+        elif "Invalid job id" in result.stderr:   # one Slurm forgot: ask for each
+            ended = [job for job in jobs if self._job_state(job) in commands.ENDED_STATES | {None}]
+        else:   # the controller did not answer: nothing is known to have ended
+            return
+        for job in ended:
+            del self.node_jobs[job]
+
+    def _retire(self, node_id: str) -> None:
+        """``scancel`` the node's job (its agent gets SIGTERM and tells the head it
+        leaves), and wait until Slurm says the job ended."""
+        job = self._job_of(node_id)
+        if job is None:
+            raise exceptions.ClusterLaunchError(f"node {node_id[:8]} is not one adapt added: "
+                                                f"it cannot be retired alone")
+        self._cancel([job])
+        self.node_jobs.pop(job, None)
+
+    def _cancel(self, jobs: list[str]) -> None:
+        """``scancel jobs``, then wait until each has ended."""
+        if not jobs:
+            return
+        result = _run(["scancel", *jobs], 60)
+        if result.returncode != 0 and any(self._job_state(j) not in commands.ENDED_STATES | {None}
+                                          for j in jobs):
+            raise exceptions.ClusterLaunchError(
+                f"scancel {' '.join(jobs)} failed: {(result.stderr or result.stdout).strip()}")
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for job in jobs:
+            while (state := self._job_state(job)) not in commands.ENDED_STATES | {None}:
+                if time.monotonic() > deadline:
+                    raise exceptions.ClusterLaunchError(
+                        f"Slurm job {job} still {state} {STOP_TIMEOUT:g} s after scancel")
+                time.sleep(0.2)
 
     def record(self) -> dict[str, Any]:
         return {"provider": self.provider, "address": self._address, "job_id": self.job_id,
-                "job_dir": str(self.job_dir)}
+                "job_dir": str(self.job_dir), "node_jobs": dict(self.node_jobs)}
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], password: str = "") -> "SlurmCluster":
@@ -190,11 +319,21 @@ class SlurmCluster(Launcher):
         Launcher.__init__(self, password)
         self.job_id = record["job_id"]
         self.job_dir = Path(record["job_dir"])
+        self.node_jobs = dict(record.get("node_jobs", {}))
+        self._max_nodes = 0
+        self._next_squeue = 0.0
         self._address = record.get("address")
         return self
 
 
-def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no output yet)"
+
+
+def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)

@@ -9,6 +9,12 @@ foreground for as long as rayipy runs on its node, so the job lasts as long as t
 cluster, and ``scancel`` (SIGTERM to the job's processes) stops it; a head or agent that
 exits ends its task, and ``srun --kill-on-bad-exit`` then ends the job.
 
+``python -m rayipy.cluster.slurm_task JOB_DIR --join`` is the one task of a job that
+``SlurmCluster.adapt`` submits to add a node: it runs ``rayipy start --address=...
+--block`` and, once the node has joined, writes the node id ``rayipy start`` printed to
+``JOB_DIR/nodes/JOB_ID`` (``$SLURM_JOB_ID``): the launcher reads there which node each
+job is, to ``scancel`` the job of an idle node (SIGTERM: the agent says it leaves).
+
 The password is read from ``JOB_DIR/password`` (0600), never a command line; the start
 options from ``JOB_DIR/spec.json``, written by ``SlurmCluster``.
 """
@@ -23,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from rayipy.cluster import commands
 from rayipy.cluster.commands import StartOptions
@@ -30,6 +37,8 @@ from rayipy.cluster.commands import StartOptions
 ADDRESS_FILE = "address"
 PASSWORD_FILE = "password"
 SPEC_FILE = "spec.json"
+NODES_DIR = "nodes"      # JOB_DIR/nodes/JOB_ID: the node id of an added node's job
+JOIN = "--join"
 
 
 def head_node_ip() -> str | None:
@@ -59,7 +68,8 @@ def wait_for_address(job_dir: Path, timeout: float) -> str:
     return path.read_text().strip()
 
 
-def run(argv: list[str], env: dict[str, str], on_line=None) -> int:
+def run(argv: list[str], env: dict[str, str],
+        on_line: Callable[[str], None] | None = None) -> int:
     """Run ``argv``, echo its output, pass SIGTERM/SIGINT on to it; its exit code."""
     child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -80,10 +90,11 @@ def run(argv: list[str], env: dict[str, str], on_line=None) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m rayipy.cluster.slurm_task JOB_DIR", file=sys.stderr)
+    if len(argv) not in (1, 2) or (len(argv) == 2 and argv[1] != JOIN):
+        print(f"usage: python -m rayipy.cluster.slurm_task JOB_DIR [{JOIN}]", file=sys.stderr)
         return 2
     job_dir = Path(argv[0])
+    joining = len(argv) == 2
     spec = json.loads((job_dir / SPEC_FILE).read_text())
     options = StartOptions(num_cpus=spec["num_cpus"], port=spec["port"], extra=tuple(spec["extra"]))
     env = dict(os.environ, RAYIPY_HOME=str(job_dir / "home"))
@@ -91,6 +102,8 @@ def main(argv: list[str]) -> int:
     password_file = str(job_dir / PASSWORD_FILE)
     python = spec["python"]
     rank = int(os.environ.get("SLURM_PROCID", "0"))
+    if joining:
+        return join(job_dir, spec, options, env, password_file)
     if rank == 0:
         command = commands.start_head_argv(python, options, node_ip=head_node_ip(), block=True,
                                            password_file=password_file)
@@ -108,6 +121,31 @@ def main(argv: list[str]) -> int:
     address = wait_for_address(job_dir, float(spec["start_timeout"]))
     return run(commands.start_agent_argv(python, address, options, block=True,
                                          password_file=password_file), env)
+
+
+def join(job_dir: Path, spec: dict[str, Any], options: StartOptions, env: dict[str, str],
+         password_file: str) -> int:
+    """An added node's task: join the head, and say under which node id."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        print("rayipy slurm task: --join runs in a Slurm job ($SLURM_JOB_ID unset)",
+              file=sys.stderr)
+        return 2
+    nodes = job_dir / NODES_DIR
+    nodes.mkdir(exist_ok=True)
+    address = wait_for_address(job_dir, float(spec["start_timeout"]))
+    output: list[str] = []
+
+    def on_line(line: str) -> None:
+        output.append(line)
+        if not (nodes / job_id).exists():
+            try:
+                node_id = commands.joined_node("".join(output))
+            except ValueError:
+                return
+            write_atomically(nodes / job_id, node_id + "\n")
+    return run(commands.start_agent_argv(spec["python"], address, options, block=True,
+                                         password_file=password_file), env, on_line)
 
 
 if __name__ == "__main__":

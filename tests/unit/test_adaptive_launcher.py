@@ -1,6 +1,6 @@
 """Unit tests of what the launchers add for ``adapt`` (issue 16, Autoscaling), without a
 machine: which nodes an ``SSHCluster`` may retire, its spare hosts, the arguments
-``adapt`` refuses, and Slurm's plain refusal."""
+``adapt`` refuses, and what ``SlurmCluster`` counts to adapt with one job per node."""
 
 from __future__ import annotations
 
@@ -68,12 +68,68 @@ def test_adapt_refuses_bad_bounds_before_it_connects():
         cluster._closed = True
 
 
-def test_slurm_says_it_cannot_adapt_and_what_to_do_instead():
-    cluster = SlurmCluster.__new__(SlurmCluster)
-    cluster._adapting = None
-    with pytest.raises(NotImplementedError, match="SSHCluster"):
-        cluster.adapt(minimum=1, maximum=4)
-    cluster.adapt(False)
+def slurm_cluster(node_jobs: dict[str, str], nodes: int = 1, maximum: int = 4) -> SlurmCluster:
+    cluster = SlurmCluster.from_record(
+        {"address": "10.0.0.1:6379", "job_id": "100", "job_dir": "/nonexistent/rayipy-x",
+         "node_jobs": node_jobs}, password="pw")
+    cluster.request = commands.SlurmRequest(nodes=nodes, cpus_per_node=2, partition="cpu",
+                                            time="1:00:00", job_name="rayipy")
+    cluster._max_nodes = maximum
+    cluster._next_squeue = float("inf")   # no squeue here: the jobs are taken as queued
+    cluster._closed = True   # nothing to cancel at exit: nothing was submitted
+    return cluster
+
+
+def test_slurm_adapt_needs_a_maximum_and_checks_the_bounds_before_it_connects():
+    cluster = slurm_cluster({})
+    cluster._closed = False
+    try:
+        with pytest.raises(ValueError, match="maximum="):
+            cluster.adapt(minimum=1)
+        with pytest.raises(ValueError, match="minimum"):
+            cluster.adapt(minimum=3, maximum=2)
+        cluster.adapt(False)                  # nothing adapting: a no-op
+        assert cluster.adapt_status() is None
+    finally:
+        cluster._closed = True
+
+
+def test_only_nodes_of_jobs_adapt_added_are_retirable_and_never_the_first_jobs():
+    cluster = slurm_cluster({"101": "bbbb0000", "102": ""})
+    assert cluster._retirable({"node_id": "bbbb0000" + "1" * 48})
+    assert cluster._job_of("bbbb0000" + "1" * 48) == "101"
+    assert not cluster._retirable({"node_id": "aaaa0000" + "1" * 48})   # the first job's
+    assert cluster._capacity() is None
+    assert cluster._node_template() == {"CPU": 2.0}
+
+
+def test_slurm_spare_counts_queued_jobs_towards_maximum():
+    # maximum 4: the first job's node, two added jobs (one still queued): one more at most
+    assert slurm_cluster({"101": "bbbb0000", "102": ""})._spare() == 1
+    assert slurm_cluster({}, nodes=2)._spare() == 2
+    assert slurm_cluster({"101": "", "102": "", "103": ""})._spare() == 0
+
+
+def test_the_record_keeps_the_added_jobs_for_rayipy_down():
+    cluster = slurm_cluster({"101": "bbbb0000"})
+    record = cluster.record()
+    assert record["node_jobs"] == {"101": "bbbb0000"} and record["job_id"] == "100"
+    assert SlurmCluster.from_record(record).node_jobs == {"101": "bbbb0000"}
+
+
+def test_a_node_job_asks_for_one_node_with_the_clusters_settings():
+    request = commands.SlurmRequest(nodes=4, cpus_per_node=8, partition="cpu", time="2:00:00",
+                                    account="lab", job_name="mine", extra=("--qos=low",))
+    argv = commands.sbatch_argv(commands.node_job_request(request), "node.sh", "node-%j.out")
+    assert "--nodes=1" in argv and "--cpus-per-task=8" in argv and "--partition=cpu" in argv
+    assert "--time=2:00:00" in argv and "--account=lab" in argv and "--job-name=mine" in argv
+    assert argv[-2:] == ["--qos=low", "node.sh"]
+
+
+def test_squeue_answers_are_read_back():
+    assert commands.squeue_argv(["1", "2"])[-1] == "--jobs=1,2"
+    assert commands.queued_states("101 RUNNING\n102 PENDING\n\n") == {"101": "RUNNING",
+                                                                       "102": "PENDING"}
 
 
 # -- the loop, with a scripted head and launcher ------------------------------------------------
@@ -156,3 +212,15 @@ def test_a_failed_start_is_kept_in_the_status_and_the_loop_goes_on():
         assert loop.status().adapting
     finally:
         loop.stop(10)
+
+
+def test_the_slurm_task_refuses_unknown_arguments_and_a_join_outside_a_job(tmp_path, monkeypatch,
+                                                                        capsys):
+    import json
+    from rayipy.cluster import slurm_task
+    assert slurm_task.main([str(tmp_path), "--joins"]) == 2
+    (tmp_path / slurm_task.SPEC_FILE).write_text(json.dumps(
+        {"python": "python3", "num_cpus": 1, "port": 0, "extra": [], "start_timeout": 1}))
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert slurm_task.main([str(tmp_path), slurm_task.JOIN]) == 2
+    assert "SLURM_JOB_ID" in capsys.readouterr().err
