@@ -845,8 +845,14 @@ class Runtime:
             f"the head at {self.head_address} restarted while this task was in its hands "
             f"(queued or running), and it had no retries left (max_retries), or it created "
             f"an actor: it may or may not have run; submit it again if that is safe")
+        # Our functions first: the ones sent just before it died may never have reached
+        # its journal, and the tasks sent again below need them (a function the head
+        # has already is not written again).
+        for function_id, pickled in list(self._function_bytes.items()):
+            self.head.outbox.append((Kind.FUNCTION, (function_id, pickled)))
         with self._owner_lock:
             callbacks = self._carry_out(self.owner.head_restarted(error))
+        self.waker.wake()
         _run_all(callbacks)
 
     def _on_refused(self, body: tuple) -> None:
