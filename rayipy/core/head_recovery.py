@@ -8,7 +8,7 @@ again). This keeps each task to one result at its owner and, where it can, one r
 
 - a task sent again that the head has already (queued, or running) is not queued twice;
 - a result that passes the head on its way to a registered owner marks the task
-  delivered, and the copy the owner sends again afterwards is dropped;
+  delivered, and the one copy the owner sends again afterwards is dropped;
 - a result that comes while a copy waits in the ready queue takes that copy out
   (``drop_queued``), so it does not run again.
 
@@ -40,9 +40,20 @@ class DuplicateWindow:
         self.delivered: set[bytes] = set()
 
     def fresh(self, specs: Iterable[TaskSpec], known: dict[bytes, TaskRecord]) -> list[TaskSpec]:
-        """The specs to schedule: not known to the head, nor delivered already."""
+        """The specs to schedule: not known to the head, nor delivered already. A
+        delivered task drops one copy only: its owner sends it once more at most, and a
+        later submission of it (its value lost and made again) must run."""
         delivered = self.delivered
-        return [s for s in specs if s.task_id not in known and s.task_id not in delivered]
+        out = []
+        for spec in specs:
+            task_id = spec.task_id
+            if task_id in known:
+                continue
+            if task_id in delivered:
+                delivered.discard(task_id)
+                continue
+            out.append(spec)
+        return out
 
     def results(self, scheduler: QueuedTasks, task_ids: Iterable[bytes],
                 owner_registered: Iterable[bool]) -> None:

@@ -35,6 +35,8 @@ def test_a_result_delivered_before_the_copy_comes_drops_the_copy():
     s, window = one_worker(), DuplicateWindow()
     window.results(s, [spec(1).task_id], [True])            # from the worker that lived on
     assert window.fresh([spec(1)], s.tasks) == []
+    # Once: a later submission (its value lost, made again from its lineage) runs.
+    assert window.fresh([spec(1, attempt=2)], s.tasks) == [spec(1, attempt=2)]
     # Its owner was not registered yet: the result did not reach it, the copy must run.
     window.results(s, [spec(2).task_id], [False])
     assert window.fresh([spec(2)], s.tasks) == [spec(2)]
