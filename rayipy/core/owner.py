@@ -15,6 +15,10 @@ lease's end or an actor's death means for it:
 A task whose ref arguments are not ready yet is known here (it counts as pending, it can
 be cancelled) but has not left: ``arguments_ready`` sends it.
 
+When the head restarts (``head_restarted``), the tasks it held are sent to the new one
+again within their retries, and the leases held are declared to it (``leases_held``) in
+this process's registration; its first result of a task is taken, a second dropped.
+
 Pure: each method is an event and returns the commands to carry out, in order (the
 NamedTuples below, a closed set). No sockets, no threads, no clock but the ``now``
 passed in. The runtime (``rayipy.node.client``) holds one lock around a call and the
