@@ -9,17 +9,25 @@ the file) and gets back:
   content-addressed: a function is written once however often it is used);
 - every actor's creation spec, its name and whether it has died (``DurableActor``): a
   worker that re-registers saying it hosts an actor gets it back, and names resolve;
+- every placement group's creation (bundles, strategy, name, creator, detached), the
+  nodes its bundles were last placed on, and its removal (``DurableGroup``): it is
+  placed again on those nodes once they are back (``core/placement_scheduling.py``);
 - the job records (``core/jobs.py``), as their fields.
 
-Placement groups, queued tasks and leases are not kept: their holders find out (see
-``docs/cluster.md``, "If the head dies").
+Not in the journal, because their holders still have them and give them back: the
+tasks the head held (their owners send those with retries left again,
+``OwnerState.head_restarted``; duplicates: ``core/head_recovery.py``) and the leases
+(their holders name them when they register again, ``LeaseScheduling.leases_declared``).
+Lost: the dashboard's task history and the cluster's counts (see ``docs/cluster.md``,
+"If the head dies").
 
 The file is a header (``MAGIC``, then the version as 4 bytes little-endian) and records,
 each ``length (4 bytes) | crc32 (4 bytes) | pickle of a tuple``. A record cut short by a
 crash mid-write, or one whose checksum fails, ends the replay there (what came before
 stands). The head writes only its own plain records (tuples of bytes, str, numbers,
 dicts and ``TaskSpec``s it received), and reads back only its own file (0600, in its
-private directory).
+private directory). Version 2 added the placement group records; a version 1 journal
+is read as it is (it has none), and rewritten as version 2.
 
 Records (the first field names the kind)::
 
@@ -28,6 +36,10 @@ Records (the first field names the kind)::
     ("actor", actor_id: bytes, creation: TaskSpec)
     ("actor_name", actor_id: bytes, namespace: str, name: str)
     ("actor_dead", actor_id: bytes, why: str)
+    ("group", group_id: bytes, bundles: list[dict], strategy: str, name: str,
+     owner: bytes, detached: bool)
+    ("group_placed", group_id: bytes, nodes: list[bytes])   # bundle i on nodes[i]
+    ("group_removed", group_id: bytes)
     ("job", submission_id: str, fields: dict)      # JobRecord's fields, all of them
     ("job_deleted", submission_id: str)
 
@@ -46,14 +58,15 @@ from typing import Any
 from rayipy.core.jobs import JobRecord, JobTable
 
 MAGIC = b"RAYIPYHJ"
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2
+READABLE_VERSIONS = (1, 2)          # what ``decode`` reads; ``encode`` writes the last
 HEADER = MAGIC + struct.pack("<I", JOURNAL_VERSION)
 _PREFIX = struct.Struct("<II")      # length, crc32 of the pickle
 MAX_RECORD_BYTES = 1 << 30          # a longer length is damage, not a record
 
 Record = tuple[Any, ...]
-KINDS = frozenset({"cluster", "function", "actor", "actor_name", "actor_dead", "job",
-                   "job_deleted"})
+KINDS = frozenset({"cluster", "function", "actor", "actor_name", "actor_dead", "group",
+                   "group_placed", "group_removed", "job", "job_deleted"})
 
 
 class JournalError(ValueError):
@@ -78,9 +91,9 @@ def decode(data: bytes) -> tuple[list[Record], int]:
     if len(data) < len(HEADER):
         raise JournalError("a rayipy head journal cut off in its header")
     (version,) = struct.unpack_from("<I", data, len(MAGIC))
-    if version != JOURNAL_VERSION:
+    if version not in READABLE_VERSIONS:
         raise JournalError(f"a rayipy head journal of version {version}; this rayipy reads "
-                           f"version {JOURNAL_VERSION}")
+                           f"versions {', '.join(map(str, READABLE_VERSIONS))}")
     records: list[Record] = []
     at = len(HEADER)
     while at + _PREFIX.size <= len(data):
@@ -113,6 +126,23 @@ class DurableActor:
 
 
 @dataclass
+class DurableGroup:
+    """A placement group as the journal keeps it."""
+
+    bundles: list[dict[str, float]]
+    strategy: str
+    name: str
+    owner: bytes                   # the process that created it
+    detached: bool
+    nodes: list[bytes] | None = None   # where its bundles were last placed
+
+    def recovered(self, group_id: bytes) -> tuple[Any, ...]:
+        """As ``PlacementScheduling.recover_groups`` takes it."""
+        return (group_id, self.bundles, self.strategy, self.name, self.owner, self.detached,
+                self.nodes)
+
+
+@dataclass
 class DurableState:
     """What the journal says; ``apply`` one record at a time."""
 
@@ -120,6 +150,7 @@ class DurableState:
     salt: bytes = b""
     functions: set[bytes] = field(default_factory=set)
     actors: dict[bytes, DurableActor] = field(default_factory=dict)
+    groups: dict[bytes, DurableGroup] = field(default_factory=dict)   # live ones
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def apply(self, record: Record) -> None:
@@ -139,14 +170,23 @@ class DurableState:
             actor = self.actors.get(record[1])
             if actor is not None:
                 actor.dead = record[2] or "it died"
+        elif kind == "group":
+            self.groups[record[1]] = DurableGroup(list(record[2]), record[3], record[4],
+                                                  record[5], record[6])
+        elif kind == "group_placed":
+            group = self.groups.get(record[1])
+            if group is not None and len(record[2]) == len(group.bundles):
+                group.nodes = list(record[2])
+        elif kind == "group_removed":
+            self.groups.pop(record[1], None)
         elif kind == "job":
             self.jobs[record[1]] = dict(record[2])
         elif kind == "job_deleted":
             self.jobs.pop(record[1], None)
 
     def records(self) -> list[Record]:
-        """The fewest records that rebuild this state without its dead actors: what a
-        compacted journal holds."""
+        """The fewest records that rebuild this state without its dead actors and
+        removed groups: what a compacted journal holds."""
         out: list[Record] = []
         if self.cluster_id:
             out.append(("cluster", self.cluster_id, self.salt))
@@ -157,6 +197,11 @@ class DurableState:
             out.append(("actor", actor_id, actor.creation))
             if actor.name:
                 out.append(("actor_name", actor_id, actor.namespace, actor.name))
+        for group_id, group in self.groups.items():
+            out.append(("group", group_id, group.bundles, group.strategy, group.name,
+                        group.owner, group.detached))
+            if group.nodes is not None:
+                out.append(("group_placed", group_id, group.nodes))
         out.extend(("job", job_id, fields) for job_id, fields in self.jobs.items())
         return out
 

@@ -117,6 +117,16 @@ class LeaseBook:
                 return list(lease.inflight.values())
         return []
 
+    def head_restarted(self) -> None:
+        """The head restarted: lease requests the old one never answered will not be
+        (a request held while it was away reaches the new one, and its answer is taken
+        by ``granted`` as any other)."""
+        self._asking.clear()
+
+    def held(self) -> list[tuple[bytes, ResourceRequest]]:
+        """(worker id, resource request) of each lease held, in the order granted."""
+        return [(lease.worker, request) for request, lease in self._leases.items()]
+
     def inflight_count(self) -> int:
         """Our tasks running on leased workers now (the head does not see them)."""
         return len(self._by_task)

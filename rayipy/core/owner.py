@@ -15,6 +15,10 @@ lease's end or an actor's death means for it:
 A task whose ref arguments are not ready yet is known here (it counts as pending, it can
 be cancelled) but has not left: ``arguments_ready`` sends it.
 
+When the head restarts (``head_restarted``), the tasks it held are sent to the new one
+again within their retries, and the leases held are declared to it (``leases_held``) in
+this process's registration; its first result of a task is taken, a second dropped.
+
 Pure: each method is an event and returns the commands to carry out, in order (the
 NamedTuples below, a closed set). No sockets, no threads, no clock but the ``now``
 passed in. The runtime (``rayipy.node.client``) holds one lock around a call and the
@@ -298,15 +302,38 @@ class OwnerState:
         return [ReturnLease(worker) for worker in self.leases.to_return(now)]
 
     # -- questions -----------------------------------------------------------------------
-    def head_restarted(self, error: BaseException) -> list[OwnerCommand]:
+    def head_restarted(self, no_retries_left: BaseException) -> list[OwnerCommand]:
         """The head restarted: the tasks it was given are lost with it (queued there, or
-        their results on the way); each fails with ``error``, never silently run again.
-        Tasks on a lease, actor calls and tasks not sent yet go on."""
+        running on a worker whose result may or may not come). As Ray's owners do with
+        lost tasks, each with retries left goes to the new head again, counted as a
+        retry (as a worker's crash counts); its first result is taken, a later one (its
+        worker lived on and finished it too) is dropped as a duplicate (``finished``).
+        A task with no retries left fails with ``no_retries_left``; a cancelled one as
+        cancelled; an actor's creation fails too (the journal brings the actor itself
+        back, and running its constructor again would make a second one).
+        Tasks on a lease, actor calls and tasks not sent yet go on. Requests for leases
+        the old head never answered are forgotten (``LeaseBook.head_restarted``)."""
+        self.leases.head_restarted()
         out: list[OwnerCommand] = []
         for task in list(self._tasks.values()):
-            if task.route is Route.HEAD and task.sent:
-                out.extend(self._fail(task, CRASHED, error))
+            if task.route is not Route.HEAD or not task.sent:
+                continue
+            spec = task.spec
+            if task.cancelled:
+                out.extend(self._fail(task, CANCELLED, exceptions.TaskCancelledError(
+                    spec.name, "the head restarted after the cancel")))
+            elif spec.actor_id or spec.attempt >= spec.max_retries:
+                out.extend(self._fail(task, CRASHED, no_retries_left))
+            else:
+                # Still counted in _via_head: it goes to the head again.
+                task.spec = spec._replace(attempt=spec.attempt + 1)
+                out.append(SendToHead(task.spec))
         return out
+
+    def leases_held(self) -> list[tuple[bytes, ResourceRequest]]:
+        """(worker, resource request) of each lease we hold: declared to a restarted head
+        when we register again, so it does not give those workers to anyone else."""
+        return self.leases.held()
 
     def route_of(self, task_id: bytes) -> Route | None:
         task = self._tasks.get(task_id)

@@ -16,6 +16,13 @@ node, are ``rayipy.core.placement``; this layer keeps the groups and moves resou
   RESCHEDULING meanwhile, as in Ray), under the same names, so tasks waiting for them go
   on once they are.
 - A driver's groups go with it, unless created with ``lifetime="detached"``.
+- Durable (``core/head_journal.py``): each creation, placement and removal is a journal
+  record in ``group_records``, which the head writes. A restarted head gets its groups
+  back (``recover_groups``), PENDING, and places each bundle on the node it was on as
+  soon as all of the group's nodes have registered again (the workers running in it
+  never stopped); a group whose nodes did not all come back within the recovery wait is
+  placed anew, as after a lost node, and a non-detached group whose creator did not come
+  back is removed (``groups_recovery_over``).
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ class Group:
     detached: bool
     state: str = PENDING
     nodes: list[bytes | None] = field(default_factory=list)   # per bundle; None: not placed
+    # After a restart, until placed: the node each bundle was on (the journal's word).
+    was_on: list[bytes] | None = None
 
     @property
     def hex(self) -> str:
@@ -70,6 +79,10 @@ class PlacementScheduling(SchedulerState):
         self.groups: dict[bytes, Group] = {}
         self.groups_waiting: list[bytes] = []    # pending or rescheduling, oldest first
         self.groups_removed: collections.deque[Group] = collections.deque(maxlen=REMOVED_KEPT)
+        # Journal records not written yet (the head takes them each turn of its loop).
+        self.group_records: list[tuple[Any, ...]] = []
+        # A restarted head waits for groups' nodes to come back (``recover_groups``).
+        self.groups_recovering = False
 
     @abc.abstractmethod
     def remove_worker(self, worker_id: bytes, error: BaseException, crashed_status: int,
@@ -88,6 +101,7 @@ class PlacementScheduling(SchedulerState):
         self.groups[group_id] = Group(group_id, checked, strategy, name, owner, detached,
                                       nodes=[None] * len(checked))
         self.groups_waiting.append(group_id)
+        self.group_records.append(("group", group_id, checked, strategy, name, owner, detached))
         return self.dispatch()
 
     def remove_group(self, group_id: bytes) -> list[Instruction]:
@@ -100,6 +114,7 @@ class PlacementScheduling(SchedulerState):
             self.groups_waiting.remove(group_id)
         group.state = REMOVED
         self.groups_removed.append(group)
+        self.group_records.append(("group_removed", group_id))
         # The bundles' resources go back to their nodes first, and the group's names
         # with them: the allocations of the workers killed below then give nothing back.
         for index, node_id in enumerate(group.nodes):
@@ -140,6 +155,29 @@ class PlacementScheduling(SchedulerState):
                 if group.group_id not in self.groups_waiting:
                     self.groups_waiting.append(group.group_id)
 
+    def recover_groups(self, groups: list[tuple[bytes, placement.Bundles, str, str, bytes,
+                                                bool, list[bytes] | None]]) -> None:
+        """A restarted head: the journal's live groups, ``(id, bundles, strategy, name,
+        owner, detached, nodes it was on or None)``, PENDING until their nodes are back."""
+        for group_id, bundles, strategy, name, owner, detached, was_on in groups:
+            self.groups[group_id] = Group(group_id, bundles, strategy, name, owner, detached,
+                                          nodes=[None] * len(bundles),
+                                          was_on=list(was_on) if was_on else None)
+            self.groups_waiting.append(group_id)
+        self.groups_recovering = True
+
+    def groups_recovery_over(self) -> list[Instruction]:
+        """The recovery wait is over: groups whose nodes did not all come back are placed
+        anew, and non-detached groups whose creator did not come back are removed."""
+        self.groups_recovering = False
+        for group in self.groups.values():
+            group.was_on = None
+        out: list[Instruction] = []
+        for group in [g for g in self.groups.values()
+                      if not g.detached and g.owner not in self.live_owners]:
+            out.extend(self.remove_group(group.group_id))
+        return out + self.dispatch()
+
     # -- questions ----------------------------------------------------------------------------
     def group_named(self, name: str) -> Group | None:
         return next((g for g in self.groups.values() if g.name == name), None)
@@ -155,7 +193,14 @@ class PlacementScheduling(SchedulerState):
             group = self.groups[group_id]
             live = {node_id: node.available for node_id, node in self.nodes.items()
                     if not node.leaving}
-            chosen = placement.place(group.bundles, group.strategy, live, group.nodes)
+            chosen: list[bytes] | None
+            if group.was_on is not None:
+                # Back where it was (its workers lived on there), once all its nodes are.
+                if not all(node_id in live for node_id in group.was_on):
+                    continue
+                chosen, group.was_on = list(group.was_on), None
+            else:
+                chosen = placement.place(group.bundles, group.strategy, live, group.nodes)
             if chosen is None:
                 continue
             for index, node_id in enumerate(chosen):
@@ -167,13 +212,16 @@ class PlacementScheduling(SchedulerState):
                                                               group.bundles[index]).items():
                     if f"_group_{index}_" in name:
                         node.total[name] = amount
-                        node.available[name] = amount
+                        # Added, not set: after a restart an actor of the group may
+                        # have registered again first, holding its share already.
+                        node.available[name] = node.available.get(name, 0.0) + amount
                     else:   # the wildcard name sums the bundles on this node
                         node.total[name] = node.total.get(name, 0.0) + amount
                         node.available[name] = node.available.get(name, 0.0) + amount
             group.nodes = list(chosen)
             group.state = CREATED
             self.groups_waiting.remove(group_id)
+            self.group_records.append(("group_placed", group_id, list(chosen)))
             placed_any = True
         if placed_any:
             self._nodes_changed()

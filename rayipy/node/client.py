@@ -231,9 +231,17 @@ class Runtime:
 
     def _registration(self) -> tuple[Kind, Registration]:
         """Our REGISTER (again to a restarted head: a worker's ``info`` then names the
-        actor it hosts, which that head gets back)."""
+        actor it hosts, which that head gets back, and every owner's names the workers
+        it holds on lease)."""
+        info = dict(self.info)
+        with self._owner_lock:
+            leases = self.owner.leases_held()
+        if leases:
+            # A restarted head knows no lease: these workers are ours until we give them
+            # back (``LeaseScheduling.leases_declared``).
+            info["leases"] = leases
         return Kind.REGISTER, Registration(self.role, self.process_id, self.node_id,
-                                           os.getpid(), PROTOCOL_VERSION, dict(self.info))
+                                           os.getpid(), PROTOCOL_VERSION, info)
 
     def close(self) -> None:
         if current_runtime() is self:
@@ -840,15 +848,23 @@ class Runtime:
 
     def _head_restarted(self) -> None:
         """We registered again with a head that restarted: the tasks we gave the old
-        one may never end, so they fail, saying so (actor calls and leased tasks went
-        straight to their workers, which live on: they carry on)."""
-        log.warning("the head at %s restarted; this process registered with it again",
+        one go to it again within their retries, or fail saying so (actor calls and
+        leased tasks went straight to their workers, which live on: they carry on)."""
+        log.warning("the head at %s restarted; this process registered with it again, and "
+                    "sends it again the tasks it held that have retries left",
                     self.head_address)
         error = exceptions.HeadRestartedError(
             f"the head at {self.head_address} restarted while this task was in its hands "
-            f"(queued or running): it may or may not have run; submit it again")
+            f"(queued or running), and it had no retries left (max_retries), or it created "
+            f"an actor: it may or may not have run; submit it again if that is safe")
+        # Our functions first: the ones sent just before it died may never have reached
+        # its journal, and the tasks sent again below need them (a function the head
+        # has already is not written again).
+        for function_id, pickled in list(self._function_bytes.items()):
+            self.head.outbox.append((Kind.FUNCTION, (function_id, pickled)))
         with self._owner_lock:
             callbacks = self._carry_out(self.owner.head_restarted(error))
+        self.waker.wake()
         _run_all(callbacks)
 
     def _on_refused(self, body: tuple) -> None:

@@ -32,6 +32,7 @@ import zmq
 
 from rayipy import exceptions
 from rayipy.core import head_journal
+from rayipy.core.head_recovery import DuplicateWindow
 from rayipy.core.demand import demand_report
 from rayipy.core.liveness import (DEFAULT_DRIVER_GRACE_S, DEFAULT_HEAD_RESTART_WAIT_S,
                                   GRACE_SETTING, DriverSessions, Lost, check_grace_period)
@@ -123,8 +124,11 @@ class Head:
                     log.warning("--recover: no journal in %s; starting a new cluster", state_dir)
                 durable = head_journal.DurableState(self.cluster_id, salt)
                 self.store.start_new(durable.records())
-        # Until then, a restarted head waits for its peers to register again.
+        # Until then, a restarted head waits for its peers to register again...
         self.recovery_deadline: float | None = None
+        # ... and keeps a task that comes twice (sent again by its owner, or its result
+        # from a worker that lived on) to one run where it can (core/head_recovery.py).
+        self.duplicates: DuplicateWindow | None = None
         self.endpoint = Endpoint(self.context, zmq.ROUTER, Signer(key), count_bytes=True,
                                  salt=salt)
         # libzmq's I/O thread answers these pings without the GIL, so a driver whose
@@ -189,7 +193,7 @@ class Head:
             Kind.JOB_LOG_DATA: self.on_job_log_data,
         }
         self.jobs = JobTable()
-        if durable.actors or durable.functions or durable.jobs:
+        if durable.actors or durable.functions or durable.jobs or durable.groups:
             self.recover(durable)
         # The id of the request being handled: a handler that answers later (a job's
         # log, read by its node's agent) keeps it and returns DEFERRED.
@@ -220,18 +224,25 @@ class Head:
             if data is not None:
                 self.scheduler.add_function(function_id, data)
         self.scheduler.recover_actors({a: d.creation for a, d in durable.live_actors().items()})
+        self.scheduler.recover_groups([g.recovered(group_id)
+                                       for group_id, g in durable.groups.items()])
         head_journal.restore_jobs(self.jobs, durable.jobs)
         self.recovery_deadline = time.monotonic() + self.restart_wait
-        log.warning("restarted from the journal in %s: %d functions, %d actors, %d jobs; "
-                    "waiting up to %g s for nodes and drivers to register again",
-                    self.store.directory, len(durable.functions), len(durable.live_actors()),
-                    len(durable.jobs), self.restart_wait)
+        self.duplicates = DuplicateWindow()
+        log.warning("restarted from the journal in %s: %d functions, %d actors, %d placement "
+                    "groups, %d jobs; waiting up to %g s for nodes and drivers to register "
+                    "again", self.store.directory, len(durable.functions),
+                    len(durable.live_actors()), len(durable.groups), len(durable.jobs),
+                    self.restart_wait)
 
     def end_recovery(self) -> None:
         """The peers had their time to come back: what did not is gone."""
         self.recovery_deadline = None
+        self.duplicates = None
         why = "its worker did not come back after the head restarted"
         self.carry_out(self.scheduler.recovery_over(why))
+        self.carry_out(self.scheduler.lease_claims_over(why))
+        self.carry_out(self.scheduler.groups_recovery_over())
         for job_id in head_journal.jobs_after_restart(
                 self.jobs, set(self.scheduler.nodes), "it did not come back after the head "
                 "restarted", time.time()):
@@ -239,13 +250,15 @@ class Head:
 
     def journal(self) -> None:
         """Write what changed in this turn of the loop (cheap when nothing did)."""
-        store = self.store
+        store, scheduler = self.store, self.scheduler
         if store is None:
-            self.scheduler.durable.clear()
+            scheduler.durable.clear()
+            scheduler.group_records.clear()
             return
-        for record in self.scheduler.durable:
-            store.append(record)
-        self.scheduler.durable.clear()
+        for records in (scheduler.durable, scheduler.group_records):
+            for record in records:
+                store.append(record)
+            records.clear()
         store.flush()
 
     def journal_job(self, submission_id: str) -> None:
@@ -491,6 +504,20 @@ class Head:
                                                      reg.info.get("runtime_env", ""),
                                                      reg.info.get("actor")))
         self.send(sender, Kind.WELCOME, self.welcome_body())
+        self.restore_leases(sender, reg)
+
+    def restore_leases(self, sender: bytes, reg: Registration) -> None:
+        """After a restart: an owner registering again names the workers it holds on
+        lease; a worker registering again may be one of those (``lease_scheduling``)."""
+        scheduler = self.scheduler
+        if reg.role in ("driver", "worker") and reg.info.get("leases"):
+            self.carry_out(scheduler.leases_declared(sender, reg.info["leases"]))
+        elif scheduler.lease_claims:
+            self.carry_out(scheduler.settle_lease_claims())
+        if scheduler.lease_claims and self.recovery_deadline is None:
+            # Not a restart we wait for peers after: a worker not here now is not coming.
+            self.carry_out(scheduler.lease_claims_over(
+                "the restarted head does not know its worker"))
 
     def welcome_body(self) -> Welcome:
         """``head_started`` tells a peer registering again whether this head restarted;
@@ -534,7 +561,10 @@ class Head:
         self.scheduler.add_function(function_id, data)
 
     def on_submit(self, sender: bytes, body: Body, frames: Frames) -> None:
-        self.carry_out(self.scheduler.submit(body[0]))
+        specs = body[0]
+        if self.duplicates is not None:   # a restart: the same task may come twice
+            specs = self.duplicates.fresh(specs, self.scheduler.tasks)
+        self.carry_out(self.scheduler.submit(specs))
 
     def on_task_done(self, sender: bytes, body: Body, frames: Frames) -> None:
         results = body[0]
@@ -549,12 +579,18 @@ class Head:
         now = time.time()
         # Before the scheduler forgets the tasks' names.
         history.results(self.scheduler.workers.get(sender), results, self.scheduler.tasks, now)
+        if self.duplicates is not None:   # a restart: its copy sent again need not run
+            self.duplicates.results(self.scheduler, task_ids,
+                                    [owner_of(t) in self.peers for t in task_ids])
         self.carry_out(self.scheduler.finished(sender, task_ids, [r.duration for r in results],
                                                [r.status for r in results]))
         history.started(sender, self.scheduler.workers, now)   # its next pipelined task starts now
 
     def on_results_received(self, sender: bytes, body: Body, frames: Frames) -> None:
         worker_id, done = body
+        if self.duplicates is not None:   # its owner has these results: no copy need run
+            self.duplicates.results(self.scheduler, [t for t, _, _ in done],
+                                    [True] * len(done))
         now = time.time()
         self.history.results(self.scheduler.workers.get(worker_id),
                              [TaskResult(t, status, (), d, "", ()) for t, d, status in done],

@@ -60,7 +60,7 @@ DRIVER = """
             time.sleep(0.2)
     assert rayipy.get(again.incr.remote(), timeout=60) == 5
     assert rayipy.get([square.remote(i) for i in range(20)], timeout=60) == [i * i for i in range(20)]
-    for ref in in_flight:   # given to the old head: done, or failed saying why; never lost
+    for ref in in_flight:   # given to the old head: sent again to the new one (retries)
         try:
             print("IN FLIGHT", rayipy.get(ref, timeout=60), flush=True)
         except rayipy.exceptions.HeadRestartedError as e:
@@ -95,6 +95,9 @@ def test_a_restarted_head_gets_its_agent_actor_and_driver_back(machines, tmp_pat
         assert driver.returncode == 0, output
         assert "DRIVER OK" in output
         assert output.count("IN FLIGHT") == 2
+        # Sent again (they have retries), with their function, which the old head may
+        # not have written to its journal before it died.
+        assert output.count("IN FLIGHT slow done") == 2, output
         # A driver that connects now finds the actor, its state intact.
         late = machine.python("""
             import rayipy

@@ -126,3 +126,24 @@ def test_the_scheduler_adopts_reported_actors_and_ends_the_rest():
     s.recovery_over("its worker did not come back")
     assert s.actors[b"D1234567A2"].dead and not s.actors[b"D1234567A1"].dead
     assert ("actor_dead", b"D1234567A2", "its worker did not come back") in s.durable
+
+
+def test_placement_groups_replay_with_their_nodes_and_go_when_removed():
+    g1, g2 = b"\x01" * 16, b"\x02" * 16
+    state, _ = replay(journal(("group", g1, [{"CPU": 1.0}], "PACK", "a", b"D" * 8, True),
+                              ("group_placed", g1, [b"n1"]),
+                              ("group", g2, [{"CPU": 1.0}], "PACK", "b", b"D" * 8, False),
+                              ("group_removed", g2)))
+    assert list(state.groups) == [g1]
+    assert state.groups[g1].recovered(g1) == (g1, [{"CPU": 1.0}], "PACK", "a", b"D" * 8, True,
+                                              [b"n1"])
+    again = DurableState()
+    for record in state.records():
+        again.apply(record)
+    assert again.groups == state.groups
+
+
+def test_a_version_1_journal_is_still_read():
+    old = head_journal.MAGIC + (1).to_bytes(4, "little") + encode(("function", b"f1"))
+    state, end = replay(old)
+    assert state.functions == {b"f1"} and end == len(old)

@@ -328,3 +328,67 @@ def test_a_task_whose_options_hold_an_unhashable_value_is_routed():
     assert submit(owner, env)[-1] == SendToHead(env)
     spread = spec(2, options=(("runtime_env", {}), ("scheduling_strategy", "SPREAD")))
     assert submit(owner, spread) == [SendToHead(spread)]
+
+
+# -- the head restarted --------------------------------------------------------------------
+def test_a_restarted_head_gets_again_the_tasks_with_retries_left_counted_as_retries():
+    owner = OwnerState()
+    submit(owner, spec(1))
+    submit(owner, spec(2, max_retries=0))
+    submit(owner, spec(3, max_retries=1))
+    lost = RuntimeError("the head restarted")
+    out = owner.head_restarted(lost)
+    again = [c.spec for c in out if type(c) is SendToHead]
+    assert [(s.task_id, s.attempt) for s in again] == [(spec(1).task_id, 1),
+                                                       (spec(3).task_id, 1)]
+    [failed] = [c for c in out if type(c) is Complete]
+    assert failed.result.task_id == spec(2).task_id and failed.result.status == CRASHED
+    assert "the head restarted" in error_text(failed)
+    assert owner.pending(spec(1).task_id) and not owner.pending(spec(2).task_id)
+    # A second restart: task 3 has used its one retry, task 1 goes again.
+    out = owner.head_restarted(lost)
+    assert [c.spec.attempt for c in out if type(c) is SendToHead] == [2]
+    assert completed(out) == [(spec(3).task_id, CRASHED)]
+
+
+def test_after_a_restart_a_result_is_taken_once():
+    owner = OwnerState()
+    submit(owner, spec(1))
+    owner.head_restarted(RuntimeError("restarted"))
+    # Its worker lived on and finished it, and the copy sent again ran too: one Complete.
+    assert completed(owner.finished(ok(spec(1)), now=0.0)) == [(spec(1).task_id, OK)]
+    assert owner.finished(ok(spec(1)), now=0.0) == []
+    assert owner.counts()["done"] == 1 and owner.counts()["pending"] == 0
+
+
+def test_a_restart_leaves_leased_tasks_actor_calls_and_unsent_tasks_alone():
+    owner = OwnerState()
+    submit(owner, spec(1))
+    owner.lease_granted(CPU1, b"w1", "tcp://w1", now=0.0)
+    owner.finished(ok(spec(1)), now=0.0)
+    submit(owner, spec(2))                       # on the lease
+    submit(owner, call(3))                       # an actor call (waits for its actor's place)
+    submit(owner, spec(4), ready=False)          # waits for its arguments
+    assert owner.head_restarted(RuntimeError("restarted")) == []
+    assert owner.on_lease(spec(2).task_id)
+    assert owner.leases_held() == [(b"w1", CPU1)]   # declared to the new head
+
+
+def test_a_restart_fails_cancelled_tasks_and_actor_creations():
+    owner = OwnerState()
+    submit(owner, spec(1))
+    owner.cancel(spec(1).task_id, force=False)
+    creation = spec(2, actor=ACTOR, method="__init__", resources=())
+    submit(owner, creation)
+    out = owner.head_restarted(RuntimeError("restarted"))
+    assert completed(out) == [(spec(1).task_id, CANCELLED), (creation.task_id, CRASHED)]
+    assert not [c for c in out if type(c) is SendToHead]
+
+
+def test_a_restart_forgets_lease_requests_the_old_head_never_answered():
+    owner = OwnerState()
+    assert AskLease(CPU1) in submit(owner, spec(1))
+    owner.head_restarted(RuntimeError("restarted"))
+    owner.finished(ok(spec(1)), now=0.0)
+    # Asked again: the old head's answer will never come.
+    assert AskLease(CPU1) in submit(owner, spec(2))

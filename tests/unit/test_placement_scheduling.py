@@ -7,7 +7,7 @@ import pytest
 
 from rayipy.core.placement import task_request
 from rayipy.core.scheduler import SOFT_AFFINITY, Execute, Fail, KillWorker, Scheduler
-from rayipy.core.state import affinity_resource, shown_resources
+from rayipy.core.state import Node, affinity_resource, shown_resources
 from rayipy.protocol.messages import Payload, TaskSpec
 
 OWNER = b"O" * 8
@@ -141,3 +141,62 @@ def test_a_task_pinned_to_a_node_not_in_the_cluster_says_so():
     gone = {"CPU": 1, affinity_resource(b"\x01" * 4): 0.001}
     [fail] = [x for x in s.submit([spec(1, gone)]) if isinstance(x, Fail)]
     assert "pinned to node 01010101" in str(fail.error) and "soft=True" in str(fail.error)
+
+
+# -- after the head restarts ---------------------------------------------------------------
+def test_a_group_is_journaled_when_created_placed_and_removed():
+    s = make((N1, 4))
+    s.create_group(GROUP, [{"CPU": 1}], "PACK", "g", OWNER, True)
+    s.remove_group(GROUP)
+    assert s.group_records == [("group", GROUP, [{"CPU": 1.0}], "PACK", "g", OWNER, True),
+                               ("group_placed", GROUP, [N1]), ("group_removed", GROUP)]
+
+
+def test_a_recovered_group_goes_back_to_its_nodes_once_they_are_all_back():
+    s = Scheduler()
+    s.add_function(b"f", b"code")
+    s.recover_groups([(GROUP, [{"CPU": 2.0}, {"CPU": 2.0}], "STRICT_SPREAD", "g", OWNER, True,
+                       [N2, N1])])
+    assert s.group_named("g").state == "PENDING"
+    s.add_node(N1, b"agent-1", {"CPU": 4}, {})
+    assert s.group_named("g").state == "PENDING"       # waits for node 2, where bundle 0 was
+    s.add_node(N2, b"agent-2", {"CPU": 4}, {})
+    assert s.groups[GROUP].state == "CREATED" and s.groups[GROUP].nodes == [N2, N1]
+    s.add_worker(b"node-2-w0", N2, 7)
+    assert where(s.submit([in_group(1, 0)])) == {1: N2}
+
+
+def test_a_recovered_group_whose_node_did_not_come_back_is_placed_anew_after_the_wait():
+    s = Scheduler()
+    s.recover_groups([(GROUP, [{"CPU": 1.0}], "PACK", "g", OWNER, True, [N2])])
+    s.add_node(N1, b"agent-1", {"CPU": 2}, {})
+    assert s.groups[GROUP].state == "PENDING"
+    s.groups_recovery_over()
+    assert s.groups[GROUP].nodes == [N1] and s.groups[GROUP].state == "CREATED"
+
+
+def test_a_recovered_group_of_a_creator_that_did_not_come_back_is_removed_unless_detached():
+    s = make((N1, 4))
+    s.recover_groups([(GROUP, [{"CPU": 1.0}], "PACK", "mine", OWNER, False, None),
+                      (b"\x01" * 16, [{"CPU": 1.0}], "PACK", "kept", OWNER, True, None)])
+    s.groups_recovery_over()
+    assert [g["name"] for g in s.describe_groups() if g["state"] != "REMOVED"] == ["kept"]
+    s = make((N1, 4))
+    s.owner_joined(OWNER, driver=True)                  # it came back
+    s.recover_groups([(GROUP, [{"CPU": 1.0}], "PACK", "mine", OWNER, False, None)])
+    s.groups_recovery_over()
+    assert s.groups[GROUP].state == "CREATED"
+
+
+def test_an_actor_of_a_group_back_before_its_group_keeps_its_share():
+    name = f"CPU_group_0_{GROUP.hex()}"
+    s = Scheduler()
+    s.recover_groups([(GROUP, [{"CPU": 2.0}], "PACK", "g", OWNER, True, [N1])])
+    # Its node is known, but not yet placed on: an actor of the group registered again
+    # meanwhile, holding one of the bundle's CPUs under the group's name.
+    s.nodes[N1] = Node(N1, b"agent-1", {"CPU": 4.0}, {})
+    s.nodes[N1].take(((name, 1.0),))
+    s.dispatch()
+    assert s.groups[GROUP].state == "CREATED"
+    assert s.nodes[N1].available[name] == 1.0          # placing adds, it does not reset
+    assert s.nodes[N1].available["CPU"] == 2.0
