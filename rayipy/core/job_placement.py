@@ -46,8 +46,11 @@ class Hold(NamedTuple):
 
 
 def _amount(value: Any) -> bool:
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value) and value >= 0)
+    """A finite number >= 0, not a bool."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    amount = float(value)
+    return math.isfinite(amount) and amount >= 0
 
 
 def entrypoint_amounts(num_cpus: Any = None, num_gpus: Any = None, memory: Any = None,

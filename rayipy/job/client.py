@@ -321,8 +321,9 @@ def _refuse_unsupported(keywords: dict[str, Any]) -> None:
 
 def _local_cluster(address: str | None) -> tuple[str, bytes] | None:
     """(head address, key) of the local cluster this process started with
-    ``rayipy.init()``, if ``address`` names it (None names it when no other cluster is
-    found by ``init``'s rules)."""
+    ``rayipy.init()``, if ``address`` names it: its head's address, its dashboard's URL
+    (as Ray users write ``"http://127.0.0.1:8265"``), or None when no other cluster is
+    found by ``init``'s rules."""
     from rayipy import session
     cluster = session._cluster
     if cluster is None or not cluster.address:
@@ -336,6 +337,13 @@ def _local_cluster(address: str | None) -> tuple[str, bytes] | None:
         return cluster.address, cluster.key
     if address in ("auto", "local"):
         return None
+    if address.startswith(("http://", "https://")):
+        # Ray's habit: JobSubmissionClient("http://127.0.0.1:8265"), the dashboard's URL.
+        context = session.context()
+        url = address.split("://", 1)[1].rstrip("/")
+        if context is not None and context.dashboard_url and url == context.dashboard_url:
+            return cluster.address, cluster.key
+        return None
     try:
         host, port = connection.parse_address(address)
     except ValueError:
@@ -347,6 +355,12 @@ def _local_cluster(address: str | None) -> tuple[str, bytes] | None:
 
 def _resolve(address: str | None, password: str | None) -> connection.Target:
     """``init``'s rules, with errors that say how a job reaches a cluster."""
+    if isinstance(address, str) and address.startswith(("http://", "https://")):
+        raise ValueError(
+            f"JobClient takes the head's address, as rayipy.init() does ('host:port' as "
+            f"printed by `rayipy start --head`, 'auto', or None), not a dashboard URL like "
+            f"{address!r}: rayipy's jobs go through the head, not HTTP (the dashboard URL "
+            f"of this process's own local cluster is understood)")
     try:
         target = connection.resolve(address, password)
     except ValueError as e:

@@ -897,7 +897,7 @@ class Head:
         head's node (else any live node's) and holds nothing."""
         jobs_env_vars(runtime_env)
         request = job_placement.request_of(resources or {})
-        placement = self.job_placement
+        placement = self.job_holds
         node = job_placement.choose_node(request, self.scheduler.nodes, self.head_ip)
         if node is None and not request:
             raise exceptions.RayipySystemError("no node is alive to run the job: start one "
@@ -916,7 +916,7 @@ class Head:
         return record.submission_id
 
     @property
-    def job_placement(self) -> job_placement.JobPlacement:
+    def job_holds(self) -> job_placement.JobPlacement:
         # Made on first use, so this block stands alone (no line in __init__); the same
         # timeout as tasks that no live node could run.
         placement = self.__dict__.get("_job_placement")
@@ -949,7 +949,7 @@ class Head:
         if placement is None and not waiting and not any(
                 r.resources and r.status not in TERMINAL for r in self.jobs.jobs.values()):
             return
-        placement = self.job_placement
+        placement = self.job_holds
         nodes = self.scheduler.nodes
         released = False
         for submission_id in list(placement.held):

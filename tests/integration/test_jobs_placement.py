@@ -8,6 +8,7 @@ flag file the test writes.
 
 from __future__ import annotations
 
+import logging
 import os
 import textwrap
 
@@ -99,7 +100,8 @@ def test_a_job_runs_on_the_node_with_its_resources_and_holds_them_while_it_runs(
         stop_cluster()
 
 
-def test_a_job_no_node_could_hold_fails_after_the_timeout_and_bad_requests_say_why(two_nodes):
+def test_a_job_no_node_could_hold_fails_after_the_timeout_and_bad_requests_say_why(
+        two_nodes, tmp_path, caplog):
     a, b, address, client = two_nodes
     # From the command line, with Ray's option names.
     out = ok(b.rayipy("job", "submit", "--address", address, "--no-wait",
@@ -111,6 +113,16 @@ def test_a_job_no_node_could_hold_fails_after_the_timeout_and_bad_requests_say_w
     wait_until(lambda: client.get_job_status(job) is JobStatus.FAILED, timeout=30)
     message = client.get_job_info(job).message
     assert f"job '{job}' asks for nowhere=1" in message and "Add a node" in message
+    # Shipping a directory, submit_job serves it until the job has it: here, until the
+    # job fails, having never found a node (it says why it waits, once).
+    directory = tmp_path / "wd"
+    directory.mkdir()
+    (directory / "x.py").write_text("")
+    with caplog.at_level(logging.WARNING, logger="rayipy.job"):
+        shipped = client.submit_job(entrypoint="python x.py", entrypoint_num_gpus=1,
+                                    runtime_env={"working_dir": str(directory)})
+    assert client.get_job_status(shipped) is JobStatus.FAILED
+    assert f"job {shipped} waits for a node" in caplog.text and "GPU=1" in caplog.text
     # A job waiting for a node can be stopped at once (no agent has it).
     waiting = client.submit_job(entrypoint="true", entrypoint_num_cpus=2)
     assert client.get_job_status(waiting) is JobStatus.PENDING
@@ -140,6 +152,8 @@ LOCAL_PROGRAM = """
         for text in client.tail_job_logs(job):
             print(text, end="")
         print("status", client.get_job_info(job).status)
+    with JobClient("http://" + ctx.dashboard_url) as by_url:   # Ray's habit: the dashboard
+        print("by url", by_url.address == ctx.address, by_url.list_jobs()[0].status)
     # Another process has no key for it: the error says what to do.
     other = subprocess.run([sys.executable, "-c", "from rayipy.job import JobClient; "
                             f"JobClient({ctx.address_info['address']!r})"],
@@ -153,6 +167,7 @@ def test_a_local_cluster_takes_jobs_from_the_process_that_started_it(machines): 
     machine = machines()
     out = ok(machine.python(LOCAL_PROGRAM, timeout=120))
     assert "answer 42" in out and "status SUCCEEDED" in out, out
+    assert "by url True SUCCEEDED" in out
     other = next(line for line in out.splitlines() if line.startswith("other"))
     assert other.startswith("other 1") and "local cluster that rayipy.init() started" in other
     assert "make the JobClient there" in other

@@ -154,3 +154,16 @@ def test_the_table_keeps_waiting_jobs_unplaced_until_placed_stopped_or_failed():
     assert table.node_lost(b"", "nothing", 8.0) == []
     assert table.node_lost(HEAD, "gone", 8.0) == ["a"]
     assert job_placement.describe(()) == "nothing"
+
+
+def test_the_client_refuses_what_it_cannot_do_with_what_to_do_instead():
+    from rayipy.job import JobClient
+    from rayipy.job.client import _refuse_unsupported
+    with pytest.raises(ValueError, match="rayipy nodes have no labels: give the node a custom"):
+        _refuse_unsupported({"entrypoint_label_selector": {"zone": "a"}})
+    with pytest.raises(TypeError, match="unexpected keyword argument.*nope.*entrypoint_num_cpus"):
+        _refuse_unsupported({"nope": 1})
+    _refuse_unsupported({})
+    # Ray's habit of giving the dashboard's URL, without a local cluster of ours to match.
+    with pytest.raises(ValueError, match="not a dashboard URL like 'http://10.0.0.1:8265'"):
+        JobClient("http://10.0.0.1:8265")
