@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import textwrap
 
 import pytest
@@ -171,3 +172,31 @@ def test_a_local_cluster_takes_jobs_from_the_process_that_started_it(machines): 
     other = next(line for line in out.splitlines() if line.startswith("other"))
     assert other.startswith("other 1") and "local cluster that rayipy.init() started" in other
     assert "make the JobClient there" in other
+
+
+def test_a_restarted_head_holds_a_running_jobs_resources_again(machines, tmp_path):  # noqa: F811
+    machine = machines()
+    address = machine.start_head("--num-cpus", "2", "--include-dashboard", "false",
+                                 password=PASSWORD)
+    script = tmp_path / "wait.py"
+    script.write_text(textwrap.dedent(WAITING_SCRIPT))
+    flag = tmp_path / "go"
+    with JobClient(address, password=PASSWORD) as client:
+        job = client.submit_job(entrypoint=f"python {script} {flag}", entrypoint_num_cpus=1)
+        wait_until(lambda: client.get_job_status(job) is JobStatus.RUNNING, timeout=30)
+        assert client._request("available_resources")["CPU"] == 1.0
+    old = next(p["pid"] for p in machine.cluster_file()["processes"] if p["role"] == "head")
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: not os.path.exists(f"/proc/{old}"), 10)
+    assert "restarted it from its journal" in ok(machine.rayipy(
+        "start", "--head", "--num-cpus", "2", "--include-dashboard", "false"))
+    address = machine.cluster_file()["address"]
+    with JobClient(address, password=PASSWORD) as client:
+        # The job lived on; once its node is back, its CPU is held again.
+        wait_until(lambda: client._request("available_resources").get("CPU") == 1.0,
+                   timeout=30, message="the job's CPU held again after the restart")
+        assert client.get_job_status(job) is JobStatus.RUNNING
+        flag.write_text("")
+        wait_until(lambda: client.get_job_status(job) is JobStatus.SUCCEEDED, timeout=30)
+        wait_until(lambda: client._request("available_resources").get("CPU") == 2.0,
+                   timeout=10, message="the CPU given back when the job ended")
