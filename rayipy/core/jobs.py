@@ -4,15 +4,18 @@ A job is an entrypoint command run by a node agent, as a driver of the cluster t
 outlives the client that submitted it. The head keeps one ``JobRecord`` per job in a
 ``JobTable``; the head's handlers turn messages into its events and send what it says::
 
-    submit ─> PENDING ──started(pid)──> PENDING ──running()──> RUNNING ──exited(0)──> SUCCEEDED
-                 │                         │                      │ ────exited(≠0)─> FAILED
-                 └──── stop / node lost / exited before running ──┴─> STOPPED / FAILED
+    submit ─> PENDING ─placed─> PENDING ─started(pid)─> PENDING ─running()─> RUNNING ─exited(0)─> SUCCEEDED
+              (a job with resources                                       └─exited(≠0)─> FAILED
+               waits here for a node)
+    PENDING or RUNNING ── stop / node lost / exited before running / unschedulable ──> STOPPED / FAILED
 
 PENDING lasts while the job waits for a node with its entrypoint resources (``node_id``
-is empty then: ``core/job_placement.py`` places it), while the agent starts the process
-and while its bootstrap fetches the working directory; RUNNING starts when the bootstrap hands over to the entrypoint. A stop asked
-for while the job runs makes its end STOPPED whatever its exit code. No sockets here:
-``tests/unit/test_jobs.py`` drives it with plain calls.
+is empty then, until ``placed``: ``core/job_placement.py`` chooses the node; a stop
+then ends it at once, and ``unschedulable`` fails it), while the agent starts the
+process and while its bootstrap fetches the working directory; RUNNING starts when the
+bootstrap hands over to the entrypoint. A stop asked for while the job runs makes its
+end STOPPED whatever its exit code. No sockets here: ``tests/unit/test_job_records.py``
+and ``test_job_placement.py`` drive it with plain calls.
 """
 
 from __future__ import annotations

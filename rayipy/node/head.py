@@ -895,7 +895,7 @@ class Head:
         ``resources`` (Ray's ``entrypoint_*``): held on a node that has them free, else
         the job waits for one (``core/job_placement.py``); without them it runs on the
         head's node (else any live node's) and holds nothing."""
-        jobs_env_vars(runtime_env)
+        jobs_env_vars(runtime_env)   # checked now; start_job reads them from the record
         request = job_placement.request_of(resources or {})
         placement = self.job_holds
         node = job_placement.choose_node(request, self.scheduler.nodes, self.head_ip)
@@ -944,6 +944,12 @@ class Head:
         those no live node could ever hold fail after the timeout; holds follow their
         jobs (dropped once a job ended or lost its node, taken again for a job that runs
         on a node that registered again with a restarted head)."""
+        try:
+            self._tick_jobs()
+        except Exception:   # the heartbeat runs this: a bug here must not stop the head
+            log.exception("placing jobs failed")
+
+    def _tick_jobs(self) -> None:
         placement = self.__dict__.get("_job_placement")
         waiting = self.jobs.waiting()
         if placement is None and not waiting and not any(
