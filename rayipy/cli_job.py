@@ -1,6 +1,8 @@
 """``rayipy job``: submit, watch and stop jobs from the shell (Ray's ``ray job``).
 
-    rayipy job submit [--address A] [--working-dir DIR] [--no-wait] -- python script.py
+    rayipy job submit [--address A] [--working-dir DIR] [--no-wait]
+                      [--entrypoint-num-cpus N] [--entrypoint-num-gpus N]
+                      [--entrypoint-memory BYTES] [--entrypoint-resources JSON] -- python script.py
     rayipy job status ID
     rayipy job logs ID [--follow]
     rayipy job stop ID
@@ -47,6 +49,13 @@ def add_parser(commands: Any) -> None:
                         help="the job's id (default: generated, raysubmit_...)")
     submit.add_argument("--metadata-json", metavar="JSON", help="strings to keep with the job")
     submit.add_argument("--no-wait", action="store_true", help="do not follow the log")
+    held = " for the job's own process, held on its node while it runs (default: none; the "\
+        "job then runs on the head's node)"
+    submit.add_argument("--entrypoint-num-cpus", type=float, metavar="N", help="CPUs" + held)
+    submit.add_argument("--entrypoint-num-gpus", type=float, metavar="N", help="GPUs" + held)
+    submit.add_argument("--entrypoint-memory", type=int, metavar="BYTES", help="memory" + held)
+    submit.add_argument("--entrypoint-resources", metavar="JSON", help="custom resources, "
+                        "e.g. '{\"special\": 1}'," + held)
     submit.add_argument("entrypoint", nargs=argparse.REMAINDER, metavar="-- ENTRYPOINT")
     for name, text in (("status", "the job's state"), ("stop", "stop the job, its tasks and "
                        "its actors"), ("delete", "forget an ended job")):
@@ -104,8 +113,14 @@ def submit(client: Any, args: argparse.Namespace) -> int:
     if args.working_dir is not None:
         runtime_env["working_dir"] = args.working_dir
     metadata = _json_option(args.metadata_json, "--metadata-json")
+    resources = (_json_option(args.entrypoint_resources, "--entrypoint-resources")
+                 if args.entrypoint_resources is not None else None)
     job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env or None,
-                               submission_id=args.submission_id, metadata=metadata or None)
+                               submission_id=args.submission_id, metadata=metadata or None,
+                               entrypoint_num_cpus=args.entrypoint_num_cpus,
+                               entrypoint_num_gpus=args.entrypoint_num_gpus,
+                               entrypoint_memory=args.entrypoint_memory,
+                               entrypoint_resources=resources)
     print(f"Job '{job_id}' submitted successfully", flush=True)
     if args.no_wait:
         print(f"  status: rayipy job status {job_id}\n  logs:   rayipy job logs {job_id} "

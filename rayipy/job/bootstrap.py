@@ -9,8 +9,11 @@ client's node store or data port, never through the head), unpacks it into
 itself with ``/bin/sh -c ENTRYPOINT`` (``exec``: same pid, same process group, so the
 agent's stop reaches it). The key is removed from the environment first: the entrypoint
 finds the cluster as any program on this machine does (``$RAYIPY_ADDRESS`` and the
-connection file). A failure here ends the job FAILED before it ran, the reason in its
-log.
+connection file). A cluster with no connection file here (a local cluster that
+``rayipy.init()`` started in a notebook) gives the entrypoint its key in
+``$RAYIPY_JOB_CLUSTER_KEY`` instead, which ``init`` takes with ``$RAYIPY_ADDRESS``
+(``connection.resolve``). A failure here ends the job FAILED before it ran, the reason
+in its log.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sys
 from rayipy.core.object_ref import _rebuild_ref
 from rayipy.job.link import close_runtime, open_runtime
 from rayipy.job.package import unpack
-from rayipy.node import lifetime
+from rayipy.node import connection, lifetime
 
 KEY_ENV = "RAYIPY_CLUSTER_KEY"
 JOB_ID_ENV = "RAYIPY_JOB_ID"
@@ -52,10 +55,22 @@ def main(argv: list[str] | None = None) -> int:
         runtime.request("job_running", job_id, timeout=10.0)
     finally:
         close_runtime(runtime)
+    if not _connection_file_knows(os.environ[connection.ADDRESS_ENV]):
+        os.environ[connection.JOB_KEY_ENV] = key.hex()
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv("/bin/sh", ["/bin/sh", "-c", entrypoint])
     return 127   # not reached
+
+
+def _connection_file_knows(address: str) -> bool:
+    """Whether this machine's connection file gives ``init`` the key for ``address``."""
+    try:
+        info = connection.read_cluster_file()
+        host, port = connection.parse_address(address)
+        return info is not None and connection.same_address(info.address, host, port)
+    except Exception:   # an unreadable file: the entrypoint gets the key from us
+        return False
 
 
 if __name__ == "__main__":

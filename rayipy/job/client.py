@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import codecs
 import enum
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator
 
 from rayipy import exceptions
+from rayipy.core.job_placement import entrypoint_amounts
 from rayipy.core.jobs import TERMINAL
 from rayipy.job.link import close_runtime, open_runtime
 from rayipy.job.package import zip_directory
@@ -35,6 +37,15 @@ LOG_CHUNK = 256 * 1024       # bytes per log request
 FOLLOW_INTERVAL = 0.25       # seconds between polls of a log that has nothing new
 PACKAGE_TIMEOUT = 300.0      # for the job's bootstrap to fetch the working directory
 REQUEST_TIMEOUT = 30.0
+
+log = logging.getLogger("rayipy.job")
+
+# Ray's submit_job keywords rayipy does not take, and what to do instead.
+UNSUPPORTED_KEYWORDS = {
+    "entrypoint_label_selector": "rayipy nodes have no labels: give the node a custom "
+    "resource (`rayipy start --resources '{\"name\": 1}'`) and ask for it with "
+    "entrypoint_resources={\"name\": 1}",
+}
 
 
 class JobStatus(str, enum.Enum):
@@ -71,6 +82,10 @@ class JobDetails:
     driver_info: dict[str, Any] | None = None
     type: str = "SUBMISSION"
     job_id: str | None = None
+    entrypoint_num_cpus: float | None = None
+    entrypoint_num_gpus: float | None = None
+    entrypoint_memory: int | None = None
+    entrypoint_resources: dict[str, float] | None = None
 
     @classmethod
     def from_dict(cls, info: dict[str, Any]) -> JobDetails:
@@ -81,25 +96,28 @@ class JobDetails:
 
 class JobClient:
     """Jobs of the cluster at ``address`` (``"host:port"``, ``"auto"``, or None: the
-    same rules as ``rayipy.init``: ``$RAYIPY_ADDRESS``, else this machine's cluster).
-    The key comes from this machine's connection file for its own cluster, else from
-    ``password`` or ``$RAYIPY_PASSWORD``. Close it (or use ``with``) when done."""
+    same rules as ``rayipy.init``: ``$RAYIPY_ADDRESS``, else this machine's cluster, else
+    the local cluster this process started with ``rayipy.init()``). The key comes from
+    this machine's connection file for its own cluster, else from ``password`` or
+    ``$RAYIPY_PASSWORD``, or, for this process's local cluster, from the session. Close
+    it (or use ``with``) when done."""
 
     def __init__(self, address: str | None = None, password: str | None = None) -> None:
-        target = connection.resolve(address, password)
-        if target is None:
-            raise exceptions.ClusterNotFoundError(
-                "jobs run on a running cluster: give its address (JobClient('host:port')), "
-                "set $RAYIPY_ADDRESS, or start one with `rayipy start --head`")
-        self.address = target.head_address.removeprefix("tcp://")
-        self._head = target.head_address
+        local = _local_cluster(address) if password is None else None
+        if local is not None:
+            self._head, self._key = local
+        else:
+            target = _resolve(address, password)
+            self._head = target.head_address
+        self.address = self._head.removeprefix("tcp://")
         host, port = connection.parse_address(self.address)
         try:
             connection.check_reachable(host, port)
         except ConnectionError as e:
             raise exceptions.ClusterNotFoundError(
                 f"no rayipy head answers at {self.address}: {e}") from None
-        self._key = target.cluster_key()
+        if local is None:
+            self._key = target.cluster_key()
         self._runtime: Any = None
 
     # -- connection -------------------------------------------------------------------------
@@ -125,16 +143,30 @@ class JobClient:
     # -- Ray's JobSubmissionClient ------------------------------------------------------------
     def submit_job(self, *, entrypoint: str, runtime_env: dict[str, Any] | None = None,
                    submission_id: str | None = None, metadata: dict[str, str] | None = None,
-                   job_id: str | None = None) -> str:
+                   job_id: str | None = None, entrypoint_num_cpus: float | None = None,
+                   entrypoint_num_gpus: float | None = None, entrypoint_memory: int | None = None,
+                   entrypoint_resources: dict[str, float] | None = None,
+                   **unsupported: Any) -> str:
         """Start ``entrypoint`` (a shell command) on the cluster; its submission id.
 
         ``runtime_env``: ``working_dir`` (a local directory, shipped and made the job's
         working directory) and ``env_vars``; other keys are an error. ``job_id`` is
-        Ray's old name for ``submission_id``."""
+        Ray's old name for ``submission_id``.
+
+        ``entrypoint_num_cpus``, ``entrypoint_num_gpus``, ``entrypoint_memory`` (bytes)
+        and ``entrypoint_resources`` (custom resources, e.g. ``{"special": 1}``) are for
+        the job's own process, apart from its tasks': it runs on a node that has them
+        free, which holds them for it until it ends. Until one has, the job is PENDING;
+        if no live node could ever hold them, it fails after the cluster's
+        ``unschedulable_task_timeout_s`` (60 s by default). Without them the job runs on
+        the head's node and holds nothing."""
+        _refuse_unsupported(unsupported)
         if job_id is not None:
             if submission_id is not None:
                 raise ValueError("give submission_id or job_id (its old name), not both")
             submission_id = job_id
+        resources = entrypoint_amounts(entrypoint_num_cpus, entrypoint_num_gpus,
+                                       entrypoint_memory, entrypoint_resources)
         runtime_env = dict(runtime_env or {})
         package_ref = None
         working_dir = runtime_env.get("working_dir")
@@ -145,16 +177,34 @@ class JobClient:
             data = zip_directory(working_dir)
             self._request("wait_nodes")   # connected, so that put has a runtime
             package_ref = self._runtime.put(data)
-        submitted = self._request("job_submit", entrypoint, submission_id, metadata or {},
-                                  runtime_env, package_ref.hex() if package_ref else "")
+        args: tuple[Any, ...] = (entrypoint, submission_id, metadata or {}, runtime_env,
+                                 package_ref.hex() if package_ref else "")
+        # Only when asked for: a head from before entrypoint resources takes five.
+        submitted = self._request("job_submit", *args, *((resources,) if resources else ()))
         if package_ref is not None:
             self._wait_past_pending(submitted)
         return str(submitted)
 
     def _wait_past_pending(self, submission_id: str) -> None:
-        """Keep the package (and this process, which serves it) until the job has it."""
-        deadline = time.monotonic() + PACKAGE_TIMEOUT
-        while self.get_job_status(submission_id) is JobStatus.PENDING:
+        """Keep the package (and this process, which serves it) until the job has it.
+        While the job waits for a node with its entrypoint resources, this waits too
+        (saying so once); the time allowed for the fetch counts from its placement."""
+        deadline = None
+        said = False
+        while True:
+            info = self._request("job_info", submission_id)
+            if info["status"] != JobStatus.PENDING.value:
+                return
+            if not info["driver_node_id"]:
+                if not said:
+                    log.warning("job %s waits for a node: %s submit_job returns once it has "
+                                "started (its working directory is served from this process "
+                                "until then)", submission_id, info["message"])
+                    said = True
+                time.sleep(FOLLOW_INTERVAL)
+                continue
+            if deadline is None:
+                deadline = time.monotonic() + PACKAGE_TIMEOUT
             if time.monotonic() > deadline:
                 raise exceptions.GetTimeoutError(
                     f"job {submission_id} did not fetch its working directory within "
@@ -254,3 +304,77 @@ class JobLogTail:
             if piece:
                 return piece
             await asyncio.sleep(FOLLOW_INTERVAL)
+
+
+def _refuse_unsupported(keywords: dict[str, Any]) -> None:
+    """Ray's keywords rayipy lacks, and unknown ones: an error that says what to do."""
+    for name in keywords:
+        if name in UNSUPPORTED_KEYWORDS:
+            raise ValueError(f"submit_job({name}=...) is not supported: "
+                             f"{UNSUPPORTED_KEYWORDS[name]}")
+    if keywords:
+        raise TypeError(f"submit_job() got unexpected keyword argument(s) "
+                        f"{', '.join(sorted(keywords))}: it takes entrypoint, runtime_env, "
+                        f"submission_id, metadata, entrypoint_num_cpus, entrypoint_num_gpus, "
+                        f"entrypoint_memory and entrypoint_resources")
+
+
+def _local_cluster(address: str | None) -> tuple[str, bytes] | None:
+    """(head address, key) of the local cluster this process started with
+    ``rayipy.init()``, if ``address`` names it: its head's address, its dashboard's URL
+    (as Ray users write ``"http://127.0.0.1:8265"``), or None when no other cluster is
+    found by ``init``'s rules."""
+    from rayipy import session
+    cluster = session._cluster
+    if cluster is None or not cluster.address:
+        return None
+    if address is None:
+        try:
+            if connection.resolve(None, None) is not None:
+                return None   # $RAYIPY_ADDRESS or this machine's cluster come first
+        except (ValueError, exceptions.ClusterNotFoundError):
+            return None
+        return cluster.address, cluster.key
+    if address in ("auto", "local"):
+        return None
+    if address.startswith(("http://", "https://")):
+        # Ray's habit: JobSubmissionClient("http://127.0.0.1:8265"), the dashboard's URL.
+        context = session.context()
+        url = address.split("://", 1)[1].rstrip("/")
+        if context is not None and context.dashboard_url and url == context.dashboard_url:
+            return cluster.address, cluster.key
+        return None
+    try:
+        host, port = connection.parse_address(address)
+    except ValueError:
+        return None
+    if connection.same_address(cluster.address.removeprefix("tcp://"), host, port):
+        return cluster.address, cluster.key
+    return None
+
+
+def _resolve(address: str | None, password: str | None) -> connection.Target:
+    """``init``'s rules, with errors that say how a job reaches a cluster."""
+    if isinstance(address, str) and address.startswith(("http://", "https://")):
+        raise ValueError(
+            f"JobClient takes the head's address, as rayipy.init() does ('host:port' as "
+            f"printed by `rayipy start --head`, 'auto', or None), not a dashboard URL like "
+            f"{address!r}: rayipy's jobs go through the head, not HTTP (the dashboard URL "
+            f"of this process's own local cluster is understood)")
+    try:
+        target = connection.resolve(address, password)
+    except ValueError as e:
+        if "password" not in str(e):
+            raise
+        raise ValueError(
+            f"{e}. If it is a local cluster that rayipy.init() started in another process (a "
+            f"notebook), its key is that process's alone: make the JobClient there "
+            f"(JobClient() finds it), or start the cluster with `rayipy start --head`, whose "
+            f"jobs any machine can submit with the password") from None
+    if target is None:
+        raise exceptions.ClusterNotFoundError(
+            "jobs run on a running cluster: give its address (JobClient('host:port')), "
+            "set $RAYIPY_ADDRESS, start one with `rayipy start --head`, or call "
+            "rayipy.init() in this process first (a local cluster takes jobs from the "
+            "process that started it, while it runs)")
+    return target

@@ -2,7 +2,8 @@
 
 ``Runtime.start`` makes the new runtime the one unpickled refs attach to; a JobClient
 made in a process that also called ``rayipy.init()`` must not take that place from the
-session, so ``open_runtime`` gives it back at once. The job's refs (the package) are
+session, so ``open_runtime`` gives it back at once (or leaves none: a JobClient made
+before ``rayipy.init()`` must not make ``init`` think this process is connected). The job's refs (the package) are
 made by this runtime's own calls, which name it explicitly.
 """
 
@@ -24,7 +25,7 @@ def open_runtime(head_address: str, key: bytes, keep_current: bool = True) -> An
     try:
         runtime.start(timeout=START_TIMEOUT)
     finally:
-        if keep_current and previous is not None:
+        if keep_current:   # None too: a later rayipy.init() must not find this one
             set_runtime(previous)
     return runtime
 

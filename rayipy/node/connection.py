@@ -38,6 +38,9 @@ DEFAULT_PORT = 6379
 HOME_ENV = "RAYIPY_HOME"
 ADDRESS_ENV = "RAYIPY_ADDRESS"
 PASSWORD_ENV = "RAYIPY_PASSWORD"
+# A job's entrypoint on a cluster with no connection file on its machine (a local
+# cluster) gets the key here, beside $RAYIPY_ADDRESS (rayipy/job/bootstrap.py).
+JOB_KEY_ENV = "RAYIPY_JOB_CLUSTER_KEY"
 FILE_NAME = "cluster.json"
 
 
@@ -352,6 +355,9 @@ def resolve(address: str | None, password: str | None) -> Target | None:
                       _node_id(info))
     host, port = parse_address(address)
     where = f"${ADDRESS_ENV}" if from_env else "address="
+    if from_env and password is None and os.environ.get(JOB_KEY_ENV):
+        return Target(f"tcp://{host}:{port}", bytes.fromhex(os.environ[JOB_KEY_ENV]),
+                      f"${ADDRESS_ENV} and ${JOB_KEY_ENV} (a job's)")
     if password is None:
         password = os.environ.get(PASSWORD_ENV) or None
     if password is not None:

@@ -44,7 +44,8 @@ from rayipy.core.memory_report import node_memory_figures
 from rayipy.core.message_faults import MessageFaults
 from rayipy.core.objects import OWNER_ID_BYTES, owner_of
 from rayipy.core import state_rows
-from rayipy.core.jobs import JobTable
+from rayipy.core import job_placement
+from rayipy.core.jobs import TERMINAL, JobTable
 from rayipy.core.scheduler import Scheduler
 from rayipy.core.state import LostNode, Node, shown_resources
 from rayipy.core.state_rows import error_text
@@ -422,6 +423,7 @@ class Head:
             self.running = False
             return
         self.carry_out(self.scheduler.tick(now))
+        self.tick_jobs()
         for pid, peer in list(self.peers.items()):
             silent = now - peer.last_heard
             if peer.role == "driver":
@@ -922,26 +924,108 @@ class Head:
 
     # -- jobs (`rayipy job`, rayipy/job/; the records: core/jobs.py) ----------------------
     def request_job_submit(self, sender: bytes, entrypoint: str, submission_id: str | None,
-                           metadata: dict, runtime_env: dict, package: str) -> str:
-        """Record a job and have the head's node's agent (else any live node's) start it;
-        its id. ``package``: the hex id of the working directory's zip, an object the
-        submitting client owns, or ""."""
-        env_vars = jobs_env_vars(runtime_env)
-        node = self.job_node()
-        record = self.jobs.submit(entrypoint, node.node_id, time.time(), submission_id,
-                                  metadata, runtime_env)
-        self.journal_job(record.submission_id)
-        self.send(node.agent, Kind.JOB_START, (record.submission_id, entrypoint, env_vars,
-                                               package, self.address.removeprefix("tcp://")))
-        return record.submission_id
-
-    def job_node(self) -> Node:
-        head_ip = self.address.removeprefix("tcp://").rsplit(":", 1)[0]
-        live = [n for n in self.scheduler.nodes.values() if not n.leaving]
-        if not live:
+                           metadata: dict, runtime_env: dict, package: str,
+                           resources: dict | None = None) -> str:
+        """Record a job and have a node's agent start it; its id. ``package``: the hex id
+        of the working directory's zip, an object the submitting client owns, or "".
+        ``resources`` (Ray's ``entrypoint_*``): held on a node that has them free, else
+        the job waits for one (``core/job_placement.py``); without them it runs on the
+        head's node (else any live node's) and holds nothing."""
+        jobs_env_vars(runtime_env)   # checked now; start_job reads them from the record
+        request = job_placement.request_of(resources or {})
+        placement = self.job_holds
+        node = job_placement.choose_node(request, self.scheduler.nodes, self.head_ip)
+        if node is None and not request:
             raise exceptions.RayipySystemError("no node is alive to run the job: start one "
                                                "with `rayipy start`")
-        return next((n for n in live if n.info.get("ip") == head_ip), live[0])
+        record = self.jobs.submit(entrypoint, node.node_id if node is not None else b"",
+                                  time.time(), submission_id, metadata, runtime_env,
+                                  dict(request), package)
+        if node is None:
+            self.jobs.waiting_for(record.submission_id,
+                                  placement.waiting_message(request, self.scheduler.nodes))
+        else:
+            self.start_job(record.submission_id, node,
+                           placement.hold(record.submission_id, node, request) if request
+                           else None)
+        self.journal_job(record.submission_id)
+        return record.submission_id
+
+    @property
+    def job_holds(self) -> job_placement.JobPlacement:
+        # Made on first use, so this block stands alone (no line in __init__); the same
+        # timeout as tasks that no live node could run.
+        placement = self.__dict__.get("_job_placement")
+        if placement is None:
+            placement = self.__dict__["_job_placement"] = job_placement.JobPlacement(
+                self.scheduler.unschedulable.timeout)
+        return placement
+
+    @property
+    def head_ip(self) -> str:
+        return self.address.removeprefix("tcp://").rsplit(":", 1)[0]
+
+    def start_job(self, submission_id: str, node: Node, held: job_placement.Hold | None) -> None:
+        """Tell ``node``'s agent to start the job (its GPU devices in its environment)."""
+        record = self.jobs.get(submission_id)
+        env_vars = jobs_env_vars(record.runtime_env)
+        if held is not None:
+            env_vars.update(job_placement.JobPlacement.env_vars(held))
+        self.send(node.agent, Kind.JOB_START, (submission_id, record.entrypoint, env_vars,
+                                               record.package,
+                                               self.address.removeprefix("tcp://")))
+
+    def tick_jobs(self) -> None:
+        """Once a second: jobs waiting for resources get them where they are free now;
+        those no live node could ever hold fail after the timeout; holds follow their
+        jobs (dropped once a job ended or lost its node, taken again for a job that runs
+        on a node that registered again with a restarted head)."""
+        try:
+            self._tick_jobs()
+        except Exception:   # the heartbeat runs this: a bug here must not stop the head
+            log.exception("placing jobs failed")
+
+    def _tick_jobs(self) -> None:
+        placement = self.__dict__.get("_job_placement")
+        waiting = self.jobs.waiting()
+        if placement is None and not waiting and not any(
+                r.resources and r.status not in TERMINAL for r in self.jobs.jobs.values()):
+            return
+        placement = self.job_holds
+        nodes = self.scheduler.nodes
+        released = False
+        for submission_id in list(placement.held):
+            record = self.jobs.jobs.get(submission_id)
+            if record is None or record.status in TERMINAL:
+                released |= placement.release(submission_id, nodes)
+        for record in self.jobs.jobs.values():
+            node = nodes.get(record.node_id)
+            if (record.resources and record.status not in TERMINAL and node is not None
+                    and not node.leaving and record.submission_id not in placement.held):
+                placement.hold(record.submission_id, node, job_placement.request_of(record.resources))
+        requests = [(r.submission_id, job_placement.request_of(r.resources)) for r in waiting]
+        for submission_id, held in placement.place_waiting(requests, nodes, self.head_ip):
+            self.jobs.placed(submission_id, held.node_id)
+            self.journal_job(submission_id)
+            self.start_job(submission_id, nodes[held.node_id], held)
+        requests = [(r.submission_id, job_placement.request_of(r.resources))
+                    for r in self.jobs.waiting()]
+        for submission_id, reason in placement.check(time.monotonic(), requests, nodes).items():
+            self.jobs.unschedulable(submission_id, reason, time.time())
+            self.journal_job(submission_id)
+        for submission_id, request in requests:
+            if self.jobs.waiting_for(submission_id, placement.waiting_message(request, nodes)):
+                self.journal_job(submission_id)
+        if released:
+            self.carry_out(self.scheduler.dispatch())
+
+    def job_ended(self, submission_id: str) -> None:
+        """The job's process is gone: its resources go back, to a waiting job first, then
+        to tasks."""
+        placement = self.__dict__.get("_job_placement")
+        if placement is not None and placement.release(submission_id, self.scheduler.nodes):
+            self.tick_jobs()
+            self.carry_out(self.scheduler.dispatch())
 
     def request_job_running(self, sender: bytes, submission_id: str) -> bool:
         """The job's bootstrap hands over to its entrypoint."""
@@ -957,9 +1041,13 @@ class Head:
 
     def request_job_stop(self, sender: bytes, submission_id: str) -> bool:
         """Ray's ``stop_job``: False when the job had ended already."""
-        if not self.jobs.stop(submission_id):
+        record = self.jobs.get(submission_id)
+        if record.status in TERMINAL:
             return False
+        tell_agent = self.jobs.stop(submission_id, time.time())
         self.journal_job(submission_id)
+        if not tell_agent:   # it was waiting for a node: STOPPED now
+            return True
         node = self.scheduler.nodes.get(self.jobs.get(submission_id).node_id)
         if node is not None:
             self.send(node.agent, Kind.JOB_STOP, (submission_id,))
@@ -998,6 +1086,7 @@ class Head:
         elif event == "exited":
             self.jobs.exited(submission_id, value[0], time.time(), value[1])
             self.journal_job(submission_id)
+            self.job_ended(submission_id)
         elif event == "stopping":
             self.drop_job_drivers(self.peers[sender].node_id, set(value))
 

@@ -66,11 +66,11 @@ def test_a_job_that_ends_before_running_failed_to_start():
 def test_a_stopped_job_is_stopped_whatever_its_exit_code():
     table = JobTable()
     job = running_job(table)
-    assert table.stop(job) is True
+    assert table.stop(job, 105.0) is True
     assert table.get(job).status == RUNNING     # until its process has gone
     table.exited(job, -15, 102.0)
     assert table.get(job).status == STOPPED and table.get(job).exit_code == -15
-    assert table.stop(job) is False             # ended already: nothing to tell the agent
+    assert table.stop(job, 106.0) is False            # ended already: nothing to tell the agent
     table.exited(job, 0, 103.0)                 # a late report changes nothing
     assert table.get(job).status == STOPPED
 
@@ -103,7 +103,7 @@ def test_unknown_ids_and_deleting_a_running_job_are_errors():
     with pytest.raises(JobNotFoundError, match="nope"):
         table.get("nope")
     with pytest.raises(JobNotFoundError):
-        table.stop("nope")
+        table.stop("nope", 1.0)
     job = running_job(table)
     with pytest.raises(JobStateError, match="stop it first"):
         table.delete(job)
