@@ -33,30 +33,24 @@ import zmq
 from rayipy import exceptions
 from rayipy.core import head_journal
 from rayipy.core.head_recovery import DuplicateWindow
-from rayipy.core.demand import demand_report
 from rayipy.core.liveness import (DEFAULT_DRIVER_GRACE_S, DEFAULT_HEAD_RESTART_WAIT_S,
                                   GRACE_SETTING, DriverSessions, Lost, check_grace_period)
 from rayipy.core.setup_cells import SetupCells
 from rayipy.core.instructions import (ActorLocation, CancelRunning, Execute, Fail, ForgetPeer,
                                       Instruction, KillWorker, LeaseAnswer, LeaseEnded, Retire,
                                       Spawn, Steal, Warn)
-from rayipy.core.memory_report import node_memory_figures
 from rayipy.core.message_faults import MessageFaults
 from rayipy.core.objects import OWNER_ID_BYTES, owner_of
-from rayipy.core import state_rows
-from rayipy.core import job_placement
-from rayipy.core.jobs import TERMINAL, JobTable
 from rayipy.core.scheduler import Scheduler
-from rayipy.core.state import LostNode, Node, shown_resources
 from rayipy.core.state_rows import error_text
-from rayipy.core.state_timeline import trace_events
 from rayipy.core.unschedulable import DEFAULT_TIMEOUT_S, TIMEOUT_ENVIRONMENT, parse_timeout
 from rayipy.dashboard.history import TaskHistory
 from rayipy.dashboard.live import LiveData, worker_key
 from rayipy.dashboard.server import DashboardServer
-from rayipy.dashboard.snapshot import (HeadFacts, Snapshot, actor_state, build_snapshot,
-                                       store_figures)
+from rayipy.dashboard.snapshot import HeadFacts, Snapshot, build_snapshot
 from rayipy.node import lifetime, log_setup
+from rayipy.node.head_jobs import DEFERRED, HeadJobs
+from rayipy.node.head_queries import HeadQueries
 from rayipy.node.head_store import HeadStore
 from rayipy.protocol import errors
 from rayipy.protocol.kinds import Kind
@@ -190,10 +184,15 @@ class Head:
             Kind.LOG: self.on_log,
             Kind.GENERATOR_ITEM: self.on_generator_item,
             Kind.SHUTDOWN: self.on_shutdown,
-            Kind.JOB_EVENT: self.on_job_event,
-            Kind.JOB_LOG_DATA: self.on_job_log_data,
         }
-        self.jobs = JobTable()
+        # Requests are answered here (those that change state), by ``queries`` (questions)
+        # and by ``jobs`` (``rayipy job``), each a ``request_NAME`` method.
+        self.queries = HeadQueries(self)
+        self.jobs = HeadJobs(self)
+        self.handlers[Kind.JOB_EVENT] = self.jobs.on_job_event
+        self.handlers[Kind.JOB_LOG_DATA] = self.jobs.on_job_log_data
+        self.request_owners = (self, self.queries, self.jobs)
+        self.setup_cells = SetupCells()   # %%remote --all cells, for workers that start later
         if durable.actors or durable.functions or durable.jobs or durable.groups:
             self.recover(durable)
         # The id of the request being handled: a handler that answers later (a job's
@@ -227,7 +226,7 @@ class Head:
         self.scheduler.recover_actors({a: d.creation for a, d in durable.live_actors().items()})
         self.scheduler.recover_groups([g.recovered(group_id)
                                        for group_id, g in durable.groups.items()])
-        head_journal.restore_jobs(self.jobs, durable.jobs)
+        head_journal.restore_jobs(self.jobs.table, durable.jobs)
         self.recovery_deadline = time.monotonic() + self.restart_wait
         self.duplicates = DuplicateWindow()
         log.warning("restarted from the journal in %s: %d functions, %d actors, %d placement "
@@ -245,7 +244,7 @@ class Head:
         self.carry_out(self.scheduler.lease_claims_over(why))
         self.carry_out(self.scheduler.groups_recovery_over())
         for job_id in head_journal.jobs_after_restart(
-                self.jobs, set(self.scheduler.nodes), "it did not come back after the head "
+                self.jobs.table, set(self.scheduler.nodes), "it did not come back after the head "
                 "restarted", time.time()):
             self.journal_job(job_id)
 
@@ -264,7 +263,7 @@ class Head:
 
     def journal_job(self, submission_id: str) -> None:
         if self.store is not None:
-            record = self.jobs.jobs.get(submission_id)
+            record = self.jobs.table.jobs.get(submission_id)
             self.store.append(head_journal.job_record(record) if record is not None
                               else ("job_deleted", submission_id))
 
@@ -423,7 +422,7 @@ class Head:
             self.running = False
             return
         self.carry_out(self.scheduler.tick(now))
-        self.tick_jobs()
+        self.jobs.tick_jobs()
         for pid, peer in list(self.peers.items()):
             silent = now - peer.last_heard
             if peer.role == "driver":
@@ -441,7 +440,7 @@ class Head:
 
     def remove_node(self, node_id: bytes, why: str) -> None:
         """A node is gone: the scheduler removes it and its workers (and forgets them)."""
-        for job_id in self.jobs.node_lost(node_id, why, time.time()):
+        for job_id in self.jobs.table.node_lost(node_id, why, time.time()):
             self.journal_job(job_id)
         self.carry_out(self.scheduler.node_lost(node_id, why))
 
@@ -689,7 +688,11 @@ class Head:
     # -- requests --------------------------------------------------------------------------------
     def on_request(self, sender: bytes, body: Body, frames: Frames) -> None:
         request_id, name, args = body
-        handler = getattr(self, f"request_{name}", None)
+        handler = None
+        for owner in self.request_owners:
+            handler = getattr(owner, f"request_{name}", None)
+            if handler is not None:
+                break
         if handler is None:
             self.send(sender, Kind.REPLY, (request_id, False, ValueError(f"unknown request {name!r}")))
             return
@@ -701,96 +704,6 @@ class Head:
             return
         if value is not DEFERRED:
             self.send(sender, Kind.REPLY, (request_id, True, value))
-
-    @staticmethod
-    def describe_node(node: Node | LostNode) -> dict[str, Any]:
-        """A node as Ray's ``nodes()`` shows it (Ray's field names); a lost one with
-        Alive False and why it died."""
-        info = node.info
-        alive = isinstance(node, Node) and not node.leaving
-        described = {
-            "NodeID": node.node_id.hex(),
-            "Alive": alive,
-            "NodeManagerAddress": info.get("ip", "127.0.0.1"),
-            "NodeManagerHostname": info.get("hostname", ""),
-            "NodeName": info.get("ip", "127.0.0.1"),
-            "Resources": shown_resources(node.total),
-            "alive": alive,
-        }
-        if isinstance(node, LostNode):
-            described["DeathReason"] = node.why
-        return described
-
-    def request_nodes(self, sender: bytes) -> list[dict[str, Any]]:
-        live = [self.describe_node(n) for n in self.scheduler.nodes.values() if not n.leaving]
-        return live + [self.describe_node(n) for n in self.scheduler.lost_nodes]
-
-    def request_stores(self, sender: bytes) -> list[str]:
-        """The address of every node's object store (a driver looks for its own)."""
-        return [n.info["store"] for n in self.scheduler.nodes.values()
-                if not n.leaving and n.info.get("store")]
-
-    def request_memory(self, sender: bytes) -> dict[str, Any]:
-        """For ``memory_summary``: each live node's store (address, and its figures as of
-        the agent's last heartbeat), and who each connected owner process is."""
-        nodes = [{"node_id": n.node_id.hex(), "address": n.info.get("ip", ""),
-                  "hostname": n.info.get("hostname", ""), "store": n.info.get("store", ""),
-                  "summary": store_figures(n.info)}
-                 for n in self.scheduler.nodes.values() if not n.leaving]
-        processes = {p.process_id.hex(): {"role": p.role, "pid": p.pid, "node_id": p.node_id.hex()}
-                     for p in self.peers.values() if p.role in ("driver", "worker")}
-        return {"nodes": nodes, "processes": processes}
-
-    def request_cluster_resources(self, sender: bytes) -> dict[str, float]:
-        return self.scheduler.total_resources()
-
-    def request_available_resources(self, sender: bytes) -> dict[str, float]:
-        return self.scheduler.available_resources()
-
-    def request_running_tasks(self, sender: bytes) -> list[bytes]:
-        """The ids of the sender's tasks running now (first in some worker's queue)."""
-        return self.scheduler.running_tasks(sender)
-
-    def request_running_since(self, sender: bytes, task_ids: list[bytes]) -> dict[bytes, float]:
-        """How long each of these tasks has been running, in seconds, for those that run
-        now (at the front of a worker's queue); the others are queued or over. One look
-        per worker: cheap enough for a notebook's ObjectRef repr."""
-        wanted = set(task_ids)
-        now = time.time()
-        return {task: now - since for task, since in self.history.running_since.values()
-                if task in wanted}
-
-    def request_workers(self, sender: bytes) -> list[dict[str, Any]]:
-        """Every worker: id, node, pid, direct address, and what it is doing."""
-        return self.scheduler.describe_workers()
-
-    def request_status(self, sender: bytes) -> dict[str, Any]:
-        return {"cluster_id": self.cluster_id, "address": self.address,
-                "uptime": time.time() - self.started,
-                "nodes": self.request_nodes(sender),
-                # per node, what is not in use (`rayipy status` shows used / total)
-                "available": {node.node_id.hex(): {k: max(0.0, v) for k, v in
-                                                   shown_resources(node.available).items()}
-                              for node in self.scheduler.nodes.values()},
-                # per node, its object store's figures (`rayipy status` shows its use)
-                "object_stores": {node.node_id.hex(): store_figures(node.info)
-                                  for node in self.scheduler.nodes.values()},
-                # per node, real memory use: the machine's and each worker's RSS
-                "memory_use": {node.node_id.hex(): node_memory_figures(node.info)
-                               for node in self.scheduler.nodes.values()},
-                "tasks": self.scheduler.summary(),
-                "dropped_messages": dict(self.endpoint.dropped),
-                "bytes_received": self.endpoint.bytes_received,
-                # connected / silent (busy, stopped: it keeps everything) / disconnected
-                "drivers": self.drivers.summary(time.monotonic()),
-                "peers": {role: sum(1 for p in self.peers.values() if p.role == role)
-                          for role in ("driver", "worker", "agent")}}
-
-    # -- autoscaling (rayipy/cluster/adaptive.py polls this) ----------------------------------
-    def request_demand(self, sender: bytes) -> dict[str, Any]:
-        """What waits for resources, per request, and per live node whether it is busy and
-        holds objects someone may still read (``core/demand.py``)."""
-        return demand_report(self.scheduler)
 
     def request_register_actor_name(self, sender: bytes, name: str, actor_id: bytes,
                                     namespace: str = "") -> bytes | None:
@@ -815,9 +728,6 @@ class Head:
     def request_remove_placement_group(self, sender: bytes, group_id: bytes) -> None:
         self.carry_out(self.scheduler.remove_group(group_id))
 
-    def request_placement_groups(self, sender: bytes) -> list[dict[str, Any]]:
-        return self.scheduler.describe_groups()
-
     def request_disconnect(self, sender: bytes) -> bool:
         """A driver leaves (shutdown): its non-detached actors stop now, not after a timeout."""
         self.drivers.left(sender)
@@ -833,10 +743,6 @@ class Head:
     def request_wait_nodes(self, sender: bytes) -> int:
         return len(self.scheduler.nodes)
 
-    def request_dashboard_url(self, sender: bytes) -> str:
-        """The dashboard's "host:port" (Ray's form), or "" when it is not running."""
-        return self.dashboard_url
-
     @property
     def dashboard_url(self) -> str:
         return self.dashboard.url if self.dashboard is not None else ""
@@ -850,61 +756,7 @@ class Head:
                           dict(self.endpoint.dropped))
         return build_snapshot(self.scheduler, self.history, facts, time.time())
 
-    # -- the state API (rayipy.util.state; core/state_rows.py builds the rows) ---------------
-    def request_state_list(self, sender: bytes, kind: str, filters: list, limit: int,
-                           detail: bool) -> dict[str, Any]:
-        """Rows of ``kind`` (tasks, actors, nodes, workers) that pass ``filters``, at most
-        ``limit``; ``total``: how many passed. Tasks: live ones, then ended ones newest
-        first, of which the head keeps the last ``history_capacity``."""
-        filters = state_rows.check_filters(kind, filters)
-        limit = state_rows.check_limit(limit)
-        listing = state_rows.select(self.state_rows(kind), filters, limit, kind, bool(detail))
-        return {"rows": listing.rows, "total": listing.total,
-                "history_capacity": self.history.capacity,
-                "direct_not_listed": self.history.direct_dropped}
-
-    def state_rows(self, kind: str) -> list[dict[str, Any]]:
-        scheduler = self.scheduler
-        if kind == "tasks":
-            self.history.prune(scheduler.workers)
-            return state_rows.task_rows(scheduler, self.history, time.time())
-        if kind == "actors":
-            return state_rows.actor_rows(scheduler, actor_state)
-        if kind == "workers":
-            return state_rows.worker_rows(scheduler, self.peers.values())
-        if kind == "nodes":
-            available = {node.node_id.hex(): {k: max(0.0, v) for k, v in
-                                              shown_resources(node.available).items()}
-                         for node in scheduler.nodes.values()}
-            head_ip = self.address.removeprefix("tcp://").rsplit(":", 1)[0]
-            return state_rows.node_rows(self.request_nodes(b""), head_ip, available)
-        raise ValueError(f"the head lists tasks, actors, nodes and workers, not {kind!r}")
-
-    def request_state_summary(self, sender: bytes, kind: str) -> dict[str, Any]:
-        """Ray's ``summarize_tasks`` / ``summarize_actors`` answer."""
-        if kind == "tasks":
-            live = state_rows.live_task_rows(self.scheduler, self.history, time.time())
-            return state_rows.summarize_tasks(
-                live + [state_rows.finished_task_row(r) for r in self.history.recent],
-                self.history.functions)
-        if kind == "actors":
-            return state_rows.summarize_actors(state_rows.actor_rows(self.scheduler, actor_state))
-        raise ValueError(f"the head summarizes tasks and actors, not {kind!r}")
-
-    def request_timeline(self, sender: bytes) -> list[dict[str, Any]]:
-        """Chrome trace events of the ended tasks the history keeps."""
-        ips = {node_id: node.info.get("ip", "") for node_id, node in self.scheduler.nodes.items()}
-        return trace_events(self.history.recent, ips)
-
     # -- %%remote --all setup cells (core/setup_cells.py), replayed by workers that start --
-    @property
-    def setup_cells(self) -> SetupCells:
-        # Made on first use, so this block stands alone (no line in __init__).
-        cells = self.__dict__.get("_setup_cells")
-        if cells is None:
-            cells = self.__dict__["_setup_cells"] = SetupCells()
-        return cells
-
     def request_setup_cell_add(self, sender: bytes, setup_id: str, blob: bytes) -> int:
         """A driver's ``%%remote --all`` cell (a pickle the head never opens), for workers
         that start later; how many the driver has recorded."""
@@ -921,184 +773,6 @@ class Head:
         """(driver, setup id, pickle) of every connected driver's setup cells, in order."""
         return self.setup_cells.for_workers(
             pid for pid, peer in self.peers.items() if peer.role == "driver")
-
-    # -- jobs (`rayipy job`, rayipy/job/; the records: core/jobs.py) ----------------------
-    def request_job_submit(self, sender: bytes, entrypoint: str, submission_id: str | None,
-                           metadata: dict, runtime_env: dict, package: str,
-                           resources: dict | None = None) -> str:
-        """Record a job and have a node's agent start it; its id. ``package``: the hex id
-        of the working directory's zip, an object the submitting client owns, or "".
-        ``resources`` (Ray's ``entrypoint_*``): held on a node that has them free, else
-        the job waits for one (``core/job_placement.py``); without them it runs on the
-        head's node (else any live node's) and holds nothing."""
-        jobs_env_vars(runtime_env)   # checked now; start_job reads them from the record
-        request = job_placement.request_of(resources or {})
-        placement = self.job_holds
-        node = job_placement.choose_node(request, self.scheduler.nodes, self.head_ip)
-        if node is None and not request:
-            raise exceptions.RayipySystemError("no node is alive to run the job: start one "
-                                               "with `rayipy start`")
-        record = self.jobs.submit(entrypoint, node.node_id if node is not None else b"",
-                                  time.time(), submission_id, metadata, runtime_env,
-                                  dict(request), package)
-        if node is None:
-            self.jobs.waiting_for(record.submission_id,
-                                  placement.waiting_message(request, self.scheduler.nodes))
-        else:
-            self.start_job(record.submission_id, node,
-                           placement.hold(record.submission_id, node, request) if request
-                           else None)
-        self.journal_job(record.submission_id)
-        return record.submission_id
-
-    @property
-    def job_holds(self) -> job_placement.JobPlacement:
-        # Made on first use, so this block stands alone (no line in __init__); the same
-        # timeout as tasks that no live node could run.
-        placement = self.__dict__.get("_job_placement")
-        if placement is None:
-            placement = self.__dict__["_job_placement"] = job_placement.JobPlacement(
-                self.scheduler.unschedulable.timeout)
-        return placement
-
-    @property
-    def head_ip(self) -> str:
-        return self.address.removeprefix("tcp://").rsplit(":", 1)[0]
-
-    def start_job(self, submission_id: str, node: Node, held: job_placement.Hold | None) -> None:
-        """Tell ``node``'s agent to start the job (its GPU devices in its environment)."""
-        record = self.jobs.get(submission_id)
-        env_vars = jobs_env_vars(record.runtime_env)
-        if held is not None:
-            env_vars.update(job_placement.JobPlacement.env_vars(held))
-        self.send(node.agent, Kind.JOB_START, (submission_id, record.entrypoint, env_vars,
-                                               record.package,
-                                               self.address.removeprefix("tcp://")))
-
-    def tick_jobs(self) -> None:
-        """Once a second: jobs waiting for resources get them where they are free now;
-        those no live node could ever hold fail after the timeout; holds follow their
-        jobs (dropped once a job ended or lost its node, taken again for a job that runs
-        on a node that registered again with a restarted head)."""
-        try:
-            self._tick_jobs()
-        except Exception:   # the heartbeat runs this: a bug here must not stop the head
-            log.exception("placing jobs failed")
-
-    def _tick_jobs(self) -> None:
-        placement = self.__dict__.get("_job_placement")
-        waiting = self.jobs.waiting()
-        if placement is None and not waiting and not any(
-                r.resources and r.status not in TERMINAL for r in self.jobs.jobs.values()):
-            return
-        placement = self.job_holds
-        nodes = self.scheduler.nodes
-        released = False
-        for submission_id in list(placement.held):
-            record = self.jobs.jobs.get(submission_id)
-            if record is None or record.status in TERMINAL:
-                released |= placement.release(submission_id, nodes)
-        for record in self.jobs.jobs.values():
-            node = nodes.get(record.node_id)
-            if (record.resources and record.status not in TERMINAL and node is not None
-                    and not node.leaving and record.submission_id not in placement.held):
-                placement.hold(record.submission_id, node, job_placement.request_of(record.resources))
-        requests = [(r.submission_id, job_placement.request_of(r.resources)) for r in waiting]
-        for submission_id, held in placement.place_waiting(requests, nodes, self.head_ip):
-            self.jobs.placed(submission_id, held.node_id)
-            self.journal_job(submission_id)
-            self.start_job(submission_id, nodes[held.node_id], held)
-        requests = [(r.submission_id, job_placement.request_of(r.resources))
-                    for r in self.jobs.waiting()]
-        for submission_id, reason in placement.check(time.monotonic(), requests, nodes).items():
-            self.jobs.unschedulable(submission_id, reason, time.time())
-            self.journal_job(submission_id)
-        for submission_id, request in requests:
-            if self.jobs.waiting_for(submission_id, placement.waiting_message(request, nodes)):
-                self.journal_job(submission_id)
-        if released:
-            self.carry_out(self.scheduler.dispatch())
-
-    def job_ended(self, submission_id: str) -> None:
-        """The job's process is gone: its resources go back, to a waiting job first, then
-        to tasks."""
-        placement = self.__dict__.get("_job_placement")
-        if placement is not None and placement.release(submission_id, self.scheduler.nodes):
-            self.tick_jobs()
-            self.carry_out(self.scheduler.dispatch())
-
-    def request_job_running(self, sender: bytes, submission_id: str) -> bool:
-        """The job's bootstrap hands over to its entrypoint."""
-        self.jobs.running(submission_id)
-        self.journal_job(submission_id)
-        return True
-
-    def request_job_info(self, sender: bytes, submission_id: str) -> dict[str, Any]:
-        return self.jobs.get(submission_id).info()
-
-    def request_job_list(self, sender: bytes) -> list[dict[str, Any]]:
-        return self.jobs.listing()
-
-    def request_job_stop(self, sender: bytes, submission_id: str) -> bool:
-        """Ray's ``stop_job``: False when the job had ended already."""
-        record = self.jobs.get(submission_id)
-        if record.status in TERMINAL:
-            return False
-        tell_agent = self.jobs.stop(submission_id, time.time())
-        self.journal_job(submission_id)
-        if not tell_agent:   # it was waiting for a node: STOPPED now
-            return True
-        node = self.scheduler.nodes.get(self.jobs.get(submission_id).node_id)
-        if node is not None:
-            self.send(node.agent, Kind.JOB_STOP, (submission_id,))
-        return True
-
-    def request_job_delete(self, sender: bytes, submission_id: str) -> bool:
-        self.jobs.delete(submission_id)
-        self.journal_job(submission_id)
-        return True
-
-    def request_job_logs(self, sender: bytes, submission_id: str, offset: int, limit: int) -> Any:
-        """A piece of the job's log, read by its node's agent: answered when it comes
-        (``on_job_log_data``)."""
-        record = self.jobs.get(submission_id)
-        node = self.scheduler.nodes.get(record.node_id)
-        if node is None:
-            raise exceptions.RayipySystemError(
-                f"job {submission_id!r} ran on node {record.node_id.hex()[:8]}, which has left "
-                f"the cluster: its log is on that machine, in jobs/{submission_id}/driver.log "
-                f"of its rayipy directory")
-        self.send(node.agent, Kind.JOB_LOGS, (submission_id, offset, limit, sender,
-                                              self.request_id))
-        return DEFERRED
-
-    def on_job_log_data(self, sender: bytes, body: Body, frames: Frames) -> None:
-        requester, request_id, ok, answer = body
-        if requester in self.peers:
-            self.send(requester, Kind.REPLY, (request_id, ok, answer if ok else
-                                              exceptions.RayipySystemError(answer)))
-
-    def on_job_event(self, sender: bytes, body: Body, frames: Frames) -> None:
-        submission_id, event, value = body
-        if event == "started":
-            self.jobs.started(submission_id, value)
-            self.journal_job(submission_id)
-        elif event == "exited":
-            self.jobs.exited(submission_id, value[0], time.time(), value[1])
-            self.journal_job(submission_id)
-            self.job_ended(submission_id)
-        elif event == "stopping":
-            self.drop_job_drivers(self.peers[sender].node_id, set(value))
-
-    def drop_job_drivers(self, node_id: bytes, pids: set[int]) -> None:
-        """A stopped job's drivers (its processes that connected): their running tasks
-        are cancelled, then they are dropped as if they had left (their queued tasks
-        and non-detached actors go with them)."""
-        for process_id, peer in list(self.peers.items()):
-            if peer.role == "driver" and peer.pid in pids and peer.node_id in (node_id, b""):
-                for task_id in self.scheduler.running_tasks(process_id):
-                    self.carry_out(self.scheduler.cancel_requested(task_id, True, b"", b""))
-                self.forget(process_id)
 
     def request_shutdown(self, sender: bytes) -> bool:
         self.running = False
@@ -1125,27 +799,6 @@ def grace_period(text: str) -> float:
         return check_grace_period(float(text))
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-DEFERRED = object()   # a request handler's answer: "the reply will be sent later"
-
-JOB_RUNTIME_ENV_KEYS = ("env_vars", "working_dir")
-
-
-def jobs_env_vars(runtime_env: dict) -> dict[str, str]:
-    """A job's ``runtime_env`` checked: only keys jobs handle (``working_dir`` was
-    shipped by the client already); its ``env_vars``."""
-    if not isinstance(runtime_env, dict):
-        raise ValueError(f"runtime_env is a dict, got {runtime_env!r}")
-    unknown = sorted(set(runtime_env) - set(JOB_RUNTIME_ENV_KEYS))
-    if unknown:
-        raise ValueError(f"a job's runtime_env takes {', '.join(JOB_RUNTIME_ENV_KEYS)}, not "
-                         f"{', '.join(unknown)}")
-    env_vars = runtime_env.get("env_vars") or {}
-    if not isinstance(env_vars, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                 for k, v in env_vars.items()):
-        raise ValueError(f"runtime_env['env_vars'] maps strings to strings, got {env_vars!r}")
-    return dict(env_vars)
 
 
 def restart_wait(text: str) -> float:

@@ -150,7 +150,7 @@ def test_a_lost_node_is_listed_dead_and_its_workers_are_forgotten(head, connect)
     deliver(head, agent, Kind.NODE_LEAVING, ("its node agent stopped",))
     assert set(head.peers) == {DRIVER}           # the agent, and its worker with it
     assert head.scheduler.workers == {}
-    [dead] = head.request_nodes(DRIVER)
+    [dead] = head.queries.request_nodes(DRIVER)
     assert (dead["Alive"], dead["alive"], dead["DeathReason"], dead["Resources"]) == (
         False, False, "its node agent stopped", {"CPU": 1.0})
     assert dead["NodeManagerAddress"] == "10.0.0.9"

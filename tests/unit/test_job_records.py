@@ -14,7 +14,7 @@ from rayipy.core.jobs import (FAILED, PENDING, RUNNING, STOPPED, SUCCEEDED, JobN
                               JobStateError, JobTable)
 from rayipy.job.client import JobDetails, JobStatus
 from rayipy.job.package import PackageError, unpack, zip_directory
-from rayipy.node.head import jobs_env_vars
+from rayipy.node.head_jobs import jobs_env_vars
 
 NODE = b"n" * 8
 
