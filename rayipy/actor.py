@@ -243,7 +243,8 @@ class ActorMethod:
         count = 1 if generator else self._num_returns
         # In the spec's max_retries: how often it goes again if the actor restarts under it.
         retries = self._options.get("max_task_retries", handle._max_task_retries)
-        options: tuple = (("generator", self._num_returns),) if generator else ()
+        options: tuple[tuple[str, Any], ...] = (
+            (("generator", self._num_returns),) if generator else ())
         if self._group is not None:   # the worker runs it on that group's threads
             options += ((CONCURRENCY_GROUP, self._group),)
         refs = runtime.submit(b"", f"{handle._class_name}.{self._name}", args, kwargs,
@@ -297,7 +298,7 @@ def exit_actor() -> NoReturn:
     actor_exit.exit_actor(current_runtime(), f"it exited: exit_actor() was called{where}")
 
 
-def _check_method_groups(methods: dict[str, dict], groups: dict[str, int] | None,
+def _check_method_groups(methods: dict[str, dict[str, Any]], groups: dict[str, int] | None,
                          class_name: str) -> None:
     """Each ``@rayipy.method(concurrency_group=)`` names one of the class's groups."""
     for name, options in methods.items():

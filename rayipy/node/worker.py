@@ -339,7 +339,8 @@ class Worker:
                                   self.runner.run_async, self.host_finished, self.refuse_call)
 
     def refuse_call(self, spec: TaskSpec, error: BaseException) -> None:
-        """A concurrent actor's call that cannot run (its host says why): ``error`` is its result."""
+        """A concurrent actor's call that cannot run (its host says why): ``error`` is
+        its result."""
         self.host_finished(self.runner.error_result(spec, error, time.perf_counter()))
 
     def run_on_thread(self, spec: TaskSpec) -> TaskResult:

@@ -210,3 +210,15 @@ def test_groups_given_in_class_options_and_a_bad_group_name(cluster, tmp_path):
     rayipy.kill(named)
     pathlib.Path(gate).touch()
     assert rayipy.get(waiting, timeout=WAIT_SECONDS) == "waited"
+
+
+def test_a_call_in_a_group_the_worker_lacks_fails_and_the_actor_lives_on(cluster):
+    actor = Threaded.remote()
+    # Handles refuse such a name (tests/unit/test_concurrency_group_choice.py); one that
+    # got through anyway (an old handle, a hand-made call) is answered with an error.
+    sneaky = actor.ping
+    sneaky._group = "gone"
+    with pytest.raises(ValueError, match=r"'gone', which this actor does not have; its "
+                                         r"groups: 'compute', 'io'"):
+        rayipy.get(sneaky.remote(), timeout=WAIT_SECONDS)
+    assert rayipy.get(actor.ping.remote(), timeout=WAIT_SECONDS) == "pong"
