@@ -26,6 +26,7 @@ from rayipy.core.object_ref import current_runtime
 from rayipy.core.strategies import apply_strategy
 from rayipy.core.task_context import current_task
 from rayipy.node import actor_exit
+from rayipy.node.actor_host import CONCURRENCY_GROUP
 from rayipy.protocol.kinds import Kind
 from rayipy.remote_function import PickledOnce
 from rayipy.session import require_runtime, runtime_for_submit
@@ -45,17 +46,26 @@ ACTOR_OPTIONS = {**{k: v for k, v in option_table.TASK_OPTIONS.items()
     "name": option_table.Option((str,), lambda v: isinstance(v, str) and v != "", "a non-empty string",
                                 None),
                  "get_if_exists": option_table.Option((bool,), lambda v: isinstance(v, bool), "a bool",
-                                                      False)}
+                                                      False),
+                 # Ray's: each group has its own threads (or event loop); see node/actor_host.py.
+                 "concurrency_groups": option_table.CONCURRENCY_GROUPS}
 
 # Options of one method (``@rayipy.method``) or one call (``handle.m.options``), as in Ray.
 METHOD_OPTIONS = {"num_returns": option_table.TASK_OPTIONS["num_returns"],
-                  "max_task_retries": ACTOR_OPTIONS["max_task_retries"]}
+                  "max_task_retries": ACTOR_OPTIONS["max_task_retries"],
+                  "concurrency_group": option_table.CONCURRENCY_GROUP}
 
 _METHOD_OPTIONS_ATTR = "__rayipy_method_options__"
 
+# In a handle's method table (which travels wherever handles are made, get_actor too):
+# the actor's concurrency groups, so that a call naming an unknown one fails at once. No
+# method has this name (the handle refuses names starting with "__").
+GROUPS_KEY = "__concurrency_groups__"
+
 
 def method(**options: Any):
-    """``@rayipy.method(num_returns=2, max_task_retries=1)``: options for one actor method."""
+    """``@rayipy.method(num_returns=2, max_task_retries=1, concurrency_group="io")``:
+    options for one actor method."""
     option_table.validate(options, METHOD_OPTIONS, "actor method")
 
     def decorate(fn):
@@ -88,6 +98,7 @@ class ActorClass:
         self._methods = {name: _method_options(member)
                          for name, member in inspect.getmembers(cls, callable)
                          if not name.startswith("__") or name == "__call__"}
+        _check_method_groups(self._methods, self._options.get("concurrency_groups"), self._name)
         self._shared = PickledOnce(cls, f"actor class {cls.__module__}.{self._name}")
         self.__doc__ = cls.__doc__
         self.__name__ = cls.__name__
@@ -103,6 +114,7 @@ class ActorClass:
         copy.__dict__.update(self.__dict__)
         copy._options = option_table.validate({**self._options, **options}, ACTOR_OPTIONS,
                                               "actor class", option_table.TASK_ONLY_OPTIONS)
+        _check_method_groups(copy._methods, copy._options.get("concurrency_groups"), copy._name)
         return copy
 
     def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
@@ -130,11 +142,14 @@ class ActorClass:
         resources = option_table.resource_request({"num_cpus": 0, **self._options})
         worker_options = {key: self._options[key] for key in
                           ("max_concurrency", "max_restarts", "max_task_retries", "lifetime",
-                           "name", "scheduling_strategy")
+                           "name", "scheduling_strategy", "concurrency_groups")
                           if self._options.get(key) is not None}
         if name is not None:
             worker_options["namespace"] = namespace
-        worker_options.update(class_name=self._name, methods=self._methods)
+        methods = self._methods
+        if worker_options.get("concurrency_groups"):
+            methods = {**methods, GROUPS_KEY: dict(worker_options["concurrency_groups"])}
+        worker_options.update(class_name=self._name, methods=methods)
         if env is not None:   # it runs on a worker started for its environment
             resources = with_env(resources, env["key"])
             worker_options["runtime_env"] = env
@@ -149,8 +164,8 @@ class ActorClass:
             # The actor lives while some handle does: handles carry this ref, which is
             # counted across processes like any other.
             runtime.objects.mark_actor(creation.id, actor_id)
-            return ActorHandle(actor_id, self._name, self._methods, creation, retries)
-        return ActorHandle(actor_id, self._name, self._methods, None, retries)
+            return ActorHandle(actor_id, self._name, methods, creation, retries)
+        return ActorHandle(actor_id, self._name, methods, None, retries)
 
     def __repr__(self) -> str:
         return f"<rayipy actor class {self.__module__}.{self._name}>"
@@ -201,14 +216,22 @@ class ActorMethod:
         self._name = name
         self._options = options
         self._num_returns = options.get("num_returns", 1)
+        self._group = options.get("concurrency_group")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"Actor methods cannot be called directly. Instead of running "
                         f"'{self._name}()', try '{self._name}.remote()'.")
 
     def options(self, **options: Any) -> "ActorMethod":
-        """A copy with options for its calls: ``num_returns``, ``max_task_retries``."""
+        """A copy with options for its calls: ``num_returns``, ``max_task_retries``,
+        ``concurrency_group`` (one of the actor's groups)."""
         option_table.validate(options, METHOD_OPTIONS, "actor method")
+        group = options.get("concurrency_group")
+        if group is not None:
+            groups = self._handle._methods.get(GROUPS_KEY)
+            if group not in (groups or ()):
+                raise option_table.unknown_group(
+                    group, groups, f"{self._name}.options(concurrency_group={group!r})")
         return ActorMethod(self._handle, self._name, {**self._options, **options})
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -220,10 +243,13 @@ class ActorMethod:
         count = 1 if generator else self._num_returns
         # In the spec's max_retries: how often it goes again if the actor restarts under it.
         retries = self._options.get("max_task_retries", handle._max_task_retries)
+        options: tuple[tuple[str, Any], ...] = (
+            (("generator", self._num_returns),) if generator else ())
+        if self._group is not None:   # the worker runs it on that group's threads
+            options += ((CONCURRENCY_GROUP, self._group),)
         refs = runtime.submit(b"", f"{handle._class_name}.{self._name}", args, kwargs,
                               count, (), retries, handle._actor_id, self._name,
-                              options=(("generator", self._num_returns),) if generator else (),
-                              keep_alive=keep)
+                              options=options, keep_alive=keep)
         return refs[0] if count == 1 else refs
 
 
@@ -270,6 +296,16 @@ def exit_actor() -> NoReturn:
     spec = current_task()
     where = f" in {spec.name!r}" if spec is not None else ""
     actor_exit.exit_actor(current_runtime(), f"it exited: exit_actor() was called{where}")
+
+
+def _check_method_groups(methods: dict[str, dict[str, Any]], groups: dict[str, int] | None,
+                         class_name: str) -> None:
+    """Each ``@rayipy.method(concurrency_group=)`` names one of the class's groups."""
+    for name, options in methods.items():
+        group = options.get("concurrency_group")
+        if group is not None and group not in (groups or ()):
+            raise option_table.unknown_group(
+                group, groups, f"method {class_name}.{name} (@rayipy.method)")
 
 
 def _namespace_here(runtime: Any) -> str:

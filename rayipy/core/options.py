@@ -76,6 +76,54 @@ TASK_ONLY_OPTIONS: dict[str, str] = {
 }
 
 
+# -- concurrency groups (an actor class's ``concurrency_groups``, a method's ``concurrency_group``)
+
+CONCURRENCY_GROUPS_REQUIREMENT = ("a dict of group name (a non-empty str) -> that group's max "
+                                  "concurrency (an int >= 1), e.g. {'io': 2, 'compute': 4}")
+
+
+def _group_size_ok(size: Any) -> bool:
+    return isinstance(size, int) and not isinstance(size, bool) and size >= 1
+
+
+def check_concurrency_groups(groups: Any) -> None:
+    """An actor class's ``concurrency_groups``: TypeError/ValueError naming the bad entry."""
+    if not isinstance(groups, dict):
+        raise TypeError(f"concurrency_groups must be {CONCURRENCY_GROUPS_REQUIREMENT}, "
+                        f"got {type(groups).__name__} {groups!r}")
+    for name, size in groups.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"concurrency_groups: group names must be non-empty strings, "
+                            f"got {name!r} in {groups!r}")
+        if name.startswith("_ray"):   # Ray keeps these for its own system groups
+            raise ValueError(f"concurrency_groups: {name!r} is reserved (names starting "
+                             f"with '_ray' are Ray's own): pick another name")
+        if not _group_size_ok(size):
+            raise ValueError(f"concurrency_groups: group {name!r} has max concurrency "
+                             f"{size!r}; each group's size must be an int >= 1")
+
+
+def unknown_group(group: str, groups: dict[str, int] | None, where: str) -> ValueError:
+    """The error for ``group`` not among an actor's ``groups``; ``where``: who named it."""
+    if groups:
+        close = difflib.get_close_matches(group, groups, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        valid = f"its groups are {', '.join(map(repr, sorted(groups)))}.{hint}"
+    else:
+        valid = (f"it declares none: declare it with "
+                 f"@rayipy.remote(concurrency_groups={{{group!r}: 1}})")
+    return ValueError(f"{where} names concurrency group {group!r}, which the actor class "
+                      f"does not have: {valid} Methods in no group run in the default "
+                      f"group (of size max_concurrency).")
+
+
+CONCURRENCY_GROUPS = Option((dict,), lambda v: isinstance(v, dict), CONCURRENCY_GROUPS_REQUIREMENT,
+                            None)
+CONCURRENCY_GROUP = Option((str,), lambda v: isinstance(v, str) and v != "",
+                           "the name (a non-empty str) of one of the actor's concurrency_groups",
+                           None)
+
+
 BACKPRESSURE_UNSUPPORTED = (
     "_generator_backpressure_num_objects is not supported by rayipy, and is refused rather "
     "than ignored: a generator task runs ahead of its consumer. To bound what it holds, "
@@ -106,6 +154,8 @@ def validate(options: dict[str, Any], table: dict[str, Option] = TASK_OPTIONS,
                             f"got {value!r}")
         if name == "runtime_env" and value:
             runtime_env.check(value)   # conda, container...: refused, saying what instead
+        if name == "concurrency_groups":
+            check_concurrency_groups(value)
         if name == "_generator_backpressure_num_objects" and value not in (None, -1):
             raise ValueError(BACKPRESSURE_UNSUPPORTED)
     return dict(options)

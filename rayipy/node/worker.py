@@ -336,7 +336,12 @@ class Worker:
         self.runtime.info["actor"] = spec.actor_id
         if self.host is None:  # a restart reuses no host: this is a new process
             self.host = make_host(type(instance), dict(spec.options), self.run_on_thread,
-                                  self.runner.run_async, self.host_finished)
+                                  self.runner.run_async, self.host_finished, self.refuse_call)
+
+    def refuse_call(self, spec: TaskSpec, error: BaseException) -> None:
+        """A concurrent actor's call that cannot run (its host says why): ``error`` is
+        its result."""
+        self.host_finished(self.runner.error_result(spec, error, time.perf_counter()))
 
     def run_on_thread(self, spec: TaskSpec) -> TaskResult:
         """A threaded actor's call, on one of its threads."""

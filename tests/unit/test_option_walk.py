@@ -1,7 +1,7 @@
 """Every option rayipy accepts either changes behaviour or is refused (issue 14).
 
 Walks the option tables (remote functions: ``core/options.TASK_OPTIONS``; actor
-classes: ``actor.ACTOR_OPTIONS``; ``init``'s keywords: its signature and Ray's other
+classes: ``actor.ACTOR_OPTIONS``; actor methods: ``actor.METHOD_OPTIONS``; ``init``'s keywords: its signature and Ray's other
 keywords in ``session``). Each name must have an entry here:
 
 - ``Shown(file, test)``: a test that shows what it does (checked to exist);
@@ -25,7 +25,7 @@ import pytest
 
 import rayipy
 from rayipy import session
-from rayipy.actor import ACTOR_OPTIONS
+from rayipy.actor import ACTOR_OPTIONS, METHOD_OPTIONS
 from rayipy.core.options import TASK_OPTIONS
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -65,6 +65,7 @@ NODES = "tests/integration/test_nodes.py"
 ACTORS = "tests/integration/test_actors.py"
 UNIT_OPTIONS = "tests/unit/test_options.py"
 RUNTIME_ENV = "tests/integration/test_runtime_env.py"
+GROUPS = "tests/integration/test_concurrency_groups.py"
 
 TASK_ENTRIES: dict[str, Any] = {
     "num_cpus": Shown(TASKS, "test_impossible_resource_request_is_an_error"),
@@ -100,6 +101,14 @@ ACTOR_ENTRIES: dict[str, Any] = {
     "namespace": Shown("tests/integration/test_actor_lifecycle.py",
                        "test_an_actor_named_in_another_namespace_is_found_only_there"),
     "get_if_exists": Shown(ACTORS, "test_named_actors"),
+    "concurrency_groups": Shown(GROUPS, "test_a_blocked_group_does_not_block_the_default_group"),
+}
+# ``@rayipy.method(...)`` and ``handle.method.options(...)``.
+METHOD_ENTRIES: dict[str, Any] = {
+    "num_returns": Shown(ACTORS, "test_multiple_returns_and_ref_arguments"),
+    "max_task_retries": Shown("tests/integration/test_actor_lifecycle.py",
+                              "test_a_methods_max_task_retries_overrides_the_actors"),
+    "concurrency_group": Shown(GROUPS, "test_a_call_can_choose_its_group_with_options"),
 }
 # Task options an actor class refuses, naming what to use.
 ACTOR_REFUSED: dict[str, Any] = {
@@ -167,6 +176,7 @@ def test_nothing_is_left_pending():
 
 TABLES = [("remote function", set(TASK_OPTIONS), TASK_ENTRIES),
           ("actor class", set(ACTOR_OPTIONS), ACTOR_ENTRIES),
+          ("actor method", set(METHOD_OPTIONS), METHOD_ENTRIES),
           ("init", init_options(), INIT_ENTRIES)]
 
 
