@@ -2,7 +2,7 @@
 """encryption.py -- what encryption costs: rayipy with RAYIPY_ENCRYPT=always against
 never, beside Ray with TLS on against off, interleaved in one run on this machine.
 
-    /work/peers-venv/bin/python benchmarks/encryption.py                # 3 rounds, ~8 min
+    /work/peers-venv/bin/python benchmarks/encryption.py                # 5 rounds, ~5 min
     /work/peers-venv/bin/python benchmarks/encryption.py --quick        # smoke run, ~2 min
     /work/peers-venv/bin/python benchmarks/encryption.py --md benchmarks/results/encryption.md
 
@@ -45,7 +45,14 @@ The first four run on ``init(num_cpus=2)``; put_remote and ret_remote on a secon
 cluster: the driver's node with 1 CPU, and a second node with 1 CPU and the resource
 ``side`` (rayipy: a second node agent joining the driver's cluster on 127.0.0.1, as
 ``tests/integration/test_nodes.py`` does; Ray: ``ray.cluster_utils.Cluster`` with a head
-and one added node). Each 100 MB figure is the median of 5 after a warm-up.
+and one added node). Each 100 MB figure is the median of 7 after a warm-up (their
+samples are bimodal: fresh pages or reused ones).
+
+With rtt, tput, actor and each 100 MB figure comes the CPU time that every process of
+the side (the driver and its descendants: the whole cluster of either engine) spent on
+it, per call, task or transfer, from psutil before and after all the calls of the figure. On 2 cores shared with
+other work, the CPU time moves less than the wall time, and it shows the cost of
+encryption even where the work overlaps on the two cores and the wall time hides it.
 
 Each side also checks that its setting took: rayipy's driver counts the AES keys it made
 (an encrypted session makes two; ``never`` must make none), and for Ray the script opens
@@ -106,19 +113,25 @@ N_WORKERS = 2
 MB = 1_000_000
 CLUSTER_SIDES = ["rayipy-never", "rayipy-always", "ray-plain", "ray-tls"]
 CIPHER = "cipher"
-ENGINES = {"rayipy": ("rayipy-never", "rayipy-always"), "ray": ("ray-plain", "ray-tls")}
+SAMPLES = 7   # per 100 MB figure and child, after a warm-up: their pages make them bimodal
 
-# (key, label, unit, higher is better)
+# (key, label, unit, higher is better); each *_cpu row comes with the figure before it
 FIGURES = [
     ("start", "cluster start to first result (1 node, 2 CPUs), s", "s", False),
     ("rtt", "no-op task round trip p50, µs", "us", False),
+    ("rtt_cpu", "   CPU µs per round trip, all processes", "us", False),
     ("tput", "10k no-op tasks (one by one, then get(list)), tasks/s", "tasks/s", True),
+    ("tput_cpu", "   CPU µs per task, all processes", "us", False),
     ("actor", "actor call round trip p50, µs", "us", False),
+    ("actor_cpu", "   CPU µs per call, all processes", "us", False),
     ("put_local", "100 MB put + task reading it, same node (shared memory), s", "s", False),
+    ("put_local_cpu", "   CPU s per transfer, all processes", "s", False),
     ("put_remote", "100 MB put + task reading it on the other node (pulled over TCP), s", "s",
      False),
+    ("put_remote_cpu", "   CPU s per transfer, all processes", "s", False),
     ("ret_remote", "100 MB made on the other node, got by the driver (pulled over TCP), s", "s",
      False),
+    ("ret_remote_cpu", "   CPU s per transfer, all processes", "s", False),
 ]
 CIPHER_FIGURES = [
     ("memcpy", "memcpy (numpy copyto), MB/s", "MB/s", True),
@@ -343,16 +356,42 @@ class RayEngine:
 # ----------------------------------------------------------------------------------
 
 
-def median_of_5(one):
-    """One warm-up, then the median of 5 timed calls of ``one`` (samples kept)."""
+def cpu_seconds():
+    """{pid: user+system CPU seconds} of this process and all its descendants (the whole
+    cluster: both engines start theirs below the driver)."""
+    import psutil
+    me = psutil.Process()
+    out = {}
+    for p in [me] + me.children(recursive=True):
+        try:
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+        except psutil.Error:
+            pass
+    return out
+
+
+def cpu_spent(before, after):
+    """CPU seconds spent between two cpu_seconds() snapshots. CPU time does not count
+    waiting for a core that other work holds: the figure least moved by the machine's load."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
+def median_of(one, key, n=SAMPLES):
+    """One warm-up, then the median of ``n`` timed calls of ``one``, with the mean CPU
+    seconds of every process per call as ``<key>_cpu``: taken over all ``n`` calls at
+    once, since the kernel counts CPU time in 10 ms ticks (samples kept)."""
     one()
     s = []
-    for _ in range(5):
+    c0 = cpu_seconds()
+    for _ in range(n):
         gc.collect()
         t0 = pc()
         one()
         s.append(pc() - t0)
-    return statistics.median(s), {"samples_s": [round(x, 4) for x in s]}
+    cpu = cpu_spent(c0, cpu_seconds()) / n
+    return statistics.median(s), {"samples_s": [round(x, 4) for x in s],
+                                  "derived": {key + "_cpu": cpu}}
 
 
 def one_node_figures(E, n_lat, n_tasks, arr_n):
@@ -363,21 +402,25 @@ def one_node_figures(E, n_lat, n_tasks, arr_n):
         for _ in range(200):
             E.get(f.remote())
         s = []
+        c0 = cpu_seconds()
         for _ in range(n_lat):
             t0 = pc()
             E.get(f.remote())
             s.append(pc() - t0)
-        return core.pct(s, 50) * 1e6, {"p99_us": core.pct(s, 99) * 1e6}
+        cpu = cpu_spent(c0, cpu_seconds()) / n_lat * 1e6
+        return core.pct(s, 50) * 1e6, {"p99_us": core.pct(s, 99) * 1e6, "derived": {"rtt_cpu": cpu}}
 
     def tput():
         f = E.remote(main_noop)
         E.get([f.remote() for _ in range(1000)])   # warm-up
+        c0 = cpu_seconds()
         t0 = pc()
         refs = [f.remote() for _ in range(n_tasks)]
         out = E.get(refs)
         wall = pc() - t0
+        cpu = cpu_spent(c0, cpu_seconds()) / n_tasks * 1e6
         assert len(out) == n_tasks and out[0] is None
-        return n_tasks / wall, {}
+        return n_tasks / wall, {"derived": {"tput_cpu": cpu}}
 
     def actor():
         h = E.remote(MainCounter).remote()
@@ -385,12 +428,14 @@ def one_node_figures(E, n_lat, n_tasks, arr_n):
         for _ in range(200):
             E.get(h.inc.remote())
         s = []
+        c0 = cpu_seconds()
         for _ in range(n_lat):
             t0 = pc()
             last = E.get(h.inc.remote())
             s.append(pc() - t0)
+        cpu = cpu_spent(c0, cpu_seconds()) / n_lat * 1e6
         assert last == first + 200 + n_lat, (first, last)
-        return core.pct(s, 50) * 1e6, {"p99_us": core.pct(s, 99) * 1e6}
+        return core.pct(s, 50) * 1e6, {"p99_us": core.pct(s, 99) * 1e6, "derived": {"actor_cpu": cpu}}
 
     def put_local():
         import numpy as np
@@ -401,7 +446,7 @@ def one_node_figures(E, n_lat, n_tasks, arr_n):
             ref = E.put(a)
             assert E.get(f.remote(ref)) == float(arr_n)
             del ref
-        return median_of_5(one)
+        return median_of(one, "put_local")
 
     return {"rtt": rtt, "tput": tput, "actor": actor, "put_local": put_local}
 
@@ -418,7 +463,7 @@ def two_node_figures(E, arr_n):
             ref = E.put(a)
             assert E.get(f.remote(ref)) == float(arr_n)
             del ref
-        return median_of_5(one)
+        return median_of(one, "put_remote")
 
     def ret_remote():
         f = E.remote(main_make_array, side=True)
@@ -427,7 +472,7 @@ def two_node_figures(E, arr_n):
             v = E.get(f.remote(arr_n))
             assert v.shape == (arr_n,)
             del v
-        return median_of_5(one)
+        return median_of(one, "ret_remote")
 
     return {"put_remote": put_remote, "ret_remote": ret_remote}
 
@@ -446,6 +491,8 @@ class ChildRecord:
         os.replace(tmp, self.out)
 
     def record(self, key, value, extra):
+        for k, v in extra.pop("derived", {}).items():
+            self.res["figures"][k] = {"value": v}
         self.res["figures"][key] = dict(value=value, **extra)
         self.save()
         print(f"[{self.res['side']}] {key}: {value}", flush=True)
@@ -966,7 +1013,7 @@ def render_md(results):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=None, help="rounds of every side (default 3; --quick 1)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds of every side (default 5; --quick 1)")
     ap.add_argument("--n-lat", type=int, default=None, help="sequential calls per round-trip figure (2000)")
     ap.add_argument("--n-tasks", type=int, default=None, help="tasks in the throughput figure (10,000)")
     ap.add_argument("--mb", type=int, default=None, help="size of the large array, MB (100)")
@@ -983,7 +1030,7 @@ def main():
     args = ap.parse_args()
     quick = args.quick
     if args.rounds is None:
-        args.rounds = 1 if quick else 3
+        args.rounds = 1 if quick else 5
     if args.n_lat is None:
         args.n_lat = 200 if quick else 2000
     if args.n_tasks is None:
