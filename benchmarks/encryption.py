@@ -2,8 +2,8 @@
 """encryption.py -- what encryption costs: rayipy with RAYIPY_ENCRYPT=always against
 never, beside Ray with TLS on against off, interleaved in one run on this machine.
 
-    /work/peers-venv/bin/python benchmarks/encryption.py                # 5 rounds, ~5 min
-    /work/peers-venv/bin/python benchmarks/encryption.py --quick        # smoke run, ~2 min
+    /work/peers-venv/bin/python benchmarks/encryption.py                # 5 rounds, ~6 min
+    /work/peers-venv/bin/python benchmarks/encryption.py --quick        # smoke run, ~1 min
     /work/peers-venv/bin/python benchmarks/encryption.py --md benchmarks/results/encryption.md
 
 Sides (each round runs every side once, each in a fresh Python process with fresh
@@ -50,9 +50,10 @@ samples are bimodal: fresh pages or reused ones).
 
 With rtt, tput, actor and each 100 MB figure comes the CPU time that every process of
 the side (the driver and its descendants: the whole cluster of either engine) spent on
-it, per call, task or transfer, from psutil before and after all the calls of the figure. On 2 cores shared with
-other work, the CPU time moves less than the wall time, and it shows the cost of
-encryption even where the work overlaps on the two cores and the wall time hides it.
+it, per call, task or transfer, from psutil before and after all the calls of the
+figure. On 2 cores shared with other work, the CPU time moves less than the wall time,
+and it shows the cost of encryption even where the work overlaps on the two cores and
+the wall time hides it.
 
 Each side also checks that its setting took: rayipy's driver counts the AES keys it made
 (an encrypted session makes two; ``never`` must make none), and for Ray the script opens
@@ -66,7 +67,9 @@ one core: memcpy (numpy copyto into written memory), AES-256-CTR as rayipy runs 
 (encrypt-then-MAC in one pass over each piece), AES-256-CTR + keyed BLAKE3 (what a large
 rayipy frame costs its sender: the cipher, then the MAC's digest); and, in us, a small
 message (a 100-byte body) signed in clear, and encrypted and signed
-(``wire.sign_frames``).
+(``wire.sign_frames``). The cipher writes each 1 MiB piece into a buffer that stays in
+the CPU's cache, where memcpy writes 100 MB to memory: AES-256-CTR can come out above
+memcpy.
 
 Ratios reported: encrypted/plain for each engine (the median over the rounds of each,
 and the range of the per-round ratio: the noise), and rayipy/Ray for the plain sides and
