@@ -520,7 +520,8 @@ class ChildRecord:
 
 
 def run_phase(rec, E, start, figures, keys, start_key=None):
-    """Start a cluster, measure ``keys`` on it, and stop it whatever happens."""
+    """Start a cluster, measure ``keys`` on it, and stop it whatever happens. A cluster
+    that cannot start measures nothing: its figures get the error, the next phase runs."""
     signal.alarm(180)
     try:
         t0 = pc()
@@ -529,14 +530,18 @@ def run_phase(rec, E, start, figures, keys, start_key=None):
         assert E.get([ping.remote() for _ in range(4 * N_WORKERS)]) == [1] * (4 * N_WORKERS)
         if start_key:
             rec.record(start_key, pc() - t0, {})
-    except BaseException as e:  # noqa: BLE001 -- a cluster that cannot start measures nothing
+    except BaseException as e:  # noqa: BLE001 -- recorded; only Ctrl-C goes further
         signal.alarm(0)
-        for key in keys:
+        for key in ([start_key] if start_key else []) + keys:
             rec.record(key, None, {"error": f"start failed: {type(e).__name__}: {e}"})
+        signal.alarm(120)
         try:
             E.stop()
         finally:
+            signal.alarm(0)
+        if isinstance(e, KeyboardInterrupt):
             raise
+        return
     finally:
         signal.alarm(0)
     try:
@@ -832,6 +837,10 @@ def _wait_gone(psutil, tracked, timeout):
         time.sleep(0.1)
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def uptime_line():
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
@@ -850,6 +859,10 @@ def parent_main(args):
     os.makedirs(os.path.join(out_dir, "logs"), exist_ok=True)
     os.makedirs(os.path.join(out_dir, "run"), exist_ok=True)
     subreaper = core._set_subreaper()
+    # SIGTERM (and SIGINT, which a shell's background job ignores) unwind like Ctrl-C, so
+    # the finally blocks stop the running child and every process it started.
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
     base = os.environ.copy()
     src, sha = core.rayipy_snapshot(args.rayipy_rev)
     base["PYTHONPATH"] = src + (os.pathsep + base["PYTHONPATH"] if base.get("PYTHONPATH") else "")
