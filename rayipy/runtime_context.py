@@ -159,12 +159,13 @@ class RuntimeContext:
     @property
     def was_current_actor_reconstructed(self) -> bool:
         """Whether the actor the calling method runs in was ever restarted (asked of the
-        head, as Ray asks its state API). AssertionError outside an actor, as in Ray."""
+        head's state API, as Ray asks its own). AssertionError outside an actor, as in Ray."""
         actor_id = self.get_actor_id()
         assert actor_id is not None, "was_current_actor_reconstructed is only for actors"
-        from rayipy.util import state
-        row = state.get_actor(actor_id)
-        return bool(row and row["num_restarts"] > 0)
+        answer = self._runtime.request("state_list", "actors", [("actor_id", "=", actor_id)],
+                                       1, True)
+        rows = answer["rows"]
+        return bool(rows and rows[0]["num_restarts"] > 0)
 
     # -- Ray's old names -----------------------------------------------------------------------
     @property

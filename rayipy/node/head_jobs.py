@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rayipy import exceptions
 from rayipy.core import job_placement
@@ -22,8 +22,11 @@ from rayipy.core.jobs import TERMINAL, JobTable
 from rayipy.core.state import Node
 from rayipy.protocol.kinds import Kind
 
-if TYPE_CHECKING:
-    from rayipy.node.head import Body, Frames, Head
+# The head (``node/head.py``) holds this object: annotated ``Any`` here, so the two
+# modules do not import each other.
+Head = Any
+Body = tuple[Any, ...]
+Frames = Any
 
 log = logging.getLogger("rayipy.head")
 
@@ -52,7 +55,7 @@ def jobs_env_vars(runtime_env: dict) -> dict[str, str]:
 class HeadJobs:
     """The jobs of one head (see the module's docstring)."""
 
-    def __init__(self, head: "Head") -> None:
+    def __init__(self, head: Head) -> None:
         self.head = head
         self.table = JobTable()
         # Jobs wait as long as tasks that no live node could run.

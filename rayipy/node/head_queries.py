@@ -10,7 +10,7 @@ which owns that state: the head dispatches the requests here.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rayipy.core import state_rows
 from rayipy.core.demand import demand_report
@@ -19,14 +19,15 @@ from rayipy.core.state import LostNode, Node, shown_resources
 from rayipy.core.state_timeline import trace_events
 from rayipy.dashboard.snapshot import actor_state, store_figures
 
-if TYPE_CHECKING:
-    from rayipy.node.head import Head
+# The head (``node/head.py``) holds this object: annotated ``Any`` here, so the two
+# modules do not import each other.
+Head = Any
 
 
 class HeadQueries:
     """Questions answered from one head's state (see the module's docstring)."""
 
-    def __init__(self, head: "Head") -> None:
+    def __init__(self, head: Head) -> None:
         self.head = head
 
     @staticmethod
