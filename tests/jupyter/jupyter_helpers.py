@@ -25,17 +25,18 @@ class Kernel:
         return self.kc.execute(code)
 
     def read_until_idle(self, msg_id: str, timeout: float = 60.0) -> list[dict]:
-        """Read iopub until the cell ``msg_id`` is idle; returns that cell's messages."""
+        """Read iopub until the cell ``msg_id`` is idle (at once if its idle was read
+        already); returns that cell's messages."""
         deadline = time.monotonic() + timeout
-        while True:
+        idle = any(_is_idle(m, msg_id) for m in self.messages)
+        while not idle:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"cell {msg_id} not idle within {timeout} s")
             msg = self.kc.get_iopub_msg(timeout=left)
             self.messages.append(msg)
-            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
-                    and msg["content"]["execution_state"] == "idle"):
-                return [m for m in self.messages if m["parent_header"].get("msg_id") == msg_id]
+            idle = _is_idle(msg, msg_id)
+        return [m for m in self.messages if m["parent_header"].get("msg_id") == msg_id]
 
     def read_for(self, seconds: float) -> None:
         """Read whatever arrives during ``seconds`` (the kernel idle meanwhile)."""
@@ -59,11 +60,20 @@ class Kernel:
                 return msg
 
     def reply(self, msg_id: str, timeout: float = 60.0) -> dict:
+        """The cell's execute_reply. After an error, also waits for the cell's idle:
+        ipykernel sends the reply, then aborts what reached it meanwhile (a cell sent at
+        once would be "aborted", as in Jupyter), and is done with that by its idle."""
         deadline = time.monotonic() + timeout
         while True:
             msg = self.kc.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
             if msg["parent_header"].get("msg_id") == msg_id:
+                if msg["content"]["status"] == "error":
+                    self.settle(msg_id, max(1.0, deadline - time.monotonic()))
                 return msg
+
+    def settle(self, msg_id: str, timeout: float = 60.0) -> None:
+        """Wait until the cell ``msg_id`` is idle, if it is not known to be already."""
+        self.read_until_idle(msg_id, timeout)
 
     def run(self, code: str, timeout: float = 60.0) -> list[dict]:
         """Execute and read until idle; fails the test if the cell raised."""
@@ -102,6 +112,11 @@ def alive(proc: psutil.Process) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def _is_idle(msg: dict, msg_id: str) -> bool:
+    return (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+            and msg["content"]["execution_state"] == "idle")
 
 
 def stream_text(messages: list[dict], name: str = "stdout") -> str:
