@@ -289,11 +289,10 @@ class Endpoint:
                     old = self._old_session
                     message, frames = decode_frames(old.receive, frames, session=old)
                     return sender, message, frames
-                if not self.is_router or sender not in self._pending:
+                entry = self._pending.get(sender) if sender is not None else None
+                if not self.is_router or sender is None or entry is None:
                     raise
                 # Perhaps the peer's first message under a new session (a REGISTER).
-                entry = self._pending.get(sender)
-                assert entry is not None
                 pending = entry.session
                 message, frames = decode_frames(pending.receive, frames, session=pending)
                 self._pending.take(sender)

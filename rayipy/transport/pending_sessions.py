@@ -87,7 +87,8 @@ class PendingSessions(Generic[S]):
         answered again."""
         if answers < 1:
             return 0.0
-        return min(self.first_wait * 2 ** min(answers - 1, 32), self.max_wait)
+        wait: float = self.first_wait * 2.0 ** min(answers - 1, 32)
+        return min(wait, self.max_wait)
 
     def on_hello(self, identity: bytes, peer_nonce: bytes, now: float) -> HelloAnswer:
         """What to do with a HELLO carrying ``peer_nonce`` from ``identity``; AGAIN
