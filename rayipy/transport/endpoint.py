@@ -58,7 +58,7 @@ from rayipy.protocol.wire import (NONCE_BYTES, SALT_BYTES, BadMessage, Frame, Me
 from rayipy.transport import encryption
 from rayipy.transport.pending_sessions import (HELLO_RESEND_SECONDS, MAX_PENDING_SESSIONS,
                                                HelloAnswer, PendingSessions)
-from rayipy.transport.throttle import FailureThrottle
+from rayipy.transport.throttle import FailureThrottle, RejectPacer
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class Endpoint:
         self._old_session: Session | None = None   # DEALER: before the last reconnection
         self.reconnections = 0            # DEALER: new sessions after the first
         self.throttle = FailureThrottle()
+        self.pacer = RejectPacer()
         self.dropped: collections.Counter[str] = collections.Counter()
         self.assembler = bulk.Assembler()
         self._transfers = 0
@@ -265,6 +266,7 @@ class Endpoint:
         A piece of a large message, and a handshake message, return
         (sender, None, frames).
         """
+        started = time.perf_counter()
         received = self.socket.recv_multipart(copy=False)
         if self.count_bytes:
             self.bytes_received += sum(len(f) for f in received)
@@ -308,6 +310,10 @@ class Endpoint:
                 # Tell a peer with the wrong key at once, rather than leave it waiting;
                 # past the address's rate, it waits (the throttle).
                 self.send_frames(encode_auth_failed(), sender)
+            now = time.perf_counter()   # rejecting a flood may not take the whole core
+            rest = self.pacer.rejected(now - started, now)
+            if rest:
+                time.sleep(rest)
             return sender, None, frames
 
     def _handshake(self, sender: bytes | None, kind: Kind, frames: list[Frame],
