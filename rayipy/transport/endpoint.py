@@ -27,6 +27,10 @@ A DEALER whose CHALLENGE does not come (its HELLO lost, or the head was away) se
 same HELLO again every ``HELLO_RESEND_SECONDS`` (``check_link``), so it connects once a
 head is there to answer.
 
+Rejecting a stranger's flood costs the receiving thread at most half its time: after
+each millisecond of rejections it rests (``throttle.RejectPacer``), so that on a small
+machine the processes doing real work are not left waiting behind it for the CPU.
+
 Each side's wish (one byte) says whether it asks for encryption
 (``transport/encryption.py``): the DEALER judges by the address it connects to, the
 ROUTER by the address the HELLO came from. The session is encrypted if either asks.
