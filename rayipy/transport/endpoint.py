@@ -125,6 +125,7 @@ class Endpoint:
         self._pending: PendingSessions[Session] = PendingSessions()   # ROUTER: by identity
         self._nonce = b""                 # DEALER: the nonce of our HELLO
         self._hello_sent = 0.0            # DEALER: when our HELLO last left (monotonic)
+        self._link_up = False             # DEALER: its ZeroMQ connection is made
         self._wish = False                # DEALER: whether our HELLO asked for encryption
         self._held: list[tuple[Kind, Any]] = []   # DEALER: sent before the session existed
         self._confirmed = False           # DEALER: a message from the peer has checked
@@ -179,22 +180,33 @@ class Endpoint:
         monitor = self._monitor
         if monitor is None:
             return False
-        if not self.ready and self._nonce \
+        started = False
+        if monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            started = self._link_events(monitor)
+        if self._link_up and not self.ready and self._nonce \
                 and time.monotonic() - self._hello_sent >= HELLO_RESEND_SECONDS:
-            self._send_hello()   # same nonce: a late CHALLENGE for the first still fits
-        if not monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            return False
+            # The same nonce: a late CHALLENGE for the first HELLO still fits. Only on
+            # a live connection: while the head is away, one HELLO waits, not many.
+            self._send_hello()
+        return started
+
+    def _link_events(self, monitor: Any) -> bool:
+        """check_link's reading of the monitor; True when a new handshake started."""
         from zmq.utils.monitor import recv_monitor_message
         started = False
         while monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
             if event == zmq.EVENT_DISCONNECTED:
+                self._link_up = False
                 session = self.sessions.pop(None, None)
                 if session is not None:
                     self._old_session = session
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._link_up = True
                 self._handshakes += 1
-                if self._handshakes > 1:
+                if self._handshakes == 1:
+                    self._hello_sent = time.monotonic()   # the waiting HELLO leaves now
+                else:
                     self.sessions.pop(None, None)
                     self._nonce = os.urandom(NONCE_BYTES)
                     self._send_hello()

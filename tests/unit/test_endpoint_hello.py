@@ -108,3 +108,32 @@ def test_a_dealer_whose_hello_was_lost_says_it_again_and_connects():
         dealer.close()
         router.close()
         context.term()
+
+
+def test_a_dealer_waiting_for_its_head_keeps_one_hello_not_one_a_second():
+    """While nothing listens, resending would only pile HELLOs up in the DEALER's queue
+    (the head would get them all at once): it resends only on a live connection."""
+    from rayipy.transport.endpoint import free_tcp_port
+    context = zmq.Context()
+    address = f"tcp://127.0.0.1:{free_tcp_port()}"
+    dealer = Endpoint(context, zmq.DEALER, Signer(KEY))
+    router = None
+    try:
+        dealer.connect(address)
+        away_until = time.monotonic() + 2.5 * HELLO_RESEND_SECONDS
+        while time.monotonic() < away_until:     # the head is away: the I/O thread turns
+            dealer.check_link()
+            time.sleep(0.05)                      # (its poll timeout)
+        router = Endpoint(context, zmq.ROUTER, Signer(KEY))
+        router.bind(address)
+        assert router.socket.poll(5000, zmq.POLLIN), "no HELLO came"
+        hellos = 0
+        while router.socket.poll(300, zmq.POLLIN):   # what was queued comes all at once
+            router.socket.recv_multipart()
+            hellos += 1
+        assert hellos == 1
+    finally:
+        dealer.close()
+        if router is not None:
+            router.close()
+        context.term()
