@@ -20,8 +20,8 @@ connection; libzmq refuses a second one with the same identity):
 A legitimate DEALER needs one answer per connection, and resends the same HELLO (same
 nonce) every ``HELLO_RESEND_SECONDS`` until one comes (``Endpoint.check_link``), so a
 lost HELLO or a head that was away costs it about a second. A peer that never reads
-gets at most a dozen or so CHALLENGEs in its first hour, then one per
-``MAX_WAIT_SECONDS``: under a kilobyte per minute, instead of one per HELLO.
+gets seven CHALLENGEs in its first minute, then one per ``MAX_WAIT_SECONDS`` (about
+100 bytes a minute), instead of one per HELLO.
 """
 
 from __future__ import annotations
