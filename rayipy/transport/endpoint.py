@@ -19,7 +19,17 @@ The session is bound to the DEALER's identity: a message moved to another identi
 frame does not check. The head keeps a peer's session across ZeroMQ's reconnects; a
 new HELLO from an identity makes a pending session that replaces the old one only
 once a message checks under it, so nobody can unseat a peer by sending HELLO in its
-name. Pending sessions are bounded (the oldest goes).
+name. Pending sessions are bounded (the oldest goes), and so are the CHALLENGEs sent to
+an identity that keeps saying HELLO (``transport/pending_sessions.py``): a stranger that
+floods HELLOs and never reads gets a handful of answers, not one per HELLO.
+
+A DEALER whose CHALLENGE does not come (its HELLO lost, or the head was away) sends the
+same HELLO again every ``HELLO_RESEND_SECONDS`` (``check_link``), so it connects once a
+head is there to answer.
+
+Rejecting a stranger's flood costs the receiving thread at most half its time: after
+each millisecond of rejections it rests (``throttle.RejectPacer``), so that on a small
+machine the processes doing real work are not left waiting behind it for the CPU.
 
 Each side's wish (one byte) says whether it asks for encryption
 (``transport/encryption.py``): the DEALER judges by the address it connects to, the
@@ -50,11 +60,12 @@ from rayipy.protocol.wire import (NONCE_BYTES, SALT_BYTES, BadMessage, Frame, Me
                                   parse_wish, peek_kind, pickle_body, resign, sign_frames,
                                   wish_byte)
 from rayipy.transport import encryption
-from rayipy.transport.throttle import FailureThrottle
+from rayipy.transport.pending_sessions import (HELLO_RESEND_SECONDS, MAX_PENDING_SESSIONS,
+                                               HelloAnswer, PendingSessions)
+from rayipy.transport.throttle import FailureThrottle, RejectPacer
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING_SESSIONS = 1024      # HELLOs answered whose sender has not signed anything yet
 #: Drop reasons that are failed authentications: rate-limited per address.
 AUTHENTICATION_FAILURES = frozenset({"bad signature", "no session", "replayed or out of order"})
 #: Messages waiting to be read, per connection, before ZeroMQ stops reading it. The head
@@ -111,9 +122,10 @@ class Endpoint:
         self.signer = signer
         self.salt = salt                  # a ROUTER's, sent in CHALLENGE; a DEALER's, as heard
         self.sessions: dict[bytes | None, Session] = {}   # peer identity (None: our DEALER's peer)
-        self._pending: collections.OrderedDict[bytes | None, tuple[Session, str]] = \
-            collections.OrderedDict()     # ROUTER: identity -> (session, peer address)
+        self._pending: PendingSessions[Session] = PendingSessions()   # ROUTER: by identity
         self._nonce = b""                 # DEALER: the nonce of our HELLO
+        self._hello_sent = 0.0            # DEALER: when our HELLO last left (monotonic)
+        self._link_up = False             # DEALER: its ZeroMQ connection is made
         self._wish = False                # DEALER: whether our HELLO asked for encryption
         self._held: list[tuple[Kind, Any]] = []   # DEALER: sent before the session existed
         self._confirmed = False           # DEALER: a message from the peer has checked
@@ -125,6 +137,7 @@ class Endpoint:
         self._old_session: Session | None = None   # DEALER: before the last reconnection
         self.reconnections = 0            # DEALER: new sessions after the first
         self.throttle = FailureThrottle()
+        self.pacer = RejectPacer()
         self.dropped: collections.Counter[str] = collections.Counter()
         self.assembler = bulk.Assembler()
         self._transfers = 0
@@ -152,30 +165,51 @@ class Endpoint:
         self.socket.connect(address)
         self._nonce = os.urandom(NONCE_BYTES)
         self._wish = encryption.wants(_address_host(address))
+        self._send_hello()
+
+    def _send_hello(self) -> None:
+        """DEALER: say HELLO with our current nonce (again, if it was said already)."""
+        self._hello_sent = time.monotonic()
         self.send_frames(encode_unsigned(Kind.HELLO, self._nonce + wish_byte(self._wish)))
 
     def check_link(self) -> bool:
         """DEALER, its owner's thread, each turn: read the connection's events. Broken:
         hold messages from now on. Made again: a new handshake (the head may be a new
-        one, which knows no session). True when a new handshake started."""
+        one, which knows no session). True when a new handshake started. No CHALLENGE
+        for HELLO_RESEND_SECONDS: the same HELLO again (it or its answer was lost)."""
         monitor = self._monitor
-        if monitor is None or not monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if monitor is None:
             return False
+        started = False
+        if monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            started = self._link_events(monitor)
+        if self._link_up and not self.ready and self._nonce \
+                and time.monotonic() - self._hello_sent >= HELLO_RESEND_SECONDS:
+            # The same nonce: a late CHALLENGE for the first HELLO still fits. Only on
+            # a live connection: while the head is away, one HELLO waits, not many.
+            self._send_hello()
+        return started
+
+    def _link_events(self, monitor: Any) -> bool:
+        """check_link's reading of the monitor; True when a new handshake started."""
         from zmq.utils.monitor import recv_monitor_message
         started = False
         while monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
             if event == zmq.EVENT_DISCONNECTED:
+                self._link_up = False
                 session = self.sessions.pop(None, None)
                 if session is not None:
                     self._old_session = session
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._link_up = True
                 self._handshakes += 1
-                if self._handshakes > 1:
+                if self._handshakes == 1:
+                    self._hello_sent = time.monotonic()   # the waiting HELLO leaves now
+                else:
                     self.sessions.pop(None, None)
                     self._nonce = os.urandom(NONCE_BYTES)
-                    self.send_frames(encode_unsigned(Kind.HELLO,
-                                                     self._nonce + wish_byte(self._wish)))
+                    self._send_hello()
                     started = True
         return started
 
@@ -248,6 +282,7 @@ class Endpoint:
         A piece of a large message, and a handshake message, return
         (sender, None, frames).
         """
+        started = time.perf_counter()
         received = self.socket.recv_multipart(copy=False)
         if self.count_bytes:
             self.bytes_received += sum(len(f) for f in received)
@@ -272,12 +307,13 @@ class Endpoint:
                     old = self._old_session
                     message, frames = decode_frames(old.receive, frames, session=old)
                     return sender, message, frames
-                if not self.is_router or sender not in self._pending:
+                entry = self._pending.get(sender) if sender is not None else None
+                if not self.is_router or sender is None or entry is None:
                     raise
                 # Perhaps the peer's first message under a new session (a REGISTER).
-                pending, _address = self._pending[sender]
+                pending = entry.session
                 message, frames = decode_frames(pending.receive, frames, session=pending)
-                del self._pending[sender]
+                self._pending.take(sender)
                 self.sessions[sender] = pending
             self._confirmed = True
             if message.kind is Kind.CHUNK:
@@ -290,6 +326,10 @@ class Endpoint:
                 # Tell a peer with the wrong key at once, rather than leave it waiting;
                 # past the address's rate, it waits (the throttle).
                 self.send_frames(encode_auth_failed(), sender)
+            now = time.perf_counter()   # rejecting a flood may not take the whole core
+            rest = self.pacer.rejected(now - started, now)
+            if rest:
+                time.sleep(rest)
             return sender, None, frames
 
     def _handshake(self, sender: bytes | None, kind: Kind, frames: list[Frame],
@@ -299,20 +339,28 @@ class Endpoint:
         if self.is_router and kind is Kind.HELLO and sender is not None:
             if len(payload) != NONCE_BYTES + 1:
                 raise BadMessage("bad hello", kind)
+            peer_nonce = payload[:NONCE_BYTES]
+            now = time.monotonic()
+            answer = self._pending.on_hello(sender, peer_nonce, now)
+            if answer is HelloAnswer.IGNORE:   # answered a moment ago: nothing queued
+                self.dropped["repeated hello"] += 1
+                return None
+            if answer is HelloAnswer.AGAIN:    # the same HELLO: the same CHALLENGE
+                entry = self._pending.get(sender)
+                assert entry is not None
+                self.send_frames(encode_unsigned(Kind.CHALLENGE, entry.challenge), sender)
+                return None
             nonce = os.urandom(NONCE_BYTES)
             address = _peer_address(received)
             try:
                 wish = encryption.wants(address)   # "?" (unknown) counts as remote
                 encrypt = wish or parse_wish(payload[NONCE_BYTES:])
-                session = self.signer.session(nonce, payload[:NONCE_BYTES], sender, encrypt)
+                session = self.signer.session(nonce, peer_nonce, sender, encrypt)
             except ValueError as e:
                 raise BadMessage(f"bad hello: {e}", kind) from None
-            self._pending.pop(sender, None)
-            self._pending[sender] = (session, address)
-            if len(self._pending) > MAX_PENDING_SESSIONS:
-                self._pending.popitem(last=False)
-            self.send_frames(encode_unsigned(Kind.CHALLENGE, nonce + self.salt + wish_byte(wish)),
-                             sender)
+            challenge = nonce + self.salt + wish_byte(wish)
+            self._pending.add(sender, session, address, peer_nonce, challenge, now)
+            self.send_frames(encode_unsigned(Kind.CHALLENGE, challenge), sender)
             return None
         if not self.is_router and kind is Kind.CHALLENGE and self._nonce and not self.ready:
             if len(payload) not in (NONCE_BYTES + SALT_BYTES + 1, NONCE_BYTES + 1):
@@ -332,6 +380,12 @@ class Endpoint:
                     held.insert(0, self.greeting())
             for held_kind, body in held:
                 self.send(held_kind, body)
+            return None
+        if not self.is_router and kind is Kind.CHALLENGE and self.ready:
+            # The answer to a HELLO we said again (check_link) while the first one's
+            # was on its way: the head sent the same CHALLENGE, or answers a HELLO
+            # under a session it will replace only once a message checks under it.
+            self.dropped["repeated challenge"] += 1
             return None
         if not self.is_router and kind is Kind.AUTH_FAILED and not self._confirmed:
             return Message(kind, None, 0)
@@ -386,11 +440,15 @@ def ask_salt(address: str, timeout: float = 10.0) -> bytes:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IDENTITY, os.urandom(8))
         sock.connect(address)
-        sock.send_multipart(encode_unsigned(Kind.HELLO, os.urandom(NONCE_BYTES) + b"\0"))
+        hello = encode_unsigned(Kind.HELLO, os.urandom(NONCE_BYTES) + b"\0")
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not sock.poll(int(left * 1000) + 1):
-                break
+        next_hello = 0.0
+        while (left := deadline - (now := time.monotonic())) > 0:
+            if now >= next_hello:   # again after each wait: it, or its answer, may be lost
+                sock.send_multipart(hello)
+                next_hello = now + HELLO_RESEND_SECONDS
+            if not sock.poll(int(min(left, next_hello - now) * 1000) + 1):
+                continue
             frames = sock.recv_multipart()
             if peek_kind(frames) is Kind.CHALLENGE \
                     and len(frames[2]) == NONCE_BYTES + SALT_BYTES + 1:

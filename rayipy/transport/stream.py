@@ -27,8 +27,13 @@ connection. Each message then carries the next
 sequence number of its direction in its header; a number that is not above the last one
 is refused (a replay), and so is a message recorded on another connection (other
 nonces: another key). The first message that checks *authenticates* the connection;
-until then it reads into a small buffer (``PRE_AUTH_READ_BYTES``), a listener closes it
-after ``PRE_AUTH_SECONDS``, and a process keeps at most ``MAX_UNAUTHENTICATED`` of them.
+until then it reads into a small buffer (``PRE_AUTH_READ_BYTES``), takes no message
+announcing more than ``PRE_AUTH_MESSAGE_BYTES`` (the connection is closed at the
+lengths, before the frames are read: a stranger cannot make it hold a large message
+whose MAC it will never pass), a listener closes it after ``PRE_AUTH_SECONDS``, and a
+process keeps at most ``MAX_UNAUTHENTICATED`` of them. So that the first message
+proves the key whatever its size, each end's first message once the session exists is
+a signed ``HELLO`` with an empty body (``None``), which ``receive`` consumes.
 
 On the stream one message is::
 
@@ -106,6 +111,7 @@ SMALL_FRAME_BYTES = DIGESTED_FRAME_BYTES   # larger frames are read straight int
                                            # buffer, and enter the MAC as their digest
 READ_BYTES = 256 * 1024            # one read of small messages, once authenticated
 PRE_AUTH_READ_BYTES = 4 * 1024     # ... and before: an idle stranger costs little memory
+PRE_AUTH_MESSAGE_BYTES = 4 * 1024  # the largest message taken before one has checked
 PRE_AUTH_SECONDS = 10.0            # an accepted connection must authenticate within this
 MAX_UNAUTHENTICATED = 256          # accepted connections per process not authenticated yet
 HELLO = struct.Struct(f"!4sH{NONCE_BYTES}sB")   # the handshake record (module docstring)
@@ -120,6 +126,7 @@ _LENGTHS = [struct.Struct(f"!{n}Q") for n in range(16)]
 #: (magic, version, kind, buffers), as one struct for the fast path.
 _SMALL_HEAD = struct.Struct("!IQQ4sHHIQ")
 _IOV_MAX = 512                     # buffers per sendmsg (the kernel allows 1024)
+_PROOF = pickle.dumps(None, protocol=5)   # the body of the signed HELLO each end sends first
 
 #: Accepted connections of this process whose peer has not authenticated yet (any
 #: listener's): a cap on what strangers can hold (MAX_UNAUTHENTICATED).
@@ -170,8 +177,12 @@ class StreamReader:
     by the time its last byte is in.
     """
 
-    def __init__(self, signer: Signer, cipher: FrameCipher | None = None) -> None:
+    def __init__(self, signer: Signer, cipher: FrameCipher | None = None,
+                 limit: int = MAX_MESSAGE_BYTES) -> None:
         self._signer = signer
+        #: The largest message (its frames' bytes) taken; a larger announced length is
+        #: BadMessage at once. Raised to MAX_MESSAGE_BYTES by the first good signature.
+        self.limit = limit
         self._cipher = cipher                # the session's ``open``: decrypts as bytes come
         self._seq = 0                        # the message's, from its header (the nonce)
         self._big_opened = 0                 # bytes of the large frame decrypted so far
@@ -237,7 +248,7 @@ class StreamReader:
         (one copy, one MAC update); returns how many bytes they used."""
         used = 0
         while True:
-            lengths = _lengths(data, used)
+            lengths = _lengths(data, used, self.limit)
             if lengths is None:
                 return used
             body_start = used + _COUNT.size + 8 * len(lengths)
@@ -253,6 +264,8 @@ class StreamReader:
                 frames.append(view[at:at + size])
                 at += size
             good = hmac.compare_digest(signature, self._signer.mac(message))
+            if good:
+                self.limit = MAX_MESSAGE_BYTES   # the peer holds the key
             if self._cipher is not None:
                 frames[2:] = seal_frames(self._cipher, _header_seq(frames[1]), frames[2:])
             self._done.append((frames, good))
@@ -262,7 +275,7 @@ class StreamReader:
         buffer = self._buffer
         while self._big is None:
             if self._lengths is None:
-                lengths = _lengths(buffer, 0)
+                lengths = _lengths(buffer, 0, self.limit)
                 if lengths is None:
                     return
                 end = _COUNT.size + 8 * len(lengths)
@@ -302,6 +315,8 @@ class StreamReader:
                 signature = bytes(buffer[:SIGNATURE_BYTES])
                 del buffer[:SIGNATURE_BYTES]
                 good = hmac.compare_digest(signature, self._mac.digest())
+                if good:
+                    self.limit = MAX_MESSAGE_BYTES
                 self._done.append(([signature, *self._frames], good))
                 self._lengths = None
                 self._frames = []
@@ -317,9 +332,11 @@ def _header_seq(header: Frame) -> int:
     return seq
 
 
-def _lengths(data: memoryview | bytes | bytearray, at: int) -> tuple[int, ...] | None:
+def _lengths(data: memoryview | bytes | bytearray, at: int,
+             limit: int = MAX_MESSAGE_BYTES) -> tuple[int, ...] | None:
     """The frame lengths of the message starting at ``at``, or None until they are all
-    there; BadMessage for a count or size no honest sender would use."""
+    there; BadMessage for a count or size no honest sender would use, or a size over
+    ``limit`` (a peer not authenticated yet)."""
     if len(data) - at < _COUNT.size:
         return None
     (count,) = _COUNT.unpack_from(data, at)
@@ -329,8 +346,12 @@ def _lengths(data: memoryview | bytes | bytearray, at: int) -> tuple[int, ...] |
         return None
     lengths = _LENGTHS[count].unpack_from(data, at + _COUNT.size) if count < len(_LENGTHS) \
         else struct.unpack_from(f"!{count}Q", data, at + _COUNT.size)
-    if sum(lengths) > MAX_MESSAGE_BYTES:
-        raise BadMessage(f"a message of {sum(lengths)} bytes")
+    total = sum(lengths)
+    if total > limit:
+        if limit < MAX_MESSAGE_BYTES:
+            raise BadMessage(f"a message of {total} bytes before authentication "
+                             f"(at most {limit})")
+        raise BadMessage(f"a message of {total} bytes")
     return lengths
 
 
@@ -472,7 +493,8 @@ class StreamConnection:
         self._nonce = os.urandom(NONCE_BYTES)
         self._peer_hello = bytearray()
         self._held: list[tuple[Kind, bytes, Sequence[pickle.PickleBuffer]]] = []
-        self.reader = StreamReader(signer)       # replaced by the session's in _start_session
+        self.reader = StreamReader(signer, limit=PRE_AUTH_MESSAGE_BYTES)   # see _start_session
+        self._expect_proof = True                # the peer's signed HELLO is still to come
         self.lock = threading.Lock()
         self.claim = threading.Lock()    # held by the thread reading it
         self.deferred = False            # the owner left reading it to the claim's holder
@@ -724,7 +746,10 @@ class StreamConnection:
             return
         with self.lock:
             self.session = session
-            self.reader = StreamReader(session.receive, session.open)
+            self.reader = StreamReader(session.receive, session.open,
+                                       limit=PRE_AUTH_MESSAGE_BYTES)
+            # First, whatever follows: a small message that proves we hold the key.
+            self._queue(Kind.HELLO, _PROOF, (), False)
             held, self._held = self._held, []
             for kind, data, buffers in held:
                 if self.closed:
@@ -793,6 +818,8 @@ class StreamConnection:
                 else:   # the fast path only where a message starts
                     used = (take_small(session.receive, staging, n, messages, session)
                             if reader.idle() else 0)
+                    if used and not self.authenticated:
+                        self._authenticated()   # what follows may be large
                     if used < n:
                         reader.feed(staging[used:n])
                 for frames, signed in reader.take():
@@ -807,15 +834,20 @@ class StreamConnection:
                 break
             if messages and not self.authenticated:
                 self._authenticated()
-                staging = self._staging_view
+            staging = self._staging_view
             if target is None and n < read_bytes:
                 break   # most likely all there was; the next poll says if more came
+        if self._expect_proof and messages:
+            self._expect_proof = False
+            if messages[0].kind is Kind.HELLO:   # the handshake's, not the caller's
+                del messages[0]
         return messages
 
     def _authenticated(self) -> None:
         """The peer's first message checked: it holds the key. Now its reads may take
         the full buffer, and it no longer counts against the listener's cap."""
         self.authenticated = True
+        self.reader.limit = MAX_MESSAGE_BYTES
         self._staging = bytearray(READ_BYTES)
         self._staging_view = memoryview(self._staging)
         _unauthenticated.discard(self)

@@ -1,5 +1,5 @@
 """Floods from a stranger, for a bounded time: the head's ZeroMQ port (frames that fail
-the MAC, garbage), a worker's direct inbox and its data port (many TCP connections
+the MAC, garbage, HELLOs whose CHALLENGEs it never reads), a worker's direct inbox and its data port (many TCP connections
 sending garbage). Meanwhile a driver's round trips stay fast; afterwards each process's
 memory comes back near its baseline and its log has grown by a bounded amount.
 
@@ -31,19 +31,26 @@ from helpers import stop_cluster, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOOD_SECONDS = 4.0
-#: Round-trip p99 allowed during the flood (see test_flood_... for why not 10 ms).
-P99_LIMIT_S = float(os.environ.get("RAYIPY_FLOOD_P99_S", "0.05"))
+#: Round-trip p99 allowed during the flood. Issue 13 asks for 10 ms; on this 2-core
+#: machine the p99 is set by CPU scheduling, not by any hop (the call goes driver ->
+#: worker, the head is not on its path): no flood 0.5 ms, no flood but a plain busy loop
+#: on the cluster's core 3.5 ms, this flood 0.5-4 ms when the machine is otherwise quiet
+#: (the head rests while it rejects, ``throttle.RejectPacer``), 8-11.5 ms at a load
+#: average of 3-5 from other work. 20 ms keeps the suite from failing on a shared
+#: machine; RAYIPY_FLOOD_P99_S=0.01 checks the issue's figure on a quiet one.
+P99_LIMIT_S = float(os.environ.get("RAYIPY_FLOOD_P99_S", "0.020"))
 LOG_GROWTH_LIMIT = 64 * 1024     # bytes the processes' log may grow by during the flood
 
 FLOODER = textwrap.dedent("""
     import os, socket, struct, sys, threading, time
     import zmq
-    from rayipy.protocol.wire import HEADER, MAGIC, PROTOCOL_VERSION
+    from rayipy.protocol.kinds import Kind
+    from rayipy.protocol.wire import HEADER, MAGIC, PROTOCOL_VERSION, encode_unsigned
     head, inbox, data, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     end = time.monotonic() + seconds
     sent = {"zmq": 0, "tcp": 0}
 
-    def zmq_flood(garbage):
+    def zmq_flood(what):
         context = zmq.Context()
         sock = context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -52,8 +59,12 @@ FLOODER = textwrap.dedent("""
         header = HEADER.pack(MAGIC, PROTOCOL_VERSION, 2, 0, 1)
         while time.monotonic() < end:
             for _ in range(100):
-                frames = ([b"garbage" * 10] if garbage else
-                          [os.urandom(32), header, b"x" * 200])
+                if what == "garbage":
+                    frames = [b"garbage" * 10]
+                elif what == "hello":   # and never read the CHALLENGEs
+                    frames = encode_unsigned(Kind.HELLO, os.urandom(32) + b"\\0")
+                else:
+                    frames = [os.urandom(32), header, b"x" * 200]
                 try:
                     sock.send_multipart(frames, zmq.NOBLOCK)
                     sent["zmq"] += 1
@@ -77,8 +88,9 @@ FLOODER = textwrap.dedent("""
             for c in conns:
                 c.close()
 
-    threads = [threading.Thread(target=zmq_flood, args=(False,)),
-               threading.Thread(target=zmq_flood, args=(True,)),
+    threads = [threading.Thread(target=zmq_flood, args=("bad mac",)),
+               threading.Thread(target=zmq_flood, args=("garbage",)),
+               threading.Thread(target=zmq_flood, args=("hello",)),
                threading.Thread(target=tcp_flood, args=(inbox,)),
                threading.Thread(target=tcp_flood, args=(data,))]
     for t in threads: t.start()

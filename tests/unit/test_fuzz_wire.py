@@ -230,7 +230,8 @@ def test_a_connection_reads_mutated_streams_without_crashing(data, messages):
         their_record = theirs.recv(stream.HELLO.size)   # the connection's HELLO
         _magic, _version, connection_nonce, wish = stream.HELLO.unpack(their_record)
         peer = SIGNER.session(peer_nonce, connection_nonce, encrypt=bool(wish))
-        wire = b"".join(stream_bytes(peer, kind, body) for kind, body in messages)
+        wire = stream_bytes(peer, Kind.HELLO, None) + b"".join(   # the proof of the key first
+            stream_bytes(peer, kind, body) for kind, body in messages)
         edits = data.draw(st.lists(st.tuples(st.integers(0, max(len(wire) - 1, 0)),
                                              st.sampled_from(["flip", "cut", "insert"]),
                                              st.binary(min_size=1, max_size=8)), max_size=3))
@@ -295,7 +296,15 @@ def test_regression_a_frame_too_large_to_map_is_refused_not_raised():
     ours, theirs = socket.socketpair()
     connection = StreamConnection(ours, SIGNER)
     try:
-        theirs.sendall(pack_hello(os.urandom(32)) + struct.pack("!I2Q", 2, 20, 2**39)
+        # A peer that has authenticated (its signed HELLO checked): before that, any
+        # message over PRE_AUTH_MESSAGE_BYTES is refused at its lengths.
+        theirs.setblocking(True)
+        _magic, _version, connection_nonce, wish = stream.HELLO.unpack(
+            theirs.recv(stream.HELLO.size))
+        peer_nonce = os.urandom(32)
+        peer = SIGNER.session(peer_nonce, connection_nonce, encrypt=bool(wish))
+        theirs.sendall(pack_hello(peer_nonce) + stream_bytes(peer, Kind.HELLO, None)
+                       + struct.pack("!I2Q", 2, 20, 2**39)
                        + b"\0" * 20)   # the first frame (a header's size), then the big one
         for _ in range(10):
             connection.receive()

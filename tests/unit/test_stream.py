@@ -431,7 +431,9 @@ def test_a_new_sender_writes_what_an_old_reader_expects(name):
     sender = StreamConnection(left, SIGNER)
     _, its_key = raw_handshake(right)    # what we receive with is what it sends with
     assert sender.wait_ready(5)
-    expected = reference_bytes(Kind.CALL, body, key=its_key, seq=1)
+    # First the proof of the key (a signed HELLO, empty body), then the message.
+    expected = (reference_bytes(Kind.HELLO, None, key=its_key, seq=1)
+                + reference_bytes(Kind.CALL, body, key=its_key, seq=2))
     thread = threading.Thread(target=sender.send, args=(Kind.CALL, body), kwargs={"block": True})
     thread.start()
     try:
@@ -443,8 +445,8 @@ def test_a_new_sender_writes_what_an_old_reader_expects(name):
         sender.close()
         right.close()
     assert received == expected
-    (message,) = read_all(StreamReader(Signer(its_key)), bytes(received), stream.READ_BYTES)
-    assert equal(message.body, body)
+    proof, message = read_all(StreamReader(Signer(its_key)), bytes(received), stream.READ_BYTES)
+    assert proof.kind is Kind.HELLO and equal(message.body, body)
 
 
 @pytest.mark.parametrize("name", [*SMALL_BODIES, *LARGE_BODIES])
@@ -455,8 +457,9 @@ def test_a_new_receiver_reads_what_an_old_sender_writes(name):
     left, right = raw_pair()
     receiver = StreamConnection(right, SIGNER)
     send_key, _ = raw_handshake(left)
-    data = (reference_bytes(Kind.CALL, body, key=send_key, seq=1)
-            + reference_bytes(Kind.CALL, ("after",), key=send_key, seq=2))
+    data = (reference_bytes(Kind.HELLO, None, key=send_key, seq=1)   # the proof of the key
+            + reference_bytes(Kind.CALL, body, key=send_key, seq=2)
+            + reference_bytes(Kind.CALL, ("after",), key=send_key, seq=3))
     thread = threading.Thread(target=left.sendall, args=(data,))
     thread.start()
     try:
@@ -510,9 +513,10 @@ def test_the_fast_path_checks_the_signature_before_unpickling(pair):
 
 
 @pytest.mark.parametrize("header, reason", [
-    (struct.pack("!4sHHIQ", b"RYPY", 5, 9999, 0, 1), "unknown kind 9999"),
-    (struct.pack("!4sHHIQ", b"NOPE", 5, int(Kind.CALL), 0, 1), "bad magic"),
-    (struct.pack("!4sHHIQ", b"RYPY", 5, int(Kind.CALL), 1, 1), "header announces 1 buffers"),
+    # (sequence number 2: 1 was the connection's proof of the key, a signed HELLO)
+    (struct.pack("!4sHHIQ", b"RYPY", 5, 9999, 0, 2), "unknown kind 9999"),
+    (struct.pack("!4sHHIQ", b"NOPE", 5, int(Kind.CALL), 0, 2), "bad magic"),
+    (struct.pack("!4sHHIQ", b"RYPY", 5, int(Kind.CALL), 1, 2), "header announces 1 buffers"),
 ])
 def test_a_signed_message_of_an_odd_shape_gets_the_general_paths_verdict(pair, header, reason):
     a, b = pair
@@ -524,7 +528,8 @@ def test_a_signed_message_of_an_odd_shape_gets_the_general_paths_verdict(pair, h
 
 def test_a_signed_body_that_does_not_unpickle_closes_the_connection(pair):
     a, b = pair
-    a.sock.sendall(stream.pack_small(a.session.send, Kind.CALL, b"not a pickle", seq=1))
+    a.sock.sendall(stream.pack_small(a.session.send, Kind.CALL, b"not a pickle",
+                                     seq=a.session.next_seq()))
     assert receive_until(b, 1) == []
     assert b.closed and "body does not unpickle" in b.error
 
