@@ -102,6 +102,9 @@ def drop_queued(scheduler: QueuedTasks, task_id: bytes) -> bool:
     return True
 
 
+# (worker -> the copies to give the worker that claimed them, the copies to schedule)
+Placed = tuple[dict[bytes, list[TaskSpec]], list[TaskSpec]]
+
 # Copies sent again are held this long after the restarted head starts waiting for its
 # peers, for the workers that may hold them to register and say so (peers reconnect
 # within ZeroMQ's reconnect interval, 0.1 s, of the head listening again).
@@ -139,8 +142,7 @@ class TaskClaims:
         return out
 
     def submitted(self, specs: Iterable[TaskSpec], attached: Collection[bytes],
-                  waiting: Collection[bytes],
-                  now: float) -> tuple[dict[bytes, list[TaskSpec]], list[TaskSpec]]:
+                  waiting: Collection[bytes], now: float) -> Placed:
         """Specs that came (fresh ones: ``DuplicateWindow.fresh`` first): (worker ->
         specs to give the worker that claimed them, specs to schedule). A spec claimed
         by a worker still ``waiting`` for its node, or sent again before ``hold_until``,
@@ -148,7 +150,7 @@ class TaskClaims:
         return self._split(specs, attached, waiting, now)
 
     def release(self, attached: Collection[bytes], waiting: Collection[bytes],
-                now: float) -> tuple[dict[bytes, list[TaskSpec]], list[TaskSpec]]:
+                now: float) -> Placed:
         """Held copies whose worker is attached now, or whose hold is over: (worker ->
         specs to give it, specs to schedule). Called about once a second."""
         if not self.held:
@@ -178,7 +180,7 @@ class TaskClaims:
         return held
 
     def _split(self, specs: Iterable[TaskSpec], attached: Collection[bytes],
-               waiting: Collection[bytes], now: float) -> tuple[dict[bytes, list[TaskSpec]], list[TaskSpec]]:
+               waiting: Collection[bytes], now: float) -> Placed:
         claims = self.claims
         given: dict[bytes, list[TaskSpec]] = {}
         rest: list[TaskSpec] = []

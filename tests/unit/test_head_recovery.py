@@ -1,10 +1,10 @@
-"""A restarted head's duplicate window (pure): a task sent again by its owner while its
-result also comes from the worker that lived on gives one result and, where it can, one
-run."""
+"""A restarted head's duplicate window and claims (pure): a task sent again by its owner
+while its result also comes from the worker that lived on, or while that worker still
+holds it, gives one result and, where it can, one run."""
 
 from __future__ import annotations
 
-from rayipy.core.head_recovery import DuplicateWindow, TaskClaims, drop_queued
+from rayipy.core.head_recovery import DuplicateWindow, KeptResults, TaskClaims, drop_queued
 from rayipy.core.scheduler import Execute, Scheduler
 from rayipy.core.worker_state import WorkerState
 from rayipy.protocol.messages import Payload, TaskSpec
@@ -182,3 +182,28 @@ def test_a_worker_names_the_head_tasks_it_holds():
     assert state.held_from_head() == [spec(1).task_id, spec(2).task_id]   # running, first
     state.code_done(spec(1).task_id)                          # its result leaves: not held
     assert state.held_from_head() == [spec(2).task_id]
+
+
+def test_results_for_an_owner_not_back_yet_are_kept_in_order_until_it_registers():
+    kept = KeptResults()
+    kept.keep(b"D" * 8, "TASK_DONE", ("first",), None)
+    kept.keep(b"E" * 8, "TASK_DONE", ("other",), None)
+    kept.keep(b"D" * 8, "TASK_DONE", ("second",), ["frames"])
+    assert kept.take(b"D" * 8) == [("TASK_DONE", ("first",), None),
+                                   ("TASK_DONE", ("second",), ["frames"])]
+    assert kept.take(b"D" * 8) == []                 # given once
+    assert list(kept.by_owner) == [b"E" * 8]
+
+
+def test_a_worker_registration_carries_the_tasks_held_as_it_is_sent():
+    import pickle
+    import threading
+    from types import SimpleNamespace
+
+    from rayipy.node.worker import HeldTasks
+
+    worker = SimpleNamespace(lock=threading.Lock(), state=WorkerState("here"))
+    info = {"held_tasks": HeldTasks(worker)}          # put there once, at the start
+    assert pickle.loads(pickle.dumps(dict(info)))["held_tasks"] == []
+    worker.state.tasks_from_head([spec(1, attempt=0)], blocked=False)
+    assert pickle.loads(pickle.dumps(dict(info)))["held_tasks"] == [spec(1).task_id]
