@@ -302,6 +302,30 @@ class Scheduler(ActorScheduling, LeaseScheduling, PlacementScheduling):
         self.counts["submitted"] += submitted
         return out + self.dispatch()
 
+    def adopt_tasks(self, worker_id: bytes, specs: list[TaskSpec]) -> list[Instruction]:
+        """After a head restart: ``worker`` lived on holding these tasks (running or queued
+        there), and their owners sent them again. They are recorded as given to it, as
+        ``dispatch`` would have, so its resources, their results, a cancel and its death
+        work as for any task. Nothing is sent: it has them (or their results are on their
+        way). A worker that cannot take tasks now (an actor's, a leased one) leaves them
+        to be scheduled as any task (``core/head_recovery.py``)."""
+        if not specs:
+            return []
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.state not in (IDLE, RUNNING, BLOCKED) or worker.leased_to:
+            return self.submit(specs)
+        if worker.state is IDLE:
+            self._allocate(worker, specs[0].resources, RUNNING)
+        for spec in specs:
+            record = self.tasks[spec.task_id] = TaskRecord(spec)
+            record.worker = worker_id
+            worker.queue.append(spec.task_id)
+            worker.functions.add(spec.function_id)
+            if spec.attempt:
+                self.counts["retried"] += 1   # as ``submit`` counts a task sent again
+        self.counts["submitted"] += len(specs)
+        return self.dispatch()
+
     def finished(self, worker_id: bytes, task_ids: Iterable[bytes], durations: Iterable[float],
                  statuses: Iterable[int] | None = None) -> list[Instruction]:
         """A worker's results. ``statuses`` (protocol statuses, one per task; None: all

@@ -251,6 +251,18 @@ class WorkerState:
         remember(self.done_direct, result.task_id, self.cancels_kept)
         return ReplyToCaller(caller, result)
 
+    def held_from_head(self) -> list[bytes]:
+        """The ids of the head's tasks here, running or queued (not direct calls, nor an
+        actor's): a worker registering again with a restarted head names them, for the
+        copies their owners send again to come back here (``core/head_recovery.py``)."""
+        reply_to = self.reply_to
+        out = [spec.task_id for spec in self.queue
+               if not spec.actor_id and spec.task_id not in reply_to]
+        current = self.current
+        if current is not None and not current.actor_id and current.task_id not in reply_to:
+            out.insert(0, current.task_id)
+        return out
+
     def caller_of(self, task_id: bytes) -> Caller | None:
         """The direct caller of a task here (None: it came from the head)."""
         return self.reply_to.get(task_id)

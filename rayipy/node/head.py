@@ -32,7 +32,8 @@ import zmq
 
 from rayipy import exceptions
 from rayipy.core import head_journal
-from rayipy.core.head_recovery import DuplicateWindow
+from rayipy.core.head_recovery import (CLAIM_WAIT_SECONDS, DuplicateWindow, KeptResults,
+                                       TaskClaims, waiting_workers)
 from rayipy.core.liveness import (DEFAULT_DRIVER_GRACE_S, DEFAULT_HEAD_RESTART_WAIT_S,
                                   GRACE_SETTING, DriverSessions, Lost, check_grace_period)
 from rayipy.core.setup_cells import SetupCells
@@ -124,6 +125,11 @@ class Head:
         # ... and keeps a task that comes twice (sent again by its owner, or its result
         # from a worker that lived on) to one run where it can (core/head_recovery.py).
         self.duplicates: DuplicateWindow | None = None
+        # ... and gives a task a worker that lived on still holds back to that worker,
+        # when its owner sends it again (core/head_recovery.py).
+        self.claims: TaskClaims | None = None
+        # ... and keeps results for owners not registered again yet, to give them first.
+        self.kept_results: KeptResults | None = None
         self.endpoint = Endpoint(self.context, zmq.ROUTER, Signer(key), count_bytes=True,
                                  salt=salt)
         # libzmq's I/O thread answers these pings without the GIL, so a driver whose
@@ -229,6 +235,8 @@ class Head:
         head_journal.restore_jobs(self.jobs.table, durable.jobs)
         self.recovery_deadline = time.monotonic() + self.restart_wait
         self.duplicates = DuplicateWindow()
+        self.claims = TaskClaims(time.monotonic() + min(CLAIM_WAIT_SECONDS, self.restart_wait))
+        self.kept_results = KeptResults()
         log.warning("restarted from the journal in %s: %d functions, %d actors, %d placement "
                     "groups, %d jobs; waiting up to %g s for nodes and drivers to register "
                     "again", self.store.directory, len(durable.functions),
@@ -239,6 +247,10 @@ class Head:
         """The peers had their time to come back: what did not is gone."""
         self.recovery_deadline = None
         self.duplicates = None
+        self.kept_results = None   # their owners did not come back
+        if self.claims is not None:
+            held, self.claims = self.claims.over(), None
+            self.carry_out(self.scheduler.submit(held))
         why = "its worker did not come back after the head restarted"
         self.carry_out(self.scheduler.recovery_over(why))
         self.carry_out(self.scheduler.lease_claims_over(why))
@@ -247,6 +259,14 @@ class Head:
                 self.jobs.table, set(self.scheduler.nodes), "it did not come back after the head "
                 "restarted", time.time()):
             self.journal_job(job_id)
+
+    def place_claimed(self, given: dict[bytes, list[TaskSpec]], rest: list[TaskSpec]) -> None:
+        """Copies sent again after a restart: to the workers that hold them (``given``),
+        and the others scheduled as any task."""
+        for worker_id, specs in given.items():
+            self.carry_out(self.scheduler.adopt_tasks(worker_id, specs))
+        if rest:
+            self.carry_out(self.scheduler.submit(rest))
 
     def journal(self) -> None:
         """Write what changed in this turn of the loop (cheap when nothing did)."""
@@ -285,6 +305,10 @@ class Head:
                     self.heartbeat(now)
                     if self.recovery_deadline is not None and now >= self.recovery_deadline:
                         self.end_recovery()
+                    elif self.claims is not None:
+                        self.place_claimed(*self.claims.release(
+                            self.scheduler.workers, waiting_workers(self.scheduler.early_workers),
+                            now))
                     self.journal()
                     if self.store is not None:
                         self.store.sync()
@@ -493,6 +517,7 @@ class Head:
             self.send(sender, Kind.WELCOME, self.welcome_body())
             return
         self.peers[sender] = Peer(reg)
+        adopted = self.claimed_by(sender, reg)
         if reg.role == "driver":
             self.drivers.joined(sender, time.monotonic())
         if reg.role in ("driver", "worker"):
@@ -504,8 +529,37 @@ class Head:
                                                      reg.info.get("direct", ""),
                                                      reg.info.get("runtime_env", ""),
                                                      reg.info.get("actor")))
+            self.carry_out(self.scheduler.adopt_tasks(sender, adopted))
+        self.give_kept_results(sender)
         self.send(sender, Kind.WELCOME, self.welcome_body())
         self.restore_leases(sender, reg)
+
+    def give_kept_results(self, owner: bytes) -> None:
+        """After a restart: the results that came for ``owner`` before it registered
+        again, given before its welcome, so that it does not send those tasks again."""
+        if self.kept_results is None:
+            return
+        for kind, body, frames in self.kept_results.take(owner):
+            self.forward(owner, kind, body, frames)
+            task_ids = [r.task_id for r in body[0]]
+            if self.duplicates is not None:
+                self.duplicates.results(self.scheduler, task_ids, [True] * len(task_ids))
+            if self.claims is not None:
+                self.claims.finished(task_ids, [True] * len(task_ids))
+
+    def claimed_by(self, sender: bytes, reg: Registration) -> list[TaskSpec]:
+        """After a restart: a worker registering again names the head's tasks it holds
+        (``held_tasks``); the copies of them here already (held, or queued), to give it.
+        Taken before it is attached, so that they are not handed to another worker
+        first (``TaskClaims.declared``)."""
+        held = reg.info.get("held_tasks") if reg.role == "worker" else None
+        if self.claims is None or not held:
+            return []
+        if not isinstance(held, list) or not all(isinstance(t, bytes) for t in held):
+            log.warning("worker %s registered with a malformed held_tasks: ignored", sender.hex())
+            return []
+        attached = {sender} if reg.node_id in self.scheduler.nodes else set()
+        return self.claims.declared(sender, held, self.scheduler, attached)
 
     def restore_leases(self, sender: bytes, reg: Registration) -> None:
         """After a restart: an owner registering again names the workers it holds on
@@ -565,24 +619,40 @@ class Head:
         specs = body[0]
         if self.duplicates is not None:   # a restart: the same task may come twice
             specs = self.duplicates.fresh(specs, self.scheduler.tasks)
+        if self.claims is not None:       # ... and a worker that lived on may hold it
+            self.place_claimed(*self.claims.submitted(
+                specs, self.scheduler.workers, waiting_workers(self.scheduler.early_workers),
+                time.monotonic()))
+            return
         self.carry_out(self.scheduler.submit(specs))
 
     def on_task_done(self, sender: bytes, body: Body, frames: Frames) -> None:
         results = body[0]
         task_ids = [r.task_id for r in results]
         owners = {t[:OWNER_ID_BYTES] for t in task_ids}
+        kept = self.kept_results
         if len(owners) == 1:
-            self.forward(owners.pop(), Kind.TASK_DONE, body, frames)
+            owner = owners.pop()
+            if kept is not None and owner not in self.peers:   # given when it registers
+                kept.keep(owner, Kind.TASK_DONE, body, frames)
+            else:
+                self.forward(owner, Kind.TASK_DONE, body, frames)
         else:
             for owner in owners:
-                self.send(owner, Kind.TASK_DONE, ([r for r in results if owner_of(r.task_id) == owner],))
+                part = ([r for r in results if owner_of(r.task_id) == owner],)
+                if kept is not None and owner not in self.peers:
+                    kept.keep(owner, Kind.TASK_DONE, part, None)
+                else:
+                    self.send(owner, Kind.TASK_DONE, part)
         history = self.history
         now = time.time()
         # Before the scheduler forgets the tasks' names.
         history.results(self.scheduler.workers.get(sender), results, self.scheduler.tasks, now)
         if self.duplicates is not None:   # a restart: its copy sent again need not run
-            self.duplicates.results(self.scheduler, task_ids,
-                                    [owner_of(t) in self.peers for t in task_ids])
+            delivered = [owner_of(t) in self.peers for t in task_ids]
+            self.duplicates.results(self.scheduler, task_ids, delivered)
+            if self.claims is not None:
+                self.claims.finished(task_ids, delivered)
         self.carry_out(self.scheduler.finished(sender, task_ids, [r.duration for r in results],
                                                [r.status for r in results]))
         history.started(sender, self.scheduler.workers, now)   # its next pipelined task starts now
@@ -592,6 +662,8 @@ class Head:
         if self.duplicates is not None:   # its owner has these results: no copy need run
             self.duplicates.results(self.scheduler, [t for t, _, _ in done],
                                     [True] * len(done))
+            if self.claims is not None:
+                self.claims.finished([t for t, _, _ in done], [True] * len(done))
         now = time.time()
         self.history.results(self.scheduler.workers.get(worker_id),
                              [TaskResult(t, status, (), d, "", ()) for t, d, status in done],
@@ -603,16 +675,23 @@ class Head:
     def on_cancel(self, sender: bytes, body: Body, frames: Frames) -> None:
         task_id, force, actor_id, leased_worker, *rest = body   # recursive: new, last
         recursive = bool(rest[0]) if rest else True
+        if self.claims is not None and task_id in self.claims.held:
+            # A copy held for the worker that may have it: queued, to be cancelled there.
+            self.carry_out(self.scheduler.submit([self.claims.held.pop(task_id)]))
         self.carry_out(self.scheduler.cancel_requested(task_id, force, actor_id, leased_worker,
                                                        recursive))
 
     def on_blocked(self, sender: bytes, body: Body, frames: Frames) -> None:
+        if self.claims is not None:   # given back unrun: a copy sent again must run
+            self.claims.returned(body[0])
         self.carry_out(self.scheduler.blocked(sender, body[0]))
 
     def on_unblocked(self, sender: bytes, body: Body, frames: Frames) -> None:
         self.carry_out(self.scheduler.unblocked(sender))
 
     def on_returned(self, sender: bytes, body: Body, frames: Frames) -> None:
+        if self.claims is not None:
+            self.claims.returned(body[0])
         self.carry_out(self.scheduler.returned(sender, body[0]))
 
     def on_kill_actor(self, sender: bytes, body: Body, frames: Frames) -> None:

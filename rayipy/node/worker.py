@@ -51,6 +51,27 @@ LOW_QUEUE = 2
 KILL_GRACE_SECONDS = 0.1   # a forced recursive cancel: for its children's cancels to leave
 
 
+class HeldTasks:
+    """``info["held_tasks"]`` in our registration: the ids of the head's tasks we hold
+    (running, or queued here), read when the registration is pickled, as it leaves, and
+    sent as a plain list. A restarted head gives the copies their owners send again back
+    to us, as ours, instead of running them a second time elsewhere
+    (``core/head_recovery.py``); so the list must be that moment's: a task named is here
+    still, or its result leaves after the registration. (The runtime re-registers from
+    its I/O thread, ``Runtime._registration``; this keeps the list's reading here.)"""
+
+    __slots__ = ("worker",)
+
+    def __init__(self, worker: "Worker") -> None:
+        self.worker = worker
+
+    def __reduce__(self) -> tuple[Any, tuple[list[bytes]]]:
+        worker = self.worker
+        with worker.lock:
+            held = worker.state.held_from_head()
+        return list, (held,)
+
+
 class Worker:
     """The worker's side of its runtime (``WorkerHooks``), and the main thread's loop."""
 
@@ -61,6 +82,8 @@ class Worker:
         # thread waits for work.
         self.inbox = DirectInbox(runtime.signer, ip)
         runtime.info["direct"] = self.inbox.address
+        # The head's tasks we hold, named each time we register (to a restarted head).
+        runtime.info["held_tasks"] = HeldTasks(self)
         self.where = (f"node {runtime.node_id.hex()[:8]} ({runtime.info.get('ip', '?')}), "
                       f"worker pid {os.getpid()}")
         self.label = f"pid={os.getpid()}, ip={runtime.info.get('ip', '?')}"   # as Ray labels output
